@@ -1,0 +1,53 @@
+"""Refusal Control: a Bitrix24 / amoCRM add-on that stops sales managers from leaking clients."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, g, jsonify, request
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app. Nothing connects here: databases and Redis are reached on first use."""
+    app = Flask(__name__, instance_relative_config=True)
+    instance_path = Path(
+        (test_config or {}).get("INSTANCE_PATH") or os.environ.get("INSTANCE_PATH") or app.instance_path
+    )
+    app.instance_path = str(instance_path)
+
+    from app.config import load_config
+
+    app.config.from_mapping(load_config(instance_path))
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+        if "DATABASE_URL" in test_config:
+            from app.config import normalise_database_url
+
+            app.config["DATABASE_URL"] = normalise_database_url(test_config["DATABASE_URL"])
+
+    from app import db, health, logs, queue
+
+    logs.init_app(app)
+    db.init_app(app)
+    queue.init_app(app)
+    health.init_app(app)
+    _init_requests(app)
+    return app
+
+
+def _init_requests(app: Flask) -> None:
+    """Request ids for the logs, and JSON errors instead of HTML pages."""
+
+    @app.before_request
+    def assign_request_id() -> None:
+        g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> ResponseReturnValue:
+        return jsonify(error=error.name, message=error.description), error.code or 500

@@ -1,0 +1,78 @@
+"""Every setting of the app, read from the environment, with embedded defaults."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+QUEUE_NAMES: tuple[str, ...] = ("events", "default", "callbacks", "reports")
+
+
+def parse_bool(value: str | None, default: bool = False) -> bool:
+    """Read a boolean the way people write it in environment files."""
+    if value is None or value.strip() == "":
+        return default
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on", "y"}:
+        return True
+    if lowered in {"0", "false", "no", "off", "n"}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def parse_int(value: str | None, default: int) -> int:
+    """Read an integer setting; empty means the default."""
+    if value is None or value.strip() == "":
+        return default
+    return int(value)
+
+
+def _secret_key(instance_path: Path, env: Mapping[str, str]) -> str:
+    """Use SECRET_KEY, else a random key kept in the instance folder across restarts."""
+    if env.get("SECRET_KEY"):
+        return env["SECRET_KEY"]
+    key_file = instance_path / "secret_key"
+    if key_file.exists():
+        return key_file.read_text().strip()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    key_file.write_text(key)
+    key_file.chmod(0o600)
+    return key
+
+
+def normalise_database_url(url: str) -> str:
+    """Point plain PostgreSQL URLs at psycopg 3 explicitly."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def load_config(instance_path: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Build the Flask config mapping from the environment."""
+    env = os.environ if env is None else env
+    database_url = env.get("DATABASE_URL") or f"sqlite:///{instance_path / 'refusal_control.sqlite3'}"
+    return {
+        "SECRET_KEY": _secret_key(instance_path, env),
+        "DATABASE_URL": normalise_database_url(database_url),
+        # None means: connect to the embedded Redis started by the run command.
+        "REDIS_URL": env.get("REDIS_URL") or None,
+        "EMBEDDED_REDIS_SOCKET": str(instance_path / "redis.sock"),
+        "PUBLIC_URL": (env.get("PUBLIC_URL") or "http://127.0.0.1:5000").rstrip("/"),
+        "B24_CLIENT_ID": env.get("B24_CLIENT_ID", ""),
+        "B24_CLIENT_SECRET": env.get("B24_CLIENT_SECRET", ""),
+        "B24_OAUTH_SERVER": (env.get("B24_OAUTH_SERVER") or "https://oauth.bitrix.info").rstrip("/"),
+        "AMO_CLIENT_ID": env.get("AMO_CLIENT_ID", ""),
+        "AMO_CLIENT_SECRET": env.get("AMO_CLIENT_SECRET", ""),
+        "AMO_REDIRECT_URI": env.get("AMO_REDIRECT_URI", ""),
+        "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
+        "JOB_TIMEOUT_SECONDS": parse_int(env.get("JOB_TIMEOUT_SECONDS"), 180),
+        "SANDBOX_ENABLED": parse_bool(env.get("SANDBOX_ENABLED"), default=False),
+        "QUEUE_NAMES": QUEUE_NAMES,
+        "TESTING": False,
+    }

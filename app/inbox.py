@@ -1,0 +1,140 @@
+"""The inbox: every verified inbound CRM call is stored once, then processed by a job."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+import redis
+import sqlalchemy as sa
+from rq import Retry
+
+from app.db import db, insert_ignore
+from app.models import InboxItem, utcnow
+from app.queue import enqueue
+
+log = logging.getLogger(__name__)
+
+InboxProcessor = Callable[[InboxItem], None]
+PROCESSORS: dict[tuple[str, str], InboxProcessor] = {}
+RETRY = Retry(max=5, interval=[5, 30, 120, 600, 1800])
+MAX_ATTEMPTS = RETRY.max + 1
+
+
+def processor(source: str, kind: str) -> Callable[[InboxProcessor], InboxProcessor]:
+    """Register the function that processes inbox rows of one source and kind."""
+
+    def register(func: InboxProcessor) -> InboxProcessor:
+        PROCESSORS[(source, kind)] = func
+        return func
+
+    return register
+
+
+def store(source: str, kind: str, dedupe_key: str, body: str, portal_id: int | None) -> int | None:
+    """Insert one row; returns its id, or None when the same dedupe key was stored before."""
+    statement = insert_ignore(
+        InboxItem,
+        {
+            "portal_id": portal_id,
+            "source": source,
+            "kind": kind,
+            "dedupe_key": dedupe_key[:255],
+            "body": body,
+            "status": InboxItem.PENDING,
+            "attempts": 0,
+            "last_error": "",
+            "received_at": utcnow(),
+        },
+        ["dedupe_key"],
+    ).returning(InboxItem.id)
+    inbox_id = db.session.execute(statement).scalar()
+    db.session.commit()
+    return inbox_id
+
+
+def enqueue_item(inbox_id: int) -> bool:
+    """Queue the processing job; on a Redis failure the row stays pending for the sweep."""
+    try:
+        enqueue("events", "app.jobs.process_inbox", inbox_id, job_id=f"inbox-{inbox_id}", unique=True, retry=RETRY)
+    except (redis.RedisError, OSError) as error:
+        log.warning(
+            "inbox row left for the sweep: redis unavailable", extra={"inbox_id": inbox_id, "error": str(error)}
+        )
+        return False
+    db.session.execute(
+        sa.update(InboxItem)
+        .where(InboxItem.id == inbox_id, InboxItem.status == InboxItem.PENDING)
+        .values(status=InboxItem.QUEUED, enqueued_at=utcnow())
+    )
+    db.session.commit()
+    return True
+
+
+def accept(source: str, kind: str, dedupe_key: str, body: str, portal_id: int | None) -> int | None:
+    """Store then enqueue. Returns the row id, or None for a duplicate delivery."""
+    inbox_id = store(source, kind, dedupe_key, body, portal_id)
+    if inbox_id is not None:
+        enqueue_item(inbox_id)
+    return inbox_id
+
+
+def process(inbox_id: int) -> str:
+    """Run the registered processor for one row; failures are recorded and re-raised for a retry."""
+    item = db.session.get(InboxItem, inbox_id)
+    if item is None:
+        return "missing"
+    if item.status == InboxItem.DONE:
+        return "already done"
+    item.attempts += 1
+    db.session.commit()
+    func = PROCESSORS.get((item.source, item.kind))
+    if func is None:
+        item.status = InboxItem.DONE
+        item.last_error = f"no processor for {item.source}/{item.kind}"
+        item.processed_at = utcnow()
+        db.session.commit()
+        log.warning("inbox row without processor", extra={"inbox_id": inbox_id, "kind": item.kind})
+        return "ignored"
+    try:
+        func(item)
+    except Exception as error:
+        db.session.rollback()
+        item = db.session.get(InboxItem, inbox_id)
+        assert item is not None
+        item.last_error = f"{type(error).__name__}: {error}"[:2000]
+        if item.attempts >= MAX_ATTEMPTS:
+            item.status = InboxItem.FAILED
+        db.session.commit()
+        raise
+    item.status = InboxItem.DONE
+    item.last_error = ""
+    item.processed_at = utcnow()
+    db.session.commit()
+    return "done"
+
+
+def sweep(older_than: timedelta = timedelta(seconds=30)) -> int:
+    """Enqueue rows that are not done and not failed (Redis was down, or a job was lost)."""
+    cutoff = utcnow() - older_than
+    rows = db.session.scalars(
+        sa.select(InboxItem.id)
+        .where(InboxItem.status.in_([InboxItem.PENDING, InboxItem.QUEUED]), InboxItem.received_at < cutoff)
+        .order_by(InboxItem.id)
+        .limit(5000)
+    ).all()
+    count = 0
+    for inbox_id in rows:
+        job = enqueue(
+            "events", "app.jobs.process_inbox", inbox_id, job_id=f"inbox-{inbox_id}", unique=True, retry=RETRY
+        )
+        if job is not None:
+            count += 1
+            db.session.execute(
+                sa.update(InboxItem)
+                .where(InboxItem.id == inbox_id)
+                .values(status=InboxItem.QUEUED, enqueued_at=utcnow())
+            )
+    db.session.commit()
+    return count

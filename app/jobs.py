@@ -1,0 +1,33 @@
+"""RQ job functions: thin, take ids, re-read state."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from app import inbox
+from app.queue import get_redis
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_KEY = "rc:heartbeat:{name}"
+
+
+def record_heartbeat(name: str = "worker") -> str:
+    """Record that a worker ran a job now; /healthz reports the worker's last heartbeat."""
+    stamp = datetime.now(UTC).isoformat()
+    get_redis().set(HEARTBEAT_KEY.format(name=name), stamp, ex=7 * 24 * 3600)
+    return stamp
+
+
+def process_inbox(inbox_id: int) -> str:
+    """Process one stored inbound call."""
+    return inbox.process(inbox_id)
+
+
+def sweep_inbox() -> int:
+    """Queue inbox rows that were stored but never processed."""
+    count = inbox.sweep()
+    if count:
+        log.info("inbox sweep re-queued rows", extra={"count": count})
+    return count

@@ -1,0 +1,124 @@
+"""SQLAlchemy models. Every tenant-owned row carries portal_id; lookups go through `for_portal`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from flask import abort
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from app.db import Base, db
+
+JsonType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Stores aware datetimes as UTC and always returns them aware (SQLite forgets the zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Portal(Base):
+    """A tenant: one Bitrix24 portal (member_id) or one amoCRM account (account id)."""
+
+    __tablename__ = "portals"
+    __table_args__ = (sa.UniqueConstraint("crm", "external_id", name="uq_portals_crm_external_id"),)
+
+    BITRIX24 = "bitrix24"
+    AMOCRM = "amocrm"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    crm: Mapped[str] = mapped_column(sa.String(16))
+    external_id: Mapped[str] = mapped_column(sa.String(64))
+    domain: Mapped[str] = mapped_column(sa.String(255), default="")
+    rest_base: Mapped[str] = mapped_column(sa.String(512), default="")
+    access_token: Mapped[str | None] = mapped_column(sa.Text)
+    refresh_token: Mapped[str | None] = mapped_column(sa.Text)
+    token_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    application_token: Mapped[str | None] = mapped_column(sa.String(128))
+    language: Mapped[str] = mapped_column(sa.String(8), default="ru")
+    timezone: Mapped[str] = mapped_column(sa.String(64), default="Europe/Moscow")
+    settings: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    status: Mapped[str] = mapped_column(sa.String(32), default="installing")
+    status_detail: Mapped[str] = mapped_column(sa.Text, default="")
+    installed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    uninstalled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Portal {self.id} {self.crm}:{self.external_id}>"
+
+
+class InboxItem(Base):
+    """Every inbound CRM call, stored before it is acknowledged."""
+
+    __tablename__ = "inbox"
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    DONE = "done"
+    FAILED = "failed"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    portal_id: Mapped[int | None] = mapped_column(sa.ForeignKey("portals.id", ondelete="CASCADE"), index=True)
+    source: Mapped[str] = mapped_column(sa.String(16))
+    kind: Mapped[str] = mapped_column(sa.String(64))
+    dedupe_key: Mapped[str] = mapped_column(sa.String(255), unique=True)
+    body: Mapped[str] = mapped_column(sa.Text)
+    status: Mapped[str] = mapped_column(sa.String(16), default=PENDING, index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str] = mapped_column(sa.Text, default="")
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    processed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class AuditEntry(Base):
+    """One decision of the app: who attempted what, what we did, and why."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    portal_id: Mapped[int] = mapped_column(sa.ForeignKey("portals.id", ondelete="CASCADE"), index=True)
+    deal_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    actor: Mapped[str] = mapped_column(sa.String(64))
+    attempted: Mapped[str] = mapped_column(sa.String(128))
+    outcome: Mapped[str] = mapped_column(sa.String(128))
+    reason: Mapped[str] = mapped_column(sa.Text, default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+
+
+TenantRow = TypeVar("TenantRow", bound=Base)
+
+
+def for_portal(model: type[TenantRow], row_id: int, portal: Portal) -> TenantRow:
+    """Fetch a tenant-owned row by id, or 404 when it is missing or belongs to another portal."""
+    row = db.session.scalar(sa.select(model).where(model.id == row_id, model.portal_id == portal.id))  # type: ignore[attr-defined]
+    if row is None:
+        abort(404, description="not found")
+    return row

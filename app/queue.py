@@ -1,0 +1,137 @@
+"""RQ on Redis: connections, named queues, enqueue helpers and the app-aware worker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import Flask, current_app
+from redis import Redis
+from rq import Queue, Retry, SimpleWorker, Worker
+from rq.exceptions import DuplicateJobError
+from rq.job import Job, JobStatus
+
+_CONNECTIONS: dict[tuple[int, str], Redis] = {}
+
+
+def redis_url(app: Flask | None = None) -> str:
+    """REDIS_URL, or the unix socket of the embedded Redis started by the run command."""
+    config = (app or current_app).config
+    return config["REDIS_URL"] or f"unix://{config['EMBEDDED_REDIS_SOCKET']}"
+
+
+def get_redis(app: Flask | None = None) -> Redis:
+    """One Redis client per process and URL, created on first use, never at import."""
+    url = redis_url(app)
+    key = (os.getpid(), url)
+    if key not in _CONNECTIONS:
+        _CONNECTIONS[key] = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30)
+    return _CONNECTIONS[key]
+
+
+def get_queue(name: str, app: Flask | None = None) -> Queue:
+    """A named queue on the app's Redis."""
+    app = app or current_app
+    if name not in app.config["QUEUE_NAMES"]:
+        raise ValueError(f"unknown queue {name!r}")
+    return Queue(name, connection=get_redis(app), default_timeout=app.config["JOB_TIMEOUT_SECONDS"])
+
+
+def enqueue(
+    queue_name: str,
+    func: Callable[..., Any] | str,
+    *args: Any,
+    job_id: str | None = None,
+    unique: bool = False,
+    retry: Retry | None = None,
+    timeout: int | None = None,
+    at: datetime | None = None,
+    delay: timedelta | None = None,
+    result_ttl: int | None = None,
+) -> Job | None:
+    """Enqueue a job now, at a time, or after a delay. With unique=True a duplicate job id returns None."""
+    queue = get_queue(queue_name)
+    options: dict[str, Any] = {"job_id": job_id, "retry": retry, "job_timeout": timeout, "unique": unique}
+    if result_ttl is not None:
+        options["result_ttl"] = result_ttl
+    try:
+        if at is None and delay is None:
+            return queue.enqueue(func, *args, **options)
+        # Queue.enqueue_at ignores unique= in RQ 2.12, so the job is built and scheduled in two steps.
+        run_at = at if at is not None else datetime.now(UTC) + (delay or timedelta())
+        job = queue.create_job(
+            func,
+            args=args,
+            job_id=job_id,
+            retry=retry,
+            timeout=timeout,
+            result_ttl=result_ttl,
+            status=JobStatus.SCHEDULED,
+        )
+        return queue.schedule_job(job, run_at, unique=unique)
+    except DuplicateJobError:
+        return None
+
+
+def replace_scheduled(queue_name: str, func: Callable[..., Any] | str, *args: Any, job_id: str, at: datetime) -> Job:
+    """Schedule a one-per-key job at `at`, cancelling any earlier job with the same id."""
+    queue = get_queue(queue_name)
+    existing = queue.fetch_job(job_id)
+    if existing is not None:
+        existing.cancel()
+        existing.delete()
+    job = enqueue(queue_name, func, *args, job_id=job_id, unique=True, at=at)
+    if job is None:
+        raise RuntimeError(f"job {job_id} could not be replaced")
+    return job
+
+
+def queue_depths(app: Flask | None = None) -> dict[str, int]:
+    """Jobs waiting in each queue (scheduled ones not counted)."""
+    app = app or current_app
+    return {name: get_queue(name, app).count for name in app.config["QUEUE_NAMES"]}
+
+
+class AppJobMixin:
+    """Runs every job inside a fresh Flask app context (fresh DB session per job)."""
+
+    flask_app: Flask
+
+    def perform_job(self, job: Job, queue: Queue) -> bool:
+        with self.flask_app.app_context():
+            return super().perform_job(job, queue)  # type: ignore[misc]
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()  # type: ignore[misc]
+        from app.schedule import ensure_periodic_jobs
+
+        with self.flask_app.app_context():
+            ensure_periodic_jobs()
+
+
+class AppWorker(AppJobMixin, Worker):
+    """The production worker: forks a work-horse per job."""
+
+
+class AppSimpleWorker(AppJobMixin, SimpleWorker):
+    """Runs jobs in-process; used by tests to drive the queue deterministically."""
+
+
+def make_worker(app: Flask, queue_names: Sequence[str] | None = None, simple: bool = False) -> Worker:
+    """A worker bound to the app, listening on the given queues (all by default, events first)."""
+    names = list(queue_names or app.config["QUEUE_NAMES"])
+    connection = get_redis(app)
+    queues = [Queue(name, connection=connection) for name in names]
+    worker_class = AppSimpleWorker if simple else AppWorker
+    worker = worker_class(queues, connection=connection)
+    worker.flask_app = app
+    return worker
+
+
+def init_app(app: Flask) -> None:
+    """Register the worker command."""
+    from app.cli import worker_command
+
+    app.cli.add_command(worker_command)

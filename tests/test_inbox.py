@@ -1,0 +1,93 @@
+"""The inbox stores each delivery once and hands it to its processor through the queue."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from app import inbox
+from app.db import db
+from app.models import InboxItem, utcnow
+from tests.helpers import make_portal
+
+
+def _rows() -> list[InboxItem]:
+    return list(db.session.scalars(sa.select(InboxItem).order_by(InboxItem.id)))
+
+
+def test_same_key_twice_gives_one_row(app: Flask):
+    portal = make_portal()
+    first = inbox.store("b24", "ONCRMDEALUPDATE", "k1", "body=1", portal.id)
+    second = inbox.store("b24", "ONCRMDEALUPDATE", "k1", "body=1", portal.id)
+    assert first is not None
+    assert second is None
+    assert [row.dedupe_key for row in _rows()] == ["k1"]
+
+
+def test_concurrent_deliveries_of_one_key_store_one_row(app: Flask, database_url: str):
+    """Ten threads storing the same key at once: exactly one wins (row locking on PostgreSQL)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite serialises writers; concurrency is a PostgreSQL property")
+    portal_id = make_portal().id
+    results: list[int | None] = []
+    barrier = threading.Barrier(10)
+
+    def deliver() -> None:
+        with app.app_context():
+            barrier.wait()
+            results.append(inbox.store("b24", "ONCRMDEALUPDATE", "same", "b", portal_id))
+            db.session.remove()
+
+    threads = [threading.Thread(target=deliver) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len([r for r in results if r is not None]) == 1
+    assert len(_rows()) == 1
+
+
+def test_accepted_row_is_processed_by_the_worker(app: Flask, worker, monkeypatch: pytest.MonkeyPatch):
+    seen: list[str] = []
+    monkeypatch.setitem(inbox.PROCESSORS, ("test", "ok"), lambda item: seen.append(item.body))
+    portal = make_portal()
+    inbox_id = inbox.accept("test", "ok", "k-ok", "payload", portal.id)
+    assert db.session.get(InboxItem, inbox_id).status == InboxItem.QUEUED
+    worker()
+    db.session.expire_all()
+    row = db.session.get(InboxItem, inbox_id)
+    assert seen == ["payload"]
+    assert row.status == InboxItem.DONE
+    assert row.attempts == 1
+    assert row.processed_at is not None
+
+
+def test_a_failing_processor_keeps_the_error_and_the_row(app: Flask, worker, monkeypatch: pytest.MonkeyPatch):
+    def explode(item: InboxItem) -> None:
+        raise ValueError("deal vanished")
+
+    monkeypatch.setitem(inbox.PROCESSORS, ("test", "bad"), explode)
+    inbox_id = inbox.accept("test", "bad", "k-bad", "payload", make_portal().id)
+    worker()
+    db.session.expire_all()
+    row = db.session.get(InboxItem, inbox_id)
+    assert row.status == InboxItem.QUEUED  # retries are scheduled
+    assert row.attempts == 1
+    assert row.last_error == "ValueError: deal vanished"
+
+
+def test_sweep_queues_rows_left_pending(app: Flask, worker, monkeypatch: pytest.MonkeyPatch):
+    """A row stored while Redis was down is picked up by the sweep and processed once."""
+    seen: list[str] = []
+    monkeypatch.setitem(inbox.PROCESSORS, ("test", "ok"), lambda item: seen.append(item.dedupe_key))
+    inbox_id = inbox.store("test", "ok", "k-pending", "payload", make_portal().id)
+    row = db.session.get(InboxItem, inbox_id)
+    row.received_at = utcnow() - timedelta(minutes=5)
+    db.session.commit()
+    assert inbox.sweep() == 1
+    assert inbox.sweep() == 0  # the job is already queued
+    worker()
+    assert seen == ["k-pending"]
+    assert inbox.sweep() == 0

@@ -1,0 +1,76 @@
+"""Queue behaviour on a real Redis: retries with backoff, the failed registry, the scheduler."""
+
+import time
+from datetime import timedelta
+
+from flask import Flask
+from rq import Retry
+from rq.job import Job, JobStatus
+
+from app import schedule
+from app.queue import enqueue, get_queue, get_redis, replace_scheduled
+from tests import helpers
+
+
+def test_failing_job_is_retried_with_backoff_then_lands_in_failed_registry(app: Flask, worker):
+    helpers.CALLS.clear()
+    job = enqueue("default", helpers.always_fails, "x", retry=Retry(max=2, interval=[1, 2]))
+    worker()
+    assert helpers.CALLS == ["x"]
+    assert job.id in get_queue("default").scheduled_job_registry  # waiting for its backoff
+    time.sleep(1.2)
+    worker()
+    assert helpers.CALLS == ["x", "x"]
+    time.sleep(2.2)
+    worker()
+    assert helpers.CALLS == ["x", "x", "x"]
+    assert job.id in get_queue("default").failed_job_registry
+    assert Job.fetch(job.id, connection=get_redis()).get_status() == JobStatus.FAILED
+
+
+def test_scheduled_job_runs_only_when_due(app: Flask, worker):
+    helpers.CALLS.clear()
+    enqueue("callbacks", helpers.remember, "later", delay=timedelta(seconds=1))
+    worker()
+    assert helpers.CALLS == []
+    time.sleep(1.2)
+    worker()
+    assert helpers.CALLS == ["later"]
+
+
+def test_unique_job_id_refuses_a_second_copy(app: Flask):
+    assert enqueue("default", helpers.remember, "a", job_id="deal-1-check", unique=True) is not None
+    assert enqueue("default", helpers.remember, "a", job_id="deal-1-check", unique=True) is None
+    assert get_queue("default").count == 1
+
+
+def test_replacing_a_scheduled_job_leaves_exactly_one(app: Flask):
+    from datetime import UTC, datetime
+
+    queue = get_queue("callbacks")
+    first = datetime.now(UTC) + timedelta(hours=1)
+    replace_scheduled("callbacks", helpers.remember, "cb", job_id="callback-case-7", at=first)
+    replace_scheduled("callbacks", helpers.remember, "cb", job_id="callback-case-7", at=first + timedelta(hours=1))
+    assert queue.scheduled_job_registry.get_job_ids() == ["callback-case-7"]
+    scheduled_at = queue.scheduled_job_registry.get_scheduled_time("callback-case-7")
+    assert abs((scheduled_at - (first + timedelta(hours=1))).total_seconds()) < 1
+
+
+def test_periodic_jobs_are_scheduled_once_per_slot(app: Flask):
+    """Every worker calls ensure_periodic_jobs on start; only the first call schedules anything."""
+    now = time.time()
+    first = schedule.ensure_periodic_jobs(now)
+    second = schedule.ensure_periodic_jobs(now)
+    assert set(first) == {job.name for job in schedule.PERIODIC_JOBS}
+    assert second == []
+
+
+def test_periodic_job_runs_and_schedules_its_next_slot(app: Flask, worker):
+    helpers.CALLS.clear()
+    app.config["PERIODIC_JOBS"] = (schedule.PeriodicJob("probe", "tests.helpers.tick", timedelta(seconds=1)),)
+    schedule.ensure_periodic_jobs()
+    time.sleep(1.1)
+    worker()
+    assert helpers.CALLS == ["tick"]
+    registry = get_queue("default").scheduled_job_registry
+    assert len(registry.get_job_ids()) == 1  # the next slot, and only that
