@@ -1,0 +1,1 @@
+"""The CRM port and its adapters (Bitrix24, amoCRM)."""

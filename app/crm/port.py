@@ -1,0 +1,191 @@
+"""The CRM port: what the domain modules may ask of any CRM, in plain dataclasses.
+
+Domain modules (refusals, penalties, exchange, taskcontrol, reports) see only these types; the
+adapters translate them to and from each CRM's wire format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal, Protocol
+
+StageSemantics = Literal["process", "success", "failure"]
+AUTOMATION = "automation"  # the mover of a change made by a robot, workflow or agent
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage (status) of a pipeline."""
+
+    id: str
+    pipeline_id: str
+    name: str
+    sort: int
+    semantics: StageSemantics
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A deal pipeline (Bitrix24 category, amoCRM pipeline) with its stages in order."""
+
+    id: str
+    name: str
+    stages: tuple[Stage, ...]
+    is_default: bool = False
+
+
+@dataclass(frozen=True)
+class Deal:
+    """A deal (amoCRM lead) as the domain needs it; custom values are already decoded."""
+
+    id: str
+    title: str
+    pipeline_id: str
+    stage_id: str
+    stage_semantics: StageSemantics
+    responsible_id: str
+    modified_by_id: str | None
+    modified_at: datetime | None
+    created_at: datetime | None = None
+    amount: Decimal = Decimal("0")
+    currency: str = ""
+    source_id: str = ""
+    refusal_reason: str | None = None
+    refusal_comment: str = ""
+    qa_verdict: str | None = None
+    cpl: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class DealChange:
+    """What the app wants written to a deal; None leaves a field as it is."""
+
+    stage_id: str | None = None
+    pipeline_id: str | None = None
+    responsible_id: str | None = None
+    refusal_reason: str | None = None
+    refusal_comment: str | None = None
+    qa_verdict: str | None = None
+
+
+@dataclass(frozen=True)
+class User:
+    """A CRM user."""
+
+    id: str
+    name: str
+    active: bool = True
+    department_ids: tuple[str, ...] = ()
+    is_admin: bool = False
+
+
+@dataclass(frozen=True)
+class Department:
+    """A department (amoCRM: users group)."""
+
+    id: str
+    name: str
+    head_id: str | None = None
+    parent_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task (or to-do) linked to a deal."""
+
+    id: str
+    title: str
+    responsible_id: str
+    deal_id: str | None
+    deadline: datetime | None
+    is_open: bool
+    created_by: str | None = None
+    auditor_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task the app creates."""
+
+    title: str
+    responsible_id: str
+    deal_id: str
+    deadline: datetime
+    description: str = ""
+    created_by: str | None = None
+    auditor_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Call:
+    """A phone call linked to a deal, with its recording when there is one."""
+
+    id: str
+    deal_id: str
+    user_id: str | None
+    direction: Literal["in", "out"]
+    started_at: datetime | None
+    duration_seconds: int
+    recording_url: str | None = None
+    recording_file_id: str | None = None
+    phone: str = ""
+
+
+@dataclass(frozen=True)
+class DealPage:
+    """Deals from a scan, with the cursor to continue from."""
+
+    deals: Sequence[Deal]
+    next_cursor: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class CrmClient(Protocol):
+    """Everything the domain asks of a CRM. Adapters raise app.crm.errors.CrmError subclasses."""
+
+    def get_deal(self, deal_id: str) -> Deal:
+        """Re-read one deal (never trust a webhook payload)."""
+        ...
+
+    def get_deals(self, deal_ids: Sequence[str]) -> dict[str, Deal]:
+        """Read many deals in as few calls as possible; missing ids are left out."""
+        ...
+
+    def update_deal(self, deal_id: str, change: DealChange) -> None:
+        """Write the given fields of a deal."""
+        ...
+
+    def iter_deals(self, *, modified_since: datetime | None = None, open_only: bool = False) -> Iterator[Deal]:
+        """Stream deals (oldest id first) without loading them all."""
+        ...
+
+    def list_pipelines(self) -> list[Pipeline]:
+        """Every deal pipeline with its stages."""
+        ...
+
+    def list_users(self) -> list[User]:
+        """Every user of the portal."""
+        ...
+
+    def list_departments(self) -> list[Department]:
+        """Every department."""
+        ...
+
+    def notify(self, user_id: str, message: str) -> None:
+        """Tell a user something in the CRM (notification, or a task where there is none)."""
+        ...
+
+    def create_task(self, task: NewTask) -> str:
+        """Create a task linked to a deal; returns its id."""
+        ...
+
+    def list_deal_tasks(self, deal_id: str) -> list[Task]:
+        """Tasks linked to a deal."""
+        ...
+
+    def list_deal_calls(self, deal_id: str) -> list[Call]:
+        """Calls linked to a deal, with recordings."""
+        ...
