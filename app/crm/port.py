@@ -50,6 +50,8 @@ class Deal:
     modified_by_id: str | None
     modified_at: datetime | None
     created_at: datetime | None = None
+    moved_by_id: str | None = None
+    moved_at: datetime | None = None
     amount: Decimal = Decimal("0")
     currency: str = ""
     source_id: str = ""
@@ -156,6 +158,10 @@ class CrmClient(Protocol):
 
     def update_deal(self, deal_id: str, change: DealChange) -> None:
         """Write the given fields of a deal."""
+        ...
+
+    def stage_before(self, deal_id: str, stage_id: str) -> str | None:
+        """The stage a deal was in before it last entered `stage_id` (from the CRM's stage history)."""
         ...
 
     def iter_deals(self, *, modified_since: datetime | None = None, open_only: bool = False) -> Iterator[Deal]:

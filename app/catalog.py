@@ -1,0 +1,49 @@
+"""What the app adds to a CRM, named in Russian and English: the stage, the reasons, the verdicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Label:
+    """A bilingual label."""
+
+    ru: str
+    en: str
+
+    def in_language(self, language: str) -> str:
+        """The label in the portal's language (Russian unless English is asked for)."""
+        return self.en if language == "en" else self.ru
+
+
+REFUSAL_STAGE = Label("Условный отказ", "Conditional refusal")
+REFUSAL_STAGE_CODE = "RC_REFUSAL"
+REFUSAL_STAGE_COLOR = "#FFA900"
+
+REASONS: dict[str, Label] = {
+    "not_interested": Label("Клиент не хочет", "Client does not want it"),
+    "price": Label("Дорого", "Price too high"),
+    "bought_elsewhere": Label("Купил в другом месте", "Bought elsewhere"),
+    "unavailable": Label("Товар недоступен", "Product unavailable"),
+    "no_budget": Label("Нет бюджета", "No budget"),
+    "not_relevant": Label("Неактуально", "No longer relevant"),
+    "other": Label("Другое", "Other"),
+}
+
+VERDICTS: dict[str, Label] = {
+    "confirmed": Label("Отказ подтверждён", "Refusal confirmed"),
+    "not_confirmed": Label("Отказ не подтверждён", "Refusal not confirmed"),
+    "leaked": Label("Утечка: возвращено в продажи", "Leak: returned to sales"),
+    "win_back": Label("Предложено повторно", "Offered again"),
+    "unreachable": Label("Клиент недоступен", "Client unreachable"),
+}
+
+FIELD_LABELS: dict[str, Label] = {
+    "refusal_reason": Label("Причина отказа", "Refusal reason"),
+    "refusal_comment": Label("Комментарий к отказу", "Refusal comment"),
+    "qa_verdict": Label("Вердикт ОКК", "QA verdict"),
+    "cpl": Label("Стоимость лида (CPL)", "Lead cost (CPL)"),
+}
+
+DEAL_TAB = Label("Проверка отказа", "Refusal review")

@@ -1,0 +1,49 @@
+"""Interface strings in Russian (first) and English, chosen by the portal's language."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+STRINGS: dict[str, tuple[str, str]] = {
+    "app_name": ("Контроль отказов", "Refusal Control"),
+    "install_title": ("Установка приложения", "Installing the app"),
+    "install_intro": (
+        "Добавляем в CRM стадию «Условный отказ», поля, подписки на события, вкладку в карточке сделки и роботов.",
+        "Adding the Conditional refusal stage, fields, event bindings, the deal-card tab and robots to the CRM.",
+    ),
+    "step_stages": ("Стадия «Условный отказ» во всех воронках", "Conditional refusal stage in every pipeline"),
+    "step_fields": ("Поля: причина, комментарий, вердикт ОКК, CPL", "Fields: reason, comment, QA verdict, CPL"),
+    "step_events": ("Подписки на события сделок", "Deal event bindings"),
+    "step_placement": ("Вкладка «Проверка отказа» в карточке сделки", "Refusal review tab in the deal card"),
+    "step_robots": ("Роботы для автоматизации", "Automation robots"),
+    "state_waiting": ("ожидание", "waiting"),
+    "state_running": ("выполняется…", "in progress…"),
+    "state_done": ("готово", "done"),
+    "state_failed": ("ошибка", "failed"),
+    "install_done": ("Готово. Приложение установлено.", "Done. The app is installed."),
+    "install_failed": ("Установка не удалась:", "Installation failed:"),
+    "install_retry": ("Повторить", "Try again"),
+    "install_lost": ("Нет связи с сервером приложения, повторяем…", "Lost contact with the app server, retrying…"),
+    "needs_reinstall": (
+        "Доступ приложения к порталу утерян. Переустановите приложение из Маркета.",
+        "The app has lost access to the portal. Reinstall it from the Market.",
+    ),
+    "status_installed": ("Приложение установлено и работает.", "The app is installed and working."),
+    "status_installing": ("Установка ещё идёт.", "Installation is still in progress."),
+    "status_install_failed": ("Установка не завершена:", "Installation did not finish:"),
+    "status_uninstalled": ("Приложение удалено с портала.", "The app was removed from the portal."),
+}
+
+
+def translate(key: str, language: str) -> str:
+    """The string in the portal's language; Russian unless English is asked for."""
+    ru, en = STRINGS[key]
+    return en if language == "en" else ru
+
+
+def init_app(app: Flask) -> None:
+    """Expose `t(key)` to templates, using the `lang` the view passes."""
+
+    @app.context_processor
+    def inject_translate() -> dict[str, object]:
+        return {"translate": translate}

@@ -1,0 +1,12 @@
+"""Pages shown inside the CRM's iframe and their static assets."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask
+
+bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static/rc")
+
+
+def init_app(app: Flask) -> None:
+    """Register templates and static assets."""
+    app.register_blueprint(bp)

@@ -1,0 +1,13 @@
+"""Inbound calls from the CRMs: parse, verify, persist, enqueue."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    """Register the CRM-facing blueprints."""
+    from handlers import b24_jobs, bitrix24
+
+    b24_jobs.register_processors()
+    app.register_blueprint(bitrix24.bp)

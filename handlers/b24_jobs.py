@@ -1,0 +1,56 @@
+"""Job-side processing of stored Bitrix24 calls (the wire format stays in handlers/)."""
+
+from __future__ import annotations
+
+import logging
+
+from app import inbox
+from app.crm.bitrix24 import Bitrix24Rest
+from app.models import InboxItem
+from app.queue import enqueue
+from app.robots import REGISTRY, RobotInvocation
+from handlers.b24_payloads import parse_event, parse_robot_call
+from installers import bitrix24 as installer
+
+log = logging.getLogger(__name__)
+
+
+def process_uninstall(item: InboxItem) -> None:
+    """ONAPPUNINSTALL: mark the portal uninstalled; data[CLEAN]=1 removes its data."""
+    event = parse_event(item.body)
+    clean = str(event.data.get("CLEAN", "0")) == "1"
+    assert item.portal_id is not None
+    installer.uninstall(item.portal_id, keep_inbox_id=item.id, clean=clean)
+
+
+def process_update(item: InboxItem) -> None:
+    """ONAPPUPDATE: bindings are dropped on update, so run the installer again (repair)."""
+    assert item.portal_id is not None
+    enqueue("default", "installers.bitrix24.run_install", item.portal_id)
+
+
+def process_robot(item: InboxItem) -> None:
+    """Run a robot's handler and send its return values back to the waiting workflow."""
+    call = parse_robot_call(item.body)
+    robot = REGISTRY[call.code]
+    assert item.portal_id is not None
+    invocation = RobotInvocation(
+        portal_id=item.portal_id,
+        code=call.code,
+        deal_id=call.deal_id,
+        properties=call.properties,
+        user_id=call.auth.user_id,
+    )
+    values = robot.resolve()(invocation)
+    if call.event_token:
+        Bitrix24Rest(item.portal_id).call(
+            "bizproc.event.send",
+            {"event_token": call.event_token, "return_values": values, "log_message": f"Refusal Control: {call.code}"},
+        )
+
+
+def register_processors() -> None:
+    """Tell the inbox which function handles which stored Bitrix24 call."""
+    inbox.PROCESSORS[("b24", "ONAPPUNINSTALL")] = process_uninstall
+    inbox.PROCESSORS[("b24", "ONAPPUPDATE")] = process_update
+    inbox.PROCESSORS[("b24", "robot")] = process_robot

@@ -1,0 +1,194 @@
+"""Bitrix24 inbound payloads: PHP-bracket bodies decoded, validated, turned into frozen models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from qs_codec import DecodeOptions, decode
+
+DECODE_OPTIONS = DecodeOptions(depth=8, list_limit=200, parameter_limit=2000)
+MAX_BODY_BYTES = 256 * 1024
+
+
+def decode_brackets(body: str) -> dict[str, Any]:
+    """Decode `a[b][c]=v` form bodies into nested dicts (values stay strings)."""
+    decoded = decode(body, DECODE_OPTIONS)
+    if not isinstance(decoded, dict):
+        raise ValidationError("body is not a form")
+    return decoded
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+
+class AuthSchema(_Strict):
+    member_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    application_token = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    domain = fields.String(load_default="")
+    client_endpoint = fields.String(load_default="")
+    server_endpoint = fields.String(load_default="")
+    access_token = fields.String(load_default=None)
+    refresh_token = fields.String(load_default=None)
+    expires_in = fields.String(load_default=None)
+    user_id = fields.String(load_default=None)
+
+
+class EventSchema(_Strict):
+    event = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    event_handler_id = fields.String(load_default="")
+    ts = fields.String(load_default="")
+    data = fields.Raw(load_default=dict)
+    auth = fields.Nested(AuthSchema, required=True)
+
+
+class RobotSchema(_Strict):
+    workflow_id = fields.String(required=True)
+    code = fields.String(required=True)
+    event_token = fields.String(load_default="")
+    document_id = fields.List(fields.String(), required=True)
+    properties = fields.Dict(keys=fields.String(), values=fields.Raw(), load_default=dict)
+    ts = fields.String(load_default="")
+    auth = fields.Nested(AuthSchema, required=True)
+
+
+@dataclass(frozen=True)
+class B24Auth:
+    """The `auth[...]` block of an event or robot call."""
+
+    member_id: str
+    application_token: str
+    domain: str = ""
+    client_endpoint: str = ""
+    server_endpoint: str = ""
+    access_token: str | None = None
+    refresh_token: str | None = None
+    expires_in: str | None = None
+    user_id: str | None = None
+
+    @property
+    def has_user_token(self) -> bool:
+        """False for changes made by robots, workflows or agents: they carry no OAuth token."""
+        return bool(self.access_token)
+
+
+@dataclass(frozen=True)
+class B24Event:
+    """One event delivery."""
+
+    event: str
+    ts: str
+    data: dict[str, Any]
+    auth: B24Auth
+    event_handler_id: str = ""
+
+    @property
+    def entity_id(self) -> str:
+        """`data[FIELDS][ID]`, empty when the event has no entity."""
+        fields_block = self.data.get("FIELDS") if isinstance(self.data, dict) else None
+        return str(fields_block.get("ID", "")) if isinstance(fields_block, dict) else ""
+
+
+@dataclass(frozen=True)
+class B24RobotCall:
+    """A robot invocation from a portal's automation rule."""
+
+    workflow_id: str
+    code: str
+    event_token: str
+    document_id: tuple[str, ...]
+    properties: dict[str, Any]
+    auth: B24Auth
+    ts: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def deal_id(self) -> str | None:
+        """`DEAL_42` in document_id[2] → "42"."""
+        if len(self.document_id) >= 3 and self.document_id[2].startswith("DEAL_"):
+            return self.document_id[2].removeprefix("DEAL_")
+        return None
+
+
+def parse_event(body: str) -> B24Event:
+    """Validate an event body; raises ValidationError with the fields at fault."""
+    loaded = EventSchema().load(decode_brackets(body))
+    data = loaded["data"] if isinstance(loaded["data"], dict) else {}
+    return B24Event(
+        event=loaded["event"].upper(),
+        ts=loaded["ts"],
+        data=data,
+        auth=B24Auth(**loaded["auth"]),
+        event_handler_id=loaded["event_handler_id"],
+    )
+
+
+def parse_robot_call(body: str) -> B24RobotCall:
+    """Validate a robot call body."""
+    loaded = RobotSchema().load(decode_brackets(body))
+    return B24RobotCall(
+        workflow_id=loaded["workflow_id"],
+        code=loaded["code"],
+        event_token=loaded["event_token"],
+        document_id=tuple(loaded["document_id"]),
+        properties=loaded["properties"],
+        auth=B24Auth(**loaded["auth"]),
+        ts=loaded["ts"],
+    )
+
+
+class FrameSchema(_Strict):
+    """The form the CRM POSTs when it opens one of our pages in its iframe."""
+
+    AUTH_ID = fields.String(required=True, validate=validate.Length(min=1, max=512))
+    AUTH_EXPIRES = fields.String(load_default="3600")
+    REFRESH_ID = fields.String(load_default="")
+    SERVER_ENDPOINT = fields.String(load_default="")
+    APPLICATION_TOKEN = fields.String(load_default="")
+    member_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    status = fields.String(load_default="")
+    PLACEMENT = fields.String(load_default="DEFAULT")
+    PLACEMENT_OPTIONS = fields.String(load_default="")
+
+
+@dataclass(frozen=True)
+class B24Frame:
+    """A verified-to-be-well-formed frame POST (not yet authenticated)."""
+
+    auth_id: str
+    auth_expires: int
+    refresh_id: str
+    server_endpoint: str
+    application_token: str
+    member_id: str
+    status: str
+    placement: str
+    placement_options: str
+    domain: str
+    lang: str
+
+
+def parse_frame(form: dict[str, str], query: dict[str, str]) -> B24Frame:
+    """Validate a frame POST (form body + DOMAIN/LANG in the query string)."""
+    loaded = FrameSchema().load(form)
+    try:
+        expires = int(loaded["AUTH_EXPIRES"] or 3600)
+    except ValueError as error:
+        raise ValidationError({"AUTH_EXPIRES": ["not a number"]}) from error
+    lang = (query.get("LANG") or "ru").lower()[:2]
+    return B24Frame(
+        auth_id=loaded["AUTH_ID"],
+        auth_expires=expires,
+        refresh_id=loaded["REFRESH_ID"],
+        server_endpoint=loaded["SERVER_ENDPOINT"],
+        application_token=loaded["APPLICATION_TOKEN"],
+        member_id=loaded["member_id"],
+        status=loaded["status"],
+        placement=loaded["PLACEMENT"],
+        placement_options=loaded["PLACEMENT_OPTIONS"],
+        domain=query.get("DOMAIN", ""),
+        lang=lang if lang in {"ru", "en"} else "en",
+    )

@@ -1,0 +1,207 @@
+"""Bitrix24 edge: install frame, events, robot calls, the main app frame. Verify, persist, enqueue."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from flask import Blueprint, Response, abort, g, jsonify, render_template, request
+from flask.typing import ResponseReturnValue
+from marshmallow import ValidationError
+
+from app import audit, inbox
+from app.db import db
+from app.models import Portal
+from app.queue import enqueue
+from app.robots import REGISTRY
+from app.security import Identity, issue_token, require_identity, same_secret
+from handlers import b24_verify
+from handlers.b24_payloads import MAX_BODY_BYTES, B24Event, parse_event, parse_frame, parse_robot_call
+
+log = logging.getLogger(__name__)
+bp = Blueprint("b24", __name__, url_prefix="/b24")
+
+SOURCE = "b24"
+DEAL_EVENTS = {"ONCRMDEALUPDATE", "ONCRMDEALADD", "ONCRMDEALMOVETOCATEGORY", "ONCRMDEALDELETE"}
+_TOKEN_IN_BODY = re.compile(r"(auth(?:\[|%5B)(?:access_token|refresh_token)(?:\]|%5D)=)[^&]*", re.IGNORECASE)
+
+
+@bp.after_request
+def allow_framing_by_portal(response: Response) -> Response:
+    """Pages may be framed by the portal they belong to, and by nobody else."""
+    origin = getattr(g, "frame_origin", None)
+    response.headers["Content-Security-Policy"] = f"frame-ancestors {origin}" if origin else "frame-ancestors 'none'"
+    return response
+
+
+def _unauthorized(reason: str) -> ResponseReturnValue:
+    log.warning("bitrix24 call refused", extra={"reason": reason, "path": request.path})
+    return jsonify(error="unauthorized", message=reason), 401
+
+
+def _bad_request(error: ValidationError) -> ResponseReturnValue:
+    return jsonify(error="bad_request", message="invalid payload", fields=error.messages), 400
+
+
+def _raw_body() -> str:
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        abort(413, description="body too large")
+    return request.get_data(cache=True, as_text=True)
+
+
+def _portal(member_id: str) -> Portal | None:
+    return db.session.scalar(sa.select(Portal).where(Portal.crm == Portal.BITRIX24, Portal.external_id == member_id))
+
+
+def strip_tokens(body: str) -> str:
+    """The body as stored: OAuth tokens masked (their presence still tells a user from automation)."""
+    return _TOKEN_IN_BODY.sub(lambda m: m.group(1) + "***", body)
+
+
+@bp.post("/events")
+def events() -> ResponseReturnValue:
+    """Every bound event: verify the portal and its application token, store once, enqueue, 200."""
+    body = _raw_body()
+    try:
+        event = parse_event(body)
+    except ValidationError as error:
+        return _bad_request(error)
+    portal = _portal(event.auth.member_id)
+    if portal is None:
+        return _unauthorized("unknown portal")
+    g.portal_id = portal.id
+    if event.event == "ONAPPINSTALL":
+        return _on_app_install(portal, event)
+    if not same_secret(event.auth.application_token, portal.application_token):
+        return _unauthorized("application token does not match")
+    if portal.status == "uninstalled" and event.event != "ONAPPUNINSTALL":
+        return jsonify(ok=True, ignored="portal uninstalled")
+    dedupe_key = f"b24:{portal.external_id}:{event.event}:{event.entity_id}:{event.ts}:{event.event_handler_id}"
+    inbox_id = inbox.accept(SOURCE, event.event, dedupe_key, strip_tokens(body), portal.id)
+    return jsonify(ok=True, duplicate=inbox_id is None)
+
+
+def _on_app_install(portal: Portal, event: B24Event) -> ResponseReturnValue:
+    """ONAPPINSTALL brings the application token and a refresh token; trust it only once verified."""
+    if portal.application_token:
+        if not same_secret(event.auth.application_token, portal.application_token):
+            return _unauthorized("application token does not match")
+    elif not (event.auth.access_token and b24_verify.token_belongs_to(event.auth.access_token, portal.external_id)):
+        return _unauthorized("install event could not be verified")
+    portal.application_token = event.auth.application_token
+    if event.auth.access_token:
+        portal.access_token = event.auth.access_token
+        portal.token_expires_at = datetime.now(UTC) + timedelta(seconds=int(event.auth.expires_in or 3600))
+    if event.auth.refresh_token:
+        portal.refresh_token = event.auth.refresh_token
+    if event.auth.client_endpoint.startswith("https://"):
+        portal.rest_base = event.auth.client_endpoint
+    audit.record(portal.id, event.auth.user_id or "portal", "app install event", "tokens stored")
+    db.session.commit()
+    return jsonify(ok=True)
+
+
+@bp.post("/install")
+def install() -> ResponseReturnValue:
+    """The install frame: verify through the OAuth server, store the portal, run the installer."""
+    try:
+        frame = parse_frame(request.form.to_dict(), request.args.to_dict())
+    except ValidationError as error:
+        return _bad_request(error)
+    info = b24_verify.app_info(frame.auth_id)
+    if info is None or info.member_id != frame.member_id:
+        return _unauthorized("the portal did not confirm this installation")
+    portal = _portal(frame.member_id) or Portal(crm=Portal.BITRIX24, external_id=frame.member_id, settings={})
+    portal.domain = info.domain or frame.domain
+    portal.rest_base = info.client_endpoint
+    portal.access_token = frame.auth_id
+    portal.token_expires_at = datetime.now(UTC) + timedelta(seconds=frame.auth_expires)
+    if frame.refresh_id:
+        portal.refresh_token = frame.refresh_id
+    if frame.application_token:
+        portal.application_token = frame.application_token
+    portal.language = frame.lang
+    portal.status = "installing"
+    portal.status_detail = ""
+    portal.uninstalled_at = None
+    db.session.add(portal)
+    db.session.flush()
+    audit.record(portal.id, info.user_id or "admin", "install", "installer queued")
+    db.session.commit()
+    g.portal_id = portal.id
+    enqueue("default", "installers.bitrix24.run_install", portal.id)
+    g.frame_origin = f"https://{portal.domain}"
+    token = issue_token(Identity(portal_id=portal.id, user_id=info.user_id or "", is_admin=True))
+    return render_template("b24/install.html", token=token, lang=portal.language)
+
+
+@bp.post("/install/retry")
+def install_retry() -> ResponseReturnValue:
+    """Run the installer again after a failure (admins only)."""
+    identity = require_identity()
+    portal = db.session.get(Portal, identity.portal_id)
+    if portal is None or portal.crm != Portal.BITRIX24:
+        abort(404, description="portal not found")
+    if not identity.is_admin:
+        abort(403, description="only a portal administrator can install the app")
+    portal.status = "installing"
+    portal.status_detail = ""
+    db.session.commit()
+    enqueue("default", "installers.bitrix24.run_install", portal.id)
+    return jsonify(ok=True), 202
+
+
+@bp.get("/install/status")
+def install_status() -> ResponseReturnValue:
+    """Progress of the installer for the install page (identity from the signed header)."""
+    identity = require_identity()
+    portal = db.session.get(Portal, identity.portal_id)
+    if portal is None or portal.crm != Portal.BITRIX24:
+        abort(404, description="portal not found")
+    progress = (portal.settings or {}).get("install", {})
+    return jsonify(status=portal.status, detail=portal.status_detail, steps=progress.get("steps", []))
+
+
+@bp.post("/robots/<code>")
+def robot(code: str) -> ResponseReturnValue:
+    """A robot invoked by a portal's automation rule: verify, store, enqueue; the reply goes back later."""
+    body = _raw_body()
+    try:
+        call = parse_robot_call(body)
+    except ValidationError as error:
+        return _bad_request(error)
+    portal = _portal(call.auth.member_id)
+    if portal is None:
+        return _unauthorized("unknown portal")
+    if not same_secret(call.auth.application_token, portal.application_token):
+        return _unauthorized("application token does not match")
+    g.portal_id = portal.id
+    if code not in REGISTRY or call.code != code:
+        return jsonify(error="not_found", message=f"no robot {code!r}"), 404
+    dedupe_key = f"b24:{portal.external_id}:robot:{code}:{call.workflow_id}:{call.event_token}"
+    inbox_id = inbox.accept(SOURCE, "robot", dedupe_key, strip_tokens(body), portal.id)
+    return jsonify(ok=True, duplicate=inbox_id is None)
+
+
+@bp.post("/app")
+def app_frame() -> ResponseReturnValue:
+    """The main app page inside the portal."""
+    try:
+        frame = parse_frame(request.form.to_dict(), request.args.to_dict())
+    except ValidationError as error:
+        return _bad_request(error)
+    portal = _portal(frame.member_id)
+    if portal is None:
+        return _unauthorized("unknown portal")
+    if portal.application_token and frame.application_token:
+        if not same_secret(frame.application_token, portal.application_token):
+            return _unauthorized("application token does not match")
+    user = b24_verify.current_user(portal, frame.auth_id)
+    if user is None:
+        return _unauthorized("the portal did not confirm the user")
+    g.portal_id = portal.id
+    g.frame_origin = f"https://{portal.domain}"
+    token = issue_token(Identity(portal_id=portal.id, user_id=user.user_id, is_admin=user.is_admin))
+    return render_template("b24/app.html", portal=portal, token=token, lang=portal.language, user=user)

@@ -1,0 +1,1 @@
+"""Idempotent install / repair / uninstall per CRM."""

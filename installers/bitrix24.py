@@ -1,0 +1,355 @@
+"""Bitrix24 installer: one call for install and repair. It lists before it creates, so a rerun creates nothing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.orm.attributes import flag_modified
+
+from app import audit
+from app.catalog import (
+    DEAL_TAB,
+    FIELD_LABELS,
+    REASONS,
+    REFUSAL_STAGE,
+    REFUSAL_STAGE_CODE,
+    REFUSAL_STAGE_COLOR,
+    VERDICTS,
+    Label,
+)
+from app.crm.bitrix24 import Bitrix24Rest
+from app.crm.errors import ActivityAlreadyInstalled, CrmError, PortalNeedsReinstall
+from app.db import Base, db
+from app.models import InboxItem, Portal
+from app.queue import get_redis
+from app.robots import REGISTRY, Robot, RobotProperty
+
+log = logging.getLogger(__name__)
+
+DEAL_EVENTS = ("ONCRMDEALUPDATE", "ONCRMDEALADD", "ONCRMDEALMOVETOCATEGORY")
+APP_EVENTS = ("ONAPPUNINSTALL", "ONAPPUPDATE")
+PLACEMENT = "CRM_DEAL_DETAIL_TAB"
+# Our user fields, FIELD_NAME without the UF_CRM_ prefix Bitrix24 adds.
+FIELDS: dict[str, dict[str, Any]] = {
+    "refusal_reason": {"name": "RC_REASON", "type": "enumeration", "options": REASONS},
+    "refusal_comment": {"name": "RC_COMMENT", "type": "string", "settings": {"ROWS": 4}},
+    "qa_verdict": {"name": "RC_VERDICT", "type": "enumeration", "options": VERDICTS},
+    "cpl": {"name": "RC_CPL", "type": "double", "settings": {"PRECISION": 2}},
+}
+STEPS = ("stages", "fields", "events", "placement", "robots")
+
+
+def handler_url(path: str) -> str:
+    """An absolute URL of ours that the portal calls."""
+    return f"{current_app.config['PUBLIC_URL']}{path}"
+
+
+def _stage_entity(pipeline_id: str) -> str:
+    return "DEAL_STAGE" if pipeline_id == "0" else f"DEAL_STAGE_{pipeline_id}"
+
+
+def _stage_id(pipeline_id: str) -> str:
+    return REFUSAL_STAGE_CODE if pipeline_id == "0" else f"C{pipeline_id}:{REFUSAL_STAGE_CODE}"
+
+
+def _as_list(value: Any) -> list[Any]:
+    """Bitrix24 returns `[]` for empty maps and sometimes a dict keyed by index for lists."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        return list(value.values())
+    return []
+
+
+def ensure_stages(rest: Bitrix24Rest, portal: Portal) -> str:
+    """One Conditional refusal stage per deal pipeline, in-progress, right before the final stages."""
+    categories = _as_list((rest.call("crm.category.list", {"entityTypeId": 2}) or {}).get("categories"))
+    pipeline_ids = sorted({str(c["id"]) for c in categories} | {"0"}, key=int)
+    stages: dict[str, str] = {}
+    created = 0
+    for pipeline_id in pipeline_ids:
+        entity = _stage_entity(pipeline_id)
+        statuses = _as_list(rest.call("crm.status.list", {"filter": {"ENTITY_ID": entity}, "order": {"SORT": "ASC"}}))
+        wanted = _stage_id(pipeline_id)
+        if not any(s.get("STATUS_ID") == wanted for s in statuses):
+            rest.call(
+                "crm.status.add",
+                {
+                    "fields": {
+                        "ENTITY_ID": entity,
+                        "STATUS_ID": REFUSAL_STAGE_CODE,
+                        "NAME": REFUSAL_STAGE.in_language(portal.language),
+                        "SORT": _sort_before_final(statuses),
+                        "COLOR": REFUSAL_STAGE_COLOR,
+                        "SEMANTICS": "",
+                    }
+                },
+            )
+            created += 1
+        stages[pipeline_id] = wanted
+    _set_setting(portal, "refusal_stages", stages)
+    return f"{len(stages)} pipelines, {created} stages created"
+
+
+def _sort_before_final(statuses: list[dict[str, Any]]) -> int:
+    """A SORT value after the last in-progress stage and before the first final one."""
+    final = [int(s.get("SORT") or 0) for s in statuses if s.get("SEMANTICS") in ("S", "F")]
+    progress = [int(s.get("SORT") or 0) for s in statuses if s.get("SEMANTICS") not in ("S", "F")]
+    if final:
+        before = min(final)
+        after = max([p for p in progress if p < before], default=before - 10)
+        return (after + before) // 2 if before - after > 1 else before - 1
+    return max(progress, default=0) + 10
+
+
+def _enum_list(options: dict[str, Label], language: str) -> list[dict[str, Any]]:
+    return [
+        {"VALUE": label.in_language(language), "SORT": (index + 1) * 10, "XML_ID": code, "DEF": "N"}
+        for index, (code, label) in enumerate(options.items())
+    ]
+
+
+def ensure_fields(rest: Bitrix24Rest, portal: Portal) -> str:
+    """The four deal fields; enumeration items are matched by XML_ID (our reason codes) and completed."""
+    mapping: dict[str, dict[str, Any]] = {}
+    created = 0
+    for key, spec in FIELDS.items():
+        full_name = f"UF_CRM_{spec['name']}"
+        found = _as_list(rest.call("crm.deal.userfield.list", {"filter": {"FIELD_NAME": full_name}}))
+        label = FIELD_LABELS[key]
+        if not found:
+            fields: dict[str, Any] = {
+                "FIELD_NAME": spec["name"],
+                "USER_TYPE_ID": spec["type"],
+                "XML_ID": f"RC_{key.upper()}",
+                "EDIT_FORM_LABEL": {"ru": label.ru, "en": label.en},
+                "LIST_COLUMN_LABEL": {"ru": label.ru, "en": label.en},
+                "LIST_FILTER_LABEL": {"ru": label.ru, "en": label.en},
+                "SHOW_FILTER": "Y",
+                "SETTINGS": spec.get("settings", {}),
+            }
+            if spec["type"] == "enumeration":
+                fields["LIST"] = _enum_list(spec["options"], portal.language)
+                fields["SETTINGS"] = {"DISPLAY": "LIST"}
+            rest.call("crm.deal.userfield.add", {"fields": fields})
+            created += 1
+            found = _as_list(rest.call("crm.deal.userfield.list", {"filter": {"FIELD_NAME": full_name}}))
+        if not found:
+            raise CrmError("FIELD_NOT_CREATED", f"{full_name} was not created")
+        field = found[0]
+        entry: dict[str, Any] = {"field": full_name}
+        if spec["type"] == "enumeration":
+            entry["enum"] = _sync_enum(rest, field, spec["options"], portal.language)
+        mapping[key] = entry
+    _set_setting(portal, "b24_fields", mapping)
+    return f"{len(mapping)} fields, {created} created"
+
+
+def _sync_enum(rest: Bitrix24Rest, field: dict[str, Any], options: dict[str, Label], language: str) -> dict[str, str]:
+    """Add missing enumeration items; return {code: item id}."""
+    items = _as_list(field.get("LIST"))
+    by_code = {str(item.get("XML_ID")): str(item.get("ID")) for item in items if item.get("XML_ID")}
+    missing = [code for code in options if code not in by_code]
+    if missing:
+        keep = [{"ID": item["ID"]} for item in items]
+        add = [item for item in _enum_list(options, language) if item["XML_ID"] in missing]
+        rest.call("crm.deal.userfield.update", {"id": field["ID"], "fields": {"LIST": keep + add}})
+        refreshed = _as_list(rest.call("crm.deal.userfield.list", {"filter": {"FIELD_NAME": field["FIELD_NAME"]}}))
+        items = _as_list(refreshed[0].get("LIST")) if refreshed else []
+        by_code = {str(item.get("XML_ID")): str(item.get("ID")) for item in items if item.get("XML_ID")}
+    return {code: by_code[code] for code in options if code in by_code}
+
+
+def ensure_events(rest: Bitrix24Rest, portal: Portal) -> str:
+    """Online bindings to /b24/events, and offline ones where the portal allows them."""
+    handler = handler_url("/b24/events")
+    bound = _as_list(rest.call("event.get"))
+    online = {(str(b.get("event", "")).upper(), b.get("handler")) for b in bound if not _is_offline(b)}
+    offline = {str(b.get("event", "")).upper() for b in bound if _is_offline(b)}
+    created = 0
+    for event in DEAL_EVENTS + APP_EVENTS:
+        if (event, handler) not in online:
+            rest.call("event.bind", {"event": event, "handler": handler})
+            created += 1
+    offline_ok = True
+    for event in DEAL_EVENTS:
+        if event in offline:
+            continue
+        try:
+            rest.call("event.bind", {"event": event, "event_type": "offline"})
+            created += 1
+        except CrmError as error:
+            if isinstance(error, PortalNeedsReinstall):
+                raise
+            offline_ok = False
+            log.info("offline events unavailable", extra={"portal_id": portal.id, "code": error.code})
+            break
+    _set_setting(portal, "offline_events", offline_ok)
+    return f"{created} bindings created" + ("" if offline_ok else "; offline events not available")
+
+
+def _is_offline(binding: dict[str, Any]) -> bool:
+    return str(binding.get("offline", "0")) in ("1", "true", "True", "Y")
+
+
+def ensure_placement(rest: Bitrix24Rest, portal: Portal) -> str:
+    """The review tab in the deal card."""
+    handler = handler_url("/b24/placement/deal-tab")
+    bound = _as_list(rest.call("placement.get"))
+    if any(b.get("placement") == PLACEMENT and b.get("handler") == handler for b in bound):
+        return "already bound"
+    rest.call(
+        "placement.bind",
+        {
+            "PLACEMENT": PLACEMENT,
+            "HANDLER": handler,
+            "TITLE": DEAL_TAB.in_language(portal.language),
+            "LANG_ALL": {"ru": {"TITLE": DEAL_TAB.ru}, "en": {"TITLE": DEAL_TAB.en}},
+        },
+    )
+    return "bound"
+
+
+def _robot_properties(properties: dict[str, RobotProperty]) -> dict[str, dict[str, Any]]:
+    described: dict[str, dict[str, Any]] = {}
+    for key, prop in properties.items():
+        entry: dict[str, Any] = {
+            "Name": {"ru": prop.name_ru, "en": prop.name_en},
+            "Type": prop.type,
+            "Required": "Y" if prop.required else "N",
+            "Multiple": "N",
+        }
+        if prop.options:
+            entry["Options"] = prop.options
+        if prop.default is not None:
+            entry["Default"] = prop.default
+        described[key] = entry
+    return described
+
+
+def _robot_fields(robot: Robot) -> dict[str, Any]:
+    return {
+        "HANDLER": handler_url(f"/b24/robots/{robot.code}"),
+        "AUTH_USER_ID": 1,
+        "USE_SUBSCRIPTION": "Y",
+        "NAME": {"ru": robot.name_ru, "en": robot.name_en},
+        "DESCRIPTION": {"ru": robot.description_ru, "en": robot.description_en},
+        "PROPERTIES": _robot_properties(robot.properties),
+        "RETURN_PROPERTIES": _robot_properties(robot.return_properties),
+        "DOCUMENT_TYPE": ["crm", "CCrmDocumentDeal", "DEAL"],
+        "FILTER": {"INCLUDE": [["crm", "CCrmDocumentDeal"]]},
+    }
+
+
+def ensure_robots(rest: Bitrix24Rest, portal: Portal) -> str:
+    """Every robot of the registry; an existing one is updated so its handler and fields stay current."""
+    installed = {str(code) for code in _as_list(rest.call("bizproc.robot.list"))}
+    created = updated = 0
+    for robot in REGISTRY.values():
+        fields = _robot_fields(robot)
+        if robot.code in installed:
+            rest.call("bizproc.robot.update", {"CODE": robot.code, "FIELDS": fields})
+            updated += 1
+            continue
+        try:
+            rest.call("bizproc.robot.add", {"CODE": robot.code, **fields})
+            created += 1
+        except ActivityAlreadyInstalled:
+            rest.call("bizproc.robot.update", {"CODE": robot.code, "FIELDS": fields})
+            updated += 1
+    return f"{created} robots added, {updated} updated"
+
+
+STEP_FUNCTIONS: dict[str, Callable[[Bitrix24Rest, Portal], str]] = {
+    "stages": ensure_stages,
+    "fields": ensure_fields,
+    "events": ensure_events,
+    "placement": ensure_placement,
+    "robots": ensure_robots,
+}
+
+
+def _set_setting(portal: Portal, key: str, value: Any) -> None:
+    settings = dict(portal.settings or {})
+    settings[key] = value
+    portal.settings = settings
+    flag_modified(portal, "settings")
+
+
+def _progress(portal: Portal, step: str, state: str, detail: str = "") -> None:
+    install = dict((portal.settings or {}).get("install", {}))
+    steps = [s for s in install.get("steps", []) if s.get("step") != step]
+    steps.append({"step": step, "state": state, "detail": detail})
+    steps.sort(key=lambda s: STEPS.index(s["step"]))
+    install["steps"] = steps
+    _set_setting(portal, "install", install)
+    db.session.commit()
+
+
+def run_install(portal_id: int) -> str:
+    """Install or repair everything on one portal; progress is visible to the install page."""
+    with get_redis().lock(f"rc:lock:b24-install:{portal_id}", timeout=600, blocking_timeout=600):
+        return _install_locked(portal_id)
+
+
+def _install_locked(portal_id: int) -> str:
+    portal = db.session.get(Portal, portal_id)
+    if portal is None or portal.crm != Portal.BITRIX24:
+        return "no such portal"
+    _set_setting(portal, "install", {"steps": []})
+    portal.status = "installing"
+    db.session.commit()
+    rest = Bitrix24Rest(portal_id)
+    step = STEPS[0]
+    try:
+        for step in STEPS:
+            _progress(portal, step, "running")
+            detail = STEP_FUNCTIONS[step](rest, portal)
+            _progress(portal, step, "done", detail)
+    except PortalNeedsReinstall:
+        db.session.rollback()
+        raise
+    except CrmError as error:
+        db.session.rollback()
+        portal = db.session.get(Portal, portal_id)
+        assert portal is not None
+        _progress(portal, step, "failed", f"{error.code}: {error.description}")
+        portal.status = "install_failed"
+        portal.status_detail = f"{step}: {error.code} {error.description}".strip()
+        audit.record(portal.id, "app", "install", "failed", portal.status_detail)
+        db.session.commit()
+        raise
+    portal.status = "installed"
+    portal.status_detail = ""
+    portal.installed_at = datetime.now(UTC)
+    audit.record(portal.id, "app", "install", "installed", "all steps done")
+    db.session.commit()
+    return "installed"
+
+
+def uninstall(portal_id: int, keep_inbox_id: int | None, clean: bool) -> None:
+    """The portal removed the app: drop its tokens; with CLEAN=1 also every row it owns."""
+    portal = db.session.get(Portal, portal_id)
+    if portal is None:
+        return
+    portal.status = "uninstalled"
+    portal.uninstalled_at = datetime.now(UTC)
+    portal.access_token = None
+    portal.refresh_token = None
+    portal.application_token = None
+    if clean:
+        for table in reversed(Base.metadata.sorted_tables):
+            if table.name == "portals" or "portal_id" not in table.c:
+                continue
+            statement = sa.delete(table).where(table.c.portal_id == portal_id)
+            if table.name == InboxItem.__tablename__ and keep_inbox_id is not None:
+                statement = statement.where(table.c.id != keep_inbox_id)
+            db.session.execute(statement)
+        portal.settings = {}
+    audit.record(portal.id, "portal", "uninstall", "uninstalled", "data removed" if clean else "history kept")
+    db.session.commit()
