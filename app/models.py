@@ -122,3 +122,106 @@ def for_portal(model: type[TenantRow], row_id: int, portal: Portal) -> TenantRow
     if row is None:
         abort(404, description="not found")
     return row
+
+
+class DealSnapshot(Base):
+    """What we last saw (or wrote) of a deal; a webhook whose re-read matches it changes nothing."""
+
+    __tablename__ = "deal_snapshots"
+    __table_args__ = (sa.UniqueConstraint("portal_id", "deal_id", name="uq_deal_snapshots_portal_deal"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    portal_id: Mapped[int] = mapped_column(sa.ForeignKey("portals.id", ondelete="CASCADE"), index=True)
+    deal_id: Mapped[str] = mapped_column(sa.String(64))
+    pipeline_id: Mapped[str] = mapped_column(sa.String(64))
+    stage_id: Mapped[str] = mapped_column(sa.String(64))
+    stage_semantics: Mapped[str] = mapped_column(sa.String(16))
+    responsible_id: Mapped[str] = mapped_column(sa.String(64), default="")
+    refusal_reason: Mapped[str | None] = mapped_column(sa.String(64))
+    refusal_comment: Mapped[str] = mapped_column(sa.Text, default="")
+    modified_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class RefusalCase(Base):
+    """A conditional refusal under QA review, from the manager's claim to its outcome."""
+
+    __tablename__ = "refusal_cases"
+    __table_args__ = (
+        # One open case per deal; closed ones stay as history.
+        sa.Index(
+            "uq_refusal_cases_open_deal",
+            "portal_id",
+            "deal_id",
+            unique=True,
+            sqlite_where=sa.text("closed_at IS NULL"),
+            postgresql_where=sa.text("closed_at IS NULL"),
+        ),
+    )
+
+    AWAITING_REVIEW = "awaiting_review"
+    CALLBACK_SCHEDULED = "callback_scheduled"
+    CONFIRMED = "confirmed"
+    CLOSED_LOST = "closed_lost"
+    WIN_BACK = "win_back"
+    LEAKED = "leaked"
+    UNREACHABLE = "unreachable"
+    WITHDRAWN = "withdrawn"
+    OPEN_STATES = (AWAITING_REVIEW, CALLBACK_SCHEDULED, CONFIRMED, UNREACHABLE)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    portal_id: Mapped[int] = mapped_column(sa.ForeignKey("portals.id", ondelete="CASCADE"), index=True)
+    deal_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    deal_title: Mapped[str] = mapped_column(sa.String(255), default="")
+    pipeline_id: Mapped[str] = mapped_column(sa.String(64))
+    manager_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    reason: Mapped[str] = mapped_column(sa.String(64))
+    comment: Mapped[str] = mapped_column(sa.Text, default="")
+    amount: Mapped[str] = mapped_column(sa.String(32), default="0")
+    currency: Mapped[str] = mapped_column(sa.String(8), default="")
+    source_id: Mapped[str] = mapped_column(sa.String(64), default="")
+    state: Mapped[str] = mapped_column(sa.String(32), default=AWAITING_REVIEW, index=True)
+    qa_user_id: Mapped[str | None] = mapped_column(sa.String(64))
+    qa_task_id: Mapped[str | None] = mapped_column(sa.String(64))
+    previous_stage_id: Mapped[str] = mapped_column(sa.String(64), default="")
+    review_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class CaseEvent(Base):
+    """One step of a case's timeline: who did what, when, with a note."""
+
+    __tablename__ = "case_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    portal_id: Mapped[int] = mapped_column(sa.ForeignKey("portals.id", ondelete="CASCADE"), index=True)
+    case_id: Mapped[int] = mapped_column(sa.ForeignKey("refusal_cases.id", ondelete="CASCADE"), index=True)
+    actor: Mapped[str] = mapped_column(sa.String(64))
+    action: Mapped[str] = mapped_column(sa.String(64))
+    state_after: Mapped[str] = mapped_column(sa.String(32))
+    note: Mapped[str] = mapped_column(sa.Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Effect(Base):
+    """A pending or done effect on the CRM, keyed by case/violation and step: a retry never repeats it."""
+
+    __tablename__ = "effects"
+    __table_args__ = (sa.UniqueConstraint("portal_id", "key", name="uq_effects_portal_key"),)
+
+    PENDING = "pending"
+    DONE = "done"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    portal_id: Mapped[int] = mapped_column(sa.ForeignKey("portals.id", ondelete="CASCADE"), index=True)
+    deal_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    key: Mapped[str] = mapped_column(sa.String(255))
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    status: Mapped[str] = mapped_column(sa.String(16), default=PENDING, index=True)
+    result: Mapped[str] = mapped_column(sa.String(255), default="")
+    attempts: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

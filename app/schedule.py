@@ -30,6 +30,7 @@ class PeriodicJob:
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("heartbeat", "app.jobs.record_heartbeat", timedelta(minutes=1)),
     PeriodicJob("inbox-sweep", "app.jobs.sweep_inbox", timedelta(minutes=1)),
+    PeriodicJob("reconcile", "app.reconcile.reconcile_all", timedelta(minutes=2)),
 )
 
 

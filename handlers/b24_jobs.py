@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from app import inbox
+from app import inbox, refusals
+from app.crm.factory import client_for
+from app.db import db
 from app.crm.bitrix24 import Bitrix24Rest
-from app.models import InboxItem
+from app.models import InboxItem, Portal
 from app.queue import enqueue
 from app.robots import REGISTRY, RobotInvocation
 from handlers.b24_payloads import parse_event, parse_robot_call
@@ -49,8 +51,23 @@ def process_robot(item: InboxItem) -> None:
         )
 
 
+def process_deal_event(item: InboxItem) -> None:
+    """A deal changed: re-read it and let the guard decide (robot-made changes carry no user token)."""
+    event = parse_event(item.body)
+    assert item.portal_id is not None
+    portal = db.session.get(Portal, item.portal_id)
+    if portal is None or portal.status != "installed" or not event.entity_id:
+        return
+    if event.event == "ONCRMDEALDELETE":
+        refusals.forget_deal(portal.id, event.entity_id)
+        return
+    refusals.Guard(portal, client_for(portal)).decide(event.entity_id, automation=not event.auth.has_user_token)
+
+
 def register_processors() -> None:
     """Tell the inbox which function handles which stored Bitrix24 call."""
     inbox.PROCESSORS[("b24", "ONAPPUNINSTALL")] = process_uninstall
     inbox.PROCESSORS[("b24", "ONAPPUPDATE")] = process_update
     inbox.PROCESSORS[("b24", "robot")] = process_robot
+    for event in ("ONCRMDEALUPDATE", "ONCRMDEALADD", "ONCRMDEALMOVETOCATEGORY", "ONCRMDEALDELETE"):
+        inbox.PROCESSORS[("b24", event)] = process_deal_event

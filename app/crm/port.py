@@ -180,6 +180,10 @@ class CrmClient(Protocol):
         """Every department."""
         ...
 
+    def deal_url(self, deal_id: str) -> str:
+        """The address of the deal's card in the CRM, for links in notices."""
+        ...
+
     def notify(self, user_id: str, message: str) -> None:
         """Tell a user something in the CRM (notification, or a task where there is none)."""
         ...
