@@ -32,6 +32,31 @@ STRINGS: dict[str, tuple[str, str]] = {
     "status_installing": ("Установка ещё идёт.", "Installation is still in progress."),
     "status_install_failed": ("Установка не завершена:", "Installation did not finish:"),
     "status_uninstalled": ("Приложение удалено с портала.", "The app was removed from the portal."),
+    "tab_status": ("Состояние", "Status"),
+    "tab_settings": ("Настройки", "Settings"),
+    "settings_pipelines": ("Контролируемые воронки", "Guarded pipelines"),
+    "settings_all_pipelines": ("Все воронки", "All pipelines"),
+    "settings_qa_users": ("Сотрудники ОКК", "QA staff"),
+    "settings_qa_departments": ("Отделы ОКК", "QA departments"),
+    "settings_heads": ("Руководители продаж", "Heads of sales"),
+    "settings_head_departments": ("Отделы руководителей", "Heads' departments"),
+    "settings_exempt_users": ("Исключения: могут закрывать сделки", "Exempt: may close deals"),
+    "settings_exempt_automation": (
+        "Разрешить роботам и бизнес-процессам закрывать сделки",
+        "Allow robots and workflows to close deals",
+    ),
+    "settings_reasons": ("Причины отказа", "Refusal reasons"),
+    "settings_sla": ("Срок проверки ОКК, часов", "QA review deadline, hours"),
+    "settings_search": ("Найти по имени…", "Search by name…"),
+    "settings_save": ("Сохранить", "Save"),
+    "settings_saved": ("Настройки сохранены.", "Settings saved."),
+    "settings_invalid": ("Исправьте ошибки:", "Please fix:"),
+    "settings_admin_only": (
+        "Настройки доступны только администратору портала.",
+        "Only a portal administrator can change the settings.",
+    ),
+    "settings_loading": ("Загрузка…", "Loading…"),
+    "settings_load_failed": ("Не удалось загрузить настройки:", "Could not load the settings:"),
 }
 
 

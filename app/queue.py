@@ -50,12 +50,15 @@ def enqueue(
     at: datetime | None = None,
     delay: timedelta | None = None,
     result_ttl: int | None = None,
+    failure_ttl: int | None = None,
 ) -> Job | None:
     """Enqueue a job now, at a time, or after a delay. With unique=True a duplicate job id returns None."""
     queue = get_queue(queue_name)
     options: dict[str, Any] = {"job_id": job_id, "retry": retry, "job_timeout": timeout, "unique": unique}
     if result_ttl is not None:
         options["result_ttl"] = result_ttl
+    if failure_ttl is not None:
+        options["failure_ttl"] = failure_ttl
     try:
         if at is None and delay is None:
             return queue.enqueue(func, *args, **options)
@@ -68,6 +71,7 @@ def enqueue(
             retry=retry,
             timeout=timeout,
             result_ttl=result_ttl,
+            failure_ttl=failure_ttl,
             status=JobStatus.SCHEDULED,
         )
         return queue.schedule_job(job, run_at, unique=unique)

@@ -9,4 +9,7 @@ bp = Blueprint("web", __name__, template_folder="templates", static_folder="stat
 
 def init_app(app: Flask) -> None:
     """Register templates and static assets."""
+    from app.web import api
+
     app.register_blueprint(bp)
+    app.register_blueprint(api.bp)

@@ -1,0 +1,74 @@
+"""JSON endpoints behind the pages in the CRM iframe; identity comes from the signed X-RC-Token header."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, jsonify, request
+from flask.typing import ResponseReturnValue
+from marshmallow import ValidationError
+
+from app import audit, directory
+from app.catalog import REASONS
+from app.crm.errors import CrmError
+from app.crm.factory import client_for
+from app.db import db
+from app.models import Portal
+from app.security import Identity, require_identity
+from app.settings import as_dict, guard_settings, update_guard_settings
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def current_portal() -> tuple[Identity, Portal]:
+    """The caller's identity and portal; 401 without a valid token, 404 for a portal that is gone."""
+    identity = require_identity()
+    portal = db.session.get(Portal, identity.portal_id)
+    if portal is None:
+        abort(404, description="portal not found")
+    return identity, portal
+
+
+def _directory(portal: Portal) -> dict[str, Any]:
+    crm = client_for(portal)
+    return {
+        "users": [
+            {"id": u.id, "name": u.name, "active": u.active, "departments": list(u.department_ids)}
+            for u in directory.users(portal.id, crm)
+        ],
+        "departments": [{"id": d.id, "name": d.name} for d in crm.list_departments()],
+        "pipelines": [{"id": p.id, "name": p.name} for p in directory.pipelines(portal.id, crm)],
+        "reasons": [{"code": code, "name": label.in_language(portal.language)} for code, label in REASONS.items()],
+    }
+
+
+@bp.get("/settings")
+def get_settings() -> ResponseReturnValue:
+    """The guard settings and the portal's people and pipelines to pick from (admins only)."""
+    identity, portal = current_portal()
+    if not identity.is_admin:
+        abort(403, description="only a portal administrator can see the settings")
+    try:
+        choices = _directory(portal)
+    except CrmError as error:
+        return jsonify(error="crm_unavailable", message=f"the CRM did not answer: {error.code}"), 502
+    return jsonify(settings=as_dict(guard_settings(portal)), **choices)
+
+
+@bp.put("/settings")
+def put_settings() -> ResponseReturnValue:
+    """Validate and store guard settings (admins only); 400 names each wrong field."""
+    identity, portal = current_portal()
+    if not identity.is_admin:
+        abort(403, description="only a portal administrator can change the settings")
+    changes = request.get_json(silent=True)
+    if not isinstance(changes, dict):
+        return jsonify(error="bad_request", message="expected a JSON object"), 400
+    try:
+        settings = update_guard_settings(portal, changes)
+    except ValidationError as error:
+        return jsonify(error="bad_request", message="invalid settings", fields=error.messages), 400
+    audit.record(portal.id, identity.user_id, "change settings", "saved", details_keys=sorted(changes))
+    db.session.commit()
+    directory.forget(portal.id)
+    return jsonify(settings=as_dict(settings))
