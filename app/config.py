@@ -30,6 +30,13 @@ def parse_int(value: str | None, default: int) -> int:
     return int(value)
 
 
+def parse_float(value: str | None, default: float) -> float:
+    """Read a decimal setting; empty means the default."""
+    if value is None or value.strip() == "":
+        return default
+    return float(value)
+
+
 def _secret_key(instance_path: Path, env: Mapping[str, str]) -> str:
     """Use SECRET_KEY, else a random key kept in the instance folder across restarts."""
     if env.get("SECRET_KEY"):
@@ -67,6 +74,18 @@ def load_config(instance_path: Path, env: Mapping[str, str] | None = None) -> di
         "B24_CLIENT_ID": env.get("B24_CLIENT_ID", ""),
         "B24_CLIENT_SECRET": env.get("B24_CLIENT_SECRET", ""),
         "B24_OAUTH_SERVER": (env.get("B24_OAUTH_SERVER") or "https://oauth.bitrix.info").rstrip("/"),
+        # Bitrix24 REST: per-portal rate limit (leaky bucket, reference/bitrix24.md section 12) and
+        # the share of it we hold back so network jitter never trips QUERY_LIMIT_EXCEEDED.
+        "B24_RATE": parse_float(env.get("B24_RATE"), 2.0),
+        "B24_BURST": parse_int(env.get("B24_BURST"), 50),
+        "B24_RATE_HEADROOM": parse_float(env.get("B24_RATE_HEADROOM"), 0.05),
+        "B24_RATE_JITTER_SECONDS": parse_float(env.get("B24_RATE_JITTER_SECONDS"), 1.0),
+        "B24_RATE_MAX_WAIT_SECONDS": parse_float(env.get("B24_RATE_MAX_WAIT_SECONDS"), 120.0),
+        "B24_HTTP_TIMEOUT": parse_float(env.get("B24_HTTP_TIMEOUT"), 60.0),
+        "B24_RETRY_ATTEMPTS": parse_int(env.get("B24_RETRY_ATTEMPTS"), 4),
+        "B24_RETRY_BASE_DELAY": parse_float(env.get("B24_RETRY_BASE_DELAY"), 1.0),
+        "B24_RETRY_MAX_DELAY": parse_float(env.get("B24_RETRY_MAX_DELAY"), 30.0),
+        "B24_REFRESH_LOCK_SECONDS": parse_float(env.get("B24_REFRESH_LOCK_SECONDS"), 30.0),
         "AMO_CLIENT_ID": env.get("AMO_CLIENT_ID", ""),
         "AMO_CLIENT_SECRET": env.get("AMO_CLIENT_SECRET", ""),
         "AMO_REDIRECT_URI": env.get("AMO_REDIRECT_URI", ""),

@@ -1,0 +1,951 @@
+"""Bitrix24: the REST client (on the official b24pysdk) and the CrmClient adapter.
+
+`Bitrix24Rest` owns everything about talking to one portal:
+
+* every request first takes a slot from the shared per-portal rate limiter (app.ratelimit);
+* requests go through ``b24pysdk.api.callers.call_method`` with ``max_retries=1``, so the SDK neither
+  retries 503s nor refreshes tokens itself (its refresh uses a hard-coded OAuth host and has no
+  cross-process lock); we do both here;
+* 503 QUERY_LIMIT_EXCEEDED / 429 OPERATION_TIME_LIMIT are retried a bounded number of times with
+  exponential back-off and jitter (OPERATION_TIME_LIMIT honours ``operating_reset_at``);
+* 401 expired_token refreshes the token once under a Redis lock shared by all processes;
+* invalid_token, NO_AUTH_FOUND and a refresh answered with invalid_grant flag the portal
+  ``needs_reinstall`` and raise `PortalNeedsReinstall` at once; later calls fail without network.
+
+Token reads and writes use their own short database sessions, independent of the caller's unit of
+work: a refresh committed here is never rolled back by a caller, and a caller's pending changes are
+never committed by us. (On SQLite, do not hold a write transaction open across CRM calls: SQLite
+has one writer, so a refresh would wait for it.)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import qs_codec
+import requests
+import sqlalchemy as sa
+from b24pysdk.api.callers import call_method
+from b24pysdk.errors import (
+    BitrixAPIError,
+    BitrixRequestError,
+    BitrixResponse302JSONDecodeError,
+    BitrixResponseJSONDecodeError,
+)
+from flask import Flask, current_app
+from redis.exceptions import LockError
+from redis.exceptions import RedisError as _RedisError
+from sqlalchemy.orm import Session
+
+from app.crm.errors import (
+    Bitrix24Error,
+    Bitrix24Throttled,
+    CrmError,
+    CrmUnavailable,
+    ExpiredToken,
+    InvalidClient,
+    InvalidGrant,
+    InvalidToken,
+    NoAuthFound,
+    NotFound,
+    OperationTimeLimit,
+    PortalNeedsReinstall,
+    QueryLimitExceeded,
+    error_for,
+)
+from app.crm.port import (
+    Call,
+    Deal,
+    DealChange,
+    Department,
+    NewTask,
+    Pipeline,
+    Stage,
+    StageSemantics,
+    Task,
+    User,
+)
+from app.db import db
+from app.models import Portal
+from app.queue import get_redis
+from app.ratelimit import Bucket, bucket_for, limiter_for, portal_key
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 50
+BATCH_LIMIT = 50
+NEEDS_REINSTALL = "needs_reinstall"
+REFRESH_LOCK_KEY = "rc:lock:b24-refresh:{portal_id}"
+DEAL_ENTITY_TYPE_ID = 2
+CALL_ACTIVITY_TYPE_ID = 2
+TASK_COMPLETED = "5"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def build_command(method: str, params: Mapping[str, Any] | None = None) -> str:
+    """A batch ``cmd`` value: ``method?`` plus the parameters as a PHP-bracket query string."""
+    if not params:
+        return method
+    return f"{method}?{qs_codec.encode(dict(params), qs_codec.EncodeOptions(skip_nulls=True))}"
+
+
+def _as_map(value: Any) -> dict[str, Any]:
+    """Bitrix24 sends empty maps as ``[]`` and maps with keys 0..n-1 as lists; make both dicts."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, list):
+        return {str(index): item for index, item in enumerate(value)}
+    return {}
+
+
+def _rows(result: Any, result_key: str | None) -> list[dict[str, Any]]:
+    """The rows of a list method's ``result`` (some methods wrap them: tasks, items, categories)."""
+    if result_key is not None:
+        result = result.get(result_key) if isinstance(result, dict) else None
+    if isinstance(result, dict):
+        return list(result.values())
+    return list(result or [])
+
+
+def _row_key(row: Mapping[str, Any], id_field: str) -> str:
+    """The key holding the id in a row (crm.* use "ID", tasks and crm.item use "id")."""
+    for candidate in (id_field, id_field.lower(), id_field.upper()):
+        if candidate in row:
+            return candidate
+    raise CrmError(f"list row without {id_field!r}")
+
+
+def _row_id(row: Mapping[str, Any], id_field: str) -> int:
+    return int(row[_row_key(row, id_field)])
+
+
+@dataclass
+class BatchResult:
+    """The merged answer of one or more batch requests, keyed like the commands."""
+
+    result: dict[str, Any] = field(default_factory=dict)
+    result_error: dict[str, dict[str, Any]] = field(default_factory=dict)
+    result_total: dict[str, int] = field(default_factory=dict)
+    result_next: dict[str, int] = field(default_factory=dict)
+    result_time: dict[str, Any] = field(default_factory=dict)
+
+    def merge(self, payload: Mapping[str, Any]) -> None:
+        """Add one batch answer's ``result`` object."""
+        self.result.update(_as_map(payload.get("result")))
+        self.result_error.update(_as_map(payload.get("result_error")))
+        self.result_total.update({k: int(v) for k, v in _as_map(payload.get("result_total")).items()})
+        self.result_next.update({k: int(v) for k, v in _as_map(payload.get("result_next")).items()})
+        self.result_time.update(_as_map(payload.get("result_time")))
+
+    def error(self, key: str) -> CrmError | None:
+        """The error of one command, as an exception, or None when it succeeded."""
+        raw = self.result_error.get(key)
+        if raw is None:
+            return None
+        if isinstance(raw, Mapping):
+            return error_for(str(raw.get("error") or ""), str(raw.get("error_description") or ""))
+        return error_for("", str(raw))
+
+    def errors(self) -> dict[str, CrmError]:
+        """Every failed command's error."""
+        return {key: err for key in self.result_error if (err := self.error(key)) is not None}
+
+    def get(self, key: str) -> Any:
+        """The result of one command; raises its error if it failed."""
+        err = self.error(key)
+        if err is not None:
+            raise err
+        if key not in self.result:
+            raise CrmError(f"batch command {key!r} has no result")
+        return self.result[key]
+
+
+@dataclass
+class _PortalAuth:
+    access_token: str
+    domain: str
+    status: str
+
+
+# ---------------------------------------------------------------- REST client
+
+
+class Bitrix24Rest:
+    """Low-level Bitrix24 REST client for one portal (by id)."""
+
+    def __init__(self, portal_id: int, *, app: Flask | None = None) -> None:
+        self.portal_id = portal_id
+        self.app: Flask = app or current_app._get_current_object()  # type: ignore[attr-defined]
+        config = self.app.config
+        self.timeout = float(config["B24_HTTP_TIMEOUT"])
+        self.retry_attempts = max(1, int(config["B24_RETRY_ATTEMPTS"]))
+        self.retry_base_delay = float(config["B24_RETRY_BASE_DELAY"])
+        self.retry_max_delay = float(config["B24_RETRY_MAX_DELAY"])
+        self.lock_seconds = float(config["B24_REFRESH_LOCK_SECONDS"])
+        self._auth: _PortalAuth | None = None
+        self._bucket: Bucket | None = None
+        self.requests_sent = 0
+
+    # ---- portal state, always through short sessions of our own
+
+    def _session(self) -> Session:
+        return Session(db.engine, expire_on_commit=False)
+
+    def _load(self) -> _PortalAuth:
+        with self._session() as session:
+            portal = session.get(Portal, self.portal_id)
+            if portal is None:
+                raise CrmError(f"portal {self.portal_id} does not exist")
+            self._bucket = bucket_for(portal.settings, self.app)
+            return self._auth_from(portal)
+
+    @staticmethod
+    def _auth_from(portal: Portal) -> _PortalAuth:
+        if portal.crm != Portal.BITRIX24:
+            raise CrmError(f"portal {portal.id} is not a Bitrix24 portal")
+        parts = urlsplit(portal.rest_base or "")
+        if parts.scheme != "https" or not parts.netloc:
+            raise CrmError(f"portal {portal.id} has no HTTPS REST endpoint")
+        return _PortalAuth(access_token=portal.access_token or "", domain=parts.netloc, status=portal.status)
+
+    def _current(self) -> _PortalAuth:
+        if self._auth is None:
+            self._auth = self._load()
+        if self._auth.status == NEEDS_REINSTALL:
+            raise PortalNeedsReinstall(f"portal {self.portal_id} must be reinstalled")
+        return self._auth
+
+    def _flag_reinstall(self, reason: CrmError) -> PortalNeedsReinstall:
+        detail = f"Bitrix24 refused the app's authorisation ({reason.code or type(reason).__name__})"
+        if reason.description:
+            detail += f": {reason.description}"
+        detail += "; open the app in Bitrix24 or reinstall it."
+        with self._session() as session, session.begin():
+            session.execute(
+                sa.update(Portal)
+                .where(Portal.id == self.portal_id)
+                .values(status=NEEDS_REINSTALL, status_detail=detail)
+            )
+        if self._auth is not None:
+            self._auth.status = NEEDS_REINSTALL
+        log.warning("bitrix24 portal needs reinstall", extra={"portal_id": self.portal_id, "reason": reason.code})
+        error = PortalNeedsReinstall(detail)
+        error.__cause__ = reason
+        return error
+
+    # ---- token refresh
+
+    def _refresh(self, failed_token: str) -> None:
+        """Get a working access token after `failed_token` expired: exactly one refresh across processes."""
+        lock = get_redis(self.app).lock(
+            REFRESH_LOCK_KEY.format(portal_id=self.portal_id),
+            timeout=self.lock_seconds,
+            blocking_timeout=self.lock_seconds + 5,
+        )
+        try:
+            acquired = lock.acquire()
+        except _RedisError as error:
+            raise CrmUnavailable(f"token refresh lock unavailable: {error}") from error
+        if not acquired:
+            raise CrmUnavailable(f"token refresh of portal {self.portal_id} is stuck in another process")
+        try:
+            refused: CrmError | None = None
+            with self._session() as session, session.begin():
+                portal = session.get(Portal, self.portal_id)
+                if portal is None:
+                    raise CrmError(f"portal {self.portal_id} does not exist")
+                if portal.status == NEEDS_REINSTALL:
+                    self._auth = self._auth_from(portal)
+                    raise PortalNeedsReinstall(f"portal {self.portal_id} must be reinstalled")
+                if portal.access_token and portal.access_token != failed_token:
+                    # Another worker refreshed while we waited for the lock.
+                    self._auth = self._auth_from(portal)
+                    return
+                try:
+                    answer = self._oauth_refresh(portal.refresh_token or "")
+                except InvalidGrant as error:
+                    refused = error
+                else:
+                    self._store_tokens(portal, answer)
+                    self._auth = self._auth_from(portal)
+            if refused is not None:
+                raise self._flag_reinstall(refused)
+            log.info("bitrix24 token refreshed", extra={"portal_id": self.portal_id})
+        finally:
+            try:
+                lock.release()
+            except LockError:
+                log.warning("bitrix24 refresh lock expired before release", extra={"portal_id": self.portal_id})
+
+    def _oauth_refresh(self, refresh_token: str) -> dict[str, Any]:
+        config = self.app.config
+        if not refresh_token:
+            raise InvalidGrant("no refresh token stored")
+        try:
+            response = requests.get(
+                config["B24_OAUTH_SERVER"].rstrip("/") + "/oauth/token/",
+                params={
+                    "grant_type": "refresh_token",
+                    "client_id": config["B24_CLIENT_ID"],
+                    "client_secret": config["B24_CLIENT_SECRET"],
+                    "refresh_token": refresh_token,
+                },
+                timeout=(10, min(self.timeout, max(5.0, self.lock_seconds - 5))),
+            )
+        except requests.RequestException as error:
+            raise CrmUnavailable(f"OAuth server unreachable: {type(error).__name__}") from error
+        try:
+            answer = response.json()
+        except ValueError as error:
+            raise CrmUnavailable("OAuth server answered without JSON", http_status=response.status_code) from error
+        if not isinstance(answer, dict):
+            raise CrmUnavailable("OAuth server answered with an unexpected shape", http_status=response.status_code)
+        if answer.get("error") or response.status_code >= 400:
+            raise error_for(
+                str(answer.get("error") or ""), str(answer.get("error_description") or ""), response.status_code
+            )
+        if not answer.get("access_token") or not answer.get("refresh_token"):
+            raise InvalidClient("OAuth server answered without tokens", http_status=response.status_code)
+        return answer
+
+    def _store_tokens(self, portal: Portal, answer: Mapping[str, Any]) -> None:
+        member_id = answer.get("member_id")
+        if member_id and str(member_id) != portal.external_id:
+            raise CrmError("OAuth refresh answered for another portal")
+        portal.access_token = str(answer["access_token"])
+        portal.refresh_token = str(answer["refresh_token"])
+        if answer.get("expires"):
+            portal.token_expires_at = datetime.fromtimestamp(int(answer["expires"]), UTC)
+        else:
+            portal.token_expires_at = datetime.now(UTC) + timedelta(seconds=int(answer.get("expires_in") or 3600))
+        endpoint = str(answer.get("client_endpoint") or "")
+        parts = urlsplit(endpoint)
+        if parts.scheme == "https" and parts.netloc and endpoint != portal.rest_base:
+            portal.rest_base = endpoint
+            portal.domain = parts.hostname or portal.domain
+
+    # ---- the request loop
+
+    def _backoff(self, attempt: int, error: Bitrix24Throttled) -> float | None:
+        """Seconds to sleep before retry number `attempt` (1-based), or None to give up."""
+        if attempt >= self.retry_attempts:
+            return None
+        if error.retry_after is not None:
+            return error.retry_after if error.retry_after <= self.retry_max_delay else None
+        delay = min(self.retry_max_delay, self.retry_base_delay * 2 ** (attempt - 1))
+        return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
+
+    def _send(self, auth: _PortalAuth, method: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        """One HTTP request after a rate-limiter slot; SDK errors become CrmErrors."""
+        if self._bucket is None:
+            self._load()
+        assert self._bucket is not None
+        limiter_for(self.app).acquire(portal_key(self.portal_id), self._bucket)
+        self.requests_sent += 1
+        try:
+            return call_method(
+                domain=auth.domain,
+                auth_token=auth.access_token,
+                is_webhook=False,
+                api_method=method,
+                params=dict(params or {}),
+                timeout=(min(10.0, self.timeout), self.timeout),
+                max_retries=1,
+            )
+        except BitrixAPIError as error:
+            raise self._api_error(error) from error
+        except BitrixResponse302JSONDecodeError as error:
+            raise Bitrix24Error(
+                f"portal moved to {error.new_domain or 'another address'}; reopen the app to update it",
+                code="PORTAL_MOVED",
+                http_status=302,
+            ) from error
+        except BitrixResponseJSONDecodeError as error:
+            raise CrmUnavailable("Bitrix24 answered without JSON", http_status=error.status_code) from error
+        except BitrixRequestError as error:
+            raise CrmUnavailable(f"Bitrix24 unreachable: {type(error).__name__}") from error
+
+    @staticmethod
+    def _api_error(error: BitrixAPIError) -> CrmError:
+        mapped = error_for(error.error, error.error_description, error.status_code)
+        if isinstance(mapped, OperationTimeLimit):
+            body = error.json_response if isinstance(error.json_response, dict) else {}
+            reset_at = (
+                (body.get("time") or {}).get("operating_reset_at") if isinstance(body.get("time"), dict) else None
+            )
+            if reset_at:
+                mapped.retry_after = max(0.0, float(reset_at) - time.time())
+        return mapped
+
+    def call_full(self, method: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Call a method; returns the whole answer (``result``, ``total``, ``next``, ``time``)."""
+        auth = self._current()
+        refreshed = False
+        attempt = 0
+        while True:
+            try:
+                return self._send(auth, method, params)
+            except ExpiredToken:
+                if refreshed:
+                    raise
+                self._refresh(auth.access_token)
+                auth = self._current()
+                refreshed = True
+            except (InvalidToken, NoAuthFound) as error:
+                raise self._flag_reinstall(error) from error
+            except (QueryLimitExceeded, OperationTimeLimit) as error:
+                attempt += 1
+                delay = self._backoff(attempt, error)
+                if delay is None:
+                    raise
+                log.info(
+                    "bitrix24 throttled, retrying",
+                    extra={"portal_id": self.portal_id, "method": method, "code": error.code, "delay": round(delay, 2)},
+                )
+                time.sleep(delay)
+
+    def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
+        """Call a method; returns its ``result``."""
+        return self.call_full(method, params).get("result")
+
+    # ---- batch
+
+    def batch(self, commands: Mapping[str, tuple[str, Mapping[str, Any] | None]], halt: bool = False) -> BatchResult:
+        """Run commands in batches of at most 50 (one request each, in order).
+
+        ``$result[key]`` references work only between commands of the same chunk of 50.
+        With ``halt`` the remaining chunks are skipped after the first failed command.
+        """
+        merged = BatchResult()
+        items = list(commands.items())
+        for start in range(0, len(items), BATCH_LIMIT):
+            chunk = items[start : start + BATCH_LIMIT]
+            answer = self.call(
+                "batch",
+                {
+                    "halt": 1 if halt else 0,
+                    "cmd": {key: build_command(method, params) for key, (method, params) in chunk},
+                },
+            )
+            merged.merge(answer if isinstance(answer, dict) else {})
+            if halt and merged.result_error:
+                break
+        return merged
+
+    # ---- listing
+
+    @staticmethod
+    def _page_params(params: Mapping[str, Any] | None, id_field: str, after: int | str, start: int) -> dict[str, Any]:
+        page = {k: v for k, v in (params or {}).items() if k not in ("filter", "order", "start")}
+        base_filter = dict((params or {}).get("filter") or {})
+        base_filter.pop(f">{id_field}", None)
+        page["filter"] = {**base_filter, f">{id_field}": after}
+        page["order"] = {id_field: "ASC"}
+        page["start"] = start
+        select = page.get("select")
+        if select and "*" not in select and id_field not in select:
+            page["select"] = [*select, id_field]
+        return page
+
+    @staticmethod
+    def _start_after(params: Mapping[str, Any] | None, id_field: str) -> int:
+        return int(((params or {}).get("filter") or {}).get(f">{id_field}") or 0)
+
+    def iter_list(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        id_field: str = "ID",
+        result_key: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Stream every row of a list method, oldest id first, one fast page per request.
+
+        Uses the documented fast scan (``order {ID: ASC}``, ``filter {'>ID': last}``, ``start=-1``: no
+        COUNT, no offset) and stops at the first page with fewer than 50 rows.
+        """
+        last = self._start_after(params, id_field)
+        while True:
+            answer = self.call_full(method, self._page_params(params, id_field, last, -1))
+            rows = _rows(answer.get("result"), result_key)
+            yield from rows
+            if len(rows) < PAGE_SIZE:
+                return
+            last = max(last, _row_id(rows[-1], id_field))
+
+    def iter_list_batched(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        id_field: str = "ID",
+        result_key: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Stream every row like `iter_list`, packing up to 50 list pages into each batch request.
+
+        Approach: the first page is fetched alone with ``start=0`` so Bitrix24 reports ``total``
+        (the one COUNT of the scan). The rest is planned from that count: each batch holds
+        ``min(50, pages left)`` commands chained by id, page k filtering
+        ``'>ID': $result[p{k-1}][49][ID]`` (the last id of the page before it, resolved by Bitrix24
+        inside the batch). Pages run in order inside a batch, so every page starts right after the
+        previous one: no gaps, no overlaps. A chain only breaks after a short page, which ends the
+        scan; whatever follows it in that batch is ignored, and rows are also de-duplicated by id.
+        If rows were added during the scan, the last full page simply leads to another batch.
+        Requests: ``1 + ceil((pages - 1) / 50)``, i.e. the floor ``pages / 50`` plus one; within
+        10 % of the floor from 10 batches (500 pages) on. ID windows (``>=ID a, <ID a+50`` side by
+        side) were rejected: filtered scans (modified since, open only) hit mostly empty windows.
+        """
+        last = self._start_after(params, id_field)
+        first = self.call_full(method, self._page_params(params, id_field, last, 0))
+        rows = _rows(first.get("result"), result_key)
+        yield from rows
+        if len(rows) < PAGE_SIZE:
+            return
+        row_key = _row_key(rows[-1], id_field)
+        last = max(last, int(rows[-1][row_key]))
+        remaining = max(0, int(first.get("total") or 0) - len(rows))
+        path = f"[{result_key}]" if result_key else ""
+        while True:
+            count = min(BATCH_LIMIT, max(1, math.ceil(remaining / PAGE_SIZE)))
+            commands: dict[str, tuple[str, Mapping[str, Any] | None]] = {}
+            for k in range(count):
+                after: int | str = last if k == 0 else f"$result[p{k - 1}]{path}[{PAGE_SIZE - 1}][{row_key}]"
+                commands[f"p{k}"] = (method, self._page_params(params, id_field, after, -1))
+            result = self.batch(commands)
+            for k in range(count):
+                page = _rows(result.get(f"p{k}"), result_key)
+                for row in page:
+                    row_id = int(row[row_key])
+                    if row_id > last:
+                        last = row_id
+                        yield row
+                if len(page) < PAGE_SIZE:
+                    return
+                remaining = max(0, remaining - len(page))
+
+    def iter_pages(
+        self, method: str, params: Mapping[str, Any] | None = None, *, result_key: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Stream rows of a method that only pages by ``start``/``next`` (user.get, department.get)."""
+        start = 0
+        while True:
+            answer = self.call_full(method, {**(params or {}), "start": start})
+            yield from _rows(answer.get("result"), result_key)
+            if answer.get("next") is None:
+                return
+            start = int(answer["next"])
+
+
+# ---------------------------------------------------------------- value decoding
+
+
+_SEMANTICS: dict[str, StageSemantics] = {"P": "process", "S": "success", "F": "failure"}
+
+
+def _text(value: Any) -> str:
+    if value is None or value is False:
+        return ""
+    if isinstance(value, list):
+        return _text(value[0]) if value else ""
+    return str(value)
+
+
+def _optional_id(value: Any) -> str | None:
+    text = _text(value)
+    return text if text and text != "0" else None
+
+
+def parse_decimal(value: Any) -> Decimal | None:
+    """A Bitrix24 number or money value ("1000.00", "100|RUB") as a Decimal; None when empty."""
+    text = _text(value).split("|", 1)[0].strip()
+    if not text:
+        return None
+    try:
+        return Decimal(text)
+    except InvalidOperation as error:
+        raise CrmError(f"not a number: {text!r}") from error
+
+
+def parse_datetime(value: Any, default_tz: ZoneInfo | None = None) -> datetime | None:
+    """An ISO 8601 date-time from Bitrix24 as an aware datetime (naive ones get the portal's zone)."""
+    text = _text(value)
+    if not text:
+        return None
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=default_tz or UTC)
+    return parsed
+
+
+def _zone(name: str | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+# ---------------------------------------------------------------- the adapter
+
+
+class Bitrix24Crm:
+    """The CrmClient port for a Bitrix24 portal."""
+
+    DEAL_SELECT = ("*", "UF_*")
+
+    def __init__(self, portal: Portal, rest: Bitrix24Rest | None = None) -> None:
+        self.portal_id = portal.id
+        self.rest = rest or Bitrix24Rest(portal.id)
+        self.tz = _zone(portal.timezone)
+        fields = (portal.settings or {}).get("b24_fields") or {}
+        self._field: dict[str, str] = {name: str(spec.get("field") or "") for name, spec in fields.items()}
+        self._enum: dict[str, dict[str, str]] = {
+            name: {str(code): str(item) for code, item in (spec.get("enum") or {}).items()}
+            for name, spec in fields.items()
+        }
+        self._enum_codes: dict[str, dict[str, str]] = {
+            name: {item: code for code, item in mapping.items()} for name, mapping in self._enum.items()
+        }
+
+    # ---- custom fields
+
+    def _decode_enum(self, name: str, raw: Mapping[str, Any]) -> str | None:
+        field_name = self._field.get(name)
+        if not field_name:
+            return None
+        item = _text(raw.get(field_name))
+        if not item:
+            return None
+        code = self._enum_codes.get(name, {}).get(item)
+        if code is None:
+            log.warning("unknown enum item", extra={"portal_id": self.portal_id, "field": field_name, "item": item})
+        return code
+
+    def _encode_enum(self, name: str, code: str) -> str:
+        if code == "":
+            return ""
+        try:
+            return self._enum[name][code]
+        except KeyError as error:
+            raise CrmError(f"{name} code {code!r} is not installed on portal {self.portal_id}") from error
+
+    def _require_field(self, name: str) -> str:
+        field_name = self._field.get(name)
+        if not field_name:
+            raise CrmError(f"custom field {name} is not installed on portal {self.portal_id}")
+        return field_name
+
+    # ---- deals
+
+    def deal_from_raw(self, raw: Mapping[str, Any]) -> Deal:
+        """Decode a crm.deal.get / crm.deal.list row."""
+        comment_field = self._field.get("refusal_comment")
+        cpl_field = self._field.get("cpl")
+        return Deal(
+            id=_text(raw.get("ID")),
+            title=_text(raw.get("TITLE")),
+            pipeline_id=_text(raw.get("CATEGORY_ID")) or "0",
+            stage_id=_text(raw.get("STAGE_ID")),
+            stage_semantics=_SEMANTICS.get(_text(raw.get("STAGE_SEMANTIC_ID")), "process"),
+            responsible_id=_text(raw.get("ASSIGNED_BY_ID")),
+            modified_by_id=_optional_id(raw.get("MODIFY_BY_ID")),
+            modified_at=parse_datetime(raw.get("DATE_MODIFY"), self.tz),
+            created_at=parse_datetime(raw.get("DATE_CREATE"), self.tz),
+            amount=parse_decimal(raw.get("OPPORTUNITY")) or Decimal("0"),
+            currency=_text(raw.get("CURRENCY_ID")),
+            source_id=_text(raw.get("SOURCE_ID")),
+            refusal_reason=self._decode_enum("refusal_reason", raw),
+            refusal_comment=_text(raw.get(comment_field)) if comment_field else "",
+            qa_verdict=self._decode_enum("qa_verdict", raw),
+            cpl=parse_decimal(raw.get(cpl_field)) if cpl_field else None,
+        )
+
+    def get_deal(self, deal_id: str) -> Deal:
+        """Re-read one deal."""
+        raw = self.rest.call("crm.deal.get", {"id": deal_id})
+        if not isinstance(raw, dict) or not raw:
+            raise NotFound(f"deal {deal_id} not found", code="")
+        return self.deal_from_raw(raw)
+
+    def get_deals(self, deal_ids: Sequence[str]) -> dict[str, Deal]:
+        """Many deals: one crm.deal.list per 50 ids, up to 50 lists per batch request."""
+        ids = list(dict.fromkeys(str(deal_id) for deal_id in deal_ids))
+        commands: dict[str, tuple[str, Mapping[str, Any] | None]] = {
+            f"d{n}": (
+                "crm.deal.list",
+                {"filter": {"@ID": ids[i : i + PAGE_SIZE]}, "select": list(self.DEAL_SELECT), "start": -1},
+            )
+            for n, i in enumerate(range(0, len(ids), PAGE_SIZE))
+        }
+        if not commands:
+            return {}
+        result = self.rest.batch(commands)
+        deals: dict[str, Deal] = {}
+        for key in commands:
+            for raw in _rows(result.get(key), None):
+                deal = self.deal_from_raw(raw)
+                deals[deal.id] = deal
+        return deals
+
+    def deal_update_fields(self, change: DealChange) -> dict[str, Any]:
+        """The crm.deal.update ``fields`` for a change (stage within a pipeline included)."""
+        fields: dict[str, Any] = {}
+        if change.stage_id is not None and change.pipeline_id is None:
+            fields["STAGE_ID"] = change.stage_id
+        if change.responsible_id is not None:
+            fields["ASSIGNED_BY_ID"] = change.responsible_id
+        if change.refusal_reason is not None:
+            fields[self._require_field("refusal_reason")] = self._encode_enum("refusal_reason", change.refusal_reason)
+        if change.refusal_comment is not None:
+            fields[self._require_field("refusal_comment")] = change.refusal_comment
+        if change.qa_verdict is not None:
+            fields[self._require_field("qa_verdict")] = self._encode_enum("qa_verdict", change.qa_verdict)
+        return fields
+
+    def update_deal(self, deal_id: str, change: DealChange) -> None:
+        """Write a change: crm.deal.update, plus crm.item.update for a pipeline move (one batch if both)."""
+        fields = self.deal_update_fields(change)
+        commands: dict[str, tuple[str, Mapping[str, Any] | None]] = {}
+        if change.pipeline_id is not None:
+            item_fields: dict[str, Any] = {"categoryId": change.pipeline_id}
+            if change.stage_id is not None:
+                item_fields["stageId"] = change.stage_id
+            commands["move"] = (
+                "crm.item.update",
+                {"entityTypeId": DEAL_ENTITY_TYPE_ID, "id": deal_id, "fields": item_fields},
+            )
+        if fields:
+            commands["update"] = ("crm.deal.update", {"id": deal_id, "fields": fields})
+        if not commands:
+            return
+        if len(commands) == 1:
+            method, params = next(iter(commands.values()))
+            self.rest.call(method, params)
+            return
+        result = self.rest.batch(commands, halt=True)
+        for key in commands:
+            result.get(key)
+
+    def iter_deals(self, *, modified_since: datetime | None = None, open_only: bool = False) -> Iterator[Deal]:
+        """Stream deals oldest id first, 50 pages per request."""
+        flt: dict[str, Any] = {}
+        if modified_since is not None:
+            if modified_since.tzinfo is None:
+                raise ValueError("modified_since must be aware")
+            flt[">=DATE_MODIFY"] = modified_since.isoformat(timespec="seconds")
+        if open_only:
+            flt["CLOSED"] = "N"
+        params = {"filter": flt, "select": list(self.DEAL_SELECT)}
+        for raw in self.rest.iter_list_batched("crm.deal.list", params):
+            yield self.deal_from_raw(raw)
+
+    # ---- pipelines
+
+    def list_pipelines(self) -> list[Pipeline]:
+        """Funnels (crm.category.list) with their stages (crm.status.list per funnel, one batch)."""
+        answer = self.rest.call("crm.category.list", {"entityTypeId": DEAL_ENTITY_TYPE_ID})
+        categories = _rows(answer, "categories")
+        if not categories:
+            categories = [{"id": 0, "name": "", "isDefault": "Y"}]
+        commands: dict[str, tuple[str, Mapping[str, Any] | None]] = {}
+        for category in categories:
+            category_id = _text(category.get("id")) or "0"
+            entity_id = "DEAL_STAGE" if category_id == "0" else f"DEAL_STAGE_{category_id}"
+            commands[f"c{category_id}"] = (
+                "crm.status.list",
+                {"order": {"SORT": "ASC"}, "filter": {"ENTITY_ID": entity_id}},
+            )
+        result = self.rest.batch(commands)
+        pipelines = []
+        for category in sorted(
+            categories, key=lambda c: (int(_text(c.get("sort")) or 0), int(_text(c.get("id")) or 0))
+        ):
+            category_id = _text(category.get("id")) or "0"
+            stages = [self._stage(row, category_id) for row in _rows(result.get(f"c{category_id}"), None)]
+            stages.sort(key=lambda stage: stage.sort)
+            pipelines.append(
+                Pipeline(
+                    id=category_id,
+                    name=_text(category.get("name")),
+                    stages=tuple(stages),
+                    is_default=category_id == "0" or _text(category.get("isDefault")) in ("Y", "True", "true", "1"),
+                )
+            )
+        return pipelines
+
+    @staticmethod
+    def _stage(row: Mapping[str, Any], pipeline_id: str) -> Stage:
+        semantics = _text(row.get("SEMANTICS"))
+        extra = row.get("EXTRA") if isinstance(row.get("EXTRA"), dict) else {}
+        extra_semantics = _text(extra.get("SEMANTICS"))
+        if semantics == "S" or extra_semantics == "success":
+            kind: StageSemantics = "success"
+        elif semantics == "F" or extra_semantics in ("failure", "apology"):
+            kind = "failure"
+        else:
+            kind = "process"
+        return Stage(
+            id=_text(row.get("STATUS_ID")),
+            pipeline_id=pipeline_id,
+            name=_text(row.get("NAME")),
+            sort=int(_text(row.get("SORT")) or 0),
+            semantics=kind,
+        )
+
+    # ---- people
+
+    def list_users(self) -> list[User]:
+        """Every employee (user.get pages by 50)."""
+        users = []
+        for row in self.rest.iter_pages("user.get", {"FILTER": {"USER_TYPE": "employee"}}):
+            name = " ".join(part for part in (_text(row.get("NAME")), _text(row.get("LAST_NAME"))) if part)
+            departments = row.get("UF_DEPARTMENT") or []
+            users.append(
+                User(
+                    id=_text(row.get("ID")),
+                    name=name or _text(row.get("EMAIL")) or _text(row.get("ID")),
+                    active=row.get("ACTIVE") in (True, "Y", "true", "1", 1),
+                    department_ids=tuple(
+                        _text(d) for d in (departments if isinstance(departments, list) else [departments])
+                    ),
+                )
+            )
+        return users
+
+    def list_departments(self) -> list[Department]:
+        """Every department (department.get)."""
+        return [
+            Department(
+                id=_text(row.get("ID")),
+                name=_text(row.get("NAME")),
+                head_id=_optional_id(row.get("UF_HEAD")),
+                parent_id=_optional_id(row.get("PARENT")),
+            )
+            for row in self.rest.iter_pages("department.get", {"sort": "ID", "order": "ASC"})
+        ]
+
+    def notify(self, user_id: str, message: str) -> None:
+        """A system notification to a user (im.notify.system.add)."""
+        self.rest.call("im.notify.system.add", {"USER_ID": user_id, "MESSAGE": message})
+
+    # ---- tasks
+
+    TASK_SELECT = ("ID", "TITLE", "RESPONSIBLE_ID", "CREATED_BY", "DEADLINE", "STATUS", "AUDITORS", "UF_CRM_TASK")
+
+    def create_task(self, task: NewTask) -> str:
+        """tasks.task.add linked to the deal; returns the task id."""
+        fields: dict[str, Any] = {
+            "TITLE": task.title,
+            "RESPONSIBLE_ID": task.responsible_id,
+            "DEADLINE": task.deadline.isoformat(timespec="seconds"),
+            "UF_CRM_TASK": [f"D_{task.deal_id}"],
+        }
+        if task.description:
+            fields["DESCRIPTION"] = task.description
+        if task.created_by:
+            fields["CREATED_BY"] = task.created_by
+        if task.auditor_ids:
+            fields["AUDITORS"] = list(task.auditor_ids)
+        answer = self.rest.call("tasks.task.add", {"fields": fields})
+        created = (answer or {}).get("task") if isinstance(answer, dict) else None
+        task_id = _text((created or {}).get("id") or (created or {}).get("ID"))
+        if not task_id:
+            raise CrmError("tasks.task.add answered without a task id")
+        return task_id
+
+    def _task(self, row: Mapping[str, Any], deal_id: str | None) -> Task:
+        def pick(camel: str, upper: str) -> Any:
+            return row.get(camel, row.get(upper))
+
+        auditors = pick("auditors", "AUDITORS") or []
+        return Task(
+            id=_text(pick("id", "ID")),
+            title=_text(pick("title", "TITLE")),
+            responsible_id=_text(pick("responsibleId", "RESPONSIBLE_ID")),
+            deal_id=deal_id,
+            deadline=parse_datetime(pick("deadline", "DEADLINE"), self.tz),
+            is_open=_text(pick("status", "STATUS")) != TASK_COMPLETED,
+            created_by=_optional_id(pick("createdBy", "CREATED_BY")),
+            auditor_ids=tuple(_text(a) for a in (auditors if isinstance(auditors, list) else [auditors])),
+        )
+
+    def list_deal_tasks(self, deal_id: str) -> list[Task]:
+        """Tasks bound to the deal (tasks.task.list by UF_CRM_TASK, select always given)."""
+        params = {"filter": {"UF_CRM_TASK": f"D_{deal_id}"}, "select": list(self.TASK_SELECT)}
+        return [self._task(row, deal_id) for row in self.rest.iter_list("tasks.task.list", params, result_key="tasks")]
+
+    # ---- calls
+
+    CALL_SELECT = (
+        "ID",
+        "SUBJECT",
+        "START_TIME",
+        "END_TIME",
+        "DIRECTION",
+        "RESPONSIBLE_ID",
+        "COMMUNICATIONS",
+        "FILES",
+        "PROVIDER_ID",
+        "ORIGIN_ID",
+    )
+
+    def list_deal_calls(self, deal_id: str) -> list[Call]:
+        """Call activities of the deal with files, joined with telephony statistics for recordings."""
+        params = {
+            "filter": {"OWNER_TYPE_ID": DEAL_ENTITY_TYPE_ID, "OWNER_ID": deal_id, "TYPE_ID": CALL_ACTIVITY_TYPE_ID},
+            "select": list(self.CALL_SELECT),
+        }
+        activities = list(self.rest.iter_list("crm.activity.list", params))
+        if not activities:
+            return []
+        stats_commands: dict[str, tuple[str, Mapping[str, Any] | None]] = {
+            f"a{_text(a.get('ID'))}": ("voximplant.statistic.get", {"FILTER": {"CRM_ACTIVITY_ID": _text(a.get("ID"))}})
+            for a in activities
+        }
+        stats = self.rest.batch(stats_commands)
+        calls = []
+        for activity in activities:
+            activity_id = _text(activity.get("ID"))
+            key = f"a{activity_id}"
+            stat_rows = [] if stats.error(key) is not None else _rows(stats.result.get(key), None)
+            calls.append(self._call(deal_id, activity, stat_rows[0] if stat_rows else {}))
+        return calls
+
+    def _call(self, deal_id: str, activity: Mapping[str, Any], stat: Mapping[str, Any]) -> Call:
+        started = parse_datetime(stat.get("CALL_START_DATE") or activity.get("START_TIME"), self.tz)
+        ended = parse_datetime(activity.get("END_TIME"), self.tz)
+        duration = _text(stat.get("CALL_DURATION"))
+        if duration.isdigit():
+            seconds = int(duration)
+        elif started and ended and ended >= started:
+            seconds = int((ended - started).total_seconds())
+        else:
+            seconds = 0
+        files = activity.get("FILES") if isinstance(activity.get("FILES"), list) else []
+        first_file: Mapping[str, Any] = files[0] if files else {}
+        communications = activity.get("COMMUNICATIONS") if isinstance(activity.get("COMMUNICATIONS"), list) else []
+        phone = _text(stat.get("PHONE_NUMBER")) or (_text(communications[0].get("VALUE")) if communications else "")
+        stat_type = _text(stat.get("CALL_TYPE"))
+        incoming = _text(activity.get("DIRECTION")) == "1" if not stat_type else stat_type in ("2", "3")
+        return Call(
+            id=_text(activity.get("ID")),
+            deal_id=deal_id,
+            user_id=_optional_id(stat.get("PORTAL_USER_ID") or activity.get("RESPONSIBLE_ID")),
+            direction="in" if incoming else "out",
+            started_at=started,
+            duration_seconds=seconds,
+            recording_url=_text(stat.get("CALL_RECORD_URL")) or _text(first_file.get("url")) or None,
+            recording_file_id=_text(stat.get("RECORD_FILE_ID")) or _text(first_file.get("id")) or None,
+            phone=phone,
+        )

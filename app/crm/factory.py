@@ -1,0 +1,15 @@
+"""Pick the CRM adapter for a portal."""
+
+from __future__ import annotations
+
+from app.crm.port import CrmClient
+from app.models import Portal
+
+
+def client_for(portal: Portal) -> CrmClient:
+    """The CrmClient adapter for the portal's CRM."""
+    if portal.crm == Portal.BITRIX24:
+        from app.crm.bitrix24 import Bitrix24Crm
+
+        return Bitrix24Crm(portal)
+    raise ValueError(f"no CRM adapter for {portal.crm!r} (portal {portal.id})")
