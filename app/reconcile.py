@@ -26,7 +26,10 @@ def reconcile_all() -> int:
     portal_ids = db.session.scalars(sa.select(Portal.id).where(Portal.status == "installed")).all()
     for portal_id in portal_ids:
         enqueue(
-            "default", "app.reconcile.reconcile_portal", portal_id, job_id=f"reconcile-{portal_id}",
+            "default",
+            "app.reconcile.reconcile_portal",
+            portal_id,
+            job_id=f"reconcile-{portal_id}",
             unique=True,
             result_ttl=0,
             failure_ttl=600,

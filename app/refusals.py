@@ -142,7 +142,9 @@ def _carry_out(effect: Effect, crm: CrmClient) -> str:
 def add_case_event(case: RefusalCase, actor: str, action: str, note: str = "") -> None:
     """Append a step to the case's timeline."""
     db.session.add(
-        CaseEvent(portal_id=case.portal_id, case_id=case.id, actor=actor, action=action, state_after=case.state, note=note)
+        CaseEvent(
+            portal_id=case.portal_id, case_id=case.id, actor=actor, action=action, state_after=case.state, note=note
+        )
     )
 
 
@@ -258,9 +260,7 @@ class Guard:
         if deal.refusal_reason and deal.refusal_comment.strip():
             remember(self.portal.id, deal)
             case = self._open_case(deal, previous_stage or "", actor=mover)
-            audit.record(
-                self.portal.id, mover, "conditional refusal", "case opened", deal_id=deal.id, case_id=case.id
-            )
+            audit.record(self.portal.id, mover, "conditional refusal", "case opened", deal_id=deal.id, case_id=case.id)
             return Decision("case opened")
         if role == "exempt":
             remember(self.portal.id, deal)

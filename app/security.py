@@ -9,7 +9,7 @@ from typing import Any
 from flask import abort, current_app, request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-TOKEN_HEADER = "X-RC-Token"
+TOKEN_HEADER = "X-RC-Token"  # noqa: S105 - a header name, not a secret
 TOKEN_MAX_AGE_SECONDS = 2 * 3600
 
 

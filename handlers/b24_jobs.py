@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 from app import inbox, refusals
+from app.crm.bitrix24 import Bitrix24Rest
 from app.crm.factory import client_for
 from app.db import db
-from app.crm.bitrix24 import Bitrix24Rest
 from app.models import InboxItem, Portal
 from app.queue import enqueue
 from app.robots import REGISTRY, RobotInvocation

@@ -93,4 +93,6 @@ def current_user(portal: Portal, auth_id: str) -> FrameUser | None:
         return None
     user = results["user"]
     name = " ".join(part for part in (user.get("NAME"), user.get("LAST_NAME")) if part) or str(user.get("ID", ""))
-    return FrameUser(user_id=str(user.get("ID", "")), name=name, is_admin=results.get("admin") in (True, "true", "Y", 1))
+    return FrameUser(
+        user_id=str(user.get("ID", "")), name=name, is_admin=results.get("admin") in (True, "true", "Y", 1)
+    )
