@@ -44,6 +44,7 @@ class FakeBitrix24:
         self.refresh_error: tuple[int, dict[str, Any]] | None = None
         self.issue_prefix = "token-new"
         self.calls: list[tuple[str, dict[str, Any], float]] = []
+        self.tokens_seen: list[str] = []
         self.refreshes: list[dict[str, str]] = []
         self.failures: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self.results: dict[str, Any] = {}
@@ -77,6 +78,7 @@ class FakeBitrix24:
         token = body.pop("auth", "")
         with self.lock:
             self.calls.append((method, body, time.time()))
+            self.tokens_seen.append(token)
             state = self._token_state(token)
             if state == "expired":
                 status, payload = error(401, "expired_token", "The access token provided has expired.")
