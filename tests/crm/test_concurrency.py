@@ -18,7 +18,9 @@ from tests.crm.workers import refresh_worker
 
 def test_two_threads_meeting_an_expired_token_refresh_once(b24_app: Flask, portal: Portal, fake: FakeBitrix24):
     fake.add_deals([deal_row(5)])
-    fake.token_filter = lambda token: "expired" if token == "token-1" else ("ok" if token == "token-new-1" else "invalid")
+    fake.token_filter = lambda token: (
+        "expired" if token == "token-1" else ("ok" if token == "token-new-1" else "invalid")
+    )
     fake.refresh_delay = 0.3
     barrier = threading.Barrier(2)
     outcomes: dict[str, object] = {}
