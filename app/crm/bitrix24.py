@@ -502,8 +502,9 @@ class Bitrix24Rest:
         inside the batch). Pages run in order inside a batch, so every page starts right after the
         previous one: no gaps, no overlaps. A chain only breaks after a short page, which ends the
         scan; whatever follows it in that batch is ignored, and rows are also de-duplicated by id.
-        If rows were added during the scan, the last full page simply leads to another batch.
-        Requests: ``1 + ceil((pages - 1) / 50)``, i.e. the floor ``pages / 50`` plus one; within
+        Each batch plans one page more than the count, which confirms the end in the same request;
+        if rows were added during the scan, a last full page simply leads to another batch.
+        Requests: about ``1 + ceil(pages / 50)``, i.e. the floor ``pages / 50`` plus one; within
         10 % of the floor from 10 batches (500 pages) on. ID windows (``>=ID a, <ID a+50`` side by
         side) were rejected: filtered scans (modified since, open only) hit mostly empty windows.
         """
@@ -518,7 +519,8 @@ class Bitrix24Rest:
         remaining = max(0, int(first.get("total") or 0) - len(rows))
         path = f"[{result_key}]" if result_key else ""
         while True:
-            count = min(BATCH_LIMIT, max(1, math.ceil(remaining / PAGE_SIZE)))
+            # One page more than counted: it confirms the end (or picks up rows added meanwhile).
+            count = min(BATCH_LIMIT, math.ceil(remaining / PAGE_SIZE) + 1)
             commands: dict[str, tuple[str, Mapping[str, Any] | None]] = {}
             for k in range(count):
                 after: int | str = last if k == 0 else f"$result[p{k - 1}]{path}[{PAGE_SIZE - 1}][{row_key}]"
