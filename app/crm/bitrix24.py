@@ -610,6 +610,7 @@ class Bitrix24Crm:
         self.portal_id = portal.id
         self.rest = rest or Bitrix24Rest(portal.id)
         self.tz = _zone(portal.timezone)
+        self.domain = portal.domain
         fields = (portal.settings or {}).get("b24_fields") or {}
         self._field: dict[str, str] = {name: str(spec.get("field") or "") for name, spec in fields.items()}
         self._enum: dict[str, dict[str, str]] = {
@@ -671,6 +672,8 @@ class Bitrix24Crm:
             refusal_comment=_text(raw.get(comment_field)) if comment_field else "",
             qa_verdict=self._decode_enum("qa_verdict", raw),
             cpl=parse_decimal(raw.get(cpl_field)) if cpl_field else None,
+            moved_by_id=_optional_id(raw.get("MOVED_BY_ID")),
+            moved_at=parse_datetime(raw.get("MOVED_TIME"), self.tz),
         )
 
     def get_deal(self, deal_id: str) -> Deal:
@@ -836,6 +839,30 @@ class Bitrix24Crm:
             )
             for row in self.rest.iter_pages("department.get", {"sort": "ID", "order": "ASC"})
         ]
+
+    def stage_before(self, deal_id: str, stage_id: str) -> str | None:
+        """The stage before the deal last entered `stage_id`, from crm.stagehistory.list (newest first)."""
+        answer = self.rest.call(
+            "crm.stagehistory.list",
+            {
+                "entityTypeId": DEAL_ENTITY_TYPE_ID,
+                "filter": {"OWNER_ID": deal_id},
+                "order": {"ID": "DESC"},
+                "select": ["ID", "STAGE_ID", "CREATED_TIME"],
+            },
+        )
+        items = _rows(answer, "items")
+        for index, item in enumerate(items):
+            if _text(item.get("STAGE_ID")) == stage_id:
+                for earlier in items[index + 1 :]:
+                    if _text(earlier.get("STAGE_ID")) != stage_id:
+                        return _text(earlier.get("STAGE_ID"))
+                return None
+        return None
+
+    def deal_url(self, deal_id: str) -> str:
+        """The deal card on the portal."""
+        return f"https://{self.domain}/crm/deal/details/{deal_id}/"
 
     def notify(self, user_id: str, message: str) -> None:
         """A system notification to a user (im.notify.system.add)."""
