@@ -1,7 +1,17 @@
-"""Interface strings in Russian (first) and English, chosen by the portal's language."""
+"""Interface strings in Russian (first) and English, chosen by the portal's language; dates and numbers
+are formatted with Babel in the portal's locale and time zone.
+
+Feature modules keep their own strings and add them with `register()`.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from babel.dates import format_datetime
+from babel.numbers import format_decimal
 from flask import Flask
 
 STRINGS: dict[str, tuple[str, str]] = {
@@ -60,15 +70,35 @@ STRINGS: dict[str, tuple[str, str]] = {
 }
 
 
+def register(strings: dict[str, tuple[str, str]]) -> None:
+    """Add a feature's strings; a key defined twice is a programming error."""
+    clash = set(strings) & set(STRINGS)
+    if clash:
+        raise KeyError(f"interface strings defined twice: {sorted(clash)}")
+    STRINGS.update(strings)
+
+
 def translate(key: str, language: str) -> str:
     """The string in the portal's language; Russian unless English is asked for."""
     ru, en = STRINGS[key]
     return en if language == "en" else ru
 
 
+def when(moment: datetime | None, language: str, timezone: str) -> str:
+    """A moment in the portal's time zone, e.g. «25 нояб. 2026 г., 17:05»."""
+    if moment is None:
+        return "—"
+    return format_datetime(moment, "medium", tzinfo=ZoneInfo(timezone), locale="en" if language == "en" else "ru")
+
+
+def number(value: Decimal | float | int, language: str) -> str:
+    """A number with the locale's separators, e.g. «1 500,5»."""
+    return format_decimal(value, locale="en" if language == "en" else "ru")
+
+
 def init_app(app: Flask) -> None:
-    """Expose `t(key)` to templates, using the `lang` the view passes."""
+    """Expose `translate`, `when` and `number` to templates (views pass `lang`)."""
 
     @app.context_processor
     def inject_translate() -> dict[str, object]:
-        return {"translate": translate}
+        return {"translate": translate, "when": when, "number": number}

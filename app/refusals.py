@@ -181,6 +181,10 @@ class Guard:
         if snapshot is None and self._moved_before_install(deal):
             remember(self.portal.id, deal)
             return Decision("first seen")
+        # Read everything the rules may need from the CRM before the first write: on SQLite a write
+        # transaction held across a CRM call would block a token refresh in another session.
+        directory.users(self.portal.id, self.crm)
+        directory.pipelines(self.portal.id, self.crm)
         mover = AUTOMATION if automation else (deal.moved_by_id or deal.modified_by_id or "")
         role = directory.role_of(self.portal.id, self.crm, self.settings, mover)
         refusal_stage = refusal_stage_for(self.portal, deal.pipeline_id)
