@@ -87,6 +87,7 @@ class Sandbox:
         self.access_tokens: dict[str, AccessToken] = {}
         self.refresh_tokens: dict[str, RefreshToken] = {}
         self.auth_codes: dict[str, tuple[str, int, float]] = {}
+        self.spent_refresh: dict[str, str] = {}  # used refresh token -> member_id
         self.outbox: list[OutgoingEvent] = []
         self.deliveries: list[Delivery] = []
         self.transport: Transport = transport or requests_transport()
@@ -212,7 +213,8 @@ class Sandbox:
                 if not key:
                     return 400, {"error": "invalid_request", "error_description": 'No "refresh_token" parameter found'}
                 refresh = self.refresh_tokens.get(key)
-                portal = self.portals.get(refresh.member_id) if refresh else None
+                portal = self.portals.get(refresh.member_id if refresh else self.spent_refresh.get(key, ""))
+                portal = portal or self._portal_by_client(client_id)
                 if portal is not None:
                     portal.oauth_calls[grant] = portal.oauth_calls.get(grant, 0) + 1
                 client_error = self._check_client(portal, client_id, client_secret)
@@ -220,21 +222,29 @@ class Sandbox:
                     return client_error
                 if refresh is None or portal is None or portal.revoked or refresh.expires_at < self.clock.now():
                     return 400, {"error": "invalid_grant", "error_description": "Invalid grant"}
+                if refresh.member_id != portal.member_id:
+                    return 400, {"error": "invalid_grant", "error_description": "Invalid grant"}
                 del self.refresh_tokens[key]  # rotation: a refresh token works once
+                self.spent_refresh[key] = portal.member_id
                 return 200, self.issue_tokens(portal, refresh.user_id)
             if grant == "authorization_code":
+                now = self.clock.now()
                 code = str(params.get("code") or "")
                 entry = self.auth_codes.pop(code, None)
-                portal = self.portals.get(entry[0]) if entry else None
+                portal = self.portals.get(entry[0]) if entry else self._portal_by_client(client_id)
                 if portal is not None:
                     portal.oauth_calls[grant] = portal.oauth_calls.get(grant, 0) + 1
                 client_error = self._check_client(portal, client_id, client_secret)
                 if client_error:
                     return client_error
-                if entry is None or portal is None or portal.revoked or entry[2] < self.clock.now():
+                if entry is None or portal is None or portal.member_id != entry[0] or portal.revoked or entry[2] < now:
                     return 400, {"error": "invalid_grant", "error_description": "Invalid grant"}
                 return 200, self.issue_tokens(portal, entry[1])
             return 400, {"error": "unsupported_grant_type", "error_description": "Unsupported grant type"}
+
+    def _portal_by_client(self, client_id: str) -> Portal | None:
+        matches = [p for p in self.portals.values() if p.client_id == client_id]
+        return matches[0] if len(matches) == 1 else None
 
     def _check_client(
         self, portal: Portal | None, client_id: str, client_secret: str
