@@ -1,4 +1,5 @@
 """REST answers as a client sees them: strings, paging, filters, batch, errors."""
+# ruff: noqa: RUF001 - Russian labels and names are test data
 
 from __future__ import annotations
 
@@ -63,8 +64,11 @@ def test_filter_prefixes_and_order(sandbox: Sandbox, portal, token) -> None:
         sandbox,
         token,
         "crm.deal.list",
-        {"filter": {"@STAGE_ID": ["WON", "LOSE"], "!ASSIGNED_BY_ID": 2, ">=OPPORTUNITY": 30000},
-         "order": {"OPPORTUNITY": "DESC"}, "select": ["ID", "STAGE_ID", "ASSIGNED_BY_ID", "OPPORTUNITY"]},
+        {
+            "filter": {"@STAGE_ID": ["WON", "LOSE"], "!ASSIGNED_BY_ID": 2, ">=OPPORTUNITY": 30000},
+            "order": {"OPPORTUNITY": "DESC"},
+            "select": ["ID", "STAGE_ID", "ASSIGNED_BY_ID", "OPPORTUNITY"],
+        },
     )
     rows = body["result"]
     assert rows
@@ -119,9 +123,7 @@ def test_batch_empty_maps_and_limit(sandbox: Sandbox, portal, token) -> None:
 
 
 def test_batch_halt_stops_at_first_error(sandbox: Sandbox, portal, token) -> None:
-    _, body = call(
-        sandbox, token, "batch", {"halt": 1, "cmd": {"a": "crm.deal.get?id=0", "b": "crm.deal.get?id=1"}}
-    )
+    _, body = call(sandbox, token, "batch", {"halt": 1, "cmd": {"a": "crm.deal.get?id=0", "b": "crm.deal.get?id=1"}})
     assert "a" in body["result"]["result_error"]
     assert body["result"]["result"] == []
 
@@ -152,7 +154,9 @@ def test_deal_update_ignores_category_and_tracks_the_mover(sandbox: Sandbox, por
     manager = sandbox.issue_tokens(portal, 3)["access_token"]
     deal = sandbox.deal(portal, 1)
     assert deal["CATEGORY_ID"] == "0"
-    status, body = call(sandbox, manager, "crm.deal.update", {"id": 1, "fields": {"CATEGORY_ID": 2, "STAGE_ID": "LOSE"}})
+    status, body = call(
+        sandbox, manager, "crm.deal.update", {"id": 1, "fields": {"CATEGORY_ID": 2, "STAGE_ID": "LOSE"}}
+    )
     assert (status, body["result"]) == (200, True)
     after = sandbox.deal(portal, 1)
     assert after["CATEGORY_ID"] == "0"
@@ -170,7 +174,10 @@ def test_deal_update_ignores_category_and_tracks_the_mover(sandbox: Sandbox, por
 
 def test_item_update_moves_between_funnels(sandbox: Sandbox, portal, token) -> None:
     status, body = call(
-        sandbox, token, "crm.item.update", {"entityTypeId": 2, "id": 1, "fields": {"categoryId": 1, "stageId": "C1:NEW"}}
+        sandbox,
+        token,
+        "crm.item.update",
+        {"entityTypeId": 2, "id": 1, "fields": {"categoryId": 1, "stageId": "C1:NEW"}},
     )
     assert status == 200
     assert body["result"]["item"]["categoryId"] == 1
@@ -188,7 +195,7 @@ def test_status_add_prefixes_funnel_stages(sandbox: Sandbox, portal, token) -> N
     )
     assert status == 200 and isinstance(body["result"], int)
     _, listed = call(sandbox, token, "crm.status.list", {"filter": {"ENTITY_ID": "DEAL_STAGE_1"}})
-    added = [s for s in listed["result"] if s["ID"] == str(body["result"])][0]
+    added = next(s for s in listed["result"] if s["ID"] == str(body["result"]))
     assert added["STATUS_ID"] == "C1:COND_REFUSAL"
     assert added["SEMANTICS"] is None and added["EXTRA"]["SEMANTICS"] == "process"
     assert added["CATEGORY_ID"] == "1" and added["SORT"] == "65"
@@ -202,7 +209,7 @@ def test_status_add_prefixes_funnel_stages(sandbox: Sandbox, portal, token) -> N
     )
     assert (status, body["error"]) == (403, "ACCESS_DENIED")
     _, types = call(sandbox, token, "crm.status.entity.types")
-    funnel = [t for t in types["result"] if t["ID"] == "DEAL_STAGE_1"][0]
+    funnel = next(t for t in types["result"] if t["ID"] == "DEAL_STAGE_1")
     assert funnel["PREFIX"] == "C1"
     assert funnel["SEMANTIC_INFO"]["FINAL_UNSUCCESS_FIELD"] == "C1:LOSE"
 
@@ -241,18 +248,18 @@ def test_userfield_enumeration_items_get_ids(sandbox: Sandbox, portal, token) ->
     assert "EDIT_FORM_LABEL" not in field
     items = field["LIST"]
     assert all(item["ID"].isdigit() for item in items)
-    expensive = [i["ID"] for i in items if i["VALUE"] == "Дорого"][0]
+    expensive = next(i["ID"] for i in items if i["VALUE"] == "Дорого")
     call(sandbox, token, "crm.deal.update", {"id": 2, "fields": {"UF_CRM_REFUSAL_REASON": expensive}})
     assert sandbox.deal(portal, 2)["UF_CRM_REFUSAL_REASON"] == expensive
     call(sandbox, token, "crm.deal.update", {"id": 2, "fields": {"UF_CRM_REFUSAL_REASON": "not-an-id"}})
     assert sandbox.deal(portal, 2)["UF_CRM_REFUSAL_REASON"] is None
     _, labelled = call(sandbox, token, "crm.deal.userfield.list", {"filter": {"LANG": "en"}})
     assert labelled["result"][0]["EDIT_FORM_LABEL"] == "Refusal reason"
-    status, body = call(sandbox, token, "crm.deal.userfield.add", {"fields": {"FIELD_NAME": "bad-name", "USER_TYPE_ID": "string"}})
-    assert (status, body["error"]) == (400, "ERROR_CORE")
-    call(
-        sandbox, token, "crm.deal.userfield.update", {"id": field["ID"], "fields": {"LIST": [{"VALUE": "Конкурент"}]}}
+    status, body = call(
+        sandbox, token, "crm.deal.userfield.add", {"fields": {"FIELD_NAME": "bad-name", "USER_TYPE_ID": "string"}}
     )
+    assert (status, body["error"]) == (400, "ERROR_CORE")
+    call(sandbox, token, "crm.deal.userfield.update", {"id": field["ID"], "fields": {"LIST": [{"VALUE": "Конкурент"}]}})
     _, again = call(sandbox, token, "crm.deal.userfield.list", {"filter": {"FIELD_NAME": "UF_CRM_REFUSAL_REASON"}})
     assert [i["VALUE"] for i in again["result"][0]["LIST"]] == ["Не дозвонились", "Дорого", "Конкурент"]
     _, select_uf = call(sandbox, token, "crm.deal.list", {"filter": {"ID": 2}, "select": ["ID", "UF_*"]})
