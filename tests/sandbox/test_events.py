@@ -214,3 +214,28 @@ def test_placements(sandbox: Sandbox, portal, token) -> None:
     assert got["result"][0]["placement"] == "CRM_DEAL_DETAIL_TAB"
     _, gone = call(sandbox, token, "placement.unbind", {"PLACEMENT": "CRM_DEAL_DETAIL_TAB"})
     assert gone["result"] == {"count": 1}
+
+
+def test_out_of_order_delivery(sandbox: Sandbox, portal, token, recorder: Recorder) -> None:
+    _bind(sandbox, token, "ONCRMDEALUPDATE")
+    sandbox.out_of_order = True
+    for deal_id in range(1, 21):
+        sandbox.act(portal, 2).update_deal(deal_id, {"TITLE": f"t{deal_id}"})
+    sandbox.deliver(recorder)
+    ids = [int(e["data"]["FIELDS"]["ID"]) for e in recorder.decoded()]
+    assert sorted(ids) == list(range(1, 21)) and ids != list(range(1, 21))
+
+
+def test_background_delivery_thread(sandbox: Sandbox, portal, token, recorder: Recorder) -> None:
+    import time
+
+    _bind(sandbox, token, "ONCRMDEALUPDATE")
+    sandbox.start_delivery_thread(interval=0.01, transport=recorder)
+    try:
+        sandbox.act(portal, 2).update_deal(1, {"TITLE": "bg"})
+        deadline = time.monotonic() + 5
+        while not recorder.posts and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        sandbox.stop_delivery_thread()
+    assert len(recorder.posts) == 1

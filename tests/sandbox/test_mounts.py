@@ -101,3 +101,28 @@ def test_tls_server(sandbox: Sandbox, tmp_path: Path) -> None:
             requests.get(f"https://{server.portal_domain}/rest/profile", timeout=5, verify=True)
     finally:
         server.shutdown()
+
+
+def test_concurrent_writes_over_tls(sandbox: Sandbox, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = serve_tls(sandbox, tmp_path / "tls")
+    try:
+        portal = sandbox.seed_portal(domain=server.portal_domain, deals=0)
+        sandbox.set_rate_limit(portal, enabled=False)
+        token = sandbox.issue_tokens(portal)["access_token"]
+
+        def add(n: int) -> int:
+            answer = requests.post(
+                f"https://{server.portal_domain}/rest/crm.deal.add.json",
+                json={"auth": token, "fields": {"TITLE": f"deal {n}"}},
+                verify=server.ca_file,
+                timeout=10,
+            )
+            return answer.json()["result"]
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            ids = list(pool.map(add, range(40)))
+        assert sorted(ids) == list(range(1, 41))
+    finally:
+        server.shutdown()
