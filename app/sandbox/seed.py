@@ -1,5 +1,5 @@
 """A realistic, deterministic portal for tests and the demo, and bulk data for benchmarks."""
-# ruff: noqa: RUF001 - Russian names and titles are the point of this fixture
+
 
 from __future__ import annotations
 

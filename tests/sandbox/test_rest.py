@@ -1,5 +1,5 @@
 """REST answers as a client sees them: strings, paging, filters, batch, errors."""
-# ruff: noqa: RUF001 - Russian labels and names are test data
+
 
 from __future__ import annotations
 
