@@ -1,0 +1,89 @@
+"""A Bitrix24 portal (the sandbox) wired to the app under test, and the steps people take in it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app.db import db
+from app.models import Portal
+from app.sandbox import Sandbox
+from app.sandbox.state import Portal as SandboxPortal
+from tests.conftest import run_jobs
+
+APP_URL = "https://app.example.test"
+
+
+@dataclass
+class B24:
+    """The sandbox, one of its portals, and the app's client."""
+
+    app: Flask
+    client: FlaskClient
+    sandbox: Sandbox
+    portal: SandboxPortal
+
+    @property
+    def member_id(self) -> str:
+        return self.portal.member_id
+
+    def frame(self, user_id: int | None = None, **extra: str) -> dict[str, str]:
+        """The form Bitrix24 POSTs when it opens one of our pages for a user."""
+        tokens = self.sandbox.issue_tokens(self.portal, user_id)
+        return {
+            "AUTH_ID": tokens["access_token"],
+            "AUTH_EXPIRES": "3600",
+            "REFRESH_ID": tokens["refresh_token"],
+            "SERVER_ENDPOINT": tokens["server_endpoint"],
+            "member_id": self.portal.member_id,
+            "APPLICATION_TOKEN": self.portal.application_token,
+            "status": "L",
+            "PLACEMENT": "DEFAULT",
+            **extra,
+        }
+
+    def open_install_page(self) -> Any:
+        """The admin installs the app from the Market: access is granted, then the install frame is POSTed."""
+        with self.sandbox.lock:
+            self.portal.revoked = False
+        return self.client.post(f"/b24/install?DOMAIN={self.portal.domain}&LANG=ru", data=self.frame())
+
+    def install(self) -> Portal:
+        """The whole install: frame, installer job, installFinish (events start), ONAPPINSTALL."""
+        page = self.open_install_page()
+        assert page.status_code == 200, page.get_data(as_text=True)
+        self.work()
+        self.sandbox.install_app(self.portal, install_url=f"{APP_URL}/b24/events")
+        self.deliver()
+        return self.our_portal()
+
+    def our_portal(self) -> Portal:
+        """Our row for this portal, fresh from the database."""
+        db.session.expire_all()
+        portal = db.session.scalar(sa.select(Portal).where(Portal.external_id == self.portal.member_id))
+        assert portal is not None
+        return portal
+
+    def deliver(self) -> list[Any]:
+        """Bitrix24 sends the events waiting in its queue."""
+        return self.sandbox.deliver()
+
+    def work(self) -> None:
+        """Our workers run everything queued."""
+        run_jobs(self.app)
+        db.session.expire_all()
+
+    def settle(self, rounds: int = 4) -> None:
+        """Deliver events and run jobs until nothing is left (our writes fire events back)."""
+        for _ in range(rounds):
+            delivered = self.deliver()
+            self.work()
+            if not delivered and not self.sandbox.pending_events():
+                return
+
+    def stage(self, deal_id: int) -> str:
+        return self.sandbox.stage_of(self.portal, deal_id)
