@@ -72,9 +72,27 @@ def enqueue_item(inbox_id: int) -> bool:
     return True
 
 
-def accept(source: str, kind: str, dedupe_key: str, body: str, portal_id: int | None) -> int | None:
-    """Store then enqueue. Returns the row id, or None for a duplicate delivery."""
+MAX_REPEATS = 100
+
+
+def accept(
+    source: str, kind: str, dedupe_key: str, body: str, portal_id: int | None, *, repeatable: bool = False
+) -> int | None:
+    """Store then enqueue. Returns the row id, or None for a duplicate delivery.
+
+    With `repeatable`, the key only collapses deliveries while the first one waits unprocessed. Bitrix24
+    events carry no id: two real changes of one deal within the same second give identical bodies, and the
+    second must not be lost once the first has been picked up (the job re-reads the deal anyway).
+    """
     inbox_id = store(source, kind, dedupe_key, body, portal_id)
+    repeat = 0
+    while inbox_id is None and repeatable and repeat < MAX_REPEATS:
+        key = dedupe_key if repeat == 0 else f"{dedupe_key}#{repeat}"
+        attempts = db.session.scalar(sa.select(InboxItem.attempts).where(InboxItem.dedupe_key == key[:255]))
+        if attempts == 0:
+            return None
+        repeat += 1
+        inbox_id = store(source, kind, f"{dedupe_key}#{repeat}", body, portal_id)
     if inbox_id is not None:
         enqueue_item(inbox_id)
     return inbox_id

@@ -79,7 +79,9 @@ def events() -> ResponseReturnValue:
     if portal.status == "uninstalled" and event.event != "ONAPPUNINSTALL":
         return jsonify(ok=True, ignored="portal uninstalled")
     dedupe_key = f"b24:{portal.external_id}:{event.event}:{event.entity_id}:{event.ts}:{event.event_handler_id}"
-    inbox_id = inbox.accept(SOURCE, event.event, dedupe_key, strip_tokens(body), portal.id)
+    inbox_id = inbox.accept(
+        SOURCE, event.event, dedupe_key, strip_tokens(body), portal.id, repeatable=event.event in DEAL_EVENTS
+    )
     return jsonify(ok=True, duplicate=inbox_id is None)
 
 

@@ -87,3 +87,35 @@ class B24:
 
     def stage(self, deal_id: int) -> str:
         return self.sandbox.stage_of(self.portal, deal_id)
+
+
+def configure_guard(portal: Portal, **changes: Any) -> None:
+    """Set the guard settings as an admin would: QA 7 and 8, head 9 by default."""
+    from app.settings import update_guard_settings
+
+    update_guard_settings(portal, {"qa_users": ["7", "8"], "heads": ["9"], **changes})
+    db.session.commit()
+
+
+def fill_refusal(b24: B24, deal_id: int, user_id: int, reason: str | None = "price", comment: str = "") -> None:
+    """The manager fills in the refusal fields in the deal card."""
+    fields = b24.our_portal().settings["b24_fields"]
+    values: dict[str, Any] = {fields["refusal_comment"]["field"]: comment}
+    if reason is not None:
+        values[fields["refusal_reason"]["field"]] = fields["refusal_reason"]["enum"][reason]
+    b24.sandbox.act(b24.portal, user_id).update_deal(deal_id, values)
+
+
+def new_deal(b24: B24, manager: int = 2, stage: str = "PREPARATION", title: str = "Поставка станков") -> int:
+    """A manager creates a deal; the app sees it (snapshot) before anything else happens."""
+    category = stage.split(":")[0].removeprefix("C") if ":" in stage else "0"
+    deal_id = b24.sandbox.act(b24.portal, manager).create_deal(
+        TITLE=title,
+        CATEGORY_ID=category,
+        STAGE_ID=stage,
+        ASSIGNED_BY_ID=manager,
+        OPPORTUNITY="150000.00",
+        SOURCE_ID="WEB",
+    )
+    b24.settle()
+    return deal_id
