@@ -1,12 +1,12 @@
 """Emulated Bitrix24 portals plus the OAuth server, for tests and the demo.
 
-    sandbox = Sandbox()
-    portal = sandbox.seed_portal(domain="acme.bitrix24.ru")
-    tokens = sandbox.issue_tokens(portal)            # or install_app(...) / the OAuth grants
-    with responses_sandbox(sandbox):                 # requests to https://acme.bitrix24.ru/rest/... are served
-        ...
-    sandbox.act(portal, user_id=3).move_deal(5, "LOSE")
-    sandbox.deliver(flask_client_transport(app.test_client()))
+sandbox = Sandbox()
+portal = sandbox.seed_portal(domain="acme.bitrix24.ru")
+tokens = sandbox.issue_tokens(portal)            # or install_app(...) / the OAuth grants
+with responses_sandbox(sandbox):                 # requests to https://acme.bitrix24.ru/rest/... are served
+    ...
+sandbox.act(portal, user_id=3).move_deal(5, "LOSE")
+sandbox.deliver(flask_client_transport(app.test_client()))
 """
 
 from __future__ import annotations

@@ -316,9 +316,7 @@ def create_task(
     _task_fields(portal, task, upper, now)
     _check_user(portal, task["RESPONSIBLE_ID"], "RESPONSIBLE_ID")
     portal.tasks[task["ID"]] = task
-    sb.emit(
-        portal, "ONTASKADD", {"FIELDS_AFTER": {"ID": task["ID"]}}, f"task:{task['ID']}", author, ""
-    )
+    sb.emit(portal, "ONTASKADD", {"FIELDS_AFTER": {"ID": task["ID"]}}, f"task:{task['ID']}", author, "")
     return task
 
 

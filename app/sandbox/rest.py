@@ -640,9 +640,7 @@ def deal_add(ctx: CallContext, p: dict[str, Any]) -> Answer:
 @method("crm.deal.update", "crm")
 def deal_update(ctx: CallContext, p: dict[str, Any]) -> Answer:
     author, actor = _actor(ctx)
-    ops.update_deal(
-        ctx.sandbox, ctx.portal, arg(p, "id"), as_map(arg(p, "fields")), author, actor, ctx.auth_connector
-    )
+    ops.update_deal(ctx.sandbox, ctx.portal, arg(p, "id"), as_map(arg(p, "fields")), author, actor, ctx.auth_connector)
     return Answer(True)
 
 
@@ -745,7 +743,14 @@ def item_update(ctx: CallContext, p: dict[str, Any]) -> Answer:
     stage = upper.pop("STAGE_ID", None)
     if category is not None and category != row.category_id:
         ops.move_deal_to_category(
-            ctx.sandbox, portal, row.id, category, None if stage is None else str(stage), upper, author, actor,
+            ctx.sandbox,
+            portal,
+            row.id,
+            category,
+            None if stage is None else str(stage),
+            upper,
+            author,
+            actor,
             ctx.auth_connector,
         )
     else:
@@ -771,10 +776,14 @@ def _labels(fields: Mapping[str, Any], labels: dict[str, Any]) -> None:
     for key in _LABEL_KEYS:
         if key in fields:
             value = fields[key]
-            labels[key] = {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else {
-                "ru": str(value),
-                "en": str(value),
-            }
+            labels[key] = (
+                {str(k): str(v) for k, v in value.items()}
+                if isinstance(value, Mapping)
+                else {
+                    "ru": str(value),
+                    "en": str(value),
+                }
+            )
 
 
 def _enum_items(portal: Portal, userfield: UserFieldRow, raw: Any) -> None:
@@ -1154,7 +1163,11 @@ def event_offline_list(ctx: CallContext, p: dict[str, Any]) -> Answer:
     predicate = compile_filter(parse_filter(arg(p, "filter")), OFFLINE_KINDS, _offline_getter)
     order = parse_order(arg(p, "order")) or [("ID", False)]
     page = paginate(
-        ctx.portal.offline_events.values(), predicate, order, OFFLINE_KINDS, _offline_getter,
+        ctx.portal.offline_events.values(),
+        predicate,
+        order,
+        OFFLINE_KINDS,
+        _offline_getter,
         parse_start(arg(p, "start")),
     )
     return Answer([_offline_wire(r) for r in page.rows], page.next, page.total)
@@ -1426,9 +1439,11 @@ def task_wire(task: Mapping[str, Any], now: float, select: list[str] | None = No
 
 def _task_status_filter(now: float) -> Callable[[Any, Condition], bool]:
     def check(task: Any, condition: Condition) -> bool:
-        wanted = [as_int(v) for v in as_list(condition.value)] if not isinstance(condition.value, str | int) else [
-            as_int(condition.value)
-        ]
+        wanted = (
+            [as_int(v) for v in as_list(condition.value)]
+            if not isinstance(condition.value, str | int)
+            else [as_int(condition.value)]
+        )
         actual = {int(task["STATUS"])}
         if _task_sub_status(task, now) == -1:
             actual.add(-1)
@@ -1573,7 +1588,11 @@ def activity_list(ctx: CallContext, p: dict[str, Any]) -> Answer:
     del predicate
     order = parse_order(arg(p, "order"))
     page = paginate(
-        ctx.portal.activities.values(), matches, order, ACTIVITY_KINDS, lambda r, n: r.get(n),
+        ctx.portal.activities.values(),
+        matches,
+        order,
+        ACTIVITY_KINDS,
+        lambda r, n: r.get(n),
         parse_start(arg(p, "start")),
     )
     select = select_fields(arg(p, "select"))
@@ -1646,7 +1665,11 @@ def voximplant_statistic_get(ctx: CallContext, p: dict[str, Any]) -> Answer:
     sort = arg(p, "SORT")
     order = [(str(sort).upper(), str(arg(p, "ORDER") or "ASC").upper() == "DESC")] if sort else []
     page = paginate(
-        ctx.portal.call_stats.values(), predicate, order, VOX_KINDS, lambda r, n: r.get(n),
+        ctx.portal.call_stats.values(),
+        predicate,
+        order,
+        VOX_KINDS,
+        lambda r, n: r.get(n),
         parse_start(arg(p, "start")),
     )
     rows = []

@@ -363,9 +363,7 @@ class Sandbox:
 
     # ---- limits ----------------------------------------------------------------------------------
 
-    def set_rate_limit(
-        self, portal: str | Portal, rate: float = 2.0, burst: int = 50, enabled: bool = True
-    ) -> None:
+    def set_rate_limit(self, portal: str | Portal, rate: float = 2.0, burst: int = 50, enabled: bool = True) -> None:
         """Configure (or switch off) a portal's leaky bucket."""
         with self.lock:
             self.portal(portal).bucket = LeakyBucket(rate, burst, enabled)
@@ -779,4 +777,3 @@ class Actor:
         with self.sandbox.lock:
             _author, actor = self._who(deal_id)
             return ops.add_call(self.sandbox, self.portal, deal_id, actor, **options)
-

@@ -1,6 +1,5 @@
 """A realistic, deterministic portal for tests and the demo, and bulk data for benchmarks."""
 
-
 from __future__ import annotations
 
 import random

@@ -46,9 +46,7 @@ def recording_bytes() -> bytes:
         wav.setnchannels(1)
         wav.setsampwidth(2)
         wav.setframerate(8000)
-        frames = b"".join(
-            struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * n / 8000))) for n in range(4000)
-        )
+        frames = b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * n / 8000))) for n in range(4000))
         wav.writeframes(frames)
     return buffer.getvalue()
 

@@ -33,7 +33,7 @@ def one_robot(monkeypatch: pytest.MonkeyPatch) -> Robot:
     return robot
 
 
-def answer(invocation) -> dict:  # noqa: ANN001
+def answer(invocation) -> dict:
     return {"ok": "Y" if invocation.deal_id else "N"}
 
 

@@ -1,8 +1,5 @@
 """The stage guard through the real handlers, a real worker and the sandbox portal."""
 
-from datetime import timedelta
-from urllib.parse import urlencode
-
 import pytest
 import sqlalchemy as sa
 
@@ -27,7 +24,9 @@ def cases(deal_id: int) -> list[RefusalCase]:
 
 def our_tasks(b24: B24, deal_id: int) -> list[dict]:
     status, body = b24.sandbox.call(
-        b24.portal, "tasks.task.list", {"filter": {"UF_CRM_TASK": f"D_{deal_id}"}, "select": ["ID", "RESPONSIBLE_ID", "TITLE"]}
+        b24.portal,
+        "tasks.task.list",
+        {"filter": {"UF_CRM_TASK": f"D_{deal_id}"}, "select": ["ID", "RESPONSIBLE_ID", "TITLE"]},
     )
     assert status == 200
     return body["result"]["tasks"]
@@ -38,7 +37,9 @@ def notices(b24: B24, user_id: int) -> list:
 
 
 def audit_rows(deal_id: int) -> list[AuditEntry]:
-    return list(db.session.scalars(sa.select(AuditEntry).where(AuditEntry.deal_id == str(deal_id)).order_by(AuditEntry.id)))
+    return list(
+        db.session.scalars(sa.select(AuditEntry).where(AuditEntry.deal_id == str(deal_id)).order_by(AuditEntry.id))
+    )
 
 
 def test_manager_closing_as_lost_with_reason_lands_in_conditional_refusal(guarded: B24):
@@ -218,4 +219,7 @@ def test_events_of_portal_a_never_touch_portal_b(guarded: B24, app):
     rows_b = db.session.scalars(sa.select(InboxItem).where(InboxItem.portal_id == our_b.id)).all()
     assert all(row.kind == "ONAPPINSTALL" or "ONCRMDEAL" not in row.kind for row in rows_b)
     assert sandbox_b.rest_calls(portal_b, "crm.deal.update") == 0
-    assert db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry).where(AuditEntry.portal_id == our_b.id)) >= 1
+    assert (
+        db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry).where(AuditEntry.portal_id == our_b.id))
+        >= 1
+    )

@@ -1,6 +1,5 @@
 """REST answers as a client sees them: strings, paging, filters, batch, errors."""
 
-
 from __future__ import annotations
 
 from app.sandbox import Sandbox, generate_bulk
