@@ -159,7 +159,7 @@ def test_moving_to_the_lost_stage_of_another_pipeline_goes_back_to_the_first(gua
     deal_id = new_deal(guarded, stage="EXECUTING")
     guarded.sandbox.act(guarded.portal, MANAGER).move_deal(deal_id, "C1:LOSE")
     guarded.settle()
-    status, body = guarded.sandbox.call(guarded.portal, "crm.deal.get", {"id": deal_id})
+    _status, body = guarded.sandbox.call(guarded.portal, "crm.deal.get", {"id": deal_id})
     assert (body["result"]["CATEGORY_ID"], body["result"]["STAGE_ID"]) == ("0", "EXECUTING")
 
 
