@@ -48,3 +48,11 @@ def live_server(app: Flask) -> Iterator[LiveServer]:
     """The test app served over HTTP in a background thread."""
     with LiveServer(app) as server:
         yield server
+
+
+def post_frame(page: object, url: str, fields: dict[str, str]) -> None:
+    """Open `url` the way Bitrix24 opens an app page in its iframe: a form POST."""
+    inputs = "".join(f'<input type="hidden" name="{key}" value="{value}">' for key, value in fields.items())
+    page.set_content(  # type: ignore[attr-defined]
+        f'<form id="f" method="post" action="{url}">{inputs}</form><script>document.getElementById("f").submit()</script>'
+    )

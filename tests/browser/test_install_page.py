@@ -6,6 +6,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from app.sandbox.mount import mount_responses
+from tests.browser.conftest import post_frame
 from tests.integration.b24 import B24
 from tests.integration.conftest import make_b24
 
@@ -31,11 +32,7 @@ def test_install_page_shows_progress_then_calls_install_finish(app, live_server,
             "https://api.bitrix24.com/api/v1/",
             lambda route: route.fulfill(body=BX24_STUB, content_type="text/javascript"),
         )
-        form = "".join(f'<input type="hidden" name="{k}" value="{v}">' for k, v in harness.frame().items())
-        page.set_content(
-            f'<form id="f" method="post" action="{live_server.url}/b24/install?DOMAIN={portal.domain}&LANG=ru">{form}</form>'
-            "<script>document.getElementById('f').submit()</script>"
-        )
+        post_frame(page, f"{live_server.url}/b24/install?DOMAIN={portal.domain}&LANG=ru", harness.frame())
         expect(page.locator("h1")).to_have_text("Установка приложения")
         expect(page.locator('[data-step="stages"] .rc-step-state')).to_have_text("ожидание")
         assert page.evaluate("window.__rc.finished") == 0, "installFinish must wait for the installer"
@@ -56,11 +53,7 @@ def test_install_page_shows_a_failure_and_offers_a_retry(app, live_server, page:
             "https://api.bitrix24.com/api/v1/",
             lambda route: route.fulfill(body=BX24_STUB, content_type="text/javascript"),
         )
-        form = "".join(f'<input type="hidden" name="{k}" value="{v}">' for k, v in harness.frame().items())
-        page.set_content(
-            f'<form id="f" method="post" action="{live_server.url}/b24/install?DOMAIN={portal.domain}&LANG=en">{form}</form>'
-            "<script>document.getElementById('f').submit()</script>"
-        )
+        post_frame(page, f"{live_server.url}/b24/install?DOMAIN={portal.domain}&LANG=en", harness.frame())
         expect(page.locator("h1")).to_have_text("Installing the app")
         sandbox.force_operation_limit(portal, "placement.bind", times=-1)
         app.config["B24_RETRY_ATTEMPTS"] = 1
