@@ -54,5 +54,6 @@ def post_frame(page: object, url: str, fields: dict[str, str]) -> None:
     """Open `url` the way Bitrix24 opens an app page in its iframe: a form POST."""
     inputs = "".join(f'<input type="hidden" name="{key}" value="{value}">' for key, value in fields.items())
     page.set_content(  # type: ignore[attr-defined]
-        f'<form id="f" method="post" action="{url}">{inputs}</form><script>document.getElementById("f").submit()</script>'
+        f'<form id="f" method="post" action="{url}">{inputs}</form>'
+        '<script>document.getElementById("f").submit()</script>'
     )
