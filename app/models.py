@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -225,3 +226,30 @@ class Effect(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     done_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Penalty(Base):
+    """An append-only ledger row: a fine for a leaked client, or the reversal of one after an appeal."""
+
+    __tablename__ = "penalties"
+    __table_args__ = (
+        # One fine per case and one reversal per case: retries and double clicks change nothing.
+        sa.UniqueConstraint("portal_id", "case_id", "kind", name="uq_penalties_portal_case_kind"),
+    )
+
+    PENALTY = "penalty"
+    REVERSAL = "reversal"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    portal_id: Mapped[int] = mapped_column(sa.ForeignKey("portals.id", ondelete="CASCADE"), index=True)
+    manager_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    case_id: Mapped[int | None] = mapped_column(sa.ForeignKey("refusal_cases.id", ondelete="SET NULL"))
+    deal_id: Mapped[str] = mapped_column(sa.String(64))
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    amount: Mapped[Decimal] = mapped_column(sa.Numeric(14, 2))
+    currency: Mapped[str] = mapped_column(sa.String(8))
+    rule: Mapped[str] = mapped_column(sa.String(64))
+    reverses_id: Mapped[int | None] = mapped_column(sa.ForeignKey("penalties.id"), unique=True)
+    reason: Mapped[str] = mapped_column(sa.Text, default="")
+    created_by: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
