@@ -1,0 +1,77 @@
+"""Guard settings: the admin page's API and the `flask settings` CLI."""
+
+import json
+
+from app.db import db
+from app.security import Identity, issue_token
+from app.settings import guard_settings, settings_cli
+from tests.integration.b24 import B24
+
+
+def headers(portal_id: int, user_id: str = "1", admin: bool = True) -> dict[str, str]:
+    return {"X-RC-Token": issue_token(Identity(portal_id=portal_id, user_id=user_id, is_admin=admin))}
+
+
+def test_admin_sees_settings_with_people_and_pipelines_to_pick(installed: B24):
+    portal = installed.our_portal()
+    response = installed.client.get("/api/settings", headers=headers(portal.id))
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["settings"]["guarded_pipelines"] == "all"
+    assert body["settings"]["review_sla_hours"] == 24
+    names = {user["id"]: user["name"] for user in body["users"]}
+    assert names.get("7")
+    assert {d["name"] for d in body["departments"]} >= {"Отдел контроля качества"}
+    assert [p["id"] for p in body["pipelines"]] == ["0", "1", "2"]
+
+
+def test_admin_saves_settings_and_the_guard_uses_them(installed: B24):
+    portal = installed.our_portal()
+    payload = {"qa_users": ["7"], "heads": ["9"], "guarded_pipelines": ["1"], "review_sla_hours": 48}
+    response = installed.client.put("/api/settings", json=payload, headers=headers(portal.id))
+    assert response.status_code == 200
+    saved = guard_settings(installed.our_portal())
+    assert saved.qa_users == ("7",) and saved.guarded_pipelines == ("1",) and saved.review_sla_hours == 48
+    assert not saved.guards("0")
+
+
+def test_bad_settings_get_a_clear_message_per_field(installed: B24):
+    portal = installed.our_portal()
+    response = installed.client.put(
+        "/api/settings",
+        json={"review_sla_hours": 0, "reasons": ["teleport"], "colour": "red"},
+        headers=headers(portal.id),
+    )
+    assert response.status_code == 400
+    fields = response.get_json()["fields"]
+    assert set(fields) == {"review_sla_hours", "reasons", "colour"}
+    assert "teleport" in fields["reasons"][0]
+    assert guard_settings(installed.our_portal()).review_sla_hours == 24
+
+
+def test_a_manager_cannot_read_or_change_settings(installed: B24):
+    portal = installed.our_portal()
+    manager = headers(portal.id, user_id="2", admin=False)
+    assert installed.client.get("/api/settings", headers=manager).status_code == 403
+    assert installed.client.put("/api/settings", json={"heads": ["2"]}, headers=manager).status_code == 403
+    assert guard_settings(installed.our_portal()).heads == ()
+
+
+def test_no_token_is_401_and_a_vanished_portal_is_404(installed: B24):
+    assert installed.client.get("/api/settings").status_code == 401
+    assert installed.client.get("/api/settings", headers=headers(9999)).status_code == 404
+
+
+def test_cli_shows_and_sets_settings(installed: B24):
+    portal = installed.our_portal()
+    runner = installed.app.test_cli_runner()
+    result = runner.invoke(settings_cli, ["set", portal.external_id, 'qa_users=["7","8"]', "review_sla_hours=12"])
+    assert result.exit_code == 0, result.output
+    db.session.expire_all()
+    assert guard_settings(installed.our_portal()).review_sla_hours == 12
+    shown = runner.invoke(settings_cli, ["show", str(portal.id)])
+    assert json.loads(shown.output)["qa_users"] == ["7", "8"]
+    bad = runner.invoke(settings_cli, ["set", portal.external_id, "review_sla_hours=lots"])
+    assert bad.exit_code != 0 and "not valid JSON" in bad.output
+    unknown = runner.invoke(settings_cli, ["show", "no-such-portal"])
+    assert unknown.exit_code != 0 and "no portal" in unknown.output
