@@ -46,9 +46,23 @@ def reconcile_portal(portal_id: int) -> dict[str, int]:
     counts = {"effects": 0, "seen": 0, "decided": 0}
     try:
         counts["effects"] = _finish_effects(portal, crm)
+        guard = refusals.Guard(portal, crm)
+
+        def decide_changed(deal_ids: list[str]) -> None:
+            snapshots = _snapshot_index(portal.id, deal_ids)
+            for deal in crm.get_deals(deal_ids).values():
+                counts["seen"] += 1
+                if snapshots.get(deal.id) != (deal.pipeline_id, deal.stage_id):
+                    guard.decide(deal.id)
+                    counts["decided"] += 1
+
+        drained = crm.drain_deal_changes(decide_changed)
+        if drained is not None:
+            counts["offline_events"] = drained
+            log.info("reconciliation done", extra={"portal_id": portal_id, **counts})
+            return counts
         watermark = _watermark(portal)
         newest = watermark
-        guard = refusals.Guard(portal, crm)
         for chunk in _chunks(crm.iter_deals(modified_since=watermark - OVERLAP), 200):
             snapshots = _snapshot_index(portal.id, [deal.id for deal in chunk])
             for deal in chunk:

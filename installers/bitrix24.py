@@ -176,8 +176,10 @@ def ensure_events(rest: Bitrix24Rest, portal: Portal) -> str:
         if (event, handler) not in online:
             rest.call("event.bind", {"event": event, "handler": handler})
             created += 1
-    offline_ok = True
-    for event in DEAL_EVENTS:
+    # We drain the queue in acknowledged mode (reserve, process, clear), which the plan must allow.
+    feature = rest.call("feature.get", {"CODE": "rest_offline_extended"})
+    offline_ok = isinstance(feature, dict) and str(feature.get("value", "")).upper() == "Y"
+    for event in DEAL_EVENTS if offline_ok else ():
         if event in offline:
             continue
         try:

@@ -24,7 +24,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -611,6 +611,7 @@ class Bitrix24Crm:
         self.rest = rest or Bitrix24Rest(portal.id)
         self.tz = _zone(portal.timezone)
         self.domain = portal.domain
+        self.offline_events = bool((portal.settings or {}).get("offline_events"))
         fields = (portal.settings or {}).get("b24_fields") or {}
         self._field: dict[str, str] = {name: str(spec.get("field") or "") for name, spec in fields.items()}
         self._enum: dict[str, dict[str, str]] = {
@@ -839,6 +840,36 @@ class Bitrix24Crm:
             )
             for row in self.rest.iter_pages("department.get", {"sort": "ID", "order": "ASC"})
         ]
+
+    OFFLINE_EVENTS = ("ONCRMDEALUPDATE", "ONCRMDEALADD", "ONCRMDEALMOVETOCATEGORY")
+
+    def drain_deal_changes(self, handle: Callable[[list[str]], None]) -> int | None:
+        """Drain the offline event queue (where the plan has it): reserve 50, handle, then clear them."""
+        if not self.offline_events:
+            return None
+        drained = 0
+        while True:
+            answer = self.rest.call(
+                "event.offline.get",
+                {"filter": {"EVENT_NAME": list(self.OFFLINE_EVENTS)}, "clear": 0, "limit": PAGE_SIZE},
+            )
+            events = _rows((answer or {}).get("events"), None)
+            if not events:
+                return drained
+            deal_ids = []
+            for event in events:
+                data = event.get("EVENT_DATA")
+                fields = data.get("FIELDS") if isinstance(data, dict) else None
+                if isinstance(fields, dict) and fields.get("ID"):
+                    deal_ids.append(_text(fields["ID"]))
+            handle(sorted(set(deal_ids), key=lambda value: (len(value), value)))
+            self.rest.call(
+                "event.offline.clear",
+                {"process_id": answer["process_id"], "id": [_text(event.get("ID")) for event in events]},
+            )
+            drained += len(events)
+            if len(events) < PAGE_SIZE:
+                return drained
 
     def stage_before(self, deal_id: str, stage_id: str) -> str | None:
         """The stage before the deal last entered `stage_id`, from crm.stagehistory.list (newest first)."""

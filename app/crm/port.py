@@ -6,7 +6,7 @@ adapters translate them to and from each CRM's wire format.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -166,6 +166,11 @@ class CrmClient(Protocol):
 
     def iter_deals(self, *, modified_since: datetime | None = None, open_only: bool = False) -> Iterator[Deal]:
         """Stream deals (oldest id first) without loading them all."""
+        ...
+
+    def drain_deal_changes(self, handle: Callable[[list[str]], None]) -> int | None:
+        """Feed ids of deals changed since the last drain to `handle`, acknowledging a batch only after
+        `handle` returns. None when the CRM keeps no such queue for this account (then sweep instead)."""
         ...
 
     def list_pipelines(self) -> list[Pipeline]:

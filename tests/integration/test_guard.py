@@ -183,7 +183,28 @@ def test_unguarded_pipeline_is_left_alone(guarded: B24):
     assert guarded.stage(deal_id) == "LOSE"
 
 
-def test_a_dropped_event_is_caught_by_reconciliation(guarded: B24):
+def test_a_dropped_event_is_caught_from_the_offline_queue(guarded: B24):
+    assert guarded.our_portal().settings["offline_events"] is True
+    deal_id = new_deal(guarded, stage="EXECUTING")
+    guarded.sandbox.drop_next(1)
+    guarded.sandbox.act(guarded.portal, MANAGER).move_deal(deal_id, "LOSE")
+    guarded.settle()
+    assert guarded.stage(deal_id) == "LOSE", "the event was lost, nothing happened yet"
+    counts = reconcile_portal(guarded.our_portal().id)
+    guarded.settle()
+    assert counts["offline_events"] >= 1 and counts["decided"] == 1
+    assert guarded.stage(deal_id) == "EXECUTING"
+    assert len(notices(guarded, MANAGER)) == 1
+    again = reconcile_portal(guarded.our_portal().id)
+    assert again["decided"] == 0, "the queue was acknowledged"
+
+
+def test_a_dropped_event_is_caught_by_the_sweep_where_the_plan_has_no_offline_events(b24: B24):
+    b24.portal.offline_extended = False
+    b24.install()
+    configure_guard(b24.our_portal())
+    guarded = b24
+    assert guarded.our_portal().settings["offline_events"] is False
     deal_id = new_deal(guarded, stage="EXECUTING")
     guarded.sandbox.drop_next(1)
     guarded.sandbox.act(guarded.portal, MANAGER).move_deal(deal_id, "LOSE")
@@ -223,3 +244,18 @@ def test_events_of_portal_a_never_touch_portal_b(guarded: B24, app):
         db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry).where(AuditEntry.portal_id == our_b.id))
         >= 1
     )
+
+
+def test_cases_go_round_robin_to_active_qa_staff_only(guarded: B24):
+    configure_guard(guarded.our_portal(), qa_users=["7", "10", "8"])  # 10 is an inactive user
+    assigned = []
+    for title in ("Первая", "Вторая", "Третья"):
+        deal_id = new_deal(guarded, title=title)
+        fill_refusal(guarded, deal_id, MANAGER, "price", "Дорого")
+        guarded.sandbox.act(guarded.portal, MANAGER).move_deal(deal_id, "RC_REFUSAL")
+        guarded.settle()
+        [case] = cases(deal_id)
+        assigned.append(case.qa_user_id)
+        [task] = our_tasks(guarded, deal_id)
+        assert str(task["responsibleId"]) == case.qa_user_id
+    assert assigned == ["7", "8", "7"]
