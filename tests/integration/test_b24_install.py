@@ -160,3 +160,47 @@ def test_portal_answering_invalid_token_is_flagged_and_left_alone(b24: B24):
         Bitrix24Rest(portal.id).call("crm.deal.get", {"id": 1})
     assert b24.sandbox.rest_calls(b24.portal) - before <= 1
     assert b24.our_portal().status == "needs_reinstall"
+
+
+def test_app_update_rebinds_what_the_update_dropped(b24: B24):
+    from urllib.parse import urlencode
+
+    b24.install()
+    with b24.sandbox.lock:
+        b24.portal.bindings.clear()  # Bitrix24 drops an app's bindings when it is updated
+    body = urlencode(
+        {
+            "event": "ONAPPUPDATE",
+            "data[VERSION]": "2",
+            "data[PREVIOUS_VERSION]": "1",
+            "ts": "1764070000",
+            "auth[member_id]": b24.member_id,
+            "auth[application_token]": b24.portal.application_token,
+        }
+    )
+    response = b24.client.post("/b24/events", data=body, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 200
+    b24.work()
+    b24.work()
+    events = {b.event for b in b24.sandbox.event_bindings(b24.portal) if not b.offline}
+    assert {"ONCRMDEALUPDATE", "ONCRMDEALADD", "ONCRMDEALMOVETOCATEGORY", "ONAPPUNINSTALL"} <= events
+
+
+def test_main_page_opens_for_an_admin_with_settings_and_for_a_manager_without(b24: B24):
+    b24.install()
+    admin = b24.client.post(f"/b24/app?DOMAIN={b24.portal.domain}&LANG=ru", data=b24.frame(1))
+    assert admin.status_code == 200
+    page = admin.get_data(as_text=True)
+    assert "Приложение установлено и работает." in page and 'data-tab="settings"' in page
+    assert admin.headers["Content-Security-Policy"] == f"frame-ancestors https://{b24.portal.domain}"
+    manager = b24.client.post(f"/b24/app?DOMAIN={b24.portal.domain}&LANG=ru", data=b24.frame(2))
+    assert manager.status_code == 200
+    assert 'data-tab="settings"' not in manager.get_data(as_text=True)
+
+
+def test_main_page_tells_the_admin_to_reinstall_when_access_is_lost(b24: B24):
+    portal = b24.install()
+    portal.status = "needs_reinstall"
+    db.session.commit()
+    page = b24.client.post("/b24/app", data=b24.frame(1)).get_data(as_text=True)
+    assert "Переустановите приложение" in page
