@@ -113,9 +113,14 @@ class B24RobotCall:
         return None
 
 
+# Schemas are stateless once built and building one deep-copies its fields, so each is built once per process.
+EVENT_SCHEMA = EventSchema()
+ROBOT_SCHEMA = RobotSchema()
+
+
 def parse_event(body: str) -> B24Event:
     """Validate an event body; raises ValidationError with the fields at fault."""
-    loaded = EventSchema().load(decode_brackets(body))
+    loaded = EVENT_SCHEMA.load(decode_brackets(body))
     data = loaded["data"] if isinstance(loaded["data"], dict) else {}
     return B24Event(
         event=loaded["event"].upper(),
@@ -128,7 +133,7 @@ def parse_event(body: str) -> B24Event:
 
 def parse_robot_call(body: str) -> B24RobotCall:
     """Validate a robot call body."""
-    loaded = RobotSchema().load(decode_brackets(body))
+    loaded = ROBOT_SCHEMA.load(decode_brackets(body))
     return B24RobotCall(
         workflow_id=loaded["workflow_id"],
         code=loaded["code"],
@@ -154,6 +159,9 @@ class FrameSchema(_Strict):
     PLACEMENT_OPTIONS = fields.String(load_default="")
 
 
+FRAME_SCHEMA = FrameSchema()
+
+
 @dataclass(frozen=True)
 class B24Frame:
     """A verified-to-be-well-formed frame POST (not yet authenticated)."""
@@ -173,7 +181,7 @@ class B24Frame:
 
 def parse_frame(form: dict[str, str], query: dict[str, str]) -> B24Frame:
     """Validate a frame POST (form body + DOMAIN/LANG in the query string)."""
-    loaded = FrameSchema().load(form)
+    loaded = FRAME_SCHEMA.load(form)
     try:
         expires = int(loaded["AUTH_EXPIRES"] or 3600)
     except ValueError as error:
