@@ -18,6 +18,7 @@ from app.models import Portal
 from app.queue import enqueue
 from app.robots import REGISTRY
 from app.security import Identity, issue_token, require_identity, same_secret
+from app.validation import error_fields
 from handlers import b24_verify
 from handlers.b24_payloads import MAX_BODY_BYTES, B24Event, parse_event, parse_frame, parse_robot_call
 
@@ -43,7 +44,7 @@ def _unauthorized(reason: str) -> ResponseReturnValue:
 
 
 def _bad_request(error: ValidationError) -> ResponseReturnValue:
-    return jsonify(error="bad_request", message="invalid payload", fields=error.messages), 400
+    return jsonify(error="bad_request", message="invalid payload", fields=error_fields(error)), 400
 
 
 def _raw_body() -> str:
