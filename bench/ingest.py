@@ -352,7 +352,7 @@ def prepare_app(instance: Path, database_url: str | None, tenant: Tenant) -> int
     from app import db as database
     from app.models import Portal
 
-    config: dict[str, Any] = {"INSTANCE_PATH": str(instance)}
+    config: dict[str, Any] = {"INSTANCE_PATH": str(instance), "LOG_LEVEL": "WARNING"}
     if database_url:
         config["DATABASE_URL"] = database_url
     flask_app = create_app(config)
@@ -383,7 +383,7 @@ def stored_rows(instance: Path, database_url: str | None, portal_id: int) -> int
     from app import db as database
     from app.models import InboxItem
 
-    config: dict[str, Any] = {"INSTANCE_PATH": str(instance)}
+    config: dict[str, Any] = {"INSTANCE_PATH": str(instance), "LOG_LEVEL": "WARNING"}
     if database_url:
         config["DATABASE_URL"] = database_url
     flask_app = create_app(config)
