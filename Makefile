@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: run test lint venv
+.PHONY: run test lint venv bench-ingest
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,3 +21,7 @@ lint: venv
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Webhook ingest vs a bare Flask endpoint under the same gunicorn settings (bench/RESULTS.md).
+bench-ingest: venv
+	$(PY) bench/ingest.py $(BENCH_ARGS)

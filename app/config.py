@@ -51,6 +51,17 @@ def _secret_key(instance_path: Path, env: Mapping[str, str]) -> str:
     return key
 
 
+SQLITE_SYNCHRONOUS_MODES = ("NORMAL", "FULL")
+
+
+def parse_sqlite_synchronous(value: str | None) -> str:
+    """SQLite's `synchronous` under WAL: NORMAL (default) or FULL."""
+    mode = (value or "NORMAL").strip().upper()
+    if mode not in SQLITE_SYNCHRONOUS_MODES:
+        raise ValueError(f"SQLITE_SYNCHRONOUS must be one of {', '.join(SQLITE_SYNCHRONOUS_MODES)}, not {value!r}")
+    return mode
+
+
 def normalise_database_url(url: str) -> str:
     """Point plain PostgreSQL URLs at psycopg 3 explicitly."""
     if url.startswith("postgres://"):
@@ -67,6 +78,8 @@ def load_config(instance_path: Path, env: Mapping[str, str] | None = None) -> di
     return {
         "SECRET_KEY": _secret_key(instance_path, env),
         "DATABASE_URL": normalise_database_url(database_url),
+        # WAL + NORMAL: no fsync per commit, never corrupt; a power cut may undo the last commits (README).
+        "SQLITE_SYNCHRONOUS": parse_sqlite_synchronous(env.get("SQLITE_SYNCHRONOUS")),
         # None means: connect to the embedded Redis started by the run command.
         "REDIS_URL": env.get("REDIS_URL") or None,
         "EMBEDDED_REDIS_SOCKET": str(instance_path / "redis.sock"),

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import redis
 import sqlalchemy as sa
 from rq import Retry
+from sqlalchemy.dialects import postgresql, sqlite
 
-from app.db import db, insert_ignore
+from app.db import db
 from app.models import InboxItem, utcnow
 from app.queue import enqueue
 
@@ -32,24 +35,41 @@ def processor(source: str, kind: str) -> Callable[[InboxProcessor], InboxProcess
     return register
 
 
+INBOX = InboxItem.__table__
+
+
+@functools.cache
+def _statements(dialect: str) -> tuple[Any, Any]:
+    """The insert-or-ignore and the pending-to-queued update of the ingest path, built once per dialect.
+
+    Webhooks arrive in bursts; rebuilding an ORM statement with fresh values per call costs more than
+    the database round trip itself, so both are Core statements with bound parameters.
+    """
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    store_statement = insert(INBOX).on_conflict_do_nothing(index_elements=[INBOX.c.dedupe_key]).returning(INBOX.c.id)
+    queued_statement = (
+        sa.update(INBOX)
+        .where(INBOX.c.id == sa.bindparam("inbox_id"), INBOX.c.status == InboxItem.PENDING)
+        .values(status=InboxItem.QUEUED, enqueued_at=sa.bindparam("now"))
+    )
+    return store_statement, queued_statement
+
+
 def store(source: str, kind: str, dedupe_key: str, body: str, portal_id: int | None) -> int | None:
     """Insert one row; returns its id, or None when the same dedupe key was stored before."""
-    statement = insert_ignore(
-        InboxItem,
-        {
-            "portal_id": portal_id,
-            "source": source,
-            "kind": kind,
-            "dedupe_key": dedupe_key[:255],
-            "body": body,
-            "status": InboxItem.PENDING,
-            "attempts": 0,
-            "last_error": "",
-            "received_at": utcnow(),
-        },
-        ["dedupe_key"],
-    ).returning(InboxItem.id)
-    inbox_id = db.session.execute(statement).scalar()
+    store_statement, _ = _statements(db.engine.dialect.name)
+    values = {
+        "portal_id": portal_id,
+        "source": source,
+        "kind": kind,
+        "dedupe_key": dedupe_key[:255],
+        "body": body,
+        "status": InboxItem.PENDING,
+        "attempts": 0,
+        "last_error": "",
+        "received_at": utcnow(),
+    }
+    inbox_id = db.session.execute(store_statement, values).scalar()
     db.session.commit()
     return inbox_id
 
@@ -63,11 +83,8 @@ def enqueue_item(inbox_id: int) -> bool:
             "inbox row left for the sweep: redis unavailable", extra={"inbox_id": inbox_id, "error": str(error)}
         )
         return False
-    db.session.execute(
-        sa.update(InboxItem)
-        .where(InboxItem.id == inbox_id, InboxItem.status == InboxItem.PENDING)
-        .values(status=InboxItem.QUEUED, enqueued_at=utcnow())
-    )
+    _, queued_statement = _statements(db.engine.dialect.name)
+    db.session.execute(queued_statement, {"inbox_id": inbox_id, "now": utcnow()})
     db.session.commit()
     return True
 

@@ -20,6 +20,17 @@ from app.models import Portal
 SECTION = "guard"
 
 
+def _no_nul(value: str) -> None:
+    """Ids are stored in a JSON column; PostgreSQL's JSONB refuses the NUL character."""
+    if "\x00" in value:
+        raise ValidationError("must not contain a NUL character")
+
+
+def _id() -> fields.String:
+    """A user, department or pipeline id."""
+    return fields.String(validate=_no_nul)
+
+
 class GuardSettingsSchema(Schema):
     """The guard's settings; unknown keys are refused so a typo never passes silently."""
 
@@ -27,11 +38,11 @@ class GuardSettingsSchema(Schema):
         unknown = RAISE
 
     guarded_pipelines = fields.Raw(load_default="all")
-    qa_users = fields.List(fields.String(), load_default=list)
-    qa_departments = fields.List(fields.String(), load_default=list)
-    heads = fields.List(fields.String(), load_default=list)
-    head_departments = fields.List(fields.String(), load_default=list)
-    exempt_users = fields.List(fields.String(), load_default=list)
+    qa_users = fields.List(_id(), load_default=list)
+    qa_departments = fields.List(_id(), load_default=list)
+    heads = fields.List(_id(), load_default=list)
+    head_departments = fields.List(_id(), load_default=list)
+    exempt_users = fields.List(_id(), load_default=list)
     exempt_automation = fields.Boolean(load_default=False)
     reasons = fields.List(fields.String(), load_default=lambda: list(REASONS), validate=validate.Length(min=1))
     review_sla_hours = fields.Integer(load_default=24, validate=validate.Range(min=1, max=720))
@@ -40,7 +51,9 @@ class GuardSettingsSchema(Schema):
     def check_pipelines(self, value: Any, data_key: str) -> None:
         if value == "all":
             return
-        if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        if not isinstance(value, list) or not all(
+            isinstance(item, str) and item and "\x00" not in item for item in value
+        ):
             raise ValidationError('either "all" or a list of pipeline ids')
 
     @validates("reasons")

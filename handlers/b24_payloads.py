@@ -12,11 +12,30 @@ DECODE_OPTIONS = DecodeOptions(depth=8, list_limit=200, parameter_limit=2000)
 MAX_BODY_BYTES = 256 * 1024
 
 
+def has_nul(value: Any) -> bool:
+    """True when a decoded form (keys and values, at any depth) contains a NUL character."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(key) or has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(has_nul(item) for item in value)
+    return False
+
+
 def decode_brackets(body: str) -> dict[str, Any]:
-    """Decode `a[b][c]=v` form bodies into nested dicts (values stay strings)."""
+    """Decode `a[b][c]=v` form bodies into nested dicts (values stay strings).
+
+    NUL characters, raw or percent-encoded, are refused: no Bitrix24 field carries one, and
+    PostgreSQL text cannot store one (the body, the dedupe key and every lookup would fail).
+    """
+    if "\x00" in body:
+        raise ValidationError("body contains a NUL character")
     decoded = decode(body, DECODE_OPTIONS)
     if not isinstance(decoded, dict):
         raise ValidationError("body is not a form")
+    if has_nul(decoded):
+        raise ValidationError("body contains a NUL character")
     return decoded
 
 
@@ -29,16 +48,22 @@ class AuthSchema(_Strict):
     member_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
     application_token = fields.String(required=True, validate=validate.Length(min=1, max=128))
     domain = fields.String(load_default="")
-    client_endpoint = fields.String(load_default="")
+    client_endpoint = fields.String(load_default="", validate=validate.Length(max=512))
     server_endpoint = fields.String(load_default="")
     access_token = fields.String(load_default=None)
     refresh_token = fields.String(load_default=None)
-    expires_in = fields.String(load_default=None)
-    user_id = fields.String(load_default=None)
+    # Seconds, as digits (Bitrix24 sends "3600"); anything else would break the token expiry arithmetic.
+    expires_in = fields.String(
+        load_default=None, validate=validate.Regexp(r"^\d{0,9}$", error="not a number of seconds")
+    )
+    user_id = fields.String(load_default=None, validate=validate.Length(max=64))
 
 
 class EventSchema(_Strict):
-    event = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    # Event names are ASCII identifiers (ONCRMDEALUPDATE); the kind column holds 64 characters after upper().
+    event = fields.String(
+        required=True, validate=validate.Regexp(r"^[A-Za-z0-9_]{1,64}$", error="not a Bitrix24 event name")
+    )
     event_handler_id = fields.String(load_default="")
     ts = fields.String(load_default="")
     data = fields.Raw(load_default=dict)
@@ -113,9 +138,14 @@ class B24RobotCall:
         return None
 
 
+# Schemas are stateless once built and building one deep-copies its fields, so each is built once per process.
+EVENT_SCHEMA = EventSchema()
+ROBOT_SCHEMA = RobotSchema()
+
+
 def parse_event(body: str) -> B24Event:
     """Validate an event body; raises ValidationError with the fields at fault."""
-    loaded = EventSchema().load(decode_brackets(body))
+    loaded = EVENT_SCHEMA.load(decode_brackets(body))
     data = loaded["data"] if isinstance(loaded["data"], dict) else {}
     return B24Event(
         event=loaded["event"].upper(),
@@ -128,7 +158,7 @@ def parse_event(body: str) -> B24Event:
 
 def parse_robot_call(body: str) -> B24RobotCall:
     """Validate a robot call body."""
-    loaded = RobotSchema().load(decode_brackets(body))
+    loaded = ROBOT_SCHEMA.load(decode_brackets(body))
     return B24RobotCall(
         workflow_id=loaded["workflow_id"],
         code=loaded["code"],
@@ -144,14 +174,19 @@ class FrameSchema(_Strict):
     """The form the CRM POSTs when it opens one of our pages in its iframe."""
 
     AUTH_ID = fields.String(required=True, validate=validate.Length(min=1, max=512))
-    AUTH_EXPIRES = fields.String(load_default="3600")
+    AUTH_EXPIRES = fields.String(
+        load_default="3600", validate=validate.Regexp(r"^\d{0,9}$", error="not a number of seconds")
+    )
     REFRESH_ID = fields.String(load_default="")
     SERVER_ENDPOINT = fields.String(load_default="")
-    APPLICATION_TOKEN = fields.String(load_default="")
+    APPLICATION_TOKEN = fields.String(load_default="", validate=validate.Length(max=128))
     member_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
     status = fields.String(load_default="")
     PLACEMENT = fields.String(load_default="DEFAULT")
     PLACEMENT_OPTIONS = fields.String(load_default="")
+
+
+FRAME_SCHEMA = FrameSchema()
 
 
 @dataclass(frozen=True)
@@ -173,11 +208,12 @@ class B24Frame:
 
 def parse_frame(form: dict[str, str], query: dict[str, str]) -> B24Frame:
     """Validate a frame POST (form body + DOMAIN/LANG in the query string)."""
-    loaded = FrameSchema().load(form)
-    try:
-        expires = int(loaded["AUTH_EXPIRES"] or 3600)
-    except ValueError as error:
-        raise ValidationError({"AUTH_EXPIRES": ["not a number"]}) from error
+    if has_nul(form) or has_nul(query):
+        raise ValidationError("the request contains a NUL character")
+    loaded = FRAME_SCHEMA.load(form)
+    expires = int(loaded["AUTH_EXPIRES"] or 3600)
+    if len(query.get("DOMAIN", "")) > 255:
+        raise ValidationError({"DOMAIN": ["longer than 255 characters"]})
     lang = (query.get("LANG") or "ru").lower()[:2]
     return B24Frame(
         auth_id=loaded["AUTH_ID"],

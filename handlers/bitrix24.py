@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, abort, g, jsonify, render_template, request
@@ -17,6 +18,7 @@ from app.models import Portal
 from app.queue import enqueue
 from app.robots import REGISTRY
 from app.security import Identity, issue_token, require_identity, same_secret
+from app.validation import error_fields
 from handlers import b24_verify
 from handlers.b24_payloads import MAX_BODY_BYTES, B24Event, parse_event, parse_frame, parse_robot_call
 
@@ -42,7 +44,7 @@ def _unauthorized(reason: str) -> ResponseReturnValue:
 
 
 def _bad_request(error: ValidationError) -> ResponseReturnValue:
-    return jsonify(error="bad_request", message="invalid payload", fields=error.messages), 400
+    return jsonify(error="bad_request", message="invalid payload", fields=error_fields(error)), 400
 
 
 def _raw_body() -> str:
@@ -53,6 +55,18 @@ def _raw_body() -> str:
 
 def _portal(member_id: str) -> Portal | None:
     return db.session.scalar(sa.select(Portal).where(Portal.crm == Portal.BITRIX24, Portal.external_id == member_id))
+
+
+_PORTALS = Portal.__table__
+# The webhook path needs four columns, not a whole Portal with its JSON settings: one Core query, built once.
+_TENANT_QUERY = sa.select(_PORTALS.c.id, _PORTALS.c.external_id, _PORTALS.c.application_token, _PORTALS.c.status).where(
+    _PORTALS.c.crm == Portal.BITRIX24, _PORTALS.c.external_id == sa.bindparam("member_id")
+)
+
+
+def _tenant(member_id: str) -> sa.Row[Any] | None:
+    """The id, member_id, application token and status of a Bitrix24 portal, read fresh on every call."""
+    return db.session.execute(_TENANT_QUERY, {"member_id": member_id}).first()
 
 
 def strip_tokens(body: str) -> str:
@@ -68,19 +82,22 @@ def events() -> ResponseReturnValue:
         event = parse_event(body)
     except ValidationError as error:
         return _bad_request(error)
-    portal = _portal(event.auth.member_id)
-    if portal is None:
+    tenant = _tenant(event.auth.member_id)
+    if tenant is None:
         return _unauthorized("unknown portal")
-    g.portal_id = portal.id
+    g.portal_id = tenant.id
     if event.event == "ONAPPINSTALL":
+        portal = db.session.get(Portal, tenant.id)
+        if portal is None:
+            return _unauthorized("unknown portal")
         return _on_app_install(portal, event)
-    if not same_secret(event.auth.application_token, portal.application_token):
+    if not same_secret(event.auth.application_token, tenant.application_token):
         return _unauthorized("application token does not match")
-    if portal.status == "uninstalled" and event.event != "ONAPPUNINSTALL":
+    if tenant.status == "uninstalled" and event.event != "ONAPPUNINSTALL":
         return jsonify(ok=True, ignored="portal uninstalled")
-    dedupe_key = f"b24:{portal.external_id}:{event.event}:{event.entity_id}:{event.ts}:{event.event_handler_id}"
+    dedupe_key = f"b24:{tenant.external_id}:{event.event}:{event.entity_id}:{event.ts}:{event.event_handler_id}"
     inbox_id = inbox.accept(
-        SOURCE, event.event, dedupe_key, strip_tokens(body), portal.id, repeatable=event.event in DEAL_EVENTS
+        SOURCE, event.event, dedupe_key, strip_tokens(body), tenant.id, repeatable=event.event in DEAL_EVENTS
     )
     return jsonify(ok=True, duplicate=inbox_id is None)
 
@@ -174,16 +191,16 @@ def robot(code: str) -> ResponseReturnValue:
         call = parse_robot_call(body)
     except ValidationError as error:
         return _bad_request(error)
-    portal = _portal(call.auth.member_id)
-    if portal is None:
+    tenant = _tenant(call.auth.member_id)
+    if tenant is None:
         return _unauthorized("unknown portal")
-    if not same_secret(call.auth.application_token, portal.application_token):
+    if not same_secret(call.auth.application_token, tenant.application_token):
         return _unauthorized("application token does not match")
-    g.portal_id = portal.id
+    g.portal_id = tenant.id
     if code not in REGISTRY or call.code != code:
         return jsonify(error="not_found", message=f"no robot {code!r}"), 404
-    dedupe_key = f"b24:{portal.external_id}:robot:{code}:{call.workflow_id}:{call.event_token}"
-    inbox_id = inbox.accept(SOURCE, "robot", dedupe_key, strip_tokens(body), portal.id)
+    dedupe_key = f"b24:{tenant.external_id}:robot:{code}:{call.workflow_id}:{call.event_token}"
+    inbox_id = inbox.accept(SOURCE, "robot", dedupe_key, strip_tokens(body), tenant.id)
     return jsonify(ok=True, duplicate=inbox_id is None)
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from app import create_app
 from app.config import load_config, normalise_database_url, parse_bool
+from app.db import db
 
 
 def test_defaults_embed_sqlite_and_redis(tmp_path: Path):
@@ -69,3 +70,26 @@ def test_create_app_does_not_connect(tmp_path: Path):
         }
     )
     assert app.config["DATABASE_URL"] == "postgresql+psycopg://nobody@127.0.0.1:1/none"
+
+
+def test_sqlite_synchronous_defaults_to_normal_and_refuses_unsafe_modes(tmp_path: Path):
+    assert load_config(tmp_path, env={})["SQLITE_SYNCHRONOUS"] == "NORMAL"
+    assert load_config(tmp_path, env={"SQLITE_SYNCHRONOUS": "full"})["SQLITE_SYNCHRONOUS"] == "FULL"
+    with pytest.raises(ValueError, match="SQLITE_SYNCHRONOUS"):
+        load_config(tmp_path, env={"SQLITE_SYNCHRONOUS": "OFF"})
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("NORMAL", 1), ("FULL", 2)])
+def test_sqlite_connections_use_wal_and_the_configured_synchronous_mode(tmp_path: Path, mode: str, expected: int):
+    app = create_app(
+        {
+            "INSTANCE_PATH": str(tmp_path),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'sync.sqlite3'}",
+            "SQLITE_SYNCHRONOUS": mode,
+        }
+    )
+    with app.app_context():
+        with db.engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == expected
+        db.engine.dispose()

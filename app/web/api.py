@@ -16,6 +16,7 @@ from app.db import db
 from app.models import Portal
 from app.security import Identity, require_identity
 from app.settings import as_dict, guard_settings, update_guard_settings
+from app.validation import error_fields
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -42,6 +43,14 @@ def _directory(portal: Portal) -> dict[str, Any]:
     }
 
 
+def _json_body() -> Any:
+    """The request's JSON, or None when it is missing or not JSON (nesting too deep for the parser included)."""
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        return None
+
+
 @bp.get("/settings")
 def get_settings() -> ResponseReturnValue:
     """The guard settings and the portal's people and pipelines to pick from (admins only)."""
@@ -61,13 +70,13 @@ def put_settings() -> ResponseReturnValue:
     identity, portal = current_portal()
     if not identity.is_admin:
         abort(403, description="only a portal administrator can change the settings")
-    changes = request.get_json(silent=True)
+    changes = _json_body()
     if not isinstance(changes, dict):
         return jsonify(error="bad_request", message="expected a JSON object"), 400
     try:
         settings = update_guard_settings(portal, changes)
     except ValidationError as error:
-        return jsonify(error="bad_request", message="invalid settings", fields=error.messages), 400
+        return jsonify(error="bad_request", message="invalid settings", fields=error_fields(error)), 400
     audit.record(portal.id, identity.user_id, "change settings", "saved", details_keys=sorted(changes))
     db.session.commit()
     directory.forget(portal.id)

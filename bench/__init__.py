@@ -1,0 +1,1 @@
+"""Benchmarks (run by hand or with `make bench-ingest`; never asserted in tests)."""
