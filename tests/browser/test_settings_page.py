@@ -1,0 +1,37 @@
+"""The admin settings tab in a real Chromium: pick people by name, save, see validation messages."""
+
+import pytest
+import responses
+from playwright.sync_api import Page, expect
+
+from app.sandbox.mount import mount_responses
+from app.settings import guard_settings
+from tests.browser.conftest import post_frame
+from tests.integration.b24 import B24
+from tests.integration.conftest import make_b24
+
+pytestmark = pytest.mark.browser
+
+
+def test_admin_picks_qa_staff_by_name_and_saves(app, live_server, page: Page):
+    sandbox, portal = make_b24(app)
+    harness = B24(app=app, client=app.test_client(), sandbox=sandbox, portal=portal)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mount_responses(sandbox, mock, passthru=(live_server.url,))
+        harness.install()
+        qa_name = portal.users[7]["NAME"]
+        post_frame(page, f"{live_server.url}/b24/app?DOMAIN={portal.domain}&LANG=ru", harness.frame(1))
+        page.get_by_role("tab", name="Настройки").click()
+        picker = page.locator('[data-picker="qa_users"]')
+        picker.get_by_role("searchbox").fill(qa_name.lower()[:4])
+        picker.get_by_label(qa_name, exact=False).first.check()
+        page.locator('input[name="review_sla_hours"]').fill("36")
+        page.get_by_role("button", name="Сохранить").click()
+        expect(page.locator("#rc-settings-result")).to_have_text("Настройки сохранены.")
+        saved = guard_settings(harness.our_portal())
+        assert "7" in saved.qa_users and saved.review_sla_hours == 36
+
+        page.locator('input[name="review_sla_hours"]').fill("0")
+        page.get_by_role("button", name="Сохранить").click()
+        expect(page.locator("#rc-settings-result")).to_contain_text("review_sla_hours")
+        assert guard_settings(harness.our_portal()).review_sla_hours == 36
