@@ -194,6 +194,13 @@
     return fetch(config.board + "?" + params(), { cache: "no-store" })
       .then(function (response) {
         return response.json().then(function (data) {
+          if (response.status === 400 && (state.user !== "2" || state.pipeline !== "0")) {
+            // A remembered person or pipeline this portal does not have: start over with the defaults.
+            state.user = "2";
+            state.pipeline = "0";
+            window.localStorage.removeItem("sb-user");
+            window.localStorage.removeItem("sb-pipeline");
+          }
           if (!response.ok) { throw new Error(data.message || response.statusText); }
           return data;
         });
