@@ -105,6 +105,8 @@ def load_config(instance_path: Path, env: Mapping[str, str] | None = None) -> di
         "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
         "JOB_TIMEOUT_SECONDS": parse_int(env.get("JOB_TIMEOUT_SECONDS"), 180),
         "SANDBOX_ENABLED": parse_bool(env.get("SANDBOX_ENABLED"), default=False),
+        # Where the demo's sandbox portal runs (set by `make run`); /sandbox is forwarded there.
+        "SANDBOX_URL": (env.get("SANDBOX_URL") or "").rstrip("/"),
         "QUEUE_NAMES": QUEUE_NAMES,
         "TESTING": False,
     }

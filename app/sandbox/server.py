@@ -53,8 +53,11 @@ def recording_bytes() -> bytes:
 
 def create_sandbox_app(sandbox: Sandbox) -> Flask:
     """The WSGI app. Which portal answers is decided by the access token (and checked against the Host)."""
+    from app.sandbox import kanban
+
     app = Flask("app.sandbox")
     app.config["SANDBOX"] = sandbox
+    kanban.init_app(app)
 
     @app.route("/rest/<path:method>", methods=["GET", "POST"])
     def rest(method: str) -> Response:

@@ -1,0 +1,295 @@
+/* The sandbox kanban: polls the board once a second, moves cards by drag and drop or the "Move to…" select,
+   edits a deal's user fields, and lists the notifications the acting user received. */
+(function () {
+  "use strict";
+  var config = JSON.parse(document.getElementById("sb-config").textContent);
+  var t = config.strings;
+  var query = new URLSearchParams(window.location.search);
+  var state = {
+    user: query.get("user") || window.localStorage.getItem("sb-user") || "2",
+    pipeline: query.get("pipeline") || window.localStorage.getItem("sb-pipeline") || "0",
+    portal: query.get("portal") || "",
+    board: null,
+    boardKey: "",
+    noticesKey: "",
+    stages: {},
+    seenNotices: null,
+    dragging: false,
+    editing: null
+  };
+  var userSelect = document.getElementById("sb-user");
+  var pipelineSelect = document.getElementById("sb-pipeline");
+  var boardEl = document.getElementById("sb-board");
+  var noticesEl = document.getElementById("sb-notices");
+  var statusEl = document.getElementById("sb-status");
+  var editor = document.getElementById("sb-editor");
+  var money = new Intl.NumberFormat(config.lang === "en" ? "en-US" : "ru-RU", { maximumFractionDigits: 2 });
+
+  function el(tag, attrs, text) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (key) { node.setAttribute(key, attrs[key]); });
+    if (text !== undefined && text !== null) { node.textContent = text; }
+    return node;
+  }
+
+  function params(extra) {
+    var p = new URLSearchParams({ user: state.user, pipeline: state.pipeline, lang: config.lang });
+    if (state.portal) { p.set("portal", state.portal); }
+    Object.keys(extra || {}).forEach(function (k) { p.set(k, extra[k]); });
+    return p.toString();
+  }
+
+  function post(url, body) {
+    var target = state.portal ? url + "?portal=" + encodeURIComponent(state.portal) : url;
+    return fetch(target, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body)
+    }).then(function (response) {
+      return response.json().then(function (data) {
+        if (!response.ok) { throw new Error(data.message || response.statusText); }
+        return data;
+      });
+    });
+  }
+
+  function showStatus(text, installed) {
+    statusEl.textContent = text;
+    statusEl.setAttribute("data-installed", installed ? "yes" : "no");
+  }
+
+  function fillSelect(select, options, value) {
+    var key = JSON.stringify(options) + value;
+    if (select.getAttribute("data-key") === key) { return; }
+    select.setAttribute("data-key", key);
+    select.innerHTML = "";
+    options.forEach(function (option) {
+      var node = el("option", { value: option.value }, option.label);
+      if (option.value === value) { node.selected = true; }
+      select.appendChild(node);
+    });
+  }
+
+  function move(dealId, stageId) {
+    return post(config.move, { user: state.user, deal_id: dealId, stage_id: stageId })
+      .catch(function (error) { showStatus(t.kanban_failed + " " + error.message, false); })
+      .then(refresh);
+  }
+
+  function card(deal, stages) {
+    var item = el("li", { "class": "sb-card", draggable: "true", "data-deal-id": deal.id, "data-stage": deal.stage_id });
+    item.appendChild(el("div", { "class": "sb-title" }, deal.title));
+    item.appendChild(el("div", {}, money.format(Number(deal.amount)) + " " + deal.currency));
+    item.appendChild(el("div", { "class": "sb-muted" }, t.kanban_responsible + ": " + deal.responsible));
+    var select = el("select", { "aria-label": t.kanban_move_to + " " + deal.title, "class": "sb-move" });
+    select.appendChild(el("option", { value: "" }, t.kanban_move_to));
+    stages.forEach(function (stage) {
+      if (stage.id !== deal.stage_id) { select.appendChild(el("option", { value: stage.id }, stage.name)); }
+    });
+    select.addEventListener("change", function () { if (select.value) { move(deal.id, select.value); } });
+    item.appendChild(select);
+    var open = el("button", { type: "button", "class": "sb-open", "aria-label": t.kanban_open + " " + deal.title },
+      t.kanban_open);
+    open.addEventListener("click", function () { openEditor(deal.id); });
+    item.appendChild(open);
+    item.addEventListener("dragstart", function (event) {
+      state.dragging = true;
+      event.dataTransfer.setData("text/plain", deal.id);
+      event.dataTransfer.effectAllowed = "move";
+    });
+    item.addEventListener("dragend", function () { state.dragging = false; });
+    return item;
+  }
+
+  function column(stage, deals) {
+    var section = el("section", { "class": "sb-column", "data-stage": stage.id, "aria-label": stage.name });
+    if (stage.color) { section.style.setProperty("--stage-color", stage.color); }
+    var header = el("header", {}, stage.name + " ");
+    header.appendChild(el("span", { "class": "sb-count" }, "(" + deals.length + ")"));
+    section.appendChild(header);
+    var list = el("ul", {});
+    deals.forEach(function (deal) { list.appendChild(card(deal, state.board.stages)); });
+    if (!deals.length) { list.appendChild(el("li", { "class": "sb-muted sb-empty" }, t.kanban_empty)); }
+    section.appendChild(list);
+    section.addEventListener("dragover", function (event) { event.preventDefault(); section.classList.add("sb-drop"); });
+    section.addEventListener("dragleave", function () { section.classList.remove("sb-drop"); });
+    section.addEventListener("drop", function (event) {
+      event.preventDefault();
+      section.classList.remove("sb-drop");
+      state.dragging = false;
+      var dealId = event.dataTransfer.getData("text/plain");
+      var deal = state.board.deals.find(function (d) { return d.id === dealId; });
+      if (deal && deal.stage_id !== stage.id) { move(dealId, stage.id); }
+    });
+    return section;
+  }
+
+  function renderBoard(board) {
+    var key = JSON.stringify([board.pipeline, board.stages, board.deals.map(function (d) {
+      return [d.id, d.title, d.amount, d.stage_id, d.responsible_id];
+    })]);
+    if (key === state.boardKey || state.dragging) { return; }
+    state.boardKey = key;
+    var focused = document.activeElement && document.activeElement.closest(".sb-card");
+    var focusedDeal = focused ? focused.getAttribute("data-deal-id") : null;
+    var focusedClass = focused ? document.activeElement.className : null;
+    boardEl.innerHTML = "";
+    board.stages.forEach(function (stage) {
+      var deals = board.deals.filter(function (d) { return d.stage_id === stage.id; });
+      boardEl.appendChild(column(stage, deals));
+    });
+    var previous = state.stages;
+    state.stages = {};
+    board.deals.forEach(function (deal) {
+      state.stages[deal.id] = deal.stage_id;
+      if (previous[deal.id] && previous[deal.id] !== deal.stage_id) {
+        var moved = boardEl.querySelector('.sb-card[data-deal-id="' + deal.id + '"]');
+        if (moved) { moved.classList.add("sb-moved"); }
+      }
+    });
+    if (focusedDeal && focusedClass) {
+      var again = boardEl.querySelector('.sb-card[data-deal-id="' + focusedDeal + '"] .' + focusedClass.split(" ")[0]);
+      if (again) { again.focus(); }
+    }
+  }
+
+  function renderNotices(board) {
+    var key = state.user + JSON.stringify(board.notifications.map(function (n) { return n.id; }));
+    if (key === state.noticesKey) { return; }
+    state.noticesKey = key;
+    var seen = state.seenNotices;
+    state.seenNotices = {};
+    noticesEl.innerHTML = "";
+    if (!board.notifications.length) {
+      noticesEl.appendChild(el("li", { "class": "sb-muted" }, t.kanban_no_notifications));
+    }
+    board.notifications.forEach(function (note) {
+      state.seenNotices[note.id] = true;
+      var item = el("li", { "class": "sb-notice", "data-notice-id": String(note.id) });
+      if (seen && !seen[note.id]) { item.classList.add("sb-new"); }
+      var when = new Date(note.created * 1000).toLocaleTimeString(config.lang === "en" ? "en-GB" : "ru-RU");
+      item.appendChild(el("div", { "class": "sb-muted" }, when + " · " + note.user));
+      item.appendChild(el("div", { "class": "sb-message" }, note.message));
+      if (note.deal_id) {
+        var open = el("button", { type: "button" }, t.kanban_open);
+        open.addEventListener("click", function () { openEditor(note.deal_id); });
+        item.appendChild(open);
+      }
+      noticesEl.appendChild(item);
+    });
+  }
+
+  function renderControls(board) {
+    var users = board.users.map(function (u) { return { value: u.id, label: u.name + " — " + u.position }; });
+    users.push({ value: "automation", label: userSelect.getAttribute("data-automation-label") });
+    fillSelect(userSelect, users, state.user);
+    fillSelect(pipelineSelect, board.pipelines.map(function (p) { return { value: p.id, label: p.name }; }),
+      state.pipeline);
+    var installed = board.portal.installed && board.fields.length > 0;
+    showStatus(board.portal.name + " · " + (installed ? t.kanban_app_installed : t.kanban_app_not_installed),
+      installed);
+  }
+
+  function refresh() {
+    return fetch(config.board + "?" + params(), { cache: "no-store" })
+      .then(function (response) {
+        return response.json().then(function (data) {
+          if (response.status === 400 && (state.user !== "2" || state.pipeline !== "0")) {
+            // A remembered person or pipeline this portal does not have: start over with the defaults.
+            state.user = "2";
+            state.pipeline = "0";
+            window.localStorage.removeItem("sb-user");
+            window.localStorage.removeItem("sb-pipeline");
+          }
+          if (!response.ok) { throw new Error(data.message || response.statusText); }
+          return data;
+        });
+      })
+      .then(function (board) {
+        state.board = board;
+        renderControls(board);
+        renderBoard(board);
+        renderNotices(board);
+        boardEl.setAttribute("data-ready", "yes");
+      })
+      .catch(function (error) { showStatus(t.kanban_failed + " " + error.message, false); });
+  }
+
+  function fieldInput(field, value) {
+    var id = "sb-field-" + field.name;
+    var wrap = el("div", { "class": "sb-field" });
+    wrap.appendChild(el("label", { "for": id }, field.label));
+    var input;
+    if (field.type === "enumeration") {
+      input = el("select", { id: id, name: field.name });
+      input.appendChild(el("option", { value: "" }, t.kanban_not_set));
+      field.items.forEach(function (item) {
+        var option = el("option", { value: item.id }, item.value);
+        if (item.id === value) { option.selected = true; }
+        input.appendChild(option);
+      });
+    } else if (field.type === "string") {
+      input = el("textarea", { id: id, name: field.name, rows: "3" });
+      input.value = value || "";
+    } else {
+      input = el("input", { id: id, name: field.name, type: field.type === "double" ? "number" : "text", step: "any" });
+      input.value = value || "";
+    }
+    wrap.appendChild(input);
+    return wrap;
+  }
+
+  function openEditor(dealId) {
+    if (!state.board) { return; }
+    var deal = state.board.deals.find(function (d) { return d.id === String(dealId); });
+    if (!deal) { return; }
+    state.editing = deal.id;
+    document.getElementById("sb-editor-title").textContent = t.kanban_editor_title + " #" + deal.id + ": " + deal.title;
+    document.getElementById("sb-editor-meta").textContent = t.kanban_responsible + ": " + deal.responsible;
+    var result = document.getElementById("sb-editor-result");
+    result.textContent = "";
+    result.removeAttribute("data-outcome");
+    var fields = document.getElementById("sb-editor-fields");
+    fields.innerHTML = "";
+    if (!state.board.fields.length) { fields.appendChild(el("p", {}, t.kanban_no_fields)); }
+    state.board.fields.forEach(function (field) { fields.appendChild(fieldInput(field, deal.fields[field.name])); });
+    document.getElementById("sb-editor-save").disabled = !state.board.fields.length;
+    editor.showModal();
+  }
+
+  document.getElementById("sb-editor-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var values = {};
+    state.board.fields.forEach(function (field) {
+      var input = document.getElementById("sb-field-" + field.name);
+      if (input) { values[field.name] = input.value; }
+    });
+    var result = document.getElementById("sb-editor-result");
+    post(config.deal, { user: state.user, deal_id: state.editing, fields: values })
+      .then(function () {
+        result.textContent = t.kanban_saved;
+        result.setAttribute("data-outcome", "saved");
+        return refresh();
+      })
+      .catch(function (error) {
+        result.textContent = t.kanban_failed + " " + error.message;
+        result.setAttribute("data-outcome", "failed");
+      });
+  });
+  document.getElementById("sb-editor-close").addEventListener("click", function () { editor.close(); });
+
+  userSelect.addEventListener("change", function () {
+    state.user = userSelect.value;
+    window.localStorage.setItem("sb-user", state.user);
+    state.seenNotices = null;
+    refresh();
+  });
+  pipelineSelect.addEventListener("change", function () {
+    state.pipeline = pipelineSelect.value;
+    window.localStorage.setItem("sb-pipeline", state.pipeline);
+    refresh();
+  });
+
+  refresh();
+  window.setInterval(refresh, 1000);
+})();
