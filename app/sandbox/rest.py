@@ -102,10 +102,18 @@ def as_map(value: Any) -> dict[str, Any]:
 
 def dispatch(ctx: CallContext, params: dict[str, Any]) -> Answer:
     """Run one method (auth and the leaky bucket have already been dealt with)."""
+    portal = ctx.portal
+    forced = portal.forced_errors.get(ctx.method)
+    if forced:
+        error = forced[0]
+        if error.times > 0:
+            error.times -= 1
+            if error.times == 0:
+                forced.pop(0)
+        raise RestError(error.status, error.code, error.description)
     spec = METHODS.get(ctx.method)
     if spec is None:
         raise RestError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
-    portal = ctx.portal
     scopes = {item.strip() for item in portal.scope.split(",")}
     if spec.scope not in scopes:
         raise RestError(401, "insufficient_scope", "The request requires higher privileges than provided.")
@@ -115,7 +123,13 @@ def dispatch(ctx: CallContext, params: dict[str, Any]) -> Answer:
             portal.operation_limited[ctx.method] = limited - 1
             if limited == 1:
                 del portal.operation_limited[ctx.method]
-        raise RestError(429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.")
+        now = ctx.sandbox.clock.now()
+        timing = ctx.sandbox._time(now, now)
+        timing["operating_reset_at"] = now + portal.operation_reset_in.get(ctx.method, 600.0)
+        timing["operating"] = 480
+        raise RestError(
+            429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.", extra={"time": timing}
+        )
     if spec.admin and not portal.user_is_admin(ctx.user_id):
         raise access_denied("Access denied! Administrator access required")
     return spec.func(ctx, params)
