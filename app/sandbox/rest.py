@@ -140,22 +140,39 @@ def dispatch(ctx: CallContext, params: dict[str, Any]) -> Answer:
 _REFERENCE = re.compile(r"\$result\[([^\]]+)\]((?:\[[^\]]*\])*)")
 
 
-def _resolve_references(query: str, results: Mapping[str, Any]) -> str:
-    def replace(match: re.Match[str]) -> str:
-        value: Any = results.get(match.group(1))
-        for key in re.findall(r"\[([^\]]*)\]", match.group(2)):
-            if isinstance(value, list):
-                index = as_int(key)
-                value = value[index] if index is not None and index < len(value) else None
-            elif isinstance(value, Mapping):
-                value = value.get(key)
-            else:
-                value = None
-        if isinstance(value, list | dict):
-            return ""
-        return "" if value is None else str(value)
+def _lookup(results: Mapping[str, Any], match: re.Match[str]) -> Any:
+    value: Any = results.get(match.group(1))
+    for key in re.findall(r"\[([^\]]*)\]", match.group(2)):
+        if isinstance(value, list):
+            index = as_int(key)
+            value = value[index] if index is not None and index < len(value) else None
+        elif isinstance(value, Mapping):
+            value = value.get(key)
+        else:
+            value = None
+    return value
 
-    return _REFERENCE.sub(replace, query)
+
+def _resolve_references(value: Any, results: Mapping[str, Any]) -> Any:
+    """Substitute `$result[key][...]` in the decoded parameter values of a batch command, the way the
+    portal does it (after parsing the command's query string, so encoded references work too). A value
+    that is just a reference to a list or map gets that structure; inside text it becomes empty."""
+    if isinstance(value, Mapping):
+        return {k: _resolve_references(v, results) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_references(v, results) for v in value]
+    if not isinstance(value, str) or "$result[" not in value:
+        return value
+    whole = _REFERENCE.fullmatch(value)
+    if whole is not None:
+        found = _lookup(results, whole)
+        return "" if found is None else found if isinstance(found, list | dict) else str(found)
+
+    def replace(match: re.Match[str]) -> str:
+        found = _lookup(results, match)
+        return "" if found is None or isinstance(found, list | dict) else str(found)
+
+    return _REFERENCE.sub(replace, value)
 
 
 def _empty_as_list(value: dict[str, Any]) -> dict[str, Any] | list[Any]:
@@ -181,12 +198,11 @@ def batch(ctx: CallContext, params: dict[str, Any], timer: Callable[[float, floa
 
     for key, command in commands.items():
         key = str(key)
-        text = _resolve_references(str(command), results)
-        name, _, query = text.partition("?")
+        name, _, query = str(command).partition("?")
         name = name.strip().lower().removesuffix(".json")
         started = time.time()
         inner = CallContext(ctx.sandbox, ctx.portal, ctx.user_id, name, ctx.auth_connector, in_batch=True)
-        inner_params = decode_params(query)
+        inner_params = _resolve_references(decode_params(query), results)
         inner_params.pop("auth", None)
         if inner_params.get("auth_connector"):
             inner.auth_connector = str(inner_params["auth_connector"])
