@@ -53,6 +53,7 @@ class RestCall:
     user_id: int
     status: int
     in_batch: bool
+    at: float = 0.0  # when the portal answered (the sandbox's clock)
 
 
 @dataclass
@@ -92,6 +93,7 @@ class Sandbox:
         self.deliveries: list[Delivery] = []
         self.transport: Transport = transport or requests_transport()
         self.drop_rate = 0.0
+        self.oauth_latency = 0.0  # seconds the OAuth server takes to answer a token request over HTTP
         self.out_of_order = False
         self.call_log: deque[RestCall] = deque(maxlen=20000)
         self._drop_next = 0
@@ -352,7 +354,9 @@ class Sandbox:
         return 200, body
 
     def _log(self, ctx: CallContext, params: dict[str, Any], status: int) -> None:
-        self.call_log.append(RestCall(ctx.portal.member_id, ctx.method, params, ctx.user_id, status, ctx.in_batch))
+        self.call_log.append(
+            RestCall(ctx.portal.member_id, ctx.method, params, ctx.user_id, status, ctx.in_batch, self.clock.now())
+        )
 
     def call(
         self, portal: str | Portal, method: str, params: Mapping[str, Any] | None = None, user_id: int | None = None

@@ -7,7 +7,6 @@ from types import SimpleNamespace
 from urllib.parse import unquote
 
 import pytest
-from flask import Flask
 
 import app.crm.bitrix24 as bitrix24_module
 from app.crm import errors

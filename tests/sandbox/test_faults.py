@@ -50,3 +50,32 @@ def test_operation_time_limit_answer_tells_when_it_resets(sandbox: Sandbox, port
         "error": "OPERATION_TIME_LIMIT",
         "error_description": "Method is blocked due to operation time limit.",
     }
+
+
+def test_oauth_latency_delays_token_answers_only(sandbox: Sandbox, portal, mounted) -> None:
+    import time
+
+    import requests
+
+    tokens = sandbox.issue_tokens(portal)
+    sandbox.oauth_latency = 0.2
+    started = time.monotonic()
+    answer = requests.get(
+        f"https://{sandbox.oauth_host}/oauth/token/",
+        params={
+            "grant_type": "refresh_token",
+            "client_id": portal.client_id,
+            "client_secret": portal.client_secret,
+            "refresh_token": tokens["refresh_token"],
+        },
+        timeout=5,
+    )
+    assert answer.status_code == 200 and time.monotonic() - started >= 0.2
+    started = time.monotonic()
+    assert (
+        requests.post(
+            f"https://{portal.domain}/rest/app.info.json", json={"auth": tokens["access_token"]}, timeout=5
+        ).status_code
+        == 200
+    )  # REST answers are not delayed (the old access token is valid until it expires)
+    assert time.monotonic() - started < 0.2

@@ -298,6 +298,11 @@ def test_users_departments_profile(sandbox: Sandbox, portal, token) -> None:
     _, departments = call(sandbox, token, "department.get")
     heads = {d["NAME"]: d.get("UF_HEAD") for d in departments["result"]}
     assert heads["Отдел продаж"] == "9"
+    # `sort` / `order` order the answer; they do not filter on the SORT field.
+    _, ordered = call(sandbox, token, "department.get", {"sort": "ID", "order": "DESC"})
+    assert [d["ID"] for d in ordered["result"]] == sorted((d["ID"] for d in departments["result"]), reverse=True)
+    _, sales = call(sandbox, token, "department.get", {"NAME": "Отдел продаж"})
+    assert [d["UF_HEAD"] for d in sales["result"]] == ["9"]
     _, profile = call(sandbox, token, "profile")
     assert profile["result"]["ADMIN"] is True
     manager = sandbox.issue_tokens(portal, 3)["access_token"]
