@@ -12,7 +12,7 @@ import responses
 from flask import Flask
 
 from app.models import Portal
-from app.sandbox import Clock, Sandbox, responses_sandbox
+from app.sandbox import Clock, Sandbox, TlsServer, responses_sandbox, serve_tls
 from app.sandbox.state import Portal as SandboxPortal
 from tests.helpers import make_portal
 
@@ -84,6 +84,32 @@ class B24Env:
     def statuses(self, method: str) -> list[int]:
         """What the portal answered to each executed call of `method` (direct or inside a batch)."""
         return [call.status for call in self.sandbox.calls(self.portal, method)]
+
+
+@dataclass
+class TlsPortal:
+    """The sandbox served over HTTPS on a local port, one portal on it, and our row for it."""
+
+    sandbox: Sandbox
+    server: TlsServer
+    portal: SandboxPortal
+    row: Portal
+    config: dict[str, Any]
+
+
+@pytest.fixture
+def tls_portal(app: Flask, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsPortal]:
+    """A sandbox portal reachable over real TLS (for other processes): its REST base is
+    https://127.0.0.1:<port>/rest/, the OAuth server https://localhost:<port>."""
+    sandbox = Sandbox()
+    server = serve_tls(sandbox, tmp_path_factory.getbasetemp() / "sandbox-tls")
+    try:
+        portal = empty_portal(sandbox, server.portal_domain)
+        config = sandbox_config(sandbox, portal, server.oauth_host)
+        app.config.update(config)
+        yield TlsPortal(sandbox, server, portal, portal_row(sandbox, portal), config)
+    finally:
+        server.shutdown()
 
 
 @pytest.fixture
