@@ -67,9 +67,11 @@ def test_periodic_jobs_are_scheduled_once_per_slot(app: Flask):
 
 def test_periodic_job_runs_and_schedules_its_next_slot(app: Flask, worker):
     helpers.CALLS.clear()
-    app.config["PERIODIC_JOBS"] = (schedule.PeriodicJob("probe", "tests.helpers.tick", timedelta(seconds=1)),)
-    schedule.ensure_periodic_jobs()
-    time.sleep(1.1)
+    job = schedule.PeriodicJob("probe", "tests.helpers.tick", timedelta(seconds=3))
+    app.config["PERIODIC_JOBS"] = (job,)
+    now = time.time()
+    schedule.ensure_periodic_jobs(now)
+    time.sleep(schedule.next_slot(job, now) * 3 - now + 0.1)  # until the first slot is due, not the second
     worker()
     assert helpers.CALLS == ["tick"]
     registry = get_queue("default").scheduled_job_registry

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RestError(Exception):
     """An error answer: HTTP status plus Bitrix24's {"error", "error_description"}."""
 
-    def __init__(self, status: int, code: str, description: str = "") -> None:
+    def __init__(self, status: int, code: str, description: str = "", extra: dict[str, Any] | None = None) -> None:
         super().__init__(f"{status} {code}: {description}")
         self.status = status
         self.code = code
         self.description = description
+        self.extra = dict(extra or {})  # more top-level keys of a direct answer (e.g. `time`), not in batch
 
     def body(self) -> dict[str, str]:
         """The JSON body of the answer."""

@@ -102,20 +102,34 @@ def as_map(value: Any) -> dict[str, Any]:
 
 def dispatch(ctx: CallContext, params: dict[str, Any]) -> Answer:
     """Run one method (auth and the leaky bucket have already been dealt with)."""
+    portal = ctx.portal
+    forced = portal.forced_errors.get(ctx.method)
+    if forced:
+        error = forced[0]
+        if error.times > 0:
+            error.times -= 1
+            if error.times == 0:
+                forced.pop(0)
+        raise RestError(error.status, error.code, error.description)
     spec = METHODS.get(ctx.method)
     if spec is None:
         raise RestError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
-    portal = ctx.portal
     scopes = {item.strip() for item in portal.scope.split(",")}
     if spec.scope not in scopes:
-        raise RestError(401, "insufficient_scope", "The request requires higher privileges than provided.")
+        raise RestError(403, "insufficient_scope", "The request requires higher privileges than provided.")
     limited = portal.operation_limited.get(ctx.method)
     if limited:
         if limited > 0:
             portal.operation_limited[ctx.method] = limited - 1
             if limited == 1:
                 del portal.operation_limited[ctx.method]
-        raise RestError(429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.")
+        now = ctx.sandbox.clock.now()
+        timing = ctx.sandbox._time(now, now)
+        timing["operating_reset_at"] = now + portal.operation_reset_in.get(ctx.method, 600.0)
+        timing["operating"] = 480
+        raise RestError(
+            429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.", extra={"time": timing}
+        )
     if spec.admin and not portal.user_is_admin(ctx.user_id):
         raise access_denied("Access denied! Administrator access required")
     return spec.func(ctx, params)
@@ -126,22 +140,39 @@ def dispatch(ctx: CallContext, params: dict[str, Any]) -> Answer:
 _REFERENCE = re.compile(r"\$result\[([^\]]+)\]((?:\[[^\]]*\])*)")
 
 
-def _resolve_references(query: str, results: Mapping[str, Any]) -> str:
-    def replace(match: re.Match[str]) -> str:
-        value: Any = results.get(match.group(1))
-        for key in re.findall(r"\[([^\]]*)\]", match.group(2)):
-            if isinstance(value, list):
-                index = as_int(key)
-                value = value[index] if index is not None and index < len(value) else None
-            elif isinstance(value, Mapping):
-                value = value.get(key)
-            else:
-                value = None
-        if isinstance(value, list | dict):
-            return ""
-        return "" if value is None else str(value)
+def _lookup(results: Mapping[str, Any], match: re.Match[str]) -> Any:
+    value: Any = results.get(match.group(1))
+    for key in re.findall(r"\[([^\]]*)\]", match.group(2)):
+        if isinstance(value, list):
+            index = as_int(key)
+            value = value[index] if index is not None and index < len(value) else None
+        elif isinstance(value, Mapping):
+            value = value.get(key)
+        else:
+            value = None
+    return value
 
-    return _REFERENCE.sub(replace, query)
+
+def _resolve_references(value: Any, results: Mapping[str, Any]) -> Any:
+    """Substitute `$result[key][...]` in the decoded parameter values of a batch command, the way the
+    portal does it (after parsing the command's query string, so encoded references work too). A value
+    that is just a reference to a list or map gets that structure; inside text it becomes empty."""
+    if isinstance(value, Mapping):
+        return {k: _resolve_references(v, results) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_references(v, results) for v in value]
+    if not isinstance(value, str) or "$result[" not in value:
+        return value
+    whole = _REFERENCE.fullmatch(value)
+    if whole is not None:
+        found = _lookup(results, whole)
+        return "" if found is None else found if isinstance(found, list | dict) else str(found)
+
+    def replace(match: re.Match[str]) -> str:
+        found = _lookup(results, match)
+        return "" if found is None or isinstance(found, list | dict) else str(found)
+
+    return _REFERENCE.sub(replace, value)
 
 
 def _empty_as_list(value: dict[str, Any]) -> dict[str, Any] | list[Any]:
@@ -167,12 +198,11 @@ def batch(ctx: CallContext, params: dict[str, Any], timer: Callable[[float, floa
 
     for key, command in commands.items():
         key = str(key)
-        text = _resolve_references(str(command), results)
-        name, _, query = text.partition("?")
+        name, _, query = str(command).partition("?")
         name = name.strip().lower().removesuffix(".json")
         started = time.time()
         inner = CallContext(ctx.sandbox, ctx.portal, ctx.user_id, name, ctx.auth_connector, in_batch=True)
-        inner_params = decode_params(query)
+        inner_params = _resolve_references(decode_params(query), results)
         inner_params.pop("auth", None)
         if inner_params.get("auth_connector"):
             inner.auth_connector = str(inner_params["auth_connector"])

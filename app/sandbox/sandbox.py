@@ -18,7 +18,7 @@ from app.sandbox import ops
 from app.sandbox.clock import Clock, iso
 from app.sandbox.errors import RestError
 from app.sandbox.events import Delivery, OutgoingEvent, Transport, form_body, requests_transport
-from app.sandbox.state import LeakyBucket, OfflineEvent, Portal, RobotRun, new_token
+from app.sandbox.state import ForcedError, LeakyBucket, OfflineEvent, Portal, RobotRun, new_token
 
 ACCESS_TTL = 3600
 REFRESH_TTL = 180 * 86400
@@ -53,6 +53,7 @@ class RestCall:
     user_id: int
     status: int
     in_batch: bool
+    at: float = 0.0  # when the portal answered (the sandbox's clock)
 
 
 @dataclass
@@ -92,6 +93,7 @@ class Sandbox:
         self.deliveries: list[Delivery] = []
         self.transport: Transport = transport or requests_transport()
         self.drop_rate = 0.0
+        self.oauth_latency = 0.0  # seconds the OAuth server takes to answer a token request over HTTP
         self.out_of_order = False
         self.call_log: deque[RestCall] = deque(maxlen=20000)
         self._drop_next = 0
@@ -341,7 +343,7 @@ class Sandbox:
             except RestError as error:
                 if "ctx" in locals():
                     self._log(ctx, params, error.status)
-                return error.status, error.body()
+                return error.status, {**error.body(), **error.extra}
             self._log(ctx, params, 200)
         body: dict[str, Any] = {"result": answer.result}
         if answer.next is not None:
@@ -352,7 +354,9 @@ class Sandbox:
         return 200, body
 
     def _log(self, ctx: CallContext, params: dict[str, Any], status: int) -> None:
-        self.call_log.append(RestCall(ctx.portal.member_id, ctx.method, params, ctx.user_id, status, ctx.in_batch))
+        self.call_log.append(
+            RestCall(ctx.portal.member_id, ctx.method, params, ctx.user_id, status, ctx.in_batch, self.clock.now())
+        )
 
     def call(
         self, portal: str | Portal, method: str, params: Mapping[str, Any] | None = None, user_id: int | None = None
@@ -368,14 +372,34 @@ class Sandbox:
         with self.lock:
             self.portal(portal).bucket = LeakyBucket(rate, burst, enabled)
 
-    def force_operation_limit(self, portal: str | Portal, method: str, times: int = -1) -> None:
-        """Make a method answer 429 OPERATION_TIME_LIMIT (`times` calls, -1 until cleared with times=0)."""
+    def force_operation_limit(
+        self, portal: str | Portal, method: str, times: int = -1, reset_in: float = 600.0
+    ) -> None:
+        """Make a method answer 429 OPERATION_TIME_LIMIT (`times` calls, -1 until cleared with times=0).
+        The answer's `time.operating_reset_at` is `reset_in` seconds after the refused call."""
         with self.lock:
-            limited = self.portal(portal).operation_limited
+            portal = self.portal(portal)
+            limited = portal.operation_limited
             if times == 0:
                 limited.pop(method.lower(), None)
+                portal.operation_reset_in.pop(method.lower(), None)
             else:
                 limited[method.lower()] = times
+                portal.operation_reset_in[method.lower()] = reset_in
+
+    def force_error(
+        self, portal: str | Portal, method: str, status: int, code: str, description: str = "", times: int = 1
+    ) -> None:
+        """Make a method answer a documented error `{"error": code, "error_description": description}` with
+        HTTP `status`, for faults the emulation has no cause for (500 INTERNAL_SERVER_ERROR, 401
+        PAYMENT_REQUIRED, 503 OVERLOAD_LIMIT, ...). The next `times` calls (-1: until cleared with
+        times=0) fail, also inside a batch; errors forced one after another are answered in order."""
+        with self.lock:
+            forced = self.portal(portal).forced_errors
+            if times == 0:
+                forced.pop(method.lower(), None)
+                return
+            forced.setdefault(method.lower(), []).append(ForcedError(status, code, description, times))
 
     # ---- events ----------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import io
 import json
 import math
 import struct
+import time
 import urllib.parse
 import wave
 from functools import lru_cache
@@ -71,6 +72,8 @@ def create_sandbox_app(sandbox: Sandbox) -> Flask:
     @app.route("/oauth/token/", methods=["GET", "POST"])
     @app.route("/oauth/token", methods=["GET", "POST"])
     def oauth_token() -> Response:
+        if sandbox.oauth_latency > 0:
+            time.sleep(sandbox.oauth_latency)  # a remote server's round trip; other requests go on meanwhile
         status, body = sandbox.handle_oauth(request_params())
         return _json(status, body)
 

@@ -272,6 +272,16 @@ class LeakyBucket:
 
 
 @dataclass
+class ForcedError:
+    """An error a method answers with the next `times` calls (-1: until cleared)."""
+
+    status: int
+    code: str
+    description: str
+    times: int
+
+
+@dataclass
 class Portal:
     """One Bitrix24 portal with the app installed in it."""
 
@@ -312,6 +322,8 @@ class Portal:
     notifications: list[Notification] = field(default_factory=list)
     bucket: LeakyBucket = field(default_factory=LeakyBucket)
     operation_limited: dict[str, int] = field(default_factory=dict)  # method -> remaining forced 429s (-1 = always)
+    operation_reset_in: dict[str, float] = field(default_factory=dict)  # method -> seconds to operating_reset_at
+    forced_errors: dict[str, list[ForcedError]] = field(default_factory=dict)  # method -> errors still to answer
     rest_calls: dict[str, int] = field(default_factory=dict)
     oauth_calls: dict[str, int] = field(default_factory=dict)
     last_offline_ping: float = 0.0

@@ -1,4 +1,8 @@
-"""Bitrix24Crm: the CrmClient port decoding and encoding Bitrix24 shapes."""
+"""Bitrix24Crm over HTTP against the sandbox: the CrmClient port decoding and encoding real portal shapes.
+
+The user fields are created by the installer's own step (`ensure_fields`) through the sandbox's REST,
+so enumeration item ids are whatever the portal assigned.
+"""
 
 from __future__ import annotations
 
@@ -9,276 +13,238 @@ import pytest
 from flask import Flask
 
 from app.crm import client_for, errors
-from app.crm.bitrix24 import Bitrix24Crm
+from app.crm.bitrix24 import Bitrix24Crm, Bitrix24Rest
 from app.crm.port import DealChange, NewTask
+from app.db import db
 from app.models import Portal
-from tests.crm.conftest import portal_row
-from tests.crm.fake_b24 import FakeBitrix24, deal_row
+from app.sandbox import ManualClock
+from app.sandbox.state import Portal as SandboxPortal
+from installers.bitrix24 import ensure_fields
+from tests.crm.conftest import B24Env
 
-FIELDS = {
-    "refusal_reason": {"field": "UF_CRM_RC_REASON", "enum": {"too_expensive": "3157", "no_need": "3158"}},
-    "refusal_comment": {"field": "UF_CRM_RC_COMMENT"},
-    "qa_verdict": {"field": "UF_CRM_RC_VERDICT", "enum": {"confirmed": "41", "leaked": "42"}},
-    "cpl": {"field": "UF_CRM_RC_CPL"},
-}
+NOW = datetime(2025, 1, 9, 7, 15, tzinfo=UTC)
 
 
 @pytest.fixture
-def crm(b24_app: Flask, fake: FakeBitrix24) -> Bitrix24Crm:
-    portal = portal_row(settings={"b24_fields": FIELDS}, timezone="Europe/Moscow")
+def clock() -> ManualClock:
+    return ManualClock(NOW.timestamp())
+
+
+@pytest.fixture
+def crm(b24: B24Env, portal: Portal) -> Bitrix24Crm:
+    portal.timezone = "Europe/Moscow"
+    ensure_fields(Bitrix24Rest(portal.id), portal)
+    db.session.commit()
     client = client_for(portal)
     assert isinstance(client, Bitrix24Crm)
+    b24.mock.calls.reset()
+    with b24.sandbox.lock:
+        b24.sandbox.call_log.clear()
     return client
 
 
-def test_deal_is_decoded(crm: Bitrix24Crm, fake: FakeBitrix24):
-    fake.add_deals(
-        [
-            deal_row(
-                42,
-                CATEGORY_ID="3",
-                STAGE_ID="C3:LOSE",
-                STAGE_SEMANTIC_ID="F",
-                OPPORTUNITY="15300.50",
-                UF_CRM_RC_REASON="3158",
-                UF_CRM_RC_COMMENT="Client bought elsewhere",
-                UF_CRM_RC_VERDICT="42",
-                UF_CRM_RC_CPL="350.00|RUB",
-                DATE_MODIFY="2025-01-09T10:15:00+03:00",
-            )
-        ]
+def fields_of(portal: Portal) -> dict:
+    return portal.settings["b24_fields"]
+
+
+def failure_stage(sb_portal: SandboxPortal) -> tuple[int, str]:
+    """A funnel other than the general one and its lost stage."""
+    category = max(sb_portal.categories)
+    stage = next(s["STATUS_ID"] for s in sb_portal.stages(category) if s.get("SEMANTICS") == "F")
+    return category, stage
+
+
+def test_deal_is_decoded(b24: B24Env, portal: Portal, crm: Bitrix24Crm):
+    sandbox = b24.sandbox
+    category, lost = failure_stage(b24.portal)
+    fields = fields_of(portal)
+    deal_id = sandbox.act(b24.portal, 7).create_deal(
+        TITLE="Machine tools",
+        CATEGORY_ID=category,
+        STAGE_ID=lost,
+        ASSIGNED_BY_ID=7,
+        OPPORTUNITY="15300.50",
+        **{
+            fields["refusal_reason"]["field"]: fields["refusal_reason"]["enum"]["bought_elsewhere"],
+            fields["refusal_comment"]["field"]: "Client bought elsewhere",
+            fields["qa_verdict"]["field"]: fields["qa_verdict"]["enum"]["leaked"],
+            fields["cpl"]["field"]: 350,
+        },
     )
-    deal = crm.get_deal("42")
-    assert deal.id == "42" and deal.pipeline_id == "3" and deal.stage_id == "C3:LOSE"
+    deal = crm.get_deal(str(deal_id))
+    assert deal.id == str(deal_id) and deal.pipeline_id == str(category) and deal.stage_id == lost
     assert deal.stage_semantics == "failure"
     assert deal.amount == Decimal("15300.50") and isinstance(deal.amount, Decimal)
-    assert deal.cpl == Decimal("350.00")
-    assert deal.refusal_reason == "no_need"
+    assert deal.cpl == Decimal("350")
+    assert deal.refusal_reason == "bought_elsewhere"
     assert deal.refusal_comment == "Client bought elsewhere"
     assert deal.qa_verdict == "leaked"
-    assert deal.modified_at == datetime(2025, 1, 9, 7, 15, tzinfo=UTC)
-    assert deal.modified_at.utcoffset() == timedelta(hours=3)
+    assert deal.modified_at == NOW
+    assert deal.modified_at.utcoffset() == timedelta(hours=3)  # the portal prints Moscow time
     assert deal.responsible_id == "7" and deal.modified_by_id == "7"
+    assert b24.rest_requests() == ["crm.deal.get"]
 
 
-def test_empty_custom_values_decode_to_nothing(crm: Bitrix24Crm, fake: FakeBitrix24):
-    fake.add_deals([deal_row(1, UF_CRM_RC_REASON="", UF_CRM_RC_CPL="", STAGE_SEMANTIC_ID="S")])
-    deal = crm.get_deal("1")
+def test_empty_custom_values_decode_to_nothing(b24: B24Env, portal: Portal, crm: Bitrix24Crm):
+    won = next(s["STATUS_ID"] for s in b24.portal.stages(0) if s.get("SEMANTICS") == "S")
+    deal_id = b24.sandbox.act(b24.portal, 7).create_deal(TITLE="Won", STAGE_ID=won)
+    deal = crm.get_deal(str(deal_id))
     assert deal.refusal_reason is None and deal.cpl is None and deal.refusal_comment == ""
+    assert deal.qa_verdict is None
     assert deal.stage_semantics == "success"
 
 
-def test_missing_deal_is_not_found(crm: Bitrix24Crm, fake: FakeBitrix24):
+def test_missing_deal_is_not_found(crm: Bitrix24Crm):
     with pytest.raises(errors.NotFound):
-        crm.get_deal("404")
+        crm.get_deal("404404")
 
 
-def test_update_encodes_reason_codes_to_enum_ids(crm: Bitrix24Crm, fake: FakeBitrix24):
-    fake.results["crm.deal.update"] = True
+def test_update_encodes_reason_codes_to_enum_ids(b24: B24Env, portal: Portal, crm: Bitrix24Crm):
+    sandbox = b24.sandbox
+    deal_id = sandbox.act(b24.portal, 7).create_deal(TITLE="Deal", CATEGORY_ID=0, STAGE_ID="NEW")
     crm.update_deal(
-        "42",
-        DealChange(stage_id="C3:NEW", refusal_reason="too_expensive", refusal_comment="Price", qa_verdict="confirmed"),
+        str(deal_id),
+        DealChange(stage_id="PREPARATION", refusal_reason="price", refusal_comment="Price", qa_verdict="confirmed"),
     )
-    assert fake.calls[0][:2] == (
-        "crm.deal.update",
-        {
-            "id": "42",
-            "fields": {
-                "STAGE_ID": "C3:NEW",
-                "UF_CRM_RC_REASON": "3157",
-                "UF_CRM_RC_COMMENT": "Price",
-                "UF_CRM_RC_VERDICT": "41",
-            },
+    fields = fields_of(portal)
+    assert b24.rest_requests() == ["crm.deal.update"]
+    assert sandbox.calls(b24.portal, "crm.deal.update")[0].params == {
+        "id": str(deal_id),
+        "fields": {
+            "STAGE_ID": "PREPARATION",
+            fields["refusal_reason"]["field"]: fields["refusal_reason"]["enum"]["price"],
+            fields["refusal_comment"]["field"]: "Price",
+            fields["qa_verdict"]["field"]: fields["qa_verdict"]["enum"]["confirmed"],
         },
+    }
+    # The portal stored the enum item ids, and they decode back to our codes.
+    deal = crm.get_deal(str(deal_id))
+    assert (deal.stage_id, deal.refusal_reason, deal.refusal_comment, deal.qa_verdict) == (
+        "PREPARATION",
+        "price",
+        "Price",
+        "confirmed",
     )
 
 
-def test_unknown_reason_code_is_refused_before_any_request(crm: Bitrix24Crm, fake: FakeBitrix24):
+def test_unknown_reason_code_is_refused_before_any_request(b24: B24Env, crm: Bitrix24Crm):
     with pytest.raises(errors.CrmError, match="not installed"):
         crm.update_deal("42", DealChange(refusal_reason="bogus"))
-    assert fake.calls == []
+    assert b24.requests_sent() == []
 
 
-def test_pipeline_move_and_fields_go_in_one_batch(crm: Bitrix24Crm, fake: FakeBitrix24):
-    fake.results["crm.item.update"] = {"item": {"id": 42}}
-    fake.results["crm.deal.update"] = True
-    crm.update_deal("42", DealChange(pipeline_id="5", stage_id="C5:NEW", responsible_id="9"))
-    assert fake.methods() == ["batch"]
-    cmd = fake.calls[0][1]["cmd"]
+def test_pipeline_move_and_fields_go_in_one_batch(b24: B24Env, crm: Bitrix24Crm):
+    sandbox = b24.sandbox
+    deal_id = sandbox.act(b24.portal, 7).create_deal(TITLE="Deal", CATEGORY_ID=0, STAGE_ID="NEW", ASSIGNED_BY_ID=7)
+    category = max(b24.portal.categories)
+    first_stage = b24.portal.stages(category)[0]["STATUS_ID"]
+    crm.update_deal(str(deal_id), DealChange(pipeline_id=str(category), stage_id=first_stage, responsible_id="9"))
+    assert b24.rest_requests() == ["batch"]
+    cmd = sandbox.calls(b24.portal, "batch")[0].params["cmd"]
     assert cmd["move"].startswith("crm.item.update?")
-    assert "fields%5BcategoryId%5D=5" in cmd["move"] and "fields%5BstageId%5D=C5%3ANEW" in cmd["move"]
+    assert f"fields%5BcategoryId%5D={category}" in cmd["move"]
     assert "ASSIGNED_BY_ID%5D=9" in cmd["update"] and "STAGE_ID" not in cmd["update"]
+    deal = sandbox.deal(b24.portal, deal_id)
+    assert (deal["CATEGORY_ID"], deal["STAGE_ID"], deal["ASSIGNED_BY_ID"]) == (str(category), first_stage, "9")
 
 
-def test_get_deals_packs_lists_into_one_batch(crm: Bitrix24Crm, fake: FakeBitrix24):
-    fake.add_deals([deal_row(i) for i in range(1, 131)])
-    deals = crm.get_deals([str(i) for i in range(1, 121)] + ["9999"])
-    assert sorted(int(i) for i in deals) == list(range(1, 121))
-    assert fake.methods() == ["batch"]
+def test_get_deals_packs_lists_into_one_batch(b24: B24Env, crm: Bitrix24Crm):
+    actor = b24.sandbox.act(b24.portal, 7)
+    ids = [actor.create_deal(TITLE=f"Deal {n}", STAGE_ID="NEW") for n in range(130)]
+    b24.mock.calls.reset()
+    deals = crm.get_deals([str(i) for i in ids[:120]] + ["999999"])
+    assert sorted(int(i) for i in deals) == ids[:120]
+    assert deals[str(ids[5])].title == "Deal 5"
+    assert b24.rest_requests() == ["batch"]
 
 
-def test_iter_deals_filters_by_modification(crm: Bitrix24Crm, fake: FakeBitrix24):
-    fake.add_deals(
-        [deal_row(i, DATE_MODIFY="2025-01-09T10:00:00+03:00") for i in range(1, 60)]
-        + [deal_row(i, DATE_MODIFY="2025-02-01T12:00:00+03:00") for i in range(60, 80)]
-    )
+def test_iter_deals_filters_by_modification(b24: B24Env, crm: Bitrix24Crm, clock: ManualClock):
+    actor = b24.sandbox.act(b24.portal, 7)
+    old = [actor.create_deal(TITLE="Old", STAGE_ID="NEW") for _ in range(59)]
+    recent = [actor.create_deal(TITLE="Recent", STAGE_ID="NEW") for _ in range(20)]
+    clock.advance(23 * 86400)  # 2025-02-01
+    for deal_id in recent:
+        actor.update_deal(deal_id, {"COMMENTS": "called back"})
     since = datetime(2025, 1, 20, tzinfo=timezone(timedelta(hours=3)))
+    b24.mock.calls.reset()
     ids = [deal.id for deal in crm.iter_deals(modified_since=since)]
-    assert ids == [str(i) for i in range(60, 80)]
-    assert fake.calls[0][1]["filter"][">=DATE_MODIFY"] == "2025-01-20T00:00:00+03:00"
+    assert ids == [str(i) for i in recent] and old
+    params = b24.sandbox.calls(b24.portal, "crm.deal.list")[0].params
+    assert params["filter"][">=DATE_MODIFY"] == "2025-01-20T00:00:00+03:00"
 
 
-def test_pipelines_with_stage_semantics(crm: Bitrix24Crm, fake: FakeBitrix24):
-    fake.results["crm.category.list"] = {
-        "categories": [
-            {"id": 0, "name": "General", "sort": 100, "entityTypeId": 2, "isDefault": "Y"},
-            {"id": 3, "name": "Wholesale", "sort": 200, "entityTypeId": 2, "isDefault": "N"},
-        ]
-    }
-
-    def statuses(params):
-        entity = params["filter"]["ENTITY_ID"]
-        prefix = "" if entity == "DEAL_STAGE" else "C3:"
-        return [
-            {
-                "ID": "1",
-                "ENTITY_ID": entity,
-                "STATUS_ID": f"{prefix}NEW",
-                "NAME": "New",
-                "SORT": "10",
-                "SEMANTICS": None,
-            },
-            {
-                "ID": "3",
-                "ENTITY_ID": entity,
-                "STATUS_ID": f"{prefix}LOSE",
-                "NAME": "Lost",
-                "SORT": "70",
-                "SEMANTICS": "F",
-            },
-            {
-                "ID": "2",
-                "ENTITY_ID": entity,
-                "STATUS_ID": f"{prefix}WON",
-                "NAME": "Won",
-                "SORT": "60",
-                "SEMANTICS": "S",
-            },
-        ]
-
-    fake.results["crm.status.list"] = statuses
+def test_pipelines_with_stage_semantics(b24: B24Env, crm: Bitrix24Crm):
     pipelines = crm.list_pipelines()
-    assert fake.methods() == ["crm.category.list", "batch"]
-    assert [p.id for p in pipelines] == ["0", "3"] and pipelines[0].is_default and not pipelines[1].is_default
-    assert [(s.id, s.semantics) for s in pipelines[1].stages] == [
-        ("C3:NEW", "process"),
-        ("C3:WON", "success"),
-        ("C3:LOSE", "failure"),
-    ]
-
-
-def test_tasks_are_created_and_listed_with_the_deal_binding(crm: Bitrix24Crm, fake: FakeBitrix24):
-    fake.results["tasks.task.add"] = {"task": {"id": "901", "title": "Call back"}}
-    fake.results["tasks.task.list"] = {
-        "tasks": [
-            {
-                "id": "901",
-                "title": "Call back",
-                "responsibleId": "7",
-                "createdBy": "1",
-                "status": "2",
-                "deadline": "2025-12-31T23:59:59+03:00",
-                "auditors": ["3"],
-                "ufCrmTask": ["D_42"],
-            },
-            {"id": "902", "title": "Done", "responsibleId": "7", "status": "5", "deadline": None, "auditors": []},
+    assert b24.rest_requests() == ["crm.category.list", "batch"]
+    sb_portal = b24.portal
+    assert sorted(p.id for p in pipelines) == sorted(str(c) for c in sb_portal.categories)
+    assert pipelines[0].id == "0" and pipelines[0].is_default and not any(p.is_default for p in pipelines[1:])
+    kinds = {None: "process", "": "process", "P": "process", "S": "success", "F": "failure"}
+    for pipeline in pipelines:
+        expected = sorted(sb_portal.stages(int(pipeline.id)), key=lambda s: int(s["SORT"]))
+        assert [(s.id, s.semantics) for s in pipeline.stages] == [
+            (s["STATUS_ID"], kinds[s.get("SEMANTICS")]) for s in expected
         ]
-    }
+        assert {s.semantics for s in pipeline.stages} == {"process", "success", "failure"}
+
+
+def test_tasks_are_created_and_listed_with_the_deal_binding(b24: B24Env, crm: Bitrix24Crm):
+    sandbox = b24.sandbox
+    deal_id = sandbox.act(b24.portal, 7).create_deal(TITLE="Deal", STAGE_ID="NEW")
     deadline = datetime(2025, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=3)))
-    assert crm.create_task(NewTask(title="Call back", responsible_id="7", deal_id="42", deadline=deadline)) == "901"
-    fields = fake.calls[0][1]["fields"]
-    assert fields["UF_CRM_TASK"] == ["D_42"] and fields["DEADLINE"] == "2025-12-31T23:59:59+03:00"
-    tasks = crm.list_deal_tasks("42")
-    params = fake.calls[1][1]
-    assert params["filter"]["UF_CRM_TASK"] == "D_42" and "UF_CRM_TASK" in params["select"]
-    assert [(t.id, t.is_open) for t in tasks] == [("901", True), ("902", False)]
-    assert tasks[0].deadline == deadline and tasks[0].auditor_ids == ("3",)
+    task_id = crm.create_task(
+        NewTask(title="Call back", responsible_id="7", deal_id=str(deal_id), deadline=deadline, auditor_ids=("3",))
+    )
+    fields = sandbox.calls(b24.portal, "tasks.task.add")[0].params["fields"]
+    assert fields["UF_CRM_TASK"] == [f"D_{deal_id}"] and fields["DEADLINE"] == "2025-12-31T23:59:59+03:00"
+    done = sandbox.act(b24.portal, 7).create_task(
+        TITLE="Done", RESPONSIBLE_ID=7, UF_CRM_TASK=[f"D_{deal_id}"], DEADLINE="2025-01-10T18:00:00+03:00"
+    )
+    sandbox.act(b24.portal, 7).complete_task(done)
+    tasks = crm.list_deal_tasks(str(deal_id))
+    params = sandbox.calls(b24.portal, "tasks.task.list")[0].params
+    assert params["filter"]["UF_CRM_TASK"] == f"D_{deal_id}" and "UF_CRM_TASK" in params["select"]
+    assert [(t.id, t.is_open) for t in tasks] == [(task_id, True), (str(done), False)]
+    assert tasks[0].deadline == deadline and tasks[0].auditor_ids == ("3",) and tasks[0].responsible_id == "7"
 
 
-def test_calls_join_activities_and_recordings(crm: Bitrix24Crm, fake: FakeBitrix24):
-    fake.results["crm.activity.list"] = [
-        {
-            "ID": "77",
-            "DIRECTION": "1",
-            "RESPONSIBLE_ID": "7",
-            "START_TIME": "2025-01-09T10:00:00+03:00",
-            "END_TIME": "2025-01-09T10:02:00+03:00",
-            "FILES": [{"id": 555, "url": "https://portal/file/555"}],
-            "COMMUNICATIONS": [{"TYPE": "PHONE", "VALUE": "+79990001122"}],
-        },
-        {
-            "ID": "78",
-            "DIRECTION": "2",
-            "RESPONSIBLE_ID": "8",
-            "START_TIME": "2025-01-10T10:00:00+03:00",
-            "END_TIME": "2025-01-10T10:00:30+03:00",
-            "FILES": [],
-            "COMMUNICATIONS": [],
-        },
-    ]
-
-    def stats(params):
-        if params["FILTER"]["CRM_ACTIVITY_ID"] == "77":
-            return {
-                "result": [
-                    {
-                        "CALL_ID": "x",
-                        "CALL_DURATION": "118",
-                        "CALL_TYPE": "2",
-                        "PORTAL_USER_ID": "7",
-                        "CALL_RECORD_URL": "https://rec/77.mp3",
-                        "RECORD_FILE_ID": "555",
-                        "PHONE_NUMBER": "+79990001122",
-                        "CALL_START_DATE": "2025-01-09T10:00:01+03:00",
-                    }
-                ],
-                "total": 1,
-            }
-        return {"result": [], "total": 0}
-
-    fake.results["voximplant.statistic.get"] = stats
-    calls = crm.list_deal_calls("42")
-    assert fake.methods() == ["crm.activity.list", "batch"]
+def test_calls_join_activities_and_recordings(b24: B24Env, crm: Bitrix24Crm):
+    sandbox = b24.sandbox
+    deal_id = sandbox.act(b24.portal, 7).create_deal(TITLE="Deal", STAGE_ID="NEW")
+    incoming = sandbox.act(b24.portal, 7).make_call(deal_id, direction=1, duration=118, phone="+79990001122")
+    sandbox.act(b24.portal, 8).make_call(deal_id, direction=2, duration=30, with_recording=False)
+    b24.mock.calls.reset()
+    calls = crm.list_deal_calls(str(deal_id))
+    assert b24.rest_requests() == ["crm.activity.list", "batch"]
     first, second = calls
-    assert (first.direction, first.duration_seconds, first.recording_url, first.recording_file_id) == (
-        "in",
-        118,
-        "https://rec/77.mp3",
-        "555",
-    )
-    assert first.started_at.tzinfo is not None and first.phone == "+79990001122"
-    assert (second.direction, second.duration_seconds, second.recording_url) == ("out", 30, None)
+    file_id = incoming["FILE_IDS"][0]
+    assert (first.direction, first.duration_seconds, first.recording_file_id) == ("in", 118, str(file_id))
+    assert first.recording_url and str(file_id) in first.recording_url
+    assert first.started_at.tzinfo is not None and first.phone == "+79990001122" and first.user_id == "7"
+    assert (second.direction, second.duration_seconds, second.recording_url, second.user_id) == ("out", 30, None, "8")
 
 
-def test_users_departments_and_notify(crm: Bitrix24Crm, fake: FakeBitrix24):
-    fake.results["user.get"] = {
-        "result": [{"ID": "7", "NAME": "Ivan", "LAST_NAME": "Petrov", "ACTIVE": True, "UF_DEPARTMENT": [1, 5]}],
-        "total": 1,
-    }
-    fake.results["department.get"] = {
-        "result": [{"ID": "5", "NAME": "Sales", "PARENT": "1", "UF_HEAD": "9"}],
-        "total": 1,
-    }
-    fake.results["im.notify.system.add"] = 12345
+def test_users_departments_and_notify(b24: B24Env, crm: Bitrix24Crm):
+    sb_portal: SandboxPortal = b24.portal
     users = crm.list_users()
-    assert users[0].name == "Ivan Petrov" and users[0].department_ids == ("1", "5") and users[0].active
-    departments = crm.list_departments()
-    assert (departments[0].head_id, departments[0].parent_id) == ("9", "1")
+    employees = {str(uid): u for uid, u in sb_portal.users.items() if u.get("USER_TYPE", "employee") == "employee"}
+    assert sorted(u.id for u in users) == sorted(employees)
+    for user in users:
+        raw = employees[user.id]
+        assert user.name == f"{raw['NAME']} {raw['LAST_NAME']}".strip()
+        assert user.department_ids == tuple(str(d) for d in raw.get("UF_DEPARTMENT", []))
+        assert user.active == bool(raw["ACTIVE"])
+    departments = {d.id: d for d in crm.list_departments()}
+    assert sorted(departments) == sorted(str(i) for i in sb_portal.departments)
+    for dep_id, raw in sb_portal.departments.items():
+        dep = departments[str(dep_id)]
+        assert dep.head_id == (str(raw["UF_HEAD"]) if raw.get("UF_HEAD") else None)
+        assert dep.parent_id == (str(raw["PARENT"]) if raw.get("PARENT") else None)
     crm.notify("7", "Deal [URL=/crm/deal/details/42/]42[/URL] went back")
-    assert fake.calls[-1][:2] == (
-        "im.notify.system.add",
-        {"USER_ID": "7", "MESSAGE": "Deal [URL=/crm/deal/details/42/]42[/URL] went back"},
-    )
+    assert b24.rest_requests()[-1] == "im.notify.system.add"
+    assert [n.message for n in b24.sandbox.notifications(sb_portal, 7)] == [
+        "Deal [URL=/crm/deal/details/42/]42[/URL] went back"
+    ]
 
 
 def test_factory_refuses_unknown_crm(app: Flask):

@@ -12,18 +12,30 @@ from flask import Flask
 from app.crm.bitrix24 import Bitrix24Rest
 from app.db import db
 from app.models import Portal
-from tests.crm.fake_b24 import FakeBitrix24, deal_row
+from tests.crm.conftest import B24Env, TlsPortal
 from tests.crm.workers import refresh_worker
 
 
-def test_two_threads_meeting_an_expired_token_refresh_once(b24_app: Flask, portal: Portal, fake: FakeBitrix24):
-    fake.add_deals([deal_row(5)])
-    fake.token_filter = lambda token: (
-        "expired" if token == "token-1" else ("ok" if token == "token-new-1" else "invalid")
-    )
-    fake.refresh_delay = 0.3
+def assert_rotated_once(sandbox, sb_portal, portal: Portal, old_refresh: str) -> None:
+    """One refresh reached the OAuth server and our row holds the pair it issued."""
+    assert sandbox.oauth_calls(sb_portal, "refresh_token") == 1
+    db.session.expire_all()
+    stored = db.session.get(Portal, portal.id)
+    assert stored.refresh_token != old_refresh and stored.refresh_token in sandbox.refresh_tokens
+    assert old_refresh not in sandbox.refresh_tokens
+    token = sandbox.access_tokens[stored.access_token]
+    assert token.member_id == sb_portal.member_id and token.expires_at > sandbox.clock.now()
+
+
+def test_two_threads_meeting_an_expired_token_refresh_once(b24_app: Flask, b24: B24Env, portal: Portal):
+    sandbox = b24.sandbox
+    deal_id = sandbox.act(b24.portal, 7).create_deal(TITLE="Deal", STAGE_ID="NEW")
+    sandbox.expire_access_tokens(b24.portal)
+    sandbox.oauth_latency = 0.3  # the refresh takes a while: the other thread meets the expired token too
+    old_refresh = portal.refresh_token
     barrier = threading.Barrier(2)
     outcomes: dict[str, object] = {}
+    sent: dict[str, int] = {}
     portal_id = portal.id  # the ORM object belongs to this thread's session
 
     def work(name: str) -> None:
@@ -31,10 +43,11 @@ def test_two_threads_meeting_an_expired_token_refresh_once(b24_app: Flask, porta
             rest = Bitrix24Rest(portal_id)
             try:
                 barrier.wait(timeout=10)
-                outcomes[name] = rest.call("crm.deal.get", {"id": 5})["ID"]
+                outcomes[name] = rest.call("crm.deal.get", {"id": deal_id})["ID"]
             except Exception as error:  # recorded and asserted below
                 outcomes[name] = error
             finally:
+                sent[name] = rest.requests_sent
                 db.session.remove()
 
     threads = [threading.Thread(target=work, args=(name,)) for name in ("a", "b")]
@@ -43,25 +56,26 @@ def test_two_threads_meeting_an_expired_token_refresh_once(b24_app: Flask, porta
     for thread in threads:
         thread.join(timeout=30)
 
-    assert outcomes == {"a": "5", "b": "5"}
-    assert len(fake.refreshes) == 1
-    assert sorted(fake.tokens_seen) == ["token-1", "token-1", "token-new-1", "token-new-1"]
-    db.session.expire_all()
-    stored = db.session.get(Portal, portal.id)
-    assert (stored.access_token, stored.refresh_token) == ("token-new-1", "refresh-2")
+    assert outcomes == {"a": str(deal_id), "b": str(deal_id)}
+    # Both met the expired token, then both used the one new token.
+    assert sent == {"a": 2, "b": 2}
+    assert sorted(b24.rest_requests()) == ["crm.deal.get"] * 4
+    assert b24.statuses("crm.deal.get") == [200, 200]
+    assert_rotated_once(sandbox, b24.portal, portal, old_refresh)
 
 
 @pytest.mark.slow
-def test_two_processes_meeting_an_expired_token_refresh_once(
-    b24_app: Flask, portal: Portal, database_url: str, tmp_path: Path
-):
-    ctx = multiprocessing.get_context("spawn")
+def test_two_processes_meeting_an_expired_token_refresh_once(tls_portal: TlsPortal, database_url: str, tmp_path: Path):
+    sandbox, sb_portal, portal = tls_portal.sandbox, tls_portal.portal, tls_portal.row
+    deal_id = sandbox.act(sb_portal, 7).create_deal(TITLE="Deal", STAGE_ID="NEW")
+    sandbox.expire_access_tokens(sb_portal)
+    sandbox.oauth_latency = 0.5
+    old_refresh = portal.refresh_token
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: nothing inherited from this process
     barrier = ctx.Barrier(2)
     out = ctx.Queue()
-    processes = [
-        ctx.Process(target=refresh_worker, args=(database_url, str(tmp_path), portal.id, tag, barrier, out))
-        for tag in ("A", "B")
-    ]
+    args = (database_url, str(tmp_path), tls_portal.config, tls_portal.server.ca_file, portal.id, deal_id)
+    processes = [ctx.Process(target=refresh_worker, args=(*args, barrier, out)) for _ in range(2)]
     for process in processes:
         process.start()
     reports = [out.get(timeout=90) for _ in processes]
@@ -69,12 +83,8 @@ def test_two_processes_meeting_an_expired_token_refresh_once(
         process.join(timeout=30)
 
     assert [r.get("error") for r in reports] == [None, None]
-    assert [r["deal"] for r in reports] == ["5", "5"]
-    assert sum(r["refreshes"] for r in reports) == 1
-    refresher = next(r for r in reports if r["refreshes"] == 1)
-    new_token = f"token-{refresher['tag']}-1"
+    assert [r["deal"] for r in reports] == [str(deal_id)] * 2
     # Both met the expired token first, then both used the one new token.
-    assert [r["tokens"] for r in reports] == [["token-1", new_token], ["token-1", new_token]]
-    db.session.expire_all()
-    stored = db.session.get(Portal, portal.id)
-    assert (stored.access_token, stored.refresh_token) == (new_token, "refresh-2")
+    assert [r["requests"] for r in reports] == [2, 2]
+    assert [c.status for c in sandbox.calls(sb_portal, "crm.deal.get")] == [200, 200]
+    assert_rotated_once(sandbox, sb_portal, portal, old_refresh)

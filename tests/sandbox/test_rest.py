@@ -112,6 +112,29 @@ def test_batch_shape(sandbox: Sandbox, portal, token) -> None:
     assert sandbox.rest_calls(portal) == 1  # one HTTP request
 
 
+def test_batch_resolves_encoded_references_after_parsing(sandbox: Sandbox, portal, token) -> None:
+    # A client that encodes the whole query (qs / http_build_query) sends `%24result%5Bp0%5D...`: the
+    # portal parses the command first, so the reference still resolves; a broken path resolves to "".
+    encoded = "crm.deal.list?filter%5B%3EID%5D=%24result%5Bp0%5D%5B1%5D%5BID%5D&order%5BID%5D=ASC&start=-1"
+    status, body = call(
+        sandbox,
+        token,
+        "batch",
+        {
+            "cmd": {
+                "p0": "crm.deal.list?order[ID]=ASC&start=-1&select[]=ID",
+                "p1": encoded,
+                "broken": "crm.deal.get?id=$result[p0][999][ID]",
+            }
+        },
+    )
+    assert status == 200
+    first = [int(row["ID"]) for row in body["result"]["result"]["p0"]]
+    second = [int(row["ID"]) for row in body["result"]["result"]["p1"]]
+    assert second and second[0] > first[1] and second == sorted(second)
+    assert body["result"]["result_error"]["broken"]["error_description"] == "ID is not defined or invalid."
+
+
 def test_batch_empty_maps_and_limit(sandbox: Sandbox, portal, token) -> None:
     _, body = call(sandbox, token, "batch", {"cmd": {"a": "crm.deal.get?id=424242"}})
     assert body["result"]["result"] == []
@@ -275,6 +298,11 @@ def test_users_departments_profile(sandbox: Sandbox, portal, token) -> None:
     _, departments = call(sandbox, token, "department.get")
     heads = {d["NAME"]: d.get("UF_HEAD") for d in departments["result"]}
     assert heads["Отдел продаж"] == "9"
+    # `sort` / `order` order the answer; they do not filter on the SORT field.
+    _, ordered = call(sandbox, token, "department.get", {"sort": "ID", "order": "DESC"})
+    assert [d["ID"] for d in ordered["result"]] == sorted((d["ID"] for d in departments["result"]), reverse=True)
+    _, sales = call(sandbox, token, "department.get", {"NAME": "Отдел продаж"})
+    assert [d["UF_HEAD"] for d in sales["result"]] == ["9"]
     _, profile = call(sandbox, token, "profile")
     assert profile["result"]["ADMIN"] is True
     manager = sandbox.issue_tokens(portal, 3)["access_token"]
