@@ -308,6 +308,10 @@ def _install_locked(portal_id: int) -> str:
     db.session.commit()
     rest = Bitrix24Rest(portal_id)
     step = STEPS[0]
+    # The licence decides the portal's REST limits (Enterprise: 5 req/s, burst 250), see app.ratelimit.
+    info = rest.call("app.info")
+    if isinstance(info, dict) and info.get("LICENSE"):
+        _set_setting(portal, "b24_license", str(info["LICENSE"]))
     try:
         for step in STEPS:
             _progress(portal, step, "running")

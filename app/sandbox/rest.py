@@ -250,9 +250,9 @@ def app_info(ctx: CallContext, p: dict[str, Any]) -> Answer:
             "PAYMENT_EXPIRED": "N",
             "DAYS": None,
             "LANGUAGE_ID": portal.language,
-            "LICENSE": "ru_project",
-            "LICENSE_TYPE": "project",
-            "LICENSE_FAMILY": "project",
+            "LICENSE": portal.license,
+            "LICENSE_TYPE": portal.license.partition("_")[2].rstrip("0123456789") or "project",
+            "LICENSE_FAMILY": portal.license.partition("_")[2].rstrip("0123456789") or "project",
         }
     )
 

@@ -298,6 +298,7 @@ class Portal:
     installed: bool = True
     revoked: bool = False
     offline_extended: bool = True
+    license: str = "ru_project"
     auth_connector_enabled: bool = True
     reject_local_handlers: bool = False
     app_url: str | None = None  # where robot HANDLERs must live (None = anywhere)

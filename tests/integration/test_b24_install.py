@@ -204,3 +204,13 @@ def test_main_page_tells_the_admin_to_reinstall_when_access_is_lost(b24: B24):
     db.session.commit()
     page = b24.client.post("/b24/app", data=b24.frame(1)).get_data(as_text=True)
     assert "Переустановите приложение" in page
+
+
+def test_an_enterprise_portal_gets_the_enterprise_rate_limit(b24: B24):
+    from app.ratelimit import bucket_for
+
+    b24.portal.license = "ru_ent250"
+    portal = b24.install()
+    assert portal.settings["b24_license"] == "ru_ent250"
+    bucket = bucket_for(portal.settings)
+    assert (bucket.rate, bucket.burst) == (5.0, 250)
