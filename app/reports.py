@@ -729,7 +729,7 @@ def update_report_schedule(portal: Portal, changes: dict[str, Any]) -> dict[str,
     """Validate and store the schedule; raises ValidationError naming the wrong fields."""
     current = report_schedule(portal)
     merged = {
-        key: {**current[key], **value} if isinstance(value, dict) else value
+        key: {**current[key], **value} if isinstance(value, dict) and key in current else value
         for key, value in {**current, **changes}.items()
     }
     loaded = ReportScheduleSchema().load(merged)
@@ -824,9 +824,9 @@ def _claim(portal_id: int, key: str, head_id: str) -> bool:
                 "created_at": utcnow(),
             },
             ["portal_id", "period_key", "head_id"],
-        )
-    )
-    if inserted.rowcount == 1:
+        ).returning(ReportDelivery.id)
+    ).scalar()
+    if inserted is not None:
         db.session.commit()
         return True
     retried = db.session.execute(
