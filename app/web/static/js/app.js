@@ -261,7 +261,7 @@
     return "?from=" + encodeURIComponent(periodForm.elements.from.value) + "&to=" + encodeURIComponent(periodForm.elements.to.value);
   }
 
-  function loadReport() {
+  function loadReport(doneMessage) {
     if (!periodForm) { return; }
     if (!periodForm.elements.from.value) {
       var range = preset("this_month");
@@ -278,8 +278,8 @@
           state.textContent = config.text.loadFailed + " " + message;
           return;
         }
-        state.textContent = "";
         reportBox.innerHTML = text;
+        state.textContent = typeof doneMessage === "string" ? doneMessage : "";
       });
     });
   }
@@ -302,7 +302,7 @@
   }
 
   if (periodForm) {
-    periodForm.addEventListener("submit", function (event) { event.preventDefault(); loadReport(); });
+    periodForm.addEventListener("submit", function (event) { event.preventDefault(); loadReport(""); });
     periodForm.querySelectorAll("[data-preset]").forEach(function (button) {
       button.addEventListener("click", function () {
         var range = preset(button.dataset.preset);
@@ -328,8 +328,7 @@
       }).then(function (response) {
         var state = document.getElementById("rc-report-state");
         if (!response.ok) { state.textContent = response.body.message || response.status; return; }
-        loadReport();
-        state.textContent = config.text.appealDone;
+        loadReport(config.text.appealDone);
       });
     });
   }
