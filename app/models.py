@@ -253,3 +253,26 @@ class Penalty(Base):
     reason: Mapped[str] = mapped_column(sa.Text, default="")
     created_by: Mapped[str] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+
+
+class ReportDelivery(Base):
+    """One scheduled report to one head for one period: the unique key makes it go out exactly once."""
+
+    __tablename__ = "report_deliveries"
+    __table_args__ = (
+        sa.UniqueConstraint("portal_id", "period_key", "head_id", name="uq_report_deliveries_portal_period_head"),
+    )
+
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    portal_id: Mapped[int] = mapped_column(sa.ForeignKey("portals.id", ondelete="CASCADE"), index=True)
+    period_key: Mapped[str] = mapped_column(sa.String(32))
+    head_id: Mapped[str] = mapped_column(sa.String(64))
+    status: Mapped[str] = mapped_column(sa.String(16), default=SENDING)
+    attempts: Mapped[int] = mapped_column(default=1)
+    error: Mapped[str] = mapped_column(sa.Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -16,6 +16,7 @@ from sqlalchemy.orm.attributes import flag_modified
 from app import audit
 from app.crm.port import Deal
 from app.db import db
+from app.ledger import plan_penalty_notice
 from app.models import Penalty, Portal, RefusalCase
 
 SECTION = "cpl"
@@ -120,6 +121,7 @@ def issue_penalty(portal: Portal, case: RefusalCase, deal: Deal, created_by: str
         found = _case_row(portal.id, case.id, Penalty.PENALTY)
         assert found is not None
         return found
+    plan_penalty_notice(portal, penalty)
     audit.record(portal.id, created_by, "penalty", f"{cpl.amount} {cpl.currency}", cpl.rule, deal_id=case.deal_id)
     return penalty
 
@@ -159,6 +161,7 @@ def appeal(portal: Portal, penalty_id: int, by: str, reason: str) -> Penalty:
             db.session.add(reversal)
     except IntegrityError as error:
         raise AppealError("this fine was already cancelled") from error
+    plan_penalty_notice(portal, reversal)
     audit.record(portal.id, by, "appeal", "fine cancelled", reason.strip(), deal_id=penalty.deal_id)
     return reversal
 

@@ -70,6 +70,7 @@ from app.crm.port import (
     Department,
     NewTask,
     Pipeline,
+    Source,
     Stage,
     StageSemantics,
     Task,
@@ -870,6 +871,15 @@ class Bitrix24Crm:
             drained += len(events)
             if len(events) < PAGE_SIZE:
                 return drained
+
+    def list_sources(self) -> list[Source]:
+        """Lead sources: crm.status.list with ENTITY_ID SOURCE, in SORT order."""
+        answer = self.rest.call("crm.status.list", {"order": {"SORT": "ASC"}, "filter": {"ENTITY_ID": "SOURCE"}})
+        return [
+            Source(id=_text(row.get("STATUS_ID")), name=_text(row.get("NAME")) or _text(row.get("STATUS_ID")))
+            for row in _rows(answer, None)
+            if _text(row.get("STATUS_ID"))
+        ]
 
     def stage_before(self, deal_id: str, stage_id: str) -> str | None:
         """The stage before the deal last entered `stage_id`, from crm.stagehistory.list (newest first)."""

@@ -95,6 +95,14 @@ class Department:
 
 
 @dataclass(frozen=True)
+class Source:
+    """A lead source (Bitrix24 crm.status ENTITY_ID SOURCE)."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
 class Task:
     """A task (or to-do) linked to a deal."""
 
@@ -183,6 +191,10 @@ class CrmClient(Protocol):
 
     def list_departments(self) -> list[Department]:
         """Every department."""
+        ...
+
+    def list_sources(self) -> list[Source]:
+        """The lead sources a deal can carry, in the CRM's order."""
         ...
 
     def deal_url(self, deal_id: str) -> str:

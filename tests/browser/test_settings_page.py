@@ -26,12 +26,12 @@ def test_admin_picks_qa_staff_by_name_and_saves(app, live_server, page: Page):
         picker.get_by_role("searchbox").fill(qa_name.lower()[:4])
         picker.get_by_label(qa_name, exact=False).first.check()
         page.locator('input[name="review_sla_hours"]').fill("36")
-        page.get_by_role("button", name="Сохранить").click()
+        page.locator("#rc-settings").get_by_role("button", name="Сохранить").click()
         expect(page.locator("#rc-settings-result")).to_have_text("Настройки сохранены.")
         saved = guard_settings(harness.our_portal())
         assert "7" in saved.qa_users and saved.review_sla_hours == 36
 
         page.locator('input[name="review_sla_hours"]').fill("0")
-        page.get_by_role("button", name="Сохранить").click()
+        page.locator("#rc-settings").get_by_role("button", name="Сохранить").click()
         expect(page.locator("#rc-settings-result")).to_contain_text("review_sla_hours")
         assert guard_settings(harness.our_portal()).review_sla_hours == 36

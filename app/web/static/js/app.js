@@ -19,7 +19,8 @@
         other.setAttribute("aria-selected", other === tab ? "true" : "false");
         document.getElementById("tab-" + other.dataset.tab).hidden = other !== tab;
       });
-      if (tab.dataset.tab === "settings") { loadSettings(); }
+      if (tab.dataset.tab === "settings") { loadSettings(); loadCpl(); loadSchedule(); }
+      if (tab.dataset.tab === "reports") { loadReport(); }
     });
   });
 
@@ -112,6 +113,222 @@
         var lines = Object.keys(fields).map(function (key) { return key + ": " + [].concat(fields[key]).join("; "); });
         result.textContent = config.text.invalid + " " + (lines.join(" · ") || response.body.message);
         result.dataset.outcome = "invalid";
+      });
+    });
+  }
+  // ---- CPL table and report schedule (admin settings tab)
+  var cplForm = document.getElementById("rc-cpl");
+  var cplLoaded = false;
+
+  function showErrors(target, response) {
+    var fields = response.body.fields || {};
+    var lines = [];
+    Object.keys(fields).forEach(function (key) {
+      var value = fields[key];
+      if (value && typeof value === "object" && !Array.isArray(value)) {
+        Object.keys(value).forEach(function (inner) { lines.push(key + "." + inner + ": " + [].concat(value[inner]).join("; ")); });
+      } else {
+        lines.push(key + ": " + [].concat(value).join("; "));
+      }
+    });
+    target.textContent = config.text.invalid + " " + (lines.join(" · ") || response.body.message || response.status);
+    target.dataset.outcome = "invalid";
+  }
+
+  function amountRows(name, items, values) {
+    var list = cplForm.querySelector('[data-amounts="' + name + '"]');
+    list.textContent = "";
+    items.forEach(function (item) {
+      var label = document.createElement("label");
+      label.className = "rc-amount";
+      label.appendChild(document.createTextNode(item.name + " "));
+      var input = document.createElement("input");
+      input.name = name;
+      input.dataset.key = item.id;
+      input.inputMode = "decimal";
+      input.size = 10;
+      input.value = values[item.id] || "";
+      label.appendChild(input);
+      list.appendChild(label);
+    });
+  }
+
+  function loadCpl() {
+    if (cplLoaded || !cplForm) { return; }
+    api(config.cplUrl).then(function (result) {
+      var state = document.getElementById("rc-cpl-result");
+      if (!result.ok) { state.textContent = config.text.loadFailed + " " + (result.body.message || result.status); return; }
+      cplLoaded = true;
+      var s = result.body.settings;
+      cplForm.elements.currency.value = s.currency;
+      cplForm.elements["default"].value = s["default"];
+      amountRows("by_source", result.body.sources, s.by_source);
+      amountRows("by_pipeline", result.body.pipelines, s.by_pipeline);
+    });
+  }
+
+  function amounts(name) {
+    var table = {};
+    cplForm.querySelectorAll('input[name="' + name + '"]').forEach(function (input) {
+      if (input.value.trim() !== "") { table[input.dataset.key] = input.value.trim(); }
+    });
+    return table;
+  }
+
+  if (cplForm) {
+    cplForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var result = document.getElementById("rc-cpl-result");
+      api(config.cplUrl, {
+        method: "PUT",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({
+          currency: cplForm.elements.currency.value.trim().toUpperCase(),
+          "default": cplForm.elements["default"].value.trim() || "0",
+          by_source: amounts("by_source"),
+          by_pipeline: amounts("by_pipeline")
+        })
+      }).then(function (response) {
+        if (response.ok) { result.textContent = config.text.saved; result.dataset.outcome = "saved"; return; }
+        showErrors(result, response);
+      });
+    });
+  }
+
+  var scheduleForm = document.getElementById("rc-schedule");
+  var scheduleLoaded = false;
+
+  function loadSchedule() {
+    if (scheduleLoaded || !scheduleForm) { return; }
+    api(config.scheduleUrl).then(function (result) {
+      if (!result.ok) { return; }
+      scheduleLoaded = true;
+      var s = result.body.settings;
+      ["weekly", "monthly"].forEach(function (kind) {
+        scheduleForm.elements[kind + "_enabled"].checked = s[kind].enabled;
+        scheduleForm.elements[kind + "_hour"].value = s[kind].hour;
+      });
+      scheduleForm.elements.weekly_weekday.value = s.weekly.weekday;
+      scheduleForm.elements.monthly_day.value = s.monthly.day;
+    });
+  }
+
+  if (scheduleForm) {
+    scheduleForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var f = scheduleForm.elements;
+      var result = document.getElementById("rc-schedule-result");
+      api(config.scheduleUrl, {
+        method: "PUT",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({
+          weekly: { enabled: f.weekly_enabled.checked, weekday: Number(f.weekly_weekday.value), hour: Number(f.weekly_hour.value) },
+          monthly: { enabled: f.monthly_enabled.checked, day: Number(f.monthly_day.value), hour: Number(f.monthly_hour.value) }
+        })
+      }).then(function (response) {
+        if (response.ok) { result.textContent = config.text.saved; result.dataset.outcome = "saved"; return; }
+        showErrors(result, response);
+      });
+    });
+  }
+
+  // ---- reports (heads of sales)
+  var periodForm = document.getElementById("rc-report-period");
+  var reportBox = document.getElementById("rc-report");
+
+  function iso(day) {
+    return day.getFullYear() + "-" + String(day.getMonth() + 1).padStart(2, "0") + "-" + String(day.getDate()).padStart(2, "0");
+  }
+
+  function preset(name) {
+    var parts = config.today.split("-").map(Number);
+    var today = new Date(parts[0], parts[1] - 1, parts[2]);
+    var monday = new Date(today);
+    monday.setDate(today.getDate() - ((today.getDay() + 6) % 7));
+    if (name === "this_week") { return [monday, today]; }
+    if (name === "last_week") {
+      var start = new Date(monday); start.setDate(monday.getDate() - 7);
+      var end = new Date(monday); end.setDate(monday.getDate() - 1);
+      return [start, end];
+    }
+    if (name === "last_month") {
+      return [new Date(today.getFullYear(), today.getMonth() - 1, 1), new Date(today.getFullYear(), today.getMonth(), 0)];
+    }
+    return [new Date(today.getFullYear(), today.getMonth(), 1), today];
+  }
+
+  function periodQuery() {
+    return "?from=" + encodeURIComponent(periodForm.elements.from.value) + "&to=" + encodeURIComponent(periodForm.elements.to.value);
+  }
+
+  function loadReport(doneMessage) {
+    if (!periodForm) { return; }
+    if (!periodForm.elements.from.value) {
+      var range = preset("this_month");
+      periodForm.elements.from.value = iso(range[0]);
+      periodForm.elements.to.value = iso(range[1]);
+    }
+    var state = document.getElementById("rc-report-state");
+    state.textContent = config.text.loading;
+    fetch(config.reportViewUrl + periodQuery(), { headers: { "X-RC-Token": config.token } }).then(function (response) {
+      return response.text().then(function (text) {
+        if (!response.ok) {
+          var message = text;
+          try { message = JSON.parse(text).message; } catch (ignored) { /* not JSON */ }
+          state.textContent = config.text.loadFailed + " " + message;
+          return;
+        }
+        reportBox.innerHTML = text;
+        state.textContent = typeof doneMessage === "string" ? doneMessage : "";
+      });
+    });
+  }
+
+  function downloadCsv(name) {
+    var url = config.reportCsvUrl.replace("TABLE", name) + periodQuery();
+    fetch(url, { headers: { "X-RC-Token": config.token } }).then(function (response) {
+      if (!response.ok) { return; }
+      var disposition = response.headers.get("Content-Disposition") || "";
+      var match = /filename="([^"]+)"/.exec(disposition);
+      return response.blob().then(function (blob) {
+        var link = document.createElement("a");
+        link.href = URL.createObjectURL(blob);
+        link.download = match ? match[1] : name + ".csv";
+        document.body.appendChild(link);
+        link.click();
+        setTimeout(function () { URL.revokeObjectURL(link.href); link.remove(); }, 1000);
+      });
+    });
+  }
+
+  if (periodForm) {
+    periodForm.addEventListener("submit", function (event) { event.preventDefault(); loadReport(""); });
+    periodForm.querySelectorAll("[data-preset]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        var range = preset(button.dataset.preset);
+        periodForm.elements.from.value = iso(range[0]);
+        periodForm.elements.to.value = iso(range[1]);
+        loadReport();
+      });
+    });
+    reportBox.addEventListener("click", function (event) {
+      var button = event.target.closest("[data-csv]");
+      if (button) { downloadCsv(button.dataset.csv); }
+    });
+    reportBox.addEventListener("submit", function (event) {
+      var form = event.target.closest("[data-appeal]");
+      if (!form) { return; }
+      event.preventDefault();
+      var reason = form.elements.reason.value.trim();
+      if (!reason) { form.elements.reason.focus(); return; }
+      api(config.appealUrl.replace("/0/", "/" + form.dataset.appeal + "/"), {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ reason: reason })
+      }).then(function (response) {
+        var state = document.getElementById("rc-report-state");
+        if (!response.ok) { state.textContent = response.body.message || response.status; return; }
+        loadReport(config.text.appealDone);
       });
     });
   }

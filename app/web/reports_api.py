@@ -1,0 +1,301 @@
+"""Reports for heads of sales, the penalty appeal, and the admin's CPL and report-schedule settings."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from decimal import Decimal
+from typing import Any
+
+from flask import Blueprint, Response, abort, jsonify, render_template, request
+from flask.typing import ResponseReturnValue
+from marshmallow import ValidationError
+from redis.exceptions import RedisError
+
+from app import audit, charts, directory, i18n, ledger, penalties, reports
+from app.crm.errors import CrmError
+from app.crm.factory import client_for
+from app.db import db
+from app.models import Portal
+from app.queue import enqueue
+from app.security import Identity
+from app.settings import guard_settings
+from app.web.api import current_portal
+
+log = logging.getLogger(__name__)
+bp = Blueprint("reports_api", __name__, url_prefix="/api")
+CSV_TABLES = (*reports.TABLES, "ledger")
+
+
+def is_head(portal: Portal, user_id: str) -> bool:
+    """Whether the user is a head of sales on this portal (False when the CRM cannot say)."""
+    try:
+        return directory.role_of(portal.id, client_for(portal), guard_settings(portal), user_id) == "head"
+    except (CrmError, ValueError):
+        log.warning("role check failed", extra={"portal_id": portal.id})
+        return False
+
+
+def require_head() -> tuple[Identity, Portal]:
+    """The caller, who must be a head of sales of the portal; 403 for anyone else."""
+    identity, portal = current_portal()
+    try:
+        role = directory.role_of(portal.id, client_for(portal), guard_settings(portal), identity.user_id)
+    except CrmError as error:
+        abort(502, description=f"the CRM did not answer: {error.code}")
+    if role != "head":
+        abort(403, description="reports and penalty appeals are for heads of sales only")
+    return identity, portal
+
+
+def require_admin() -> tuple[Identity, Portal]:
+    """The caller, who must be a portal administrator."""
+    identity, portal = current_portal()
+    if not identity.is_admin:
+        abort(403, description="only a portal administrator can change these settings")
+    return identity, portal
+
+
+def _period(portal: Portal) -> reports.Period:
+    try:
+        return reports.parse_period(portal, request.args.get("from"), request.args.get("to"))
+    except reports.PeriodError as error:
+        abort(400, description=str(error))
+
+
+@bp.get("/reports")
+def report_data() -> ResponseReturnValue:
+    """Every figure of the period as JSON (heads only)."""
+    _, portal = require_head()
+    report = reports.build_report(portal, _period(portal), reports.lookup_names(portal))
+    return jsonify(reports.report_json(report))
+
+
+def _charts(report: reports.Report, language: str) -> dict[str, Any]:
+    t = lambda key: i18n.translate(key, language)  # noqa: E731
+    return {
+        "trend": charts.line_chart(
+            t("chart_trend"),
+            [row["week"] for row in report.weeks],
+            [
+                charts.Series(t("chart_cases"), [row["cases"] for row in report.weeks]),
+                charts.Series(t("col_confirmed"), [row["confirmed"] for row in report.weeks]),
+                charts.Series(t("col_leaks"), [row["leaks"] for row in report.weeks]),
+            ],
+        ),
+        "managers": charts.bar_chart(
+            t("chart_managers"),
+            [row["name"] for row in report.managers],
+            [
+                charts.Series(t("chart_cases"), [row["cases"] for row in report.managers]),
+                charts.Series(t("col_leaks"), [row["leaks"] for row in report.managers]),
+            ],
+        ),
+        "reasons": charts.bar_chart(
+            t("chart_reasons"),
+            [row["name"] for row in report.reasons],
+            [
+                charts.Series(t("col_claimed"), [row["claimed"] for row in report.reasons]),
+                charts.Series(t("col_confirmed"), [row["confirmed"] for row in report.reasons]),
+            ],
+        ),
+    }
+
+
+@bp.get("/reports/view")
+def report_view() -> ResponseReturnValue:
+    """The reports tab's content for the period: tables, SVG charts and the ledger (heads only)."""
+    _, portal = require_head()
+    period = _period(portal)
+    names = reports.lookup_names(portal)
+    report = reports.build_report(portal, period, names)
+    language = portal.language
+    return render_template(
+        "b24/report.html",
+        lang=language,
+        timezone=reports.zone_name(portal),
+        period=period,
+        report=report,
+        tables=reports.tables(report, language),
+        charts=_charts(report, language),
+        ledger=ledger.ledger_rows(portal.id, period.start, period.end),
+        users=names.users,
+    )
+
+
+def csv_bytes(table: reports.Table, language: str) -> bytes:
+    """A table as CSV that Excel opens with Cyrillic intact: UTF-8 with a BOM, `;` and decimal commas for
+    Russian, `,` and decimal points for English."""
+    russian = language != "en"
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=";" if russian else ",", lineterminator="\r\n")
+
+    def text(value: reports.Cell) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, Decimal):
+            return str(value).replace(".", ",") if russian else str(value)
+        return str(value)
+
+    writer.writerow(table.columns)
+    for row in table.rows:
+        writer.writerow([text(cell) for cell in row])
+    if table.total is not None:
+        writer.writerow([text(cell) for cell in table.total])
+    return ("\ufeff" + buffer.getvalue()).encode("utf-8")
+
+
+@bp.get("/reports/<name>.csv")
+def report_csv(name: str) -> ResponseReturnValue:
+    """One table of the period as a CSV download (heads only)."""
+    _, portal = require_head()
+    if name not in CSV_TABLES:
+        abort(404, description=f"no table {name!r}; tables: {', '.join(CSV_TABLES)}")
+    period = _period(portal)
+    names = reports.lookup_names(portal)
+    language = portal.language
+    if name == "ledger":
+        rows = ledger.ledger_rows(portal.id, period.start, period.end)
+        table = reports.ledger_table(rows, names, language, period.timezone)
+    else:
+        table = reports.tables(reports.build_report(portal, period, names), language)[name]
+    filename = f"refusal-control-{name}-{period.first.isoformat()}-{period.last.isoformat()}.csv"
+    return Response(
+        csv_bytes(table, language),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
+    )
+
+
+@bp.get("/reports/ledger")
+def ledger_data() -> ResponseReturnValue:
+    """Fines issued in the period with their cancellations (heads only)."""
+    _, portal = require_head()
+    period = _period(portal)
+    rows = ledger.ledger_rows(portal.id, period.start, period.end, request.args.get("manager") or None)
+    return jsonify(
+        period=period.as_dict(),
+        rows=[
+            {
+                "id": row.id,
+                "kind": row.kind,
+                "manager_id": row.manager_id,
+                "deal_id": row.deal_id,
+                "deal_title": row.deal_title,
+                "amount": str(row.amount),
+                "currency": row.currency,
+                "rule": row.rule,
+                "reason": row.reason,
+                "created_by": row.created_by,
+                "created_at": row.created_at.isoformat(),
+                "reverses_id": row.reverses_id,
+                "reversed_by_id": row.reversed_by_id,
+            }
+            for row in rows
+        ],
+    )
+
+
+@bp.post("/penalties/<int:penalty_id>/appeal")
+def appeal_penalty(penalty_id: int) -> ResponseReturnValue:
+    """Cancel a fine with a reason (heads only): a reversing row is appended, the manager is told."""
+    identity, portal = require_head()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("reason"), str) or not body["reason"].strip():
+        return jsonify(error="bad_request", message="a reason is required to cancel a fine"), 400
+    try:
+        reversal = penalties.appeal(portal, penalty_id, identity.user_id, body["reason"][:2000])
+    except penalties.AppealError as error:
+        db.session.rollback()
+        if str(error) == "no such penalty":
+            abort(404, description="no such penalty")
+        return jsonify(error="conflict", message=str(error)), 409
+    db.session.commit()
+    try:
+        enqueue("default", "app.ledger.deliver_notices", portal.id, reversal.deal_id)
+    except RedisError:
+        log.warning("penalty notice left for the sweep", extra={"portal_id": portal.id})
+    return jsonify(id=reversal.id, reverses_id=reversal.reverses_id, amount=str(reversal.amount)), 201
+
+
+# -- admin settings ---------------------------------------------------------------------------------
+
+
+@bp.get("/settings/cpl")
+def get_cpl() -> ResponseReturnValue:
+    """The CPL table with the portal's lead sources and pipelines to fill it in (admins only)."""
+    _, portal = require_admin()
+    try:
+        crm = client_for(portal)
+        sources = reports.lead_sources(portal)
+        pipelines = directory.pipelines(portal.id, crm)
+    except CrmError as error:
+        return jsonify(error="crm_unavailable", message=f"the CRM did not answer: {error.code}"), 502
+    return jsonify(
+        settings=penalties.cpl_settings(portal),
+        sources=[{"id": source.id, "name": source.name} for source in sources],
+        pipelines=[{"id": pipeline.id, "name": pipeline.name} for pipeline in pipelines],
+    )
+
+
+@bp.put("/settings/cpl")
+def put_cpl() -> ResponseReturnValue:
+    """Validate and store the CPL table (admins only); 400 names each wrong field."""
+    identity, portal = require_admin()
+    changes = request.get_json(silent=True)
+    if not isinstance(changes, dict):
+        return jsonify(error="bad_request", message="expected a JSON object"), 400
+    try:
+        known_sources = {source.id for source in reports.lead_sources(portal)}
+        known_pipelines = {pipeline.id for pipeline in directory.pipelines(portal.id, client_for(portal))}
+    except CrmError as error:
+        return jsonify(error="crm_unavailable", message=f"the CRM did not answer: {error.code}"), 502
+    problems: dict[str, Any] = {}
+    for key, known, what in (
+        ("by_source", known_sources, "lead source"),
+        ("by_pipeline", known_pipelines, "pipeline"),
+    ):
+        table = changes.get(key)
+        if isinstance(table, dict):
+            unknown = {code: [f"no such {what} on the portal"] for code in table if code not in known}
+            if unknown:
+                problems[key] = unknown
+    if problems:
+        return jsonify(error="bad_request", message="invalid CPL settings", fields=problems), 400
+    try:
+        stored = penalties.update_cpl_settings(portal, changes)
+    except ValidationError as error:
+        return jsonify(error="bad_request", message="invalid CPL settings", fields=error.messages), 400
+    audit.record(portal.id, identity.user_id, "change CPL settings", "saved", details_keys=sorted(changes))
+    db.session.commit()
+    return jsonify(settings=stored)
+
+
+@bp.get("/settings/reports")
+def get_schedule() -> ResponseReturnValue:
+    """The scheduled-report settings (admins only)."""
+    _, portal = require_admin()
+    return jsonify(settings=reports.report_schedule(portal))
+
+
+@bp.put("/settings/reports")
+def put_schedule() -> ResponseReturnValue:
+    """Validate and store the scheduled-report settings (admins only)."""
+    identity, portal = require_admin()
+    changes = request.get_json(silent=True)
+    if not isinstance(changes, dict):
+        return jsonify(error="bad_request", message="expected a JSON object"), 400
+    try:
+        stored = reports.update_report_schedule(portal, changes)
+    except ValidationError as error:
+        return jsonify(error="bad_request", message="invalid report schedule", fields=error.messages), 400
+    audit.record(portal.id, identity.user_id, "change report schedule", "saved", details_keys=sorted(changes))
+    db.session.commit()
+    return jsonify(settings=stored)
+
+
+@bp.app_context_processor
+def inject_roles() -> dict[str, object]:
+    """Templates ask `is_head(portal, user_id)` to show the reports tab, and `portal_today(portal)`."""
+    return {"is_head": is_head, "portal_today": lambda portal: reports.today(portal).isoformat()}

@@ -1,0 +1,112 @@
+"""The reports tab in a real Chromium: charts and tables for a head of sales, and a CSV Excel can open."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from app.db import db
+from app.models import CaseEvent, Penalty, RefusalCase
+from app.sandbox.mount import mount_responses
+from tests.browser.conftest import post_frame
+from tests.integration.b24 import B24, configure_guard
+from tests.integration.conftest import make_b24
+
+pytestmark = pytest.mark.browser
+HEAD = 9
+
+
+def seed_cases(portal_id: int) -> None:
+    opened = datetime.now(UTC) - timedelta(hours=3)
+    for number, (manager, reason, state) in enumerate(
+        [("2", "price", "confirmed"), ("2", "price", "leaked"), ("3", "no_budget", "confirmed")], start=1
+    ):
+        case = RefusalCase(
+            portal_id=portal_id,
+            deal_id=str(900 + number),
+            deal_title=f"Сделка {number}",
+            pipeline_id="0",
+            manager_id=manager,
+            reason=reason,
+            source_id="WEB",
+            state=state,
+            opened_at=opened,
+        )
+        db.session.add(case)
+        db.session.flush()
+        db.session.add(
+            CaseEvent(
+                portal_id=portal_id,
+                case_id=case.id,
+                actor="7",
+                action=state,
+                state_after=state,
+                created_at=opened + timedelta(hours=1),
+            )
+        )
+        if state == "leaked":
+            db.session.add(
+                Penalty(
+                    portal_id=portal_id,
+                    manager_id=manager,
+                    case_id=case.id,
+                    deal_id=case.deal_id,
+                    kind="penalty",
+                    amount=Decimal("1500"),
+                    currency="RUB",
+                    rule="portal_default",
+                    created_by="7",
+                    created_at=opened + timedelta(hours=1),
+                )
+            )
+    db.session.commit()
+
+
+def test_a_head_sees_charts_and_tables_and_downloads_an_excel_ready_csv(app, live_server, page: Page):
+    import responses
+
+    sandbox, portal = make_b24(app)
+    harness = B24(app=app, client=app.test_client(), sandbox=sandbox, portal=portal)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mount_responses(sandbox, mock, passthru=(live_server.url,))
+        ours = harness.install()
+        configure_guard(ours)
+        seed_cases(ours.id)
+        post_frame(page, f"{live_server.url}/b24/app?DOMAIN={portal.domain}&LANG=ru", harness.frame(HEAD))
+        page.get_by_role("tab", name="Отчёты").click()
+        expect(page.locator("#rc-table-managers")).to_be_visible(timeout=10_000)
+        expect(page.locator('svg[data-chart="line"]')).to_have_count(1)
+        expect(page.locator('svg[data-chart="bar"]')).to_have_count(2)
+        expect(page.locator("svg .rc-bar").first).to_be_attached()
+        expect(page.locator("#rc-table-managers tfoot td").nth(1)).to_have_text("3")
+        expect(page.locator("#rc-analytics-headline")).to_contain_text("«Дорого»")
+
+        with page.expect_download() as download_info:
+            page.locator('[data-csv="managers"]').click()
+        download = download_info.value
+        assert download.suggested_filename.startswith("refusal-control-managers-")
+        raw = open(download.path(), "rb").read()
+        assert raw.startswith(b"\xef\xbb\xbf")
+        text = raw.decode("utf-8-sig")
+        assert text.splitlines()[0].startswith("Менеджер;Отказов на проверке;Подтверждено;Утечки")
+        assert text.splitlines()[-1] == "Итого;3;2;1;33,3;1500,00;1,0"
+
+        page.locator('[data-appeal] input[name="reason"]').fill("Ошибка проверки")
+        page.locator("[data-appeal] button").click()
+        expect(page.locator("#rc-report-state")).to_have_text("Штраф отменён.", timeout=10_000)
+        expect(page.locator('[data-kind="reversal"]')).to_have_count(1)
+        expect(page.locator("[data-appeal]")).to_have_count(0)
+
+
+def test_a_manager_gets_no_reports_tab(app, live_server, page: Page):
+    import responses
+
+    sandbox, portal = make_b24(app)
+    harness = B24(app=app, client=app.test_client(), sandbox=sandbox, portal=portal)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mount_responses(sandbox, mock, passthru=(live_server.url,))
+        configure_guard(harness.install())
+        post_frame(page, f"{live_server.url}/b24/app?DOMAIN={portal.domain}&LANG=ru", harness.frame(2))
+        expect(page.locator("h1")).to_have_text("Контроль отказов")
+        expect(page.get_by_role("tab", name="Отчёты")).to_have_count(0)
