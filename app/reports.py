@@ -24,7 +24,6 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from babel.dates import format_date
-from flask import current_app
 from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import flag_modified
@@ -777,8 +776,11 @@ def due_reports(portal: Portal, now: datetime) -> list[Due]:
 
 def report_link(portal: Portal) -> str:
     """Where a head opens the reports page: the app inside the portal."""
-    template = current_app.config.get("REPORTS_LINK_TEMPLATE") or "https://{domain}/marketplace/app/{client_id}/"
-    return template.format(domain=portal.domain, client_id=current_app.config.get("B24_CLIENT_ID") or "")
+    app_id = (portal.settings or {}).get("b24_app_id")
+    if app_id:
+        # The portal opens an installed app at /marketplace/app/<its numeric ID from app.info>/.
+        return f"https://{portal.domain}/marketplace/app/{app_id}/"
+    return f"https://{portal.domain}/marketplace/installed/"
 
 
 def summary_text(portal: Portal, due: Due, report: Report) -> str:

@@ -310,8 +310,11 @@ def _install_locked(portal_id: int) -> str:
     step = STEPS[0]
     # The licence decides the portal's REST limits (Enterprise: 5 req/s, burst 250), see app.ratelimit.
     info = rest.call("app.info")
-    if isinstance(info, dict) and info.get("LICENSE"):
-        _set_setting(portal, "b24_license", str(info["LICENSE"]))
+    if isinstance(info, dict):
+        if info.get("LICENSE"):
+            _set_setting(portal, "b24_license", str(info["LICENSE"]))
+        if info.get("ID"):
+            _set_setting(portal, "b24_app_id", str(info["ID"]))
     try:
         for step in STEPS:
             _progress(portal, step, "running")
