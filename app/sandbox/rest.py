@@ -326,7 +326,10 @@ DEPARTMENT_KINDS = {"ID": "int", "NAME": "str", "SORT": "int", "PARENT": "int", 
 
 @method("department.get", "department")
 def department_get(ctx: CallContext, p: dict[str, Any]) -> Answer:
-    raw_filter = {k: v for k, v in p.items() if str(k).upper() in DEPARTMENT_KINDS}
+    # Lowercase `sort` / `order` / `start` are the paging keys; uppercase keys (SORT included) filter.
+    raw_filter = {
+        k: v for k, v in p.items() if str(k) not in ("sort", "order", "start") and str(k).upper() in DEPARTMENT_KINDS
+    }
     predicate = compile_filter(parse_filter(raw_filter), DEPARTMENT_KINDS, lambda r, n: r.get(n))
     sort = str(arg(p, "sort") or "ID").upper()
     order = [(sort, str(arg(p, "order") or "ASC").upper() == "DESC")]
