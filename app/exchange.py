@@ -534,7 +534,9 @@ def _on_change(portal: Portal, crm: CrmClient, deal: Deal, previous: str, automa
         if new == routing.pool_user and claim is not None:
             _end_claim(claim.id, ExchangeClaim.RETURNED, "returned in the CRM", now)
             lot.status, lot.holder_id, lot.taken_at, lot.pooled_at = ExchangeLot.OPEN, None, None, now
-            audit.record(portal.id, actor or AUTOMATION, "return to exchange", "returned", "in the CRM", deal_id=deal.id)
+            audit.record(
+                portal.id, actor or AUTOMATION, "return to exchange", "returned", "in the CRM", deal_id=deal.id
+            )
             return "returned"
         if self_assigned and _over_cap(crm, new, deal.pipeline_id, routing.cap, including_this=True):
             return _revert(portal, crm, deal, lot.holder_id or previous, "over cap", routing, new)
@@ -782,9 +784,9 @@ def return_idle_all() -> int:
 
     total = 0
     portal_ids = db.session.scalars(
-        sa.select(Portal.id).where(Portal.status == "installed").where(
-            sa.exists().where(ExchangeClaim.portal_id == Portal.id, ExchangeClaim.ended_at.is_(None))
-        )
+        sa.select(Portal.id)
+        .where(Portal.status == "installed")
+        .where(sa.exists().where(ExchangeClaim.portal_id == Portal.id, ExchangeClaim.ended_at.is_(None)))
     ).all()
     for portal_id in portal_ids:
         portal = db.session.get(Portal, portal_id)

@@ -74,7 +74,9 @@ def list_lots() -> ResponseReturnValue:
     low, high = _decimal_arg("min_amount"), _decimal_arg("max_amount")
     try:
         role = _role(portal, crm, identity)
-        member_of = next((set(u.department_ids) for u in directory.users(portal.id, crm) if u.id == identity.user_id), set())
+        member_of = next(
+            (set(u.department_ids) for u in directory.users(portal.id, crm) if u.id == identity.user_id), set()
+        )
     except CrmError as error:
         return jsonify(error="crm_unavailable", message=f"the CRM did not answer: {error.code}"), 502
     query = sa.select(ExchangeLot).where(ExchangeLot.portal_id == portal.id, ExchangeLot.status == ExchangeLot.OPEN)
@@ -180,11 +182,15 @@ def put_settings() -> ResponseReturnValue:
     return jsonify(settings=exchange.settings_as_dict(portal))
 
 
-def _month_bounds(raw: str) -> tuple[date, date]:
-    try:
-        first = datetime.strptime(raw, "%Y-%m").date() if raw else date.today().replace(day=1)
-    except ValueError:
-        abort(400, description="month: expected YYYY-MM")
+def _month_bounds(raw: str, portal: Portal) -> tuple[date, date]:
+    if not raw:
+        first = exchange.portal_day(portal, utcnow()).replace(day=1)
+    else:
+        try:
+            year, month = (int(part) for part in raw.split("-"))
+            first = date(year, month, 1)
+        except ValueError:
+            abort(400, description="month: expected YYYY-MM")
     following = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
     return first, following - timedelta(days=1)
 
@@ -199,7 +205,7 @@ def get_rota() -> ResponseReturnValue:
     department_id = request.args.get("department_id", "").strip()
     if not department_id:
         return jsonify(error="bad_request", message="department_id is required"), 400
-    first, last = _month_bounds(request.args.get("month", "").strip())
+    first, last = _month_bounds(request.args.get("month", "").strip(), portal)
     days = exchange.rota(portal.id, department_id, first, last)
     return jsonify(
         department_id=department_id,
@@ -215,7 +221,9 @@ def put_rota() -> ResponseReturnValue:
     _require_admin(identity, "edit the duty rota")
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get("days"), dict) or not body.get("department_id"):
-        return jsonify(error="bad_request", message="expected {department_id, days: {YYYY-MM-DD: user id or null}}"), 400
+        return jsonify(
+            error="bad_request", message="expected {department_id, days: {YYYY-MM-DD: user id or null}}"
+        ), 400
     crm = client_for(portal)
     try:
         active = {u.id for u in directory.users(portal.id, crm) if u.active}

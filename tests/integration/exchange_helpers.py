@@ -34,7 +34,9 @@ def add_people(b24: B24) -> None:
 
 
 def configure_exchange(portal: Portal, pipeline: str = "0", **changes: Any) -> None:
-    exchange.update_exchange_settings(portal, {"pipelines": {pipeline: {"mode": "exchange", "pool_user": str(POOL), **changes}}})
+    exchange.update_exchange_settings(
+        portal, {"pipelines": {pipeline: {"mode": "exchange", "pool_user": str(POOL), **changes}}}
+    )
     db.session.commit()
 
 
@@ -54,7 +56,12 @@ def lot_of(deal_id: int) -> ExchangeLot:
 
 
 def create_incoming(
-    b24: B24, creator: int = 2, source: str = "WEB", amount: str = "150000.00", category: str = "0", title: str = "Заявка"
+    b24: B24,
+    creator: int = 2,
+    source: str = "WEB",
+    amount: str = "150000.00",
+    category: str = "0",
+    title: str = "Заявка",
 ) -> int:
     """A request arrives (a manager or a form creates the deal); the app sees it."""
     deal_id = b24.sandbox.act(b24.portal, creator).create_deal(

@@ -10,10 +10,10 @@ import pytest
 from app import exchange
 from app.db import db
 from app.sandbox import ManualClock
+from app.sandbox.mount import responses_sandbox
 from app.sandbox.seed import ADMIN_ID, COMMERCIAL_HEAD
 from tests.integration.b24 import B24, configure_guard
 from tests.integration.conftest import make_b24
-from app.sandbox.mount import responses_sandbox
 from tests.integration.exchange_helpers import (
     POOL,
     add_people,
@@ -114,13 +114,23 @@ def test_the_rota_is_edited_by_admins_only(duty: B24):
     assert duty.client.put("/api/exchange/rota", json=body, headers=admin).status_code == 200
     bad = duty.client.put("/api/exchange/rota", json={"department_id": "2", "days": {"1 мая": "2"}}, headers=admin)
     assert bad.status_code == 400
-    inactive = duty.client.put("/api/exchange/rota", json={"department_id": "2", "days": {"2026-05-03": "10"}}, headers=admin)
+    inactive = duty.client.put(
+        "/api/exchange/rota", json={"department_id": "2", "days": {"2026-05-03": "10"}}, headers=admin
+    )
     assert inactive.status_code == 400
     shown = duty.client.get("/api/exchange/rota?department_id=2&month=2026-05", headers=admin).get_json()
     assert shown["days"] == {"2026-05-01": "2", "2026-05-02": "3"}
-    assert duty.client.get("/api/exchange/rota?department_id=2&month=2026-05", headers=token(portal_id, MANAGER)).status_code == 403
+    assert (
+        duty.client.get(
+            "/api/exchange/rota?department_id=2&month=2026-05", headers=token(portal_id, MANAGER)
+        ).status_code
+        == 403
+    )
     configure_guard(duty.our_portal())
-    assert duty.client.get("/api/exchange/rota?department_id=2&month=2026-05", headers=token(portal_id, HEAD)).status_code == 200
+    assert (
+        duty.client.get("/api/exchange/rota?department_id=2&month=2026-05", headers=token(portal_id, HEAD)).status_code
+        == 200
+    )
 
 
 def test_another_portals_token_gets_404(app, duty: B24):
@@ -138,7 +148,10 @@ def test_another_portals_token_gets_404(app, duty: B24):
     with responses_sandbox(sandbox_b):
         assert client.get("/api/exchange/lots", headers=foreign).get_json()["lots"] == []
         assert client.get("/api/exchange/settings", headers=foreign_admin).get_json()["settings"] == {"pipelines": {}}
-        assert client.get("/api/exchange/rota?department_id=2&month=2026-05", headers=foreign_admin).get_json()["days"] == {}
+        assert (
+            client.get("/api/exchange/rota?department_id=2&month=2026-05", headers=foreign_admin).get_json()["days"]
+            == {}
+        )
         assert client.get("/api/exchange/stats", headers=foreign_admin).get_json()["managers"] == []
     gone = token(999_999, ADMIN_ID, admin=True)
     for method, url in (
@@ -166,4 +179,3 @@ def test_qa_cannot_take_and_only_the_holder_returns(duty: B24):
     assert duty.client.post(url, json=reason, headers=token(portal_id, OTHER)).status_code == 403
     assert duty.client.post(url, json=reason, headers=token(portal_id, HEAD)).status_code == 200
     assert responsible(duty, deal_id) == str(POOL)
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,6 @@ import sqlalchemy as sa
 from flask import Flask
 
 from app import db as database
-
 from app import exchange
 from app.crm.factory import client_for
 from app.db import db
@@ -38,7 +37,9 @@ MANAGER, OTHER, QA = 2, 3, 7
 
 
 @pytest.fixture
-def app(database_url: str, tmp_path: Path, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
+def app(
+    database_url: str, tmp_path: Path, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Flask]:
     """The usual test app with a connection pool wide enough for twenty simultaneous requests (each request
     uses two connections: its own session and the CRM client's token session)."""
     original = database.engine_options
@@ -204,7 +205,10 @@ def test_an_idle_claim_returns_to_the_pool_once(market: B24):
     assert auto.outcome == ExchangeClaim.AUTO_RETURNED
     notices = [n for n in market.sandbox.notifications(market.portal, MANAGER) if "возвращена на биржу" in n.message]
     assert len(notices) == 1 and "Забытая" in notices[0].message
-    stats = {row.manager_id: row for row in exchange.claim_stats(portal.id, utcnow() - timedelta(days=1), later + timedelta(days=1))}
+    stats = {
+        row.manager_id: row
+        for row in exchange.claim_stats(portal.id, utcnow() - timedelta(days=1), later + timedelta(days=1))
+    }
     assert (stats[str(MANAGER)].taken, stats[str(MANAGER)].auto_returned) == (2, 1)
 
 
@@ -255,7 +259,7 @@ def test_stats_through_the_api(market: B24):
     deal_id = create_incoming(market)
     portal_id = market.our_portal().id
     assert claim(market.client, portal_id, lot_of(deal_id).id, MANAGER).status_code == 200
-    today = datetime.now().date()
+    today = utcnow().date()
     query = f"/api/exchange/stats?from={today - timedelta(days=1)}&to={today + timedelta(days=2)}"
     answer = market.client.get(query, headers=token(portal_id, 9))
     assert market.client.get(query, headers=token(portal_id, MANAGER)).status_code == 403
