@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -276,3 +276,76 @@ class ReportDelivery(Base):
     error: Mapped[str] = mapped_column(sa.Text, default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ExchangeLot(Base):
+    """A deal on the lead exchange: open in the pool, taken by a manager, or closed (left the exchange)."""
+
+    __tablename__ = "exchange_lots"
+    __table_args__ = (sa.UniqueConstraint("portal_id", "deal_id", name="uq_exchange_lots_portal_deal"),)
+
+    OPEN = "open"
+    TAKEN = "taken"
+    CLOSED = "closed"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    portal_id: Mapped[int] = mapped_column(sa.ForeignKey("portals.id", ondelete="CASCADE"), index=True)
+    deal_id: Mapped[str] = mapped_column(sa.String(64))
+    pipeline_id: Mapped[str] = mapped_column(sa.String(64))
+    title: Mapped[str] = mapped_column(sa.String(255), default="")
+    amount: Mapped[str] = mapped_column(sa.String(32), default="0")
+    currency: Mapped[str] = mapped_column(sa.String(8), default="")
+    source_id: Mapped[str] = mapped_column(sa.String(64), default="")
+    department_id: Mapped[str | None] = mapped_column(sa.String(64))
+    status: Mapped[str] = mapped_column(sa.String(16), default=OPEN, index=True)
+    holder_id: Mapped[str | None] = mapped_column(sa.String(64))
+    pooled_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    taken_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ExchangeClaim(Base):
+    """One manager holding one exchange deal, from the claim to its end (returned, idle, closed, reassigned)."""
+
+    __tablename__ = "exchange_claims"
+    __table_args__ = (
+        # At most one active claim per deal: the database itself refuses a second winner.
+        sa.Index(
+            "uq_exchange_claims_active_deal",
+            "portal_id",
+            "deal_id",
+            unique=True,
+            sqlite_where=sa.text("ended_at IS NULL"),
+            postgresql_where=sa.text("ended_at IS NULL"),
+        ),
+    )
+
+    RETURNED = "returned"
+    AUTO_RETURNED = "auto_returned"
+    CLOSED = "closed"
+    REASSIGNED = "reassigned"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    portal_id: Mapped[int] = mapped_column(sa.ForeignKey("portals.id", ondelete="CASCADE"), index=True)
+    lot_id: Mapped[int] = mapped_column(sa.ForeignKey("exchange_lots.id", ondelete="CASCADE"), index=True)
+    deal_id: Mapped[str] = mapped_column(sa.String(64))
+    manager_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    via: Mapped[str] = mapped_column(sa.String(16), default="app")
+    claimed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    outcome: Mapped[str | None] = mapped_column(sa.String(32))
+    reason: Mapped[str] = mapped_column(sa.Text, default="")
+
+
+class DutyDay(Base):
+    """Who is on duty in a department on one calendar day (in the portal's time zone)."""
+
+    __tablename__ = "duty_days"
+    __table_args__ = (sa.UniqueConstraint("portal_id", "department_id", "day", name="uq_duty_days_portal_dept_day"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    portal_id: Mapped[int] = mapped_column(sa.ForeignKey("portals.id", ondelete="CASCADE"), index=True)
+    department_id: Mapped[str] = mapped_column(sa.String(64))
+    day: Mapped[date] = mapped_column(sa.Date)
+    user_id: Mapped[str] = mapped_column(sa.String(64))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)

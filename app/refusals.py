@@ -119,6 +119,9 @@ def _carry_out(effect: Effect, crm: CrmClient) -> str:
             effect.deal_id, DealChange(stage_id=payload["stage_id"], pipeline_id=payload.get("pipeline_id"))
         )
         return payload["stage_id"]
+    if effect.kind == "assign":
+        crm.update_deal(effect.deal_id, DealChange(responsible_id=payload["responsible_id"]))
+        return payload["responsible_id"]
     if effect.kind == "notify":
         crm.notify(payload["user_id"], payload["message"])
         return payload["user_id"]

@@ -33,6 +33,7 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("reconcile", "app.reconcile.reconcile_all", timedelta(minutes=2)),
     PeriodicJob("penalty-notices", "app.ledger.sweep_notices", timedelta(minutes=1)),
     PeriodicJob("scheduled-reports", "app.reports.send_scheduled_reports", timedelta(minutes=15)),
+    PeriodicJob("exchange-idle", "app.exchange.return_idle_all", timedelta(hours=1)),
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from app import inbox, refusals
+from app import exchange, inbox, refusals
 from app.crm.bitrix24 import Bitrix24Rest
 from app.crm.factory import client_for
 from app.db import db
@@ -61,7 +61,11 @@ def process_deal_event(item: InboxItem) -> None:
     if event.event == "ONCRMDEALDELETE":
         refusals.forget_deal(portal.id, event.entity_id)
         return
-    refusals.Guard(portal, client_for(portal)).decide(event.entity_id, automation=not event.auth.has_user_token)
+    crm = client_for(portal)
+    automation = not event.auth.has_user_token
+    if event.event in ("ONCRMDEALADD", "ONCRMDEALUPDATE"):
+        exchange.on_deal_event(portal, crm, event.event, event.entity_id, automation=automation)
+    refusals.Guard(portal, crm).decide(event.entity_id, automation=automation)
 
 
 def register_processors() -> None:

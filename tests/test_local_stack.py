@@ -78,12 +78,12 @@ def test_demo_run_installs_the_app_into_the_sandbox_portal(tmp_path: Path):
     stack = subprocess.Popen([sys.executable, "-m", "app.local"], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        ready = _wait_for(lambda: _read_until(stack, "Demo ready"), 90, "the demo to be installed")
+        ready = _wait_for(lambda: _read_until(stack, "Demo ready"), 180, "the demo to be installed")
         assert f"{base}/sandbox" in ready
         assert _health(port)["status"] == "ok"
-        with urllib.request.urlopen(f"{base}/sandbox", timeout=5) as page:
+        with urllib.request.urlopen(f"{base}/sandbox", timeout=20) as page:
             assert page.status == 200 and "канбан" in page.read().decode()
-        with urllib.request.urlopen(f"{base}/sandbox/api/board?user=2", timeout=5) as answer:
+        with urllib.request.urlopen(f"{base}/sandbox/api/board?user=2", timeout=20) as answer:
             board = json.loads(answer.read())
         assert board["portal"]["installed"] is True
         assert "RC_REFUSAL" in [stage["id"] for stage in board["stages"]]
@@ -106,17 +106,17 @@ def test_demo_run_installs_the_app_into_the_sandbox_portal(tmp_path: Path):
             data=json.dumps({"user": deal["responsible_id"], "deal_id": deal["id"], "stage_id": "LOSE"}).encode(),
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=5) as answer:
+        with urllib.request.urlopen(request, timeout=20) as answer:
             assert json.loads(answer.read())["stage_id"] == "LOSE"
 
         def reverted() -> dict | None:
             url = f"{base}/sandbox/api/board?user={deal['responsible_id']}"
-            with urllib.request.urlopen(url, timeout=5) as answer:
+            with urllib.request.urlopen(url, timeout=20) as answer:
                 now = json.loads(answer.read())
             [again] = [d for d in now["deals"] if d["id"] == deal["id"]]
             return now if again["stage_id"] == deal["stage_id"] and now["notifications"] else None
 
-        after = _wait_for(reverted, 30, "the guard to move the deal back")
+        after = _wait_for(reverted, 90, "the guard to move the deal back")
         assert "нельзя закрыть" in after["notifications"][0]["message"]
     finally:
         stack.send_signal(signal.SIGINT)

@@ -676,6 +676,7 @@ class Bitrix24Crm:
             cpl=parse_decimal(raw.get(cpl_field)) if cpl_field else None,
             moved_by_id=_optional_id(raw.get("MOVED_BY_ID")),
             moved_at=parse_datetime(raw.get("MOVED_TIME"), self.tz),
+            last_activity_at=parse_datetime(raw.get("LAST_ACTIVITY_TIME"), self.tz),
         )
 
     def get_deal(self, deal_id: str) -> Deal:
@@ -756,6 +757,21 @@ class Bitrix24Crm:
         params = {"filter": flt, "select": list(self.DEAL_SELECT)}
         for raw in self.rest.iter_list_batched("crm.deal.list", params):
             yield self.deal_from_raw(raw)
+
+    def count_open_deals(self, responsible_id: str, pipeline_id: str) -> int:
+        """crm.deal.list with a filter and one selected field: the answer's `total` is the count."""
+        answer = self.rest.call_full(
+            "crm.deal.list",
+            {
+                "filter": {"ASSIGNED_BY_ID": responsible_id, "CATEGORY_ID": pipeline_id, "CLOSED": "N"},
+                "select": ["ID"],
+                "start": 0,
+            },
+        )
+        total = answer.get("total")
+        if total is None:
+            return len(_rows(answer.get("result"), None))
+        return int(total)
 
     # ---- pipelines
 

@@ -59,6 +59,7 @@ class Deal:
     refusal_comment: str = ""
     qa_verdict: str | None = None
     cpl: Decimal | None = None
+    last_activity_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -215,4 +216,8 @@ class CrmClient(Protocol):
 
     def list_deal_calls(self, deal_id: str) -> list[Call]:
         """Calls linked to a deal, with recordings."""
+        ...
+
+    def count_open_deals(self, responsible_id: str, pipeline_id: str) -> int:
+        """How many open deals of one pipeline a user is responsible for (one call, no rows)."""
         ...

@@ -1,0 +1,275 @@
+"""JSON endpoints of the lead exchange page and its settings (identity from the signed X-RC-Token header)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, jsonify, request
+from flask.typing import ResponseReturnValue
+from marshmallow import ValidationError
+
+from app import audit, directory, exchange, i18n
+from app.crm.errors import CrmError
+from app.crm.factory import client_for
+from app.crm.port import CrmClient
+from app.db import db
+from app.models import ExchangeLot, Portal, for_portal, utcnow
+from app.security import Identity
+from app.settings import guard_settings
+from app.web.api import current_portal
+
+bp = Blueprint("exchange_api", __name__, url_prefix="/api/exchange")
+
+
+def _role(portal: Portal, crm: CrmClient, identity: Identity) -> str:
+    if identity.is_admin:
+        return "admin"
+    return directory.role_of(portal.id, crm, guard_settings(portal), identity.user_id)
+
+
+def _require_admin(identity: Identity, what: str) -> None:
+    if not identity.is_admin:
+        abort(403, description=f"only a portal administrator can {what}")
+
+
+def _decimal_arg(name: str) -> Decimal | None:
+    raw = request.args.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return Decimal(raw.replace(",", ".").replace(" ", ""))
+    except InvalidOperation:
+        abort(400, description=f"{name}: not a number")
+
+
+def _lot_json(portal: Portal, crm: CrmClient, lot: ExchangeLot, now: datetime) -> dict[str, Any]:
+    amount = Decimal(lot.amount or "0")
+    return {
+        "id": lot.id,
+        "deal_id": lot.deal_id,
+        "title": lot.title,
+        "url": crm.deal_url(lot.deal_id),
+        "pipeline_id": lot.pipeline_id,
+        "amount": str(amount),
+        "amount_text": f"{i18n.number(amount, portal.language)} {lot.currency}".strip(),
+        "source_id": lot.source_id,
+        "department_id": lot.department_id,
+        "pooled_at": lot.pooled_at.isoformat(),
+        "pooled_text": i18n.when(lot.pooled_at, portal.language, portal.timezone),
+        "age_hours": int((now - lot.pooled_at).total_seconds() // 3600),
+        "status": lot.status,
+    }
+
+
+@bp.get("/lots")
+def list_lots() -> ResponseReturnValue:
+    """Open pool deals the user may take (oldest first, filters: source, pipeline, min/max amount), and his own."""
+    identity, portal = current_portal()
+    crm = client_for(portal)
+    source = request.args.get("source", "").strip()
+    pipeline = request.args.get("pipeline", "").strip()
+    low, high = _decimal_arg("min_amount"), _decimal_arg("max_amount")
+    try:
+        role = _role(portal, crm, identity)
+        member_of = next(
+            (set(u.department_ids) for u in directory.users(portal.id, crm) if u.id == identity.user_id), set()
+        )
+    except CrmError as error:
+        return jsonify(error="crm_unavailable", message=f"the CRM did not answer: {error.code}"), 502
+    query = sa.select(ExchangeLot).where(ExchangeLot.portal_id == portal.id, ExchangeLot.status == ExchangeLot.OPEN)
+    if source:
+        query = query.where(ExchangeLot.source_id == source)
+    if pipeline:
+        query = query.where(ExchangeLot.pipeline_id == pipeline)
+    now = utcnow()
+    lots = []
+    for lot in db.session.scalars(query.order_by(ExchangeLot.pooled_at, ExchangeLot.id)):
+        if lot.department_id and role not in ("admin", "head") and lot.department_id not in member_of:
+            continue
+        amount = Decimal(lot.amount or "0")
+        if (low is not None and amount < low) or (high is not None and amount > high):
+            continue
+        lots.append(_lot_json(portal, crm, lot, now))
+    mine = db.session.scalars(
+        sa.select(ExchangeLot)
+        .where(
+            ExchangeLot.portal_id == portal.id,
+            ExchangeLot.status == ExchangeLot.TAKEN,
+            ExchangeLot.holder_id == identity.user_id,
+        )
+        .order_by(ExchangeLot.taken_at)
+    )
+    return jsonify(lots=lots, mine=[_lot_json(portal, crm, lot, now) for lot in mine], role=role)
+
+
+@bp.post("/lots/<int:lot_id>/claim")
+def claim_lot(lot_id: int) -> ResponseReturnValue:
+    """Take a pool deal: one winner; the others get 409 «already taken»; the cap holds."""
+    identity, portal = current_portal()
+    lot = for_portal(ExchangeLot, lot_id, portal)
+    crm = client_for(portal)
+    try:
+        if _role(portal, crm, identity) == "qa":
+            abort(403, description="QA staff do not take deals from the exchange")
+        taken = exchange.claim(portal, crm, lot, identity.user_id)
+    except exchange.ClaimRefused as refused:
+        return jsonify(error=refused.code, message=refused.message), refused.status
+    except CrmError as error:
+        db.session.rollback()
+        return jsonify(error="crm_unavailable", message=f"the CRM did not answer: {error.code}"), 502
+    return jsonify(ok=True, claim_id=taken.id, deal_id=taken.deal_id)
+
+
+@bp.post("/lots/<int:lot_id>/return")
+def return_lot(lot_id: int) -> ResponseReturnValue:
+    """Give a taken deal back to the exchange with a reason (the holder, a head or an admin)."""
+    identity, portal = current_portal()
+    lot = for_portal(ExchangeLot, lot_id, portal)
+    body = request.get_json(silent=True)
+    reason = str(body.get("reason") or "").strip() if isinstance(body, dict) else ""
+    if not reason:
+        return jsonify(error="bad_request", message="a reason is required"), 400
+    crm = client_for(portal)
+    try:
+        if lot.holder_id != identity.user_id and _role(portal, crm, identity) not in ("admin", "head"):
+            abort(403, description="only the manager holding the deal, a head or an admin can return it")
+        returned = exchange.return_to_pool(portal, crm, lot, identity.user_id, reason[:1000])
+    except exchange.ClaimRefused as refused:
+        return jsonify(error=refused.code, message=refused.message), refused.status
+    except CrmError as error:
+        db.session.rollback()
+        return jsonify(error="crm_unavailable", message=f"the CRM did not answer: {error.code}"), 502
+    return jsonify(ok=True, claim_id=returned.id)
+
+
+@bp.get("/settings")
+def get_settings() -> ResponseReturnValue:
+    """Routing settings per pipeline, with the people, departments and pipelines to pick from (admins)."""
+    identity, portal = current_portal()
+    _require_admin(identity, "see the exchange settings")
+    crm = client_for(portal)
+    try:
+        users = directory.users(portal.id, crm)
+        pipelines = directory.pipelines(portal.id, crm)
+        departments = crm.list_departments()
+    except CrmError as error:
+        return jsonify(error="crm_unavailable", message=f"the CRM did not answer: {error.code}"), 502
+    return jsonify(
+        settings=exchange.settings_as_dict(portal),
+        users=[{"id": u.id, "name": u.name, "active": u.active, "departments": list(u.department_ids)} for u in users],
+        departments=[{"id": d.id, "name": d.name, "head_id": d.head_id} for d in departments],
+        pipelines=[{"id": p.id, "name": p.name} for p in pipelines],
+    )
+
+
+@bp.put("/settings")
+def put_settings() -> ResponseReturnValue:
+    """Validate and store routing settings (admins only); 400 names each wrong field."""
+    identity, portal = current_portal()
+    _require_admin(identity, "change the exchange settings")
+    changes = request.get_json(silent=True)
+    if not isinstance(changes, dict):
+        return jsonify(error="bad_request", message="expected a JSON object"), 400
+    try:
+        exchange.update_exchange_settings(portal, changes)
+    except ValidationError as error:
+        return jsonify(error="bad_request", message="invalid settings", fields=error.messages), 400
+    audit.record(portal.id, identity.user_id, "change exchange settings", "saved")
+    db.session.commit()
+    return jsonify(settings=exchange.settings_as_dict(portal))
+
+
+def _month_bounds(raw: str, portal: Portal) -> tuple[date, date]:
+    if not raw:
+        first = exchange.portal_day(portal, utcnow()).replace(day=1)
+    else:
+        try:
+            year, month = (int(part) for part in raw.split("-"))
+            first = date(year, month, 1)
+        except ValueError:
+            abort(400, description="month: expected YYYY-MM")
+    following = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return first, following - timedelta(days=1)
+
+
+@bp.get("/rota")
+def get_rota() -> ResponseReturnValue:
+    """A department's duty days in a month (admins and heads)."""
+    identity, portal = current_portal()
+    crm = client_for(portal)
+    if _role(portal, crm, identity) not in ("admin", "head"):
+        abort(403, description="only an admin or a head can see the duty rota")
+    department_id = request.args.get("department_id", "").strip()
+    if not department_id:
+        return jsonify(error="bad_request", message="department_id is required"), 400
+    first, last = _month_bounds(request.args.get("month", "").strip(), portal)
+    days = exchange.rota(portal.id, department_id, first, last)
+    return jsonify(
+        department_id=department_id,
+        month=first.strftime("%Y-%m"),
+        days={day.isoformat(): user for day, user in sorted(days.items())},
+    )
+
+
+@bp.put("/rota")
+def put_rota() -> ResponseReturnValue:
+    """Set duty days of a department: {"department_id": "2", "days": {"2026-05-01": "3", "2026-05-02": null}}."""
+    identity, portal = current_portal()
+    _require_admin(identity, "edit the duty rota")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("days"), dict) or not body.get("department_id"):
+        return jsonify(
+            error="bad_request", message="expected {department_id, days: {YYYY-MM-DD: user id or null}}"
+        ), 400
+    crm = client_for(portal)
+    try:
+        active = {u.id for u in directory.users(portal.id, crm) if u.active}
+    except CrmError as error:
+        return jsonify(error="crm_unavailable", message=f"the CRM did not answer: {error.code}"), 502
+    days: dict[date, str | None] = {}
+    problems: dict[str, str] = {}
+    for raw_day, user in body["days"].items():
+        try:
+            day = date.fromisoformat(str(raw_day))
+        except ValueError:
+            problems[str(raw_day)] = "not a date (YYYY-MM-DD)"
+            continue
+        if user in (None, ""):
+            days[day] = None
+        elif str(user) not in active:
+            problems[str(raw_day)] = f"no active user {user}"
+        else:
+            days[day] = str(user)
+    if problems:
+        return jsonify(error="bad_request", message="invalid rota", fields=problems), 400
+    department_id = str(body["department_id"])
+    exchange.set_rota(portal.id, department_id, days)
+    audit.record(portal.id, identity.user_id, "edit duty rota", "saved", department_id=department_id, days=len(days))
+    db.session.commit()
+    return jsonify(ok=True, saved=len(days))
+
+
+@bp.get("/stats")
+def stats() -> ResponseReturnValue:
+    """Per manager: taken, returned, auto-returned in [from, to) (dates; admins and heads)."""
+    identity, portal = current_portal()
+    crm = client_for(portal)
+    if _role(portal, crm, identity) not in ("admin", "head"):
+        abort(403, description="only an admin or a head can see exchange statistics")
+    try:
+        start = date.fromisoformat(request.args.get("from", "")) if request.args.get("from") else None
+        end = date.fromisoformat(request.args.get("to", "")) if request.args.get("to") else None
+    except ValueError:
+        return jsonify(error="bad_request", message="from/to: expected YYYY-MM-DD"), 400
+    end_at = datetime.combine(end, datetime.min.time(), UTC) if end else utcnow() + timedelta(seconds=1)
+    start_at = datetime.combine(start, datetime.min.time(), UTC) if start else end_at - timedelta(days=30)
+    rows = exchange.claim_stats(portal.id, start_at, end_at)
+    return jsonify(
+        managers=[
+            {"manager_id": r.manager_id, "taken": r.taken, "returned": r.returned, "auto_returned": r.auto_returned}
+            for r in rows
+        ]
+    )

@@ -1,0 +1,203 @@
+// The lead exchange tab (pool deals, take, return) and, for admins, routing settings and the duty rota.
+(function () {
+  "use strict";
+  var node = document.getElementById("rc-exchange-config");
+  if (!node) { return; }
+  var config = JSON.parse(node.textContent);
+  var text = config.text;
+
+  function api(url, options) {
+    options = options || {};
+    options.headers = Object.assign({ "X-RC-Token": config.token, "Content-Type": "application/json" }, options.headers || {});
+    return fetch(url, options).then(function (response) {
+      return response.json().catch(function () { return {}; }).then(function (body) {
+        return { ok: response.ok, status: response.status, body: body };
+      });
+    });
+  }
+
+  function el(tag, attrs, children) {
+    var item = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (key) {
+      if (key === "text") { item.textContent = attrs[key]; } else { item.setAttribute(key, attrs[key]); }
+    });
+    (children || []).forEach(function (child) { item.appendChild(child); });
+    return item;
+  }
+
+  function say(id, message, outcome) {
+    var box = document.getElementById(id);
+    box.textContent = message;
+    box.dataset.outcome = outcome;
+  }
+
+  // ---- the exchange tab
+  var filters = document.getElementById("rc-exchange-filters");
+
+  function dealCell(lot) {
+    return el("td", {}, [el("a", { href: lot.url, target: "_blank", rel: "noopener", text: lot.title || ("#" + lot.deal_id) })]);
+  }
+
+  function loadLots() {
+    var params = new URLSearchParams();
+    ["source", "min_amount", "max_amount"].forEach(function (name) {
+      var value = filters.elements[name].value.trim();
+      if (value) { params.set(name, value); }
+    });
+    return api(config.lotsUrl + "?" + params.toString()).then(function (result) {
+      if (!result.ok) { say("rc-exchange-result", result.body.message || String(result.status), "error"); return; }
+      var body = document.querySelector("#rc-exchange-lots tbody");
+      body.textContent = "";
+      result.body.lots.forEach(function (lot) {
+        var take = el("button", { type: "button", "data-take": lot.id, text: text.take });
+        take.addEventListener("click", function () { claim(lot.id); });
+        body.appendChild(el("tr", { "data-lot": lot.id }, [
+          dealCell(lot), el("td", { text: lot.pooled_text }), el("td", { text: lot.amount_text }),
+          el("td", { text: lot.source_id }), el("td", {}, [take])
+        ]));
+      });
+      document.getElementById("rc-exchange-empty").hidden = result.body.lots.length > 0;
+      var mine = document.querySelector("#rc-exchange-mine tbody");
+      mine.textContent = "";
+      result.body.mine.forEach(function (lot) {
+        var reason = el("input", { type: "text", name: "reason", placeholder: text.reason, "aria-label": text.reason });
+        var give = el("button", { type: "button", "data-return": lot.id, text: text.give_back });
+        give.addEventListener("click", function () { giveBack(lot.id, reason.value); });
+        mine.appendChild(el("tr", { "data-lot": lot.id }, [dealCell(lot), el("td", { text: lot.amount_text }), el("td", {}, [reason, give])]));
+      });
+      document.getElementById("rc-exchange-mine-empty").hidden = result.body.mine.length > 0;
+    });
+  }
+
+  function claim(lotId) {
+    api(config.lotUrl + "/" + lotId + "/claim", { method: "POST" }).then(function (result) {
+      say("rc-exchange-result", result.ok ? text.taken : (result.body.message || String(result.status)), result.ok ? "taken" : "refused");
+      loadLots();
+    });
+  }
+
+  function giveBack(lotId, reason) {
+    api(config.lotUrl + "/" + lotId + "/return", { method: "POST", body: JSON.stringify({ reason: reason }) }).then(function (result) {
+      say("rc-exchange-result", result.ok ? text.returned : (result.body.message || String(result.status)), result.ok ? "returned" : "refused");
+      loadLots();
+    });
+  }
+
+  filters.addEventListener("submit", function (event) { event.preventDefault(); loadLots(); });
+  var exchangeTab = document.querySelector('[data-tab="exchange"]');
+  if (exchangeTab) { exchangeTab.addEventListener("click", loadLots); }
+
+  // ---- settings (admins)
+  var form = document.getElementById("rc-exchange-settings");
+  var rotaForm = document.getElementById("rc-rota");
+  if (!form || !config.isAdmin) { return; }
+  var loaded = false;
+  var choices = { users: [], departments: [] };
+
+  function options(select, items, selected, withNone) {
+    select.textContent = "";
+    if (withNone) { select.appendChild(el("option", { value: "", text: text.none })); }
+    items.forEach(function (item) {
+      var option = el("option", { value: item.id, text: item.name });
+      option.selected = String(selected) === String(item.id);
+      select.appendChild(option);
+    });
+  }
+
+  function pipelineBlock(pipeline, current) {
+    var block = document.getElementById("rc-exchange-pipeline").content.firstElementChild.cloneNode(true);
+    block.dataset.pipeline = pipeline.id;
+    block.querySelector("legend").textContent = pipeline.name;
+    var modes = Object.keys(text.modes).map(function (key) { return { id: key, name: text.modes[key] }; });
+    var routes = Object.keys(text.routes).map(function (key) { return { id: key, name: text.routes[key] }; });
+    options(block.querySelector('[name="mode"]'), modes, current.mode || "off", false);
+    options(block.querySelector('[name="commercial_route"]'), routes, current.commercial_route || "head", false);
+    options(block.querySelector('[name="pool_user"]'), choices.users, current.pool_user, true);
+    ["duty_department", "commercial_department"].forEach(function (name) {
+      options(block.querySelector('[name="' + name + '"]'), choices.departments, current[name], true);
+    });
+    block.querySelector('[name="cap"]').value = current.cap || 20;
+    block.querySelector('[name="idle_days"]').value = current.idle_days || 3;
+    block.querySelector('[name="incoming_sources"]').value = (current.incoming_sources || []).join(", ");
+    block.querySelector('[name="large_threshold"]').value = current.large_threshold || "";
+    return block;
+  }
+
+  function loadSettings() {
+    if (loaded) { return; }
+    api(config.settingsUrl).then(function (result) {
+      if (!result.ok) { say("rc-exchange-settings-result", result.body.message || String(result.status), "error"); return; }
+      loaded = true;
+      choices.users = result.body.users.filter(function (u) { return u.active; });
+      choices.departments = result.body.departments;
+      var list = form.querySelector('[data-list="exchange-pipelines"]');
+      list.textContent = "";
+      result.body.pipelines.forEach(function (pipeline) {
+        list.appendChild(pipelineBlock(pipeline, result.body.settings.pipelines[pipeline.id] || {}));
+      });
+      options(rotaForm.elements.department_id, choices.departments, "", false);
+      if (!rotaForm.elements.month.value) { rotaForm.elements.month.value = new Date().toISOString().slice(0, 7); }
+      loadRota();
+    });
+  }
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    var pipelines = {};
+    form.querySelectorAll("[data-pipeline]").forEach(function (block) {
+      var value = function (name) { return block.querySelector('[name="' + name + '"]').value.trim(); };
+      pipelines[block.dataset.pipeline] = {
+        mode: value("mode"),
+        pool_user: value("pool_user") || null,
+        cap: Number(value("cap")),
+        idle_days: Number(value("idle_days")),
+        incoming_sources: value("incoming_sources").split(",").map(function (s) { return s.trim(); }).filter(Boolean),
+        duty_department: value("duty_department") || null,
+        large_threshold: value("large_threshold") || null,
+        commercial_department: value("commercial_department") || null,
+        commercial_route: value("commercial_route")
+      };
+    });
+    api(config.settingsUrl, { method: "PUT", body: JSON.stringify({ pipelines: pipelines }) }).then(function (result) {
+      if (result.ok) { say("rc-exchange-settings-result", text.saved, "saved"); return; }
+      say("rc-exchange-settings-result", text.invalid + " " + JSON.stringify(result.body.fields || result.body.message), "invalid");
+    });
+  });
+
+  function loadRota() {
+    var department = rotaForm.elements.department_id.value;
+    var month = rotaForm.elements.month.value;
+    if (!department || !month) { return; }
+    api(config.rotaUrl + "?department_id=" + encodeURIComponent(department) + "&month=" + month).then(function (result) {
+      var list = rotaForm.querySelector('[data-list="rota-days"]');
+      list.textContent = "";
+      if (!result.ok) { say("rc-rota-result", result.body.message || String(result.status), "error"); return; }
+      var parts = month.split("-").map(Number);
+      var days = new Date(parts[0], parts[1], 0).getDate();
+      for (var day = 1; day <= days; day += 1) {
+        var iso = month + "-" + (day < 10 ? "0" : "") + day;
+        var select = el("select", { "data-day": iso, "aria-label": iso });
+        options(select, choices.users, result.body.days[iso] || "", true);
+        select.options[0].textContent = text.nobody;
+        list.appendChild(el("label", { class: "rc-rota-day" }, [document.createTextNode(iso + " "), select]));
+      }
+    });
+  }
+
+  rotaForm.elements.department_id.addEventListener("change", loadRota);
+  rotaForm.elements.month.addEventListener("change", loadRota);
+  rotaForm.addEventListener("submit", function (event) {
+    event.preventDefault();
+    var days = {};
+    rotaForm.querySelectorAll("[data-day]").forEach(function (select) { days[select.dataset.day] = select.value || null; });
+    api(config.rotaUrl, {
+      method: "PUT",
+      body: JSON.stringify({ department_id: rotaForm.elements.department_id.value, days: days })
+    }).then(function (result) {
+      say("rc-rota-result", result.ok ? text.saved : text.invalid + " " + JSON.stringify(result.body.fields || result.body.message), result.ok ? "saved" : "invalid");
+    });
+  });
+
+  var settingsTab = document.querySelector('[data-tab="settings"]');
+  if (settingsTab) { settingsTab.addEventListener("click", loadSettings); }
+})();
