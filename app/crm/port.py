@@ -6,7 +6,7 @@ adapters translate them to and from each CRM's wire format.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -137,6 +137,27 @@ class Call:
 
 
 @dataclass(frozen=True)
+class NewTodo:
+    """A to-do (a reminder in the deal's timeline, e.g. "call the client") the app creates."""
+
+    title: str
+    responsible_id: str
+    deal_id: str
+    deadline: datetime
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A call recording being streamed from the CRM; call `close()` when done."""
+
+    content_type: str
+    chunks: Iterator[bytes]
+    close: Callable[[], None]
+    length: int | None = None
+
+
+@dataclass(frozen=True)
 class DealPage:
     """Deals from a scan, with the cursor to continue from."""
 
@@ -198,4 +219,12 @@ class CrmClient(Protocol):
 
     def list_deal_calls(self, deal_id: str) -> list[Call]:
         """Calls linked to a deal, with recordings."""
+        ...
+
+    def create_todo(self, todo: NewTodo) -> str:
+        """Create a to-do on the deal for a user; returns its id."""
+        ...
+
+    def open_recording(self, call: Call) -> Recording:
+        """Stream a call's recording from the CRM (server-side: no CRM token ever reaches a browser)."""
         ...

@@ -9,7 +9,8 @@ bp = Blueprint("web", __name__, template_folder="templates", static_folder="stat
 
 def init_app(app: Flask) -> None:
     """Register templates and static assets."""
-    from app.web import api
+    from app.web import api, review_api
 
     app.register_blueprint(bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(review_api.bp)
