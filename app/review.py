@@ -17,18 +17,20 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from babel.dates import format_timedelta
 from marshmallow import RAISE, Schema, fields, validate
+from rq import Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from sqlalchemy.orm.attributes import flag_modified
 
 from app import audit, directory, i18n, review_text  # noqa: F401 - review_text registers the strings
 from app.catalog import REASONS, VERDICTS, Label
+from app.crm.errors import CrmError
 from app.crm.factory import client_for
 from app.crm.port import CrmClient, Deal, NewTodo, Stage
 from app.db import db
 from app.models import CaseEvent, DealSnapshot, Effect, Portal, RefusalCase, ReviewCallback, utcnow
 from app.penalties import issue_penalty, resolve_cpl
-from app.queue import get_queue, get_redis, replace_scheduled
+from app.queue import enqueue, get_queue, get_redis, replace_scheduled
 from app.refusals import add_case_event, deal_lock, plan_effect, refusal_stage_for, remember, run_pending_effects
 from app.settings import guard_settings
 
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 SECTION = "review"
 CALLBACK_QUEUE = "callbacks"
 MAX_CALLBACK_DAYS_AHEAD = 90
+EFFECT_RETRY_SECONDS = [10, 30, 60, 300, 900]
 
 STEP1 = ("recordings_confirm", "recordings_not_confirmed", "recordings_none")
 STEP2 = ("client_confirms", "client_denies", "no_answer")
@@ -336,6 +339,7 @@ class Review:
             raise ReviewError(403, "only QA staff and heads of sales can act on a refusal case", "forbidden")
         # Warm the caches before taking the lock: no CRM listing happens while the case is written.
         directory.pipelines(self.portal.id, self.crm)
+        directory.users(self.portal.id, self.crm)
         case = self._case(case_id)
         with deal_lock(self.portal.id, case.deal_id):
             db.session.expire_all()
@@ -345,7 +349,7 @@ class Review:
             self._check(case, deal, role, request)
             after_commit = self._apply(case, deal, request)
             db.session.commit()
-            run_pending_effects(self.portal.id, case.deal_id, self.crm)
+            carry_out_or_retry_later(self.portal.id, case.deal_id, self.crm)
         after_commit()
         log.info("review action", extra={"case_id": case.id, "action": request.action, "state": case.state})
         return case
@@ -693,8 +697,31 @@ def fire_callback(callback_id: int) -> str:
         )
         callback.status = ReviewCallback.DUE
         db.session.commit()
-        run_pending_effects(portal.id, case.deal_id, crm)
+        carry_out_or_retry_later(portal.id, case.deal_id, crm)
     return "fired"
+
+
+def carry_out_or_retry_later(portal_id: int, deal_id: str, crm: CrmClient) -> None:
+    """Run the deal's pending effects now; if the CRM fails, a job retries them with back-off.
+
+    The decision is already committed (the case moved on), so the user's action succeeded; the CRM
+    catches up as soon as it answers again, and each keyed effect still happens exactly once.
+    """
+    try:
+        run_pending_effects(portal_id, deal_id, crm)
+    except CrmError as error:
+        db.session.rollback()
+        log.warning("review effects postponed", extra={"deal_id": deal_id, "error": str(error)})
+        enqueue("default", retry_effects, portal_id, deal_id, retry=Retry(max=5, interval=EFFECT_RETRY_SECONDS))
+
+
+def retry_effects(portal_id: int, deal_id: str) -> int:
+    """RQ job: carry out a deal's pending effects under its lock; raises (so RQ retries) while the CRM fails."""
+    portal = db.session.get(Portal, portal_id)
+    if portal is None:
+        return 0
+    with deal_lock(portal_id, deal_id):
+        return run_pending_effects(portal_id, deal_id, client_for(portal))
 
 
 def carry_out_todo(effect: Effect, crm: CrmClient) -> str:

@@ -82,7 +82,9 @@ def todos(b24: B24, deal_id: int) -> list[dict]:
 
 
 def deal_updates(b24: B24, deal_id: int) -> int:
-    return sum(1 for c in b24.sandbox.calls(b24.portal, "crm.deal.update") if str(c.params.get("id")) == str(deal_id))
+    """Successful crm.deal.update calls on the deal."""
+    calls = b24.sandbox.calls(b24.portal, "crm.deal.update")
+    return sum(1 for c in calls if str(c.params.get("id")) == str(deal_id) and c.status == 200)
 
 
 # -- the paths ---------------------------------------------------------------------------------
@@ -438,3 +440,22 @@ def test_callback_settings_are_validated_and_admin_only(guarded: B24):
         "callback_attempts": 4,
         "callback_interval_minutes": 120,
     }
+
+
+def test_an_outcome_the_crm_refuses_for_now_is_written_once_when_it_answers_again(guarded: B24):
+    deal_id, case = case_in_review(guarded)
+    qa = Reviewer(guarded, QA, deal_id)
+    qa.act("recordings_confirm")
+    writes = deal_updates(guarded, deal_id)
+    guarded.app.config["B24_RETRY_ATTEMPTS"] = 1
+    guarded.sandbox.force_operation_limit(guarded.portal, "crm.deal.update", times=-1)
+    answer = qa.post("close_lost")
+    assert answer.status_code == 200  # the decision is recorded; the CRM catches up later
+    assert the_case(deal_id).state == RefusalCase.CLOSED_LOST
+    assert guarded.stage(deal_id) == "RC_REFUSAL"
+    pending = db.session.scalar(sa.select(Effect).where(Effect.key == f"case:{case.id}:outcome"))
+    assert pending is not None and pending.status == Effect.PENDING
+    guarded.sandbox.force_operation_limit(guarded.portal, "crm.deal.update", times=0)
+    guarded.settle()
+    assert guarded.stage(deal_id) == "LOSE"
+    assert deal_updates(guarded, deal_id) == writes + 1
