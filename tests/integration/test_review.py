@@ -459,3 +459,15 @@ def test_an_outcome_the_crm_refuses_for_now_is_written_once_when_it_answers_agai
     guarded.settle()
     assert guarded.stage(deal_id) == "LOSE"
     assert deal_updates(guarded, deal_id) == writes + 1
+
+
+def test_the_tab_speaks_the_portals_language(guarded: B24):
+    portal = guarded.our_portal()
+    portal.language = "en"
+    db.session.commit()
+    deal_id, _case = case_in_review(guarded)
+    page = open_tab(guarded, QA, deal_id).get_data(as_text=True)
+    assert "Refusal review" in page and "Recordings confirm the reason" in page
+    qa = Reviewer(guarded, QA, deal_id)
+    assert qa.view["case"]["state_label"] == "Awaiting review"
+    assert qa.view["case"]["reason_label"] == "Price too high"
