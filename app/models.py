@@ -348,4 +348,30 @@ class DutyDay(Base):
     department_id: Mapped[str] = mapped_column(sa.String(64))
     day: Mapped[date] = mapped_column(sa.Date)
     user_id: Mapped[str] = mapped_column(sa.String(64))
+
+
+class ReviewCallback(Base):
+    """A client callback QA scheduled for a refusal case: one attempt, from scheduling to its answer."""
+
+    __tablename__ = "review_callbacks"
+
+    SCHEDULED = "scheduled"  # waiting for its time
+    DUE = "due"  # the to-do was created in the CRM; waiting for QA to record the answer
+    NO_ANSWER = "no_answer"
+    ANSWERED = "answered"
+    CANCELLED = "cancelled"
+    ACTIVE_STATES = (SCHEDULED, DUE)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    portal_id: Mapped[int] = mapped_column(sa.ForeignKey("portals.id", ondelete="CASCADE"), index=True)
+    case_id: Mapped[int] = mapped_column(sa.ForeignKey("refusal_cases.id", ondelete="CASCADE"), index=True)
+    deal_id: Mapped[str] = mapped_column(sa.String(64))
+    assignee_id: Mapped[str] = mapped_column(sa.String(64))
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    attempt: Mapped[int] = mapped_column(default=1)
+    status: Mapped[str] = mapped_column(sa.String(16), default=SCHEDULED, index=True)
+    todo_id: Mapped[str | None] = mapped_column(sa.String(64))
+    note: Mapped[str] = mapped_column(sa.Text, default="")
+    created_by: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)

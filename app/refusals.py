@@ -139,6 +139,13 @@ def _carry_out(effect: Effect, crm: CrmClient) -> str:
         if case is not None:
             case.qa_task_id = task_id
         return task_id
+    if effect.kind == "update":
+        crm.update_deal(effect.deal_id, DealChange(**payload))
+        return ",".join(sorted(payload))
+    if effect.kind == "todo":
+        from app import review
+
+        return review.carry_out_todo(effect, crm)
     raise ValueError(f"unknown effect kind {effect.kind!r}")
 
 

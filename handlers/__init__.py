@@ -7,7 +7,8 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     """Register the CRM-facing blueprints."""
-    from handlers import b24_jobs, bitrix24
+    from handlers import b24_jobs, b24_review, bitrix24
 
     b24_jobs.register_processors()
     app.register_blueprint(bitrix24.bp)
+    app.register_blueprint(b24_review.bp)

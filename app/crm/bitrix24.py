@@ -69,7 +69,9 @@ from app.crm.port import (
     DealChange,
     Department,
     NewTask,
+    NewTodo,
     Pipeline,
+    Recording,
     Source,
     Stage,
     StageSemantics,
@@ -416,6 +418,29 @@ class Bitrix24Rest:
                     extra={"portal_id": self.portal_id, "method": method, "code": error.code, "delay": round(delay, 2)},
                 )
                 time.sleep(delay)
+
+    def download(self, url: str) -> requests.Response:
+        """GET a file on the portal with the app's token (streamed; the caller closes the response).
+
+        Only https addresses on the portal's own host are fetched: the address comes from CRM data,
+        and the app's token must never be sent anywhere else.
+        """
+        auth = self._current()
+        parts = urlsplit(url)
+        portal_host = urlsplit(f"https://{auth.domain}").hostname
+        if parts.scheme != "https" or not parts.hostname or parts.hostname != portal_host:
+            raise CrmError("the recording is not stored on the portal", code="FOREIGN_URL")
+        limiter_for(self.app).acquire(portal_key(self.portal_id), self._bucket or bucket_for({}, self.app))
+        try:
+            response = requests.get(url, params={"auth": auth.access_token}, stream=True, timeout=self.timeout)
+        except requests.RequestException as error:
+            raise CrmUnavailable(f"Bitrix24 unreachable: {type(error).__name__}") from error
+        if response.status_code != 200:
+            response.close()
+            if response.status_code == 404:
+                raise NotFound("the recording file is gone", code="NOT_FOUND", http_status=404)
+            raise CrmUnavailable("Bitrix24 did not serve the file", http_status=response.status_code)
+        return response
 
     def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
         """Call a method; returns its ``result``."""
@@ -950,6 +975,23 @@ class Bitrix24Crm:
             raise CrmError("tasks.task.add answered without a task id")
         return task_id
 
+    def create_todo(self, todo: NewTodo) -> str:
+        """crm.activity.todo.add on the deal; returns the activity id."""
+        params: dict[str, Any] = {
+            "ownerTypeId": DEAL_ENTITY_TYPE_ID,
+            "ownerId": todo.deal_id,
+            "deadline": todo.deadline.astimezone(self.tz).isoformat(timespec="seconds"),
+            "title": todo.title,
+            "responsibleId": todo.responsible_id,
+        }
+        if todo.description:
+            params["description"] = todo.description
+        answer = self.rest.call("crm.activity.todo.add", params)
+        todo_id = _text(answer.get("id")) if isinstance(answer, dict) else ""
+        if not todo_id:
+            raise CrmError("crm.activity.todo.add answered without an id")
+        return todo_id
+
     def _task(self, row: Mapping[str, Any], deal_id: str | None) -> Task:
         def pick(camel: str, upper: str) -> Any:
             return row.get(camel, row.get(upper))
@@ -1034,4 +1076,17 @@ class Bitrix24Crm:
             recording_url=_text(stat.get("CALL_RECORD_URL")) or _text(first_file.get("url")) or None,
             recording_file_id=_text(stat.get("RECORD_FILE_ID")) or _text(first_file.get("id")) or None,
             phone=phone,
+        )
+
+    def open_recording(self, call: Call) -> Recording:
+        """Stream the recording from the portal (CALL_RECORD_URL or the activity's file)."""
+        if not call.recording_url:
+            raise NotFound("the call has no recording", code="NOT_FOUND", http_status=404)
+        response = self.rest.download(call.recording_url)
+        length = response.headers.get("Content-Length")
+        return Recording(
+            content_type=response.headers.get("Content-Type") or "application/octet-stream",
+            chunks=response.iter_content(chunk_size=64 * 1024),
+            close=response.close,
+            length=int(length) if length and length.isdigit() else None,
         )

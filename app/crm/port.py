@@ -146,6 +146,27 @@ class Call:
 
 
 @dataclass(frozen=True)
+class NewTodo:
+    """A to-do (a reminder in the deal's timeline, e.g. "call the client") the app creates."""
+
+    title: str
+    responsible_id: str
+    deal_id: str
+    deadline: datetime
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A call recording being streamed from the CRM; call `close()` when done."""
+
+    content_type: str
+    chunks: Iterator[bytes]
+    close: Callable[[], None]
+    length: int | None = None
+
+
+@dataclass(frozen=True)
 class DealPage:
     """Deals from a scan, with the cursor to continue from."""
 
@@ -220,4 +241,12 @@ class CrmClient(Protocol):
 
     def count_open_deals(self, responsible_id: str, pipeline_id: str) -> int:
         """How many open deals of one pipeline a user is responsible for (one call, no rows)."""
+        ...
+
+    def create_todo(self, todo: NewTodo) -> str:
+        """Create a to-do on the deal for a user; returns its id."""
+        ...
+
+    def open_recording(self, call: Call) -> Recording:
+        """Stream a call's recording from the CRM (server-side: no CRM token ever reaches a browser)."""
         ...

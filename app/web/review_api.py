@@ -1,0 +1,175 @@
+"""JSON endpoints of the QA review: the case in the deal tab, its actions and recordings, the QA queue.
+
+Identity comes from the signed X-RC-Token header; every case is looked up within the caller's portal
+(another portal's case is a 404). Managers may read; only QA staff and heads may act.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, abort, jsonify, request, stream_with_context
+from flask.typing import ResponseReturnValue
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+
+from app import audit, directory, review
+from app.crm.errors import CrmError, NotFound
+from app.crm.factory import client_for
+from app.db import db
+from app.models import RefusalCase, for_portal
+from app.settings import guard_settings
+from app.web.api import current_portal
+
+bp = Blueprint("review_api", __name__, url_prefix="/api/review")
+
+
+class _Expected(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    stage_id = fields.String(required=True)
+    responsible_id = fields.String(required=True)
+
+
+class ActionSchema(Schema):
+    """An action as the tab sends it."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    version = fields.Integer(required=True, strict=True)
+    expected = fields.Nested(_Expected, required=True)
+    note = fields.String(load_default="", validate=validate.Length(max=4000))
+    params = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+
+
+def _crm_failed(error: CrmError) -> ResponseReturnValue:
+    return jsonify(error="crm_unavailable", message=f"the CRM did not answer: {error.code or error}"), 502
+
+
+@bp.get("/cases/<int:case_id>")
+def get_case(case_id: int) -> ResponseReturnValue:
+    """The case as the tab shows it, with the actions this user may take."""
+    identity, portal = current_portal()
+    case = for_portal(RefusalCase, case_id, portal)
+    try:
+        view = review.case_view(portal, client_for(portal), case, identity.user_id, identity.is_admin)
+    except CrmError as error:
+        return _crm_failed(error)
+    return jsonify(view)
+
+
+@bp.post("/cases/<int:case_id>/actions/<action>")
+def act(case_id: int, action: str) -> ResponseReturnValue:
+    """Carry out one action on the case; 403 for managers, 409 when the case or the deal moved on."""
+    identity, portal = current_portal()
+    for_portal(RefusalCase, case_id, portal)
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return jsonify(error="bad_request", message="expected a JSON object"), 400
+    try:
+        loaded = ActionSchema().load(body)
+    except ValidationError as error:
+        return jsonify(error="bad_request", message="invalid action", fields=error.messages), 400
+    action_request = review.ActionRequest(
+        action=action,
+        version=loaded["version"],
+        expected_stage_id=loaded["expected"]["stage_id"],
+        expected_responsible_id=loaded["expected"]["responsible_id"],
+        note=loaded["note"],
+        params=loaded["params"],
+    )
+    try:
+        case = review.Review(portal, client_for(portal), identity.user_id).perform(case_id, action_request)
+    except review.ReviewError as error:
+        db.session.rollback()
+        return jsonify(error=error.code, message=error.message), error.status
+    except CrmError as error:
+        db.session.rollback()
+        return _crm_failed(error)
+    return jsonify(ok=True, state=case.state)
+
+
+@bp.get("/cases/<int:case_id>/calls/<call_id>/recording")
+def recording(case_id: int, call_id: str) -> ResponseReturnValue:
+    """Stream a call recording of the case's deal, fetched from the portal server-side."""
+    identity, portal = current_portal()
+    case = for_portal(RefusalCase, case_id, portal)
+    crm = client_for(portal)
+    try:
+        role = directory.role_of(portal.id, crm, guard_settings(portal), identity.user_id)
+        if role not in review.REVIEWER_ROLES and not identity.is_admin and identity.user_id != case.manager_id:
+            abort(403, description="only QA staff, heads and the deal's manager can listen to its calls")
+        call = next((c for c in crm.list_deal_calls(case.deal_id) if c.id == call_id), None)
+        if call is None or not call.recording_url:
+            abort(404, description="no such recording")
+        stream = crm.open_recording(call)
+    except NotFound:
+        abort(404, description="the recording is gone from the CRM")
+    except CrmError as error:
+        return _crm_failed(error)
+    audit.record(portal.id, identity.user_id, "listen", "recording streamed", deal_id=case.deal_id, call_id=call_id)
+    db.session.commit()
+
+    def body() -> Iterator[bytes]:
+        try:
+            yield from stream.chunks
+        finally:
+            stream.close()
+
+    headers = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
+    if stream.length is not None:
+        headers["Content-Length"] = str(stream.length)
+    return Response(stream_with_context(body()), mimetype=stream.content_type, headers=headers)
+
+
+@bp.get("/queue")
+def queue() -> ResponseReturnValue:
+    """Open cases for QA staff, heads and admins, overdue first; filters pipeline, manager, qa, state."""
+    identity, portal = current_portal()
+    crm = client_for(portal)
+    filters = {key: request.args.get(key, "").strip() for key in ("pipeline", "manager", "qa", "state")}
+    if filters["state"] and filters["state"] not in RefusalCase.OPEN_STATES:
+        return jsonify(error="bad_request", message=f"state must be one of {', '.join(RefusalCase.OPEN_STATES)}"), 400
+    try:
+        role = directory.role_of(portal.id, crm, guard_settings(portal), identity.user_id)
+        if role not in review.REVIEWER_ROLES and not identity.is_admin:
+            abort(403, description="the QA queue is for QA staff and heads of sales")
+        return jsonify(review.queue_view(portal, crm, filters))
+    except CrmError as error:
+        return _crm_failed(error)
+
+
+def _settings_dict(settings: review.ReviewSettings) -> dict[str, Any]:
+    return {
+        "callback_interval_minutes": settings.callback_interval_minutes,
+        "callback_attempts": settings.callback_attempts,
+    }
+
+
+@bp.get("/settings")
+def get_settings() -> ResponseReturnValue:
+    """Callback interval and attempts (admins only)."""
+    identity, portal = current_portal()
+    if not identity.is_admin:
+        abort(403, description="only a portal administrator can see the settings")
+    return jsonify(settings=_settings_dict(review.review_settings(portal)))
+
+
+@bp.put("/settings")
+def put_settings() -> ResponseReturnValue:
+    """Validate and store the callback settings (admins only)."""
+    identity, portal = current_portal()
+    if not identity.is_admin:
+        abort(403, description="only a portal administrator can change the settings")
+    changes = request.get_json(silent=True)
+    if not isinstance(changes, dict):
+        return jsonify(error="bad_request", message="expected a JSON object"), 400
+    try:
+        settings = review.update_review_settings(portal, changes)
+    except ValidationError as error:
+        return jsonify(error="bad_request", message="invalid settings", fields=error.messages), 400
+    audit.record(portal.id, identity.user_id, "change review settings", "saved", **_settings_dict(settings))
+    db.session.commit()
+    return jsonify(settings=_settings_dict(settings))

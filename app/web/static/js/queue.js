@@ -1,0 +1,114 @@
+// The QA queue tab of the main page, and the callback settings form. Identity: the X-RC-Token header.
+(function () {
+  "use strict";
+  var token = JSON.parse(document.getElementById("rc-config").textContent).token;
+  var config = JSON.parse(document.getElementById("rc-queue-config").textContent);
+  var filters = document.getElementById("rc-queue-filters");
+  var filled = false;
+
+  function api(url, options) {
+    options = options || {};
+    options.headers = Object.assign({ "X-RC-Token": token }, options.headers || {});
+    return fetch(url, options).then(function (response) {
+      return response.json().catch(function () { return {}; }).then(function (body) {
+        return { ok: response.ok, status: response.status, body: body };
+      });
+    });
+  }
+
+  function fillFilters(choices) {
+    if (filled) { return; }
+    filled = true;
+    Object.keys(choices).forEach(function (key) {
+      var select = filters.elements[key];
+      choices[key].forEach(function (item) {
+        var option = document.createElement("option");
+        option.value = item.id;
+        option.textContent = item.name;
+        select.appendChild(option);
+      });
+    });
+  }
+
+  function cell(row, value, className) {
+    var td = document.createElement("td");
+    if (className) { td.className = className; }
+    if (value instanceof Node) { td.appendChild(value); } else { td.textContent = value; }
+    row.appendChild(td);
+    return td;
+  }
+
+  function loadQueue() {
+    var state = document.getElementById("rc-queue-state");
+    var table = document.getElementById("rc-queue");
+    state.textContent = config.text.loading;
+    var query = new URLSearchParams(new FormData(filters)).toString();
+    api(config.queueUrl + "?" + query).then(function (result) {
+      if (!result.ok) {
+        table.hidden = true;
+        state.textContent = config.text.failed + " " + (result.body.message || result.status);
+        return;
+      }
+      fillFilters(result.body.filters);
+      var body = table.querySelector("tbody");
+      body.textContent = "";
+      result.body.cases.forEach(function (item) {
+        var row = document.createElement("tr");
+        row.dataset.case = item.id;
+        row.dataset.overdue = item.overdue ? "true" : "false";
+        var link = document.createElement("a");
+        link.href = item.url;
+        link.target = "_top";
+        link.textContent = item.title;
+        cell(row, link);
+        cell(row, item.due_at + " (" + (item.overdue ? config.text.overdue : config.text.left) + " " + item.sla + ")", "rc-sla");
+        cell(row, item.state_label + (item.callback_at ? " · " + config.text.callback + " " + item.callback_at : ""));
+        cell(row, item.manager);
+        cell(row, item.qa_user);
+        cell(row, item.reason);
+        body.appendChild(row);
+      });
+      table.hidden = result.body.cases.length === 0;
+      state.textContent = result.body.cases.length ? "" : config.text.empty;
+    });
+  }
+
+  filters.addEventListener("change", loadQueue);
+  var queueTab = document.querySelector('[data-tab="queue"]');
+  queueTab.addEventListener("click", loadQueue);
+
+  var settings = document.getElementById("rc-review-settings");
+  var settingsTab = document.querySelector('[data-tab="settings"]');
+  if (settings && settingsTab) {
+    settingsTab.addEventListener("click", function () {
+      api(config.settingsUrl).then(function (result) {
+        if (!result.ok) { return; }
+        settings.elements.callback_interval_minutes.value = result.body.settings.callback_interval_minutes;
+        settings.elements.callback_attempts.value = result.body.settings.callback_attempts;
+      });
+    });
+    settings.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var out = document.getElementById("rc-review-settings-result");
+      api(config.settingsUrl, {
+        method: "PUT",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({
+          callback_interval_minutes: Number(settings.elements.callback_interval_minutes.value),
+          callback_attempts: Number(settings.elements.callback_attempts.value)
+        })
+      }).then(function (response) {
+        if (response.ok) {
+          out.textContent = config.text.saved;
+          out.dataset.outcome = "saved";
+          return;
+        }
+        var fields = response.body.fields || {};
+        out.textContent = config.text.invalid + " " + (Object.keys(fields).map(function (key) {
+          return key + ": " + [].concat(fields[key]).join("; ");
+        }).join(" · ") || response.body.message);
+        out.dataset.outcome = "invalid";
+      });
+    });
+  }
+})();
