@@ -217,6 +217,7 @@ class AmoSandbox:
         self._ids = 1000
         self._hook_ids = 0
         self._drop_next = 0
+        self.token_delay = 0.0  # seconds the token endpoint takes (to widen refresh races in tests)
 
     def next_id(self) -> int:
         """A fresh id (unique across entities, like amoCRM's large ids)."""

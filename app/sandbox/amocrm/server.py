@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -46,6 +47,8 @@ def create_amo_app(sandbox: AmoSandbox) -> Flask:
 
     @app.route("/oauth2/access_token", methods=["POST"])
     def token() -> Response:
+        if sandbox.token_delay:
+            time.sleep(sandbox.token_delay)
         try:
             body = _body()
             return _answer(200, sandbox.token_endpoint(request.host, body if isinstance(body, dict) else {}))
