@@ -128,7 +128,7 @@ def test_a_widget_token_opens_the_main_page_once(amo_installed: Amo):
 
 def test_forged_foreign_and_expired_widget_tokens_are_refused(amo_installed: Amo):
     amo = amo_installed
-    forged = amo.sandbox.widget_token(amo.account, 1, APP_URL, secret="guessed-secret")
+    forged = amo.sandbox.widget_token(amo.account, 1, APP_URL, secret="a-guessed-secret-that-is-long-enough-for-hs256")
     wrong_audience = amo.sandbox.widget_token(amo.account, 1, "https://other.example")
     expired = amo.sandbox.widget_token(amo.account, 1, APP_URL, lifetime=-120)
     other_client = amo.sandbox.widget_token(amo.account, 1, APP_URL, client_uuid="another-integration")
