@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: run test lint venv
+.PHONY: run test lint venv amo-widget
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,3 +21,7 @@ lint: venv
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The amoCRM widget archive for upload: dist/widget.zip (backend address from PUBLIC_URL).
+amo-widget:
+	$(PYTHON) -m installers.amo_widget --out dist/widget.zip
