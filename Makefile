@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: run test lint venv bench-ingest
+.PHONY: run test lint venv bench-ingest amo-widget
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,3 +25,7 @@ test: lint
 # Webhook ingest vs a bare Flask endpoint under the same gunicorn settings (bench/RESULTS.md).
 bench-ingest: venv
 	$(PY) bench/ingest.py $(BENCH_ARGS)
+
+# The amoCRM widget archive for upload: dist/widget.zip (backend address from PUBLIC_URL).
+amo-widget:
+	$(PYTHON) -m installers.amo_widget --out dist/widget.zip

@@ -102,6 +102,21 @@ def load_config(instance_path: Path, env: Mapping[str, str] | None = None) -> di
         "AMO_CLIENT_ID": env.get("AMO_CLIENT_ID", ""),
         "AMO_CLIENT_SECRET": env.get("AMO_CLIENT_SECRET", ""),
         "AMO_REDIRECT_URI": env.get("AMO_REDIRECT_URI", ""),
+        # Hosts we accept as an account's `referer`: our client secret is sent there on the code exchange.
+        "AMO_HOST_SUFFIXES": tuple(
+            s.strip().lower()
+            for s in (env.get("AMO_HOST_SUFFIXES") or ".amocrm.ru,.amocrm.com,.kommo.com").split(",")
+            if s.strip()
+        ),
+        "AMO_AUTHORIZE_URL": env.get("AMO_AUTHORIZE_URL") or "https://www.amocrm.ru/oauth",
+        # amoCRM allows 7 req/s per integration (reference/amocrm.md section 9).
+        "AMO_RATE": parse_float(env.get("AMO_RATE"), 7.0),
+        "AMO_BURST": parse_int(env.get("AMO_BURST"), 7),
+        "AMO_HTTP_TIMEOUT": parse_float(env.get("AMO_HTTP_TIMEOUT"), 30.0),
+        "AMO_RETRY_ATTEMPTS": parse_int(env.get("AMO_RETRY_ATTEMPTS"), 4),
+        "AMO_RETRY_BASE_DELAY": parse_float(env.get("AMO_RETRY_BASE_DELAY"), 1.0),
+        "AMO_RETRY_MAX_DELAY": parse_float(env.get("AMO_RETRY_MAX_DELAY"), 30.0),
+        "AMO_BLOCK_PAUSE_SECONDS": parse_int(env.get("AMO_BLOCK_PAUSE_SECONDS"), 900),
         "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
         "JOB_TIMEOUT_SECONDS": parse_int(env.get("JOB_TIMEOUT_SECONDS"), 180),
         "SANDBOX_ENABLED": parse_bool(env.get("SANDBOX_ENABLED"), default=False),

@@ -181,6 +181,20 @@ def portal_key(portal_id: int) -> str:
     return f"b24:{portal_id}"
 
 
+def amo_key(portal_id: int) -> str:
+    """The limiter key of an amoCRM account (7 req/s per integration and account, reference/amocrm.md 9)."""
+    return f"amo:{portal_id}"
+
+
+def amo_bucket(settings: Mapping[str, Any] | None, app: Flask | None = None) -> Bucket:
+    """amoCRM's limit for one account: AMO_RATE / AMO_BURST (7/7), ``settings["rate_limit"]`` wins."""
+    config = (app or current_app).config
+    override = (settings or {}).get("rate_limit") or {}
+    return Bucket(
+        rate=float(override.get("rate", config["AMO_RATE"])), burst=int(override.get("burst", config["AMO_BURST"]))
+    )
+
+
 def acquire(key: str, bucket: Bucket | None = None, *, app: Flask | None = None) -> float:
     """Block until a request under `key` may be sent (default bucket from the config)."""
     return limiter_for(app).acquire(key, bucket or bucket_for(None, app))

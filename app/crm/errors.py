@@ -284,3 +284,62 @@ def error_for(code: str | None, description: str | None = "", status: int | None
     if cls is None and not code:
         cls = _BY_DESCRIPTION.get(description.strip().rstrip(".!").lower())
     return (cls or Bitrix24Error)(description, code=code, http_status=status)
+
+
+# ---------------------------------------------------------------- amoCRM
+
+
+class AmoError(CrmError):
+    """An amoCRM API error answer (problem+json, or a bare status); the fallback for unmapped ones."""
+
+
+class AmoValidationError(AmoError):
+    """400 with ``validation-errors``: the request was refused field by field (`errors` holds them)."""
+
+    default_code = "VALIDATION"
+
+    def __init__(self, description: str = "", *, errors: list[dict[str, str]] | None = None, **kwargs: object) -> None:
+        self.errors = errors or []
+        super().__init__(description, **kwargs)  # type: ignore[arg-type]
+
+
+class AmoUnauthorized(AmoError):
+    """401 on an API call: the access token expired or was revoked; refresh once, then reauthorise."""
+
+    default_code = "UNAUTHORIZED"
+
+
+class AmoTokenRevoked(AmoError):
+    """401 ``Token has been revoked`` on a token request: the refresh token is dead (reused or revoked)."""
+
+    default_code = "TOKEN_REVOKED"
+
+
+class AmoPaymentRequired(AmoError):
+    """402: the account's plan has lapsed."""
+
+    default_code = "PAYMENT_REQUIRED"
+
+
+class AmoForbidden(AmoError):
+    """403 with a JSON problem: the granting user lacks a right (e.g. admin-only calls)."""
+
+    default_code = "FORBIDDEN"
+
+
+class AmoBlocked(AmoError):
+    """403 block (often an nginx HTML page) after repeated limit violations: stop calling this account."""
+
+    default_code = "BLOCKED"
+
+
+class AmoNotFound(AmoError):
+    """404, or 204 where one entity was asked for: it does not exist."""
+
+    default_code = "NOT_FOUND"
+
+
+class AmoThrottled(AmoError):
+    """429 Too Many Requests: over 7 req/s per integration or 50 per account."""
+
+    default_code = "TOO_MANY_REQUESTS"

@@ -12,4 +12,8 @@ def client_for(portal: Portal) -> CrmClient:
         from app.crm.bitrix24 import Bitrix24Crm
 
         return Bitrix24Crm(portal)
+    if portal.crm == Portal.AMOCRM:
+        from app.crm.amocrm import AmoCrm
+
+        return AmoCrm(portal)
     raise ValueError(f"no CRM adapter for {portal.crm!r} (portal {portal.id})")

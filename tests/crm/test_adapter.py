@@ -248,7 +248,9 @@ def test_users_departments_and_notify(b24: B24Env, crm: Bitrix24Crm):
 
 
 def test_factory_refuses_unknown_crm(app: Flask):
+    from app.crm.amocrm import AmoCrm
     from tests.helpers import make_portal
 
+    assert isinstance(client_for(make_portal("acc-1", crm=Portal.AMOCRM, domain="acc.amocrm.ru")), AmoCrm)
     with pytest.raises(ValueError, match="no CRM adapter"):
-        client_for(make_portal("acc-1", crm=Portal.AMOCRM))
+        client_for(make_portal("acc-2", crm="pipedrive"))

@@ -8,8 +8,10 @@ import pytest
 from flask import Flask
 
 from app.sandbox import Sandbox
+from app.sandbox.amocrm import responses_amo
 from app.sandbox.events import flask_client_transport
 from app.sandbox.mount import responses_sandbox
+from tests.integration.amo import Amo, make_amo
 from tests.integration.b24 import APP_URL, B24
 
 
@@ -40,3 +42,18 @@ def installed(b24: B24) -> B24:
     """The same portal with the app installed."""
     b24.install()
     return b24
+
+
+@pytest.fixture
+def amo(app: Flask) -> Iterator[Amo]:
+    """A seeded amoCRM sandbox account (integration not yet authorised) reachable in-process."""
+    sandbox, account = make_amo(app)
+    with responses_amo(sandbox):
+        yield Amo(app=app, client=app.test_client(), sandbox=sandbox, account=account)
+
+
+@pytest.fixture
+def amo_installed(amo: Amo) -> Amo:
+    """The same account with the integration installed."""
+    amo.install()
+    return amo

@@ -1,0 +1,95 @@
+"""amoCRM inbound payloads: webhook bodies (PHP brackets, v2 shape) decoded into one change per lead."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from marshmallow import ValidationError
+
+from handlers.b24_payloads import MAX_BODY_BYTES, decode_brackets
+
+__all__ = ["MAX_BODY_BYTES", "AmoHook", "LeadChange", "parse_hook"]
+
+# Sections of `leads[...]` that describe a change the guard must look at; `status` first, it is the richest.
+LEAD_SECTIONS = ("status", "update", "add", "responsible", "restore")
+
+
+def _items(value: Any) -> list[dict[str, Any]]:
+    """`leads[status][0][..]` decodes to a list, sparse or big indexes to a dict: both become a list."""
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, dict)]
+    if isinstance(value, dict):
+        return [item for item in value.values() if isinstance(item, dict)]
+    return []
+
+
+def _digits(value: Any) -> str:
+    text = "" if value is None else str(value).strip()
+    return text if text.isdigit() else ""
+
+
+@dataclass(frozen=True)
+class LeadChange:
+    """What one webhook body says about one lead (only used to key and route; the job re-reads the lead)."""
+
+    lead_id: str
+    action: str
+    status_id: str = ""
+    old_status_id: str = ""
+    pipeline_id: str = ""
+    last_modified: str = ""
+    modified_user_id: str = ""
+
+    def dedupe_key(self, account_id: str) -> str:
+        """(account, lead, status, old status, last_modified): the same delivery twice is one row."""
+        return f"amo:{account_id}:{self.lead_id}:{self.status_id}:{self.old_status_id}:{self.last_modified}"
+
+    def to_json(self, account_id: str) -> str:
+        """The stored inbox body."""
+        return json.dumps({"account_id": account_id, **asdict(self)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, body: str) -> tuple[str, LeadChange]:
+        """(account id, change) from a stored inbox body."""
+        data = json.loads(body)
+        account_id = str(data.pop("account_id"))
+        return account_id, cls(**data)
+
+
+@dataclass(frozen=True)
+class AmoHook:
+    """A verified-to-be-well-formed webhook body."""
+
+    account_id: str
+    subdomain: str
+    leads: tuple[LeadChange, ...]
+
+
+def parse_hook(body: str) -> AmoHook:
+    """Decode a webhook body; one LeadChange per lead (a lead in several sections is merged, status first)."""
+    data = decode_brackets(body)
+    account = data.get("account") if isinstance(data.get("account"), dict) else {}
+    account_id = _digits(account.get("id"))
+    if not account_id:
+        raise ValidationError({"account[id]": ["missing or not a number"]})
+    leads = data.get("leads") if isinstance(data.get("leads"), dict) else {}
+    merged: dict[str, LeadChange] = {}
+    for section in (*LEAD_SECTIONS, "delete"):
+        for item in _items(leads.get(section)):
+            lead_id = _digits(item.get("id"))
+            if not lead_id:
+                raise ValidationError({f"leads[{section}][][id]": ["missing or not a number"]})
+            if lead_id in merged and section != "delete":
+                continue
+            merged[lead_id] = LeadChange(
+                lead_id=lead_id,
+                action=section,
+                status_id=_digits(item.get("status_id")),
+                old_status_id=_digits(item.get("old_status_id")),
+                pipeline_id=_digits(item.get("pipeline_id")),
+                last_modified=_digits(item.get("last_modified") or item.get("updated_at")),
+                modified_user_id=_digits(item.get("modified_user_id")),
+            )
+    return AmoHook(account_id=account_id, subdomain=str(account.get("subdomain") or ""), leads=tuple(merged.values()))

@@ -1,0 +1,253 @@
+"""amoCRM edge: OAuth install, uninstall hook, webhooks, the widget's session and the main page.
+
+Verify before touching state, persist, enqueue, answer: amoCRM drops webhook answers slower than 2 s.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from urllib.parse import urlencode, urlsplit
+
+import requests
+import sqlalchemy as sa
+from flask import Blueprint, Response, abort, current_app, g, jsonify, redirect, render_template, request
+from flask.typing import ResponseReturnValue
+from marshmallow import ValidationError
+
+from app import audit, i18n, inbox
+from app.crm.amocrm import host_allowed, oauth_token_request, store_token_answer, token_claims
+from app.crm.errors import AmoError, CrmUnavailable
+from app.db import db
+from app.models import Portal
+from app.queue import enqueue
+from app.security import Identity, issue_token, same_secret
+from handlers import amo_verify
+from handlers.amo_payloads import MAX_BODY_BYTES, parse_hook
+
+log = logging.getLogger(__name__)
+bp = Blueprint("amocrm", __name__, url_prefix="/amocrm")
+
+SOURCE = "amo"
+WEBHOOK_SECRET = "amo_webhook_secret"  # noqa: S105 - the settings key, not a secret
+
+i18n.register(
+    {
+        "amo_installed_title": ("Интеграция подключена", "The integration is connected"),
+        "amo_installed_text": (
+            "Настраиваем аккаунт: статус «Условный отказ», поля сделки и вебхуки. Окно можно закрыть.",
+            "Setting up the account: the Conditional refusal status, lead fields and webhooks. "
+            "You can close this window.",
+        ),
+        "amo_install_failed_title": ("Подключение не удалось", "Connection failed"),
+    }
+)
+
+
+@bp.after_request
+def allow_framing_by_account(response: Response) -> Response:
+    """Pages may be framed by the account they belong to, and by nobody else."""
+    origin = getattr(g, "frame_origin", None)
+    response.headers["Content-Security-Policy"] = f"frame-ancestors {origin}" if origin else "frame-ancestors 'none'"
+    return response
+
+
+def _error(status: int, error: str, message: str) -> ResponseReturnValue:
+    if status == 401:
+        log.warning("amocrm call refused", extra={"reason": message, "path": request.path})
+    return jsonify(error=error, message=message), status
+
+
+def _portal(account_id: str) -> Portal | None:
+    return db.session.scalar(sa.select(Portal).where(Portal.crm == Portal.AMOCRM, Portal.external_id == account_id))
+
+
+# ---------------------------------------------------------------- OAuth
+
+
+@bp.get("/install")
+def install_link() -> ResponseReturnValue:
+    """Send the admin to amoCRM's consent page with a signed `state`."""
+    client_id = current_app.config["AMO_CLIENT_ID"]
+    if not client_id:
+        return _error(503, "not_configured", "AMO_CLIENT_ID is not set")
+    query = urlencode({"client_id": client_id, "state": amo_verify.issue_state(), "mode": "post_message"})
+    return redirect(f"{current_app.config['AMO_AUTHORIZE_URL']}?{query}")
+
+
+def _account_id(host: str, access_token: str) -> str:
+    """The account id from the token's claims, else from GET /api/v4/account."""
+    claimed = str(token_claims(access_token).get("account_id") or "")
+    if claimed.isdigit():
+        return claimed
+    try:
+        response = requests.get(
+            f"https://{host}/api/v4/account",
+            headers={"Authorization": f"Bearer {access_token}"},
+            timeout=(10, 30),
+        )
+        account_id = str(response.json().get("id") or "") if response.status_code == 200 else ""
+    except (requests.RequestException, ValueError, AttributeError) as error:
+        raise CrmUnavailable("amoCRM did not tell the account id") from error
+    if not account_id.isdigit():
+        raise CrmUnavailable("amoCRM did not tell the account id")
+    return account_id
+
+
+@bp.get("/oauth")
+def oauth() -> ResponseReturnValue:
+    """The redirect after the admin allowed access: check, exchange the code, store, run the installer."""
+    args = request.args
+    if args.get("error"):
+        return _error(400, "access_denied", "the administrator did not allow access")
+    client_id = current_app.config["AMO_CLIENT_ID"]
+    if not client_id or not current_app.config["AMO_CLIENT_SECRET"]:
+        return _error(503, "not_configured", "the amoCRM integration is not configured on this server")
+    code, referer, state = args.get("code", ""), args.get("referer", "").strip().lower(), args.get("state", "")
+    if not code or len(code) > 4096:
+        return _error(400, "bad_request", "code is missing")
+    if not host_allowed(referer):
+        return _error(400, "bad_request", "referer is not an amoCRM account host")
+    if args.get("client_id") and not same_secret(args["client_id"], client_id):
+        return _error(400, "bad_request", "client_id is not ours")
+    if state:
+        if not amo_verify.state_valid(state):
+            return _error(401, "unauthorized", "state is not one we issued")
+    elif not args.get("from_widget"):
+        return _error(400, "bad_request", "state is missing")
+    try:
+        answer = oauth_token_request(referer, {"grant_type": "authorization_code", "code": code})
+        account_id = _account_id(referer, str(answer["access_token"]))
+    except AmoError as error:
+        return _error(400, "code_refused", f"amoCRM refused the authorisation code ({error.code})")
+    except CrmUnavailable as error:
+        return _error(502, "crm_unavailable", f"amoCRM did not answer: {error.description}")
+    portal = _portal(account_id) or Portal(crm=Portal.AMOCRM, external_id=account_id, settings={})
+    portal.domain = referer
+    portal.rest_base = f"https://{referer}"
+    store_token_answer(portal, answer)
+    portal.status = "installing"
+    portal.status_detail = ""
+    portal.uninstalled_at = None
+    portal.language = "en" if referer.endswith((".kommo.com", ".amocrm.com")) else "ru"
+    db.session.add(portal)
+    db.session.flush()
+    audit.record(portal.id, str(token_claims(portal.access_token or "").get("sub") or "admin"), "install", "queued")
+    db.session.commit()
+    enqueue("default", "installers.amocrm.run_install", portal.id)
+    return render_template("amocrm/connected.html", lang=portal.language)
+
+
+@bp.get("/uninstall")
+def uninstall() -> ResponseReturnValue:
+    """The uninstall hook: client_uuid and the HMAC signature of "client_id|account_id" must match."""
+    client_uuid = request.args.get("client_uuid", "")
+    account_id = request.args.get("account_id", "")
+    signature = request.args.get("signature", "")
+    if not amo_verify.uninstall_signature_valid(client_uuid, account_id, signature):
+        return _error(401, "unauthorized", "signature does not match")
+    portal = _portal(account_id)
+    if portal is None:
+        return _error(401, "unauthorized", "unknown account")
+    portal.status = "uninstalled"
+    portal.uninstalled_at = datetime.now(UTC)
+    portal.access_token = None
+    portal.refresh_token = None
+    audit.record(portal.id, "amocrm", "uninstall", "uninstalled", "the integration was removed from the account")
+    db.session.commit()
+    return jsonify(ok=True)
+
+
+# ---------------------------------------------------------------- webhooks
+
+
+@bp.post("/webhooks/<secret>")
+def webhooks(secret: str) -> ResponseReturnValue:
+    """One body may carry several leads: one inbox row (and one decision) per lead."""
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        abort(413, description="body too large")
+    body = request.get_data(cache=True, as_text=True)
+    try:
+        hook = parse_hook(body)
+    except ValidationError as error:
+        return jsonify(error="bad_request", message="invalid webhook body", fields=error.messages), 400
+    portal = _portal(hook.account_id)
+    stored = (portal.settings or {}).get(WEBHOOK_SECRET) if portal is not None else None
+    if portal is None or not same_secret(secret, stored) or not same_secret(hook.account_id, portal.external_id):
+        return _error(401, "unauthorized", "unknown account or wrong webhook secret")
+    g.portal_id = portal.id
+    if portal.status == "uninstalled":
+        return jsonify(ok=True, ignored="account uninstalled")
+    accepted = duplicates = 0
+    for change in hook.leads:
+        kind = "lead_delete" if change.action == "delete" else "lead"
+        inbox_id = inbox.accept(
+            SOURCE, kind, change.dedupe_key(hook.account_id), change.to_json(hook.account_id), portal.id
+        )
+        if inbox_id is None:
+            duplicates += 1
+        else:
+            accepted += 1
+    return jsonify(ok=True, accepted=accepted, duplicates=duplicates)
+
+
+# ---------------------------------------------------------------- widget and the main page
+
+
+def _cors(response: Response, origin: str) -> Response:
+    response.headers["Access-Control-Allow-Origin"] = origin
+    response.headers["Access-Control-Allow-Headers"] = "X-Auth-Token, Content-Type"
+    response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+    response.headers["Access-Control-Max-Age"] = "600"
+    response.headers["Vary"] = "Origin"
+    return response
+
+
+def _account_origin() -> str | None:
+    origin = request.headers.get("Origin", "")
+    parts = urlsplit(origin)
+    return origin if parts.scheme == "https" and host_allowed(parts.netloc) else None
+
+
+@bp.route("/widget/session", methods=["OPTIONS"])
+def widget_preflight() -> ResponseReturnValue:
+    """CORS preflight from an amoCRM account page."""
+    origin = _account_origin()
+    if origin is None:
+        return Response(status=403)
+    return _cors(Response(status=204), origin)
+
+
+@bp.post("/widget/session")
+def widget_session() -> ResponseReturnValue:
+    """The widget's `$authorizedAjax` call: verify the disposable token, answer with the page to open."""
+    claims = amo_verify.widget_claims(request.headers.get("X-Auth-Token", ""))
+    if claims is None:
+        return _error(401, "unauthorized", "the widget token is missing, forged, expired or already used")
+    portal = _portal(str(claims["account_id"]))
+    if portal is None or portal.status == "uninstalled":
+        return _error(401, "unauthorized", "unknown account")
+    payload = request.get_json(silent=True) if request.is_json else None
+    lead_id = str((payload or {}).get("lead_id") or "")
+    ticket = amo_verify.issue_ticket(
+        portal.id, str(claims.get("user_id") or ""), bool(claims.get("is_admin")), lead_id if lead_id.isdigit() else ""
+    )
+    response = jsonify(url=f"{current_app.config['PUBLIC_URL']}/amocrm/app?{urlencode({'ticket': ticket})}")
+    return _cors(response, f"https://{portal.domain}")
+
+
+@bp.get("/app")
+def app_page() -> ResponseReturnValue:
+    """The main page (QA queue, settings, reports) inside the widget's iframe, opened with a ticket."""
+    payload = amo_verify.redeem_ticket(request.args.get("ticket", ""))
+    if payload is None:
+        return _error(401, "unauthorized", "the link has expired; reopen the tab in amoCRM")
+    portal = db.session.get(Portal, payload["p"])
+    if portal is None or portal.crm != Portal.AMOCRM:
+        return _error(404, "not_found", "account not found")
+    g.portal_id = portal.id
+    g.frame_origin = f"https://{portal.domain}"
+    user = SimpleNamespace(user_id=str(payload.get("u") or ""), is_admin=bool(payload.get("a")))
+    token = issue_token(Identity(portal_id=portal.id, user_id=user.user_id, is_admin=user.is_admin))
+    return render_template("b24/app.html", portal=portal, token=token, lang=portal.language, user=user)

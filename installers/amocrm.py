@@ -1,0 +1,226 @@
+"""amoCRM installer: one call for install and repair. It lists before it creates, so a rerun creates nothing.
+
+Steps: a Conditional refusal status in every pipeline (before 142 won and 143 lost), four lead fields
+(reason, comment, QA verdict, CPL) with their option ids stored in ``settings["amo_fields"]``, and the
+webhooks to ``/amocrm/webhooks/<per-account secret>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import current_app
+from sqlalchemy.orm.attributes import flag_modified
+
+from app import audit, directory
+from app.catalog import FIELD_LABELS, REASONS, REFUSAL_STAGE, VERDICTS, Label
+from app.crm.amocrm import LOST, WON, AmoRest
+from app.crm.errors import CrmError, PortalNeedsReinstall
+from app.db import db
+from app.models import Portal
+from app.queue import get_redis
+
+log = logging.getLogger(__name__)
+
+STEPS = ("statuses", "fields", "webhooks")
+STATUS_COLOR = "#ffce5a"  # one of amoCRM's allowed status colours, the closest to our orange
+WEBHOOK_SETTINGS = ("add_lead", "update_lead", "status_lead", "responsible_lead")
+WEBHOOK_SECRET = "amo_webhook_secret"  # noqa: S105 - the settings key, not a secret
+FIELDS: dict[str, dict[str, Any]] = {
+    "refusal_reason": {"code": "RC_REASON", "type": "select", "options": REASONS},
+    "refusal_comment": {"code": "RC_COMMENT", "type": "textarea"},
+    "qa_verdict": {"code": "RC_VERDICT", "type": "select", "options": VERDICTS},
+    "cpl": {"code": "RC_CPL", "type": "numeric"},
+}
+
+
+def webhook_url(secret: str) -> str:
+    """Where the account posts its webhooks."""
+    return f"{current_app.config['PUBLIC_URL']}/amocrm/webhooks/{secret}"
+
+
+def _set_setting(portal: Portal, key: str, value: Any) -> None:
+    settings = dict(portal.settings or {})
+    settings[key] = value
+    portal.settings = settings
+    flag_modified(portal, "settings")
+
+
+def _embedded(answer: Any, key: str) -> list[dict[str, Any]]:
+    if not isinstance(answer, dict):
+        return []
+    items = (answer.get("_embedded") or {}).get(key) or []
+    return [item for item in items if isinstance(item, dict)]
+
+
+def ensure_statuses(rest: AmoRest, portal: Portal) -> str:
+    """Conditional refusal in every pipeline, sorted after the last working status and before 142/143."""
+    names = {REFUSAL_STAGE.ru, REFUSAL_STAGE.en}
+    stages: dict[str, str] = {}
+    created = 0
+    for pipeline in _embedded(rest.get("/api/v4/leads/pipelines"), "pipelines"):
+        pipeline_id = int(pipeline["id"])
+        statuses = _embedded(pipeline, "statuses")
+        found = next((s for s in statuses if s.get("name") in names), None)
+        if found is None:
+            working = [int(s.get("sort") or 0) for s in statuses if int(s["id"]) not in (int(WON), int(LOST))]
+            answer = rest.request(
+                "POST",
+                f"/api/v4/leads/pipelines/{pipeline_id}/statuses",
+                body=[
+                    {
+                        "name": REFUSAL_STAGE.in_language(portal.language),
+                        "sort": max(working, default=0) + 10,
+                        "color": STATUS_COLOR,
+                    }
+                ],
+            )
+            made = _embedded(answer, "statuses")
+            if not made:
+                raise CrmError(f"pipeline {pipeline_id}: the status was not created")
+            found = made[0]
+            created += 1
+        stages[str(pipeline_id)] = str(found["id"])
+    _set_setting(portal, "refusal_stages", stages)
+    return f"{len(stages)} pipelines, {created} statuses created"
+
+
+def _enum_items(options: dict[str, Label], language: str) -> list[dict[str, Any]]:
+    return [
+        {"value": label.in_language(language), "sort": (index + 1) * 10}
+        for index, (_code, label) in enumerate(options.items())
+    ]
+
+
+def _match_enums(enums: list[dict[str, Any]], options: dict[str, Label]) -> dict[str, int]:
+    """{our code: enum id}, matching options by their Russian or English name."""
+    by_value = {str(e.get("value")): int(e["id"]) for e in enums if e.get("id") is not None}
+    matched = {}
+    for code, label in options.items():
+        for value in (label.ru, label.en):
+            if value in by_value:
+                matched[code] = by_value[value]
+                break
+    return matched
+
+
+def ensure_fields(rest: AmoRest, portal: Portal) -> str:
+    """The four lead fields (found by code); missing select options are added to an existing field."""
+    existing = {f.get("code"): f for f in rest.iter_pages("/api/v4/leads/custom_fields", "custom_fields")}
+    missing = [key for key, spec in FIELDS.items() if spec["code"] not in existing]
+    if missing:
+        body = []
+        for key in missing:
+            spec = FIELDS[key]
+            item: dict[str, Any] = {
+                "name": FIELD_LABELS[key].in_language(portal.language),
+                "type": spec["type"],
+                "code": spec["code"],
+                "sort": 510 + list(FIELDS).index(key),
+            }
+            if spec["type"] == "select":
+                item["enums"] = _enum_items(spec["options"], portal.language)
+            body.append(item)
+        for made in _embedded(rest.request("POST", "/api/v4/leads/custom_fields", body=body), "custom_fields"):
+            existing[made.get("code")] = made
+    mapping: dict[str, dict[str, Any]] = {}
+    for key, spec in FIELDS.items():
+        field = existing.get(spec["code"])
+        if field is None:
+            raise CrmError(f"the field {spec['code']} was not created")
+        entry: dict[str, Any] = {"field": int(field["id"])}
+        if spec["type"] == "select":
+            enums = list(field.get("enums") or [])
+            matched = _match_enums(enums, spec["options"])
+            absent = [code for code in spec["options"] if code not in matched]
+            if absent:
+                add = [
+                    {"value": spec["options"][code].in_language(portal.language), "sort": 100 + n}
+                    for n, code in enumerate(absent)
+                ]
+                keep = [{"id": e["id"], "value": e["value"], "sort": e.get("sort", 0)} for e in enums]
+                field = rest.request("PATCH", f"/api/v4/leads/custom_fields/{field['id']}", body={"enums": keep + add})
+                matched = _match_enums(list((field or {}).get("enums") or []), spec["options"])
+            entry["enum"] = matched
+        mapping[key] = entry
+    _set_setting(portal, "amo_fields", mapping)
+    return f"{len(mapping)} fields, {len(missing)} created"
+
+
+def ensure_webhooks(rest: AmoRest, portal: Portal) -> str:
+    """Our webhook, with a random per-account secret in its path (kept across repairs)."""
+    secret = (portal.settings or {}).get(WEBHOOK_SECRET) or secrets.token_urlsafe(32)
+    _set_setting(portal, WEBHOOK_SECRET, secret)
+    db.session.commit()
+    destination = webhook_url(secret)
+    hooks = _embedded(rest.get("/api/v4/webhooks", {"filter": {"destination": destination}}), "webhooks")
+    current = next((h for h in hooks if h.get("destination") == destination), None)
+    if current is not None and not current.get("disabled") and set(WEBHOOK_SETTINGS) <= set(current["settings"]):
+        return "already registered"
+    # Posting the same destination again updates it (and re-enables a disabled hook).
+    rest.request("POST", "/api/v4/webhooks", body={"destination": destination, "settings": list(WEBHOOK_SETTINGS)})
+    return "registered" if current is None else "re-registered"
+
+
+STEP_FUNCTIONS: dict[str, Callable[[AmoRest, Portal], str]] = {
+    "statuses": ensure_statuses,
+    "fields": ensure_fields,
+    "webhooks": ensure_webhooks,
+}
+
+
+def _progress(portal: Portal, step: str, state: str, detail: str = "") -> None:
+    install = dict((portal.settings or {}).get("install", {}))
+    steps = [s for s in install.get("steps", []) if s.get("step") != step]
+    steps.append({"step": step, "state": state, "detail": detail})
+    steps.sort(key=lambda s: STEPS.index(s["step"]))
+    install["steps"] = steps
+    _set_setting(portal, "install", install)
+    db.session.commit()
+
+
+def run_install(portal_id: int) -> str:
+    """Install or repair everything on one account."""
+    with get_redis().lock(f"rc:lock:amo-install:{portal_id}", timeout=600, blocking_timeout=600):
+        return _install_locked(portal_id)
+
+
+def _install_locked(portal_id: int) -> str:
+    portal = db.session.get(Portal, portal_id)
+    if portal is None or portal.crm != Portal.AMOCRM:
+        return "no such portal"
+    _set_setting(portal, "install", {"steps": []})
+    portal.status = "installing"
+    db.session.commit()
+    rest = AmoRest(portal_id)
+    step = STEPS[0]
+    try:
+        for step in STEPS:
+            _progress(portal, step, "running")
+            detail = STEP_FUNCTIONS[step](rest, portal)
+            _progress(portal, step, "done", detail)
+    except PortalNeedsReinstall:
+        db.session.rollback()
+        raise
+    except CrmError as error:
+        db.session.rollback()
+        portal = db.session.get(Portal, portal_id)
+        assert portal is not None
+        _progress(portal, step, "failed", f"{error.code}: {error.description}")
+        portal.status = "install_failed"
+        portal.status_detail = f"{step}: {error.code} {error.description}".strip()
+        audit.record(portal.id, "app", "install", "failed", portal.status_detail)
+        db.session.commit()
+        raise
+    portal.status = "installed"
+    portal.status_detail = ""
+    if portal.installed_at is None:
+        portal.installed_at = datetime.now(UTC)
+    audit.record(portal.id, "app", "install", "installed", "all steps done")
+    db.session.commit()
+    directory.forget(portal.id)
+    return "installed"
