@@ -348,6 +348,7 @@ class DutyDay(Base):
     department_id: Mapped[str] = mapped_column(sa.String(64))
     day: Mapped[date] = mapped_column(sa.Date)
     user_id: Mapped[str] = mapped_column(sa.String(64))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
 
 class ReviewCallback(Base):
