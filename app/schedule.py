@@ -31,6 +31,7 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("heartbeat", "app.jobs.record_heartbeat", timedelta(minutes=1)),
     PeriodicJob("inbox-sweep", "app.jobs.sweep_inbox", timedelta(minutes=1)),
     PeriodicJob("reconcile", "app.reconcile.reconcile_all", timedelta(minutes=2)),
+    PeriodicJob("taskcontrol", "app.taskcontrol.scan_due_portals", timedelta(minutes=5)),
 )
 
 
