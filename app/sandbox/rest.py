@@ -144,6 +144,17 @@ def _resolve_references(query: str, results: Mapping[str, Any]) -> str:
     return _REFERENCE.sub(replace, query)
 
 
+def _resolve_in_values(value: Any, results: Mapping[str, Any]) -> Any:
+    """`$result[...]` references inside decoded parameter values."""
+    if isinstance(value, dict):
+        return {key: _resolve_in_values(item, results) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_resolve_in_values(item, results) for item in value]
+    if isinstance(value, str) and "$result[" in value:
+        return _resolve_references(value, results)
+    return value
+
+
 def _empty_as_list(value: dict[str, Any]) -> dict[str, Any] | list[Any]:
     return value if value else []
 
@@ -172,7 +183,8 @@ def batch(ctx: CallContext, params: dict[str, Any], timer: Callable[[float, floa
         name = name.strip().lower().removesuffix(".json")
         started = time.time()
         inner = CallContext(ctx.sandbox, ctx.portal, ctx.user_id, name, ctx.auth_connector, in_batch=True)
-        inner_params = decode_params(query)
+        # References also work URL-encoded (Bitrix24 substitutes them in the parsed parameter values).
+        inner_params = _resolve_in_values(decode_params(query), results)
         inner_params.pop("auth", None)
         if inner_params.get("auth_connector"):
             inner.auth_connector = str(inner_params["auth_connector"])
