@@ -431,8 +431,8 @@ class Scanner:
     def _flush(self) -> None:
         """Insert the planned notices; ones planned before (this day) are left as they are."""
         for values in self.buffer:
-            inserted = db.session.execute(insert_ignore(TaskNotice, values, ["portal_id", "key"]))
-            self.counts["planned"] += inserted.rowcount or 0
+            statement = insert_ignore(TaskNotice, values, ["portal_id", "key"]).returning(TaskNotice.id)
+            self.counts["planned"] += len(db.session.execute(statement).all())
         self.buffer = []
         db.session.commit()
 
