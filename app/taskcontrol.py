@@ -506,9 +506,9 @@ def _claim(portal_id: int) -> list[TaskNotice]:
     db.session.commit()
     return list(
         db.session.scalars(
-            sa.select(TaskNotice).where(TaskNotice.portal_id == portal_id, TaskNotice.claim == token).order_by(
-                TaskNotice.id
-            )
+            sa.select(TaskNotice)
+            .where(TaskNotice.portal_id == portal_id, TaskNotice.claim == token)
+            .order_by(TaskNotice.id)
         )
     )
 
