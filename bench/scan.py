@@ -85,7 +85,14 @@ def run(deals: int, tasks: int, redis_url: str) -> dict[str, Any]:
             database.db.session.add(portal)
             database.db.session.commit()
             pages = floor_pages(sb_portal)
-            with responses_sandbox(sandbox):
+            with responses_sandbox(sandbox) as mock:
+                handle_rest = sandbox.handle_rest
+
+                def forgetful(host: str | None, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+                    mock.calls.reset()  # `responses` keeps every request and body; that is not our memory
+                    return handle_rest(host, method, params)
+
+                sandbox.handle_rest = forgetful  # type: ignore[method-assign]
                 crm = client_for(portal)
                 # The people directory is a shared 10-minute cache the guard keeps warm; it is read
                 # (one user.get request) outside the measured scan and reported on its own.
