@@ -89,7 +89,10 @@ def run(deals: int, tasks: int, redis_url: str) -> dict[str, Any]:
                 handle_rest = sandbox.handle_rest
 
                 def forgetful(host: str | None, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-                    mock.calls.reset()  # `responses` keeps every request and body; that is not our memory
+                    # `responses` keeps every request and body (globally and per route): not our memory.
+                    mock.calls.reset()
+                    for route in mock.registered():
+                        route.calls.reset()
                     return handle_rest(host, method, params)
 
                 sandbox.handle_rest = forgetful  # type: ignore[method-assign]
