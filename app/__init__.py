@@ -32,7 +32,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             app.config["DATABASE_URL"] = normalise_database_url(test_config["DATABASE_URL"])
 
     import handlers
-    from app import db, health, i18n, logs, queue, settings, web
+    from app import db, health, i18n, logs, queue, settings, taskcontrol, web
 
     logs.init_app(app)
     db.init_app(app)
@@ -41,6 +41,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     health.init_app(app)
     settings.init_app(app)
     web.init_app(app)
+    taskcontrol.init_app(app)
     handlers.init_app(app)
     _init_requests(app)
     return app

@@ -376,3 +376,41 @@ class ReviewCallback(Base):
     created_by: Mapped[str] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class TaskNotice(Base):
+    """One task-control notice line for one user, unique per object, user and day (a scan run or a second
+    worker planning it again inserts nothing); claimed by one sender, then sent in a per-user digest."""
+
+    __tablename__ = "task_notices"
+    __table_args__ = (sa.UniqueConstraint("portal_id", "key", name="uq_task_notices_portal_key"),)
+
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    SENT = "sent"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    portal_id: Mapped[int] = mapped_column(sa.ForeignKey("portals.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(sa.String(255))
+    user_id: Mapped[str] = mapped_column(sa.String(64))
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    deal_id: Mapped[str | None] = mapped_column(sa.String(64))
+    task_id: Mapped[str | None] = mapped_column(sa.String(64))
+    text: Mapped[str] = mapped_column(sa.Text)
+    status: Mapped[str] = mapped_column(sa.String(16), default=PENDING, index=True)
+    claim: Mapped[str | None] = mapped_column(sa.String(64))
+    claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class TaskReport(Base):
+    """The last task-control scan of a portal: per manager, deals without tasks and overdue tasks."""
+
+    __tablename__ = "task_reports"
+    __table_args__ = (sa.UniqueConstraint("portal_id", name="uq_task_reports_portal"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    portal_id: Mapped[int] = mapped_column(sa.ForeignKey("portals.id", ondelete="CASCADE"))
+    scanned_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    data: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)

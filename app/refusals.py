@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,6 +19,10 @@ from app.settings import GuardSettings, guard_settings
 
 log = logging.getLogger(__name__)
 LOCK_SECONDS = 120
+# Feature modules add effect kinds (kind -> fn(effect, crm) -> result) and rules for in-progress moves
+# (fn(guard, deal, previous stage, previous pipeline, mover, role) -> Decision, or None to let it pass).
+EFFECT_KINDS: dict[str, Callable[[Effect, CrmClient], str]] = {}
+PROCESS_MOVE_RULES: list[Callable[[Guard, Deal, str, str, str, str], Decision | None]] = []
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,8 @@ def _carry_out(effect: Effect, crm: CrmClient) -> str:
         from app import review
 
         return review.carry_out_todo(effect, crm)
+    if effect.kind in EFFECT_KINDS:
+        return EFFECT_KINDS[effect.kind](effect, crm)
     raise ValueError(f"unknown effect kind {effect.kind!r}")
 
 
@@ -204,6 +211,11 @@ class Guard:
             return self._on_refusal_entered(deal, mover, role, previous_stage, previous_pipeline)
         if snapshot is not None and snapshot.stage_id == refusal_stage_for(self.portal, snapshot.pipeline_id):
             return self._on_refusal_left(deal, mover, role)
+        if snapshot is not None:
+            for rule in PROCESS_MOVE_RULES:
+                decided = rule(self, deal, snapshot.stage_id, snapshot.pipeline_id, mover, role)
+                if decided is not None:
+                    return decided
         remember(self.portal.id, deal)
         return Decision("moved")
 

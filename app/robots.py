@@ -31,6 +31,7 @@ class RobotInvocation:
     deal_id: str | None
     properties: dict[str, Any]
     user_id: str | None
+    event_token: str = ""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("penalty-notices", "app.ledger.sweep_notices", timedelta(minutes=1)),
     PeriodicJob("scheduled-reports", "app.reports.send_scheduled_reports", timedelta(minutes=15)),
     PeriodicJob("exchange-idle", "app.exchange.return_idle_all", timedelta(hours=1)),
+    PeriodicJob("taskcontrol", "app.taskcontrol.scan_due_portals", timedelta(minutes=5)),
 )
 
 

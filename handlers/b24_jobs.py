@@ -42,6 +42,7 @@ def process_robot(item: InboxItem) -> None:
         deal_id=call.deal_id,
         properties=call.properties,
         user_id=call.auth.user_id,
+        event_token=call.event_token or "",
     )
     values = robot.resolve()(invocation)
     if call.event_token:

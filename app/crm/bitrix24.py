@@ -25,7 +25,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -173,6 +173,32 @@ class BatchResult:
         if key not in self.result:
             raise CrmError(f"batch command {key!r} has no result")
         return self.result[key]
+
+
+@dataclass(frozen=True)
+class ListStream:
+    """One list method read by `Bitrix24Rest.iter_streams_batched`.
+
+    `name` prefixes the batch keys (letters only); `row_key` is the id key in the answer rows
+    ("ID" for crm.*, "id" for tasks); streams of a lower `phase` end before a higher one yields.
+    """
+
+    name: str
+    method: str
+    params: Mapping[str, Any]
+    id_field: str = "ID"
+    row_key: str = "ID"
+    result_key: str | None = None
+    phase: int = 0
+
+
+@dataclass
+class _StreamState:
+    stream: ListStream
+    last: int
+    issued: int = 0
+    remaining: int = 0
+    done: bool = False
 
 
 @dataclass
@@ -562,6 +588,102 @@ class Bitrix24Rest:
                 if len(page) < PAGE_SIZE:
                     return
                 remaining = max(0, remaining - len(page))
+
+    def iter_streams_batched(self, streams: Sequence[ListStream]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Stream several list methods at once, packing pages of all of them into shared batches.
+
+        Yields ``(stream name, row)``; rows of a stream come oldest id first. Streams run in phases:
+        no row of a stream is yielded before every stream of an earlier phase has ended, so a
+        caller can, say, read every task before the first deal. Pages of a later phase are only
+        requested in a batch where the earlier phases are planned to end, so at most one batch of
+        rows is ever held back.
+
+        The first request is one batch holding, per stream, a first page with ``start=0`` (its
+        ``total`` is the scan's only COUNT) and chained fast pages after it (``'>ID':
+        $result[prev][49][ID]``, ``start=-1``) sharing the 50 commands. From the counts, every
+        later batch gets exactly the pages still needed (plus one page per stream that confirms its
+        end) across all streams, 50 to a request. So the whole scan costs about
+        ``ceil((pages + streams) / 50)`` requests against a floor of ``pages / 50``; commands past a
+        short page (a chain that ended early) are ignored, and rows are de-duplicated by id.
+        """
+        states = [_StreamState(stream, self._start_after(stream.params, stream.id_field)) for stream in streams]
+        held: list[tuple[str, dict[str, Any]]] = []
+        first = True
+        while any(not state.done for state in states):
+            plan = self._plan_batch(states, first)
+            commands: dict[str, tuple[str, Mapping[str, Any] | None]] = {}
+            for state, count in plan:
+                stream = state.stream
+                path = f"[{stream.result_key}]" if stream.result_key else ""
+                for k in range(count):
+                    key = f"{stream.name}{state.issued + k}"
+                    if k == 0:
+                        after: int | str = state.last
+                    else:
+                        after = f"$result[{stream.name}{state.issued + k - 1}]{path}[{PAGE_SIZE - 1}][{stream.row_key}]"
+                    start = 0 if first and k == 0 else -1
+                    commands[key] = (stream.method, self._page_params(stream.params, stream.id_field, after, start))
+            result = self.batch(commands)
+            for state, count in plan:
+                stream = state.stream
+                for k in range(count):
+                    if state.done:
+                        continue  # the chain ended on a short page; the rest of it is void
+                    key = f"{stream.name}{state.issued + k}"
+                    page = _rows(result.get(key), stream.result_key)
+                    if first and k == 0:
+                        state.remaining = max(0, int(result.result_total.get(key, len(page))) - len(page))
+                    else:
+                        state.remaining = max(0, state.remaining - len(page))
+                    for row in page:
+                        row_id = int(row[stream.row_key])
+                        if row_id > state.last:
+                            state.last = row_id
+                            held.append((stream.name, row))
+                    if len(page) < PAGE_SIZE:
+                        state.done = True
+                state.issued += count
+            first = False
+            released = [name for name, ready in self._release(states).items() if ready]
+            if released:
+                keep: list[tuple[str, dict[str, Any]]] = []
+                for name, row in held:
+                    if name in released:
+                        yield name, row
+                    else:
+                        keep.append((name, row))
+                held = keep
+
+    @staticmethod
+    def _release(states: Sequence[_StreamState]) -> dict[str, bool]:
+        """Which streams may hand out their rows: those whose earlier phases have all ended."""
+        return {
+            state.stream.name: all(other.done for other in states if other.stream.phase < state.stream.phase)
+            for state in states
+        }
+
+    @staticmethod
+    def _plan_batch(states: Sequence[_StreamState], first: bool) -> list[tuple[_StreamState, int]]:
+        """How many pages of each stream go into the next batch (at most 50 in all)."""
+        active = [state for state in states if not state.done]
+        if first:
+            # Nothing is counted yet: every stream gets its counting page, the rest is shared.
+            share, extra = divmod(BATCH_LIMIT, len(active))
+            return [(state, share + (1 if index < extra else 0)) for index, state in enumerate(active)]
+        plan: list[tuple[_StreamState, int]] = []
+        room = BATCH_LIMIT
+        for phase in sorted({state.stream.phase for state in active}):
+            ending = True
+            for state in (s for s in active if s.stream.phase == phase):
+                need = state.remaining // PAGE_SIZE + 1
+                count = min(need, room)
+                if count:
+                    plan.append((state, count))
+                    room -= count
+                ending = ending and count == need
+            if not ending or not room:
+                break
+        return plan
 
     def iter_pages(
         self, method: str, params: Mapping[str, Any] | None = None, *, result_key: str | None = None
@@ -1007,6 +1129,110 @@ class Bitrix24Crm:
             created_by=_optional_id(pick("createdBy", "CREATED_BY")),
             auditor_ids=tuple(_text(a) for a in (auditors if isinstance(auditors, list) else [auditors])),
         )
+
+    OPEN_TASK_FILTER: Mapping[str, Any] = {"!REAL_STATUS": int(TASK_COMPLETED)}
+    SCAN_TASK_SELECT = (*TASK_SELECT, "SUB_STATUS")
+    TODO_SELECT = ("ID", "OWNER_ID", "OWNER_TYPE_ID", "TYPE_ID", "SUBJECT", "RESPONSIBLE_ID", "DEADLINE", "AUTHOR_ID")
+    SCAN_DEAL_SELECT = (
+        "ID", "TITLE", "CATEGORY_ID", "STAGE_ID", "STAGE_SEMANTIC_ID", "ASSIGNED_BY_ID", "MODIFY_BY_ID",
+        "DATE_CREATE", "DATE_MODIFY", "MOVED_BY_ID", "MOVED_TIME",
+    )  # fmt: skip
+
+    def _open_task(self, row: Mapping[str, Any]) -> Task | None:
+        """An open task row of a scan, bound to its first deal (None for tasks bound to no deal)."""
+        bindings = row.get("ufCrmTask", row.get("UF_CRM_TASK")) or []
+        deal_ids = [b[2:] for b in (bindings if isinstance(bindings, list) else [bindings]) if str(b).startswith("D_")]
+        if not deal_ids:
+            return None
+        task = self._task(row, deal_ids[0])
+        sub_status = _text(row.get("subStatus", row.get("SUB_STATUS")))
+        overdue = sub_status == "-1" or (task.deadline is not None and task.deadline < datetime.now(UTC))
+        return replace(task, overdue=overdue)
+
+    def _todo(self, row: Mapping[str, Any]) -> Task:
+        deadline = parse_datetime(row.get("DEADLINE"), self.tz)
+        return Task(
+            id=_text(row.get("ID")),
+            title=_text(row.get("SUBJECT")),
+            responsible_id=_text(row.get("RESPONSIBLE_ID")),
+            deal_id=_text(row.get("OWNER_ID")),
+            deadline=deadline,
+            is_open=True,
+            created_by=_optional_id(row.get("AUTHOR_ID")),
+            kind="todo",
+        )
+
+    def open_deal_tasks(self, deal_id: str) -> list[Task]:
+        """Open tasks and open to-dos of one deal: one batch request (two list commands)."""
+        result = self.rest.batch(
+            {
+                "t": (
+                    "tasks.task.list",
+                    {
+                        "filter": {"UF_CRM_TASK": f"D_{deal_id}", **self.OPEN_TASK_FILTER},
+                        "select": list(self.SCAN_TASK_SELECT),
+                        "order": {"ID": "ASC"},
+                    },
+                ),
+                "a": (
+                    "crm.activity.list",
+                    {
+                        "filter": {"OWNER_TYPE_ID": DEAL_ENTITY_TYPE_ID, "OWNER_ID": deal_id, "COMPLETED": "N"},
+                        "select": list(self.TODO_SELECT),
+                        "order": {"ID": "ASC"},
+                    },
+                ),
+            }
+        )
+        tasks = [task for row in _rows(result.get("t"), "tasks") if (task := self._open_task(row)) is not None]
+        return [*tasks, *(replace(self._todo(row), deal_id=deal_id) for row in _rows(result.get("a"), None))]
+
+    def iter_open_work(self) -> Iterator[Task | Deal]:
+        """Open tasks bound to deals and open deal to-dos (phase 0), then open deals (phase 1), all
+        read together in shared batches of 50 fast list pages."""
+        streams = [
+            ListStream(
+                "t",
+                "tasks.task.list",
+                {"filter": dict(self.OPEN_TASK_FILTER), "select": list(self.SCAN_TASK_SELECT)},
+                row_key="id",
+                result_key="tasks",
+            ),
+            ListStream(
+                "a",
+                "crm.activity.list",
+                {
+                    "filter": {"OWNER_TYPE_ID": DEAL_ENTITY_TYPE_ID, "COMPLETED": "N"},
+                    "select": list(self.TODO_SELECT),
+                },
+            ),
+            ListStream(
+                "d",
+                "crm.deal.list",
+                {"filter": {"CLOSED": "N"}, "select": list(self.SCAN_DEAL_SELECT)},
+                phase=1,
+            ),
+        ]
+        for name, row in self.rest.iter_streams_batched(streams):
+            if name == "d":
+                yield self.deal_from_raw(row)
+            elif name == "a":
+                if _text(row.get("OWNER_TYPE_ID")) == str(DEAL_ENTITY_TYPE_ID):
+                    yield self._todo(row)
+            elif (task := self._open_task(row)) is not None:
+                yield task
+
+    def notify_many(self, notices: Sequence[tuple[str, str]]) -> None:
+        """im.notify.system.add for each notice, 50 to a batch request; fails on the first error."""
+        commands: dict[str, tuple[str, Mapping[str, Any] | None]] = {
+            f"n{index}": ("im.notify.system.add", {"USER_ID": user_id, "MESSAGE": message})
+            for index, (user_id, message) in enumerate(notices)
+        }
+        if not commands:
+            return
+        result = self.rest.batch(commands)
+        for key in commands:
+            result.get(key)
 
     def list_deal_tasks(self, deal_id: str) -> list[Task]:
         """Tasks bound to the deal (tasks.task.list by UF_CRM_TASK, select always given)."""

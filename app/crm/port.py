@@ -115,6 +115,8 @@ class Task:
     is_open: bool
     created_by: str | None = None
     auditor_ids: tuple[str, ...] = ()
+    overdue: bool = False
+    kind: Literal["task", "todo"] = "task"
 
 
 @dataclass(frozen=True)
@@ -249,4 +251,19 @@ class CrmClient(Protocol):
 
     def open_recording(self, call: Call) -> Recording:
         """Stream a call's recording from the CRM (server-side: no CRM token ever reaches a browser)."""
+        ...
+
+    def open_deal_tasks(self, deal_id: str) -> list[Task]:
+        """The deal's open tasks and open to-dos (its next steps), in as few calls as possible."""
+        ...
+
+    def iter_open_work(self) -> Iterator[Task | Deal]:
+        """Stream every open task and to-do bound to a deal, then every open deal (never all in memory).
+
+        Every Task comes before the first Deal, so a caller can mark deals with a next step first.
+        """
+        ...
+
+    def notify_many(self, notices: Sequence[tuple[str, str]]) -> None:
+        """Send several (user id, message) notifications in as few calls as possible."""
         ...

@@ -1535,7 +1535,18 @@ def task_list(ctx: CallContext, p: dict[str, Any]) -> Answer:
         parse_filter(arg(p, "filter")), TASK_KINDS, _task_getter, special={"STATUS": _task_status_filter(now)}
     )
     order = parse_order(arg(p, "order"))
-    page = paginate(ctx.portal.tasks.values(), predicate, order, TASK_KINDS, _task_getter, parse_start(arg(p, "start")))
+    start = parse_start(arg(p, "start"))
+    rows: Any = ctx.portal.tasks.values()
+    # Fast scans (`>ID` with start=-1) jump straight to the id (task ids are issued in ascending order).
+    lower = [c for c in parse_filter(arg(p, "filter")) if c.field == "ID" and c.op in {">", ">="}]
+    if start == -1 and lower and (not order or order == [("ID", False)]):
+        import bisect
+
+        ids = list(ctx.portal.tasks)
+        bound = as_int(lower[-1].value, 0) or 0
+        position = (bisect.bisect_right if lower[-1].op == ">" else bisect.bisect_left)(ids, bound)
+        rows = (ctx.portal.tasks[task_id] for task_id in ids[position:])
+    page = paginate(rows, predicate, order, TASK_KINDS, _task_getter, start)
     select = select_fields(arg(p, "select"))
     select = select or _TASK_DEFAULT_SELECT
     return Answer({"tasks": [task_wire(t, now, select) for t in page.rows]}, page.next, page.total)

@@ -1,0 +1,99 @@
+"""JSON endpoints of task control: the overdue report for heads, a manual scan, the settings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import Blueprint, abort, jsonify, request
+from flask.typing import ResponseReturnValue
+from marshmallow import ValidationError
+
+from app import audit, directory, i18n, taskcontrol
+from app.crm.errors import CrmError
+from app.crm.factory import client_for
+from app.db import db
+from app.models import Portal
+from app.security import Identity
+from app.settings import guard_settings
+from app.web.api import current_portal
+
+bp = Blueprint("taskcontrol_api", __name__, url_prefix="/api/taskcontrol")
+
+
+def _require_head(identity: Identity, portal: Portal) -> None:
+    """Heads of sales (settings heads / head departments) and portal admins; others get 403."""
+    if identity.is_admin:
+        return
+    try:
+        role = directory.role_of(portal.id, client_for(portal), guard_settings(portal), identity.user_id)
+    except CrmError:
+        abort(502, description="the CRM did not answer; try again")
+    if role != "head":
+        abort(403, description="the task report is for heads of sales and the administrator")
+
+
+@bp.get("/report")
+def get_report() -> ResponseReturnValue:
+    """The last scan's report: per manager open deals, deals without tasks, overdue tasks, oldest overdue."""
+    identity, portal = current_portal()
+    _require_head(identity, portal)
+    report = taskcontrol.overdue_report(portal)
+    if report is None:
+        return jsonify(scanned_at=None, scanned_at_text=i18n.translate("tc_never", portal.language), managers=[])
+    language, zone = portal.language, portal.timezone
+    managers = []
+    for row in report["managers"]:
+        oldest = row["oldest_overdue"]
+        managers.append(
+            {
+                **row,
+                "oldest_overdue_text": i18n.when(
+                    None if oldest is None else datetime.fromisoformat(oldest), language, zone
+                ),
+            }
+        )
+    return jsonify(
+        scanned_at=report["scanned_at"].isoformat(),
+        scanned_at_text=i18n.when(report["scanned_at"], language, zone),
+        day=report["day"],
+        totals=report["totals"],
+        managers=managers,
+    )
+
+
+@bp.post("/scan")
+def post_scan() -> ResponseReturnValue:
+    """Queue a scan now (heads and admins); 202."""
+    identity, portal = current_portal()
+    _require_head(identity, portal)
+    if portal.status != "installed":
+        return jsonify(error="conflict", message="the app is not installed on this portal"), 409
+    queued = taskcontrol.queue_scan(portal.id)
+    return jsonify(queued=queued, message=i18n.translate("tc_rescan_queued", portal.language)), 202
+
+
+@bp.get("/settings")
+def get_settings() -> ResponseReturnValue:
+    """Task-control settings (admins only)."""
+    identity, portal = current_portal()
+    if not identity.is_admin:
+        abort(403, description="only a portal administrator can see the settings")
+    return jsonify(settings=taskcontrol.taskcontrol_settings(portal).as_dict())
+
+
+@bp.put("/settings")
+def put_settings() -> ResponseReturnValue:
+    """Validate and store task-control settings (admins only); 400 names each wrong field."""
+    identity, portal = current_portal()
+    if not identity.is_admin:
+        abort(403, description="only a portal administrator can change the settings")
+    changes = request.get_json(silent=True)
+    if not isinstance(changes, dict):
+        return jsonify(error="bad_request", message="expected a JSON object"), 400
+    try:
+        settings = taskcontrol.update_taskcontrol_settings(portal, changes)
+    except ValidationError as error:
+        return jsonify(error="bad_request", message="invalid settings", fields=error.messages), 400
+    audit.record(portal.id, identity.user_id, "change task control settings", "saved", details_keys=sorted(changes))
+    db.session.commit()
+    return jsonify(settings=settings.as_dict())

@@ -1,0 +1,158 @@
+"""Benchmark of the task-control scan against an emulated Bitrix24 portal (figures only, no assertions).
+
+    TEST_REDIS_URL=redis://127.0.0.1:6379/10 .venv/bin/python -m bench.scan [--sizes 10000:20000,100000:200000]
+
+For each size (open + closed deals : tasks) it prints the CRM requests against the floor (list pages
+of open tasks, open to-dos and open deals, 50 pages to a batch), wall time against the rate-limit
+floor (Bitrix24: 2 requests/s, burst 50), QUERY_LIMIT_EXCEEDED answers, and the scan's peak memory
+(tracemalloc, above what the emulated portal itself holds). The portal enforces the real limit and the
+app paces itself through its shared limiter, so the wall time includes the limiter's waits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+import time
+import tracemalloc
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from app import create_app, directory, taskcontrol
+from app import db as database
+from app.crm.factory import client_for
+from app.models import Portal, utcnow
+from app.sandbox import Sandbox, generate_bulk
+from app.sandbox.mount import responses_sandbox
+
+RATE, BURST = 2.0, 50
+
+
+def floor_pages(portal: Any) -> int:
+    """List pages the scan cannot do without: open tasks, open deal to-dos, open deals (at least one each)."""
+    tasks = sum(1 for task in portal.tasks.values() if task["STATUS"] != 5)
+    todos = sum(1 for a in portal.activities.values() if a["COMPLETED"] == "N" and a["OWNER_TYPE_ID"] == 2)
+    deals = sum(1 for deal_id in portal.deal_ids if portal.semantic(portal.deals[deal_id].stage_id) == "P")
+    return sum(max(1, math.ceil(count / 50)) for count in (tasks, todos, deals))
+
+
+def run(deals: int, tasks: int, redis_url: str) -> dict[str, Any]:
+    """One scan of a fresh portal of the given size."""
+    with tempfile.TemporaryDirectory() as tmp:
+        app = create_app(
+            {
+                "DATABASE_URL": f"sqlite:///{Path(tmp) / 'bench.db'}",
+                "REDIS_URL": redis_url,
+                "INSTANCE_PATH": tmp,
+                "SECRET_KEY": "bench",
+                "B24_RATE": RATE,
+                "B24_BURST": BURST,
+            }
+        )
+        with app.app_context():
+            database.upgrade()
+            from app.queue import get_redis
+
+            get_redis().flushdb()
+            sandbox = Sandbox()
+            sb_portal = sandbox.seed_portal(domain="bench.bitrix24.test", deals=0)
+            generate_bulk(sb_portal, deals=deals, tasks=tasks)
+            sandbox.set_rate_limit(sb_portal, rate=RATE, burst=BURST)
+            sandbox.call_log = deque(maxlen=100)  # the emulator's own log must not count as our memory
+            refused = {"count": 0}
+            log_call = sandbox._log
+
+            def counting_log(ctx: Any, params: dict[str, Any], status: int) -> None:
+                refused["count"] += status == 503
+                log_call(ctx, params, status)
+
+            sandbox._log = counting_log  # type: ignore[method-assign]
+            tokens = sandbox.issue_tokens(sb_portal)
+            portal = Portal(
+                crm=Portal.BITRIX24,
+                external_id=sb_portal.member_id,
+                domain=sb_portal.domain,
+                rest_base=tokens["client_endpoint"],
+                access_token=tokens["access_token"],
+                refresh_token=tokens["refresh_token"],
+                status="installed",
+                installed_at=utcnow(),
+                settings={"guard": {"heads": ["9"]}},
+            )
+            database.db.session.add(portal)
+            database.db.session.commit()
+            pages = floor_pages(sb_portal)
+            with responses_sandbox(sandbox) as mock:
+                handle_rest = sandbox.handle_rest
+
+                def forgetful(host: str | None, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+                    # `responses` keeps every request and body (globally and per route): not our memory.
+                    mock.calls.reset()
+                    for route in mock.registered():
+                        route.calls.reset()
+                    return handle_rest(host, method, params)
+
+                sandbox.handle_rest = forgetful  # type: ignore[method-assign]
+                crm = client_for(portal)
+                # The people directory is a shared 10-minute cache the guard keeps warm; it is read
+                # (one user.get request) outside the measured scan and reported on its own.
+                before = sandbox.rest_calls(sb_portal)
+                directory.users(portal.id, crm)
+                directory_requests = sandbox.rest_calls(sb_portal) - before
+                tracemalloc.start()
+                baseline = tracemalloc.get_traced_memory()[0]
+                started = time.perf_counter()
+                counts = taskcontrol.Scanner(portal, crm).collect()
+                elapsed = time.perf_counter() - started
+                peak = tracemalloc.get_traced_memory()[1] - baseline
+                tracemalloc.stop()
+            requests = sandbox.rest_calls(sb_portal) - directory_requests
+            limited = refused["count"]
+            database.db.session.remove()
+            database.db.engine.dispose()
+    return {
+        "deals": deals,
+        "tasks": tasks,
+        "open_deals": counts["deals"],
+        "without_tasks": counts["without_tasks"],
+        "overdue": counts["overdue"],
+        "pages": pages,
+        "floor_requests": pages / 50,
+        "requests": requests,
+        "directory_requests": directory_requests,
+        "wall_seconds": elapsed,
+        "rate_floor_seconds": max(0.0, (requests - BURST) / RATE),
+        "query_limit_exceeded": limited,
+        "peak_mib": peak / 2**20,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000:20000,100000:200000", help="deals:tasks pairs, comma-separated")
+    parser.add_argument("--redis", default=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/10"))
+    args = parser.parse_args()
+    results = []
+    for pair in args.sizes.split(","):
+        deals, tasks = (int(part) for part in pair.split(":"))
+        result = run(deals, tasks, args.redis)
+        results.append(result)
+        print(
+            f"{deals:>7} deals {tasks:>7} tasks | open deals {result['open_deals']:>6}, "
+            f"without tasks {result['without_tasks']:>6}, overdue {result['overdue']:>6} | "
+            f"requests {result['requests']:>4} vs floor {result['floor_requests']:.2f} "
+            f"({result['requests'] / result['floor_requests']:.2f}x; {result['pages']} pages; "
+            f"+{result['directory_requests']} directory) | "
+            f"wall {result['wall_seconds']:.1f}s vs rate floor {result['rate_floor_seconds']:.1f}s | "
+            f"QUERY_LIMIT_EXCEEDED {result['query_limit_exceeded']} | peak {result['peak_mib']:.1f} MiB",
+            flush=True,
+        )
+    if len(results) > 1:
+        print(f"peak memory ratio largest/smallest: {results[-1]['peak_mib'] / results[0]['peak_mib']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
