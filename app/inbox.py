@@ -11,6 +11,7 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 from rq import Retry
+from rq.job import Job
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.db import db
@@ -39,25 +40,18 @@ INBOX = InboxItem.__table__
 
 
 @functools.cache
-def _statements(dialect: str) -> tuple[Any, Any]:
-    """The insert-or-ignore and the pending-to-queued update of the ingest path, built once per dialect.
+def _store_statement(dialect: str) -> Any:
+    """The insert-or-ignore of the ingest path, built once per dialect.
 
     Webhooks arrive in bursts; rebuilding an ORM statement with fresh values per call costs more than
-    the database round trip itself, so both are Core statements with bound parameters.
+    the database round trip itself, so it is a Core statement with bound parameters.
     """
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    store_statement = insert(INBOX).on_conflict_do_nothing(index_elements=[INBOX.c.dedupe_key]).returning(INBOX.c.id)
-    queued_statement = (
-        sa.update(INBOX)
-        .where(INBOX.c.id == sa.bindparam("inbox_id"), INBOX.c.status == InboxItem.PENDING)
-        .values(status=InboxItem.QUEUED, enqueued_at=sa.bindparam("now"))
-    )
-    return store_statement, queued_statement
+    return insert(INBOX).on_conflict_do_nothing(index_elements=[INBOX.c.dedupe_key]).returning(INBOX.c.id)
 
 
 def store(source: str, kind: str, dedupe_key: str, body: str, portal_id: int | None) -> int | None:
-    """Insert one row; returns its id, or None when the same dedupe key was stored before."""
-    store_statement, _ = _statements(db.engine.dialect.name)
+    """Insert one row and commit; returns its id, or None when the same dedupe key was stored before."""
     values = {
         "portal_id": portal_id,
         "source": source,
@@ -69,23 +63,31 @@ def store(source: str, kind: str, dedupe_key: str, body: str, portal_id: int | N
         "last_error": "",
         "received_at": utcnow(),
     }
-    inbox_id = db.session.execute(store_statement, values).scalar()
+    inbox_id = db.session.execute(_store_statement(db.engine.dialect.name), values).scalar()
     db.session.commit()
     return inbox_id
 
 
+def _enqueue_job(inbox_id: int) -> Job | None:
+    """The processing job of one row; its id is derived from the row, so a second copy is refused (None)."""
+    return enqueue("events", "app.jobs.process_inbox", inbox_id, job_id=f"inbox-{inbox_id}", unique=True, retry=RETRY)
+
+
 def enqueue_item(inbox_id: int) -> bool:
-    """Queue the processing job; on a Redis failure the row stays pending for the sweep."""
+    """Queue the processing job; on a Redis failure the row stays pending for the sweep.
+
+    The row is not written again: it stays `pending` until its job finishes it. A second write per
+    webhook (marking the row queued) would double the commits of the ingest path, and the sweep needs
+    no such mark: it re-enqueues under the same unique job id, which is a no-op while the job exists
+    (queued, running, or waiting for a retry).
+    """
     try:
-        enqueue("events", "app.jobs.process_inbox", inbox_id, job_id=f"inbox-{inbox_id}", unique=True, retry=RETRY)
+        _enqueue_job(inbox_id)
     except (redis.RedisError, OSError) as error:
         log.warning(
             "inbox row left for the sweep: redis unavailable", extra={"inbox_id": inbox_id, "error": str(error)}
         )
         return False
-    _, queued_statement = _statements(db.engine.dialect.name)
-    db.session.execute(queued_statement, {"inbox_id": inbox_id, "now": utcnow()})
-    db.session.commit()
     return True
 
 
@@ -151,7 +153,11 @@ def process(inbox_id: int) -> str:
 
 
 def sweep(older_than: timedelta = timedelta(seconds=30)) -> int:
-    """Enqueue rows that are not done and not failed (Redis was down, or a job was lost)."""
+    """Enqueue rows that are not done and not failed (Redis was down, or a job was lost).
+
+    Rows whose job still exists are skipped by the unique job id. The rows this call did enqueue are
+    marked `queued`, with `enqueued_at`: they are the ones ingest could not hand over.
+    """
     cutoff = utcnow() - older_than
     rows = db.session.scalars(
         sa.select(InboxItem.id)
@@ -161,10 +167,7 @@ def sweep(older_than: timedelta = timedelta(seconds=30)) -> int:
     ).all()
     count = 0
     for inbox_id in rows:
-        job = enqueue(
-            "events", "app.jobs.process_inbox", inbox_id, job_id=f"inbox-{inbox_id}", unique=True, retry=RETRY
-        )
-        if job is not None:
+        if _enqueue_job(inbox_id) is not None:
             count += 1
             db.session.execute(
                 sa.update(InboxItem)

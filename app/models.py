@@ -75,7 +75,11 @@ class Portal(Base):
 
 
 class InboxItem(Base):
-    """Every inbound CRM call, stored before it is acknowledged."""
+    """Every inbound CRM call, stored before it is acknowledged.
+
+    Status: `pending` from ingest until its job finishes it (`done`) or gives up (`failed`); `queued` when
+    the sweep had to enqueue it (Redis was down at ingest, or the job was lost), `enqueued_at` saying when.
+    """
 
     __tablename__ = "inbox"
 

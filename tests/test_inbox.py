@@ -54,7 +54,10 @@ def test_accepted_row_is_processed_by_the_worker(app: Flask, worker, monkeypatch
     monkeypatch.setitem(inbox.PROCESSORS, ("test", "ok"), lambda item: seen.append(item.body))
     portal = make_portal()
     inbox_id = inbox.accept("test", "ok", "k-ok", "payload", portal.id)
-    assert db.session.get(InboxItem, inbox_id).status == InboxItem.QUEUED
+    row = db.session.get(InboxItem, inbox_id)
+    assert row.status == InboxItem.PENDING  # one write per delivery: the job finishes the row
+    assert row.enqueued_at is None
+    assert inbox.sweep(older_than=timedelta(0)) == 0  # its job is already queued
     worker()
     db.session.expire_all()
     row = db.session.get(InboxItem, inbox_id)
@@ -73,7 +76,8 @@ def test_a_failing_processor_keeps_the_error_and_the_row(app: Flask, worker, mon
     worker()
     db.session.expire_all()
     row = db.session.get(InboxItem, inbox_id)
-    assert row.status == InboxItem.QUEUED  # retries are scheduled
+    assert row.status == InboxItem.PENDING  # retries are scheduled
+    assert inbox.sweep(older_than=timedelta(0)) == 0  # the job waits for its retry: nothing to re-queue
     assert row.attempts == 1
     assert row.last_error == "ValueError: deal vanished"
 
@@ -87,6 +91,9 @@ def test_sweep_queues_rows_left_pending(app: Flask, worker, monkeypatch: pytest.
     row.received_at = utcnow() - timedelta(minutes=5)
     db.session.commit()
     assert inbox.sweep() == 1
+    db.session.expire_all()
+    row = db.session.get(InboxItem, inbox_id)
+    assert row.status == InboxItem.QUEUED and row.enqueued_at is not None
     assert inbox.sweep() == 0  # the job is already queued
     worker()
     assert seen == ["k-pending"]

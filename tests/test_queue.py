@@ -76,3 +76,22 @@ def test_periodic_job_runs_and_schedules_its_next_slot(app: Flask, worker):
     assert helpers.CALLS == ["tick"]
     registry = get_queue("default").scheduled_job_registry
     assert len(registry.get_job_ids()) == 1  # the next slot, and only that
+
+
+def test_unique_enqueue_writes_what_rq_itself_writes(app: Flask, redis_client):
+    """The one-round-trip unique enqueue stores the same job hash, queue entry and registry as RQ's own."""
+    retry = Retry(max=3, interval=[5, 30])
+    ours = enqueue("events", helpers.remember, "a", job_id="ours", unique=True, retry=retry, result_ttl=60)
+    queue = get_queue("events")
+    theirs = queue.enqueue(helpers.remember, "a", job_id="theirs", unique=True, retry=retry, result_ttl=60)
+    assert ours is not None
+    stored_ours, stored_theirs = redis_client.hgetall(ours.key), redis_client.hgetall(theirs.key)
+    for moment in (b"created_at", b"enqueued_at"):
+        assert stored_ours.pop(moment) and stored_theirs.pop(moment)
+    assert stored_ours == stored_theirs
+    assert redis_client.ttl(ours.key) == redis_client.ttl(theirs.key)
+    assert queue.get_job_ids() == ["ours", "theirs"]
+    assert redis_client.smembers("rq:queues") == {queue.key.encode()}
+    fetched = Job.fetch("ours", connection=get_redis())
+    assert fetched.get_status() == JobStatus.QUEUED
+    assert fetched.retries_left == 3 and fetched.origin == "events"
