@@ -88,13 +88,18 @@ def test_database_connections_killed_during_a_job_the_job_retries_and_nothing_is
     guarded.deliver()
     # The revert and the notice go out in one batch: hold it at the portal while the job waits for it.
     held = guarded.sandbox.hold(guarded.portal, "batch")
-    worker = threading.Thread(target=guarded.work)
-    worker.start()
-    assert held.reached.wait(20), "the guard never sent its revert"
-    assert _terminate_app_connections(database_url) >= 1
-    guarded.sandbox.release_held()  # the portal carries the batch out; our commit after it fails
-    worker.join(60)
-    assert not worker.is_alive()
+    killed: list[int] = []
+
+    def kill_connections_while_held() -> None:
+        if held.reached.wait(30):
+            killed.append(_terminate_app_connections(database_url))
+        guarded.sandbox.release_held()  # the portal carries the batch out; our commit after it fails
+
+    killer = threading.Thread(target=kill_connections_while_held)
+    killer.start()
+    guarded.work()  # RQ workers install signal handlers: the worker runs in the main thread
+    killer.join(60)
+    assert killed and killed[0] >= 1, "the guard never sent its revert"
     guarded.settle()
     state = end_state(guarded, [deal_id])
     assert state.stages == {deal_id: "PREPARATION"}
