@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: run test lint venv bench-ingest
+.PHONY: run test lint venv bench-ingest bench-guard
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,3 +25,7 @@ test: lint
 # Webhook ingest vs a bare Flask endpoint under the same gunicorn settings (bench/RESULTS.md).
 bench-ingest: venv
 	$(PY) bench/ingest.py $(BENCH_ARGS)
+
+# Guard latency and CRM requests per illegal move: sandbox portal over TLS, gunicorn, RQ worker processes.
+bench-guard: venv
+	$(PY) bench/guard.py $(BENCH_ARGS)
