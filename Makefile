@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: run test lint venv bench-ingest amo-widget
+.PHONY: run test lint venv bench-ingest bench-guard amo-widget
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +29,7 @@ bench-ingest: venv
 # The amoCRM widget archive for upload: dist/widget.zip (backend address from PUBLIC_URL).
 amo-widget:
 	$(PYTHON) -m installers.amo_widget --out dist/widget.zip
+
+# Guard latency and CRM requests per illegal move: sandbox portal over TLS, gunicorn, RQ worker processes.
+bench-guard: venv
+	$(PY) bench/guard.py $(BENCH_ARGS)

@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from app import audit, directory, notices
-from app.crm.port import AUTOMATION, CrmClient, Deal, DealChange, NewTask
+from app.crm.port import AUTOMATION, CrmClient, Deal, DealChange, NewTask, Notice
 from app.db import db, insert_ignore
 from app.models import CaseEvent, DealSnapshot, Effect, Portal, RefusalCase, utcnow
 from app.queue import get_redis
@@ -101,45 +101,95 @@ def plan_effect(portal_id: int, deal_id: str, key: str, kind: str, payload: dict
 
 
 def run_pending_effects(portal_id: int, deal_id: str, crm: CrmClient) -> int:
-    """Carry out the deal's pending effects in order, committing after each one."""
+    """Carry out the deal's pending effects in order, committing after each one.
+
+    A move followed by notices goes to the CRM as one request (Bitrix24: one batch). An attempt is
+    committed before the CRM is called, so a retry knows that an earlier attempt may have landed even
+    though its answer was lost (see `_carry_out` for tasks; notices are resent under the same key,
+    which replaces rather than repeats them).
+    """
     pending = db.session.scalars(
         sa.select(Effect)
         .where(Effect.portal_id == portal_id, Effect.deal_id == deal_id, Effect.status == Effect.PENDING)
         .order_by(Effect.id)
     ).all()
-    for effect in pending:
+    index = 0
+    while index < len(pending):
+        effect = pending[index]
+        notices: list[Effect] = []
+        if effect.kind == "move":
+            for following in pending[index + 1 :]:
+                if following.kind != "notify":
+                    break
+                notices.append(following)
+        if notices:
+            _carry_out_together(effect, notices, crm)
+            index += 1 + len(notices)
+            continue
         effect.attempts += 1
-        result = _carry_out(effect, crm)
-        effect.status = Effect.DONE
-        effect.result = result[:255]
-        effect.done_at = utcnow()
         db.session.commit()
+        _mark_done(effect, _carry_out(effect, crm))
+        db.session.commit()
+        index += 1
     return len(pending)
+
+
+def _mark_done(effect: Effect, result: str) -> None:
+    effect.status = Effect.DONE
+    effect.result = result[:255]
+    effect.done_at = utcnow()
+
+
+def _move_change(payload: dict[str, Any]) -> DealChange:
+    return DealChange(stage_id=payload["stage_id"], pipeline_id=payload.get("pipeline_id"))
+
+
+def _carry_out_together(move: Effect, notices: list[Effect], crm: CrmClient) -> None:
+    """A move and the notices planned after it, in one CRM request; what landed is marked done."""
+    effects = [move, *notices]
+    for effect in effects:
+        effect.attempts += 1
+    db.session.commit()
+    outcomes = crm.update_deal_and_notify(
+        move.deal_id,
+        _move_change(move.payload),
+        [Notice(n.payload["user_id"], n.payload["message"], n.key) for n in notices],
+    )
+    results = [move.payload["stage_id"], *(n.payload["user_id"] for n in notices)]
+    failure: Exception | None = None
+    for effect, outcome, result in zip(effects, outcomes, results, strict=True):
+        if outcome is None:
+            _mark_done(effect, result)
+        elif failure is None:
+            failure = outcome
+    db.session.commit()
+    if failure is not None:
+        raise failure
 
 
 def _carry_out(effect: Effect, crm: CrmClient) -> str:
     payload = effect.payload
     if effect.kind == "move":
-        crm.update_deal(
-            effect.deal_id, DealChange(stage_id=payload["stage_id"], pipeline_id=payload.get("pipeline_id"))
-        )
+        crm.update_deal(effect.deal_id, _move_change(payload))
         return payload["stage_id"]
     if effect.kind == "assign":
         crm.update_deal(effect.deal_id, DealChange(responsible_id=payload["responsible_id"]))
         return payload["responsible_id"]
     if effect.kind == "notify":
-        crm.notify(payload["user_id"], payload["message"])
+        crm.notify(payload["user_id"], payload["message"], key=effect.key)
         return payload["user_id"]
     if effect.kind == "qa_task":
-        task_id = crm.create_task(
-            NewTask(
-                title=payload["title"],
-                responsible_id=payload["responsible_id"],
-                deal_id=effect.deal_id,
-                deadline=datetime.fromisoformat(payload["deadline"]),
-                description=payload["description"],
+        task_id = _task_from_earlier_attempt(effect, crm) if effect.attempts > 1 else None
+        if task_id is None:
+            task_id = crm.create_task(
+                NewTask(
+                    title=payload["title"],
+                    responsible_id=payload["responsible_id"],
+                    deal_id=effect.deal_id,
+                    deadline=datetime.fromisoformat(payload["deadline"]),
+                    description=payload["description"],
+                )
             )
-        )
         case = db.session.get(RefusalCase, payload["case_id"])
         if case is not None:
             case.qa_task_id = task_id
@@ -154,6 +204,15 @@ def _carry_out(effect: Effect, crm: CrmClient) -> str:
     if effect.kind in EFFECT_KINDS:
         return EFFECT_KINDS[effect.kind](effect, crm)
     raise ValueError(f"unknown effect kind {effect.kind!r}")
+
+
+def _task_from_earlier_attempt(effect: Effect, crm: CrmClient) -> str | None:
+    """The task an earlier attempt created although its answer never arrived (timeout, proxy error)."""
+    payload = effect.payload
+    for task in crm.list_deal_tasks(effect.deal_id):
+        if task.title == payload["title"] and task.responsible_id == payload["responsible_id"]:
+            return task.id
+    return None
 
 
 def add_case_event(case: RefusalCase, actor: str, action: str, note: str = "") -> None:

@@ -20,6 +20,7 @@ has one writer, so a refresh would wait for it.)
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import random
@@ -70,6 +71,7 @@ from app.crm.port import (
     Department,
     NewTask,
     NewTodo,
+    Notice,
     Pipeline,
     Recording,
     Source,
@@ -102,6 +104,11 @@ def build_command(method: str, params: Mapping[str, Any] | None = None) -> str:
     if not params:
         return method
     return f"{method}?{qs_codec.encode(dict(params), qs_codec.EncodeOptions(skip_nulls=True))}"
+
+
+def notice_tag(key: str) -> str:
+    """The im.notify TAG for a notice key: short, unique per key, recognisably ours."""
+    return "RC|" + hashlib.sha1(key.encode()).hexdigest()[:32]  # noqa: S324 - a tag, not a secret
 
 
 def _as_map(value: Any) -> dict[str, Any]:
@@ -868,8 +875,7 @@ class Bitrix24Crm:
             fields[self._require_field("qa_verdict")] = self._encode_enum("qa_verdict", change.qa_verdict)
         return fields
 
-    def update_deal(self, deal_id: str, change: DealChange) -> None:
-        """Write a change: crm.deal.update, plus crm.item.update for a pipeline move (one batch if both)."""
+    def _update_commands(self, deal_id: str, change: DealChange) -> dict[str, tuple[str, Mapping[str, Any] | None]]:
         fields = self.deal_update_fields(change)
         commands: dict[str, tuple[str, Mapping[str, Any] | None]] = {}
         if change.pipeline_id is not None:
@@ -882,6 +888,11 @@ class Bitrix24Crm:
             )
         if fields:
             commands["update"] = ("crm.deal.update", {"id": deal_id, "fields": fields})
+        return commands
+
+    def update_deal(self, deal_id: str, change: DealChange) -> None:
+        """Write a change: crm.deal.update, plus crm.item.update for a pipeline move (one batch if both)."""
+        commands = self._update_commands(deal_id, change)
         if not commands:
             return
         if len(commands) == 1:
@@ -1068,9 +1079,48 @@ class Bitrix24Crm:
         """The deal card on the portal."""
         return f"https://{self.domain}/crm/deal/details/{deal_id}/"
 
-    def notify(self, user_id: str, message: str) -> None:
+    @staticmethod
+    def _notify_params(user_id: str, message: str, key: str) -> dict[str, Any]:
+        params: dict[str, Any] = {"USER_ID": user_id, "MESSAGE": message}
+        if key:
+            # TAG is unique within the app: a notice resent after a lost answer replaces the first one.
+            params["TAG"] = notice_tag(key)
+        return params
+
+    def notify(self, user_id: str, message: str, key: str = "") -> None:
         """A system notification to a user (im.notify.system.add)."""
-        self.rest.call("im.notify.system.add", {"USER_ID": user_id, "MESSAGE": message})
+        self.rest.call("im.notify.system.add", self._notify_params(user_id, message, key))
+
+    def update_deal_and_notify(
+        self, deal_id: str, change: DealChange, notices: Sequence[Notice]
+    ) -> list[Exception | None]:
+        """The deal write and the notices in one batch request (halted at the first failed command)."""
+        update = self._update_commands(deal_id, change)
+        commands = dict(update)
+        for index, notice in enumerate(notices):
+            commands[f"n{index}"] = (
+                "im.notify.system.add",
+                self._notify_params(notice.user_id, notice.message, notice.key),
+            )
+        if not commands:
+            return []
+        result = self.rest.batch(commands, halt=True)
+        change_error: Exception | None = None
+        for key in update:
+            if change_error is None:
+                change_error = result.error(key) or (
+                    None if key in result.result else CrmError(f"batch command {key!r} has no result")
+                )
+        outcomes: list[Exception | None] = [change_error]
+        for index in range(len(notices)):
+            key = f"n{index}"
+            if change_error is not None:
+                outcomes.append(change_error)
+            elif key in result.result:
+                outcomes.append(None)
+            else:
+                outcomes.append(result.error(key) or CrmError(f"batch command {key!r} was not run"))
+        return outcomes
 
     # ---- tasks
 

@@ -75,6 +75,15 @@ class DealChange:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """A notice for a user; notices with the same non-empty key replace each other (a resent notice shows once)."""
+
+    user_id: str
+    message: str
+    key: str = ""
+
+
+@dataclass(frozen=True)
 class User:
     """A CRM user."""
 
@@ -225,8 +234,17 @@ class CrmClient(Protocol):
         """The address of the deal's card in the CRM, for links in notices."""
         ...
 
-    def notify(self, user_id: str, message: str) -> None:
-        """Tell a user something in the CRM (notification, or a task where there is none)."""
+    def notify(self, user_id: str, message: str, key: str = "") -> None:
+        """Tell a user something in the CRM (notification, or a task where there is none). A repeated
+        notice with the same non-empty `key` replaces the earlier one instead of adding a second."""
+        ...
+
+    def update_deal_and_notify(
+        self, deal_id: str, change: DealChange, notices: Sequence[Notice]
+    ) -> list[Exception | None]:
+        """Write a change to a deal, then send notices, in as few requests as the CRM allows. Returns one
+        entry per write (the change first, then each notice): None when it was carried out, else the
+        error. Notices are not sent when the change failed (their entries then hold that error)."""
         ...
 
     def create_task(self, task: NewTask) -> str:

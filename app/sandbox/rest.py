@@ -1403,13 +1403,17 @@ def _notify(ctx: CallContext, p: dict[str, Any], kind: str) -> Answer:
     if user_id not in ctx.portal.users:
         raise RestError(400, "USER_ID_EMPTY", "Recipient not found")
     notification_id = ctx.portal.next_id("notification", start=901)
+    tag = str(arg(p, "TAG") or "")
+    if tag:
+        # A tag is unique: adding a notification with a tag already in use deletes the earlier ones.
+        ctx.portal.notifications[:] = [n for n in ctx.portal.notifications if n.tag != tag]
     ctx.portal.notifications.append(
         Notification(
             id=notification_id,
             kind=kind,
             user_id=user_id,
             message=message,
-            tag=str(arg(p, "TAG") or ""),
+            tag=tag,
             sub_tag=str(arg(p, "SUB_TAG") or ""),
             from_user_id=None if kind == "system" else ctx.user_id,
             created=ctx.sandbox.clock.now(),

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.sandbox import ops
@@ -54,6 +54,40 @@ class RestCall:
     status: int
     in_batch: bool
     at: float = 0.0  # when the portal answered (the sandbox's clock)
+
+
+PROXY_PAGES = {
+    502: "Bad Gateway",
+    503: "Service Temporarily Unavailable",
+    504: "Gateway Time-out",
+}
+
+
+def proxy_page(status: int) -> str:
+    """The HTML error page nginx in front of a Bitrix24 portal answers with (not JSON)."""
+    title = f"{status} {PROXY_PAGES.get(status, 'Error')}"
+    return (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n"
+        "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+    )
+
+
+@dataclass
+class ProxyFault:
+    """A fault of the proxy in front of the portal, for one REST method requested over HTTP.
+
+    kind "html": answer `status` with nginx's HTML error page; "timeout": wait `delay` seconds (longer
+    than the client's read timeout, which then gives up) and answer 504 Gateway Time-out; "hold": keep
+    the request waiting until `release_held()` (or `delay` seconds), then answer it normally.
+    With `executed` the portal carries the call out before the answer is lost (a write that happened
+    although the client saw an error)."""
+
+    kind: str
+    status: int = 502
+    times: int = 1
+    executed: bool = False
+    delay: float = 0.0
+    reached: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -102,6 +136,8 @@ class Sandbox:
         self._delivery_thread: threading.Thread | None = None
         self._delivery_stop = threading.Event()
         self._deliver_lock = threading.Lock()
+        self.proxy_faults: dict[tuple[str, str], list[ProxyFault]] = {}  # (member_id, method) -> faults in order
+        self._released = threading.Event()
 
     # ---- portals ---------------------------------------------------------------------------------
 
@@ -400,6 +436,61 @@ class Sandbox:
                 forced.pop(method.lower(), None)
                 return
             forced.setdefault(method.lower(), []).append(ForcedError(status, code, description, times))
+
+    def force_proxy_fault(
+        self,
+        portal: str | Portal,
+        method: str,
+        kind: str = "html",
+        *,
+        status: int = 502,
+        times: int = 1,
+        executed: bool = False,
+        delay: float = 0.0,
+    ) -> ProxyFault:
+        """Make the next `times` HTTP requests of `method` (e.g. "batch", "crm.deal.get") meet a proxy
+        fault (see ProxyFault). Only requests over HTTP (served by `create_sandbox_app`) are affected."""
+        if kind not in ("html", "timeout", "hold"):
+            raise ValueError(f"unknown proxy fault {kind!r}")
+        fault = ProxyFault(kind, 504 if kind == "timeout" else status, times, executed, delay)
+        with self.lock:
+            self._released.clear()
+            key = (self.portal(portal).member_id, method.lower())
+            self.proxy_faults.setdefault(key, []).append(fault)
+        return fault
+
+    def hold(self, portal: str | Portal, method: str, times: int = 1, timeout: float = 60.0) -> ProxyFault:
+        """Keep the next `times` HTTP requests of `method` waiting until `release_held()`; the returned
+        fault's `reached` event is set once a request is being held."""
+        return self.force_proxy_fault(portal, method, "hold", times=times, delay=timeout)
+
+    def release_held(self) -> None:
+        """Let every held request through (and drop the holds not reached yet)."""
+        with self.lock:
+            for key, faults in list(self.proxy_faults.items()):
+                self.proxy_faults[key] = [fault for fault in faults if fault.kind != "hold"]
+            self._released.set()
+
+    def take_proxy_fault(self, host: str | None, method: str) -> ProxyFault | None:
+        """The proxy fault the next request of `method` to `host` meets, if any (used by the HTTP server)."""
+        with self.lock:
+            portal = self.portal_by_host(host) if host else None
+            if portal is None:
+                return None
+            key = (portal.member_id, method.lower().removesuffix(".json"))
+            faults = self.proxy_faults.get(key)
+            if not faults:
+                return None
+            fault = faults[0]
+            if fault.times > 0:
+                fault.times -= 1
+                if fault.times == 0:
+                    faults.pop(0)
+            return fault
+
+    def wait_released(self, timeout: float) -> None:
+        """Block a held request until `release_held()` or `timeout`."""
+        self._released.wait(timeout)
 
     # ---- events ----------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any
 from flask import Flask, Response, request
 
 from app.sandbox.rest import decode_params
-from app.sandbox.sandbox import Sandbox
+from app.sandbox.sandbox import Sandbox, proxy_page
 
 
 def _json(status: int, body: Any) -> Response:
@@ -66,8 +66,20 @@ def create_sandbox_app(sandbox: Sandbox) -> Flask:
         if method.rstrip("/").lower() in {"app.info", "app.info.json"} and request.host == sandbox.oauth_host:
             status, body = sandbox.oauth_app_info(params)
             return _json(status, body)
-        status, body = sandbox.handle_rest(request.host, method.rstrip("/"), params)
-        return _json(status, body)
+        fault = sandbox.take_proxy_fault(request.host, method.rstrip("/"))
+        if fault is None:
+            status, body = sandbox.handle_rest(request.host, method.rstrip("/"), params)
+            return _json(status, body)
+        fault.reached.set()
+        if fault.kind == "hold":
+            sandbox.wait_released(fault.delay)
+            status, body = sandbox.handle_rest(request.host, method.rstrip("/"), params)
+            return _json(status, body)
+        if fault.executed:
+            sandbox.handle_rest(request.host, method.rstrip("/"), params)
+        if fault.kind == "timeout":
+            time.sleep(fault.delay)
+        return Response(proxy_page(fault.status), status=fault.status, mimetype="text/html")
 
     @app.route("/oauth/token/", methods=["GET", "POST"])
     @app.route("/oauth/token", methods=["GET", "POST"])

@@ -1,0 +1,351 @@
+"""Guard benchmark: illegal moves on a sandbox portal, the real app and real workers, timed end to end.
+
+What runs (all real processes except the portal):
+
+- the sandbox Bitrix24 portal in this process, served over TLS on a local port (REST and OAuth), its
+  events POSTed over HTTP to the app by the sandbox's background delivery thread;
+- the app under gunicorn (sync workers) and `--workers` RQ worker processes (`flask --app wsgi worker`);
+- Redis: an embedded redis-server on a unix socket unless REDIS_URL is set; the database: SQLite in a
+  temporary folder unless DATABASE_URL is set.
+
+The app is installed into the portal as an admin would (app.demo: install frame, installer job,
+ONAPPINSTALL), the guard is configured (QA 7, 8; head 9), then `--deals` deals are created by sales
+managers (the app sees each one: ONCRMDEALADD). Then each deal's manager drags it to LOSE without a
+refusal reason, `--rate` moves per second. The guard must move it back and tell the manager.
+
+Printed figures (nothing is asserted):
+
+- guard latency per move: from the POST of the move's event to the app (the delivery thread's send
+  time) to the revert reaching the portal (`RestCall.at` of the crm.deal.update in the call log);
+- CRM requests per illegal move: HTTP requests the portal served during the run divided by moves,
+  split into the decision (up to the revert and the notice) and the echo (our revert fires
+  ONCRMDEALUPDATE; its job re-reads the deal, finds what it wrote, and stops);
+- what the user sees: deals back in their stage, notices received.
+
+Goals (DESIGN.md section 7): guard p95 < 1 s; at most 2 CRM requests per illegal move.
+By default the portal's rate limit is lifted (both the sandbox's leaky bucket and our limiter), so the
+figures show the guard's own cost; `--portal-limit` keeps Bitrix24's 2 requests/s, burst 50 (then pick
+a `--rate` the portal can serve: about 2 / requests per move).
+
+    .venv/bin/python bench/guard.py [--deals 500] [--rate 10] [--workers 2] [--web-workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.ingest import free_port, gunicorn_command, machine, percentile  # noqa: E402
+
+GOAL_P95_SECONDS = 1.0
+GOAL_CALLS_PER_MOVE = 2.0
+
+
+@dataclass
+class Posts:
+    """When the delivery thread POSTed each deal's events to the app (wall clock)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    by_deal: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    statuses: Counter[int] = field(default_factory=Counter)
+
+    def transport(self, inner: Any) -> Any:
+        """Wrap a transport: note the send time of every deal event, then send it."""
+
+        def send(url: str, body: str) -> int:
+            fields = urllib.parse.parse_qs(body)
+            deal_id = (fields.get("data[FIELDS][ID]") or [""])[0]
+            sent = time.time()
+            status = int(inner(url, body))
+            with self.lock:
+                if deal_id:
+                    self.by_deal[deal_id].append(sent)
+                self.statuses[status] += 1
+            return status
+
+        return send
+
+    def first_after(self, deal_id: str, moment: float) -> float | None:
+        with self.lock:
+            return next((t for t in self.by_deal.get(deal_id, []) if t >= moment), None)
+
+
+@contextmanager
+def process(command: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a child process for the block; stopped with SIGTERM (then SIGKILL) at the end."""
+    with log_path.open("ab") as log:
+        child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True)
+    try:
+        yield child
+    finally:
+        child.terminate()
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def wait_for(what: str, check: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def inbox_open(app: Any) -> int:
+    """Inbox rows not processed yet (pending, queued) on our side."""
+    import sqlalchemy as sa
+
+    from app.db import db
+    from app.models import InboxItem
+
+    with app.app_context():
+        count = db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(InboxItem)
+            .where(InboxItem.status.in_([InboxItem.PENDING, InboxItem.QUEUED]))
+        )
+        db.session.remove()
+    return int(count or 0)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--deals", type=int, default=500, help="illegal moves, one per deal (default 500)")
+    parser.add_argument("--rate", type=float, default=10.0, help="moves per second (default 10)")
+    parser.add_argument("--workers", type=int, default=2, help="RQ worker processes (default 2)")
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn sync workers (default 2)")
+    parser.add_argument("--portal-limit", action="store_true", help="keep Bitrix24's 2 requests/s, burst 50")
+    parser.add_argument("--profile", action="store_true", help="run the guard jobs in-process under cProfile")
+    parser.add_argument("--keep", action="store_true", help="keep the instance folder (logs, SQLite file)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import shutil
+
+    from app import create_app, demo, embedded_redis
+    from app import db as database
+    from app.sandbox import requests_transport
+    from app.sandbox.seed import SALES_MANAGERS
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the sandbox's request log
+    instance = Path(tempfile.mkdtemp(prefix="rc-bench-guard-"))
+    database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{instance / 'refusal_control.sqlite3'}"
+    redis_url = os.environ.get("REDIS_URL") or ""
+    redis_process = None
+    if not redis_url:
+        redis_process = embedded_redis.start(instance / "redis.sock")
+        redis_url = f"unix://{instance / 'redis.sock'}"
+    web_port = free_port()
+    public_url = f"http://127.0.0.1:{web_port}"
+    print(f"machine: {machine()}")
+    print(
+        f"database: {database_url.split('@')[-1]}; redis: {redis_url}; gunicorn {args.web_workers} sync workers; "
+        f"{args.workers} RQ worker processes; {args.deals} moves at {args.rate:g}/s; "
+        f"portal limit: {'2 req/s, burst 50' if args.portal_limit else 'lifted'}"
+    )
+    sandbox_demo = demo.start(instance, public_url, deals=0)
+    sandbox, portal = sandbox_demo.sandbox, sandbox_demo.portal
+    posts = Posts()
+    sandbox.stop_delivery_thread()
+    sandbox.start_delivery_thread(interval=0.01, transport=posts.transport(requests_transport(timeout=30)))
+    if not args.portal_limit:
+        sandbox.set_rate_limit(portal, enabled=False)
+    env = {
+        **os.environ,
+        **sandbox_demo.child_env(),
+        "INSTANCE_PATH": str(instance),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "PYTHONPATH": str(ROOT),
+        "LOG_LEVEL": "WARNING",
+    }
+    env.pop("SANDBOX_ENABLED", None)
+    if not args.portal_limit:
+        env.update(B24_RATE="1000", B24_BURST="1000")
+    config: dict[str, Any] = {k: env[k] for k in ("INSTANCE_PATH", "DATABASE_URL", "REDIS_URL")}
+    config.update(LOG_LEVEL="WARNING", PUBLIC_URL=public_url)
+    os.environ["REQUESTS_CA_BUNDLE"] = env["REQUESTS_CA_BUNDLE"]
+    app = create_app(config)
+    with app.app_context():
+        database.upgrade()
+        database.db.session.remove()
+    try:
+        with ExitStack() as stack:
+            stack.enter_context(
+                process(gunicorn_command("wsgi:app", web_port, args.web_workers), env, instance / "web.log")
+            )
+            worker_command = [sys.executable, "-m", "flask", "--app", "wsgi", "worker"]
+            children = [
+                stack.enter_context(process(worker_command, env, instance / f"worker-{n}.log"))
+                for n in range(args.workers)
+            ]
+
+            def alive() -> bool:
+                return all(child.poll() is None for child in children)
+
+            demo.install(app, sandbox_demo, alive)
+            if args.profile:
+                profile_jobs(args, app, sandbox, portal, list(SALES_MANAGERS), children)
+                return 0
+            run(args, app, sandbox, portal, posts, list(SALES_MANAGERS))
+    finally:
+        sandbox_demo.stop()
+        if redis_process is not None:
+            redis_process.terminate()
+            redis_process.wait(timeout=10)
+        if args.keep:
+            print(f"instance folder kept: {instance}")
+        else:
+            shutil.rmtree(instance, ignore_errors=True)
+    return 0
+
+
+def profile_jobs(
+    args: argparse.Namespace, app: Any, sandbox: Any, portal: Any, managers: list[int], children: list[Any]
+) -> None:
+    """Install with the worker processes, stop them, then run the guard's jobs in-process under cProfile."""
+    import cProfile
+    import pstats
+
+    from app.queue import make_worker
+
+    for child in children:
+        child.terminate()
+        child.wait(timeout=30)
+    sandbox.stop_delivery_thread()
+    deal_ids = []
+    for index in range(args.deals):
+        manager = managers[index % len(managers)]
+        deal_id = sandbox.act(portal, manager).create_deal(
+            TITLE=f"Profiled deal {index + 1}", STAGE_ID="PREPARATION", ASSIGNED_BY_ID=manager
+        )
+        deal_ids.append((deal_id, manager))
+    sandbox.deliver()
+    make_worker(app, simple=True).work(burst=True)
+    for deal_id, manager in deal_ids:
+        sandbox.act(portal, manager).move_deal(deal_id, "LOSE")
+    delivered = sandbox.deliver()
+    print(f"delivered {len(delivered)} events: {Counter(d.status for d in delivered)}")
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.enable()
+    make_worker(app, simple=True).work(burst=True)
+    profiler.disable()
+    elapsed = time.perf_counter() - started
+    print(f"{len(deal_ids)} guard jobs in-process: {elapsed / len(deal_ids) * 1000:.0f} ms per job")
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
+
+
+def run(args: argparse.Namespace, app: Any, sandbox: Any, portal: Any, posts: Posts, managers: list[int]) -> None:
+    """Create the deals, make the illegal moves, wait for the guard, print the figures."""
+    deals: list[tuple[str, int]] = []
+    for index in range(args.deals):
+        manager = managers[index % len(managers)]
+        deal_id = sandbox.act(portal, manager).create_deal(
+            TITLE=f"Bench deal {index + 1}", STAGE_ID="PREPARATION", ASSIGNED_BY_ID=manager, OPPORTUNITY="1000.00"
+        )
+        deals.append((str(deal_id), manager))
+    wait_for("the app to see the new deals", lambda: not sandbox.pending_events() and inbox_open(app) == 0, 600)
+    time.sleep(1.0)
+    wait_for("the app to see the new deals", lambda: not sandbox.pending_events() and inbox_open(app) == 0, 600)
+
+    requests_before = sandbox.rest_calls(portal)
+    log_before = len(sandbox.calls(portal))
+    notices_before = len(sandbox.notifications(portal))
+    moved_at: dict[str, float] = {}
+    start = time.time()
+    for index, (deal_id, manager) in enumerate(deals):
+        pause = start + index / args.rate - time.time()
+        if pause > 0:
+            time.sleep(pause)
+        moved_at[deal_id] = time.time()
+        sandbox.act(portal, manager).move_deal(int(deal_id), "LOSE")
+    moves_done = time.time()
+
+    def reverted() -> bool:
+        return all(sandbox.stage_of(portal, int(deal_id)) == "PREPARATION" for deal_id, _ in deals)
+
+    try:
+        wait_for("the guard to revert every move", reverted, 600)
+        wait_for("the echo events", lambda: not sandbox.pending_events() and inbox_open(app) == 0, 600)
+        time.sleep(1.0)
+        wait_for("the echo events", lambda: not sandbox.pending_events() and inbox_open(app) == 0, 600)
+    except RuntimeError as error:
+        print(f"NOT FINISHED: {error}")
+    finished = time.time()
+
+    calls = sandbox.calls(portal)[log_before:]  # the log keeps 20 000 entries: enough for 2 000 moves
+    requests = sandbox.rest_calls(portal) - requests_before
+    reverts: dict[str, float] = {}
+    for call in calls:
+        if call.method == "crm.deal.update" and call.status == 200:
+            deal_id = str(call.params.get("id") or call.params.get("ID") or "")
+            if deal_id in moved_at and deal_id not in reverts and call.at >= moved_at[deal_id]:
+                reverts[deal_id] = call.at
+    latencies = []
+    for deal_id, reverted_at in reverts.items():
+        posted = posts.first_after(deal_id, moved_at[deal_id])
+        if posted is not None:
+            latencies.append(reverted_at - posted)
+    latencies.sort()
+    http_methods = Counter(call.method for call in calls if not call.in_batch)
+    batched = Counter(call.method for call in calls if call.in_batch)
+    echo_reads = max(0, http_methods.get("crm.deal.get", 0) - len(deals))
+    # The periodic reconciliation may run meanwhile (offline queue or sweep): not part of the guard.
+    reconciliation = (
+        http_methods.get("event.offline.get", 0)
+        + http_methods.get("event.offline.clear", 0)
+        + sum(1 for call in calls if call.in_batch and call.method == "crm.deal.list")
+    )
+    moves = len(deals)
+    notices = len(sandbox.notifications(portal)) - notices_before
+    back = sum(sandbox.stage_of(portal, int(deal_id)) == "PREPARATION" for deal_id, _ in deals)
+    p50, p95 = percentile(latencies, 0.50), percentile(latencies, 0.95)
+    per_move = (requests - reconciliation) / moves if moves else 0.0
+    decision = (requests - echo_reads - reconciliation) / moves if moves else 0.0
+
+    print(f"moves sent in {moves_done - start:.1f} s; all settled {finished - start:.1f} s after the first move")
+    print(f"deals back in their stage: {back}/{moves}; notices received: {notices}; reverts timed: {len(latencies)}")
+    print(f"event deliveries by answer: {dict(posts.statuses)}")
+    print(
+        f"guard latency (event POST -> revert at the portal): p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
+        f"max {(latencies[-1] if latencies else float('nan')) * 1000:.0f} ms"
+    )
+    print(f"HTTP requests by method: {dict(http_methods)}; inside batches: {dict(batched)}")
+    print(
+        f"CRM requests per illegal move: {per_move:.2f} in all = {decision:.2f} for the decision "
+        f"(read + revert + notice) + {echo_reads / moves if moves else 0:.2f} for the echo event's re-read "
+        f"(reconciliation meanwhile, not counted: {reconciliation} requests)"
+    )
+    print(f"goal guard p95 < {GOAL_P95_SECONDS:g} s: {'met' if p95 < GOAL_P95_SECONDS else 'NOT MET'}")
+    print(
+        f"goal <= {GOAL_CALLS_PER_MOVE:g} CRM requests per illegal move (decision): "
+        f"{'met' if decision <= GOAL_CALLS_PER_MOVE else 'NOT MET'}; "
+        f"with the echo re-read: {'met' if per_move <= GOAL_CALLS_PER_MOVE else 'NOT MET'}"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
