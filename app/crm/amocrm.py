@@ -69,6 +69,7 @@ from app.crm.port import (
     DealChange,
     Department,
     NewTask,
+    Notice,
     Pipeline,
     Stage,
     StageSemantics,
@@ -763,19 +764,37 @@ class AmoCrm:
 
     def notify(self, user_id: str, message: str) -> None:
         """amoCRM has no notification API (reference/amocrm.md section 10): a task for the user is the notice."""
+        self.rest.request("POST", "/api/v4/tasks", body=[self._notice_task(user_id, message)])
+
+    def notify_many(self, notices: Sequence[tuple[str, str]]) -> None:
+        """Several notices in one request: amoCRM takes a list of tasks in one POST."""
+        if notices:
+            self.rest.request("POST", "/api/v4/tasks", body=[self._notice_task(user, text) for user, text in notices])
+
+    def update_deal_and_notify(
+        self, deal_id: str, change: DealChange, notices: Sequence[Notice]
+    ) -> list[Exception | None]:
+        """The change, then every notice in one POST of tasks; notices are not sent when the change failed."""
+        try:
+            self.update_deal(deal_id, change)
+        except CrmError as error:
+            return [error] * (1 + len(notices))
+        if not notices:
+            return [None]
+        try:
+            self.notify_many([(notice.user_id, notice.message) for notice in notices])
+        except CrmError as error:
+            return [None, *([error] * len(notices))]
+        return [None] * (1 + len(notices))
+
+    def _notice_task(self, user_id: str, message: str) -> dict[str, Any]:
         deadline = datetime.now(UTC) + timedelta(hours=NOTICE_TASK_HOURS)
-        self.rest.request(
-            "POST",
-            "/api/v4/tasks",
-            body=[
-                {
-                    "text": message,
-                    "complete_till": int(deadline.timestamp()),
-                    "responsible_user_id": int(user_id),
-                    "task_type_id": TASK_TYPE_CALL,
-                }
-            ],
-        )
+        return {
+            "text": message,
+            "complete_till": int(deadline.timestamp()),
+            "responsible_user_id": int(user_id),
+            "task_type_id": TASK_TYPE_CALL,
+        }
 
     # ---- tasks
 
