@@ -52,6 +52,16 @@ CALLBACK = "rc_callback"
 i18n.register(
     {
         "tc_tab": ("Задачи", "Tasks"),
+        "tc_settings": ("Контроль задач", "Task control"),
+        "tc_settings_enabled": ("Проверять сделки и задачи", "Check deals and tasks"),
+        "tc_settings_interval": ("Проверять каждые, минут", "Scan every, minutes"),
+        "tc_settings_digest_hour": ("Сводка руководителям в, час", "Digest to heads at, hour"),
+        "tc_settings_no_task": ("Напоминать о сделках без задач", "Remind about deals without tasks"),
+        "tc_settings_overdue": ("Напоминать о просроченных задачах", "Remind about overdue tasks"),
+        "tc_settings_forward": (
+            "Не пускать сделку на следующую стадию без открытой задачи",
+            "Do not let a deal move forward without an open task",
+        ),
         "tc_title": ("Контроль задач", "Task control"),
         "tc_scanned_at": ("Последняя проверка:", "Last scan:"),
         "tc_never": ("Проверки ещё не было.", "No scan yet."),

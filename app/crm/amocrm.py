@@ -762,8 +762,9 @@ class AmoCrm:
         """The lead card."""
         return f"https://{self.domain}/leads/detail/{deal_id}"
 
-    def notify(self, user_id: str, message: str) -> None:
-        """amoCRM has no notification API (reference/amocrm.md section 10): a task for the user is the notice."""
+    def notify(self, user_id: str, message: str, key: str = "") -> None:
+        """amoCRM has no notification API (reference/amocrm.md section 10): a task for the user is the notice.
+        Tasks have no tag, so `key` cannot make a resent notice replace the first one here."""
         self.rest.request("POST", "/api/v4/tasks", body=[self._notice_task(user_id, message)])
 
     def notify_many(self, notices: Sequence[tuple[str, str]]) -> None:

@@ -42,6 +42,45 @@
     });
   }
 
+  // Admins: the task-control section of the settings tab.
+  var form = document.getElementById("rc-tc-settings");
+  var flags = ["enabled", "notify_deals_without_tasks", "notify_overdue", "require_task_to_advance"];
+  var numbers = ["scan_interval_minutes", "digest_hour"];
+  var settingsLoaded = false;
+
+  function loadSettings() {
+    if (!form || settingsLoaded) { return; }
+    api(config.settingsUrl).then(function (answer) {
+      if (!answer.ok) { return; }
+      settingsLoaded = true;
+      flags.forEach(function (name) { form.elements[name].checked = answer.body.settings[name]; });
+      numbers.forEach(function (name) { form.elements[name].value = answer.body.settings[name]; });
+    });
+  }
+
+  if (form) {
+    var settingsTab = document.querySelector('[data-tab="settings"]');
+    if (settingsTab) { settingsTab.addEventListener("click", loadSettings); }
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var result = document.getElementById("rc-tc-settings-result");
+      var payload = {};
+      flags.forEach(function (name) { payload[name] = form.elements[name].checked; });
+      numbers.forEach(function (name) { payload[name] = Number(form.elements[name].value); });
+      api(config.settingsUrl, {
+        method: "PUT",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(payload)
+      }).then(function (answer) {
+        if (answer.ok) { result.textContent = config.text.saved; result.dataset.outcome = "saved"; return; }
+        var fields = answer.body.fields || {};
+        var lines = Object.keys(fields).map(function (key) { return key + ": " + [].concat(fields[key]).join("; "); });
+        result.textContent = config.text.invalid + " " + (lines.join(" · ") || answer.body.message);
+        result.dataset.outcome = "invalid";
+      });
+    });
+  }
+
   document.querySelector('[data-tab="tasks"]').addEventListener("click", load);
   document.getElementById("rc-tc-rescan").addEventListener("click", function () {
     api(config.scanUrl, { method: "POST" }).then(function (answer) {
