@@ -189,17 +189,16 @@ def test_a_recording_on_the_account_host_plays_through_our_endpoint(guarded: Amo
     assert guarded.client.get(url, headers=someone_else.headers).status_code == 403
 
 
-def test_a_recording_on_the_telephony_host_is_fetched_without_our_token(
-    guarded: Amo, monkeypatch: pytest.MonkeyPatch
-):
-    monkeypatch.setattr(amocrm, "resolve_addresses", lambda host: {"198.51.100.7"} if host == RECORDING_HOST else set())
+def test_a_recording_on_the_telephony_host_is_fetched_without_our_token(guarded: Amo, monkeypatch: pytest.MonkeyPatch):
+    resolving = {RECORDING_HOST: {"198.51.100.7"}}
+    monkeypatch.setattr(amocrm, "resolve_addresses", lambda host: resolving.get(host, set()))
     # 198.51.100.0/24 is documentation space, not global: a telephony host must resolve to public addresses.
     _lead_id, qa = _lead_with_calls(guarded, recording_host=RECORDING_HOST)
     [call] = qa.view["calls"]
     url = qa.config["recordingUrl"].replace("CALL", call["id"])
     refused = guarded.client.get(url, headers=qa.headers)
     assert refused.status_code == 422 and "not fetched" in refused.get_json()["message"]
-    monkeypatch.setattr(amocrm, "resolve_addresses", lambda host: {"93.184.216.34"} if host == RECORDING_HOST else set())
+    resolving[RECORDING_HOST] = {"93.184.216.34"}
     seen: list[dict[str, str]] = []
     original = amocrm.requests.get
 

@@ -164,7 +164,9 @@ def list_leads(request: Request) -> Answer:
         leads = [
             lead
             for lead in leads
-            if any(status == lead["status_id"] and pipeline in (None, lead["pipeline_id"]) for pipeline, status in pairs)
+            if any(
+                status == lead["status_id"] and pipeline in (None, lead["pipeline_id"]) for pipeline, status in pairs
+            )
         ]
     order = request.query.get("order") or {}
     key, direction = next(iter(order.items())) if isinstance(order, dict) and order else ("id", "asc")
