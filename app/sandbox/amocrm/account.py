@@ -197,6 +197,7 @@ class Account:
     recent: deque[float] = field(default_factory=deque)
     calls: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path, status)
     loss_reasons: dict[int, str] = field(default_factory=dict)
+    timezone: str = "Europe/Moscow"
 
     def field_by_code(self, code: str) -> dict[str, Any] | None:
         """A lead custom field by its code (UTM_SOURCE is built in)."""

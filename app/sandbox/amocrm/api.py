@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from app.sandbox.amocrm.account import (
     FIELD_TYPES,
@@ -752,7 +754,11 @@ def get_account(request: Request) -> Answer:
             for gid, name in sorted(request.account.groups.items())
         ]
     if "datetime_settings" in _strings(request.query.get("with")):
-        body["datetime_settings"] = {"timezone": "Europe/Moscow", "timezone_offset": "+03:00"}
+        offset = datetime.now(ZoneInfo(request.account.timezone)).strftime("%z")
+        body["datetime_settings"] = {
+            "timezone": request.account.timezone,
+            "timezone_offset": f"{offset[:3]}:{offset[3:]}",
+        }
     if embedded:
         body["_embedded"] = embedded
     return 200, body
