@@ -117,6 +117,11 @@ def load_config(instance_path: Path, env: Mapping[str, str] | None = None) -> di
         "AMO_RETRY_BASE_DELAY": parse_float(env.get("AMO_RETRY_BASE_DELAY"), 1.0),
         "AMO_RETRY_MAX_DELAY": parse_float(env.get("AMO_RETRY_MAX_DELAY"), 30.0),
         "AMO_BLOCK_PAUSE_SECONDS": parse_int(env.get("AMO_BLOCK_PAUSE_SECONDS"), 900),
+        # Hosts (suffixes) a call note's recording link may point to besides the account's own host; empty
+        # means any public host. Links are fetched without credentials and never to private addresses.
+        "AMO_RECORDING_HOSTS": tuple(
+            s.strip().lower() for s in (env.get("AMO_RECORDING_HOSTS") or "").split(",") if s.strip()
+        ),
         "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
         "JOB_TIMEOUT_SECONDS": parse_int(env.get("JOB_TIMEOUT_SECONDS"), 180),
         "SANDBOX_ENABLED": parse_bool(env.get("SANDBOX_ENABLED"), default=False),

@@ -54,6 +54,8 @@ def _deal_title(penalty: Penalty) -> str:
 def _deal_link(portal: Portal, deal_id: str) -> str:
     if portal.crm == Portal.BITRIX24 and portal.domain:
         return f"https://{portal.domain}/crm/deal/details/{deal_id}/"
+    if portal.crm == Portal.AMOCRM and portal.domain:
+        return f"https://{portal.domain}/leads/detail/{deal_id}"
     return ""
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from app import inbox, refusals
+from app import exchange, inbox, refusals
 from app.crm.errors import AmoNotFound
 from app.crm.factory import client_for
 from app.db import db
@@ -15,13 +15,17 @@ log = logging.getLogger(__name__)
 
 
 def process_lead(item: InboxItem) -> None:
-    """A lead changed: the guard re-reads it and decides (its mover comes from the re-read lead)."""
+    """A lead changed: the lead exchange and duty rota route it (a new lead) or watch its responsible, then
+    the guard decides; both re-read the lead (the mover comes from the re-read lead's updated_by)."""
     _account_id, change = LeadChange.from_json(item.body)
     portal = db.session.get(Portal, item.portal_id) if item.portal_id is not None else None
     if portal is None or portal.status != "installed":
         return
+    crm = client_for(portal)
+    event = exchange.DEAL_ADDED if change.action == "add" else exchange.DEAL_UPDATED
     try:
-        refusals.Guard(portal, client_for(portal)).decide(change.lead_id)
+        exchange.on_deal_event(portal, crm, event, change.lead_id)
+        refusals.Guard(portal, crm).decide(change.lead_id)
     except AmoNotFound:
         db.session.rollback()
         refusals.forget_deal(portal.id, change.lead_id)

@@ -12,17 +12,17 @@ from urllib.parse import urlencode, urlsplit
 
 import requests
 import sqlalchemy as sa
-from flask import Blueprint, Response, abort, current_app, g, jsonify, redirect, render_template, request
+from flask import Blueprint, Response, abort, current_app, g, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
-from app import audit, i18n, inbox
+from app import audit, i18n, inbox, review
 from app.crm.amocrm import host_allowed, oauth_token_request, store_token_answer, token_claims
 from app.crm.errors import AmoError, CrmUnavailable
 from app.db import db
 from app.models import Portal
 from app.queue import enqueue
-from app.security import Identity, issue_token, same_secret
+from app.security import Identity, issue_token, require_identity, same_secret
 from handlers import amo_verify
 from handlers.amo_payloads import MAX_BODY_BYTES, parse_hook
 
@@ -41,6 +41,14 @@ i18n.register(
             "You can close this window.",
         ),
         "amo_install_failed_title": ("Подключение не удалось", "Connection failed"),
+        "amo_open_app": (
+            "Открыть приложение: очередь контроля, биржа, отчёты, настройки",
+            "Open the app: QA queue, exchange, reports, settings",
+        ),
+        "amo_open_app_failed": (
+            "Не удалось открыть приложение. Откройте вкладку сделки заново.",
+            "Could not open the app. Reopen the lead tab.",
+        ),
     }
 )
 
@@ -233,13 +241,18 @@ def widget_session() -> ResponseReturnValue:
     ticket = amo_verify.issue_ticket(
         portal.id, str(claims.get("user_id") or ""), bool(claims.get("is_admin")), lead_id if lead_id.isdigit() else ""
     )
-    response = jsonify(url=f"{current_app.config['PUBLIC_URL']}/amocrm/app?{urlencode({'ticket': ticket})}")
+    response = jsonify(url=_app_url(ticket))
     return _cors(response, f"https://{portal.domain}")
+
+
+def _app_url(ticket: str) -> str:
+    return f"{current_app.config['PUBLIC_URL']}/amocrm/app?{urlencode({'ticket': ticket})}"
 
 
 @bp.get("/app")
 def app_page() -> ResponseReturnValue:
-    """The main page (QA queue, settings, reports) inside the widget's iframe, opened with a ticket."""
+    """Our page inside the widget's iframe, opened with a ticket: the QA review of the lead when the
+    ticket names one (the lead-card tab), else the main page (QA queue, exchange, settings, reports)."""
     payload = amo_verify.redeem_ticket(request.args.get("ticket", ""))
     if payload is None:
         return _error(401, "unauthorized", "the link has expired; reopen the tab in amoCRM")
@@ -250,4 +263,26 @@ def app_page() -> ResponseReturnValue:
     g.frame_origin = f"https://{portal.domain}"
     user = SimpleNamespace(user_id=str(payload.get("u") or ""), is_admin=bool(payload.get("a")))
     token = issue_token(Identity(portal_id=portal.id, user_id=user.user_id, is_admin=user.is_admin))
+    lead_id = str(payload.get("l") or "")
+    if lead_id.isdigit():
+        case = review.latest_case_for(portal.id, lead_id)
+        return render_template(
+            "b24/deal_tab.html",
+            lang=portal.language,
+            token=token,
+            case=case,
+            deal_id=lead_id,
+            app_link={"url": url_for("amocrm.app_ticket"), "token": token},
+        )
     return render_template("b24/app.html", portal=portal, token=token, lang=portal.language, user=user)
+
+
+@bp.post("/app/ticket")
+def app_ticket() -> ResponseReturnValue:
+    """From the lead's review page to the main page: a fresh single-use ticket for the same user."""
+    identity = require_identity()
+    portal = db.session.get(Portal, identity.portal_id)
+    if portal is None or portal.crm != Portal.AMOCRM or portal.status == "uninstalled":
+        return _error(404, "not_found", "account not found")
+    ticket = amo_verify.issue_ticket(portal.id, identity.user_id, identity.is_admin)
+    return jsonify(url=_app_url(ticket))

@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import current_app
 from sqlalchemy.orm.attributes import flag_modified
@@ -26,7 +27,7 @@ from app.queue import get_redis
 
 log = logging.getLogger(__name__)
 
-STEPS = ("statuses", "fields", "webhooks")
+STEPS = ("account", "statuses", "fields", "webhooks")
 STATUS_COLOR = "#ffce5a"  # one of amoCRM's allowed status colours, the closest to our orange
 WEBHOOK_SETTINGS = ("add_lead", "update_lead", "status_lead", "responsible_lead")
 WEBHOOK_SECRET = "amo_webhook_secret"  # noqa: S105 - the settings key, not a secret
@@ -166,7 +167,22 @@ def ensure_webhooks(rest: AmoRest, portal: Portal) -> str:
     return "registered" if current is None else "re-registered"
 
 
+def read_account(rest: AmoRest, portal: Portal) -> str:
+    """The account's time zone (``GET /api/v4/account?with=datetime_settings``): "today", report periods and
+    callback times are the account's, not the server's (reference/amocrm.md pitfall 8)."""
+    answer = rest.get("/api/v4/account", {"with": "datetime_settings"})
+    settings = (answer or {}).get("datetime_settings") if isinstance(answer, dict) else None
+    zone = str((settings or {}).get("timezone") or "") if isinstance(settings, dict) else ""
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"time zone unknown, keeping {portal.timezone}"
+    portal.timezone = zone
+    return zone
+
+
 STEP_FUNCTIONS: dict[str, Callable[[AmoRest, Portal], str]] = {
+    "account": read_account,
     "statuses": ensure_statuses,
     "fields": ensure_fields,
     "webhooks": ensure_webhooks,

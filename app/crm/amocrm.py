@@ -29,14 +29,17 @@ The adapter decides two things worth knowing:
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import jwt
 import qs_codec
@@ -69,8 +72,11 @@ from app.crm.port import (
     DealChange,
     Department,
     NewTask,
+    NewTodo,
     Notice,
     Pipeline,
+    Recording,
+    Source,
     Stage,
     StageSemantics,
     Task,
@@ -95,6 +101,13 @@ REFRESH_MARGIN = timedelta(minutes=5)
 EVENTS_WATERMARK = "amo_events_since"
 TASK_TYPE_CALL = 1
 NOTICE_TASK_HOURS = 4
+UTM_SOURCE = "UTM_SOURCE"  # the code of amoCRM's built-in tracking_data field "utm_source"
+SOURCE_MAX_LENGTH = 64  # what our tables keep of a source id
+SOURCE_SCAN_DAYS = 180
+SOURCE_SCAN_PAGES = 8
+FOREIGN_URL = "FOREIGN_URL"
+RECORDING_REDIRECTS = 3
+RECORDING_TYPES = ("audio/", "application/octet-stream", "application/ogg")
 
 
 # ---------------------------------------------------------------- wire helpers
@@ -234,6 +247,32 @@ def semantics_of(status_id: str) -> StageSemantics:
     if status_id == LOST:
         return "failure"
     return "process"
+
+
+def resolve_addresses(host: str) -> set[str]:
+    """The addresses `host` resolves to for HTTPS (empty when it does not resolve)."""
+    try:
+        infos = socket.getaddrinfo(host, 443, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return set()
+    return {str(info[4][0]).split("%", 1)[0] for info in infos}
+
+
+def public_host(host: str) -> bool:
+    """Whether every address of `host` is a public (global) one: no loopback, private, link-local, metadata."""
+    try:
+        return ipaddress.ip_address(host).is_global
+    except ValueError:
+        pass
+    addresses = resolve_addresses(host)
+    try:
+        return bool(addresses) and all(ipaddress.ip_address(address).is_global for address in addresses)
+    except ValueError:
+        return False
+
+
+def _hostname(host: str) -> str:
+    return (urlsplit(f"https://{host}").hostname or "").lower()
 
 
 @dataclass
@@ -461,6 +500,74 @@ class AmoRest:
                 self._record_block(error)
             raise error
 
+    def _recording_host_allowed(self, host: str) -> bool:
+        suffixes = self.app.config.get("AMO_RECORDING_HOSTS") or ()
+        if suffixes and not any(host == s.lstrip(".") or host.endswith("." + s.lstrip(".")) for s in suffixes):
+            return False
+        return public_host(host)
+
+    def download(self, url: str) -> requests.Response:
+        """GET a call recording (streamed; the caller closes the response).
+
+        The link comes from a call note, which any user or telephony integration can write, so:
+
+        * only ``https`` on the default port, no credentials in the address;
+        * on the account's own host the request carries our token (that host already has it) and takes a
+          slot from the account's rate limit;
+        * on any other host (the telephony provider the note names: amoCRM keeps no recordings of its
+          own for them) the request carries **no** credentials, and the host must resolve to public
+          addresses only (no loopback, private, link-local or cloud-metadata ranges: no SSRF into our
+          network) and match AMO_RECORDING_HOSTS when that is set;
+        * redirects are followed by hand, at most three, each hop checked again (the token is never
+          sent to a host a redirect names, unless it is the account's own);
+        * only audio (or an opaque binary) is streamed back, never an HTML page.
+        """
+        auth = self._current()
+        own_host = _hostname(auth.host)
+        for _hop in range(RECORDING_REDIRECTS + 1):
+            parts = urlsplit(url)
+            try:
+                port = parts.port
+            except ValueError:
+                port = -1
+            host = (parts.hostname or "").lower()
+            if parts.scheme != "https" or not host or parts.username or parts.password or port not in (None, 443):
+                raise CrmError("the recording link is not a plain https address", code=FOREIGN_URL)
+            own = host == own_host
+            if not own and not self._recording_host_allowed(host):
+                raise CrmError(f"recordings are not fetched from {host}", code=FOREIGN_URL)
+            headers = {"Accept": "audio/*, application/octet-stream"}
+            if own:
+                if self._blocked():
+                    raise AmoBlocked(f"calls to the amoCRM account of portal {self.portal_id} are paused")
+                if self._bucket is None:
+                    self._load()
+                assert self._bucket is not None
+                limiter_for(self.app).acquire(amo_key(self.portal_id), self._bucket)
+                headers["Authorization"] = f"Bearer {auth.access_token}"
+            try:
+                response = requests.get(
+                    url, headers=headers, stream=True, allow_redirects=False, timeout=(10.0, self.timeout)
+                )
+            except requests.RequestException as error:
+                raise CrmUnavailable(f"the recording host is unreachable: {type(error).__name__}") from error
+            if response.is_redirect:
+                location = response.headers.get("Location", "")
+                response.close()
+                url = urljoin(url, location)
+                continue
+            if response.status_code != 200:
+                response.close()
+                if response.status_code in (404, 410):
+                    raise AmoNotFound("the recording file is gone", http_status=response.status_code)
+                raise CrmUnavailable("the recording host did not serve the file", http_status=response.status_code)
+            content_type = (response.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+            if not content_type.startswith(RECORDING_TYPES):
+                response.close()
+                raise CrmError(f"the recording link answered {content_type or 'no content type'}", code=FOREIGN_URL)
+            return response
+        raise CrmError("the recording link redirects too many times", code=FOREIGN_URL)
+
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         """GET; None for 204."""
         return self.request("GET", path, params=params)
@@ -500,6 +607,7 @@ class AmoCrm:
         self._enum_codes: dict[str, dict[int, str]] = {
             name: {enum_id: code for code, enum_id in mapping.items()} for name, mapping in self._enum.items()
         }
+        self._raw_pipelines: dict[str, list[int]] | None = None
 
     # ---- custom fields
 
@@ -564,12 +672,26 @@ class AmoCrm:
             modified_at=_ts(raw.get("updated_at")),
             created_at=_ts(raw.get("created_at")),
             amount=_decimal(raw.get("price")) or Decimal("0"),
-            source_id=_text(raw.get("source_id") or ""),
+            source_id=self.source_of(raw),
             refusal_reason=self._decode_enum(raw, "refusal_reason"),
             refusal_comment=self._decode_text(raw, "refusal_comment"),
             qa_verdict=self._decode_enum(raw, "qa_verdict"),
             cpl=_decimal(cpl_values[0].get("value")) if cpl_values else None,
+            # amoCRM keeps no "last activity" time on a lead; `updated_at` moves with every change to it
+            # (a move, a field, a new responsible), which is the closest documented equivalent.
+            last_activity_at=_ts(raw.get("updated_at")),
         )
+
+    @staticmethod
+    def source_of(raw: Mapping[str, Any]) -> str:
+        """The lead's source: its ``utm_source`` tracking value (field code UTM_SOURCE), "" without one."""
+        for entry in raw.get("custom_fields_values") or []:
+            if isinstance(entry, dict) and str(entry.get("field_code") or "").upper() == UTM_SOURCE:
+                for value in entry.get("values") or []:
+                    text = _text(value.get("value") if isinstance(value, dict) else "").strip()
+                    if text:
+                        return text[:SOURCE_MAX_LENGTH]
+        return ""
 
     def get_deal(self, deal_id: str) -> Deal:
         """Re-read one lead (GET /api/v4/leads/{id}; 204/404 mean it is gone)."""
@@ -630,6 +752,71 @@ class AmoCrm:
             if open_only and _text(raw.get("status_id")) in (WON, LOST):
                 continue
             yield self.deal_from_raw(raw)
+
+    def _open_statuses(self, pipeline_id: str) -> list[int]:
+        """Every status of a pipeline but 142 and 143 (Incoming leads included: such a lead is open too)."""
+        if self._raw_pipelines is None:
+            answer = self.rest.get("/api/v4/leads/pipelines")
+            self._raw_pipelines = {
+                _text(raw.get("id")): [
+                    int(status["id"])
+                    for status in ((raw.get("_embedded") or {}).get("statuses") or [])
+                    if _int(status.get("id")) is not None and _text(status.get("id")) not in (WON, LOST)
+                ]
+                for raw in ((answer or {}).get("_embedded") or {}).get("pipelines") or []
+            }
+        return self._raw_pipelines.get(pipeline_id, [])
+
+    def count_open_deals(self, responsible_id: str, pipeline_id: str) -> int:
+        """Open leads of one pipeline a user is responsible for.
+
+        amoCRM answers no totals and selects no columns, so this pages ``GET /api/v4/leads`` at 250 a page
+        with ``filter[responsible_user_id][]`` and ``filter[statuses][i][pipeline_id|status_id]`` for each
+        open status of the pipeline (the filter shape of the official SDK's LeadsFilter), and counts;
+        a manager's open leads are few, so that is one request in practice.
+        """
+        statuses = self._open_statuses(pipeline_id)
+        if not statuses:
+            return 0
+        params = {
+            "filter": {
+                "responsible_user_id": [int(responsible_id)],
+                "statuses": [{"pipeline_id": int(pipeline_id), "status_id": status} for status in statuses],
+            },
+            "order": {"id": "asc"},
+        }
+        return sum(1 for _lead in self.rest.iter_pages("/api/v4/leads", "leads", params))
+
+    def list_sources(self) -> list[Source]:
+        """The lead sources in use: the distinct ``utm_source`` values of recently updated leads.
+
+        amoCRM has no account-wide list of lead sources (its ``/api/v4/sources`` holds only the chat
+        sources an integration creates itself). What a lead carries that says where it came from is the
+        built-in tracking field ``utm_source`` (type tracking_data, code UTM_SOURCE), which site forms,
+        ads and chat integrations fill in. Its values are free text, so the list is collected from the
+        leads updated in the last SOURCE_SCAN_DAYS days, newest first, at most SOURCE_SCAN_PAGES pages
+        of 250; the id and the name of a source are the value itself, sorted by name.
+        """
+        since = int((datetime.now(UTC) - timedelta(days=SOURCE_SCAN_DAYS)).timestamp())
+        found: dict[str, str] = {}
+        for page in range(1, SOURCE_SCAN_PAGES + 1):
+            answer = self.rest.get(
+                "/api/v4/leads",
+                {
+                    "filter": {"updated_at": {"from": since}},
+                    "order": {"updated_at": "desc"},
+                    "page": page,
+                    "limit": PAGE_LIMIT,
+                },
+            )
+            leads = ((answer or {}).get("_embedded") or {}).get("leads") or [] if isinstance(answer, dict) else []
+            for raw in leads:
+                source = self.source_of(raw) if isinstance(raw, dict) else ""
+                if source:
+                    found.setdefault(source.casefold(), source)
+            if len(leads) < PAGE_LIMIT:
+                break
+        return [Source(id=name, name=name) for name in sorted(found.values(), key=str.casefold)]
 
     # ---- events
 
@@ -818,6 +1005,24 @@ class AmoCrm:
             raise CrmError("POST /api/v4/tasks answered without a task id")
         return _text(created[0]["id"])
 
+    def create_todo(self, todo: NewTodo) -> str:
+        """A to-do is a task of type 1 ("call") for the user on the lead, due at the deadline
+        (``POST /api/v4/tasks``); returns the task id."""
+        text = todo.title if not todo.description else f"{todo.title}\n{todo.description}"
+        item = {
+            "text": text,
+            "complete_till": int(todo.deadline.timestamp()),
+            "entity_type": "leads",
+            "entity_id": int(todo.deal_id),
+            "responsible_user_id": int(todo.responsible_id),
+            "task_type_id": TASK_TYPE_CALL,
+        }
+        answer = self.rest.request("POST", "/api/v4/tasks", body=[item])
+        created = ((answer or {}).get("_embedded") or {}).get("tasks") or [] if isinstance(answer, dict) else []
+        if not created or not created[0].get("id"):
+            raise CrmError("POST /api/v4/tasks answered without a task id")
+        return _text(created[0]["id"])
+
     def list_deal_tasks(self, deal_id: str) -> list[Task]:
         """Tasks of the lead (``filter[entity_type]=leads&filter[entity_id][]``)."""
         params = {"filter": {"entity_type": "leads", "entity_id": [int(deal_id)]}}
@@ -856,3 +1061,17 @@ class AmoCrm:
                 )
             )
         return calls
+
+    def open_recording(self, call: Call) -> Recording:
+        """Stream the recording the call note links to (``params.link``); see `AmoRest.download` for which
+        hosts are fetched and how."""
+        if not call.recording_url:
+            raise AmoNotFound("the call has no recording", http_status=404)
+        response = self.rest.download(call.recording_url)
+        length = response.headers.get("Content-Length")
+        return Recording(
+            content_type=(response.headers.get("Content-Type") or "application/octet-stream").split(";", 1)[0],
+            chunks=response.iter_content(chunk_size=64 * 1024),
+            close=response.close,
+            length=int(length) if length and length.isdigit() else None,
+        )

@@ -14,7 +14,7 @@ from flask.typing import ResponseReturnValue
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from app import audit, directory, review
-from app.crm.errors import CrmError, NotFound
+from app.crm.errors import AmoNotFound, CrmError, NotFound
 from app.crm.factory import client_for
 from app.db import db
 from app.models import RefusalCase, for_portal
@@ -105,9 +105,12 @@ def recording(case_id: int, call_id: str) -> ResponseReturnValue:
         if call is None or not call.recording_url:
             abort(404, description="no such recording")
         stream = crm.open_recording(call)
-    except NotFound:
+    except (NotFound, AmoNotFound):
         abort(404, description="the recording is gone from the CRM")
     except CrmError as error:
+        if error.code == "FOREIGN_URL":
+            message = f"the recording link was not fetched: {error.description}"
+            return jsonify(error="recording_refused", message=message), 422
         return _crm_failed(error)
     audit.record(portal.id, identity.user_id, "listen", "recording streamed", deal_id=case.deal_id, call_id=call_id)
     db.session.commit()

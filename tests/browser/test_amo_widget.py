@@ -104,14 +104,18 @@ def test_the_lead_tab_opens_our_page_with_a_verified_token(amo_installed: Amo, l
     lead_page(page, live_server.url, [token], tmp_path)
     page.get_by_text("Проверка отказа").click()
     frame = page.frame_locator(f"#{WIDGET_CODE} iframe.rc-widget-frame")
-    expect(frame.locator("h1")).to_have_text("Контроль отказов", timeout=10_000)
-    expect(frame.get_by_role("tab", name="Настройки")).to_be_visible()
+    # In a lead card the tab is that lead's QA review (lead 5 has none yet) ...
+    expect(frame.locator("#rc-no-case")).to_be_visible(timeout=10_000)
     [sent] = page.evaluate("window.__rc.sent")
     assert sent["url"] == f"{BACKEND}/amocrm/widget/session"
     assert json.loads(sent["data"]) == {"lead_id": "5"}
     # Clicking the tab again keeps the open page; it does not spend another token.
     page.get_by_text("Проверка отказа").click()
     assert len(page.evaluate("window.__rc.sent")) == 1
+    # ... and its button leads on to the main page (QA queue, exchange, settings, reports).
+    frame.locator("#rc-open-app").click()
+    expect(frame.locator("h1")).to_have_text("Контроль отказов", timeout=10_000)
+    expect(frame.get_by_role("tab", name="Настройки")).to_be_visible()
 
 
 def test_a_replayed_token_shows_an_error_in_the_tab(amo_installed: Amo, live_server, page: Page, tmp_path):

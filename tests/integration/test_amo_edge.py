@@ -101,10 +101,11 @@ def test_webhook_ingest_answers_well_inside_two_seconds(amo_installed: Amo):
 
 
 def session(amo: Amo, token: str):
+    """The widget outside a lead card (no lead id): the main page. A lead's tab: test_amo_review.py."""
     return amo.client.post(
         "/amocrm/widget/session",
         headers={"X-Auth-Token": token, "Origin": f"https://{amo.account.domain}"},
-        json={"lead_id": "5"},
+        json={"lead_id": ""},
     )
 
 

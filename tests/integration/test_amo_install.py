@@ -92,3 +92,15 @@ def test_a_code_sent_after_a_widget_install_needs_no_state(amo: Amo):
     assert amo.client.get("/amocrm/oauth", query_string=query).status_code == 200
     amo.work()
     assert amo.our_portal().status == "installed"
+
+
+def test_install_takes_the_accounts_time_zone(amo: Amo):
+    amo.account.timezone = "Asia/Yekaterinburg"
+    portal = amo.install()
+    assert portal.timezone == "Asia/Yekaterinburg"
+    assert [step["step"] for step in portal.settings["install"]["steps"]] == [
+        "account",
+        "statuses",
+        "fields",
+        "webhooks",
+    ]

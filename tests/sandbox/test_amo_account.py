@@ -125,3 +125,45 @@ def test_webhooks_are_php_bracket_forms_with_several_leads_and_v2_fields(sandbox
         {"lead_status": {"id": 143, "pipeline_id": sandbox.status_of(account, second)[0]}}
     ]
     assert {event["entity_id"] for event in events} >= {first, second}
+
+
+def test_utm_source_is_a_built_in_tracking_field_and_leads_filter_by_responsible_and_statuses(sandbox: AmoSandbox):
+    account = sandbox.account("acme")
+    token = sandbox.issue_tokens("acme")["access_token"]
+    fields = api(sandbox, "GET", "/api/v4/leads/custom_fields?filter[type][]=tracking_data", token).json()
+    [utm] = fields["_embedded"]["custom_fields"]
+    assert (utm["code"], utm["type"], utm["is_predefined"]) == ("UTM_SOURCE", "tracking_data", True)
+    main = account.main_pipeline()
+    working = sorted(s["id"] for s in account.pipelines[main]["statuses"].values() if s["type"] == 0)
+    tagged = sandbox.act(account, 2).create_lead("С сайта", status_id=working[0], utm_source="yandex")
+    sandbox.act(account, 2).create_lead("Второй", status_id=working[1])
+    sandbox.act(account, 3).create_lead("Чужой", status_id=working[0])
+    lead = api(sandbox, "GET", f"/api/v4/leads/{tagged}", token).json()
+    [value] = [v for v in lead["custom_fields_values"] if v["field_code"] == "UTM_SOURCE"]
+    assert value["field_type"] == "tracking_data" and value["values"] == [{"value": "yandex"}]
+    query = (
+        f"/api/v4/leads?filter[responsible_user_id][]=2&filter[statuses][0][pipeline_id]={main}"
+        f"&filter[statuses][0][status_id]={working[0]}"
+    )
+    assert [lead["id"] for lead in api(sandbox, "GET", query, token).json()["_embedded"]["leads"]] == [tagged]
+    bad = api(sandbox, "GET", "/api/v4/leads?filter[statuses][0][pipeline_id]=1", token)
+    assert bad.status_code == 400 and bad.json()["validation-errors"][0]["errors"][0]["path"] == "filter.statuses.0"
+
+
+def test_recordings_need_a_token_on_the_account_host_and_only_the_link_on_the_telephony_host(sandbox: AmoSandbox):
+    from app.sandbox.amocrm.account import RECORDING_HOST
+
+    account = sandbox.account("acme")
+    token = sandbox.issue_tokens("acme")["access_token"]
+    lead_id = sandbox.act(account, 2).create_lead("Звонок")
+    own = sandbox.act(account, 2).make_call(lead_id)
+    foreign = sandbox.act(account, 2).make_call(lead_id, recording_host=RECORDING_HOST)
+    own_link, foreign_link = (account.notes[note]["params"]["link"] for note in (own, foreign))
+    assert own_link.startswith("https://acme.amocrm.ru/recordings/")
+    assert requests.get(own_link, timeout=5).status_code == 401
+    served = requests.get(own_link, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+    assert served.status_code == 200 and served.headers["Content-Type"] == "audio/mpeg"
+    assert served.content.startswith(b"ID3")
+    assert foreign_link.startswith(f"https://{RECORDING_HOST}/recordings/")
+    assert requests.get(foreign_link, timeout=5).content.startswith(b"ID3")
+    assert requests.get(f"https://{RECORDING_HOST}/recordings/0.mp3", timeout=5).status_code == 404

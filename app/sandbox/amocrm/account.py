@@ -36,7 +36,19 @@ STATUS_COLORS = (
     "#fffeb2 #fffd7f #fff000 #ffeab2 #ffdc7f #ffce5a #ffdbdb #ffc8c8 #ff8f92 #d6eaff #c1e0ff #98cbff "
     "#ebffb1 #deff81 #87f2c0 #f9deff #f3beff #ccc8f9 #eb93ff #f2f3f4 #e6e8ea"
 ).split()
-FIELD_TYPES = {"text", "numeric", "checkbox", "select", "multiselect", "textarea", "date", "url", "radiobutton"}
+FIELD_TYPES = {
+    "text",
+    "numeric",
+    "checkbox",
+    "select",
+    "multiselect",
+    "textarea",
+    "date",
+    "url",
+    "radiobutton",
+    "tracking_data",
+}
+RECORDING_HOST = "records.telephony.test"  # a telephony provider's public recording host
 WEBHOOK_SETTINGS = {
     f"{action}_{entity}"
     for action in ("add", "update", "delete", "restore", "status", "responsible", "note")
@@ -185,6 +197,11 @@ class Account:
     recent: deque[float] = field(default_factory=deque)
     calls: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path, status)
     loss_reasons: dict[int, str] = field(default_factory=dict)
+    timezone: str = "Europe/Moscow"
+
+    def field_by_code(self, code: str) -> dict[str, Any] | None:
+        """A lead custom field by its code (UTM_SOURCE is built in)."""
+        return next((f for f in self.custom_fields.values() if f.get("code") == code), None)
 
     def status(self, status_id: int, pipeline_id: int | None = None) -> dict[str, Any] | None:
         """A status by id (142/143 exist in every pipeline: `pipeline_id` says which)."""
@@ -208,6 +225,7 @@ class AmoSandbox:
         self.lock = threading.RLock()
         self.accounts: dict[int, Account] = {}
         self.access_tokens: dict[str, AccessToken] = {}
+        self.recordings: dict[str, bytes] = {}  # recording URL -> the file
         self.refresh_tokens: dict[str, RefreshToken] = {}
         self.codes: dict[str, tuple[int, int, float]] = {}
         self.outbox: list[OutgoingHook] = []
@@ -562,8 +580,8 @@ class AmoSandbox:
 
     def _event(self, account: Account, kind: str, lead_id: int, by: int, before: Any, after: Any) -> None:
         now = self.clock.now()
-        # ULID-like: time-ordered, unique.
-        event_id = f"{int(now * 1000):012x}{secrets.token_hex(7)}"
+        # ULID-like: time-ordered and unique; the sequence keeps two events of one millisecond in order.
+        event_id = f"{int(now * 1000):012x}{self.next_id():014x}"
         account.events.append(
             {
                 "id": event_id,
@@ -713,8 +731,14 @@ class AmoActor:
         self.user_id = user_id
 
     def create_lead(self, name: str, status_id: int | None = None, pipeline_id: int | None = None, **more: Any) -> int:
-        """A new lead (responsible: this user unless given)."""
+        """A new lead (responsible: this user unless given); ``utm_source="..."`` fills the tracking field."""
         with self.sandbox.lock:
+            utm_source = more.pop("utm_source", None)
+            if utm_source:
+                tracking = self.account.field_by_code("UTM_SOURCE")
+                if tracking is None:
+                    raise KeyError("the account has no UTM_SOURCE field")
+                more["cf"] = {**(more.get("cf") or {}), tracking["id"]: [{"value": str(utm_source)}]}
             fields = {"name": name, "status_id": status_id, "pipeline_id": pipeline_id, **more}
             if pipeline_id is None and status_id is not None:
                 owner = self.account.status(status_id)
@@ -771,12 +795,23 @@ class AmoActor:
             self.sandbox._fire(self.account, [("update", new, old)])
 
     def make_call(
-        self, lead_id: int, *, direction: str = "out", duration: int = 95, with_recording: bool = True
+        self,
+        lead_id: int,
+        *,
+        direction: str = "out",
+        duration: int = 95,
+        with_recording: bool = True,
+        recording_host: str | None = None,
+        link: str | None = None,
     ) -> int:
-        """A call note on the lead (call_in / call_out) with a recording link."""
+        """A call note on the lead (call_in / call_out) with a recording link: on the account's host by
+        default, on a telephony provider's host (`recording_host`, e.g. RECORDING_HOST), or any `link`."""
         with self.sandbox.lock:
             note_id = self.sandbox.next_id()
             now = int(self.sandbox.clock.now())
+            if link is None and with_recording:
+                link = f"https://{recording_host or self.account.domain}/recordings/{note_id}.mp3"
+                self.sandbox.recordings[link] = b"ID3\x04\x00\x00\x00\x00\x00\x00" + f"call {note_id} ".encode() * 64
             self.account.notes[note_id] = {
                 "id": note_id,
                 "entity_id": int(lead_id),
@@ -791,7 +826,7 @@ class AmoActor:
                     "uniq": secrets.token_hex(8),
                     "duration": duration,
                     "source": "telephony",
-                    "link": f"https://{self.account.domain}/recordings/{note_id}.mp3" if with_recording else "",
+                    "link": link or "",
                     "phone": "+79991234567",
                     "call_status": 4,
                     "call_result": "",

@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from app.sandbox.amocrm.account import (
     FIELD_TYPES,
@@ -151,6 +153,23 @@ def list_leads(request: Request) -> Answer:
         ]
     elif updated not in (None, ""):
         leads = [lead for lead in leads if lead["updated_at"] == _int(updated)]
+    if isinstance(flt, dict) and flt.get("responsible_user_id") not in (None, ""):
+        wanted = _ids(flt["responsible_user_id"])
+        leads = [lead for lead in leads if lead["responsible_user_id"] in wanted]
+    statuses = flt.get("statuses") if isinstance(flt, dict) else None
+    if statuses not in (None, ""):
+        pairs = []
+        for index, item in enumerate(statuses.values() if isinstance(statuses, dict) else statuses):
+            if not isinstance(item, dict) or _int(item.get("status_id")) is None:
+                raise validation_error([("InvalidValue", f"filter.statuses.{index}", "status_id is required")])
+            pairs.append((_int(item.get("pipeline_id")), _int(item["status_id"])))
+        leads = [
+            lead
+            for lead in leads
+            if any(
+                status == lead["status_id"] and pipeline in (None, lead["pipeline_id"]) for pipeline, status in pairs
+            )
+        ]
     order = request.query.get("order") or {}
     key, direction = next(iter(order.items())) if isinstance(order, dict) and order else ("id", "asc")
     if key not in ("id", "created_at", "updated_at"):
@@ -395,8 +414,8 @@ def _field_wire(request: Request, spec: Mapping[str, Any]) -> dict[str, Any]:
         **spec,
         "account_id": request.account.id,
         "entity_type": "leads",
-        "is_deletable": True,
-        "is_predefined": False,
+        "is_deletable": not spec.get("is_predefined", False),
+        "is_predefined": spec.get("is_predefined", False),
         "group_id": None,
         "required_statuses": [],
         "remind": None,
@@ -735,7 +754,11 @@ def get_account(request: Request) -> Answer:
             for gid, name in sorted(request.account.groups.items())
         ]
     if "datetime_settings" in _strings(request.query.get("with")):
-        body["datetime_settings"] = {"timezone": "Europe/Moscow", "timezone_offset": "+03:00"}
+        offset = datetime.now(ZoneInfo(request.account.timezone)).strftime("%z")
+        body["datetime_settings"] = {
+            "timezone": request.account.timezone,
+            "timezone_offset": f"{offset[:3]}:{offset[3:]}",
+        }
     if embedded:
         body["_embedded"] = embedded
     return 200, body

@@ -81,3 +81,15 @@ def seed(sandbox: AmoSandbox, account: Account) -> None:
         }
     for name in ("Дорого", "Купили у конкурентов"):
         account.loss_reasons[sandbox.next_id()] = name
+    # Every account has the tracking fields; utm_source is the one that names a lead's source.
+    field_id = sandbox.next_id()
+    account.custom_fields[field_id] = {
+        "id": field_id,
+        "name": "utm_source",
+        "type": "tracking_data",
+        "code": "UTM_SOURCE",
+        "sort": 510,
+        "is_api_only": False,
+        "is_predefined": True,
+        "enums": None,
+    }

@@ -14,7 +14,7 @@ from flask import Flask, Response, request
 from qs_codec import DecodeOptions, decode
 
 from app.sandbox.amocrm import api
-from app.sandbox.amocrm.account import AmoSandbox, ApiError
+from app.sandbox.amocrm.account import RECORDING_HOST, AmoSandbox, ApiError
 from app.sandbox.mount import _callback
 
 _QUERY = DecodeOptions(depth=8, list_limit=300, parameter_limit=2000)
@@ -72,6 +72,22 @@ def create_amo_app(sandbox: AmoSandbox) -> Flask:
             return _answer(error.status, error.body, error=True)
         return _answer(status, body)
 
+    @app.route("/recordings/<name>", methods=["GET"])
+    def recording(name: str) -> Response:
+        """A call recording: on an account's host for its own users' tokens only, on the telephony
+        provider's host (RECORDING_HOST) by its unguessable link alone."""
+        url = f"https://{request.host}/recordings/{name}"
+        if request.host != RECORDING_HOST:
+            try:
+                with sandbox.lock:
+                    sandbox.authenticate(request.host, request.headers.get("Authorization", ""))
+            except ApiError as error:
+                return _answer(error.status, error.body, error=True)
+        data = sandbox.recordings.get(url)
+        if data is None:
+            return Response("not found", status=404, mimetype="text/plain")
+        return Response(data, status=200, mimetype="audio/mpeg")
+
     @app.errorhandler(404)
     def unknown(_error: Exception) -> Response:
         return _answer(404, {"title": "Not Found", "type": "https://httpstatus.es/404", "status": 404}, error=True)
@@ -83,7 +99,7 @@ def mount_amo_responses(
     sandbox: AmoSandbox, mock: responses.RequestsMock, *, hosts: Iterable[str] | None = None
 ) -> None:
     """Serve https requests to the accounts' hosts from the sandbox, in-process."""
-    names = set(hosts or []) or {account.domain for account in sandbox.accounts.values()}
+    names = set(hosts or []) or {account.domain for account in sandbox.accounts.values()} | {RECORDING_HOST}
     pattern = re.compile(r"https://(?:" + "|".join(re.escape(h) for h in sorted(names)) + r")(?:/.*)?$")
     callback = _callback(create_amo_app(sandbox))
     for method in ("GET", "POST", "PATCH", "DELETE"):
