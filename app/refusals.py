@@ -281,7 +281,10 @@ class Guard:
     def _moved_before_install(self, deal: Deal) -> bool:
         installed_at = self.portal.installed_at
         moved_at = deal.moved_at or deal.modified_at
-        return installed_at is not None and moved_at is not None and moved_at < installed_at
+        if installed_at is None or moved_at is None:
+            return False
+        # CRM times have whole seconds: a move in the second the install finished is a move after it.
+        return moved_at < installed_at.replace(microsecond=0)
 
     # -- rules -------------------------------------------------------------------------------
     def _on_lost(

@@ -4,7 +4,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.db import db
-from app.models import AuditEntry, InboxItem, RefusalCase
+from app.models import AuditEntry, DealSnapshot, InboxItem, RefusalCase
 from app.reconcile import reconcile_portal
 from tests.integration.b24 import B24, configure_guard, fill_refusal, new_deal
 
@@ -259,3 +259,22 @@ def test_cases_go_round_robin_to_active_qa_staff_only(guarded: B24):
         [task] = our_tasks(guarded, deal_id)
         assert str(task["responsibleId"]) == case.qa_user_id
     assert assigned == ["7", "8", "7"]
+
+
+def test_a_move_in_the_same_second_the_install_finished_is_guarded(guarded: B24):
+    """CRM timestamps have whole seconds; the install time has microseconds."""
+    from datetime import timedelta
+
+    deal_id = new_deal(guarded, stage="EXECUTING")
+    portal = guarded.our_portal()
+    status, body = guarded.sandbox.call(guarded.portal, "crm.deal.get", {"id": deal_id})
+    db.session.execute(sa.delete(DealSnapshot).where(DealSnapshot.deal_id == str(deal_id)))
+    guarded.sandbox.act(guarded.portal, MANAGER).move_deal(deal_id, "LOSE")
+    moved = guarded.sandbox.call(guarded.portal, "crm.deal.get", {"id": deal_id})[1]["result"]["MOVED_TIME"]
+    from datetime import datetime
+
+    portal.installed_at = datetime.fromisoformat(moved) + timedelta(microseconds=600_000)
+    db.session.commit()
+    guarded.settle()
+    assert status == 200 and body["result"]["STAGE_ID"] == "EXECUTING"
+    assert guarded.stage(deal_id) != "LOSE"
