@@ -59,6 +59,9 @@ def make_app(database_url: str, instance_path: Path, **overrides: object) -> Fla
         "REDIS_URL": TEST_REDIS_URL,
         "SECRET_KEY": "test-secret-key",
         "PUBLIC_URL": "https://app.example.test",
+        # Periodic jobs (scans, digests, reports) would fire whenever a test crosses a slot boundary;
+        # tests that exercise them set their own table.
+        "PERIODIC_JOBS": (),
         **overrides,
     }
     return create_app(config)

@@ -58,6 +58,7 @@ def test_replacing_a_scheduled_job_leaves_exactly_one(app: Flask):
 
 def test_periodic_jobs_are_scheduled_once_per_slot(app: Flask):
     """Every worker calls ensure_periodic_jobs on start; only the first call schedules anything."""
+    app.config["PERIODIC_JOBS"] = schedule.PERIODIC_JOBS
     now = time.time()
     first = schedule.ensure_periodic_jobs(now)
     second = schedule.ensure_periodic_jobs(now)
