@@ -199,10 +199,16 @@ class AppWorker(AppJobMixin, Worker):
     RQ reports a running job alive every `job_monitoring_interval` and treats it as abandoned once a
     report is `60` seconds late; here the margin is JOB_HEARTBEAT_GRACE_SECONDS, so a job whose
     work-horse died with its worker (SIGKILL, OOM, a lost machine) is noticed within seconds, by the
-    next maintenance run of any worker (every WORKER_MAINTENANCE_SECONDS).
+    next maintenance run of any worker (every WORKER_MAINTENANCE_SECONDS, also while idle).
     """
 
     heartbeat_grace: int = 60
+
+    @property
+    def dequeue_timeout(self) -> int:
+        """How long an idle worker blocks waiting for a job: at most the maintenance interval (RQ: the
+        worker TTL less 15 s, 405 s by default), since maintenance only runs between two waits."""
+        return max(1, min(self.worker_ttl - 15, self.maintenance_interval))
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         interval = self.job_monitoring_interval
