@@ -124,6 +124,16 @@ def load_config(instance_path: Path, env: Mapping[str, str] | None = None) -> di
         ),
         "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
         "JOB_TIMEOUT_SECONDS": parse_int(env.get("JOB_TIMEOUT_SECONDS"), 180),
+        # Recovery from a worker killed mid-job (README, Deploying): a running job is reported alive every
+        # JOB_HEARTBEAT_SECONDS and counts as abandoned JOB_HEARTBEAT_GRACE_SECONDS after its last report;
+        # every WORKER_MAINTENANCE_SECONDS a worker looks for abandoned jobs and runs them again.
+        "JOB_HEARTBEAT_SECONDS": parse_int(env.get("JOB_HEARTBEAT_SECONDS"), 5),
+        "JOB_HEARTBEAT_GRACE_SECONDS": parse_int(env.get("JOB_HEARTBEAT_GRACE_SECONDS"), 10),
+        "WORKER_MAINTENANCE_SECONDS": parse_int(env.get("WORKER_MAINTENANCE_SECONDS"), 10),
+        # The per-deal lock: a lease renewed every third of DEAL_LOCK_SECONDS while its holder runs, so a
+        # dead holder blocks the deal for at most that long; a decision waits up to DEAL_LOCK_WAIT_SECONDS.
+        "DEAL_LOCK_SECONDS": parse_float(env.get("DEAL_LOCK_SECONDS"), 15.0),
+        "DEAL_LOCK_WAIT_SECONDS": parse_float(env.get("DEAL_LOCK_WAIT_SECONDS"), 120.0),
         "SANDBOX_ENABLED": parse_bool(env.get("SANDBOX_ENABLED"), default=False),
         # Where the demo's sandbox portal runs (set by `make run`); /sandbox is forwarded there.
         "SANDBOX_URL": (env.get("SANDBOX_URL") or "").rstrip("/"),

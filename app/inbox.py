@@ -11,12 +11,12 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 from rq import Retry
-from rq.job import Job
+from rq.job import Job, JobStatus
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.db import db
 from app.models import InboxItem, utcnow
-from app.queue import enqueue
+from app.queue import enqueue, get_queue
 
 log = logging.getLogger(__name__)
 
@@ -153,21 +153,38 @@ def process(inbox_id: int) -> str:
 
 
 def sweep(older_than: timedelta = timedelta(seconds=30)) -> int:
-    """Enqueue rows that are not done and not failed (Redis was down, or a job was lost).
+    """Enqueue rows that are not done and not failed (Redis was down, or a job was lost or given up).
 
-    Rows whose job still exists are skipped by the unique job id. The rows this call did enqueue are
-    marked `queued`, with `enqueued_at`: they are the ones ingest could not hand over.
+    Rows whose job is still queued, running or waiting for a retry are skipped by the unique job id. A
+    row whose job ended as failed although the row is neither done nor failed lost its job without
+    the processor recording the outcome (the job was abandoned by a killed worker with no retry left):
+    it gets a fresh job while the row has attempts left, else it is marked failed. The rows this call
+    did enqueue are marked `queued`, with `enqueued_at`.
     """
     cutoff = utcnow() - older_than
-    rows = db.session.scalars(
-        sa.select(InboxItem.id)
+    rows = db.session.execute(
+        sa.select(InboxItem.id, InboxItem.attempts)
         .where(InboxItem.status.in_([InboxItem.PENDING, InboxItem.QUEUED]), InboxItem.received_at < cutoff)
         .order_by(InboxItem.id)
         .limit(5000)
     ).all()
     count = 0
-    for inbox_id in rows:
-        if _enqueue_job(inbox_id) is not None:
+    for inbox_id, attempts in rows:
+        enqueued = _enqueue_job(inbox_id) is not None
+        given_up = None if enqueued else _given_up_job(inbox_id)
+        if given_up is not None:
+            if attempts >= MAX_ATTEMPTS:
+                db.session.execute(
+                    sa.update(InboxItem)
+                    .where(InboxItem.id == inbox_id)
+                    .values(status=InboxItem.FAILED, last_error=f"its job was given up after {attempts} attempts")
+                )
+                log.error("inbox row failed: job given up", extra={"inbox_id": inbox_id, "attempts": attempts})
+                continue
+            given_up.delete()
+            enqueued = _enqueue_job(inbox_id) is not None
+            log.warning("inbox row re-queued: job given up", extra={"inbox_id": inbox_id, "attempts": attempts})
+        if enqueued:
             count += 1
             db.session.execute(
                 sa.update(InboxItem)
@@ -176,3 +193,11 @@ def sweep(older_than: timedelta = timedelta(seconds=30)) -> int:
             )
     db.session.commit()
     return count
+
+
+def _given_up_job(inbox_id: int) -> Job | None:
+    """The row's job if it ended as failed or stopped (it will not run again by itself)."""
+    job = get_queue("events").fetch_job(f"inbox-{inbox_id}")
+    if job is not None and job.get_status(refresh=False) in (JobStatus.FAILED, JobStatus.STOPPED):
+        return job
+    return None

@@ -11,7 +11,7 @@ from flask import Flask, current_app
 from redis import Redis
 from redis.commands.core import Script
 from rq import Queue, Retry, SimpleWorker, Worker
-from rq.exceptions import DuplicateJobError
+from rq.exceptions import AbandonedJobError, DuplicateJobError
 from rq.job import Job, JobStatus
 from rq.scripts import _build_hset_args
 
@@ -160,6 +160,22 @@ def queue_depths(app: Flask | None = None) -> dict[str, int]:
     return {name: get_queue(name, app).count for name in app.config["QUEUE_NAMES"]}
 
 
+def retry_abandoned_at_once(job: Job, exc_type: type[BaseException], exc_value: BaseException, tb: Any) -> bool:
+    """Exception handler: a job abandoned by a dead worker is retried now, not after the back-off for failures.
+
+    RQ calls the worker's exception handlers from StartedJobRegistry.cleanup before `job.retry()`, which
+    schedules the retry after the job's next interval; a scheduled retry also waits for a live scheduler,
+    and a killed worker's scheduler lock stays taken for a minute. The abandoned attempt did not fail, so
+    the interval of this one retry becomes 0 (the job goes straight back to its queue); later failures keep
+    their back-off. Returns True: the other handlers still run.
+    """
+    if exc_type is AbandonedJobError and job.retries_left and job.retry_intervals:
+        intervals = list(job.retry_intervals)
+        intervals[max(len(intervals) - job.retries_left, 0)] = 0
+        job.retry_intervals = intervals
+    return True
+
+
 class AppJobMixin:
     """Runs every job inside a fresh Flask app context (fresh DB session per job)."""
 
@@ -178,7 +194,27 @@ class AppJobMixin:
 
 
 class AppWorker(AppJobMixin, Worker):
-    """The production worker: forks a work-horse per job."""
+    """The production worker: forks a work-horse per job.
+
+    RQ reports a running job alive every `job_monitoring_interval` and treats it as abandoned once a
+    report is `60` seconds late; here the margin is JOB_HEARTBEAT_GRACE_SECONDS, so a job whose
+    work-horse died with its worker (SIGKILL, OOM, a lost machine) is noticed within seconds, by the
+    next maintenance run of any worker (every WORKER_MAINTENANCE_SECONDS, also while idle).
+    """
+
+    heartbeat_grace: int = 60
+
+    @property
+    def dequeue_timeout(self) -> int:
+        """How long an idle worker blocks waiting for a job: at most the maintenance interval (RQ: the
+        worker TTL less 15 s, 405 s by default), since maintenance only runs between two waits."""
+        return max(1, min(self.worker_ttl - 15, self.maintenance_interval))
+
+    def get_heartbeat_ttl(self, job: Job) -> int:
+        interval = self.job_monitoring_interval
+        if job.timeout and job.timeout > 0:
+            interval = min(job.timeout - self.current_job_working_time, interval)
+        return int(interval) + self.heartbeat_grace
 
 
 class AppSimpleWorker(AppJobMixin, SimpleWorker):
@@ -190,8 +226,19 @@ def make_worker(app: Flask, queue_names: Sequence[str] | None = None, simple: bo
     names = list(queue_names or app.config["QUEUE_NAMES"])
     connection = get_redis(app)
     queues = [Queue(name, connection=connection) for name in names]
-    worker_class = AppSimpleWorker if simple else AppWorker
-    worker = worker_class(queues, connection=connection)
+    worker: Worker
+    if simple:
+        worker = AppSimpleWorker(queues, connection=connection)
+    else:
+        forking = AppWorker(
+            queues,
+            connection=connection,
+            job_monitoring_interval=app.config["JOB_HEARTBEAT_SECONDS"],
+            maintenance_interval=app.config["WORKER_MAINTENANCE_SECONDS"],
+        )
+        forking.heartbeat_grace = app.config["JOB_HEARTBEAT_GRACE_SECONDS"]
+        worker = forking
+    worker.push_exc_handler(retry_abandoned_at_once)
     worker.flask_app = app
     return worker
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import redis
 import sqlalchemy as sa
+from flask import current_app
+from redis.exceptions import LockError, LockNotOwnedError
 
 from app import audit, directory, notices
 from app.crm.port import AUTOMATION, CrmClient, Deal, DealChange, NewTask, Notice
@@ -18,7 +23,6 @@ from app.queue import get_redis
 from app.settings import GuardSettings, guard_settings
 
 log = logging.getLogger(__name__)
-LOCK_SECONDS = 120
 # Feature modules add effect kinds (kind -> fn(effect, crm) -> result) and rules for in-progress moves
 # (fn(guard, deal, previous stage, previous pipeline, mover, role) -> Decision, or None to let it pass).
 EFFECT_KINDS: dict[str, Callable[[Effect, CrmClient], str]] = {}
@@ -33,9 +37,87 @@ class Decision:
     reason: str = ""
 
 
-def deal_lock(portal_id: int, deal_id: str) -> Any:
+class DealLockLost(RuntimeError):
+    """The lease on a deal lapsed while its holder was still working (Redis unreachable, process frozen)."""
+
+
+_HELD_DEAL_LOCK: ContextVar[DealLock | None] = ContextVar("held_deal_lock", default=None)
+
+
+class DealLock:
+    """A per-deal Redis lock held as a short lease, renewed by a background thread while its holder runs.
+
+    A holder that dies (SIGKILL, OOM, a lost machine) stops renewing, so the deal is free again within
+    `lease` seconds instead of blocking the next decision for minutes. A live holder renews every third
+    of the lease; should a renewal fail, the lease counts as lost: the next CRM write of the holder
+    (`check_deal_lock`) and the end of the block raise DealLockLost, so the job fails and is retried
+    rather than deciding alongside another worker.
+    """
+
+    def __init__(self, client: redis.Redis, name: str, lease: float, wait: float) -> None:
+        # thread_local=False: the renewing thread must see the token the acquiring thread stored.
+        self._lock = client.lock(name, timeout=lease, blocking_timeout=wait, thread_local=False)
+        self.name = name
+        self.lease = lease
+        self.lost = False
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+        self._context: Token[DealLock | None] | None = None
+
+    def __enter__(self) -> DealLock:
+        if not self._lock.acquire():
+            raise LockError(f"deal lock {self.name} not acquired within the wait time")
+        self._renewer = threading.Thread(target=self._renew, name=f"renew {self.name}", daemon=True)
+        self._renewer.start()
+        self._context = _HELD_DEAL_LOCK.set(self)
+        return self
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            try:
+                self._lock.reacquire()
+            except (LockError, redis.RedisError, OSError) as error:
+                self.lost = True
+                log.error("deal lock lease lost", extra={"lock": self.name, "error": str(error)})
+                return
+
+    def check(self) -> None:
+        """Raise DealLockLost if the lease lapsed."""
+        if self.lost:
+            raise DealLockLost(f"the lease on {self.name} lapsed while the decision ran")
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if self._context is not None:
+            _HELD_DEAL_LOCK.reset(self._context)
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        try:
+            self._lock.release()
+        except LockNotOwnedError:
+            self.lost = True
+        except (redis.RedisError, OSError) as error:  # the lease runs out by itself
+            log.warning("deal lock not released", extra={"lock": self.name, "error": str(error)})
+        if exc_type is None:
+            self.check()
+
+
+def deal_lock(portal_id: int, deal_id: str) -> DealLock:
     """One decision at a time per deal, across every worker process."""
-    return get_redis().lock(f"rc:lock:deal:{portal_id}:{deal_id}", timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS)
+    config = current_app.config
+    return DealLock(
+        get_redis(),
+        f"rc:lock:deal:{portal_id}:{deal_id}",
+        lease=float(config["DEAL_LOCK_SECONDS"]),
+        wait=float(config["DEAL_LOCK_WAIT_SECONDS"]),
+    )
+
+
+def check_deal_lock() -> None:
+    """Before a CRM write: raise DealLockLost if the deal lock held by this context lapsed."""
+    held = _HELD_DEAL_LOCK.get()
+    if held is not None:
+        held.check()
 
 
 def refusal_stage_for(portal: Portal, pipeline_id: str) -> str | None:
@@ -126,6 +208,7 @@ def run_pending_effects(portal_id: int, deal_id: str, crm: CrmClient) -> int:
             _carry_out_together(effect, notices, crm)
             index += 1 + len(notices)
             continue
+        check_deal_lock()
         effect.attempts += 1
         db.session.commit()
         _mark_done(effect, _carry_out(effect, crm))
@@ -147,6 +230,7 @@ def _move_change(payload: dict[str, Any]) -> DealChange:
 def _carry_out_together(move: Effect, notices: list[Effect], crm: CrmClient) -> None:
     """A move and the notices planned after it, in one CRM request; what landed is marked done."""
     effects = [move, *notices]
+    check_deal_lock()
     for effect in effects:
         effect.attempts += 1
     db.session.commit()

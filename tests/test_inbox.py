@@ -98,3 +98,41 @@ def test_sweep_queues_rows_left_pending(app: Flask, worker, monkeypatch: pytest.
     worker()
     assert seen == ["k-pending"]
     assert inbox.sweep() == 0
+
+
+def _abandon_the_job(inbox_id: int) -> None:
+    """The row's job ended as failed without the processor recording anything (a killed worker, no retry left)."""
+    from rq.job import JobStatus
+
+    from app.queue import get_queue
+
+    queue = get_queue("events")
+    job = queue.fetch_job(f"inbox-{inbox_id}")
+    queue.remove(job)
+    job.set_status(JobStatus.FAILED)
+
+
+def test_sweep_gives_a_fresh_job_to_a_row_whose_job_was_given_up(app: Flask, worker, monkeypatch: pytest.MonkeyPatch):
+    seen: list[str] = []
+    monkeypatch.setitem(inbox.PROCESSORS, ("test", "ok"), lambda item: seen.append(item.dedupe_key))
+    inbox_id = inbox.accept("test", "ok", "k-abandoned", "payload", make_portal().id)
+    _abandon_the_job(inbox_id)
+    assert inbox.sweep(older_than=timedelta(0)) == 1
+    assert inbox.sweep(older_than=timedelta(0)) == 0  # the fresh job is queued
+    worker()
+    db.session.expire_all()
+    assert seen == ["k-abandoned"]
+    assert db.session.get(InboxItem, inbox_id).status == InboxItem.DONE
+
+
+def test_sweep_fails_a_row_whose_job_was_given_up_after_its_last_attempt(app: Flask, worker):
+    inbox_id = inbox.accept("test", "ok", "k-spent", "payload", make_portal().id)
+    row = db.session.get(InboxItem, inbox_id)
+    row.attempts = inbox.MAX_ATTEMPTS
+    db.session.commit()
+    _abandon_the_job(inbox_id)
+    assert inbox.sweep(older_than=timedelta(0)) == 0
+    db.session.expire_all()
+    row = db.session.get(InboxItem, inbox_id)
+    assert row.status == InboxItem.FAILED
+    assert row.last_error == f"its job was given up after {inbox.MAX_ATTEMPTS} attempts"

@@ -8,7 +8,7 @@ from rq import Retry
 from rq.job import Job, JobStatus
 
 from app import schedule
-from app.queue import enqueue, get_queue, get_redis, replace_scheduled
+from app.queue import enqueue, get_queue, get_redis, make_worker, replace_scheduled
 from tests import helpers
 
 
@@ -96,3 +96,29 @@ def test_unique_enqueue_writes_what_rq_itself_writes(app: Flask, redis_client):
     fetched = Job.fetch("ours", connection=get_redis())
     assert fetched.get_status() == JobStatus.QUEUED
     assert fetched.retries_left == 3 and fetched.origin == "events"
+
+
+def test_the_forking_worker_reports_running_jobs_alive_on_the_configured_schedule(app: Flask):
+    app.config.update(JOB_HEARTBEAT_SECONDS=5, JOB_HEARTBEAT_GRACE_SECONDS=10, WORKER_MAINTENANCE_SECONDS=10)
+    worker = make_worker(app)
+    long_job = enqueue("default", helpers.remember, "long", timeout=180)
+    short_job = enqueue("default", helpers.remember, "short", timeout=3)
+    assert worker.job_monitoring_interval == 5 and worker.maintenance_interval == 10
+    assert worker.get_heartbeat_ttl(long_job) == 15  # abandoned 15 s after its last report, not 90 s (RQ)
+    assert worker.get_heartbeat_ttl(short_job) == 13
+    assert worker.dequeue_timeout == 10  # an idle worker still runs its maintenance every 10 s, not 405 s
+
+
+def test_a_job_abandoned_by_a_dead_worker_is_retried_at_once_and_keeps_its_backoff(app: Flask):
+    job = enqueue("default", helpers.remember, "a", job_id="abandoned", retry=Retry(max=3, interval=[5, 30, 60]))
+    queue = get_queue("default")
+    worker = make_worker(app)
+    assert queue.pop_job_id() == "abandoned"  # a worker took the job and died while running it
+    worker.prepare_execution(job)
+    assert "abandoned" in queue.started_job_registry
+    queue.started_job_registry.cleanup(time.time() + 3600, exception_handlers=worker._exc_handlers)
+    again = Job.fetch("abandoned", connection=get_redis())
+    assert queue.get_job_ids() == ["abandoned"]  # back in the queue now, not in 5 s through the scheduler
+    assert "abandoned" not in queue.scheduled_job_registry
+    assert again.retries_left == 2
+    assert again.retry_intervals == [0, 30, 60]  # a real failure later still backs off
