@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, g, jsonify, render_template, request
+from flask import Blueprint, jsonify, render_template
 from flask.typing import ResponseReturnValue
-from marshmallow import ValidationError
 
 from app import review
-from app.security import Identity, issue_token, same_secret
-from handlers import b24_verify
-from handlers.b24_payloads import parse_frame
-from handlers.bitrix24 import _bad_request, _portal, _unauthorized, allow_framing_by_portal
+from handlers.b24_payloads import B24Frame
+from handlers.bitrix24 import VerifiedFrame, allow_framing_by_portal, verify_frame
 
 PLACEMENT = "CRM_DEAL_DETAIL_TAB"
 
@@ -40,27 +37,21 @@ def deal_id_from_options(raw: str) -> str | None:
 @bp.post("/deal-tab")
 def deal_tab() -> ResponseReturnValue:
     """The review tab of a deal card."""
-    try:
-        frame = parse_frame(request.form.to_dict(), request.args.to_dict())
-    except ValidationError as error:
-        return _bad_request(error)
-    portal = _portal(frame.member_id)
-    if portal is None:
-        return _unauthorized("unknown portal")
-    if not same_secret(frame.application_token, portal.application_token):
-        return _unauthorized("application token does not match")
-    if portal.status == "uninstalled":
-        return _unauthorized("the app is not installed on this portal")
+    verified = verify_frame(installed_only=True, check=_deal_tab_frame)
+    if not isinstance(verified, VerifiedFrame):
+        return verified
+    portal = verified.portal
+    deal_id = deal_id_from_options(verified.frame.placement_options)
+    case = review.latest_case_for(portal.id, deal_id)
+    return render_template(
+        "b24/deal_tab.html", lang=portal.language, token=verified.token(), case=case, deal_id=deal_id
+    )
+
+
+def _deal_tab_frame(frame: B24Frame) -> ResponseReturnValue | None:
+    """400 unless the frame is this placement with a deal ID in its options."""
     if frame.placement != PLACEMENT:
         return jsonify(error="bad_request", message=f"this page is the {PLACEMENT} placement"), 400
-    deal_id = deal_id_from_options(frame.placement_options)
-    if deal_id is None:
+    if deal_id_from_options(frame.placement_options) is None:
         return jsonify(error="bad_request", message="PLACEMENT_OPTIONS has no deal ID"), 400
-    user = b24_verify.current_user(portal, frame.auth_id)
-    if user is None:
-        return _unauthorized("the portal did not confirm the user")
-    g.portal_id = portal.id
-    g.frame_origin = f"https://{portal.domain}"
-    case = review.latest_case_for(portal.id, deal_id)
-    token = issue_token(Identity(portal_id=portal.id, user_id=user.user_id, is_admin=user.is_admin))
-    return render_template("b24/deal_tab.html", lang=portal.language, token=token, case=case, deal_id=deal_id)
+    return None

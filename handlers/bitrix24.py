@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +22,7 @@ from app.robots import REGISTRY
 from app.security import Identity, issue_token, require_identity, same_secret
 from app.validation import error_fields
 from handlers import b24_verify
-from handlers.b24_payloads import MAX_BODY_BYTES, B24Event, parse_event, parse_frame, parse_robot_call
+from handlers.b24_payloads import MAX_BODY_BYTES, B24Event, B24Frame, parse_event, parse_frame, parse_robot_call
 
 log = logging.getLogger(__name__)
 bp = Blueprint("b24", __name__, url_prefix="/b24")
@@ -204,9 +206,30 @@ def robot(code: str) -> ResponseReturnValue:
     return jsonify(ok=True, duplicate=inbox_id is None)
 
 
-@bp.post("/app")
-def app_frame() -> ResponseReturnValue:
-    """The main app page inside the portal."""
+@dataclass(frozen=True)
+class VerifiedFrame:
+    """A frame POST whose portal and user are confirmed."""
+
+    frame: B24Frame
+    portal: Portal
+    user: b24_verify.FrameUser
+
+    def token(self) -> str:
+        """The signed identity the page sends back as a header."""
+        return issue_token(Identity(portal_id=self.portal.id, user_id=self.user.user_id, is_admin=self.user.is_admin))
+
+
+def verify_frame(
+    *, installed_only: bool, check: Callable[[B24Frame], ResponseReturnValue | None] | None = None
+) -> VerifiedFrame | ResponseReturnValue:
+    """Parse and verify the CRM's frame POST: the portal of `member_id`, its application token, and the
+    user confirmed by the portal itself with `AUTH_ID`. The frame, portal and user; or the 400/401 answer.
+
+    `installed_only`: the application token must be present and match, and an uninstalled portal is
+    refused; otherwise the token is compared only when both sides have one. `check` may refuse the frame
+    (its answer is returned) before the portal is asked about the user. On success the page may be
+    framed by the portal.
+    """
     try:
         frame = parse_frame(request.form.to_dict(), request.args.to_dict())
     except ValidationError as error:
@@ -214,13 +237,29 @@ def app_frame() -> ResponseReturnValue:
     portal = _portal(frame.member_id)
     if portal is None:
         return _unauthorized("unknown portal")
-    if portal.application_token and frame.application_token:
+    if installed_only or (portal.application_token and frame.application_token):
         if not same_secret(frame.application_token, portal.application_token):
             return _unauthorized("application token does not match")
+    if installed_only and portal.status == "uninstalled":
+        return _unauthorized("the app is not installed on this portal")
+    refused = check(frame) if check is not None else None
+    if refused is not None:
+        return refused
     user = b24_verify.current_user(portal, frame.auth_id)
     if user is None:
         return _unauthorized("the portal did not confirm the user")
     g.portal_id = portal.id
     g.frame_origin = f"https://{portal.domain}"
-    token = issue_token(Identity(portal_id=portal.id, user_id=user.user_id, is_admin=user.is_admin))
-    return render_template("b24/app.html", portal=portal, token=token, lang=portal.language, user=user)
+    return VerifiedFrame(frame, portal, user)
+
+
+@bp.post("/app")
+def app_frame() -> ResponseReturnValue:
+    """The main app page inside the portal."""
+    verified = verify_frame(installed_only=False)
+    if not isinstance(verified, VerifiedFrame):
+        return verified
+    portal = verified.portal
+    return render_template(
+        "b24/app.html", portal=portal, token=verified.token(), lang=portal.language, user=verified.user
+    )

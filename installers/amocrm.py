@@ -15,15 +15,15 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import current_app
-from sqlalchemy.orm.attributes import flag_modified
 
 from app import audit, directory
 from app.catalog import FIELD_LABELS, REASONS, REFUSAL_STAGE, VERDICTS, Label
 from app.crm.amocrm import LOST, WON, AmoRest
-from app.crm.errors import CrmError, PortalNeedsReinstall
+from app.crm.errors import CrmError
 from app.db import db
 from app.models import Portal
 from app.queue import get_redis
+from installers.steps import run_steps, set_setting
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,6 @@ FIELDS: dict[str, dict[str, Any]] = {
 def webhook_url(secret: str) -> str:
     """Where the account posts its webhooks."""
     return f"{current_app.config['PUBLIC_URL']}/amocrm/webhooks/{secret}"
-
-
-def _set_setting(portal: Portal, key: str, value: Any) -> None:
-    settings = dict(portal.settings or {})
-    settings[key] = value
-    portal.settings = settings
-    flag_modified(portal, "settings")
 
 
 def _embedded(answer: Any, key: str) -> list[dict[str, Any]]:
@@ -86,7 +79,7 @@ def ensure_statuses(rest: AmoRest, portal: Portal) -> str:
             found = made[0]
             created += 1
         stages[str(pipeline_id)] = str(found["id"])
-    _set_setting(portal, "refusal_stages", stages)
+    set_setting(portal, "refusal_stages", stages)
     return f"{len(stages)} pipelines, {created} statuses created"
 
 
@@ -148,14 +141,14 @@ def ensure_fields(rest: AmoRest, portal: Portal) -> str:
                 matched = _match_enums(list((field or {}).get("enums") or []), spec["options"])
             entry["enum"] = matched
         mapping[key] = entry
-    _set_setting(portal, "amo_fields", mapping)
+    set_setting(portal, "amo_fields", mapping)
     return f"{len(mapping)} fields, {len(missing)} created"
 
 
 def ensure_webhooks(rest: AmoRest, portal: Portal) -> str:
     """Our webhook, with a random per-account secret in its path (kept across repairs)."""
     secret = (portal.settings or {}).get(WEBHOOK_SECRET) or secrets.token_urlsafe(32)
-    _set_setting(portal, WEBHOOK_SECRET, secret)
+    set_setting(portal, WEBHOOK_SECRET, secret)
     db.session.commit()
     destination = webhook_url(secret)
     hooks = _embedded(rest.get("/api/v4/webhooks", {"filter": {"destination": destination}}), "webhooks")
@@ -189,16 +182,6 @@ STEP_FUNCTIONS: dict[str, Callable[[AmoRest, Portal], str]] = {
 }
 
 
-def _progress(portal: Portal, step: str, state: str, detail: str = "") -> None:
-    install = dict((portal.settings or {}).get("install", {}))
-    steps = [s for s in install.get("steps", []) if s.get("step") != step]
-    steps.append({"step": step, "state": state, "detail": detail})
-    steps.sort(key=lambda s: STEPS.index(s["step"]))
-    install["steps"] = steps
-    _set_setting(portal, "install", install)
-    db.session.commit()
-
-
 def run_install(portal_id: int) -> str:
     """Install or repair everything on one account."""
     with get_redis().lock(f"rc:lock:amo-install:{portal_id}", timeout=600, blocking_timeout=600):
@@ -209,29 +192,11 @@ def _install_locked(portal_id: int) -> str:
     portal = db.session.get(Portal, portal_id)
     if portal is None or portal.crm != Portal.AMOCRM:
         return "no such portal"
-    _set_setting(portal, "install", {"steps": []})
+    set_setting(portal, "install", {"steps": []})
     portal.status = "installing"
     db.session.commit()
     rest = AmoRest(portal_id)
-    step = STEPS[0]
-    try:
-        for step in STEPS:
-            _progress(portal, step, "running")
-            detail = STEP_FUNCTIONS[step](rest, portal)
-            _progress(portal, step, "done", detail)
-    except PortalNeedsReinstall:
-        db.session.rollback()
-        raise
-    except CrmError as error:
-        db.session.rollback()
-        portal = db.session.get(Portal, portal_id)
-        assert portal is not None
-        _progress(portal, step, "failed", f"{error.code}: {error.description}")
-        portal.status = "install_failed"
-        portal.status_detail = f"{step}: {error.code} {error.description}".strip()
-        audit.record(portal.id, "app", "install", "failed", portal.status_detail)
-        db.session.commit()
-        raise
+    run_steps(portal, rest, STEPS, STEP_FUNCTIONS)
     portal.status = "installed"
     portal.status_detail = ""
     if portal.installed_at is None:

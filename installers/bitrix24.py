@@ -9,7 +9,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
-from sqlalchemy.orm.attributes import flag_modified
 
 from app import audit
 from app.catalog import (
@@ -28,6 +27,7 @@ from app.db import Base, db
 from app.models import InboxItem, Portal
 from app.queue import get_redis
 from app.robots import REGISTRY, Robot, RobotProperty
+from installers.steps import run_steps, set_setting
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def ensure_stages(rest: Bitrix24Rest, portal: Portal) -> str:
             )
             created += 1
         stages[pipeline_id] = wanted
-    _set_setting(portal, "refusal_stages", stages)
+    set_setting(portal, "refusal_stages", stages)
     return f"{len(stages)} pipelines, {created} stages created"
 
 
@@ -146,7 +146,7 @@ def ensure_fields(rest: Bitrix24Rest, portal: Portal) -> str:
         if spec["type"] == "enumeration":
             entry["enum"] = _sync_enum(rest, field, spec["options"], portal.language)
         mapping[key] = entry
-    _set_setting(portal, "b24_fields", mapping)
+    set_setting(portal, "b24_fields", mapping)
     return f"{len(mapping)} fields, {created} created"
 
 
@@ -191,7 +191,7 @@ def ensure_events(rest: Bitrix24Rest, portal: Portal) -> str:
             offline_ok = False
             log.info("offline events unavailable", extra={"portal_id": portal.id, "code": error.code})
             break
-    _set_setting(portal, "offline_events", offline_ok)
+    set_setting(portal, "offline_events", offline_ok)
     return f"{created} bindings created" + ("" if offline_ok else "; offline events not available")
 
 
@@ -276,23 +276,6 @@ STEP_FUNCTIONS: dict[str, Callable[[Bitrix24Rest, Portal], str]] = {
 }
 
 
-def _set_setting(portal: Portal, key: str, value: Any) -> None:
-    settings = dict(portal.settings or {})
-    settings[key] = value
-    portal.settings = settings
-    flag_modified(portal, "settings")
-
-
-def _progress(portal: Portal, step: str, state: str, detail: str = "") -> None:
-    install = dict((portal.settings or {}).get("install", {}))
-    steps = [s for s in install.get("steps", []) if s.get("step") != step]
-    steps.append({"step": step, "state": state, "detail": detail})
-    steps.sort(key=lambda s: STEPS.index(s["step"]))
-    install["steps"] = steps
-    _set_setting(portal, "install", install)
-    db.session.commit()
-
-
 def run_install(portal_id: int) -> str:
     """Install or repair everything on one portal; progress is visible to the install page."""
     with get_redis().lock(f"rc:lock:b24-install:{portal_id}", timeout=600, blocking_timeout=600):
@@ -303,36 +286,18 @@ def _install_locked(portal_id: int) -> str:
     portal = db.session.get(Portal, portal_id)
     if portal is None or portal.crm != Portal.BITRIX24:
         return "no such portal"
-    _set_setting(portal, "install", {"steps": []})
+    set_setting(portal, "install", {"steps": []})
     portal.status = "installing"
     db.session.commit()
     rest = Bitrix24Rest(portal_id)
-    step = STEPS[0]
     # The licence decides the portal's REST limits (Enterprise: 5 req/s, burst 250), see app.ratelimit.
     info = rest.call("app.info")
     if isinstance(info, dict):
         if info.get("LICENSE"):
-            _set_setting(portal, "b24_license", str(info["LICENSE"]))
+            set_setting(portal, "b24_license", str(info["LICENSE"]))
         if info.get("ID"):
-            _set_setting(portal, "b24_app_id", str(info["ID"]))
-    try:
-        for step in STEPS:
-            _progress(portal, step, "running")
-            detail = STEP_FUNCTIONS[step](rest, portal)
-            _progress(portal, step, "done", detail)
-    except PortalNeedsReinstall:
-        db.session.rollback()
-        raise
-    except CrmError as error:
-        db.session.rollback()
-        portal = db.session.get(Portal, portal_id)
-        assert portal is not None
-        _progress(portal, step, "failed", f"{error.code}: {error.description}")
-        portal.status = "install_failed"
-        portal.status_detail = f"{step}: {error.code} {error.description}".strip()
-        audit.record(portal.id, "app", "install", "failed", portal.status_detail)
-        db.session.commit()
-        raise
+            set_setting(portal, "b24_app_id", str(info["ID"]))
+    run_steps(portal, rest, STEPS, STEP_FUNCTIONS)
     portal.status = "installed"
     portal.status_detail = ""
     portal.installed_at = datetime.now(UTC)

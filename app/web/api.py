@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from flask import Blueprint, abort, jsonify, request
 from flask.typing import ResponseReturnValue
@@ -15,10 +16,11 @@ from app.crm.factory import client_for
 from app.db import db
 from app.models import Portal
 from app.security import Identity, require_identity
-from app.settings import as_dict, guard_settings, update_guard_settings
+from app.settings import GuardSettings, as_dict, guard_settings, update_guard_settings
 from app.validation import error_fields
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+T = TypeVar("T")
 
 
 def current_portal() -> tuple[Identity, Portal]:
@@ -64,20 +66,52 @@ def get_settings() -> ResponseReturnValue:
     return jsonify(settings=as_dict(guard_settings(portal)), **choices)
 
 
-@bp.put("/settings")
-def put_settings() -> ResponseReturnValue:
-    """Validate and store guard settings (admins only); 400 names each wrong field."""
+def _changed_keys(changes: dict[str, Any], _stored: Any) -> Mapping[str, Any]:
+    return {"details_keys": sorted(changes)}
+
+
+def save_settings(
+    store: Callable[[Portal, dict[str, Any]], T],
+    view: Callable[[Portal, T], Any],
+    *,
+    forbidden: str,
+    invalid: str,
+    audit_action: str,
+    audit_details: Callable[[dict[str, Any], T], Mapping[str, Any]] = _changed_keys,
+) -> ResponseReturnValue:
+    """The PUT of a JSON settings endpoint: admins only (403 `forbidden`), a JSON object or 400, `store` it
+    (a marshmallow ValidationError is a 400 `invalid` naming each wrong field), audit, commit, answer
+    `{"settings": view(portal, stored)}` (`view` runs after the commit).
+
+    `store` may also end the request with `abort(response)`, e.g. when the CRM it asks does not answer.
+    """
     identity, portal = current_portal()
     if not identity.is_admin:
-        abort(403, description="only a portal administrator can change the settings")
+        abort(403, description=forbidden)
     changes = _json_body()
     if not isinstance(changes, dict):
         return jsonify(error="bad_request", message="expected a JSON object"), 400
     try:
-        settings = update_guard_settings(portal, changes)
+        stored = store(portal, changes)
     except ValidationError as error:
-        return jsonify(error="bad_request", message="invalid settings", fields=error_fields(error)), 400
-    audit.record(portal.id, identity.user_id, "change settings", "saved", details_keys=sorted(changes))
+        return jsonify(error="bad_request", message=invalid, fields=error_fields(error)), 400
+    audit.record(portal.id, identity.user_id, audit_action, "saved", **audit_details(changes, stored))
     db.session.commit()
-    directory.forget(portal.id)
-    return jsonify(settings=as_dict(settings))
+    return jsonify(settings=view(portal, stored))
+
+
+@bp.put("/settings")
+def put_settings() -> ResponseReturnValue:
+    """Validate and store guard settings (admins only); 400 names each wrong field."""
+
+    def view(portal: Portal, settings: GuardSettings) -> dict[str, Any]:
+        directory.forget(portal.id)
+        return as_dict(settings)
+
+    return save_settings(
+        update_guard_settings,
+        view,
+        forbidden="only a portal administrator can change the settings",
+        invalid="invalid settings",
+        audit_action="change settings",
+    )

@@ -9,7 +9,6 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, abort, jsonify, request
 from flask.typing import ResponseReturnValue
-from marshmallow import ValidationError
 
 from app import audit, directory, exchange, i18n
 from app.crm.errors import CrmError
@@ -19,7 +18,7 @@ from app.db import db
 from app.models import ExchangeLot, Portal, for_portal, utcnow
 from app.security import Identity
 from app.settings import guard_settings
-from app.web.api import current_portal
+from app.web.api import current_portal, save_settings
 
 bp = Blueprint("exchange_api", __name__, url_prefix="/api/exchange")
 
@@ -168,18 +167,14 @@ def get_settings() -> ResponseReturnValue:
 @bp.put("/settings")
 def put_settings() -> ResponseReturnValue:
     """Validate and store routing settings (admins only); 400 names each wrong field."""
-    identity, portal = current_portal()
-    _require_admin(identity, "change the exchange settings")
-    changes = request.get_json(silent=True)
-    if not isinstance(changes, dict):
-        return jsonify(error="bad_request", message="expected a JSON object"), 400
-    try:
-        exchange.update_exchange_settings(portal, changes)
-    except ValidationError as error:
-        return jsonify(error="bad_request", message="invalid settings", fields=error.messages), 400
-    audit.record(portal.id, identity.user_id, "change exchange settings", "saved")
-    db.session.commit()
-    return jsonify(settings=exchange.settings_as_dict(portal))
+    return save_settings(
+        exchange.update_exchange_settings,
+        lambda portal, _stored: exchange.settings_as_dict(portal),
+        forbidden="only a portal administrator can change the exchange settings",
+        invalid="invalid settings",
+        audit_action="change exchange settings",
+        audit_details=lambda _changes, _stored: {},
+    )
 
 
 def _month_bounds(raw: str, portal: Portal) -> tuple[date, date]:

@@ -8,12 +8,12 @@ import logging
 from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify, render_template, request
+from flask import Blueprint, Response, abort, jsonify, make_response, render_template, request
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 from redis.exceptions import RedisError
 
-from app import audit, charts, directory, i18n, ledger, penalties, reports
+from app import charts, directory, i18n, ledger, penalties, reports
 from app.crm.errors import CrmError
 from app.crm.factory import client_for
 from app.db import db
@@ -21,11 +21,12 @@ from app.models import Portal
 from app.queue import enqueue
 from app.security import Identity
 from app.settings import guard_settings
-from app.web.api import current_portal
+from app.web.api import current_portal, save_settings
 
 log = logging.getLogger(__name__)
 bp = Blueprint("reports_api", __name__, url_prefix="/api")
 CSV_TABLES = (*reports.TABLES, "ledger")
+ADMIN_ONLY = "only a portal administrator can change these settings"
 
 
 def is_head(portal: Portal, user_id: str) -> bool:
@@ -53,7 +54,7 @@ def require_admin() -> tuple[Identity, Portal]:
     """The caller, who must be a portal administrator."""
     identity, portal = current_portal()
     if not identity.is_admin:
-        abort(403, description="only a portal administrator can change these settings")
+        abort(403, description=ADMIN_ONLY)
     return identity, portal
 
 
@@ -242,15 +243,23 @@ def get_cpl() -> ResponseReturnValue:
 @bp.put("/settings/cpl")
 def put_cpl() -> ResponseReturnValue:
     """Validate and store the CPL table (admins only); 400 names each wrong field."""
-    identity, portal = require_admin()
-    changes = request.get_json(silent=True)
-    if not isinstance(changes, dict):
-        return jsonify(error="bad_request", message="expected a JSON object"), 400
+    return save_settings(
+        _store_cpl,
+        lambda _portal, stored: stored,
+        forbidden=ADMIN_ONLY,
+        invalid="invalid CPL settings",
+        audit_action="change CPL settings",
+    )
+
+
+def _store_cpl(portal: Portal, changes: dict[str, Any]) -> dict[str, Any]:
+    """The CPL table after its sources and pipelines are checked against the portal's (502 when the CRM is down)."""
     try:
         known_sources = {source.id for source in reports.lead_sources(portal)}
         known_pipelines = {pipeline.id for pipeline in directory.pipelines(portal.id, client_for(portal))}
     except CrmError as error:
-        return jsonify(error="crm_unavailable", message=f"the CRM did not answer: {error.code}"), 502
+        failed = jsonify(error="crm_unavailable", message=f"the CRM did not answer: {error.code}")
+        abort(make_response(failed, 502))
     problems: dict[str, Any] = {}
     for key, known, what in (
         ("by_source", known_sources, "lead source"),
@@ -262,14 +271,8 @@ def put_cpl() -> ResponseReturnValue:
             if unknown:
                 problems[key] = unknown
     if problems:
-        return jsonify(error="bad_request", message="invalid CPL settings", fields=problems), 400
-    try:
-        stored = penalties.update_cpl_settings(portal, changes)
-    except ValidationError as error:
-        return jsonify(error="bad_request", message="invalid CPL settings", fields=error.messages), 400
-    audit.record(portal.id, identity.user_id, "change CPL settings", "saved", details_keys=sorted(changes))
-    db.session.commit()
-    return jsonify(settings=stored)
+        raise ValidationError(problems)
+    return penalties.update_cpl_settings(portal, changes)
 
 
 @bp.get("/settings/reports")
@@ -282,17 +285,13 @@ def get_schedule() -> ResponseReturnValue:
 @bp.put("/settings/reports")
 def put_schedule() -> ResponseReturnValue:
     """Validate and store the scheduled-report settings (admins only)."""
-    identity, portal = require_admin()
-    changes = request.get_json(silent=True)
-    if not isinstance(changes, dict):
-        return jsonify(error="bad_request", message="expected a JSON object"), 400
-    try:
-        stored = reports.update_report_schedule(portal, changes)
-    except ValidationError as error:
-        return jsonify(error="bad_request", message="invalid report schedule", fields=error.messages), 400
-    audit.record(portal.id, identity.user_id, "change report schedule", "saved", details_keys=sorted(changes))
-    db.session.commit()
-    return jsonify(settings=stored)
+    return save_settings(
+        reports.update_report_schedule,
+        lambda _portal, stored: stored,
+        forbidden=ADMIN_ONLY,
+        invalid="invalid report schedule",
+        audit_action="change report schedule",
+    )
 
 
 @bp.app_context_processor

@@ -19,7 +19,7 @@ from app.crm.factory import client_for
 from app.db import db
 from app.models import RefusalCase, for_portal
 from app.settings import guard_settings
-from app.web.api import current_portal
+from app.web.api import current_portal, save_settings
 
 bp = Blueprint("review_api", __name__, url_prefix="/api/review")
 
@@ -163,16 +163,11 @@ def get_settings() -> ResponseReturnValue:
 @bp.put("/settings")
 def put_settings() -> ResponseReturnValue:
     """Validate and store the callback settings (admins only)."""
-    identity, portal = current_portal()
-    if not identity.is_admin:
-        abort(403, description="only a portal administrator can change the settings")
-    changes = request.get_json(silent=True)
-    if not isinstance(changes, dict):
-        return jsonify(error="bad_request", message="expected a JSON object"), 400
-    try:
-        settings = review.update_review_settings(portal, changes)
-    except ValidationError as error:
-        return jsonify(error="bad_request", message="invalid settings", fields=error.messages), 400
-    audit.record(portal.id, identity.user_id, "change review settings", "saved", **_settings_dict(settings))
-    db.session.commit()
-    return jsonify(settings=_settings_dict(settings))
+    return save_settings(
+        review.update_review_settings,
+        lambda _portal, settings: _settings_dict(settings),
+        forbidden="only a portal administrator can change the settings",
+        invalid="invalid settings",
+        audit_action="change review settings",
+        audit_details=lambda _changes, settings: _settings_dict(settings),
+    )

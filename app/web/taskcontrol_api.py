@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import Blueprint, abort, jsonify, request
+from flask import Blueprint, abort, jsonify
 from flask.typing import ResponseReturnValue
-from marshmallow import ValidationError
 
-from app import audit, directory, i18n, taskcontrol
+from app import directory, i18n, taskcontrol
 from app.crm.errors import CrmError
 from app.crm.factory import client_for
-from app.db import db
 from app.models import Portal
 from app.security import Identity
 from app.settings import guard_settings
-from app.web.api import current_portal
+from app.web.api import current_portal, save_settings
 
 bp = Blueprint("taskcontrol_api", __name__, url_prefix="/api/taskcontrol")
 
@@ -84,16 +82,10 @@ def get_settings() -> ResponseReturnValue:
 @bp.put("/settings")
 def put_settings() -> ResponseReturnValue:
     """Validate and store task-control settings (admins only); 400 names each wrong field."""
-    identity, portal = current_portal()
-    if not identity.is_admin:
-        abort(403, description="only a portal administrator can change the settings")
-    changes = request.get_json(silent=True)
-    if not isinstance(changes, dict):
-        return jsonify(error="bad_request", message="expected a JSON object"), 400
-    try:
-        settings = taskcontrol.update_taskcontrol_settings(portal, changes)
-    except ValidationError as error:
-        return jsonify(error="bad_request", message="invalid settings", fields=error.messages), 400
-    audit.record(portal.id, identity.user_id, "change task control settings", "saved", details_keys=sorted(changes))
-    db.session.commit()
-    return jsonify(settings=settings.as_dict())
+    return save_settings(
+        taskcontrol.update_taskcontrol_settings,
+        lambda _portal, settings: settings.as_dict(),
+        forbidden="only a portal administrator can change the settings",
+        invalid="invalid settings",
+        audit_action="change task control settings",
+    )

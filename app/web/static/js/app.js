@@ -4,13 +4,7 @@
   var config = JSON.parse(document.getElementById("rc-config").textContent);
 
   function api(url, options) {
-    options = options || {};
-    options.headers = Object.assign({ "X-RC-Token": config.token }, options.headers || {});
-    return fetch(url, options).then(function (response) {
-      return response.json().catch(function () { return {}; }).then(function (body) {
-        return { ok: response.ok, status: response.status, body: body };
-      });
-    });
+    return window.RC.api(config.token, url, options);
   }
 
   document.querySelectorAll("[data-tab]").forEach(function (tab) {

@@ -8,12 +8,8 @@
 
   function api(url, options) {
     options = options || {};
-    options.headers = Object.assign({ "X-RC-Token": config.token, "Content-Type": "application/json" }, options.headers || {});
-    return fetch(url, options).then(function (response) {
-      return response.json().catch(function () { return {}; }).then(function (body) {
-        return { ok: response.ok, status: response.status, body: body };
-      });
-    });
+    options.headers = Object.assign({ "Content-Type": "application/json" }, options.headers || {});
+    return window.RC.api(config.token, url, options);
   }
 
   function el(tag, attrs, children) {

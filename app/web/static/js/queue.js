@@ -7,13 +7,7 @@
   var filled = false;
 
   function api(url, options) {
-    options = options || {};
-    options.headers = Object.assign({ "X-RC-Token": token }, options.headers || {});
-    return fetch(url, options).then(function (response) {
-      return response.json().catch(function () { return {}; }).then(function (body) {
-        return { ok: response.ok, status: response.status, body: body };
-      });
-    });
+    return window.RC.api(token, url, options);
   }
 
   function fillFilters(choices) {

@@ -7,13 +7,7 @@
   var busy = false;
 
   function api(url, options) {
-    options = options || {};
-    options.headers = Object.assign({ "X-RC-Token": config.token }, options.headers || {});
-    return fetch(url, options).then(function (response) {
-      return response.json().catch(function () { return {}; }).then(function (body) {
-        return { ok: response.ok, status: response.status, body: body };
-      });
-    });
+    return window.RC.api(config.token, url, options);
   }
 
   function text(id, value) {

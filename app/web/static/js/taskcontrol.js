@@ -6,13 +6,7 @@
   var table = document.getElementById("rc-tc-report");
 
   function api(url, options) {
-    options = options || {};
-    options.headers = Object.assign({ "X-RC-Token": config.token }, options.headers || {});
-    return fetch(url, options).then(function (response) {
-      return response.json().catch(function () { return {}; }).then(function (body) {
-        return { ok: response.ok, status: response.status, body: body };
-      });
-    });
+    return window.RC.api(config.token, url, options);
   }
 
   function cell(row, text) {

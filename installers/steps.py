@@ -1,0 +1,61 @@
+"""What both installers share: settings on the portal row, and running the install steps with progress."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy.orm.attributes import flag_modified
+
+from app import audit
+from app.crm.errors import CrmError, PortalNeedsReinstall
+from app.db import db
+from app.models import Portal
+
+Rest = TypeVar("Rest")
+
+
+def set_setting(portal: Portal, key: str, value: Any) -> None:
+    """Replace one key of the portal's settings (the JSON column is marked changed)."""
+    settings = dict(portal.settings or {})
+    settings[key] = value
+    portal.settings = settings
+    flag_modified(portal, "settings")
+
+
+def progress(portal: Portal, order: Sequence[str], step: str, state: str, detail: str = "") -> None:
+    """Record and commit the state of one step; the install page shows the steps in `order`."""
+    install = dict((portal.settings or {}).get("install", {}))
+    steps = [s for s in install.get("steps", []) if s.get("step") != step]
+    steps.append({"step": step, "state": state, "detail": detail})
+    steps.sort(key=lambda s: order.index(s["step"]))
+    install["steps"] = steps
+    set_setting(portal, "install", install)
+    db.session.commit()
+
+
+def run_steps(
+    portal: Portal, rest: Rest, order: Sequence[str], functions: Mapping[str, Callable[[Rest, Portal], str]]
+) -> None:
+    """Run the steps in `order` with their progress recorded. A CRM error marks the step and the portal
+    failed, is audited and raised; PortalNeedsReinstall is raised after a rollback."""
+    portal_id = portal.id
+    step = order[0]
+    try:
+        for step in order:
+            progress(portal, order, step, "running")
+            detail = functions[step](rest, portal)
+            progress(portal, order, step, "done", detail)
+    except PortalNeedsReinstall:
+        db.session.rollback()
+        raise
+    except CrmError as error:
+        db.session.rollback()
+        failed = db.session.get(Portal, portal_id)
+        assert failed is not None
+        progress(failed, order, step, "failed", f"{error.code}: {error.description}")
+        failed.status = "install_failed"
+        failed.status_detail = f"{step}: {error.code} {error.description}".strip()
+        audit.record(failed.id, "app", "install", "failed", failed.status_detail)
+        db.session.commit()
+        raise
