@@ -1182,7 +1182,7 @@ class Bitrix24Crm:
 
     OPEN_TASK_FILTER: Mapping[str, Any] = {"!REAL_STATUS": int(TASK_COMPLETED)}
     SCAN_TASK_SELECT = (*TASK_SELECT, "SUB_STATUS")
-    TODO_SELECT = ("ID", "OWNER_ID", "OWNER_TYPE_ID", "TYPE_ID", "SUBJECT", "RESPONSIBLE_ID", "DEADLINE", "AUTHOR_ID")
+    TO_DO_SELECT = ("ID", "OWNER_ID", "OWNER_TYPE_ID", "TYPE_ID", "SUBJECT", "RESPONSIBLE_ID", "DEADLINE", "AUTHOR_ID")
     SCAN_DEAL_SELECT = (
         "ID", "TITLE", "CATEGORY_ID", "STAGE_ID", "STAGE_SEMANTIC_ID", "ASSIGNED_BY_ID", "MODIFY_BY_ID",
         "DATE_CREATE", "DATE_MODIFY", "MOVED_BY_ID", "MOVED_TIME",
@@ -1228,7 +1228,7 @@ class Bitrix24Crm:
                     "crm.activity.list",
                     {
                         "filter": {"OWNER_TYPE_ID": DEAL_ENTITY_TYPE_ID, "OWNER_ID": deal_id, "COMPLETED": "N"},
-                        "select": list(self.TODO_SELECT),
+                        "select": list(self.TO_DO_SELECT),
                         "order": {"ID": "ASC"},
                     },
                 ),
@@ -1253,7 +1253,7 @@ class Bitrix24Crm:
                 "crm.activity.list",
                 {
                     "filter": {"OWNER_TYPE_ID": DEAL_ENTITY_TYPE_ID, "COMPLETED": "N"},
-                    "select": list(self.TODO_SELECT),
+                    "select": list(self.TO_DO_SELECT),
                 },
             ),
             ListStream(

@@ -63,14 +63,16 @@ class Delivery:
         return self.status is not None and 200 <= self.status < 300
 
 
-def requests_transport(timeout: float = 10.0, verify: bool | str = True) -> Transport:
-    """Deliver over real HTTP(S) with `requests`."""
+def requests_transport(
+    timeout: float = 10.0, verify: bool | str = True, user_agent: str = "Bitrix24 Webhook Engine"
+) -> Transport:
+    """Deliver over real HTTP(S) with `requests`, as the CRM's webhook sender would."""
 
     def send(url: str, body: str) -> int:
         response = requests.post(
             url,
             data=body.encode(),
-            headers={"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "Bitrix24 Webhook Engine"},
+            headers={"Content-Type": "application/x-www-form-urlencoded", "User-Agent": user_agent},
             timeout=timeout,
             verify=verify,
         )

@@ -20,9 +20,9 @@ from functools import lru_cache
 from typing import Any
 
 import jwt
-import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from app.sandbox import events
 from app.sandbox.clock import Clock
 from app.sandbox.events import flatten
 
@@ -838,18 +838,7 @@ class AmoActor:
 
 def requests_transport(timeout: float = 2.0, verify: bool | str = True) -> Transport:
     """Deliver over real HTTP(S); amoCRM waits at most 2 seconds."""
-
-    def send(url: str, body: str) -> int:
-        response = requests.post(
-            url,
-            data=body.encode(),
-            headers={"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "amoCRM-Webhooks/3.0"},
-            timeout=timeout,
-            verify=verify,
-        )
-        return response.status_code
-
-    return send
+    return events.requests_transport(timeout=timeout, verify=verify, user_agent="amoCRM-Webhooks/3.0")
 
 
 def flask_client_transport(client: Any) -> Transport:
