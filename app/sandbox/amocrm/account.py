@@ -794,6 +794,52 @@ class AmoActor:
             )
             self.sandbox._fire(self.account, [("update", new, old)])
 
+    def create_task(
+        self,
+        lead_id: int | None,
+        text: str,
+        complete_till: int,
+        responsible_user_id: int | None = None,
+        task_type_id: int = 1,
+    ) -> int:
+        """A task set in the UI (a lead's task, or a free one without `lead_id`), stored as POST /api/v4/tasks
+        stores it: a responsible user (this user unless given) and a deadline (`complete_till`, Unix seconds)."""
+        with self.sandbox.lock:
+            responsible = responsible_user_id or self.user_id or self.sandbox.admin_id(self.account)
+            if responsible not in self.account.users:
+                raise KeyError(f"no user {responsible} in {self.account.subdomain}")
+            if lead_id is not None and int(lead_id) not in self.account.leads:
+                raise KeyError(f"no lead {lead_id}")
+            task_id = self.sandbox.next_id()
+            now = int(self.sandbox.clock.now())
+            self.account.tasks[task_id] = {
+                "id": task_id,
+                "created_by": self.user_id,
+                "updated_by": self.user_id,
+                "created_at": now,
+                "updated_at": now,
+                "responsible_user_id": responsible,
+                "group_id": 0,
+                "entity_id": None if lead_id is None else int(lead_id),
+                "entity_type": None if lead_id is None else "leads",
+                "duration": 0,
+                "is_completed": False,
+                "task_type_id": task_type_id,
+                "text": text,
+                "result": [],
+                "complete_till": int(complete_till),
+            }
+            return task_id
+
+    def complete_task(self, task_id: int, result: str = "") -> None:
+        """Close a task with a result, as PATCH /api/v4/tasks/{id} with `is_completed: true` does."""
+        with self.sandbox.lock:
+            task = self.account.tasks[int(task_id)]
+            task["is_completed"] = True
+            task["result"] = {"text": result}
+            task["updated_by"] = self.user_id
+            task["updated_at"] = int(self.sandbox.clock.now())
+
     def make_call(
         self,
         lead_id: int,

@@ -1,0 +1,589 @@
+"""One way to drive either CRM in scenario tests: the steps people take and what they observe, in domain words.
+
+`CrmDriver` is the contract; `B24Driver` and `AmoDriver` wrap the existing harnesses (tests/integration/b24.py
+and amo.py) around the in-process sandboxes. Scenario tests in this folder are written once against the
+contract and run for both CRMs through the `crm` fixture.
+
+Vocabulary shared by both CRMs:
+
+* pipelines: "main" (the default pipeline) and "other" (a second one);
+* stages: "new", "working", "late working" (open stages in that order), "won", "lost", and "refusal"
+  (the Conditional refusal stage our installer adds); anything else is passed through as a CRM stage id;
+* people (the same ids in both seeded sandboxes): ADMIN, MANAGER, OTHER_MANAGER, QA, QA2, HEAD,
+  INACTIVE_QA; `sales_managers` lists who may get a deal back from QA;
+* deals are identified by their CRM id as a string;
+* `by=None` in a step means a robot or other automation did it (no human author).
+
+Task control (the scenarios land in test_taskcontrol.py once amoCRM task control is merged) needs
+`create_task`, `complete_task` and `deal_tasks`; they are implemented for both CRMs here.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import urllib.parse
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Protocol
+
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from app.models import Portal
+from app.refusals import refusal_stage_for
+from app.sandbox.amocrm.account import LOST as AMO_LOST
+from app.sandbox.amocrm.account import WON as AMO_WON
+from app.security import Identity, issue_token
+from tests.integration.amo import APP_URL, Amo
+from tests.integration.amo import fill_refusal as amo_fill_refusal
+from tests.integration.amo_review_helpers import open_lead_tab
+from tests.integration.b24 import B24
+from tests.integration.b24 import fill_refusal as b24_fill_refusal
+from tests.integration.review_helpers import open_tab
+
+ADMIN, MANAGER, OTHER_MANAGER, QA, QA2, HEAD, INACTIVE_QA = 1, 2, 3, 7, 8, 9, 10
+POOL = 12  # «Биржа лидов», the CRM user that holds the exchange's deals (added by `add_pool_user`)
+OPEN_STAGES = ("new", "working", "late working")
+QA_TASK_TITLE = "Проверить отказ"  # what our QA review task is called (Russian portals)
+CALLBACK_TITLE = "Перезвонить клиенту"  # what our callback to-do is called
+_CONFIG = re.compile(r'<script id="rc-config" type="application/json">(.*?)</script>', re.S)
+
+
+@dataclass(frozen=True)
+class CrmTask:
+    """A task or to-do on a deal as the people in the CRM see it."""
+
+    id: str
+    title: str
+    responsible: int
+    deal_id: str | None
+    is_open: bool
+    deadline: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook/event POST waiting in the CRM's outbox."""
+
+    url: str
+    body: str
+
+
+class CrmDriver(Protocol):
+    """What a scenario test may do with a CRM and what it may observe there."""
+
+    name: str
+    app: Flask
+    client: FlaskClient
+    sales_managers: tuple[int, ...]
+    recording_magic: bytes
+
+    # -- the app and the portal
+    def install(self) -> Portal: ...
+    def portal(self) -> Portal: ...
+    def settle(self) -> None: ...
+    def deliver(self) -> None: ...
+    def work(self) -> None: ...
+    def token(self, user_id: int, admin: bool = False) -> dict[str, str]: ...
+    def add_pool_user(self) -> int: ...
+    def user_name(self, user_id: int) -> str: ...
+
+    # -- pipelines, stages, deals
+    def pipeline_id(self, name: str = "main") -> str: ...
+    def stage_id(self, name: str, pipeline: str = "main") -> str: ...
+    def new_deal(
+        self,
+        manager: int = MANAGER,
+        stage: str = "working",
+        pipeline: str = "main",
+        title: str = "Поставка станков",
+        source: str = "WEB",
+    ) -> str: ...
+    def move(self, deal_id: str, stage: str, by: int | None, pipeline: str | None = None) -> None: ...
+    def reassign(self, deal_id: str, to: int, by: int) -> None: ...
+    def fill_refusal(self, deal_id: str, by: int, reason: str | None = "price", comment: str = "") -> None: ...
+    def stage_of(self, deal_id: str) -> str: ...
+    def pipeline_of(self, deal_id: str) -> str: ...
+    def responsible(self, deal_id: str) -> int: ...
+    def deal_field(self, deal_id: str, name: str) -> Any: ...
+    def deal_url(self, deal_id: str) -> str: ...
+    def make_call(self, deal_id: str, by: int, duration: int = 42) -> None: ...
+
+    # -- what people get
+    def notices(self, user_id: int) -> list[str]: ...
+    def deal_tasks(self, deal_id: str) -> list[CrmTask]: ...
+    def callback_todos(self, deal_id: str) -> list[CrmTask]: ...
+    def open_review_page(self, user_id: int, deal_id: str) -> TestResponse: ...
+
+    # -- tasks (task control)
+    def create_task(
+        self, deal_id: str, responsible: int, deadline: datetime, title: str = "Перезвонить", by: int = HEAD
+    ) -> str: ...
+    def complete_task(self, task_id: str, by: int) -> None: ...
+
+    # -- the wire: deliveries and the app's calls
+    def pending_deliveries(self) -> list[Delivery]: ...
+    def post_delivery(self, delivery: Delivery) -> TestResponse: ...
+    def drop_next_delivery(self) -> None: ...
+    def deal_writes(self, deal_id: str) -> int: ...
+    def deal_reads(self, deal_id: str) -> int: ...
+
+
+def qa_tasks(crm: CrmDriver, deal_id: str) -> list[CrmTask]:
+    """Our QA review tasks on a deal."""
+    return [task for task in crm.deal_tasks(deal_id) if task.title.startswith(QA_TASK_TITLE)]
+
+
+def post_form(client: FlaskClient, url: str, body: str) -> TestResponse:
+    """POST a form-encoded body to an absolute URL of the app, as a CRM's webhook sender does."""
+    parts = urllib.parse.urlsplit(url)
+    return client.post(
+        parts.path, query_string=parts.query, data=body, content_type="application/x-www-form-urlencoded"
+    )
+
+
+def page_config(page: TestResponse) -> dict[str, Any]:
+    """The config (token and API URLs) our review page carries."""
+    assert page.status_code == 200, page.get_data(as_text=True)
+    found = _CONFIG.search(page.get_data(as_text=True))
+    assert found, "the page has no case config"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def _moment(value: Any) -> datetime | None:
+    """A sandbox time (Unix seconds or a datetime) as an aware datetime."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromtimestamp(float(value), UTC)
+
+
+class _Common:
+    """What both drivers do the same way (through our database and tokens)."""
+
+    app: Flask
+    harness: B24 | Amo
+
+    def portal(self) -> Portal:
+        return self.harness.our_portal()
+
+    def settle(self) -> None:
+        self.harness.settle()
+
+    def deliver(self) -> None:
+        """The CRM sends what waits in its outbox (once, without our jobs running)."""
+        self.harness.deliver()
+
+    def work(self) -> None:
+        self.harness.work()
+
+    def token(self, user_id: int, admin: bool = False) -> dict[str, str]:
+        return {"X-RC-Token": issue_token(Identity(self.portal().id, str(user_id), is_admin=admin))}
+
+
+# ---------------------------------------------------------------------------------------------- Bitrix24
+
+
+class B24Driver(_Common):
+    """A Bitrix24 portal in the sandbox."""
+
+    name = "bitrix24"
+    sales_managers = (2, 3, 4, 5, 6)
+    recording_magic = b"RIFF"
+    _CODES: ClassVar[dict[str, str]] = {
+        "new": "NEW",
+        "working": "PREPARATION",
+        "late working": "EXECUTING",
+        "won": "WON",
+        "lost": "LOSE",
+    }
+    _PIPELINES: ClassVar[dict[str, str]] = {"main": "0", "other": "1"}
+
+    def __init__(self, harness: B24) -> None:
+        self.harness = harness
+        self.app = harness.app
+        self.client = harness.client
+        self.sandbox = harness.sandbox
+        self.crm_portal = harness.portal
+
+    def install(self) -> Portal:
+        return self.harness.install()
+
+    def add_pool_user(self) -> int:
+        template = dict(self.crm_portal.users[MANAGER])
+        template.update(ID=POOL, NAME="Биржа", LAST_NAME="лидов", UF_DEPARTMENT=[1], EMAIL="pool@example.test")
+        self.crm_portal.users[POOL] = template
+        return POOL
+
+    def user_name(self, user_id: int) -> str:
+        user = self.crm_portal.users[user_id]
+        return f"{user['NAME']} {user['LAST_NAME']}"
+
+    def pipeline_id(self, name: str = "main") -> str:
+        return self._PIPELINES.get(name, name)
+
+    def stage_id(self, name: str, pipeline: str = "main") -> str:
+        category = self.pipeline_id(pipeline)
+        if name == "refusal":
+            stage = refusal_stage_for(self.portal(), category)
+            assert stage, f"no Conditional refusal stage in pipeline {category}"
+            return stage
+        code = self._CODES.get(name, name)
+        return code if category == "0" else f"C{category}:{code}"
+
+    def new_deal(
+        self,
+        manager: int = MANAGER,
+        stage: str = "working",
+        pipeline: str = "main",
+        title: str = "Поставка станков",
+        source: str = "WEB",
+    ) -> str:
+        deal_id = self.sandbox.act(self.crm_portal, manager).create_deal(
+            TITLE=title,
+            CATEGORY_ID=self.pipeline_id(pipeline),
+            STAGE_ID=self.stage_id(stage, pipeline),
+            ASSIGNED_BY_ID=manager,
+            OPPORTUNITY="150000.00",
+            SOURCE_ID=source,
+        )
+        self.settle()
+        return str(deal_id)
+
+    def _actor(self, by: int | None) -> Any:
+        if by is None:
+            return self.sandbox.act_as_automation(self.crm_portal)
+        return self.sandbox.act(self.crm_portal, by)
+
+    def move(self, deal_id: str, stage: str, by: int | None, pipeline: str | None = None) -> None:
+        pipeline = pipeline or self.pipeline_of(deal_id)
+        self._actor(by).move_deal(int(deal_id), self.stage_id(stage, pipeline))
+
+    def reassign(self, deal_id: str, to: int, by: int) -> None:
+        self._actor(by).update_deal(int(deal_id), {"ASSIGNED_BY_ID": to})
+
+    def fill_refusal(self, deal_id: str, by: int, reason: str | None = "price", comment: str = "") -> None:
+        b24_fill_refusal(self.harness, int(deal_id), by, reason, comment)
+
+    def _deal(self, deal_id: str) -> dict[str, Any]:
+        return self.sandbox.deal(self.crm_portal, int(deal_id))
+
+    def pipeline_of(self, deal_id: str) -> str:
+        category = str(self._deal(deal_id)["CATEGORY_ID"])
+        return next((name for name, cid in self._PIPELINES.items() if cid == category), category)
+
+    def stage_of(self, deal_id: str) -> str:
+        stage = str(self._deal(deal_id)["STAGE_ID"])
+        pipeline = self.pipeline_of(deal_id)
+        for name in (*OPEN_STAGES, "won", "lost", "refusal"):
+            if self.stage_id(name, pipeline) == stage:
+                return name
+        return stage
+
+    def responsible(self, deal_id: str) -> int:
+        return int(self._deal(deal_id)["ASSIGNED_BY_ID"])
+
+    def deal_field(self, deal_id: str, name: str) -> Any:
+        spec = self.portal().settings["b24_fields"][name]
+        raw = self._deal(deal_id).get(spec["field"])
+        enum = {str(item): code for code, item in (spec.get("enum") or {}).items()}
+        return enum.get(str(raw), raw) if enum else raw
+
+    def deal_url(self, deal_id: str) -> str:
+        return f"https://{self.crm_portal.domain}/crm/deal/details/{deal_id}/"
+
+    def make_call(self, deal_id: str, by: int, duration: int = 42) -> None:
+        self.sandbox.act(self.crm_portal, by).make_call(int(deal_id), duration=duration)
+
+    def notices(self, user_id: int) -> list[str]:
+        return [
+            n.message.replace("\xa0", " ").replace("\u202f", " ")
+            for n in self.sandbox.notifications(self.crm_portal, user_id)
+        ]
+
+    def deal_tasks(self, deal_id: str) -> list[CrmTask]:
+        with self.sandbox.lock:
+            rows = [dict(t) for t in self.crm_portal.tasks.values() if f"D_{deal_id}" in (t.get("UF_CRM_TASK") or [])]
+        return [
+            CrmTask(
+                id=str(row["ID"]),
+                title=str(row["TITLE"]),
+                responsible=int(row["RESPONSIBLE_ID"]),
+                deal_id=deal_id,
+                is_open=int(row["STATUS"]) != 5,
+                deadline=_moment(row["DEADLINE"]),
+            )
+            for row in sorted(rows, key=lambda r: int(r["ID"]))
+        ]
+
+    def callback_todos(self, deal_id: str) -> list[CrmTask]:
+        with self.sandbox.lock:
+            rows = [
+                dict(a)
+                for a in self.crm_portal.activities.values()
+                if a["PROVIDER_ID"] == "CRM_TODO" and str(a["OWNER_ID"]) == deal_id and a["OWNER_TYPE_ID"] == 2
+            ]
+        return [
+            CrmTask(
+                id=str(row["ID"]),
+                title=str(row["SUBJECT"]),
+                responsible=int(row["RESPONSIBLE_ID"]),
+                deal_id=deal_id,
+                is_open=str(row.get("COMPLETED", "N")) != "Y",
+            )
+            for row in rows
+        ]
+
+    def open_review_page(self, user_id: int, deal_id: str) -> TestResponse:
+        return open_tab(self.harness, user_id, deal_id)
+
+    def create_task(
+        self, deal_id: str, responsible: int, deadline: datetime, title: str = "Перезвонить", by: int = HEAD
+    ) -> str:
+        task_id = self.sandbox.act(self.crm_portal, by).create_task(
+            TITLE=title, RESPONSIBLE_ID=responsible, UF_CRM_TASK=[f"D_{deal_id}"], DEADLINE=deadline.timestamp()
+        )
+        return str(task_id)
+
+    def complete_task(self, task_id: str, by: int) -> None:
+        self.sandbox.act(self.crm_portal, by).complete_task(int(task_id))
+
+    def pending_deliveries(self) -> list[Delivery]:
+        return [Delivery(event.url, event.body) for event in self.sandbox.pending_events()]
+
+    def post_delivery(self, delivery: Delivery) -> TestResponse:
+        return post_form(self.client, delivery.url, delivery.body)
+
+    def drop_next_delivery(self) -> None:
+        self.sandbox.drop_next(1)
+
+    def _calls(self, method: str, deal_id: str) -> int:
+        return sum(
+            1
+            for call in self.sandbox.calls(self.crm_portal, method)
+            if str(call.params.get("id")) == deal_id and call.status == 200
+        )
+
+    def deal_writes(self, deal_id: str) -> int:
+        return self._calls("crm.deal.update", deal_id)
+
+    def deal_reads(self, deal_id: str) -> int:
+        return self._calls("crm.deal.get", deal_id)
+
+
+# ---------------------------------------------------------------------------------------------- amoCRM
+
+
+class AmoDriver(_Common):
+    """An amoCRM account in the sandbox (deals are leads, stages are statuses)."""
+
+    name = "amocrm"
+    sales_managers = (2, 3)
+    recording_magic = b"ID3"
+
+    def __init__(self, harness: Amo) -> None:
+        self.harness = harness
+        self.app = harness.app
+        self.client = harness.client
+        self.sandbox = harness.sandbox
+        self.account = harness.account
+
+    def install(self) -> Portal:
+        return self.harness.install()
+
+    def add_pool_user(self) -> int:
+        template = self.account.users[MANAGER]
+        self.account.users[POOL] = {
+            **template,
+            "id": POOL,
+            "name": "Биржа лидов",
+            "email": f"pool@{self.account.subdomain}.example",
+            "rights": {**template["rights"]},
+        }
+        return POOL
+
+    def user_name(self, user_id: int) -> str:
+        return str(self.account.users[user_id]["name"])
+
+    def _pipelines(self) -> list[int]:
+        return sorted(self.account.pipelines, key=lambda pid: self.account.pipelines[pid]["sort"])
+
+    def pipeline_id(self, name: str = "main") -> str:
+        named = dict(zip(("main", "other"), self._pipelines(), strict=False))
+        return str(named[name]) if name in named else name
+
+    def stage_id(self, name: str, pipeline: str = "main") -> str:
+        pipeline_id = self.pipeline_id(pipeline)
+        if name == "won":
+            return str(AMO_WON)
+        if name == "lost":
+            return str(AMO_LOST)
+        if name == "refusal":
+            stage = refusal_stage_for(self.portal(), pipeline_id)
+            assert stage, f"no Conditional refusal status in pipeline {pipeline_id}"
+            return stage
+        if name in OPEN_STAGES:
+            statuses = self.account.pipelines[int(pipeline_id)]["statuses"].values()
+            working = sorted(
+                (s for s in statuses if s["type"] == 0 and s["id"] not in (AMO_WON, AMO_LOST) and s["is_editable"]),
+                key=lambda s: s["sort"],
+            )
+            return str(working[OPEN_STAGES.index(name)]["id"])
+        return name
+
+    def new_deal(
+        self,
+        manager: int = MANAGER,
+        stage: str = "working",
+        pipeline: str = "main",
+        title: str = "Поставка станков",
+        source: str = "WEB",
+    ) -> str:
+        lead_id = self.sandbox.act(self.account, manager).create_lead(
+            title,
+            status_id=int(self.stage_id(stage, pipeline)),
+            pipeline_id=int(self.pipeline_id(pipeline)),
+            price=150000,
+            utm_source=source,
+        )
+        self.settle()
+        return str(lead_id)
+
+    def _actor(self, by: int | None) -> Any:
+        if by is None:
+            return self.sandbox.act_as_automation(self.account)
+        return self.sandbox.act(self.account, by)
+
+    def move(self, deal_id: str, stage: str, by: int | None, pipeline: str | None = None) -> None:
+        pipeline = pipeline or self.pipeline_of(deal_id)
+        self._actor(by).move_lead(
+            int(deal_id), int(self.stage_id(stage, pipeline)), pipeline_id=int(self.pipeline_id(pipeline))
+        )
+
+    def reassign(self, deal_id: str, to: int, by: int) -> None:
+        self._actor(by).reassign(int(deal_id), to)
+
+    def fill_refusal(self, deal_id: str, by: int, reason: str | None = "price", comment: str = "") -> None:
+        amo_fill_refusal(self.harness, int(deal_id), by, reason, comment)
+
+    def _lead(self, deal_id: str) -> dict[str, Any]:
+        return self.sandbox.lead(self.account, int(deal_id))
+
+    def pipeline_of(self, deal_id: str) -> str:
+        pipeline_id = str(self._lead(deal_id)["pipeline_id"])
+        return next((name for name in ("main", "other") if self.pipeline_id(name) == pipeline_id), pipeline_id)
+
+    def stage_of(self, deal_id: str) -> str:
+        status = str(self._lead(deal_id)["status_id"])
+        pipeline = self.pipeline_of(deal_id)
+        for name in (*OPEN_STAGES, "won", "lost", "refusal"):
+            if self.stage_id(name, pipeline) == status:
+                return name
+        return status
+
+    def responsible(self, deal_id: str) -> int:
+        return int(self._lead(deal_id)["responsible_user_id"])
+
+    def deal_field(self, deal_id: str, name: str) -> Any:
+        spec = self.portal().settings["amo_fields"][name]
+        values = self._lead(deal_id)["cf"].get(int(spec["field"])) or []
+        if not values:
+            return None
+        if spec.get("enum"):
+            codes = {enum_id: code for code, enum_id in spec["enum"].items()}
+            return codes.get(values[0].get("enum_id"))
+        return values[0].get("value")
+
+    def deal_url(self, deal_id: str) -> str:
+        return f"https://{self.account.domain}/leads/detail/{deal_id}"
+
+    def make_call(self, deal_id: str, by: int, duration: int = 42) -> None:
+        self.sandbox.act(self.account, by).make_call(int(deal_id), duration=duration)
+
+    def notices(self, user_id: int) -> list[str]:
+        """amoCRM has no notification API: our notices are tasks without a lead."""
+        return [
+            str(t["text"]).replace("\xa0", " ").replace("\u202f", " ")
+            for t in self.sandbox.tasks_for(self.account, user_id=user_id)
+            if t["entity_type"] is None
+        ]
+
+    def _task(self, row: dict[str, Any]) -> CrmTask:
+        return CrmTask(
+            id=str(row["id"]),
+            title=str(row["text"]),
+            responsible=int(row["responsible_user_id"]),
+            deal_id=None if row["entity_id"] is None else str(row["entity_id"]),
+            is_open=not row["is_completed"],
+            deadline=_moment(row["complete_till"]),
+        )
+
+    def deal_tasks(self, deal_id: str) -> list[CrmTask]:
+        rows = self.sandbox.tasks_for(self.account, lead_id=int(deal_id))
+        return [self._task(row) for row in sorted(rows, key=lambda r: r["id"])]
+
+    def callback_todos(self, deal_id: str) -> list[CrmTask]:
+        """A to-do on amoCRM is a task of type 1 ("call") on the lead."""
+        return [task for task in self.deal_tasks(deal_id) if task.title.startswith(CALLBACK_TITLE)]
+
+    def open_review_page(self, user_id: int, deal_id: str) -> TestResponse:
+        return open_lead_tab(self.harness, user_id, deal_id)
+
+    def create_task(
+        self, deal_id: str, responsible: int, deadline: datetime, title: str = "Перезвонить", by: int = HEAD
+    ) -> str:
+        task_id = self.sandbox.act(self.account, by).create_task(
+            int(deal_id), title, int(deadline.timestamp()), responsible_user_id=responsible
+        )
+        return str(task_id)
+
+    def complete_task(self, task_id: str, by: int) -> None:
+        self.sandbox.act(self.account, by).complete_task(int(task_id), result="Готово")
+
+    def pending_deliveries(self) -> list[Delivery]:
+        return [Delivery(hook.url, hook.body) for hook in self.sandbox.pending_hooks()]
+
+    def post_delivery(self, delivery: Delivery) -> TestResponse:
+        return post_form(self.client, delivery.url, delivery.body)
+
+    def drop_next_delivery(self) -> None:
+        self.sandbox.drop_next(1)
+
+    def deal_writes(self, deal_id: str) -> int:
+        """Successful PATCHes of the lead (one by one, or in a PATCH /api/v4/leads batch)."""
+        return self.sandbox.api_calls(self.account, "PATCH", f"/api/v4/leads/{deal_id}")
+
+    def deal_reads(self, deal_id: str) -> int:
+        return self.sandbox.api_calls(self.account, "GET", f"/api/v4/leads/{deal_id}")
+
+
+def make_driver(kind: str, harness: B24 | Amo) -> CrmDriver:
+    """The driver of a harness."""
+    if kind == "bitrix24":
+        assert isinstance(harness, B24)
+        return B24Driver(harness)
+    assert isinstance(harness, Amo)
+    return AmoDriver(harness)
+
+
+__all__ = [
+    "ADMIN",
+    "APP_URL",
+    "HEAD",
+    "INACTIVE_QA",
+    "MANAGER",
+    "OTHER_MANAGER",
+    "POOL",
+    "QA",
+    "QA2",
+    "AmoDriver",
+    "B24Driver",
+    "CrmDriver",
+    "CrmTask",
+    "Delivery",
+    "make_driver",
+    "page_config",
+    "qa_tasks",
+]
