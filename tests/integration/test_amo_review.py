@@ -1,34 +1,24 @@
-"""The QA review, its recordings, callbacks and fines on an amoCRM account: the same assertions as
-test_review.py, opened from the widget's lead-card tab, against the sandbox account and a real worker."""
+"""amoCRM-only QA review cases: the widget's lead-card tab and its ticket to the main page, recordings on a
+telephony host and refused recording links. The review scenarios shared with Bitrix24 are in
+tests/scenarios/test_review.py."""
 
 from __future__ import annotations
 
-import time
-from datetime import timedelta
-from decimal import Decimal
-from zoneinfo import ZoneInfo
-
 import pytest
-import sqlalchemy as sa
 
-from app import review
 from app.crm import amocrm
 from app.db import db
-from app.models import AuditEntry, Penalty, RefusalCase, ReviewCallback, utcnow
 from app.penalties import update_cpl_settings
-from app.queue import get_queue
 from app.sandbox.amocrm.account import RECORDING_HOST
-from tests.integration.amo import HEAD, MANAGER, OTHER_MANAGER, QA, Amo
+from tests.integration.amo import MANAGER, QA, Amo
 from tests.integration.amo_review_helpers import (
     AmoReviewer,
-    lead_field,
     lead_in_review,
     open_lead_tab,
     page_config,
     widget_session,
 )
 from tests.integration.b24 import configure_guard
-from tests.integration.review_helpers import the_case
 
 QA2 = 8
 LOST = 143
@@ -41,20 +31,6 @@ def guarded(amo_installed: Amo) -> Amo:
     update_cpl_settings(portal, {"currency": "RUB", "default": "700", "by_source": {"yandex": "1500"}})
     db.session.commit()
     return amo_installed
-
-
-def local(minutes: float = 0, seconds: float = 0) -> str:
-    """A moment from now as the tab's date-time field sends it (account time, Moscow)."""
-    moment = utcnow() + timedelta(minutes=minutes, seconds=seconds)
-    return moment.astimezone(ZoneInfo("Europe/Moscow")).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def call_tasks(amo: Amo, lead_id: int, user_id: int) -> list[dict]:
-    return [
-        t
-        for t in amo.sandbox.tasks_for(amo.account, user_id=user_id, lead_id=lead_id)
-        if "Перезвонить клиенту" in t["text"]
-    ]
 
 
 # -- the lead-card tab --------------------------------------------------------------------------
@@ -90,83 +66,6 @@ def test_a_lead_id_that_is_not_a_number_opens_the_main_page(guarded: Amo):
     assert page.status_code == 200 and 'data-tab="queue"' in page.get_data(as_text=True)
 
 
-# -- the paths ----------------------------------------------------------------------------------
-
-
-def test_recordings_confirm_then_close_as_lost_with_the_verdict_written(guarded: Amo):
-    lead_id, _case = lead_in_review(guarded)
-    qa = AmoReviewer(guarded, QA, lead_id)
-    assert qa.view["actions"] == ["recordings_confirm", "recordings_not_confirmed", "recordings_none"]
-    assert qa.view["case"]["manager"]["id"] == str(MANAGER)
-    assert qa.view["case"]["manager"]["name"] == "Менеджер Иван"
-    qa.act("recordings_confirm", "На записи клиент говорит про цену")
-    assert qa.view["case"]["state"] == RefusalCase.CONFIRMED
-    assert qa.view["actions"] == ["close_lost", "offer_again"]
-    qa.act("close_lost", reason="price")
-    assert guarded.status(lead_id) == LOST
-    assert lead_field(guarded, lead_id, "qa_verdict") == "confirmed"
-    assert the_case(lead_id).state == RefusalCase.CLOSED_LOST
-    assert [step["action"] for step in qa.view["timeline"]][-2:] == ["recordings_confirm", "close_lost"]
-    assert qa.view["actions"] == []
-    # The echo of our own write was recognised: the lead stayed lost and nobody got a violation notice.
-    guarded.settle()
-    assert guarded.status(lead_id) == LOST
-    assert the_case(lead_id).state == RefusalCase.CLOSED_LOST
-    rows = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.deal_id == str(lead_id))).all()
-    violations = [row.actor for row in rows if (row.details or {}).get("violation")]
-    assert violations == [str(MANAGER)]  # only the manager's own attempt
-
-
-def test_client_denies_returns_the_lead_to_another_manager_with_a_fine_by_source(guarded: Amo):
-    lead_id, case = lead_in_review(guarded, utm_source="yandex")
-    assert case.source_id == "yandex"
-    qa = AmoReviewer(guarded, QA, lead_id)
-    assert qa.view["case"]["source"] == "yandex"
-    assert qa.view["case"]["cpl"].startswith("1") and "RUB" in qa.view["case"]["cpl"]
-    qa.act("recordings_none")
-    qa.act("schedule_callback", at=local(minutes=30), assignee=str(QA))
-    back = guarded.statuses()["Переговоры"]
-    qa.act("client_denies", "Клиент ждёт КП", stage_id=str(back))
-    lead = guarded.sandbox.lead(guarded.account, lead_id)
-    assert lead["status_id"] == back
-    assert lead["responsible_user_id"] == OTHER_MANAGER
-    assert lead_field(guarded, lead_id, "qa_verdict") == "leaked"
-    [fine] = db.session.scalars(sa.select(Penalty).where(Penalty.case_id == case.id)).all()
-    assert (fine.manager_id, fine.amount, fine.currency) == (str(MANAGER), Decimal("1500.00"), "RUB")
-    assert the_case(lead_id).state == RefusalCase.LEAKED
-    guarded.settle()
-    assert guarded.status(lead_id) == back  # our own write did not trip the guard
-    # The head's report counts the fine, and the source table names the lead source.
-    head = {"X-RC-Token": page_config(open_lead_tab(guarded, HEAD, lead_id))["token"]}
-    today = utcnow().astimezone(ZoneInfo("Europe/Moscow")).date().isoformat()
-    body = guarded.client.get(f"/api/reports?from={today}&to={today}", headers=head).get_json()
-    assert body["totals"]["penalties"] == {"RUB": "1500.00"}
-    [manager] = body["managers"]
-    assert manager["name"] == "Менеджер Иван"
-    assert any(row["source_id"] == "yandex" and row["name"] == "yandex" for row in body["sources"])
-
-
-def test_a_callback_fires_in_the_worker_and_creates_the_call_task(guarded: Amo):
-    lead_id, case = lead_in_review(guarded)
-    portal = guarded.our_portal()
-    qa = AmoReviewer(guarded, QA, lead_id)
-    qa.act("recordings_not_confirmed")
-    qa.act("schedule_callback", at=local(seconds=2), assignee=str(QA2))
-    assert get_queue("callbacks").scheduled_job_registry.get_job_ids() == [review.callback_job_id(portal.id, case.id)]
-    guarded.work()
-    assert call_tasks(guarded, lead_id, QA2) == []  # not yet due
-    time.sleep(2.3)
-    guarded.work()
-    [task] = call_tasks(guarded, lead_id, QA2)
-    assert task["task_type_id"] == amocrm.TASK_TYPE_CALL
-    assert task["entity_type"] == "leads" and task["entity_id"] == lead_id
-    assert task["complete_till"] >= int(utcnow().timestamp()) - 5
-    callback = review.active_callback(the_case(lead_id))
-    assert callback is not None and callback.status == ReviewCallback.DUE and callback.todo_id == str(task["id"])
-    guarded.work()
-    assert len(call_tasks(guarded, lead_id, QA2)) == 1  # never twice
-
-
 # -- recordings ---------------------------------------------------------------------------------
 
 
@@ -174,19 +73,6 @@ def _lead_with_calls(amo: Amo, **call: object) -> tuple[int, AmoReviewer]:
     lead_id, _case = lead_in_review(amo)
     amo.sandbox.act(amo.account, MANAGER).make_call(lead_id, duration=42, **call)  # type: ignore[arg-type]
     return lead_id, AmoReviewer(amo, QA, lead_id)
-
-
-def test_a_recording_on_the_account_host_plays_through_our_endpoint(guarded: Amo):
-    _lead_id, qa = _lead_with_calls(guarded)
-    [call] = qa.view["calls"]
-    assert call["playable"] and call["duration"]
-    audio = guarded.client.get(qa.config["recordingUrl"].replace("CALL", call["id"]), headers=qa.headers)
-    assert audio.status_code == 200 and audio.mimetype == "audio/mpeg"
-    assert audio.get_data().startswith(b"ID3")
-    assert guarded.our_portal().access_token not in str(qa.view)
-    someone_else = AmoReviewer(guarded, OTHER_MANAGER, _lead_id)
-    url = qa.config["recordingUrl"].replace("CALL", call["id"])
-    assert guarded.client.get(url, headers=someone_else.headers).status_code == 403
 
 
 def test_a_recording_on_the_telephony_host_is_fetched_without_our_token(guarded: Amo, monkeypatch: pytest.MonkeyPatch):

@@ -332,6 +332,7 @@ class B24Driver(_Common):
                 responsible=int(row["RESPONSIBLE_ID"]),
                 deal_id=deal_id,
                 is_open=str(row.get("COMPLETED", "N")) != "Y",
+                deadline=_moment(row.get("DEADLINE")),
             )
             for row in rows
         ]
