@@ -41,10 +41,17 @@ class LeadChange:
     pipeline_id: str = ""
     last_modified: str = ""
     modified_user_id: str = ""
+    responsible_user_id: str = ""
 
     def dedupe_key(self, account_id: str) -> str:
-        """(account, lead, status, old status, last_modified): the same delivery twice is one row."""
-        return f"amo:{account_id}:{self.lead_id}:{self.status_id}:{self.old_status_id}:{self.last_modified}"
+        """(account, lead, action, status, old status, responsible, author, last_modified): the same delivery
+        twice is one row. `last_modified` has whole seconds, so the action, the responsible and the author tell
+        apart real changes of one lead within a second (a new lead we give to the pool and a manager taking it
+        back at once, or a manager setting themselves responsible for the lead they just created)."""
+        return (
+            f"amo:{account_id}:{self.lead_id}:{self.action}:{self.status_id}:{self.old_status_id}:"
+            f"{self.responsible_user_id}:{self.modified_user_id}:{self.last_modified}"
+        )
 
     def to_json(self, account_id: str) -> str:
         """The stored inbox body."""
@@ -91,5 +98,6 @@ def parse_hook(body: str) -> AmoHook:
                 pipeline_id=_digits(item.get("pipeline_id")),
                 last_modified=_digits(item.get("last_modified") or item.get("updated_at")),
                 modified_user_id=_digits(item.get("modified_user_id")),
+                responsible_user_id=_digits(item.get("responsible_user_id")),
             )
     return AmoHook(account_id=account_id, subdomain=str(account.get("subdomain") or ""), leads=tuple(merged.values()))
