@@ -1,5 +1,6 @@
 """The tabs of /amocrm/app on an installed amoCRM sandbox account: every tab's API answers for the right
-people, the CPL table offers the account's lead sources (utm_source), and the lead exchange claims and caps."""
+people and the CPL table offers the account's lead sources (utm_source). The exchange scenarios (claims, caps)
+run on both CRMs in tests/scenarios/test_exchange.py."""
 
 from __future__ import annotations
 
@@ -8,13 +9,11 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
-import sqlalchemy as sa
 
-from app import exchange, penalties
+from app import penalties
 from app.crm.factory import client_for
 from app.crm.port import Deal, NewTodo
-from app.db import db
-from app.models import ExchangeLot, utcnow
+from app.models import utcnow
 from tests.integration.amo import HEAD, MANAGER, OTHER_MANAGER, QA, Amo, new_lead
 from tests.integration.amo_review_helpers import open_lead_tab, page_config
 from tests.integration.b24 import configure_guard
@@ -120,33 +119,3 @@ def test_adapter_counts_open_leads_of_a_pipeline_and_creates_call_todos(account:
     [task] = [t for t in account.sandbox.tasks_for(account.account, lead_id=first) if str(t["id"]) == todo_id]
     assert (task["task_type_id"], task["responsible_user_id"], task["complete_till"]) == (1, QA, int(due.timestamp()))
     assert task["text"] == "Перезвонить\nКлиент просил"
-
-
-def test_exchange_claim_and_cap_on_an_amocrm_account(account: Amo):
-    main = str(account.account.main_pipeline())
-    exchange.update_exchange_settings(
-        account.our_portal(), {"pipelines": {main: {"mode": "exchange", "pool_user": str(POOL), "cap": 1}}}
-    )
-    db.session.commit()
-    first = new_lead(account, manager=MANAGER, status="Первичный контакт")
-    second = new_lead(account, manager=MANAGER, status="Первичный контакт")
-    for lead_id in (first, second):
-        assert account.sandbox.lead(account.account, lead_id)["responsible_user_id"] == POOL
-    lots = {
-        lot.deal_id: lot.id
-        for lot in db.session.scalars(sa.select(ExchangeLot).where(ExchangeLot.status == ExchangeLot.OPEN))
-    }
-    assert set(lots) == {str(first), str(second)}
-    taker = page_token(account, OTHER_MANAGER)
-    listed = account.client.get("/api/exchange/lots", headers=taker).get_json()
-    assert [lot["deal_id"] for lot in listed["lots"]] == [str(first), str(second)]
-    assert listed["lots"][0]["url"] == f"https://{account.account.domain}/leads/detail/{first}"
-    taken = account.client.post(f"/api/exchange/lots/{lots[str(first)]}/claim", headers=taker)
-    assert taken.status_code == 200, taken.get_json()
-    account.settle()
-    assert account.sandbox.lead(account.account, first)["responsible_user_id"] == OTHER_MANAGER
-    over = account.client.post(f"/api/exchange/lots/{lots[str(second)]}/claim", headers=taker)
-    assert over.status_code == 409 and over.get_json()["error"] == "cap"
-    assert account.sandbox.lead(account.account, second)["responsible_user_id"] == POOL
-    again = account.client.post(f"/api/exchange/lots/{lots[str(first)]}/claim", headers=page_token(account, MANAGER))
-    assert again.status_code == 409 and again.get_json()["error"] == "already_taken"

@@ -1,10 +1,10 @@
-"""Penalty notices, appeals, CPL settings and scheduled reports against the Bitrix24 sandbox."""
+"""CPL settings and scheduled reports against the Bitrix24 sandbox. Fines, appeals and their notices on both CRMs
+are in tests/scenarios/test_penalties.py."""
 
 from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
-from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from app import ledger, penalties, reports
 from app.crm.port import Deal
 from app.db import db
-from app.models import Penalty, RefusalCase, ReportDelivery
+from app.models import RefusalCase, ReportDelivery
 from app.queue import enqueue
 from app.security import Identity, issue_token
 from tests.integration.b24 import B24, configure_guard
@@ -70,38 +70,6 @@ def guarded(installed: B24) -> B24:
     penalties.update_cpl_settings(portal, {"currency": "RUB", "default": "700", "by_source": {"WEB": "1500"}})
     db.session.commit()
     return installed
-
-
-def test_a_fine_and_its_cancellation_each_reach_the_manager_once(guarded: B24):
-    case = leaked_case(guarded)
-    fine = penalties.issue_penalty(guarded.our_portal(), case, deal_of(case), created_by=str(QA))
-    db.session.commit()
-    assert ledger.sweep_notices() == 1
-    assert ledger.sweep_notices() == 0
-    [notice] = messages(guarded, MANAGER)
-    assert "штраф 1 500 RUB" in notice and "Поставка станков" in notice
-
-    response = guarded.client.post(
-        f"/api/penalties/{fine.id}/appeal", json={"reason": "Клиент сам вернулся"}, headers=token(guarded, HEAD)
-    )
-    assert response.status_code == 201, response.get_json()
-    guarded.work()
-    guarded.work()
-    ledger.sweep_notices()
-    fine_notice, cancelled = messages(guarded, MANAGER)
-    assert fine_notice == notice
-    assert "отменён" in cancelled and "Клиент сам вернулся" in cancelled
-
-    rows = db.session.scalars(sa.select(Penalty).where(Penalty.case_id == case.id).order_by(Penalty.id)).all()
-    assert [(row.kind, row.amount) for row in rows] == [
-        ("penalty", Decimal("1500.00")),
-        ("reversal", Decimal("-1500.00")),
-    ]
-    today = reports.today(guarded.our_portal()).isoformat()
-    body = guarded.client.get(f"/api/reports?from={today}&to={today}", headers=token(guarded, HEAD)).get_json()
-    assert body["totals"]["penalties"] == {"RUB": "0.00"}
-    [manager] = body["managers"]
-    assert manager["name"] != str(MANAGER), "names come from the portal's users"
 
 
 def test_cpl_settings_offer_the_portals_sources_and_pipelines_and_refuse_bad_input(guarded: B24):
