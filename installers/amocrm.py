@@ -1,8 +1,9 @@
 """amoCRM installer: one call for install and repair. It lists before it creates, so a rerun creates nothing.
 
 Steps: a Conditional refusal status in every pipeline (before 142 won and 143 lost), four lead fields
-(reason, comment, QA verdict, CPL) with their option ids stored in ``settings["amo_fields"]``, and the
-webhooks to ``/amocrm/webhooks/<per-account secret>``.
+(reason, comment, QA verdict, CPL) with their option ids stored in ``settings["amo_fields"]``, the
+webhooks to ``/amocrm/webhooks/<per-account secret>``, and the per-account secret the Digital Pipeline
+robots' actions carry (``settings["amo_dp_secret"]``, see handlers/amocrm.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ STEPS = ("account", "statuses", "fields", "webhooks")
 STATUS_COLOR = "#ffce5a"  # one of amoCRM's allowed status colours, the closest to our orange
 WEBHOOK_SETTINGS = ("add_lead", "update_lead", "status_lead", "responsible_lead")
 WEBHOOK_SECRET = "amo_webhook_secret"  # noqa: S105 - the settings key, not a secret
+DP_SECRET = "amo_dp_secret"  # noqa: S105 - the settings key, not a secret
 FIELDS: dict[str, dict[str, Any]] = {
     "refusal_reason": {"code": "RC_REASON", "type": "select", "options": REASONS},
     "refusal_comment": {"code": "RC_COMMENT", "type": "textarea"},
@@ -146,9 +148,11 @@ def ensure_fields(rest: AmoRest, portal: Portal) -> str:
 
 
 def ensure_webhooks(rest: AmoRest, portal: Portal) -> str:
-    """Our webhook, with a random per-account secret in its path (kept across repairs)."""
+    """Our webhook, with a random per-account secret in its path, and the Digital Pipeline secret (both kept
+    across repairs)."""
     secret = (portal.settings or {}).get(WEBHOOK_SECRET) or secrets.token_urlsafe(32)
     set_setting(portal, WEBHOOK_SECRET, secret)
+    set_setting(portal, DP_SECRET, (portal.settings or {}).get(DP_SECRET) or secrets.token_urlsafe(32))
     db.session.commit()
     destination = webhook_url(secret)
     hooks = _embedded(rest.get("/api/v4/webhooks", {"filter": {"destination": destination}}), "webhooks")

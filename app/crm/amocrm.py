@@ -1075,3 +1075,23 @@ class AmoCrm:
             close=response.close,
             length=int(length) if length and length.isdigit() else None,
         )
+
+    # ---- notes
+
+    def add_note(self, deal_id: str, text: str) -> str:
+        """A common note on the lead (``POST /api/v4/leads/notes``, note_type "common"); returns its id."""
+        item = {"entity_id": int(deal_id), "note_type": "common", "params": {"text": text}}
+        answer = self.rest.request("POST", "/api/v4/leads/notes", body=[item])
+        created = ((answer or {}).get("_embedded") or {}).get("notes") or [] if isinstance(answer, dict) else []
+        if not created or not created[0].get("id"):
+            raise CrmError("POST /api/v4/leads/notes answered without a note id")
+        return _text(created[0]["id"])
+
+    def find_note(self, deal_id: str, text: str) -> str | None:
+        """The id of a common note on the lead with exactly this text, if there is one."""
+        params = {"filter": {"note_type": ["common"]}}
+        for note in self.rest.iter_pages(f"/api/v4/leads/{int(deal_id)}/notes", "notes", params):
+            info = note.get("params") if isinstance(note.get("params"), dict) else {}
+            if _text(info.get("text")) == text:
+                return _text(note.get("id"))
+        return None
