@@ -269,10 +269,13 @@ def widget_dp() -> ResponseReturnValue:
         return _cors(_error_response(403, "forbidden", "only an account administrator sets up robots"), origin)
     secret = dp_secret(portal)
     db.session.commit()
-    robots = [
-        {"code": robot.code, "name": robot.name_en if portal.language == "en" else robot.name_ru}
-        for robot in REGISTRY.values()
-    ]
+    robots = sorted(
+        (
+            {"code": robot.code, "name": robot.name_en if portal.language == "en" else robot.name_ru}
+            for robot in REGISTRY.values()
+        ),
+        key=lambda robot: robot["name"],
+    )
     return _cors(jsonify(secret=secret, robots=robots), origin)
 
 
