@@ -1087,7 +1087,7 @@ class AmoCrm:
         return [
             task
             for row in self.rest.iter_pages("/api/v4/tasks", "tasks", params)
-            if (task := self._open_task(row, now)) is not None
+            if (task := self._open_task(row, now)) is not None and task.deal_id == str(int(deal_id))
         ]
 
     def _working_status_chunks(self) -> list[list[dict[str, int]]]:
