@@ -173,12 +173,11 @@ def list_leads(request: Request) -> Answer:
             if not isinstance(item, dict) or _int(item.get("status_id")) is None:
                 raise validation_error([("InvalidValue", f"filter.statuses.{index}", "status_id is required")])
             pairs.append((_int(item.get("pipeline_id")), _int(item["status_id"])))
+        wanted = set(pairs)
         leads = [
             lead
             for lead in leads
-            if any(
-                status == lead["status_id"] and pipeline in (None, lead["pipeline_id"]) for pipeline, status in pairs
-            )
+            if (lead["pipeline_id"], lead["status_id"]) in wanted or (None, lead["status_id"]) in wanted
         ]
     order = request.query.get("order") or {}
     key, direction = next(iter(order.items())) if isinstance(order, dict) and order else ("id", "asc")
