@@ -1105,8 +1105,8 @@ class AmoCrm:
 
         Tasks: ``GET /api/v4/tasks?filter[entity_type]=leads&filter[is_completed]=0&order[id]=asc``. Leads:
         ``GET /api/v4/leads`` with ``filter[statuses]`` naming each working status of each pipeline (read
-        once from the pipelines), so closed leads are never read; leads in Incoming leads are requests not
-        yet accepted (no task can be set on them) and are left out. Paging stops at a 204 or a short page;
+        once from the pipelines), so closed leads are never read; leads in Incoming leads are requests waiting
+        to be accepted or declined, not deals in work, and are left out. Paging stops at a 204 or a short page;
         every request takes a slot from the account's shared limiter. amoCRM pages by offset only (no id
         range filter), so a task completed while the scan reads can shift one row past a page boundary.
         """
