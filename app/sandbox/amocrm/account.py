@@ -883,6 +883,51 @@ class AmoActor:
             )
             self.sandbox._fire(self.account, [("update", new, old)])
 
+    def add_task(
+        self,
+        lead_id: int | None,
+        text: str,
+        complete_till: float,
+        responsible: int | None = None,
+        task_type_id: int = 1,
+    ) -> int:
+        """Set a task in the lead card (or, with no lead, in the task list): due at `complete_till` (unix)."""
+        with self.sandbox.lock:
+            responsible = responsible or self.user_id
+            if responsible not in self.account.users:
+                raise KeyError(f"no user {responsible} in {self.account.subdomain}")
+            if lead_id is not None and int(lead_id) not in self.account.leads:
+                raise KeyError(f"no lead {lead_id} in {self.account.subdomain}")
+            task_id = self.sandbox.next_id()
+            now = int(self.sandbox.clock.now())
+            self.account.tasks[task_id] = {
+                "id": task_id,
+                "created_by": self.user_id,
+                "updated_by": self.user_id,
+                "created_at": now,
+                "updated_at": now,
+                "responsible_user_id": responsible,
+                "group_id": 0,
+                "entity_id": None if lead_id is None else int(lead_id),
+                "entity_type": None if lead_id is None else "leads",
+                "duration": 0,
+                "is_completed": False,
+                "task_type_id": task_type_id,
+                "text": text,
+                "result": [],
+                "complete_till": int(complete_till),
+            }
+            return task_id
+
+    def complete_task(self, task_id: int, result: str = "Выполнено") -> None:
+        """Mark a task done with a result, as in the task card."""
+        with self.sandbox.lock:
+            task = self.account.tasks[int(task_id)]
+            task["is_completed"] = True
+            task["result"] = {"text": result}
+            task["updated_by"] = self.user_id
+            task["updated_at"] = int(self.sandbox.clock.now())
+
     def make_call(
         self,
         lead_id: int,
