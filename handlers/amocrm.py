@@ -168,6 +168,7 @@ def uninstall() -> ResponseReturnValue:
     if portal is None:
         return _error(401, "unauthorized", "unknown account")
     portal.status = "uninstalled"
+    portal.installed_at = None  # the next install starts watching afresh
     portal.uninstalled_at = datetime.now(UTC)
     portal.access_token = None
     portal.refresh_token = None

@@ -11,20 +11,17 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import current_app
 
-from app import audit, directory
 from app.catalog import FIELD_LABELS, REASONS, REFUSAL_STAGE, VERDICTS, Label
 from app.crm.amocrm import LOST, WON, AmoRest
 from app.crm.errors import CrmError
 from app.db import db
 from app.models import Portal
-from app.queue import get_redis
-from installers.steps import run_steps, set_setting
+from installers.steps import install, set_setting
 
 log = logging.getLogger(__name__)
 
@@ -188,24 +185,4 @@ STEP_FUNCTIONS: dict[str, Callable[[AmoRest, Portal], str]] = {
 
 def run_install(portal_id: int) -> str:
     """Install or repair everything on one account."""
-    with get_redis().lock(f"rc:lock:amo-install:{portal_id}", timeout=600, blocking_timeout=600):
-        return _install_locked(portal_id)
-
-
-def _install_locked(portal_id: int) -> str:
-    portal = db.session.get(Portal, portal_id)
-    if portal is None or portal.crm != Portal.AMOCRM:
-        return "no such portal"
-    set_setting(portal, "install", {"steps": []})
-    portal.status = "installing"
-    db.session.commit()
-    rest = AmoRest(portal_id)
-    run_steps(portal, rest, STEPS, STEP_FUNCTIONS)
-    portal.status = "installed"
-    portal.status_detail = ""
-    if portal.installed_at is None:
-        portal.installed_at = datetime.now(UTC)
-    audit.record(portal.id, "app", "install", "installed", "all steps done")
-    db.session.commit()
-    directory.forget(portal.id)
-    return "installed"
+    return install(portal_id, Portal.AMOCRM, AmoRest, STEPS, STEP_FUNCTIONS)
