@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, g, jsonify, request
+from flask import Flask, Request, g, jsonify, request
+from flask.sessions import SecureCookieSessionInterface
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
@@ -47,8 +48,21 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
+class _NoCookieSessions(SecureCookieSessionInterface):
+    """No cookie session is ever opened or sent.
+
+    Our pages live in CRM iframes, where third-party cookies are unreliable: identity travels in the
+    X-RC-Token header (app/security.py). Flask would otherwise build a signer for every request,
+    webhooks included.
+    """
+
+    def open_session(self, app: Flask, request: Request) -> None:
+        return None
+
+
 def _init_requests(app: Flask) -> None:
-    """Request ids for the logs, and JSON errors instead of HTML pages."""
+    """Request ids for the logs, JSON errors instead of HTML pages, no cookie sessions."""
+    app.session_interface = _NoCookieSessions()
 
     @app.before_request
     def assign_request_id() -> None:

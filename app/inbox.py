@@ -63,7 +63,9 @@ def store(source: str, kind: str, dedupe_key: str, body: str, portal_id: int | N
         "last_error": "",
         "received_at": utcnow(),
     }
-    inbox_id = db.session.execute(_store_statement(db.engine.dialect.name), values).scalar()
+    # On the session's connection, in its transaction, without the ORM's execution layer (not needed for Core).
+    connection = db.session.connection()
+    inbox_id = connection.execute(_store_statement(connection.dialect.name), values).scalar()
     db.session.commit()
     return inbox_id
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,21 +16,23 @@ from rq import Queue, Retry, SimpleWorker, Worker
 from rq.exceptions import AbandonedJobError, DuplicateJobError
 from rq.job import Job, JobStatus
 from rq.scripts import _build_hset_args
+from rq.utils import get_call_string, now, utcformat
 
 _CONNECTIONS: dict[tuple[int, str], Redis] = {}
 
 # RQ 2.12's unique enqueue (rq.scripts.UNIQUE_ENQUEUE_SCRIPT: refuse an existing job hash, save it, set its TTL,
 # push its id) plus the `SADD rq:queues` that Queue.enqueue_job sends in a transaction of its own beforehand:
-# one round trip to Redis instead of two on the webhook path. tests/test_queue.py checks that the job hash,
-# the queue list and the queue registry match what rq's own Queue.enqueue(..., unique=True) writes.
+# one round trip to Redis instead of two on the webhook path. The hash fields that are the same for every job
+# of one kind (queue, function, retry, timeouts) are written into the script itself, so a call sends six short
+# arguments instead of some forty. tests/test_queue.py checks that the job hash, the queue list and the queue
+# registry match what rq's own Queue.enqueue(..., unique=True) writes.
 UNIQUE_ENQUEUE_SCRIPT = """
 if redis.call("EXISTS", KEYS[1]) == 1 then
     return 0
 end
 redis.call("SADD", KEYS[3], KEYS[2])
-if #ARGV > 2 then
-    redis.call("HSET", KEYS[1], unpack(ARGV, 3))
-end
+redis.call("HSET", KEYS[1], "created_at", ARGV[3], "data", ARGV[4],
+    "description", ARGV[5], "enqueued_at", ARGV[6]{fields})
 local ttl = tonumber(ARGV[2])
 if ttl and ttl > 0 then
     redis.call("EXPIRE", KEYS[1], ttl)
@@ -36,7 +40,20 @@ end
 redis.call("RPUSH", KEYS[2], ARGV[1])
 return 1
 """
-_SCRIPTS: dict[Redis, Script] = {}
+_PER_JOB_FIELDS = ("created_at", "data", "description", "enqueued_at")
+
+
+@dataclass(frozen=True)
+class _JobKind:
+    """What every unique job of one queue, function, retry policy and timeouts shares."""
+
+    script: Script
+    func_name: str
+    serializer: Any
+    ttl: int
+
+
+_JOB_KINDS: dict[tuple[Any, ...], _JobKind] = {}
 
 
 def redis_url(app: Flask | None = None) -> str:
@@ -104,6 +121,57 @@ def enqueue(
         return None
 
 
+def _lua_string(value: str | bytes) -> str:
+    """A Lua string literal holding exactly these bytes (printable ASCII as is, the rest as decimal escapes)."""
+    raw = value if isinstance(value, bytes) else str.encode(value)
+    return '"' + "".join(chr(c) if 32 <= c < 127 and c not in b'"\\' else f"\\{c:03d}" for c in raw) + '"'
+
+
+def _job_kind(
+    queue: Queue,
+    func: Callable[..., Any] | str,
+    retry: Retry | None,
+    timeout: int | None,
+    result_ttl: int | None,
+    failure_ttl: int | None,
+) -> _JobKind:
+    """The script and shared fields of one kind of job, built once per process from a job RQ prepares itself."""
+    intervals = tuple(retry.intervals) if retry is not None else None
+    retries = retry.max if retry is not None else None
+    key = (queue.connection, queue.name, func, retries, intervals, timeout, result_ttl, failure_ttl)
+    kind = _JOB_KINDS.get(key)
+    if kind is not None:
+        return kind
+    prototype = queue.create_job(
+        func,
+        args=(),
+        job_id="prototype",
+        retry=retry,
+        timeout=timeout,
+        result_ttl=result_ttl,
+        failure_ttl=failure_ttl,
+        status=JobStatus.QUEUED,
+    )
+    queue._prepare_for_queue(prototype)
+    hset_args = _build_hset_args(prototype)
+    fields = dict(zip(hset_args[::2], hset_args[1::2], strict=True))
+    missing = [name for name in _PER_JOB_FIELDS if name not in fields]
+    if missing:
+        raise RuntimeError(f"rq no longer writes {missing} into a job hash; check app.queue against rq")
+    shared = "".join(
+        f", {_lua_string(name)}, {_lua_string(value)}" for name, value in fields.items() if name not in _PER_JOB_FIELDS
+    )
+    script = queue.connection.register_script(UNIQUE_ENQUEUE_SCRIPT.replace("{fields}", shared))
+    kind = _JobKind(
+        script=script,
+        func_name=str(prototype.func_name),
+        serializer=prototype.serializer,
+        ttl=prototype.ttl if prototype.ttl is not None else -1,
+    )
+    _JOB_KINDS[key] = kind
+    return kind
+
+
 def _enqueue_unique(
     queue: Queue,
     func: Callable[..., Any] | str,
@@ -116,29 +184,20 @@ def _enqueue_unique(
 ) -> Job:
     """Queue.enqueue(..., unique=True) for a job without dependencies, in one Redis round trip.
 
-    The job is built and prepared by RQ itself (create_job, _prepare_for_queue, the hash fields of
-    rq.scripts); only the two writes are merged. Raises DuplicateJobError when the job id exists.
+    The per-job fields are made as RQ makes them (its serializer on (function, None, args, {}), zlib, its
+    call string and timestamp format). Raises DuplicateJobError when the job id exists.
     """
-    job = queue.create_job(
-        func,
-        args=args,
-        job_id=job_id,
-        retry=retry,
-        timeout=timeout,
-        result_ttl=result_ttl,
-        failure_ttl=failure_ttl,
-        status=JobStatus.QUEUED,
+    kind = _job_kind(queue, func, retry, timeout, result_ttl, failure_ttl)
+    data = zlib.compress(kind.serializer.dumps((kind.func_name, None, args, {})))
+    description = get_call_string(kind.func_name, args, {}, max_length=75)
+    moment = utcformat(now())
+    stored = kind.script(
+        keys=[Job.key_for(job_id), queue.key, queue.redis_queues_keys],
+        args=[job_id, kind.ttl, moment, data, description, moment],
     )
-    queue._prepare_for_queue(job)
-    connection = queue.connection
-    script = _SCRIPTS.get(connection)
-    if script is None:
-        script = _SCRIPTS[connection] = connection.register_script(UNIQUE_ENQUEUE_SCRIPT)
-    ttl = job.ttl if job.ttl is not None else -1
-    stored = script(keys=[job.key, queue.key, queue.redis_queues_keys], args=[job.id, ttl, *_build_hset_args(job)])
     if stored == 0:
-        raise DuplicateJobError(f"Job with ID {job.id!r} already exists")
-    return job
+        raise DuplicateJobError(f"Job with ID {job_id!r} already exists")
+    return Job(job_id, connection=queue.connection, serializer=kind.serializer)
 
 
 def replace_scheduled(queue_name: str, func: Callable[..., Any] | str, *args: Any, job_id: str, at: datetime) -> Job:

@@ -1,12 +1,19 @@
-"""Benchmark of the task-control scan against an emulated Bitrix24 portal (figures only, no assertions).
+"""Benchmark of the task-control scan against an emulated CRM (figures only, no assertions).
 
     TEST_REDIS_URL=redis://127.0.0.1:6379/10 .venv/bin/python -m bench.scan [--sizes 10000:20000,100000:200000]
+    TEST_REDIS_URL=redis://127.0.0.1:6379/10 .venv/bin/python -m bench.scan --crm amocrm [--sizes 10000:20000]
 
-For each size (open + closed deals : tasks) it prints the CRM requests against the floor (list pages
-of open tasks, open to-dos and open deals, 50 pages to a batch), wall time against the rate-limit
-floor (Bitrix24: 2 requests/s, burst 50), QUERY_LIMIT_EXCEEDED answers, and the scan's peak memory
-(tracemalloc, above what the emulated portal itself holds). The portal enforces the real limit and the
-app paces itself through its shared limiter, so the wall time includes the limiter's waits.
+Bitrix24 (the default): for each size (open + closed deals : tasks) it prints the CRM requests against
+the floor (list pages of open tasks, open to-dos and open deals, 50 pages to a batch), wall time against
+the rate-limit floor (Bitrix24: 2 requests/s, burst 50), QUERY_LIMIT_EXCEEDED answers, and the scan's
+peak memory (tracemalloc, above what the emulated portal itself holds). The portal enforces the real
+limit and the app paces itself through its shared limiter, so the wall time includes the limiter's waits.
+
+amoCRM (``--crm amocrm``): the sizes are leads : tasks. The sandbox account enforces 7 requests/s (429
+above) and the app runs with its production budget (AMO_RATE 7, AMO_BURST 7). It prints the requests
+against the floor (pages of 250 open lead tasks, pages of 250 open leads in working statuses, and the
+one pipelines read that names those statuses), the peak request rate over any one-second window as the
+account saw it, 429 answers, wall time against the rate floor and the peak memory.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ import os
 import tempfile
 import time
 import tracemalloc
+from array import array
 from collections import deque
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +35,13 @@ from app import db as database
 from app.crm.factory import client_for
 from app.models import Portal, utcnow
 from app.sandbox import Sandbox, generate_bulk
+from app.sandbox.amocrm import AmoSandbox, api, responses_amo
+from app.sandbox.amocrm.account import LOST, WON
+from app.sandbox.amocrm.seed import generate_bulk as generate_amo_bulk
 from app.sandbox.mount import responses_sandbox
 
 RATE, BURST = 2.0, 50
+AMO_RATE, AMO_BURST, AMO_PAGE = 7.0, 7, 250
 
 
 def floor_pages(portal: Any) -> int:
@@ -130,14 +143,146 @@ def run(deals: int, tasks: int, redis_url: str) -> dict[str, Any]:
     }
 
 
+def amo_floor(account: Any) -> tuple[int, int, int]:
+    """(open lead tasks, open leads in working statuses, floor requests): a page of 250 each (at least one
+    each) plus the pipelines read."""
+    tasks = sum(1 for t in account.tasks.values() if not t["is_completed"] and t["entity_type"] == "leads")
+    incoming = {
+        status["id"]
+        for pipeline in account.pipelines.values()
+        for status in pipeline["statuses"].values()
+        if status["type"] == 1
+    }
+    leads = sum(1 for lead in account.leads.values() if lead["status_id"] not in (WON, LOST, *incoming))
+    return tasks, leads, sum(max(1, math.ceil(count / AMO_PAGE)) for count in (tasks, leads)) + 1
+
+
+def peak_rate(stamps: array) -> int:
+    """The most requests in any one-second window."""
+    ordered = sorted(stamps)
+    peak, start = 0, 0
+    for end, stamp in enumerate(ordered):
+        while ordered[start] <= stamp - 1.0:
+            start += 1
+        peak = max(peak, end - start + 1)
+    return peak
+
+
+def run_amo(leads: int, tasks: int, redis_url: str) -> dict[str, Any]:
+    """One scan of a fresh amoCRM sandbox account of the given size."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sandbox = AmoSandbox()
+        account = sandbox.seed_account(subdomain="bench")
+        app = create_app(
+            {
+                "DATABASE_URL": f"sqlite:///{Path(tmp) / 'bench.db'}",
+                "REDIS_URL": redis_url,
+                "INSTANCE_PATH": tmp,
+                "SECRET_KEY": "bench",
+                "AMO_CLIENT_ID": account.client_id,
+                "AMO_CLIENT_SECRET": account.client_secret,
+                "AMO_REDIRECT_URI": account.redirect_uri,
+                "AMO_RATE": AMO_RATE,
+                "AMO_BURST": AMO_BURST,
+            }
+        )
+        with app.app_context():
+            database.upgrade()
+            from app.queue import get_redis
+
+            get_redis().flushdb()
+            generate_amo_bulk(sandbox, account, leads=leads, tasks=tasks)
+            open_tasks, open_leads, floor = amo_floor(account)
+            account.rate_limit = int(AMO_RATE)
+            tokens = sandbox.issue_tokens(account)
+            portal = Portal(
+                crm=Portal.AMOCRM,
+                external_id=str(account.id),
+                domain=account.domain,
+                access_token=tokens["access_token"],
+                refresh_token=tokens["refresh_token"],
+                token_expires_at=datetime.now(UTC) + timedelta(days=1),
+                status="installed",
+                installed_at=utcnow(),
+                settings={"guard": {"heads": ["9"]}},
+            )
+            database.db.session.add(portal)
+            database.db.session.commit()
+            stamps = array("d")
+            handle = api.handle
+            with responses_amo(sandbox) as mock:
+
+                def timed(*args: Any) -> tuple[int, Any]:
+                    # When the account answered each request (429s included). `responses` keeps every
+                    # request it served, globally and per route: not the scan's memory, so forget them.
+                    mock.calls.reset()
+                    for route in mock.registered():
+                        route.calls.reset()
+                    stamps.append(time.monotonic())
+                    return handle(*args)
+
+                api.handle = timed  # type: ignore[assignment]
+                try:
+                    crm = client_for(portal)
+                    directory.users(portal.id, crm)  # the shared 10-minute people cache, outside the scan
+                    directory_requests = len(stamps)
+                    del stamps[:]
+                    account.calls.clear()
+                    tracemalloc.start()
+                    baseline = tracemalloc.get_traced_memory()[0]
+                    started = time.perf_counter()
+                    counts = taskcontrol.Scanner(portal, crm).collect()
+                    elapsed = time.perf_counter() - started
+                    peak = tracemalloc.get_traced_memory()[1] - baseline
+                    tracemalloc.stop()
+                finally:
+                    api.handle = handle  # type: ignore[assignment]
+            throttled = sum(1 for call in account.calls if call[2] == 429)
+            requests = len(stamps) - throttled
+            database.db.session.remove()
+            database.db.engine.dispose()
+    return {
+        "leads": leads,
+        "tasks": tasks,
+        "open_tasks": open_tasks,
+        "open_leads": open_leads,
+        "open_deals": counts["deals"],
+        "without_tasks": counts["without_tasks"],
+        "overdue": counts["overdue"],
+        "floor_requests": floor,
+        "requests": requests,
+        "directory_requests": directory_requests,
+        "throttled": throttled,
+        "peak_rate": peak_rate(stamps),
+        "wall_seconds": elapsed,
+        "rate_floor_seconds": max(0.0, (requests - AMO_BURST) / AMO_RATE),
+        "peak_mib": peak / 2**20,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--crm", choices=("bitrix24", "amocrm"), default="bitrix24")
     parser.add_argument("--sizes", default="10000:20000,100000:200000", help="deals:tasks pairs, comma-separated")
     parser.add_argument("--redis", default=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/10"))
     args = parser.parse_args()
     results = []
     for pair in args.sizes.split(","):
         deals, tasks = (int(part) for part in pair.split(":"))
+        if args.crm == "amocrm":
+            result = run_amo(deals, tasks, args.redis)
+            results.append(result)
+            print(
+                f"{deals:>7} leads {tasks:>7} tasks | open lead tasks {result['open_tasks']:>6}, "
+                f"open leads {result['open_leads']:>6}, without tasks {result['without_tasks']:>6}, "
+                f"overdue {result['overdue']:>6} | requests {result['requests']:>4} vs floor "
+                f"{result['floor_requests']} ({result['requests'] / result['floor_requests']:.2f}x; "
+                f"+{result['directory_requests']} directory) | peak {result['peak_rate']} req/s "
+                f"(limit {AMO_RATE:g}), 429 answers {result['throttled']} | wall {result['wall_seconds']:.1f}s "
+                f"vs rate floor {result['rate_floor_seconds']:.1f}s | peak {result['peak_mib']:.1f} MiB",
+                flush=True,
+            )
+            continue
         result = run(deals, tasks, args.redis)
         results.append(result)
         print(

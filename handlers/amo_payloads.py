@@ -1,4 +1,5 @@
-"""amoCRM inbound payloads: webhook bodies (PHP brackets, v2 shape) decoded into one change per lead."""
+"""amoCRM inbound payloads: webhook bodies (PHP brackets, v2 shape) decoded into one change per lead, and
+the Digital Pipeline widget's webhook (one robot action on one lead or customer)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from marshmallow import ValidationError
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from handlers.b24_payloads import MAX_BODY_BYTES, decode_brackets
 
-__all__ = ["MAX_BODY_BYTES", "AmoHook", "LeadChange", "parse_hook"]
+__all__ = ["MAX_BODY_BYTES", "AmoHook", "DpAction", "LeadChange", "parse_dp", "parse_hook"]
 
 # Sections of `leads[...]` that describe a change the guard must look at; `status` first, it is the richest.
 LEAD_SECTIONS = ("status", "update", "add", "responsible", "restore")
@@ -101,3 +102,114 @@ def parse_hook(body: str) -> AmoHook:
                 responsible_user_id=_digits(item.get("responsible_user_id")),
             )
     return AmoHook(account_id=account_id, subdomain=str(account.get("subdomain") or ""), leads=tuple(merged.values()))
+
+
+# ---------------------------------------------------------------- Digital Pipeline widget webhook
+
+ELEMENT_LEAD = "2"  # event[data][element_type]: 2 lead, 12 customer
+DP_SECRET_KEY = "secret"  # noqa: S105 - the name of the dp setting that carries the per-account secret
+DP_ROBOT_KEY = "robot"
+_DIGITS = validate.Regexp(r"^[0-9]{1,19}$", error="not a number")
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+
+class _DpDataSchema(_Strict):
+    id = fields.String(required=True, validate=_DIGITS)
+    element_type = fields.String(required=True, validate=_DIGITS)
+    status_id = fields.String(load_default="", validate=validate.Regexp(r"^[0-9]{0,19}$", error="not a number"))
+    pipeline_id = fields.String(load_default="", validate=validate.Regexp(r"^[0-9]{0,19}$", error="not a number"))
+
+
+class _DpEventSchema(_Strict):
+    type = fields.String(load_default="", validate=validate.Length(max=16))
+    type_code = fields.String(load_default="", validate=validate.Length(max=64))
+    data = fields.Nested(_DpDataSchema, required=True)
+    time = fields.String(required=True, validate=_DIGITS)
+
+
+class _DpWidgetSchema(_Strict):
+    # What the admin filled in the action's form (manifest `dp.settings`); every value is a string.
+    settings = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1, max=64)),
+        values=fields.String(validate=validate.Length(max=2000)),
+        required=True,
+    )
+
+
+class _DpActionSettingsSchema(_Strict):
+    widget = fields.Nested(_DpWidgetSchema, required=True)
+
+
+class _DpActionSchema(_Strict):
+    settings = fields.Nested(_DpActionSettingsSchema, required=True)
+
+
+class _DpSchema(_Strict):
+    account_id = fields.String(required=True, validate=_DIGITS)
+    subdomain = fields.String(load_default="", validate=validate.Length(max=128))
+    event = fields.Nested(_DpEventSchema, required=True)
+    action = fields.Nested(_DpActionSchema, required=True)
+
+
+DP_SCHEMA = _DpSchema()
+
+
+@dataclass(frozen=True)
+class DpAction:
+    """One Digital Pipeline widget action fired on one element (the secret is kept apart, never stored)."""
+
+    account_id: str
+    element_type: str
+    element_id: str
+    status_id: str
+    pipeline_id: str
+    time: str
+    type_code: str
+    robot: str
+    settings: dict[str, str]
+    secret: str = ""
+
+    @property
+    def is_lead(self) -> bool:
+        """Only leads run robots; customers (element_type 12) are acknowledged and ignored."""
+        return self.element_type == ELEMENT_LEAD
+
+    def dedupe_key(self) -> str:
+        """(account, lead, status, event time, robot): a resent delivery is one row."""
+        return f"amo-dp:{self.account_id}:{self.element_id}:{self.status_id}:{self.time}:{self.robot}"
+
+    def to_json(self) -> str:
+        """The stored inbox body, without the secret."""
+        data = asdict(self)
+        data.pop("secret")
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, body: str) -> DpAction:
+        """The action from a stored inbox body."""
+        return cls(**json.loads(body))
+
+
+def parse_dp(body: str) -> DpAction:
+    """Decode and validate a Digital Pipeline webhook body (form-encoded PHP brackets)."""
+    loaded = DP_SCHEMA.load(decode_brackets(body))
+    event = loaded["event"]
+    settings = dict(loaded["action"]["settings"]["widget"]["settings"])
+    secret = settings.pop(DP_SECRET_KEY, "")
+    robot = settings.pop(DP_ROBOT_KEY, "").strip()
+    return DpAction(
+        account_id=loaded["account_id"],
+        element_type=event["data"]["element_type"],
+        element_id=event["data"]["id"],
+        status_id=event["data"]["status_id"],
+        pipeline_id=event["data"]["pipeline_id"],
+        time=event["time"],
+        type_code=event["type_code"],
+        robot=robot,
+        settings=settings,
+        secret=secret,
+    )

@@ -1,4 +1,5 @@
-"""amoCRM edge: OAuth install, uninstall hook, webhooks, the widget's session and the main page.
+"""amoCRM edge: OAuth install, uninstall hook, webhooks, the Digital Pipeline robots, the widget's session and
+the main page.
 
 Verify before touching state, persist, enqueue, answer: amoCRM drops webhook answers slower than 2 s.
 """
@@ -6,6 +7,7 @@ Verify before touching state, persist, enqueue, answer: amoCRM drops webhook ans
 from __future__ import annotations
 
 import logging
+import secrets
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from urllib.parse import urlencode, urlsplit
@@ -22,15 +24,22 @@ from app.crm.errors import AmoError, CrmUnavailable
 from app.db import db
 from app.models import Portal
 from app.queue import enqueue
+from app.robots import REGISTRY
 from app.security import Identity, issue_token, require_identity, same_secret
 from handlers import amo_verify
-from handlers.amo_payloads import MAX_BODY_BYTES, parse_hook
+from handlers.amo_payloads import MAX_BODY_BYTES, parse_dp, parse_hook
 
 log = logging.getLogger(__name__)
 bp = Blueprint("amocrm", __name__, url_prefix="/amocrm")
 
 SOURCE = "amo"
 WEBHOOK_SECRET = "amo_webhook_secret"  # noqa: S105 - the settings key, not a secret
+# The Digital Pipeline secret. The manifest (and its `dp.webhook_url`) is one file for every account, so the
+# URL cannot carry a per-account secret. Instead the action's own settings carry it: the widget's
+# `callbacks.dpSettings` asks `/amocrm/widget/dp` (an admin's disposable token) for the account's secret and
+# writes it into the hidden `secret` field of the action form; amoCRM then sends it back with every DP
+# webhook as `action[settings][widget][settings][secret]`, which we compare with the stored one.
+DP_SECRET = "amo_dp_secret"  # noqa: S105 - the settings key, not a secret
 
 i18n.register(
     {
@@ -159,6 +168,7 @@ def uninstall() -> ResponseReturnValue:
     if portal is None:
         return _error(401, "unauthorized", "unknown account")
     portal.status = "uninstalled"
+    portal.installed_at = None  # the next install starts watching afresh
     portal.uninstalled_at = datetime.now(UTC)
     portal.access_token = None
     portal.refresh_token = None
@@ -198,6 +208,82 @@ def webhooks(secret: str) -> ResponseReturnValue:
         else:
             accepted += 1
     return jsonify(ok=True, accepted=accepted, duplicates=duplicates)
+
+
+# ---------------------------------------------------------------- Digital Pipeline robots
+
+
+def dp_secret(portal: Portal) -> str:
+    """The account's Digital Pipeline secret, made on first use (the installer makes it too)."""
+    secret = (portal.settings or {}).get(DP_SECRET)
+    if not secret:
+        secret = secrets.token_urlsafe(32)
+        portal.settings = {**(portal.settings or {}), DP_SECRET: secret}
+    return str(secret)
+
+
+@bp.post("/dp/robots")
+def dp_robots() -> ResponseReturnValue:
+    """A Digital Pipeline widget action fired (a lead entered the status it is set on): verify the account
+    and the secret in the action's settings, store one inbox row, answer at once; the job runs the robot."""
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        abort(413, description="body too large")
+    body = request.get_data(cache=True, as_text=True)
+    try:
+        action = parse_dp(body)
+    except ValidationError as error:
+        return jsonify(error="bad_request", message="invalid Digital Pipeline body", fields=error.messages), 400
+    portal = _portal(action.account_id)
+    if portal is None:
+        return _error(404, "not_found", "unknown account")
+    if not same_secret(action.secret, (portal.settings or {}).get(DP_SECRET)):
+        return _error(401, "unauthorized", "wrong or missing Digital Pipeline secret")
+    g.portal_id = portal.id
+    if portal.status == "uninstalled":
+        return jsonify(ok=True, ignored="account uninstalled")
+    if not action.is_lead:
+        return jsonify(ok=True, ignored=f"element type {action.element_type} is not a lead")
+    if action.robot not in REGISTRY:
+        return _error(400, "bad_request", f"unknown robot {action.robot[:64]!r}: choose one in the action settings")
+    inbox_id = inbox.accept(SOURCE, "dp_robot", action.dedupe_key(), action.to_json(), portal.id)
+    return jsonify(ok=True, duplicate=inbox_id is None)
+
+
+@bp.route("/widget/dp", methods=["OPTIONS"])
+def widget_dp_preflight() -> ResponseReturnValue:
+    """CORS preflight from an amoCRM account page."""
+    return widget_preflight()
+
+
+@bp.post("/widget/dp")
+def widget_dp() -> ResponseReturnValue:
+    """The widget's Digital Pipeline form (`callbacks.dpSettings`, an admin's disposable token): the account's
+    secret to put into the action's hidden field, and the robots to choose from."""
+    claims = amo_verify.widget_claims(request.headers.get("X-Auth-Token", ""))
+    if claims is None:
+        return _error(401, "unauthorized", "the widget token is missing, forged, expired or already used")
+    portal = _portal(str(claims["account_id"]))
+    if portal is None or portal.status == "uninstalled":
+        return _error(401, "unauthorized", "unknown account")
+    origin = f"https://{portal.domain}"
+    if not claims.get("is_admin"):
+        return _cors(_error_response(403, "forbidden", "only an account administrator sets up robots"), origin)
+    secret = dp_secret(portal)
+    db.session.commit()
+    robots = sorted(
+        (
+            {"code": robot.code, "name": robot.name_en if portal.language == "en" else robot.name_ru}
+            for robot in REGISTRY.values()
+        ),
+        key=lambda robot: robot["name"],
+    )
+    return _cors(jsonify(secret=secret, robots=robots), origin)
+
+
+def _error_response(status: int, error: str, message: str) -> Response:
+    response = jsonify(error=error, message=message)
+    response.status_code = status
+    return response
 
 
 # ---------------------------------------------------------------- widget and the main page

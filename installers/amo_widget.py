@@ -1,7 +1,8 @@
 """Build the amoCRM widget archive: ``python -m installers.amo_widget`` (``make amo-widget``) → dist/widget.zip.
 
-The archive holds manifest.json, script.js (with our backend address written in), i18n/ru.json and
-i18n/en.json, and the logos amoCRM asks for in images/ (drawn here, so the repository holds no binaries).
+The archive holds manifest.json (with the Digital Pipeline `dp.webhook_url` pointing at our backend),
+script.js (with our backend address written in), i18n/ru.json and i18n/en.json, and the logos amoCRM asks
+for in images/ (drawn here, so the repository holds no binaries; logo_dp.png is the Digital Pipeline one).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from urllib.parse import urlsplit
 SOURCE = Path(__file__).resolve().parent.parent / "widget" / "amocrm"
 BACKEND_MARK = "%BACKEND_URL%"
 LOCALES = ("ru", "en")
+DP_PATH = "/amocrm/dp/robots"
+# The action form's fields (manifest `dp.settings`): which robot, its parameters, and the account's secret.
+DP_SETTINGS = ("robot", "reason", "days", "hour", "text", "secret")
 # amoCRM's logo files and their sizes (width, height).
 LOGOS: dict[str, tuple[int, int]] = {
     "logo_min.png": (84, 84),
@@ -56,15 +60,29 @@ def png(width: int, height: int) -> bytes:
     )
 
 
-def render_script(backend_url: str) -> str:
-    """script.js with the backend address written in."""
+def _base_url(backend_url: str) -> str:
     parts = urlsplit(backend_url)
     if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
         raise ValueError(f"not a base URL: {backend_url!r}")
+    return backend_url.rstrip("/")
+
+
+def render_script(backend_url: str) -> str:
+    """script.js with the backend address written in."""
+    base = _base_url(backend_url)
     script = (SOURCE / "script.js").read_text(encoding="utf-8")
     if BACKEND_MARK not in script:
         raise ValueError("script.js has no backend mark")
-    return script.replace(BACKEND_MARK, backend_url.rstrip("/"))
+    return script.replace(BACKEND_MARK, base)
+
+
+def render_manifest(backend_url: str) -> str:
+    """manifest.json with the Digital Pipeline webhook address written in."""
+    base = _base_url(backend_url)
+    manifest = (SOURCE / "manifest.json").read_text(encoding="utf-8")
+    if BACKEND_MARK not in manifest:
+        raise ValueError("manifest.json has no backend mark")
+    return manifest.replace(BACKEND_MARK, base)
 
 
 def check_sources() -> dict[str, object]:
@@ -73,9 +91,18 @@ def check_sources() -> dict[str, object]:
     widget = manifest["widget"]
     if sorted(widget["locale"]) != sorted(LOCALES):
         raise ValueError("manifest locales must be ru and en")
-    for location in ("lcard-0", "card_sdk"):
+    for location in ("lcard-0", "card_sdk", "digital_pipeline"):
         if location not in manifest["locations"]:
             raise ValueError(f"manifest lacks the {location} location")
+    dp = manifest["dp"]
+    if dp.get("webhook_url") != f"{BACKEND_MARK}{DP_PATH}" or not isinstance(dp.get("action_multiple"), bool):
+        raise ValueError("manifest dp block needs webhook_url (backend mark + DP path) and action_multiple")
+    if tuple(dp["settings"]) != DP_SETTINGS:
+        raise ValueError(f"manifest dp.settings must be {DP_SETTINGS}")
+    for key, spec in dp["settings"].items():
+        # Field types a widget's settings (and so its dp.settings) may use (developers.kommo.com/docs/field-types).
+        if spec.get("type") not in ("text", "pass", "users", "users_lp", "custom") or spec.get("name") != f"dp.{key}":
+            raise ValueError(f"manifest dp.settings.{key} has a wrong type or name")
     for locale in LOCALES:
         strings = json.loads((SOURCE / "i18n" / f"{locale}.json").read_text(encoding="utf-8"))
         for key in ("name", "description", "short_description", "tour_description"):
@@ -84,6 +111,12 @@ def check_sources() -> dict[str, object]:
         for key in ("title", "loading", "error"):
             if not strings["tab"].get(key):
                 raise ValueError(f"i18n/{locale}.json lacks tab.{key}")
+        for key in DP_SETTINGS:
+            if not strings["dp"].get(key):
+                raise ValueError(f"i18n/{locale}.json lacks dp.{key}")
+        for key in ("loading", "error", "choose"):
+            if not strings["dp_form"].get(key):
+                raise ValueError(f"i18n/{locale}.json lacks dp_form.{key}")
     return manifest
 
 
@@ -92,7 +125,7 @@ def build(out: Path, backend_url: str) -> Path:
     check_sources()
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.write(SOURCE / "manifest.json", "manifest.json")
+        archive.writestr("manifest.json", render_manifest(backend_url))
         archive.writestr("script.js", render_script(backend_url))
         for locale in LOCALES:
             archive.write(SOURCE / "i18n" / f"{locale}.json", f"i18n/{locale}.json")

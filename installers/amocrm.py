@@ -1,8 +1,9 @@
 """amoCRM installer: one call for install and repair. It lists before it creates, so a rerun creates nothing.
 
 Steps: a Conditional refusal status in every pipeline (before 142 won and 143 lost), four lead fields
-(reason, comment, QA verdict, CPL) with their option ids stored in ``settings["amo_fields"]``, and the
-webhooks to ``/amocrm/webhooks/<per-account secret>``.
+(reason, comment, QA verdict, CPL) with their option ids stored in ``settings["amo_fields"]``, the
+webhooks to ``/amocrm/webhooks/<per-account secret>``, and the per-account secret the Digital Pipeline
+robots' actions carry (``settings["amo_dp_secret"]``, see handlers/amocrm.py).
 """
 
 from __future__ import annotations
@@ -10,20 +11,17 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import current_app
 
-from app import audit, directory
 from app.catalog import FIELD_LABELS, REASONS, REFUSAL_STAGE, VERDICTS, Label
 from app.crm.amocrm import LOST, WON, AmoRest
 from app.crm.errors import CrmError
 from app.db import db
 from app.models import Portal
-from app.queue import get_redis
-from installers.steps import run_steps, set_setting
+from installers.steps import install, set_setting
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +29,7 @@ STEPS = ("account", "statuses", "fields", "webhooks")
 STATUS_COLOR = "#ffce5a"  # one of amoCRM's allowed status colours, the closest to our orange
 WEBHOOK_SETTINGS = ("add_lead", "update_lead", "status_lead", "responsible_lead")
 WEBHOOK_SECRET = "amo_webhook_secret"  # noqa: S105 - the settings key, not a secret
+DP_SECRET = "amo_dp_secret"  # noqa: S105 - the settings key, not a secret
 FIELDS: dict[str, dict[str, Any]] = {
     "refusal_reason": {"code": "RC_REASON", "type": "select", "options": REASONS},
     "refusal_comment": {"code": "RC_COMMENT", "type": "textarea"},
@@ -146,9 +145,11 @@ def ensure_fields(rest: AmoRest, portal: Portal) -> str:
 
 
 def ensure_webhooks(rest: AmoRest, portal: Portal) -> str:
-    """Our webhook, with a random per-account secret in its path (kept across repairs)."""
+    """Our webhook, with a random per-account secret in its path, and the Digital Pipeline secret (both kept
+    across repairs)."""
     secret = (portal.settings or {}).get(WEBHOOK_SECRET) or secrets.token_urlsafe(32)
     set_setting(portal, WEBHOOK_SECRET, secret)
+    set_setting(portal, DP_SECRET, (portal.settings or {}).get(DP_SECRET) or secrets.token_urlsafe(32))
     db.session.commit()
     destination = webhook_url(secret)
     hooks = _embedded(rest.get("/api/v4/webhooks", {"filter": {"destination": destination}}), "webhooks")
@@ -184,24 +185,4 @@ STEP_FUNCTIONS: dict[str, Callable[[AmoRest, Portal], str]] = {
 
 def run_install(portal_id: int) -> str:
     """Install or repair everything on one account."""
-    with get_redis().lock(f"rc:lock:amo-install:{portal_id}", timeout=600, blocking_timeout=600):
-        return _install_locked(portal_id)
-
-
-def _install_locked(portal_id: int) -> str:
-    portal = db.session.get(Portal, portal_id)
-    if portal is None or portal.crm != Portal.AMOCRM:
-        return "no such portal"
-    set_setting(portal, "install", {"steps": []})
-    portal.status = "installing"
-    db.session.commit()
-    rest = AmoRest(portal_id)
-    run_steps(portal, rest, STEPS, STEP_FUNCTIONS)
-    portal.status = "installed"
-    portal.status_detail = ""
-    if portal.installed_at is None:
-        portal.installed_at = datetime.now(UTC)
-    audit.record(portal.id, "app", "install", "installed", "all steps done")
-    db.session.commit()
-    directory.forget(portal.id)
-    return "installed"
+    return install(portal_id, Portal.AMOCRM, AmoRest, STEPS, STEP_FUNCTIONS)

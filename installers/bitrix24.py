@@ -25,9 +25,8 @@ from app.crm.bitrix24 import Bitrix24Rest
 from app.crm.errors import ActivityAlreadyInstalled, CrmError, PortalNeedsReinstall
 from app.db import Base, db
 from app.models import InboxItem, Portal
-from app.queue import get_redis
 from app.robots import REGISTRY, Robot, RobotProperty
-from installers.steps import run_steps, set_setting
+from installers.steps import install, set_setting
 
 log = logging.getLogger(__name__)
 
@@ -276,34 +275,19 @@ STEP_FUNCTIONS: dict[str, Callable[[Bitrix24Rest, Portal], str]] = {
 }
 
 
-def run_install(portal_id: int) -> str:
-    """Install or repair everything on one portal; progress is visible to the install page."""
-    with get_redis().lock(f"rc:lock:b24-install:{portal_id}", timeout=600, blocking_timeout=600):
-        return _install_locked(portal_id)
-
-
-def _install_locked(portal_id: int) -> str:
-    portal = db.session.get(Portal, portal_id)
-    if portal is None or portal.crm != Portal.BITRIX24:
-        return "no such portal"
-    set_setting(portal, "install", {"steps": []})
-    portal.status = "installing"
-    db.session.commit()
-    rest = Bitrix24Rest(portal_id)
-    # The licence decides the portal's REST limits (Enterprise: 5 req/s, burst 250), see app.ratelimit.
+def _read_licence(rest: Bitrix24Rest, portal: Portal) -> None:
+    """The licence decides the portal's REST limits (Enterprise: 5 req/s, burst 250), see app.ratelimit."""
     info = rest.call("app.info")
     if isinstance(info, dict):
         if info.get("LICENSE"):
             set_setting(portal, "b24_license", str(info["LICENSE"]))
         if info.get("ID"):
             set_setting(portal, "b24_app_id", str(info["ID"]))
-    run_steps(portal, rest, STEPS, STEP_FUNCTIONS)
-    portal.status = "installed"
-    portal.status_detail = ""
-    portal.installed_at = datetime.now(UTC)
-    audit.record(portal.id, "app", "install", "installed", "all steps done")
-    db.session.commit()
-    return "installed"
+
+
+def run_install(portal_id: int) -> str:
+    """Install or repair everything on one portal; progress is visible to the install page."""
+    return install(portal_id, Portal.BITRIX24, Bitrix24Rest, STEPS, STEP_FUNCTIONS, prepare=_read_licence)
 
 
 def uninstall(portal_id: int, keep_inbox_id: int | None, clean: bool) -> None:
@@ -313,6 +297,7 @@ def uninstall(portal_id: int, keep_inbox_id: int | None, clean: bool) -> None:
         return
     portal.status = "uninstalled"
     portal.uninstalled_at = datetime.now(UTC)
+    portal.installed_at = None  # the next install starts watching afresh
     portal.access_token = None
     portal.refresh_token = None
     portal.application_token = None

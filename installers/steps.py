@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy.orm.attributes import flag_modified
 
-from app import audit
+from app import audit, directory
 from app.crm.errors import CrmError, PortalNeedsReinstall
 from app.db import db
 from app.models import Portal
+from app.queue import get_redis
 
 Rest = TypeVar("Rest")
 
@@ -59,3 +61,37 @@ def run_steps(
         audit.record(failed.id, "app", "install", "failed", failed.status_detail)
         db.session.commit()
         raise
+
+
+def install(
+    portal_id: int,
+    crm: str,
+    rest_for: Callable[[int], Rest],
+    order: Sequence[str],
+    functions: Mapping[str, Callable[[Rest, Portal], str]],
+    prepare: Callable[[Rest, Portal], None] | None = None,
+) -> str:
+    """Install or repair everything on one portal of `crm`, one run at a time per portal.
+
+    `installed_at` is set by the first install after an uninstall and kept by repairs: the guard leaves
+    alone moves made before it, and a repair must not hide a move that was waiting in the queue.
+    """
+    with get_redis().lock(f"rc:lock:install:{crm}:{portal_id}", timeout=600, blocking_timeout=600):
+        portal = db.session.get(Portal, portal_id)
+        if portal is None or portal.crm != crm:
+            return "no such portal"
+        set_setting(portal, "install", {"steps": []})
+        portal.status = "installing"
+        db.session.commit()
+        rest = rest_for(portal_id)
+        if prepare is not None:
+            prepare(rest, portal)
+        run_steps(portal, rest, order, functions)
+        portal.status = "installed"
+        portal.status_detail = ""
+        if portal.installed_at is None:
+            portal.installed_at = datetime.now(UTC)
+        audit.record(portal.id, "app", "install", "installed", "all steps done")
+        db.session.commit()
+        directory.forget(portal.id)
+        return "installed"

@@ -108,6 +108,10 @@ SOURCE_SCAN_PAGES = 8
 FOREIGN_URL = "FOREIGN_URL"
 RECORDING_REDIRECTS = 3
 RECORDING_TYPES = ("audio/", "application/octet-stream", "application/ogg")
+NOTICE_BATCH = 50  # tasks per POST: amoCRM takes up to 250, its SDK advises at most 50
+STATUS_INCOMING = 1  # status type of "Incoming leads" (Неразобранное)
+STATUS_FILTER_CHUNK = 40  # (pipeline, status) pairs per lead list request: keeps the URL near 4.5 KB
+TASK_TITLE_LENGTH = 250
 
 
 # ---------------------------------------------------------------- wire helpers
@@ -607,7 +611,7 @@ class AmoCrm:
         self._enum_codes: dict[str, dict[int, str]] = {
             name: {enum_id: code for code, enum_id in mapping.items()} for name, mapping in self._enum.items()
         }
-        self._raw_pipelines: dict[str, list[int]] | None = None
+        self._raw_pipelines: dict[str, list[tuple[int, int]]] | None = None
 
     # ---- custom fields
 
@@ -753,19 +757,24 @@ class AmoCrm:
                 continue
             yield self.deal_from_raw(raw)
 
-    def _open_statuses(self, pipeline_id: str) -> list[int]:
-        """Every status of a pipeline but 142 and 143 (Incoming leads included: such a lead is open too)."""
+    def _open_status_types(self) -> dict[str, list[tuple[int, int]]]:
+        """(status id, status type) of every status but 142 and 143, per pipeline id; read once per adapter."""
         if self._raw_pipelines is None:
             answer = self.rest.get("/api/v4/leads/pipelines")
             self._raw_pipelines = {
                 _text(raw.get("id")): [
-                    int(status["id"])
+                    (int(status["id"]), _int(status.get("type")) or 0)
                     for status in ((raw.get("_embedded") or {}).get("statuses") or [])
                     if _int(status.get("id")) is not None and _text(status.get("id")) not in (WON, LOST)
                 ]
                 for raw in ((answer or {}).get("_embedded") or {}).get("pipelines") or []
+                if _int(raw.get("id")) is not None
             }
-        return self._raw_pipelines.get(pipeline_id, [])
+        return self._raw_pipelines
+
+    def _open_statuses(self, pipeline_id: str) -> list[int]:
+        """Every status of a pipeline but 142 and 143 (Incoming leads included: such a lead is open too)."""
+        return [status_id for status_id, _type in self._open_status_types().get(pipeline_id, [])]
 
     def count_open_deals(self, responsible_id: str, pipeline_id: str) -> int:
         """Open leads of one pipeline a user is responsible for.
@@ -955,9 +964,10 @@ class AmoCrm:
         self.rest.request("POST", "/api/v4/tasks", body=[self._notice_task(user_id, message)])
 
     def notify_many(self, notices: Sequence[tuple[str, str]]) -> None:
-        """Several notices in one request: amoCRM takes a list of tasks in one POST."""
-        if notices:
-            self.rest.request("POST", "/api/v4/tasks", body=[self._notice_task(user, text) for user, text in notices])
+        """Several notices as tasks, NOTICE_BATCH to a POST (amoCRM takes a list of tasks in one request)."""
+        for start in range(0, len(notices), NOTICE_BATCH):
+            chunk = notices[start : start + NOTICE_BATCH]
+            self.rest.request("POST", "/api/v4/tasks", body=[self._notice_task(user, text) for user, text in chunk])
 
     def update_deal_and_notify(
         self, deal_id: str, change: DealChange, notices: Sequence[Notice]
@@ -1039,6 +1049,80 @@ class AmoCrm:
             for row in self.rest.iter_pages("/api/v4/tasks", "tasks", params)
         ]
 
+    # ---- task control
+
+    OPEN_LEAD_TASKS: Mapping[str, Any] = {"entity_type": "leads", "is_completed": 0}
+
+    @staticmethod
+    def _open_task(row: Mapping[str, Any], now: datetime) -> Task | None:
+        """An open task of ``GET /api/v4/tasks`` bound to a lead; None for any other (a notice bound to
+        nothing, a contact's task, a completed one).
+
+        amoCRM tasks have one text and no title: the first line of the text is the title. There are no
+        auditors and no "overdue" flag: a task is overdue once ``complete_till`` (unix seconds, the exact
+        end of an all-day task too) has passed.
+        """
+        lead_id = _int(row.get("entity_id"))
+        if row.get("entity_type") != "leads" or not lead_id or row.get("is_completed"):
+            return None
+        deadline = _ts(row.get("complete_till"))
+        lines = _text(row.get("text")).strip().splitlines()
+        created_by = _int(row.get("created_by"))
+        return Task(
+            id=_text(row.get("id")),
+            title=(lines[0] if lines else "")[:TASK_TITLE_LENGTH],
+            responsible_id=_text(row.get("responsible_user_id")),
+            deal_id=str(lead_id),
+            deadline=deadline,
+            is_open=True,
+            created_by=str(created_by) if created_by else None,
+            overdue=deadline is not None and deadline < now,
+        )
+
+    def open_deal_tasks(self, deal_id: str) -> list[Task]:
+        """Open tasks of one lead: ``filter[entity_type]=leads&filter[entity_id][]=ID&filter[is_completed]=0``
+        (the filter names of the official SDK's TasksFilter), one request unless it has over 250."""
+        params = {"filter": {**self.OPEN_LEAD_TASKS, "entity_id": [int(deal_id)]}, "order": {"id": "asc"}}
+        now = datetime.now(UTC)
+        return [
+            task
+            for row in self.rest.iter_pages("/api/v4/tasks", "tasks", params)
+            if (task := self._open_task(row, now)) is not None and task.deal_id == str(int(deal_id))
+        ]
+
+    def _working_status_chunks(self) -> list[list[dict[str, int]]]:
+        """``filter[statuses]`` pairs of every working status (not 142/143, not Incoming leads), in chunks."""
+        pairs = [
+            {"pipeline_id": int(pipeline_id), "status_id": status_id}
+            for pipeline_id, statuses in sorted(self._open_status_types().items(), key=lambda item: int(item[0]))
+            for status_id, status_type in statuses
+            if status_type != STATUS_INCOMING
+        ]
+        return [pairs[start : start + STATUS_FILTER_CHUNK] for start in range(0, len(pairs), STATUS_FILTER_CHUNK)]
+
+    def iter_open_work(self) -> Iterator[Task | Deal]:
+        """Every open task bound to a lead, then every open lead, 250 a page, one page in memory at a time.
+
+        Tasks: ``GET /api/v4/tasks?filter[entity_type]=leads&filter[is_completed]=0&order[id]=asc``. Leads:
+        ``GET /api/v4/leads`` with ``filter[statuses]`` naming each working status of each pipeline (read
+        once from the pipelines), so closed leads are never read; leads in Incoming leads are requests waiting
+        to be accepted or declined, not deals in work, and are left out. Paging stops at a 204 or a short page;
+        every request takes a slot from the account's shared limiter. amoCRM pages by offset only (no id
+        range filter), so a task completed while the scan reads can shift one row past a page boundary.
+        """
+        now = datetime.now(UTC)
+        params = {"filter": dict(self.OPEN_LEAD_TASKS), "order": {"id": "asc"}}
+        for row in self.rest.iter_pages("/api/v4/tasks", "tasks", params):
+            task = self._open_task(row, now)
+            if task is not None:
+                yield task
+        for chunk in self._working_status_chunks():
+            for raw in self.rest.iter_pages(
+                "/api/v4/leads", "leads", {"filter": {"statuses": chunk}, "order": {"id": "asc"}}
+            ):
+                if _text(raw.get("status_id")) not in (WON, LOST):
+                    yield self.deal_from_raw(raw)
+
     # ---- calls
 
     def list_deal_calls(self, deal_id: str) -> list[Call]:
@@ -1075,3 +1159,23 @@ class AmoCrm:
             close=response.close,
             length=int(length) if length and length.isdigit() else None,
         )
+
+    # ---- notes
+
+    def add_note(self, deal_id: str, text: str) -> str:
+        """A common note on the lead (``POST /api/v4/leads/notes``, note_type "common"); returns its id."""
+        item = {"entity_id": int(deal_id), "note_type": "common", "params": {"text": text}}
+        answer = self.rest.request("POST", "/api/v4/leads/notes", body=[item])
+        created = ((answer or {}).get("_embedded") or {}).get("notes") or [] if isinstance(answer, dict) else []
+        if not created or not created[0].get("id"):
+            raise CrmError("POST /api/v4/leads/notes answered without a note id")
+        return _text(created[0]["id"])
+
+    def find_note(self, deal_id: str, text: str) -> str | None:
+        """The id of a common note on the lead with exactly this text, if there is one."""
+        params = {"filter": {"note_type": ["common"]}}
+        for note in self.rest.iter_pages(f"/api/v4/leads/{int(deal_id)}/notes", "notes", params):
+            info = note.get("params") if isinstance(note.get("params"), dict) else {}
+            if _text(info.get("text")) == text:
+                return _text(note.get("id"))
+        return None

@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from app.sandbox.amocrm import mount_amo_responses
-from installers.amo_widget import LOCALES, SOURCE, build
+from installers.amo_widget import LOCALES, SOURCE, build, render_manifest
 from tests.integration.amo import Amo, make_amo
 
 pytestmark = pytest.mark.browser
@@ -20,11 +20,7 @@ WIDGET_CODE = "rc_refusal_control"
 # system, i18n and $authorizedAjax (which adds the disposable X-Auth-Token header).
 RUNTIME = """
 <!doctype html><html><head><meta charset="utf-8"></head><body>
-<div class="card-tabs">
-  <div class="card-tabs__item" data-id="main">Основное</div>
-  <div class="card-tabs__item" data-id="%(code)s"><span>%(title)s</span></div>
-</div>
-<div id="%(code)s"></div>
+%(body)s
 <script>
   window.AMOCRM = {data: {current_card: {id: 5}}};
   window.__rc = {tokens: %(tokens)s, sent: []};
@@ -35,7 +31,7 @@ RUNTIME = """
   var Widget = window.__rcFactory();
   var widget = new Widget();
   widget.get_settings = function () { return {widget_code: "%(code)s"}; };
-  widget.system = function () { return {area: "lcard", amouser_id: 1}; };
+  widget.system = function () { return {area: "%(area)s", amouser_id: 1}; };
   widget.i18n = function (key) { return %(i18n)s[key]; };
   widget.$authorizedAjax = function (options) {
     var token = window.__rc.tokens.shift() || "";
@@ -52,10 +48,27 @@ RUNTIME = """
   widget.callbacks.init();
   widget.callbacks.render();
   widget.callbacks.bind_actions();
+  if ("%(area)s" === "digital_pipeline") { widget.callbacks.dpSettings(); }
   window.__rcWidget = widget;
 </script>
 </body></html>
 """
+LEAD_CARD = """
+<div class="card-tabs">
+  <div class="card-tabs__item" data-id="main">Основное</div>
+  <div class="card-tabs__item" data-id="%(code)s"><span>%(title)s</span></div>
+</div>
+<div id="%(code)s"></div>
+"""
+# The action form amoCRM shows when an admin adds our widget to a status in the Digital Pipeline: one text
+# input per field of the manifest's `dp.settings`, named by the field's key.
+DP_FIELD = """
+<div class="widget_settings_block__item_field" id="row-%(key)s">
+  <div class="widget_settings_block__title_field">%(label)s</div>
+  <div class="widget_settings_block__input_field"><input type="text" name="%(key)s" value="%(value)s"></div>
+</div>
+"""
+DP_PAGE = "https://acme.amocrm.ru/leads/pipeline/1/?dp=1"
 
 
 @pytest.fixture
@@ -80,21 +93,41 @@ def serve_backend(page: Page, live_url: str) -> None:
     )
 
 
-def lead_page(page: Page, live_url: str, tokens: list[str], tmp_path) -> None:
+def widget_page(page: Page, live_url: str, tokens: list[str], tmp_path, url: str, area: str, body: str) -> dict:
+    """Serve an amoCRM page with the built widget on the runtime stub; returns the built manifest."""
     serve_backend(page, live_url)
     archive = build(tmp_path / "widget.zip", BACKEND)
     with zipfile.ZipFile(archive) as zipped:
         script = zipped.read("script.js").decode()
         i18n = json.loads(zipped.read("i18n/ru.json"))
+        manifest = json.loads(zipped.read("manifest.json"))
+    values = {"code": WIDGET_CODE, "title": i18n["tab"]["title"], "area": area}
     html = RUNTIME % {
-        "code": WIDGET_CODE,
-        "title": i18n["tab"]["title"],
+        **values,
+        "body": body % values,
         "tokens": json.dumps(tokens),
         "script": script,
         "i18n": json.dumps(i18n),
     }
-    page.route(LEAD_PAGE, lambda route: route.fulfill(body=html, content_type="text/html; charset=utf-8"))
-    page.goto(LEAD_PAGE)
+    page.route(url, lambda route: route.fulfill(body=html, content_type="text/html; charset=utf-8"))
+    page.goto(url)
+    return manifest
+
+
+def lead_page(page: Page, live_url: str, tokens: list[str], tmp_path) -> None:
+    widget_page(page, live_url, tokens, tmp_path, LEAD_PAGE, "lcard", LEAD_CARD)
+
+
+def dp_page(page: Page, live_url: str, tokens: list[str], tmp_path, robot: str = "") -> None:
+    """The Digital Pipeline action form of our widget, fields as the built manifest declares them."""
+    manifest = json.loads(render_manifest(BACKEND))
+    labels = json.loads((SOURCE / "i18n" / "ru.json").read_text(encoding="utf-8"))["dp"]
+    fields = "".join(
+        DP_FIELD % {"key": key, "label": labels[key], "value": robot if key == "robot" else ""}
+        for key in manifest["dp"]["settings"]
+    )
+    form = f'<div data-action="send_widget_hook">{fields}<button class="js-trigger-save">Сохранить</button></div>'
+    widget_page(page, live_url, tokens, tmp_path, DP_PAGE, "digital_pipeline", form.replace("%", "%%"))
 
 
 def test_the_lead_tab_opens_our_page_with_a_verified_token(amo_installed: Amo, live_server, page: Page, tmp_path):
@@ -130,15 +163,63 @@ def test_a_replayed_token_shows_an_error_in_the_tab(amo_installed: Amo, live_ser
     assert page.locator(f"#{WIDGET_CODE} iframe").count() == 0
 
 
+def test_the_dp_form_gets_the_secret_and_a_list_of_robots(amo_installed: Amo, live_server, page: Page, tmp_path):
+    amo = amo_installed
+    amo.app.config["PUBLIC_URL"] = BACKEND
+    token = amo.sandbox.widget_token(amo.account, 1, "https://app.example.test")
+    dp_page(page, live_server.url, [token], tmp_path)
+    select = page.locator("select.rc-dp-robot")
+    expect(select).to_be_visible(timeout=10_000)
+    [sent] = page.evaluate("window.__rc.sent")
+    assert sent["url"] == f"{BACKEND}/amocrm/widget/dp"
+    secret = amo.our_portal().settings["amo_dp_secret"]
+    assert page.locator('input[name="secret"]').input_value() == secret
+    expect(page.locator("#row-secret")).to_be_hidden()
+    expect(page.locator('input[name="robot"]')).to_be_hidden()
+    assert select.locator("option").all_text_contents() == [
+        "Выберите робота",
+        "Выставить на биржу лидов",
+        "Перезвонить через N дней",
+        "Проверить задачи",
+    ]
+    select.select_option(label="Перезвонить через N дней")
+    assert page.locator('input[name="robot"]').input_value() == "rc_callback"
+    expect(page.locator(".rc-dp-notice")).to_have_count(0)
+
+
+def test_an_existing_action_keeps_its_robot(amo_installed: Amo, live_server, page: Page, tmp_path):
+    amo = amo_installed
+    amo.app.config["PUBLIC_URL"] = BACKEND
+    token = amo.sandbox.widget_token(amo.account, 1, "https://app.example.test")
+    dp_page(page, live_server.url, [token], tmp_path, robot="rc_put_on_exchange")
+    expect(page.locator("select.rc-dp-robot")).to_have_value("rc_put_on_exchange", timeout=10_000)
+
+
+def test_a_manager_cannot_set_up_robots(amo_installed: Amo, live_server, page: Page, tmp_path):
+    amo = amo_installed
+    amo.app.config["PUBLIC_URL"] = BACKEND
+    token = amo.sandbox.widget_token(amo.account, 2, "https://app.example.test")
+    dp_page(page, live_server.url, [token], tmp_path)
+    expect(page.locator(".rc-dp-error")).to_contain_text("только администратор", timeout=10_000)
+    assert page.locator('input[name="secret"]').input_value() == ""
+    assert page.locator("select.rc-dp-robot").count() == 0
+
+
 def test_the_archive_has_what_amocrm_needs(tmp_path):
     archive = build(tmp_path / "widget.zip", "https://rc.example.com")
     with zipfile.ZipFile(archive) as zipped:
         names = set(zipped.namelist())
         manifest = json.loads(zipped.read("manifest.json"))
         script = zipped.read("script.js").decode()
+        ru = json.loads(zipped.read("i18n/ru.json"))
     assert {"manifest.json", "script.js", *(f"i18n/{locale}.json" for locale in LOCALES)} <= names
-    assert {"images/logo_min.png", "images/logo_main.png", "images/logo.png"} <= names
-    assert {"lcard-0", "card_sdk"} <= set(manifest["locations"])
+    assert {"images/logo_min.png", "images/logo_main.png", "images/logo.png", "images/logo_dp.png"} <= names
+    assert {"lcard-0", "card_sdk", "digital_pipeline"} <= set(manifest["locations"])
+    dp = manifest["dp"]
+    assert dp["webhook_url"] == "https://rc.example.com/amocrm/dp/robots" and dp["action_multiple"] is False
+    assert list(dp["settings"]) == ["robot", "reason", "days", "hour", "text", "secret"]
+    assert {spec["type"] for spec in dp["settings"].values()} == {"text"}
+    assert all(ru["dp"][key] for key in dp["settings"]) and "dpSettings" in script
     assert '"https://rc.example.com"' in script and "%BACKEND_URL%" not in script
     assert (SOURCE / "script.js").exists()
     with pytest.raises(ValueError):

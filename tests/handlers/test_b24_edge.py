@@ -193,3 +193,36 @@ def test_app_frame_whose_user_the_portal_rejects_is_401(client, app: Flask):
 def test_install_status_needs_a_signed_token(client, app: Flask):
     assert client.get("/b24/install/status").status_code == 401
     assert client.get("/b24/install/status", headers={"X-RC-Token": "forged.token"}).status_code == 401
+
+
+def test_a_new_application_token_is_accepted_at_once_and_then_the_old_one_is_refused(client, app: Flask):
+    """Tokens are trusted from memory only while they match; a reinstall's new token is read fresh."""
+    portal = make_portal("member-a", application_token="first-token", status="installed")
+    assert client.post("/b24/events", data=event_body("member-a", "first-token"), **FORM).status_code == 200
+    portal.application_token = "second-token"
+    db.session.commit()
+    new = client.post("/b24/events", data=event_body("member-a", "second-token", deal_id="8"), **FORM)
+    old = client.post("/b24/events", data=event_body("member-a", "first-token", deal_id="9"), **FORM)
+    assert new.status_code == 200 and new.get_json()["duplicate"] is False
+    assert old.status_code == 401
+    stored = db.session.scalars(sa.select(InboxItem.dedupe_key).order_by(InboxItem.id)).all()
+    assert [key.split(":")[3] for key in stored] == ["7", "8"]
+
+
+def test_a_forged_token_is_refused_while_the_real_one_is_remembered(client, app: Flask):
+    make_portal("member-a", application_token="real-token", status="installed")
+    assert client.post("/b24/events", data=event_body("member-a", "real-token"), **FORM).status_code == 200
+    forged = client.post("/b24/events", data=event_body("member-a", "forged", deal_id="8"), **FORM)
+    assert forged.status_code == 401
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(InboxItem)) == 1
+
+
+def test_an_uninstalled_portal_is_ignored_at_once_without_the_token_cache(client, app: Flask):
+    app.config["TENANT_CACHE_SECONDS"] = 0
+    portal = make_portal("member-a", application_token="real-token", status="installed")
+    assert client.post("/b24/events", data=event_body("member-a", "real-token"), **FORM).status_code == 200
+    portal.status = "uninstalled"
+    db.session.commit()
+    answer = client.post("/b24/events", data=event_body("member-a", "real-token", deal_id="8"), **FORM)
+    assert answer.get_json() == {"ok": True, "ignored": "portal uninstalled"}
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(InboxItem)) == 1

@@ -36,6 +36,7 @@ def test_install_creates_status_fields_and_webhook(amo: Amo):
     [hook] = amo.account.webhooks.values()
     assert hook.destination.endswith("/amocrm/webhooks/" + portal.settings["amo_webhook_secret"])
     assert set(hook.settings) == {"add_lead", "update_lead", "status_lead", "responsible_lead"}
+    assert len(portal.settings["amo_dp_secret"]) >= 32  # the Digital Pipeline actions' secret
 
 
 def test_rerunning_the_installer_creates_nothing(amo: Amo):
@@ -55,6 +56,7 @@ def test_rerunning_the_installer_creates_nothing(amo: Amo):
     assert after == before
     assert amo.sandbox.api_calls(amo.account, "POST") == posts
     assert amo.our_portal().settings["amo_webhook_secret"] == portal.settings["amo_webhook_secret"]
+    assert amo.our_portal().settings["amo_dp_secret"] == portal.settings["amo_dp_secret"]
 
 
 def test_repair_adds_a_missing_option_and_reenables_the_webhook(amo: Amo):

@@ -99,9 +99,12 @@ def test_uninstall_keeps_history_then_reinstall_works(b24: B24):
     portal = b24.our_portal()
     assert portal.status == "uninstalled"
     assert portal.access_token is None and portal.refresh_token is None and portal.application_token is None
+    assert portal.installed_at is None
+    uninstalled_at = portal.uninstalled_at
     assert db.session.scalar(sa.select(sa.func.count()).select_from(InboxItem)) >= 1
     reinstalled = b24.install()
     assert reinstalled.status == "installed"
+    assert reinstalled.installed_at is not None and reinstalled.installed_at > uninstalled_at
     assert reinstalled.id == portal.id
     assert reinstalled.application_token == b24.portal.application_token
 
@@ -214,3 +217,22 @@ def test_an_enterprise_portal_gets_the_enterprise_rate_limit(b24: B24):
     assert portal.settings["b24_license"] == "ru_ent250"
     bucket = bucket_for(portal.settings)
     assert (bucket.rate, bucket.burst) == (5.0, 250)
+
+
+def test_a_repair_does_not_hide_a_lost_move_waiting_in_the_queue(b24: B24):
+    """A repair (ONAPPUPDATE, the admin's button) keeps the install time: moves before it stay guarded."""
+    import time
+
+    from installers.bitrix24 import run_install
+    from tests.integration.b24 import configure_guard, new_deal
+
+    installed_at = b24.install().installed_at
+    configure_guard(b24.our_portal())
+    deal_id = new_deal(b24, manager=2, stage="EXECUTING")
+    b24.sandbox.act(b24.portal, 2).move_deal(deal_id, "LOSE")
+    b24.deliver()  # stored and queued, not yet processed
+    time.sleep(1.1)  # CRM times have whole seconds
+    assert run_install(b24.our_portal().id) == "installed"
+    assert b24.our_portal().installed_at == installed_at
+    b24.settle()
+    assert b24.stage(deal_id) == "EXECUTING"

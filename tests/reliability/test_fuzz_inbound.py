@@ -1,5 +1,7 @@
 """Fuzzing every inbound endpoint: random and malformed bodies never give a 5xx nor store anything.
 
+(Bitrix24 events, robots and frames; the amoCRM Digital Pipeline robot webhook; the signed-header APIs.)
+
 Each endpoint gets random bytes, bodies in the wrong encoding, fields up to and beyond the body limit,
 deeply nested brackets, thousands of parameters, JSON where a form is expected and the other way round,
 missing and extra keys, and valid shapes with values of the wrong type. The answer is either a success
@@ -36,6 +38,8 @@ APP_TOKEN = "fuzz-application-token"
 ROBOT = "rc_fuzz_robot"
 FORM = "application/x-www-form-urlencoded"
 CLEAR_4XX = {400, 401, 404, 405, 413}
+AMO_ACCOUNT = "30441694"
+DP_SECRET = "fuzz-dp-secret-for-the-digital-pipeline"
 WERKZEUG_FORM_LIMIT = 500_000  # Request.max_form_memory_size: bigger form bodies are refused with 413
 
 FUZZ = settings(
@@ -136,6 +140,24 @@ def robot_fields(member_id: str = MEMBER, token: str = APP_TOKEN) -> dict[str, s
         "properties[days]": "3",
         "auth[member_id]": member_id,
         "auth[application_token]": token,
+    }
+
+
+def dp_fields(account_id: str = AMO_ACCOUNT, secret: str = DP_SECRET) -> dict[str, str]:
+    """A Digital Pipeline widget action body (reference/amocrm.md section 8)."""
+    return {
+        "event[type]": "14",
+        "event[type_code]": "lead_status_changed",
+        "event[data][id]": "759",
+        "event[data][element_type]": "2",
+        "event[data][status_id]": "5501",
+        "event[data][pipeline_id]": "5500",
+        "event[time]": "1736405807",
+        "action[settings][widget][settings][robot]": "rc_callback",
+        "action[settings][widget][settings][days]": "3",
+        "action[settings][widget][settings][secret]": secret,
+        "subdomain": "fuzz",
+        "account_id": account_id,
     }
 
 
@@ -296,6 +318,76 @@ def test_robots_survive_malformed_bodies(
     before = count(InboxItem)
     response = client.post(f"/b24/robots/{quote(code, safe='')}", data=body.data, content_type=body.content_type)
     _check_inbound(response, body, before)
+
+
+# ---------------------------------------------------------------------------- amoCRM: /amocrm/dp/robots
+
+
+@pytest.fixture
+def amo_account(app: Flask) -> Portal:
+    return make_portal(
+        AMO_ACCOUNT,
+        crm=Portal.AMOCRM,
+        domain="fuzz.amocrm.ru",
+        rest_base="https://fuzz.amocrm.ru",
+        status="installed",
+        settings={"amo_dp_secret": DP_SECRET},
+    )
+
+
+def _check_dp(response, body: Body, before: int) -> None:
+    after = count(InboxItem)
+    if response.status_code == 200:
+        payload = response.get_json()
+        assert payload["ok"] is True
+        assert DP_SECRET.encode() in body.data, "a body without the account's secret was accepted"
+        stored = 0 if payload.get("ignored") or payload.get("duplicate") else 1
+        assert after - before == stored
+    else:
+        assert_clear_refusal(response)
+        assert after == before, "a refused body left an inbox row"
+
+
+@st.composite
+def valid_shaped_dp(draw: st.DrawFn) -> Body:
+    """A verified action whose values are arbitrary strings: must be stored, ignored or refused, never crash."""
+    fields = dp_fields()
+    for key in fields:
+        if key not in ("account_id", "action[settings][widget][settings][secret]"):
+            fields[key] = draw(st.one_of(st.just(fields[key]), any_text, st.text(max_size=400)))
+    extra = draw(st.dictionaries(short_keys, any_text, max_size=3))
+    fields.update({f"action[settings][widget][settings][{key}]": value for key, value in extra.items()})
+    return Body(form(fields))
+
+
+@FUZZ
+@given(body=bodies(dp_fields(), MAX_BODY_BYTES))
+def test_dp_robots_survive_malformed_bodies(client: FlaskClient, amo_account: Portal, body: Body):
+    before = count(InboxItem)
+    response = client.post("/amocrm/dp/robots", data=body.data, content_type=body.content_type)
+    _check_dp(response, body, before)
+    if len(body.data) > MAX_BODY_BYTES:
+        assert response.status_code == 413
+
+
+@FUZZ
+@given(body=valid_shaped_dp())
+def test_dp_robots_with_arbitrary_values_are_stored_ignored_or_refused(
+    client: FlaskClient, amo_account: Portal, body: Body
+):
+    before = count(InboxItem)
+    response = client.post("/amocrm/dp/robots", data=body.data, content_type=body.content_type)
+    _check_dp(response, body, before)
+
+
+@FUZZ
+@given(body=st.one_of(bodies(dp_fields("111", DP_SECRET), MAX_BODY_BYTES), bodies(dp_fields(secret="forged"), 4096)))
+def test_dp_robots_of_unknown_accounts_or_with_a_wrong_secret_store_nothing(
+    client: FlaskClient, amo_account: Portal, body: Body
+):
+    response = client.post("/amocrm/dp/robots", data=body.data, content_type=body.content_type)
+    assert_clear_refusal(response)
+    assert count(InboxItem) == 0
 
 
 # ---------------------------------------------------------------------------- frames: /b24/install, /b24/app
@@ -474,6 +566,7 @@ def test_healthz_ignores_whatever_it_is_sent(client: FlaskClient, query: str, bo
         ("POST", "/b24/install/status"),
         ("POST", "/api/settings"),
         ("POST", "/b24/nothing-here"),
+        ("GET", "/amocrm/dp/robots"),
     ],
 )
 def test_wrong_methods_and_paths_answer_json(client: FlaskClient, method: str, path: str):

@@ -535,8 +535,8 @@ class AmoDriver(_Common):
     def create_task(
         self, deal_id: str, responsible: int, deadline: datetime, title: str = "Перезвонить", by: int = HEAD
     ) -> str:
-        task_id = self.sandbox.act(self.account, by).create_task(
-            int(deal_id), title, int(deadline.timestamp()), responsible_user_id=responsible
+        task_id = self.sandbox.act(self.account, by).add_task(
+            int(deal_id), title, int(deadline.timestamp()), responsible=responsible
         )
         return str(task_id)
 

@@ -1,4 +1,5 @@
-// Refusal Control widget for amoCRM / Kommo: a lead-card tab (lcard-0 + card_sdk) that opens our page.
+// Refusal Control widget for amoCRM / Kommo: a lead-card tab (lcard-0 + card_sdk) that opens our page, and
+// the Digital Pipeline action that runs our robots (digital_pipeline + manifest `dp`).
 // The backend address is written in by the build (`make amo-widget`, from PUBLIC_URL).
 define([], function () {
   "use strict";
@@ -63,6 +64,90 @@ define([], function () {
       });
     }
 
+    // ---- Digital Pipeline: the action form (manifest `dp.settings`) amoCRM shows for our widget.
+    // The manifest is shared by every account, so the webhook URL carries no secret: the form's hidden
+    // `secret` field gets the account's secret from our backend (an admin's disposable token), and amoCRM
+    // sends it back with every action. The `robot` text field becomes a list of our robots.
+
+    function dpText(key) {
+      var strings = self.i18n("dp_form") || {};
+      return strings[key] || key;
+    }
+
+    function dpForm() {
+      var forms = document.querySelectorAll('[data-action="send_widget_hook"]');
+      for (var i = 0; i < forms.length; i += 1) {
+        if (forms[i].querySelector('input[name="robot"]') && forms[i].querySelector('input[name="secret"]')) {
+          return forms[i];
+        }
+      }
+      return null;
+    }
+
+    function fieldRow(input) {
+      return (input.closest && input.closest(".widget_settings_block__item_field")) || input.parentNode;
+    }
+
+    function setValue(input, value) {
+      input.value = value;
+      input.dispatchEvent(new Event("input", { bubbles: true }));
+      input.dispatchEvent(new Event("change", { bubbles: true }));
+    }
+
+    function dpNotice(form, message, kind) {
+      var old = form.querySelector(".rc-dp-notice");
+      if (old) { old.parentNode.removeChild(old); }
+      if (!message) { return; }
+      var note = document.createElement("p");
+      note.className = "rc-dp-notice rc-dp-" + kind;
+      note.textContent = message;
+      form.insertBefore(note, form.firstChild);
+    }
+
+    function robotSelect(robots, current, onChange) {
+      var select = document.createElement("select");
+      select.className = "rc-dp-robot";
+      var options = [{ code: "", name: dpText("choose") }].concat(robots);
+      options.forEach(function (robot) {
+        var option = document.createElement("option");
+        option.value = robot.code;
+        option.textContent = robot.name;
+        select.appendChild(option);
+      });
+      select.value = current;
+      if (select.value !== current) { select.value = ""; }
+      select.addEventListener("change", function () { onChange(select.value); });
+      return select;
+    }
+
+    function setUpDpForm() {
+      var form = dpForm();
+      if (!form || form.getAttribute("data-rc-ready")) { return; }
+      form.setAttribute("data-rc-ready", "1");
+      var robotInput = form.querySelector('input[name="robot"]');
+      var secretInput = form.querySelector('input[name="secret"]');
+      fieldRow(secretInput).style.display = "none";
+      dpNotice(form, dpText("loading"), "loading");
+      self.$authorizedAjax({
+        url: BACKEND_URL + "/amocrm/widget/dp",
+        type: "POST",
+        method: "POST",
+        contentType: "application/json",
+        dataType: "json",
+        data: "{}"
+      }).then(function (answer) {
+        if (!answer || !answer.secret || !answer.robots) { throw new Error("no secret"); }
+        setValue(secretInput, answer.secret);
+        var select = robotSelect(answer.robots, robotInput.value, function (code) { setValue(robotInput, code); });
+        robotInput.style.display = "none";
+        robotInput.parentNode.insertBefore(select, robotInput.nextSibling);
+        dpNotice(form, "", "");
+      }).then(null, function () {
+        form.removeAttribute("data-rc-ready");
+        dpNotice(form, dpText("error"), "error");
+      });
+    }
+
     function onTabClick(event) {
       var tab = event.target.closest && event.target.closest(".card-tabs__item");
       if (tab && tab.getAttribute("data-id") === code()) { open(); }
@@ -79,6 +164,10 @@ define([], function () {
         return true;
       },
       settings: function () { return true; },
+      dpSettings: function () {
+        setUpDpForm();
+        return true;
+      },
       onSave: function () { return true; },
       destroy: function () { document.removeEventListener("click", onTabClick, true); },
       // Card SDK: the tab has no linked items of its own; its content is our page.

@@ -1,5 +1,6 @@
 """Emulated amoCRM accounts: data, OAuth with rotating single-use refresh tokens, the API v4 semantics,
-the events log, webhooks (form-encoded PHP brackets, v2 custom-field shape) and people acting in the UI.
+the events log, webhooks (form-encoded PHP brackets, v2 custom-field shape), Digital Pipeline widget
+actions and people acting in the UI.
 
 Formats follow reference/amocrm.md; everything that changes state happens under one lock, and webhooks
 wait in the outbox until `deliver()` sends them (never while an API call is being answered).
@@ -150,6 +151,18 @@ class Webhook:
 
 
 @dataclass
+class DigitalPipelineAction:
+    """A widget action an admin put on a status in the Digital Pipeline: when a lead enters the status,
+    amoCRM POSTs the action's settings to the manifest's `dp.webhook_url`."""
+
+    id: int
+    pipeline_id: int
+    status_id: int
+    url: str
+    settings: dict[str, str]
+
+
+@dataclass
 class OutgoingHook:
     """One POST waiting in the outbox."""
 
@@ -191,6 +204,7 @@ class Account:
     notes: dict[int, dict[str, Any]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     webhooks: dict[str, Webhook] = field(default_factory=dict)
+    dp_actions: list[DigitalPipelineAction] = field(default_factory=list)
     installed: bool = True
     blocked: bool = False
     rate_limit: int | None = RATE_LIMIT
@@ -509,10 +523,85 @@ class AmoSandbox:
             entry["custom_fields"] = custom
         return entry
 
+    # ---- Digital Pipeline -------------------------------------------------------------------------
+
+    def add_dp_action(
+        self,
+        account: int | str | Account,
+        status_id: int,
+        settings: Mapping[str, Any],
+        *,
+        url: str,
+        pipeline_id: int | None = None,
+    ) -> DigitalPipelineAction:
+        """The admin adds our widget as an action on a status (the pipeline that owns it unless named), with the
+        action form's values (`dp.settings` of the manifest) and the manifest's `dp.webhook_url`."""
+        with self.lock:
+            account = self.account(account)
+            if pipeline_id is None:
+                owner = account.status(status_id)
+                if owner is None:
+                    raise KeyError(f"no status {status_id}")
+                pipeline_id = owner["pipeline_id"]
+            action = DigitalPipelineAction(
+                self.next_id(), pipeline_id, status_id, url, {key: str(value) for key, value in settings.items()}
+            )
+            account.dp_actions.append(action)
+            return action
+
+    def dp_body(
+        self,
+        account: int | str | Account,
+        action: DigitalPipelineAction,
+        element_id: int,
+        *,
+        type_code: str = "lead_status_changed",
+        element_type: int = 2,
+        at: int | None = None,
+    ) -> str:
+        """The form-encoded body amoCRM POSTs for one widget action (reference/amocrm.md section 8)."""
+        account = self.account(account)
+        types = {"lead_added": 1, "lead_status_changed": 14, "lead_appeared_in_status": 15}
+        payload = {
+            "event": {
+                "type": types.get(type_code, 14),
+                "type_code": type_code,
+                "data": {
+                    "id": element_id,
+                    "element_type": element_type,
+                    "status_id": action.status_id,
+                    "pipeline_id": action.pipeline_id,
+                },
+                "time": int(self.clock.now()) if at is None else at,
+            },
+            "action": {"settings": {"widget": {"settings": dict(action.settings)}}},
+            "subdomain": account.subdomain,
+            "account_id": account.id,
+        }
+        return urllib.parse.urlencode(flatten(payload))
+
+    def _fire_dp(self, account: Account, changes: list[tuple[str, dict[str, Any], dict[str, Any] | None]]) -> None:
+        """A lead created in, or moved into, a status with widget actions: one POST per action (whoever moved
+        it: a person, automation or an integration's API call)."""
+        for kind, lead, old in changes:
+            if kind == "add":
+                type_code = "lead_added"
+            elif old is not None and (old["status_id"], old["pipeline_id"]) != (lead["status_id"], lead["pipeline_id"]):
+                type_code = "lead_status_changed"
+            else:
+                continue
+            for action in account.dp_actions:
+                if (action.pipeline_id, action.status_id) == (lead["pipeline_id"], lead["status_id"]):
+                    self._hook_ids += 1
+                    body = self.dp_body(account, action, lead["id"], type_code=type_code)
+                    self.outbox.append(OutgoingHook(self._hook_ids, account.id, action.url, body))
+
     def _fire(self, account: Account, changes: list[tuple[str, dict[str, Any], dict[str, Any] | None]]) -> None:
-        """One POST per webhook for one operation, with every lead it touched (PHP-bracket form)."""
+        """One POST per webhook for one operation, with every lead it touched (PHP-bracket form); then the
+        Digital Pipeline actions of the statuses the leads entered."""
         if not changes:
             return
+        self._fire_dp(account, changes)
         for hook in account.webhooks.values():
             if hook.disabled:
                 continue
@@ -794,22 +883,21 @@ class AmoActor:
             )
             self.sandbox._fire(self.account, [("update", new, old)])
 
-    def create_task(
+    def add_task(
         self,
         lead_id: int | None,
         text: str,
-        complete_till: int,
-        responsible_user_id: int | None = None,
+        complete_till: float,
+        responsible: int | None = None,
         task_type_id: int = 1,
     ) -> int:
-        """A task set in the UI (a lead's task, or a free one without `lead_id`), stored as POST /api/v4/tasks
-        stores it: a responsible user (this user unless given) and a deadline (`complete_till`, Unix seconds)."""
+        """Set a task in the lead card (or, with no lead, in the task list): due at `complete_till` (unix)."""
         with self.sandbox.lock:
-            responsible = responsible_user_id or self.user_id or self.sandbox.admin_id(self.account)
+            responsible = responsible or self.user_id
             if responsible not in self.account.users:
                 raise KeyError(f"no user {responsible} in {self.account.subdomain}")
             if lead_id is not None and int(lead_id) not in self.account.leads:
-                raise KeyError(f"no lead {lead_id}")
+                raise KeyError(f"no lead {lead_id} in {self.account.subdomain}")
             task_id = self.sandbox.next_id()
             now = int(self.sandbox.clock.now())
             self.account.tasks[task_id] = {
@@ -831,8 +919,8 @@ class AmoActor:
             }
             return task_id
 
-    def complete_task(self, task_id: int, result: str = "") -> None:
-        """Close a task with a result, as PATCH /api/v4/tasks/{id} with `is_completed: true` does."""
+    def complete_task(self, task_id: int, result: str = "Выполнено") -> None:
+        """Mark a task done with a result, as in the task card."""
         with self.sandbox.lock:
             task = self.account.tasks[int(task_id)]
             task["is_completed"] = True

@@ -77,8 +77,16 @@ class Request:
         if not self.account.users[self.user_id]["rights"]["is_admin"]:
             raise problem(403, "Forbidden", "Access denied: an administrator's rights are required")
 
-    def page(self, key: str, items: list[dict[str, Any]], max_limit: int = MAX_LIMIT, default: int = 50) -> Answer:
-        """A HAL page: ``_page``, ``_links`` (self, next when the page is full), ``_embedded``; 204 when empty."""
+    def page(
+        self,
+        key: str,
+        items: list[Any],
+        max_limit: int = MAX_LIMIT,
+        default: int = 50,
+        wire: Callable[[Any], dict[str, Any]] | None = None,
+    ) -> Answer:
+        """A HAL page: ``_page``, ``_links`` (self, next when the page is full), ``_embedded``; 204 when empty.
+        `wire` renders an item (only the page's own items are rendered)."""
         limit = _int(self.query.get("limit")) or default
         if limit < 1 or limit > max_limit:
             raise validation_error([("InvalidValue", "limit", f"limit must be between 1 and {max_limit}")])
@@ -86,6 +94,8 @@ class Request:
         chunk = items[(page - 1) * limit : page * limit]
         if not chunk:
             return 204, None
+        if wire is not None:
+            chunk = [wire(item) for item in chunk]
         links = {"self": self.href(f"{self.path}?page={page}&limit={limit}")}
         if len(chunk) == limit:  # amoCRM's "next" may be phantom: clients stop on a short page
             links["next"] = self.href(f"{self.path}?page={page + 1}&limit={limit}")
@@ -163,19 +173,18 @@ def list_leads(request: Request) -> Answer:
             if not isinstance(item, dict) or _int(item.get("status_id")) is None:
                 raise validation_error([("InvalidValue", f"filter.statuses.{index}", "status_id is required")])
             pairs.append((_int(item.get("pipeline_id")), _int(item["status_id"])))
+        wanted = set(pairs)
         leads = [
             lead
             for lead in leads
-            if any(
-                status == lead["status_id"] and pipeline in (None, lead["pipeline_id"]) for pipeline, status in pairs
-            )
+            if (lead["pipeline_id"], lead["status_id"]) in wanted or (None, lead["status_id"]) in wanted
         ]
     order = request.query.get("order") or {}
     key, direction = next(iter(order.items())) if isinstance(order, dict) and order else ("id", "asc")
     if key not in ("id", "created_at", "updated_at"):
         raise validation_error([("InvalidValue", f"order.{key}", "unsupported order field")])
     leads.sort(key=lambda lead: (lead[key], lead["id"]), reverse=str(direction).lower() == "desc")
-    return request.page("leads", [lead_wire(request, lead) for lead in leads])
+    return request.page("leads", leads, wire=lambda lead: lead_wire(request, lead))
 
 
 def get_lead(request: Request, lead_id: int) -> Answer:
@@ -564,32 +573,61 @@ def _task_wire(request: Request, task: Mapping[str, Any]) -> dict[str, Any]:
     return {**task, "account_id": request.account.id, "_links": {"self": request.href(f"/api/v4/tasks/{task['id']}")}}
 
 
+TASK_ORDER_FIELDS = ("id", "created_at", "complete_till")
+
+
 def list_tasks(request: Request) -> Answer:
+    """GET /api/v4/tasks: ``filter[responsible_user_id|created_by|id]`` (one or many), ``filter[is_completed]``
+    (1/0), ``filter[task_type]`` (the SDK sends ``task_type_id``), ``filter[entity_type]`` with
+    ``filter[entity_id]`` (the entity ids count only with a type, as documented), ``filter[updated_at]``
+    (a timestamp or ``[from]``/``[to]``), ``order[id|created_at|complete_till]``; default 50 a page, at most
+    250; 204 when nothing is left."""
     flt = request.query.get("filter") or {}
     flt = flt if isinstance(flt, dict) else {}
     tasks = list(request.account.tasks.values())
-    if flt.get("responsible_user_id") not in (None, ""):
-        wanted = _ids(flt["responsible_user_id"])
-        tasks = [t for t in tasks if t["responsible_user_id"] in wanted]
+    for name in ("responsible_user_id", "created_by", "id"):
+        if flt.get(name) not in (None, ""):
+            wanted = set(_ids(flt[name]))
+            tasks = [t for t in tasks if t[name] in wanted]
     if flt.get("is_completed") not in (None, ""):
-        done = str(flt["is_completed"]) in ("1", "true")
+        done = str(flt["is_completed"]).lower() in ("1", "true")
         tasks = [t for t in tasks if t["is_completed"] == done]
+    task_type = flt.get("task_type", flt.get("task_type_id"))
+    if task_type not in (None, ""):
+        types = set(_ids(task_type))
+        tasks = [t for t in tasks if t["task_type_id"] in types]
     if flt.get("entity_type"):
         tasks = [t for t in tasks if t["entity_type"] == flt["entity_type"]]
-    if flt.get("entity_id") not in (None, ""):
-        wanted = _ids(flt["entity_id"])
-        tasks = [t for t in tasks if t["entity_id"] in wanted]
-    if flt.get("id") not in (None, ""):
-        wanted = _ids(flt["id"])
-        tasks = [t for t in tasks if t["id"] in wanted]
-    tasks.sort(key=lambda t: t["id"])
-    return request.page("tasks", [_task_wire(request, t) for t in tasks])
+        if flt.get("entity_id") not in (None, ""):
+            wanted = set(_ids(flt["entity_id"]))
+            tasks = [t for t in tasks if t["entity_id"] in wanted]
+    updated = flt.get("updated_at")
+    if isinstance(updated, dict):
+        since, until = _int(updated.get("from")), _int(updated.get("to"))
+        tasks = [
+            t
+            for t in tasks
+            if (since is None or t["updated_at"] >= since) and (until is None or t["updated_at"] <= until)
+        ]
+    elif updated not in (None, ""):
+        tasks = [t for t in tasks if t["updated_at"] == _int(updated)]
+    order = request.query.get("order") or {}
+    key, direction = next(iter(order.items())) if isinstance(order, dict) and order else ("id", "asc")
+    if key not in TASK_ORDER_FIELDS:
+        raise validation_error([("InvalidValue", f"order.{key}", "unsupported order field")])
+    if str(direction).lower() not in ("asc", "desc"):
+        raise validation_error([("InvalidValue", f"order.{key}", "order must be asc or desc")])
+    tasks.sort(key=lambda t: (t[key], t["id"]), reverse=str(direction).lower() == "desc")
+    return request.page("tasks", tasks, wire=lambda task: _task_wire(request, task))
 
 
 def add_tasks(request: Request) -> Answer:
+    """POST /api/v4/tasks with up to 250 tasks; a task may be bound to a lead or to nothing."""
     items = request.body
     if not isinstance(items, list) or not items:
         raise validation_error([("InvalidType", "body", "This value should be of type array.")])
+    if len(items) > MAX_LIMIT:
+        raise validation_error([("InvalidCount", "body", "This collection should contain 250 elements or less.")])
     created = []
     now = int(request.sandbox.clock.now())
     for index, item in enumerate(items):
@@ -626,19 +664,68 @@ def add_tasks(request: Request) -> Answer:
     return 200, {"_links": {"self": request.href("/api/v4/tasks")}, "_embedded": {"tasks": created}}
 
 
+def _task_changes(request: Request, item: Any, prefix: str = "") -> dict[str, Any]:
+    """Validate a task PATCH body; the changes to apply."""
+    if not isinstance(item, dict):
+        raise validation_error([("InvalidType", prefix.rstrip(".") or "body", "This value should be of type object.")])
+    changes: dict[str, Any] = {}
+    if "is_completed" in item:
+        changes["is_completed"] = bool(item["is_completed"])
+    if isinstance(item.get("result"), dict):
+        changes["result"] = {"text": str(item["result"].get("text") or "")}
+    if "text" in item:
+        changes["text"] = str(item["text"])
+    if "complete_till" in item:
+        complete_till = _int(item["complete_till"])
+        if complete_till is None:
+            raise validation_error([("InvalidType", f"{prefix}complete_till", "This value should be an integer.")])
+        changes["complete_till"] = complete_till
+    if "responsible_user_id" in item:
+        responsible = _int(item["responsible_user_id"])
+        if responsible not in request.account.users:
+            raise validation_error(
+                [("NotSupportedChoice", f"{prefix}responsible_user_id", "The value you selected is not valid.")]
+            )
+        changes["responsible_user_id"] = responsible
+    return changes
+
+
+def _apply_task(request: Request, task: dict[str, Any], changes: Mapping[str, Any]) -> None:
+    task.update(changes)
+    task["updated_by"] = request.user_id
+    task["updated_at"] = int(request.sandbox.clock.now())
+
+
 def patch_task(request: Request, task_id: int) -> Answer:
+    """PATCH /api/v4/tasks/{id}: close (``is_completed``, ``result``), reword, reschedule, reassign."""
     task = request.account.tasks.get(task_id)
     if task is None:
         raise problem(404, "Not Found", "Task not found")
-    body = request.body if isinstance(request.body, dict) else {}
-    if "is_completed" in body:
-        task["is_completed"] = bool(body["is_completed"])
-    if isinstance(body.get("result"), dict):
-        task["result"] = {"text": str(body["result"].get("text") or "")}
-    if "text" in body:
-        task["text"] = str(body["text"])
-    task["updated_at"] = int(request.sandbox.clock.now())
-    return 200, {"id": task_id, "updated_at": task["updated_at"]}
+    _apply_task(request, task, _task_changes(request, request.body))
+    links = {"self": request.href(f"/api/v4/tasks/{task_id}")}
+    return 200, {"id": task_id, "updated_at": task["updated_at"], "_links": links}
+
+
+def patch_tasks(request: Request) -> Answer:
+    """PATCH /api/v4/tasks with ``[{id, ...}]``: all or nothing."""
+    items = request.body
+    if not isinstance(items, list) or not items:
+        raise validation_error([("InvalidType", "body", "This value should be of type array.")])
+    if len(items) > MAX_LIMIT:
+        raise validation_error([("InvalidCount", "body", "This collection should contain 250 elements or less.")])
+    planned = []
+    for index, item in enumerate(items):
+        task = request.account.tasks.get(_int(item.get("id") if isinstance(item, dict) else None) or 0)
+        if task is None:
+            raise validation_error([("NotFound", f"{index}.id", "Entity not found")], request_id=str(index))
+        planned.append((task, _task_changes(request, item, f"{index}."), item))
+    answers = []
+    for index, (task, changes, item) in enumerate(planned):
+        _apply_task(request, task, changes)
+        answers.append(
+            {"id": task["id"], "updated_at": task["updated_at"], "request_id": str(item.get("request_id", index))}
+        )
+    return 200, {"_links": {"self": request.href("/api/v4/tasks")}, "_embedded": {"tasks": answers}}
 
 
 def list_notes(request: Request, lead_id: int) -> Answer:
@@ -792,6 +879,7 @@ ROUTES: list[Route] = [
     ("GET", re.compile(r"/api/v4/tasks"), list_tasks),
     ("POST", re.compile(r"/api/v4/tasks"), add_tasks),
     ("PATCH", re.compile(r"/api/v4/tasks/(\d+)"), patch_task),
+    ("PATCH", re.compile(r"/api/v4/tasks"), patch_tasks),
     ("GET", re.compile(r"/api/v4/events"), list_events),
     ("GET", re.compile(r"/api/v4/users"), list_users),
     ("GET", re.compile(r"/api/v4/account"), get_account),

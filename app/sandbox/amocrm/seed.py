@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -93,3 +96,64 @@ def seed(sandbox: AmoSandbox, account: Account) -> None:
         "is_predefined": True,
         "enums": None,
     }
+
+
+SALES = (2, 3)
+
+
+def generate_bulk(sandbox: AmoSandbox, account: Account, *, leads: int = 10_000, tasks: int = 0, seed: int = 7) -> None:
+    """Add many leads and lead tasks cheaply (shared strings, no events, no webhooks), for benchmarks.
+
+    Leads spread over every status of every pipeline (won, lost and Incoming leads included); a task goes
+    to a random lead, a quarter of them completed, deadlines from four days ago to ten days ahead.
+    """
+    rng = random.Random(seed)  # noqa: S311 - deterministic fixtures
+    now = int(time.time())
+    with sandbox.lock:
+        choices = [(pid, sid) for pid, pipeline in account.pipelines.items() for sid in pipeline["statuses"]]
+        names = [sys.intern(f"Сделка {index}") for index in range(50)]
+        lead_ids = []
+        for index in range(leads):
+            pipeline_id, status_id = choices[rng.randrange(len(choices))]
+            lead_id = sandbox.next_id()
+            manager = SALES[index % len(SALES)]
+            account.leads[lead_id] = {
+                "id": lead_id,
+                "name": names[index % len(names)],
+                "price": 100000,
+                "responsible_user_id": manager,
+                "group_id": 0,
+                "status_id": status_id,
+                "pipeline_id": pipeline_id,
+                "loss_reason_id": None,
+                "created_by": manager,
+                "updated_by": manager,
+                "created_at": now - 86400,
+                "updated_at": now - 3600,
+                "closed_at": None,
+                "is_deleted": False,
+                "cf": {},
+            }
+            lead_ids.append(lead_id)
+        text = sys.intern("Перезвонить клиенту")
+        for _ in range(tasks):
+            task_id = sandbox.next_id()
+            lead_id = lead_ids[rng.randrange(len(lead_ids))]
+            manager = account.leads[lead_id]["responsible_user_id"]
+            account.tasks[task_id] = {
+                "id": task_id,
+                "created_by": manager,
+                "updated_by": manager,
+                "created_at": now - 86400,
+                "updated_at": now - 3600,
+                "responsible_user_id": manager,
+                "group_id": 0,
+                "entity_id": lead_id,
+                "entity_type": "leads",
+                "duration": 0,
+                "is_completed": rng.random() < 0.25,
+                "task_type_id": 1,
+                "text": text,
+                "result": [],
+                "complete_till": now + int((rng.random() - 0.3) * 14 * 86400),
+            }
