@@ -80,11 +80,11 @@ def _tenants() -> dict[str, tuple[float, sa.Row[Any]]]:
 def _verified_tenant(member_id: str, application_token: str) -> sa.Row[Any] | None:
     """The portal an event belongs to, when its application token matches; else the fresh row (or None).
 
-    A portal whose token matched in the last TENANT_CACHE_SECONDS is taken from this process's memory:
-    the read cost about a fifth of the whole webhook. Only a match is trusted from memory; a token that
-    does not match (a reinstall issued a new one) or an installed portal that is not is read again
-    before anything is refused. A portal uninstalled within those seconds may still get a row stored:
-    its job reads the portal and ignores it.
+    An installed portal whose token matched in the last TENANT_CACHE_SECONDS is taken from this process's
+    memory (the read cost about a fifth of the whole webhook). Only a match is answered from memory: a
+    token that does not match (a reinstall issued a new one) is checked against the database before
+    anything is refused. A portal uninstalled within those seconds may still get a row stored; its job
+    reads the portal and ignores it.
     """
     cache = _tenants()
     now = time.monotonic()
