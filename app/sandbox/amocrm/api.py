@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import heapq
+import operator
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from itertools import islice
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -80,18 +83,20 @@ class Request:
     def page(
         self,
         key: str,
-        items: list[Any],
+        items: Sequence[Any] | Callable[[int, int], list[Any]],
         max_limit: int = MAX_LIMIT,
         default: int = 50,
         wire: Callable[[Any], dict[str, Any]] | None = None,
     ) -> Answer:
         """A HAL page: ``_page``, ``_links`` (self, next when the page is full), ``_embedded``; 204 when empty.
-        `wire` renders an item (only the page's own items are rendered)."""
+        `items` is the whole ordered list or a function of (offset, count) giving that slice of it; `wire`
+        renders an item (only the page's own items are rendered)."""
         limit = _int(self.query.get("limit")) or default
         if limit < 1 or limit > max_limit:
             raise validation_error([("InvalidValue", "limit", f"limit must be between 1 and {max_limit}")])
         page = max(1, _int(self.query.get("page")) or 1)
-        chunk = items[(page - 1) * limit : page * limit]
+        offset = (page - 1) * limit
+        chunk = items(offset, limit) if callable(items) else items[offset : offset + limit]
         if not chunk:
             return 204, None
         if wire is not None:
@@ -100,6 +105,57 @@ class Request:
         if len(chunk) == limit:  # amoCRM's "next" may be phantom: clients stop on a short page
             links["next"] = self.href(f"{self.path}?page={page + 1}&limit={limit}")
         return 200, {"_page": page, "_links": links, "_embedded": {key: chunk}}
+
+
+Row = Mapping[str, Any]
+
+
+def _ascending(rows: Mapping[int, Row]) -> bool:
+    """Whether the rows were inserted in ascending id order (true unless a test put one in by hand)."""
+    return all(map(operator.lt, rows, islice(rows, 1, None)))
+
+
+def _window(
+    rows: Mapping[int, Row], tests: Sequence[Callable[[Row], bool]], key: str, descending: bool
+) -> Callable[[int, int], list[Row]]:
+    """The (offset, count) slice of the rows passing every test, ordered by (key, id), for `Request.page`.
+
+    In id order over rows stored in id order (the scans' case) the rows are walked lazily and the walk
+    stops after the page, as an indexed database would; another order keeps only offset + count rows
+    (heapq), never a sorted copy of every match."""
+
+    def keep(row: Row) -> bool:
+        for test in tests:
+            if not test(row):
+                return False
+        return True
+
+    def select(offset: int, count: int) -> list[Row]:
+        if key == "id" and _ascending(rows):
+            walk: Iterable[Row] = reversed(rows.values()) if descending else rows.values()
+            return list(islice(filter(keep, walk), offset, offset + count))
+        pick = heapq.nlargest if descending else heapq.nsmallest
+        return pick(offset + count, filter(keep, rows.values()), key=lambda row: (row[key], row["id"]))[offset:]
+
+    return select
+
+
+def _member(name: str, wanted: set[int]) -> Callable[[Row], bool]:
+    """A test: the row's `name` is one of `wanted`."""
+    return lambda row: row[name] in wanted
+
+
+def _updated_tests(updated: Any) -> list[Callable[[Row], bool]]:
+    """``filter[updated_at]``: a timestamp, or ``[from]`` / ``[to]`` bounds."""
+    if isinstance(updated, dict):
+        since, until = _int(updated.get("from")), _int(updated.get("to"))
+        return [
+            lambda row: (since is None or row["updated_at"] >= since) and (until is None or row["updated_at"] <= until)
+        ]
+    if updated not in (None, ""):
+        stamp = _int(updated)
+        return [lambda row: row["updated_at"] == stamp]
+    return []
 
 
 # ---------------------------------------------------------------- leads
@@ -148,25 +204,20 @@ def lead_wire(request: Request, lead: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def list_leads(request: Request) -> Answer:
+    """GET /api/v4/leads: ``filter[id]``, ``filter[updated_at]`` (a timestamp or ``[from]``/``[to]``),
+    ``filter[responsible_user_id]``, ``filter[statuses][n][pipeline_id|status_id]``,
+    ``order[id|created_at|updated_at]``; default 50 a page, at most 250; 204 when nothing is left."""
     flt = request.query.get("filter") or {}
-    leads = list(request.account.leads.values())
-    ids = _ids(flt.get("id")) if isinstance(flt, dict) else []
+    flt = flt if isinstance(flt, dict) else {}
+    tests: list[Callable[[Row], bool]] = []
+    ids = set(_ids(flt.get("id")))
     if ids:
-        leads = [lead for lead in leads if lead["id"] in ids]
-    updated = flt.get("updated_at") if isinstance(flt, dict) else None
-    if isinstance(updated, dict):
-        since, until = _int(updated.get("from")), _int(updated.get("to"))
-        leads = [
-            lead
-            for lead in leads
-            if (since is None or lead["updated_at"] >= since) and (until is None or lead["updated_at"] <= until)
-        ]
-    elif updated not in (None, ""):
-        leads = [lead for lead in leads if lead["updated_at"] == _int(updated)]
-    if isinstance(flt, dict) and flt.get("responsible_user_id") not in (None, ""):
-        wanted = _ids(flt["responsible_user_id"])
-        leads = [lead for lead in leads if lead["responsible_user_id"] in wanted]
-    statuses = flt.get("statuses") if isinstance(flt, dict) else None
+        tests.append(lambda lead: lead["id"] in ids)
+    tests += _updated_tests(flt.get("updated_at"))
+    if flt.get("responsible_user_id") not in (None, ""):
+        responsible = set(_ids(flt["responsible_user_id"]))
+        tests.append(lambda lead: lead["responsible_user_id"] in responsible)
+    statuses = flt.get("statuses")
     if statuses not in (None, ""):
         pairs = []
         for index, item in enumerate(statuses.values() if isinstance(statuses, dict) else statuses):
@@ -174,17 +225,15 @@ def list_leads(request: Request) -> Answer:
                 raise validation_error([("InvalidValue", f"filter.statuses.{index}", "status_id is required")])
             pairs.append((_int(item.get("pipeline_id")), _int(item["status_id"])))
         wanted = set(pairs)
-        leads = [
-            lead
-            for lead in leads
-            if (lead["pipeline_id"], lead["status_id"]) in wanted or (None, lead["status_id"]) in wanted
-        ]
+        tests.append(
+            lambda lead: (lead["pipeline_id"], lead["status_id"]) in wanted or (None, lead["status_id"]) in wanted
+        )
     order = request.query.get("order") or {}
     key, direction = next(iter(order.items())) if isinstance(order, dict) and order else ("id", "asc")
     if key not in ("id", "created_at", "updated_at"):
         raise validation_error([("InvalidValue", f"order.{key}", "unsupported order field")])
-    leads.sort(key=lambda lead: (lead[key], lead["id"]), reverse=str(direction).lower() == "desc")
-    return request.page("leads", leads, wire=lambda lead: lead_wire(request, lead))
+    select = _window(request.account.leads, tests, key, str(direction).lower() == "desc")
+    return request.page("leads", select, wire=lambda lead: lead_wire(request, lead))
 
 
 def get_lead(request: Request, lead_id: int) -> Answer:
@@ -584,41 +633,32 @@ def list_tasks(request: Request) -> Answer:
     250; 204 when nothing is left."""
     flt = request.query.get("filter") or {}
     flt = flt if isinstance(flt, dict) else {}
-    tasks = list(request.account.tasks.values())
+    tests: list[Callable[[Row], bool]] = []
     for name in ("responsible_user_id", "created_by", "id"):
         if flt.get(name) not in (None, ""):
-            wanted = set(_ids(flt[name]))
-            tasks = [t for t in tasks if t[name] in wanted]
+            tests.append(_member(name, set(_ids(flt[name]))))
     if flt.get("is_completed") not in (None, ""):
         done = str(flt["is_completed"]).lower() in ("1", "true")
-        tasks = [t for t in tasks if t["is_completed"] == done]
+        tests.append(lambda task: task["is_completed"] == done)
     task_type = flt.get("task_type", flt.get("task_type_id"))
     if task_type not in (None, ""):
         types = set(_ids(task_type))
-        tasks = [t for t in tasks if t["task_type_id"] in types]
+        tests.append(lambda task: task["task_type_id"] in types)
     if flt.get("entity_type"):
-        tasks = [t for t in tasks if t["entity_type"] == flt["entity_type"]]
+        entity_type = flt["entity_type"]
+        tests.append(lambda task: task["entity_type"] == entity_type)
         if flt.get("entity_id") not in (None, ""):
-            wanted = set(_ids(flt["entity_id"]))
-            tasks = [t for t in tasks if t["entity_id"] in wanted]
-    updated = flt.get("updated_at")
-    if isinstance(updated, dict):
-        since, until = _int(updated.get("from")), _int(updated.get("to"))
-        tasks = [
-            t
-            for t in tasks
-            if (since is None or t["updated_at"] >= since) and (until is None or t["updated_at"] <= until)
-        ]
-    elif updated not in (None, ""):
-        tasks = [t for t in tasks if t["updated_at"] == _int(updated)]
+            entities = set(_ids(flt["entity_id"]))
+            tests.append(lambda task: task["entity_id"] in entities)
+    tests += _updated_tests(flt.get("updated_at"))
     order = request.query.get("order") or {}
     key, direction = next(iter(order.items())) if isinstance(order, dict) and order else ("id", "asc")
     if key not in TASK_ORDER_FIELDS:
         raise validation_error([("InvalidValue", f"order.{key}", "unsupported order field")])
     if str(direction).lower() not in ("asc", "desc"):
         raise validation_error([("InvalidValue", f"order.{key}", "order must be asc or desc")])
-    tasks.sort(key=lambda t: (t[key], t["id"]), reverse=str(direction).lower() == "desc")
-    return request.page("tasks", tasks, wire=lambda task: _task_wire(request, task))
+    select = _window(request.account.tasks, tests, key, str(direction).lower() == "desc")
+    return request.page("tasks", select, wire=lambda task: _task_wire(request, task))
 
 
 def add_tasks(request: Request) -> Answer:
