@@ -14,8 +14,9 @@ Vocabulary shared by both CRMs:
 * deals are identified by their CRM id as a string;
 * `by=None` in a step means a robot or other automation did it (no human author).
 
-Task control (the scenarios land in test_taskcontrol.py once amoCRM task control is merged) needs
-`create_task`, `complete_task` and `deal_tasks`; they are implemented for both CRMs here.
+Task control (test_taskcontrol.py) uses `create_task` (a deadline in the past makes an overdue task),
+`complete_task`, `deal_tasks` and our two task robots as the CRM's automation runs them (`check_tasks_robot`,
+`callback_robot`). `task_auditors` says whether the CRM's tasks have auditors (Bitrix24 yes, amoCRM no).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from app.refusals import refusal_stage_for
 from app.sandbox.amocrm.account import LOST as AMO_LOST
 from app.sandbox.amocrm.account import WON as AMO_WON
 from app.security import Identity, issue_token
+from installers.amo_widget import render_manifest
 from tests.integration.amo import APP_URL, Amo
 from tests.integration.amo import fill_refusal as amo_fill_refusal
 from tests.integration.amo_review_helpers import open_lead_tab
@@ -44,11 +46,13 @@ from tests.integration.b24 import B24
 from tests.integration.b24 import fill_refusal as b24_fill_refusal
 from tests.integration.review_helpers import open_tab
 
+DP_URL = json.loads(render_manifest(APP_URL))["dp"]["webhook_url"]  # where amoCRM POSTs our widget's DP actions
 ADMIN, MANAGER, OTHER_MANAGER, QA, QA2, HEAD, INACTIVE_QA = 1, 2, 3, 7, 8, 9, 10
 POOL = 12  # «Биржа лидов», the CRM user that holds the exchange's deals (added by `add_pool_user`)
 OPEN_STAGES = ("new", "working", "late working")
 QA_TASK_TITLE = "Проверить отказ"  # what our QA review task is called (Russian portals)
 CALLBACK_TITLE = "Перезвонить клиенту"  # what our callback to-do is called
+_CHECK_TASKS = re.compile(r"открытая задача: (есть|нет), просроченных задач: (\d+)")
 _CONFIG = re.compile(r'<script id="rc-config" type="application/json">(.*?)</script>', re.S)
 
 
@@ -80,6 +84,7 @@ class CrmDriver(Protocol):
     client: FlaskClient
     sales_managers: tuple[int, ...]
     recording_magic: bytes
+    task_auditors: bool  # a task can have auditors («Наблюдатели») who hear about it being overdue
 
     # -- the app and the portal
     def install(self) -> Portal: ...
@@ -120,9 +125,17 @@ class CrmDriver(Protocol):
 
     # -- tasks (task control)
     def create_task(
-        self, deal_id: str, responsible: int, deadline: datetime, title: str = "Перезвонить", by: int = HEAD
+        self,
+        deal_id: str,
+        responsible: int,
+        deadline: datetime,
+        title: str = "Перезвонить",
+        by: int = HEAD,
+        auditors: tuple[int, ...] = (),
     ) -> str: ...
     def complete_task(self, task_id: str, by: int) -> None: ...
+    def check_tasks_robot(self, deal_id: str) -> tuple[bool, int]: ...
+    def callback_robot(self, deal_id: str, days: str, hour: str = "", text: str = "") -> str: ...
 
     # -- the wire: deliveries and the app's calls
     def pending_deliveries(self) -> list[Delivery]: ...
@@ -192,6 +205,7 @@ class B24Driver(_Common):
     name = "bitrix24"
     sales_managers = (2, 3, 4, 5, 6)
     recording_magic = b"RIFF"
+    task_auditors = True
     _CODES: ClassVar[dict[str, str]] = {
         "new": "NEW",
         "working": "PREPARATION",
@@ -341,15 +355,43 @@ class B24Driver(_Common):
         return open_tab(self.harness, user_id, deal_id)
 
     def create_task(
-        self, deal_id: str, responsible: int, deadline: datetime, title: str = "Перезвонить", by: int = HEAD
+        self,
+        deal_id: str,
+        responsible: int,
+        deadline: datetime,
+        title: str = "Перезвонить",
+        by: int = HEAD,
+        auditors: tuple[int, ...] = (),
     ) -> str:
         task_id = self.sandbox.act(self.crm_portal, by).create_task(
-            TITLE=title, RESPONSIBLE_ID=responsible, UF_CRM_TASK=[f"D_{deal_id}"], DEADLINE=deadline.timestamp()
+            TITLE=title,
+            RESPONSIBLE_ID=responsible,
+            UF_CRM_TASK=[f"D_{deal_id}"],
+            DEADLINE=deadline.timestamp(),
+            AUDITORS=list(auditors),
         )
         return str(task_id)
 
     def complete_task(self, task_id: str, by: int) -> None:
         self.sandbox.act(self.crm_portal, by).complete_task(int(task_id))
+
+    def _run_robot(self, code: str, deal_id: str, properties: dict[str, str]) -> dict[str, Any]:
+        """The deal's automation reaches our robot; what the app sent back with bizproc.event.send."""
+        token = self.sandbox.run_robot(self.crm_portal, code, int(deal_id), properties)
+        self.settle()
+        result = self.sandbox.robot_result(self.crm_portal, token)
+        assert result is not None, f"robot {code} sent nothing back"
+        return result
+
+    def check_tasks_robot(self, deal_id: str) -> tuple[bool, int]:
+        """The robot «Проверить задачи» on the deal: (has an open task, overdue tasks) as the workflow gets them."""
+        result = self._run_robot("rc_check_tasks", deal_id, {})
+        return result["has_open_task"] == "Y", int(result["overdue_count"])
+
+    def callback_robot(self, deal_id: str, days: str, hour: str = "", text: str = "") -> str:
+        """The robot «Перезвонить через N дней» on the deal: the error it returns ("" when the task was set)."""
+        properties = {name: value for name, value in (("days", days), ("hour", hour), ("text", text)) if value}
+        return str(self._run_robot("rc_callback", deal_id, properties)["error"])
 
     def pending_deliveries(self) -> list[Delivery]:
         return [Delivery(event.url, event.body) for event in self.sandbox.pending_events()]
@@ -383,6 +425,7 @@ class AmoDriver(_Common):
     name = "amocrm"
     sales_managers = (2, 3)
     recording_magic = b"ID3"
+    task_auditors = False
 
     def __init__(self, harness: Amo) -> None:
         self.harness = harness
@@ -390,6 +433,7 @@ class AmoDriver(_Common):
         self.client = harness.client
         self.sandbox = harness.sandbox
         self.account = harness.account
+        self._dp_time = 0  # the event time of the last Digital Pipeline action we fired
 
     def install(self) -> Portal:
         return self.harness.install()
@@ -533,8 +577,16 @@ class AmoDriver(_Common):
         return open_lead_tab(self.harness, user_id, deal_id)
 
     def create_task(
-        self, deal_id: str, responsible: int, deadline: datetime, title: str = "Перезвонить", by: int = HEAD
+        self,
+        deal_id: str,
+        responsible: int,
+        deadline: datetime,
+        title: str = "Перезвонить",
+        by: int = HEAD,
+        auditors: tuple[int, ...] = (),
     ) -> str:
+        if auditors:
+            raise ValueError("amoCRM tasks have no auditors")
         task_id = self.sandbox.act(self.account, by).add_task(
             int(deal_id), title, int(deadline.timestamp()), responsible=responsible
         )
@@ -542,6 +594,49 @@ class AmoDriver(_Common):
 
     def complete_task(self, task_id: str, by: int) -> None:
         self.sandbox.act(self.account, by).complete_task(int(task_id), result="Готово")
+
+    def _notes(self, deal_id: str) -> list[str]:
+        """The common notes on a lead, oldest first."""
+        with self.sandbox.lock:
+            rows = sorted(self.account.notes.values(), key=lambda n: n["id"])
+        return [str(n["params"]["text"]) for n in rows if str(n["entity_id"]) == deal_id and n["note_type"] == "common"]
+
+    def _run_robot(self, code: str, deal_id: str, properties: dict[str, str]) -> str:
+        """Our Digital Pipeline action with this robot, set on the lead's status, fires for the lead (amoCRM
+        POSTs the action's settings); the outcome is the note it leaves on the lead (a DP action has no return
+        values). The action is taken off the status again so later moves do not fire it."""
+        secret = str(self.portal().settings["amo_dp_secret"])
+        settings = {"robot": code, "reason": "", "days": "", "hour": "", "text": "", "secret": secret, **properties}
+        action = self.sandbox.add_dp_action(self.account, int(self._lead(deal_id)["status_id"]), settings, url=DP_URL)
+        # amoCRM tells two firings apart by their event time (whole seconds): robots run in one test second
+        # are made to fire a second apart, as a lead entering a status twice would.
+        self._dp_time = max(int(self.sandbox.clock.now()), self._dp_time + 1)
+        body = self.sandbox.dp_body(self.account, action, int(deal_id), at=self._dp_time)
+        with self.sandbox.lock:
+            self.account.dp_actions.remove(action)
+        before = len(self._notes(deal_id))
+        answer = post_form(self.client, DP_URL, body)
+        assert answer.status_code == 200 and answer.get_json() == {"ok": True, "duplicate": False}, answer.get_json()
+        self.settle()
+        notes = self._notes(deal_id)
+        assert len(notes) == before + 1, notes
+        prefix = "Контроль отказов: "
+        assert notes[-1].startswith(prefix), notes[-1]
+        return notes[-1].split(" — ", 1)[1]
+
+    def check_tasks_robot(self, deal_id: str) -> tuple[bool, int]:
+        """The robot «Проверить задачи» on the lead: (has an open task, overdue tasks) as its note says."""
+        found = _CHECK_TASKS.fullmatch(self._run_robot("rc_check_tasks", deal_id, {}))
+        assert found, "the note does not report the check"
+        return found.group(1) == "есть", int(found.group(2))
+
+    def callback_robot(self, deal_id: str, days: str, hour: str = "", text: str = "") -> str:
+        """The robot «Перезвонить через N дней» on the lead: the error its note reports ("" when the task was set)."""
+        outcome = self._run_robot("rc_callback", deal_id, {"days": days, "hour": hour, "text": text})
+        if outcome.startswith("не выполнено: "):
+            return outcome.removeprefix("не выполнено: ")
+        assert outcome.startswith("задача на звонок ответственному на "), outcome
+        return ""
 
     def pending_deliveries(self) -> list[Delivery]:
         return [Delivery(hook.url, hook.body) for hook in self.sandbox.pending_hooks()]
