@@ -13,7 +13,6 @@ import pytest
 import sqlalchemy as sa
 
 from app import exchange, inbox
-from app.crm.amocrm import AmoCrm
 from app.db import db
 from app.models import AuditEntry, ExchangeLot, InboxItem
 from app.sandbox.amocrm import DigitalPipelineAction
@@ -159,10 +158,6 @@ def test_callback_with_days_out_of_range_notes_the_error_and_creates_no_task(acc
     assert "не выполнено: days must be a whole number from 1 to 365" in note
 
 
-@pytest.mark.skipif(
-    not hasattr(AmoCrm, "open_deal_tasks"),
-    reason="AmoCrm.open_deal_tasks is built on branch amotc; this test runs once it is merged",
-)
 def test_check_tasks_writes_a_note_with_the_count(account: Amo):
     amo = account
     lead_id = new_lead(amo, status="Переговоры")
