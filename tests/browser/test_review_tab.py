@@ -19,7 +19,7 @@ from tests.browser.conftest import LiveServer
 from tests.integration.b24 import B24, configure_guard
 from tests.integration.conftest import make_b24
 from tests.integration.review_helpers import HEAD, MANAGER, QA, QA2, case_in_review, deal_field, tab_form, the_case
-from tests.integration.test_review import local
+from tests.scenarios.steps import local
 
 pytestmark = pytest.mark.browser
 
