@@ -10,13 +10,19 @@ Vocabulary shared by both CRMs:
 * stages: "new", "working", "late working" (open stages in that order), "won", "lost", and "refusal"
   (the Conditional refusal stage our installer adds); anything else is passed through as a CRM stage id;
 * people (the same ids in both seeded sandboxes): ADMIN, MANAGER, OTHER_MANAGER, QA, QA2, HEAD,
-  INACTIVE_QA; `sales_managers` lists who may get a deal back from QA;
+  INACTIVE_QA, COMMERCIAL; `sales_managers` lists who may get a deal back from QA;
+* departments (Bitrix24 departments, amoCRM user groups): "sales" (MANAGER and OTHER_MANAGER are in it) and
+  "commercial" (COMMERCIAL is in it); `department_heads` says whether a department has a head (Bitrix24
+  yes: COMMERCIAL heads "commercial"; amoCRM groups have none);
 * deals are identified by their CRM id as a string;
 * `by=None` in a step means a robot or other automation did it (no human author).
 
 Task control (test_taskcontrol.py) uses `create_task` (a deadline in the past makes an overdue task),
 `complete_task`, `deal_tasks` and our two task robots as the CRM's automation runs them (`check_tasks_robot`,
 `callback_robot`). `task_auditors` says whether the CRM's tasks have auditors (Bitrix24 yes, amoCRM no).
+
+Duty-rota routing (test_duty_rota.py) uses `set_clock` (the CRM's clock stands at a moment: deals created
+from then on carry it as their creation time) and `new_deal` with an `amount`.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from werkzeug.test import TestResponse
 
 from app.models import Portal
 from app.refusals import refusal_stage_for
+from app.sandbox import ManualClock
 from app.sandbox.amocrm.account import LOST as AMO_LOST
 from app.sandbox.amocrm.account import WON as AMO_WON
 from app.security import Identity, issue_token
@@ -47,7 +54,7 @@ from tests.integration.b24 import fill_refusal as b24_fill_refusal
 from tests.integration.review_helpers import open_tab
 
 DP_URL = json.loads(render_manifest(APP_URL))["dp"]["webhook_url"]  # where amoCRM POSTs our widget's DP actions
-ADMIN, MANAGER, OTHER_MANAGER, QA, QA2, HEAD, INACTIVE_QA = 1, 2, 3, 7, 8, 9, 10
+ADMIN, MANAGER, OTHER_MANAGER, QA, QA2, HEAD, INACTIVE_QA, COMMERCIAL = 1, 2, 3, 7, 8, 9, 10, 11
 POOL = 12  # «Биржа лидов», the CRM user that holds the exchange's deals (added by `add_pool_user`)
 OPEN_STAGES = ("new", "working", "late working")
 QA_TASK_TITLE = "Проверить отказ"  # what our QA review task is called (Russian portals)
@@ -85,6 +92,7 @@ class CrmDriver(Protocol):
     sales_managers: tuple[int, ...]
     recording_magic: bytes
     task_auditors: bool  # a task can have auditors («Наблюдатели») who hear about it being overdue
+    department_heads: bool  # a department has a head (Bitrix24 UF_HEAD); amoCRM user groups have none
 
     # -- the app and the portal
     def install(self) -> Portal: ...
@@ -95,6 +103,8 @@ class CrmDriver(Protocol):
     def token(self, user_id: int, admin: bool = False) -> dict[str, str]: ...
     def add_pool_user(self) -> int: ...
     def user_name(self, user_id: int) -> str: ...
+    def department_id(self, name: str) -> str: ...
+    def set_clock(self, moment: datetime) -> None: ...
 
     # -- pipelines, stages, deals
     def pipeline_id(self, name: str = "main") -> str: ...
@@ -106,6 +116,7 @@ class CrmDriver(Protocol):
         pipeline: str = "main",
         title: str = "Поставка станков",
         source: str = "WEB",
+        amount: int = 150000,
     ) -> str: ...
     def move(self, deal_id: str, stage: str, by: int | None, pipeline: str | None = None) -> None: ...
     def reassign(self, deal_id: str, to: int, by: int) -> None: ...
@@ -206,6 +217,7 @@ class B24Driver(_Common):
     sales_managers = (2, 3, 4, 5, 6)
     recording_magic = b"RIFF"
     task_auditors = True
+    department_heads = True
     _CODES: ClassVar[dict[str, str]] = {
         "new": "NEW",
         "working": "PREPARATION",
@@ -214,6 +226,7 @@ class B24Driver(_Common):
         "lost": "LOSE",
     }
     _PIPELINES: ClassVar[dict[str, str]] = {"main": "0", "other": "1"}
+    _DEPARTMENTS: ClassVar[dict[str, str]] = {"sales": "2", "commercial": "4"}  # seeded; COMMERCIAL heads "4"
 
     def __init__(self, harness: B24) -> None:
         self.harness = harness
@@ -235,6 +248,14 @@ class B24Driver(_Common):
         user = self.crm_portal.users[user_id]
         return f"{user['NAME']} {user['LAST_NAME']}"
 
+    def department_id(self, name: str) -> str:
+        return self._DEPARTMENTS[name]
+
+    def set_clock(self, moment: datetime) -> None:
+        """The portal's clock stands at `moment` (its rate limit is off: the token bucket refills by this clock)."""
+        self.sandbox.clock = ManualClock(moment.timestamp())
+        self.sandbox.set_rate_limit(self.crm_portal, enabled=False)
+
     def pipeline_id(self, name: str = "main") -> str:
         return self._PIPELINES.get(name, name)
 
@@ -254,13 +275,14 @@ class B24Driver(_Common):
         pipeline: str = "main",
         title: str = "Поставка станков",
         source: str = "WEB",
+        amount: int = 150000,
     ) -> str:
         deal_id = self.sandbox.act(self.crm_portal, manager).create_deal(
             TITLE=title,
             CATEGORY_ID=self.pipeline_id(pipeline),
             STAGE_ID=self.stage_id(stage, pipeline),
             ASSIGNED_BY_ID=manager,
-            OPPORTUNITY="150000.00",
+            OPPORTUNITY=f"{amount}.00",
             SOURCE_ID=source,
         )
         self.settle()
@@ -426,6 +448,8 @@ class AmoDriver(_Common):
     sales_managers = (2, 3)
     recording_magic = b"ID3"
     task_auditors = False
+    department_heads = False
+    _GROUPS: ClassVar[dict[str, str]] = {"sales": "Отдел продаж", "commercial": "Коммерческий отдел"}
 
     def __init__(self, harness: Amo) -> None:
         self.harness = harness
@@ -451,6 +475,16 @@ class AmoDriver(_Common):
 
     def user_name(self, user_id: int) -> str:
         return str(self.account.users[user_id]["name"])
+
+    def department_id(self, name: str) -> str:
+        """The id of the seeded user group with that name."""
+        wanted = self._GROUPS[name]
+        return str(next(gid for gid, group in self.account.groups.items() if group == wanted))
+
+    def set_clock(self, moment: datetime) -> None:
+        """The account's clock stands at `moment` (its 7 req/s limit is off: it counts requests by this clock)."""
+        self.sandbox.clock = ManualClock(moment.timestamp())
+        self.account.rate_limit = None
 
     def _pipelines(self) -> list[int]:
         return sorted(self.account.pipelines, key=lambda pid: self.account.pipelines[pid]["sort"])
@@ -485,12 +519,13 @@ class AmoDriver(_Common):
         pipeline: str = "main",
         title: str = "Поставка станков",
         source: str = "WEB",
+        amount: int = 150000,
     ) -> str:
         lead_id = self.sandbox.act(self.account, manager).create_lead(
             title,
             status_id=int(self.stage_id(stage, pipeline)),
             pipeline_id=int(self.pipeline_id(pipeline)),
-            price=150000,
+            price=amount,
             utm_source=source,
         )
         self.settle()
@@ -667,6 +702,7 @@ def make_driver(kind: str, harness: B24 | Amo) -> CrmDriver:
 __all__ = [
     "ADMIN",
     "APP_URL",
+    "COMMERCIAL",
     "HEAD",
     "INACTIVE_QA",
     "MANAGER",
