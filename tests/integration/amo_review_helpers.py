@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import html
-import json
-import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.db import db
 from app.models import RefusalCase
 from tests.integration.amo import APP_URL, MANAGER, Amo, fill_refusal, new_lead
-from tests.integration.review_helpers import the_case
+from tests.integration.review_helpers import page_config, the_case
+
+if TYPE_CHECKING:
+    from tests.scenarios.steps import Reviewer
+
+__all__ = ["amo_reviewer", "lead_in_review", "open_lead_tab", "page_config", "widget_session"]
 
 LOST = 143
-_CONFIG = re.compile(r'<script id="rc-config" type="application/json">(.*?)</script>', re.S)
 
 
 def widget_session(amo: Amo, user_id: int, lead_id: int | str | None = None) -> Any:
@@ -35,44 +36,12 @@ def open_lead_tab(amo: Amo, user_id: int, lead_id: int | str | None = None) -> A
     return amo.client.get(answer.get_json()["url"].removeprefix(APP_URL))
 
 
-def page_config(page: Any) -> dict[str, Any]:
-    assert page.status_code == 200, page.get_data(as_text=True)
-    found = _CONFIG.search(page.get_data(as_text=True))
-    assert found, "the page has no config (no case on this lead?)"
-    return json.loads(html.unescape(found.group(1)))
+def amo_reviewer(amo: Amo, user_id: int, lead_id: int | str) -> Reviewer:
+    """A user with the lead-card tab open on a lead (the scenario suite's Reviewer)."""
+    from tests.scenarios.driver import AmoDriver
+    from tests.scenarios.steps import Reviewer
 
-
-class AmoReviewer:
-    """A user with the lead-card tab open on a lead: reads the case and acts as the page would."""
-
-    def __init__(self, amo: Amo, user_id: int, lead_id: int | str) -> None:
-        self.amo = amo
-        self.user_id = user_id
-        self.config = page_config(open_lead_tab(amo, user_id, lead_id))
-        self.view = self.reload()
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"X-RC-Token": self.config["token"]}
-
-    def reload(self) -> dict[str, Any]:
-        answer = self.amo.client.get(self.config["caseUrl"], headers=self.headers)
-        assert answer.status_code == 200, answer.get_json()
-        self.view = answer.get_json()
-        return self.view
-
-    def post(self, action: str, note: str = "", **params: str) -> Any:
-        return self.amo.client.post(
-            self.config["actionUrl"].replace("ACTION", action),
-            json={"version": self.view["version"], "expected": self.view["expected"], "note": note, "params": params},
-            headers=self.headers,
-        )
-
-    def act(self, action: str, note: str = "", **params: str) -> dict[str, Any]:
-        answer = self.post(action, note, **params)
-        assert answer.status_code == 200, answer.get_json()
-        self.amo.settle()
-        return self.reload()
+    return Reviewer(AmoDriver(amo), user_id, str(lead_id))
 
 
 def lead_in_review(amo: Amo, manager: int = MANAGER, **lead: Any) -> tuple[int, RefusalCase]:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import html
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from app.db import db
 from app.models import RefusalCase
 from tests.integration.b24 import B24, fill_refusal, new_deal
+
+if TYPE_CHECKING:
+    from tests.scenarios.steps import Reviewer
 
 MANAGER, OTHER_MANAGER, QA, QA2, HEAD = 2, 3, 7, 8, 9
 _CONFIG = re.compile(r'<script id="rc-config" type="application/json">(.*?)</script>', re.S)
@@ -32,49 +35,25 @@ def open_tab(b24: B24, user_id: int, deal_id: int | str) -> Any:
     )
 
 
-def tab_config(b24: B24, user_id: int, deal_id: int | str) -> dict[str, Any]:
-    """Open the tab and read the page's config (token and URLs)."""
-    page = open_tab(b24, user_id, deal_id)
+def page_config(page: Any) -> dict[str, Any]:
+    """The config (token and API URLs) our review page carries, on either CRM."""
     assert page.status_code == 200, page.get_data(as_text=True)
     found = _CONFIG.search(page.get_data(as_text=True))
-    assert found, "the tab has no case"
+    assert found, "the page has no case config"
     return json.loads(html.unescape(found.group(1)))
 
 
-class Reviewer:
-    """A user with the tab open on a deal: reads the case, acts as the page would."""
+def tab_config(b24: B24, user_id: int, deal_id: int | str) -> dict[str, Any]:
+    """Open the tab and read the page's config (token and URLs)."""
+    return page_config(open_tab(b24, user_id, deal_id))
 
-    def __init__(self, b24: B24, user_id: int, deal_id: int | str) -> None:
-        self.b24 = b24
-        self.user_id = user_id
-        self.config = tab_config(b24, user_id, deal_id)
-        self.view = self.reload()
 
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"X-RC-Token": self.config["token"]}
+def reviewer(b24: B24, user_id: int, deal_id: int | str) -> Reviewer:
+    """A user with the review tab open on a Bitrix24 deal (the scenario suite's Reviewer)."""
+    from tests.scenarios.driver import B24Driver
+    from tests.scenarios.steps import Reviewer
 
-    def reload(self) -> dict[str, Any]:
-        answer = self.b24.client.get(self.config["caseUrl"], headers=self.headers)
-        assert answer.status_code == 200, answer.get_json()
-        self.view = answer.get_json()
-        return self.view
-
-    def post(self, action: str, note: str = "", view: dict[str, Any] | None = None, **params: str) -> Any:
-        """Submit an action with what the page showed (`view`, the last loaded one by default)."""
-        shown = view or self.view
-        return self.b24.client.post(
-            self.config["actionUrl"].replace("ACTION", action),
-            json={"version": shown["version"], "expected": shown["expected"], "note": note, "params": params},
-            headers=self.headers,
-        )
-
-    def act(self, action: str, note: str = "", **params: str) -> dict[str, Any]:
-        """Submit, expect success, let the CRM echo settle, reload."""
-        answer = self.post(action, note, **params)
-        assert answer.status_code == 200, answer.get_json()
-        self.b24.settle()
-        return self.reload()
+    return Reviewer(B24Driver(b24), user_id, str(deal_id))
 
 
 def case_in_review(b24: B24, manager: int = MANAGER, stage: str = "PREPARATION") -> tuple[int, RefusalCase]:

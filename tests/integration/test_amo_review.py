@@ -12,13 +12,14 @@ from app.penalties import update_cpl_settings
 from app.sandbox.amocrm.account import RECORDING_HOST
 from tests.integration.amo import MANAGER, QA, Amo
 from tests.integration.amo_review_helpers import (
-    AmoReviewer,
+    amo_reviewer,
     lead_in_review,
     open_lead_tab,
     page_config,
     widget_session,
 )
 from tests.integration.b24 import configure_guard
+from tests.scenarios.steps import Reviewer
 
 QA2 = 8
 LOST = 143
@@ -69,10 +70,10 @@ def test_a_lead_id_that_is_not_a_number_opens_the_main_page(guarded: Amo):
 # -- recordings ---------------------------------------------------------------------------------
 
 
-def _lead_with_calls(amo: Amo, **call: object) -> tuple[int, AmoReviewer]:
+def _lead_with_calls(amo: Amo, **call: object) -> tuple[int, Reviewer]:
     lead_id, _case = lead_in_review(amo)
     amo.sandbox.act(amo.account, MANAGER).make_call(lead_id, duration=42, **call)  # type: ignore[arg-type]
-    return lead_id, AmoReviewer(amo, QA, lead_id)
+    return lead_id, amo_reviewer(amo, QA, lead_id)
 
 
 def test_a_recording_on_the_telephony_host_is_fetched_without_our_token(guarded: Amo, monkeypatch: pytest.MonkeyPatch):

@@ -19,9 +19,9 @@ from tests.integration.conftest import make_b24
 from tests.integration.review_helpers import (
     MANAGER,
     QA,
-    Reviewer,
     case_in_review,
     open_tab,
+    reviewer,
     tab_form,
     the_case,
 )
@@ -101,7 +101,7 @@ def _deal_with_call(b24: B24) -> tuple[int, RefusalCase]:
 def test_another_portals_token_gets_404_on_every_case_endpoint(two_portals: tuple[B24, B24]):
     ours, theirs = two_portals
     deal_id, case = _deal_with_call(ours)
-    qa = Reviewer(ours, QA, deal_id)
+    qa = reviewer(ours, QA, deal_id)
     call_id = qa.view["calls"][0]["id"]
     foreign = {"X-RC-Token": issue_token(Identity(portal_id=theirs.our_portal().id, user_id=str(QA)))}
     body = {"version": qa.view["version"], "expected": qa.view["expected"], "note": "", "params": {}}
@@ -125,7 +125,7 @@ def test_another_portals_token_gets_404_on_every_case_endpoint(two_portals: tupl
 
 def test_an_outcome_the_crm_refuses_for_now_is_written_once_when_it_answers_again(guarded: B24):
     deal_id, case = case_in_review(guarded)
-    qa = Reviewer(guarded, QA, deal_id)
+    qa = reviewer(guarded, QA, deal_id)
     qa.act("recordings_confirm")
     writes = deal_updates(guarded, deal_id)
     guarded.app.config["B24_RETRY_ATTEMPTS"] = 1

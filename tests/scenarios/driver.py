@@ -27,10 +27,10 @@ from then on carry it as their creation time) and `new_deal` with an `amount`.
 
 from __future__ import annotations
 
-import html
 import json
 import re
 import urllib.parse
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
@@ -51,7 +51,7 @@ from tests.integration.amo import fill_refusal as amo_fill_refusal
 from tests.integration.amo_review_helpers import open_lead_tab
 from tests.integration.b24 import B24
 from tests.integration.b24 import fill_refusal as b24_fill_refusal
-from tests.integration.review_helpers import open_tab
+from tests.integration.review_helpers import open_tab, page_config
 
 DP_URL = json.loads(render_manifest(APP_URL))["dp"]["webhook_url"]  # where amoCRM POSTs our widget's DP actions
 ADMIN, MANAGER, OTHER_MANAGER, QA, QA2, HEAD, INACTIVE_QA, COMMERCIAL = 1, 2, 3, 7, 8, 9, 10, 11
@@ -60,7 +60,6 @@ OPEN_STAGES = ("new", "working", "late working")
 QA_TASK_TITLE = "Проверить отказ"  # what our QA review task is called (Russian portals)
 CALLBACK_TITLE = "Перезвонить клиенту"  # what our callback to-do is called
 _CHECK_TASKS = re.compile(r"открытая задача: (есть|нет), просроченных задач: (\d+)")
-_CONFIG = re.compile(r'<script id="rc-config" type="application/json">(.*?)</script>', re.S)
 
 
 @dataclass(frozen=True)
@@ -169,14 +168,6 @@ def post_form(client: FlaskClient, url: str, body: str) -> TestResponse:
     )
 
 
-def page_config(page: TestResponse) -> dict[str, Any]:
-    """The config (token and API URLs) our review page carries."""
-    assert page.status_code == 200, page.get_data(as_text=True)
-    found = _CONFIG.search(page.get_data(as_text=True))
-    assert found, "the page has no case config"
-    return json.loads(html.unescape(found.group(1)))
-
-
 def _moment(value: Any) -> datetime | None:
     """A sandbox time (Unix seconds or a datetime) as an aware datetime."""
     if value is None or isinstance(value, datetime):
@@ -184,11 +175,21 @@ def _moment(value: Any) -> datetime | None:
     return datetime.fromtimestamp(float(value), UTC)
 
 
-class _Common:
+class _Common(ABC):
     """What both drivers do the same way (through our database and tokens)."""
 
     app: Flask
     harness: B24 | Amo
+
+    @abstractmethod
+    def stage_id(self, name: str, pipeline: str = "main") -> str: ...
+
+    @abstractmethod
+    def pipeline_of(self, deal_id: str) -> str: ...
+
+    @abstractmethod
+    def _crm_stage(self, deal_id: str) -> str:
+        """The deal's stage id as the CRM stores it."""
 
     def portal(self) -> Portal:
         return self.harness.our_portal()
@@ -205,6 +206,15 @@ class _Common:
 
     def token(self, user_id: int, admin: bool = False) -> dict[str, str]:
         return {"X-RC-Token": issue_token(Identity(self.portal().id, str(user_id), is_admin=admin))}
+
+    def stage_of(self, deal_id: str) -> str:
+        """The deal's stage by its shared name ("working", "lost", "refusal", …), else the CRM's own id."""
+        stage = self._crm_stage(deal_id)
+        pipeline = self.pipeline_of(deal_id)
+        for name in (*OPEN_STAGES, "won", "lost", "refusal"):
+            if self.stage_id(name, pipeline) == stage:
+                return name
+        return stage
 
 
 # ---------------------------------------------------------------------------------------------- Bitrix24
@@ -310,13 +320,8 @@ class B24Driver(_Common):
         category = str(self._deal(deal_id)["CATEGORY_ID"])
         return next((name for name, cid in self._PIPELINES.items() if cid == category), category)
 
-    def stage_of(self, deal_id: str) -> str:
-        stage = str(self._deal(deal_id)["STAGE_ID"])
-        pipeline = self.pipeline_of(deal_id)
-        for name in (*OPEN_STAGES, "won", "lost", "refusal"):
-            if self.stage_id(name, pipeline) == stage:
-                return name
-        return stage
+    def _crm_stage(self, deal_id: str) -> str:
+        return str(self._deal(deal_id)["STAGE_ID"])
 
     def responsible(self, deal_id: str) -> int:
         return int(self._deal(deal_id)["ASSIGNED_BY_ID"])
@@ -555,13 +560,8 @@ class AmoDriver(_Common):
         pipeline_id = str(self._lead(deal_id)["pipeline_id"])
         return next((name for name in ("main", "other") if self.pipeline_id(name) == pipeline_id), pipeline_id)
 
-    def stage_of(self, deal_id: str) -> str:
-        status = str(self._lead(deal_id)["status_id"])
-        pipeline = self.pipeline_of(deal_id)
-        for name in (*OPEN_STAGES, "won", "lost", "refusal"):
-            if self.stage_id(name, pipeline) == status:
-                return name
-        return status
+    def _crm_stage(self, deal_id: str) -> str:
+        return str(self._lead(deal_id)["status_id"])
 
     def responsible(self, deal_id: str) -> int:
         return int(self._lead(deal_id)["responsible_user_id"])
