@@ -4,7 +4,8 @@ import json
 import zipfile
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import Page, Route, expect
 
 from app.sandbox.amocrm import mount_amo_responses
 from installers.amo_widget import LOCALES, SOURCE, build, render_manifest
@@ -87,10 +88,15 @@ def amo_installed(app, live_server):
 
 def serve_backend(page: Page, live_url: str) -> None:
     """https://rc.app.test/... is answered by the live server (the browser never talks to loopback itself)."""
-    page.route(
-        f"{BACKEND}/**",
-        lambda route: route.fulfill(response=route.fetch(url=route.request.url.replace(BACKEND, live_url))),
-    )
+
+    def forward(route: Route) -> None:
+        try:
+            route.fulfill(response=route.fetch(url=route.request.url.replace(BACKEND, live_url)))
+        except PlaywrightError:
+            # The test ended and closed the page while this request (a script the page loads) was in flight.
+            return
+
+    page.route(f"{BACKEND}/**", forward)
 
 
 def widget_page(page: Page, live_url: str, tokens: list[str], tmp_path, url: str, area: str, body: str) -> dict:
