@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from rq import Retry
 from rq.job import Job, JobStatus
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 
 from app.db import db
 from app.models import InboxItem, utcnow
@@ -39,20 +40,58 @@ def processor(source: str, kind: str) -> Callable[[InboxProcessor], InboxProcess
 INBOX = InboxItem.__table__
 
 
-@functools.cache
-def _store_statement(dialect: str) -> Any:
-    """The insert-or-ignore of the ingest path, built once per dialect.
+_STORED_COLUMNS = (
+    "portal_id", "source", "kind", "dedupe_key", "body", "status", "attempts", "last_error", "received_at",
+)  # fmt: skip
 
-    Webhooks arrive in bursts; rebuilding an ORM statement with fresh values per call costs more than
-    the database round trip itself, so it is a Core statement with bound parameters.
-    """
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(INBOX).on_conflict_do_nothing(index_elements=[INBOX.c.dedupe_key]).returning(INBOX.c.id)
+
+@dataclass(frozen=True)
+class _StoreStatement:
+    """The insert-or-ignore of the ingest path, compiled for one dialect and its DBAPI driver."""
+
+    sql: str
+    positions: tuple[str, ...] | None  # parameter order for positional paramstyles; None: named
+    processors: tuple[tuple[str, Callable[[Any], Any]], ...]  # the columns' own bind conversions
+
+
+_STORE_STATEMENTS: dict[tuple[str, str, str], _StoreStatement] = {}
+
+
+def _store_statement(dialect: Dialect) -> _StoreStatement:
+    """Compiled once per dialect and driver by SQLAlchemy itself: the SQL, its parameter order, the conversions."""
+    key = (dialect.name, dialect.driver, dialect.paramstyle)
+    cached = _STORE_STATEMENTS.get(key)
+    if cached is not None:
+        return cached
+    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    statement = (
+        insert(INBOX)
+        .values({name: sa.bindparam(name) for name in _STORED_COLUMNS})
+        .on_conflict_do_nothing(index_elements=[INBOX.c.dedupe_key])
+        .returning(INBOX.c.id)
+    )
+    compiled = statement.compile(dialect=dialect)
+    processors = []
+    for name in _STORED_COLUMNS:
+        processor_of = INBOX.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        if processor_of is not None:
+            processors.append((name, processor_of))
+    positions = tuple(compiled.positiontup) if compiled.positiontup else None
+    _STORE_STATEMENTS[key] = _StoreStatement(compiled.string, positions, tuple(processors))
+    return _STORE_STATEMENTS[key]
 
 
 def store(source: str, kind: str, dedupe_key: str, body: str, portal_id: int | None) -> int | None:
-    """Insert one row and commit; returns its id, or None when the same dedupe key was stored before."""
-    values = {
+    """Insert one row and commit; returns its id, or None when the same dedupe key was stored before.
+
+    The webhook path's only write, so it runs on a pooled DBAPI connection of its own: the statement is
+    compiled once by SQLAlchemy (SQL, parameter order and the columns' bind conversions), and the
+    Session and Core execution layers, which cost several times the database's own work per webhook,
+    are skipped. The row is committed before this returns, in a transaction of its own.
+    """
+    engine = db.engine
+    statement = _store_statement(engine.dialect)
+    values: dict[str, Any] = {
         "portal_id": portal_id,
         "source": source,
         "kind": kind,
@@ -63,11 +102,21 @@ def store(source: str, kind: str, dedupe_key: str, body: str, portal_id: int | N
         "last_error": "",
         "received_at": utcnow(),
     }
-    # On the session's connection, in its transaction, without the ORM's execution layer (not needed for Core).
-    connection = db.session.connection()
-    inbox_id = connection.execute(_store_statement(connection.dialect.name), values).scalar()
-    db.session.commit()
-    return inbox_id
+    for name, convert in statement.processors:
+        values[name] = convert(values[name])
+    parameters = [values[name] for name in statement.positions] if statement.positions else values
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        try:
+            cursor.execute(statement.sql, parameters)
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        connection.commit()
+    finally:
+        connection.close()  # back to the pool, which rolls back whatever was not committed
+    return int(row[0]) if row is not None else None
 
 
 def _enqueue_job(inbox_id: int) -> Job | None:

@@ -19,11 +19,22 @@ def _rows() -> list[InboxItem]:
 
 def test_same_key_twice_gives_one_row(app: Flask):
     portal = make_portal()
+    before = utcnow()
     first = inbox.store("b24", "ONCRMDEALUPDATE", "k1", "body=1", portal.id)
     second = inbox.store("b24", "ONCRMDEALUPDATE", "k1", "body=1", portal.id)
     assert first is not None
     assert second is None
-    assert [row.dedupe_key for row in _rows()] == ["k1"]
+    [row] = _rows()
+    assert (row.id, row.portal_id, row.source, row.kind, row.dedupe_key, row.body) == (
+        first,
+        portal.id,
+        "b24",
+        "ONCRMDEALUPDATE",
+        "k1",
+        "body=1",
+    )
+    assert (row.status, row.attempts, row.last_error, row.enqueued_at) == (InboxItem.PENDING, 0, "", None)
+    assert before <= row.received_at <= utcnow()  # stored as UTC, read back aware
 
 
 def test_concurrent_deliveries_of_one_key_store_one_row(app: Flask, database_url: str):
