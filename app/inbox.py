@@ -17,7 +17,7 @@ from sqlalchemy.engine import Dialect
 
 from app.db import db
 from app.models import InboxItem, utcnow
-from app.queue import enqueue, get_queue
+from app.queue import enqueue_unique, get_queue
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +119,9 @@ def store(source: str, kind: str, dedupe_key: str, body: str, portal_id: int | N
     return int(row[0]) if row is not None else None
 
 
-def _enqueue_job(inbox_id: int) -> Job | None:
-    """The processing job of one row; its id is derived from the row, so a second copy is refused (None)."""
-    return enqueue("events", "app.jobs.process_inbox", inbox_id, job_id=f"inbox-{inbox_id}", unique=True, retry=RETRY)
+def _enqueue_job(inbox_id: int) -> bool:
+    """Queue the processing job of one row; its id is derived from the row, so a second copy is refused (False)."""
+    return enqueue_unique("events", "app.jobs.process_inbox", inbox_id, job_id=f"inbox-{inbox_id}", retry=RETRY)
 
 
 def enqueue_item(inbox_id: int) -> bool:
@@ -221,7 +221,7 @@ def sweep(older_than: timedelta = timedelta(seconds=30)) -> int:
     ).all()
     count = 0
     for inbox_id, attempts in rows:
-        enqueued = _enqueue_job(inbox_id) is not None
+        enqueued = _enqueue_job(inbox_id)
         given_up = None if enqueued else _given_up_job(inbox_id)
         if given_up is not None:
             if attempts >= MAX_ATTEMPTS:
@@ -233,7 +233,7 @@ def sweep(older_than: timedelta = timedelta(seconds=30)) -> int:
                 log.error("inbox row failed: job given up", extra={"inbox_id": inbox_id, "attempts": attempts})
                 continue
             given_up.delete()
-            enqueued = _enqueue_job(inbox_id) is not None
+            enqueued = _enqueue_job(inbox_id)
             log.warning("inbox row re-queued: job given up", extra={"inbox_id": inbox_id, "attempts": attempts})
         if enqueued:
             count += 1

@@ -51,6 +51,8 @@ class _JobKind:
     func_name: str
     serializer: Any
     ttl: int
+    queue_key: str
+    queues_key: str
 
 
 _JOB_KINDS: dict[tuple[Any, ...], _JobKind] = {}
@@ -102,7 +104,17 @@ def enqueue(
     try:
         if at is None and delay is None:
             if unique and job_id:
-                return _enqueue_unique(queue, func, args, job_id, retry, timeout, result_ttl, failure_ttl)
+                queued = enqueue_unique(
+                    queue_name,
+                    func,
+                    *args,
+                    job_id=job_id,
+                    retry=retry,
+                    timeout=timeout,
+                    result_ttl=result_ttl,
+                    failure_ttl=failure_ttl,
+                )
+                return Job(job_id, connection=queue.connection, serializer=queue.serializer) if queued else None
             return queue.enqueue(func, *args, **options)
         # Queue.enqueue_at ignores unique= in RQ 2.12, so the job is built and scheduled in two steps.
         run_at = at if at is not None else datetime.now(UTC) + (delay or timedelta())
@@ -128,7 +140,7 @@ def _lua_string(value: str | bytes) -> str:
 
 
 def _job_kind(
-    queue: Queue,
+    queue_name: str,
     func: Callable[..., Any] | str,
     retry: Retry | None,
     timeout: int | None,
@@ -136,12 +148,15 @@ def _job_kind(
     failure_ttl: int | None,
 ) -> _JobKind:
     """The script and shared fields of one kind of job, built once per process from a job RQ prepares itself."""
+    connection = get_redis()
+    default_timeout = current_app.config["JOB_TIMEOUT_SECONDS"]
     intervals = tuple(retry.intervals) if retry is not None else None
     retries = retry.max if retry is not None else None
-    key = (queue.connection, queue.name, func, retries, intervals, timeout, result_ttl, failure_ttl)
+    key = (connection, queue_name, default_timeout, func, retries, intervals, timeout, result_ttl, failure_ttl)
     kind = _JOB_KINDS.get(key)
     if kind is not None:
         return kind
+    queue = get_queue(queue_name)
     prototype = queue.create_job(
         func,
         args=(),
@@ -161,43 +176,46 @@ def _job_kind(
     shared = "".join(
         f", {_lua_string(name)}, {_lua_string(value)}" for name, value in fields.items() if name not in _PER_JOB_FIELDS
     )
-    script = queue.connection.register_script(UNIQUE_ENQUEUE_SCRIPT.replace("{fields}", shared))
+    script = connection.register_script(UNIQUE_ENQUEUE_SCRIPT.replace("{fields}", shared))
     kind = _JobKind(
         script=script,
         func_name=str(prototype.func_name),
         serializer=prototype.serializer,
         ttl=prototype.ttl if prototype.ttl is not None else -1,
+        queue_key=queue.key,
+        queues_key=queue.redis_queues_keys,
     )
     _JOB_KINDS[key] = kind
     return kind
 
 
-def _enqueue_unique(
-    queue: Queue,
+def enqueue_unique(
+    queue_name: str,
     func: Callable[..., Any] | str,
-    args: tuple[Any, ...],
+    *args: Any,
     job_id: str,
-    retry: Retry | None,
-    timeout: int | None,
-    result_ttl: int | None,
-    failure_ttl: int | None,
-) -> Job:
+    retry: Retry | None = None,
+    timeout: int | None = None,
+    result_ttl: int | None = None,
+    failure_ttl: int | None = None,
+) -> bool:
     """Queue.enqueue(..., unique=True) for a job without dependencies, in one Redis round trip.
 
-    The per-job fields are made as RQ makes them (its serializer on (function, None, args, {}), zlib, its
-    call string and timestamp format). Raises DuplicateJobError when the job id exists.
+    True when the job was queued, False when a job with this id exists. No RQ `Job` or `Queue` is built
+    per call (the webhook path calls this once per event): the per-job fields are made as RQ makes them
+    (its serializer on (function, None, args, {}), zlib, its call string and timestamp format).
     """
-    kind = _job_kind(queue, func, retry, timeout, result_ttl, failure_ttl)
+    if queue_name not in current_app.config["QUEUE_NAMES"]:
+        raise ValueError(f"unknown queue {queue_name!r}")
+    kind = _job_kind(queue_name, func, retry, timeout, result_ttl, failure_ttl)
     data = zlib.compress(kind.serializer.dumps((kind.func_name, None, args, {})))
     description = get_call_string(kind.func_name, args, {}, max_length=75)
     moment = utcformat(now())
     stored = kind.script(
-        keys=[Job.key_for(job_id), queue.key, queue.redis_queues_keys],
+        keys=[Job.redis_job_namespace_prefix + job_id, kind.queue_key, kind.queues_key],
         args=[job_id, kind.ttl, moment, data, description, moment],
     )
-    if stored == 0:
-        raise DuplicateJobError(f"Job with ID {job_id!r} already exists")
-    return Job(job_id, connection=queue.connection, serializer=kind.serializer)
+    return stored == 1
 
 
 def replace_scheduled(queue_name: str, func: Callable[..., Any] | str, *args: Any, job_id: str, at: datetime) -> Job:
