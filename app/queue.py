@@ -11,14 +11,17 @@ from typing import Any
 
 from flask import Flask, current_app
 from redis import Redis
+from redis.backoff import NoBackoff
 from redis.commands.core import Script
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry, SimpleWorker, Worker
 from rq.exceptions import AbandonedJobError, DuplicateJobError
 from rq.job import Job, JobStatus
 from rq.scripts import _build_hset_args
 from rq.utils import get_call_string, now, utcformat
 
-_CONNECTIONS: dict[tuple[int, str], Redis] = {}
+_CONNECTIONS: dict[tuple[int, str, bool], Redis] = {}
 
 # RQ 2.12's unique enqueue (rq.scripts.UNIQUE_ENQUEUE_SCRIPT: refuse an existing job hash, save it, set its TTL,
 # push its id) plus the `SADD rq:queues` that Queue.enqueue_job sends in a transaction of its own beforehand:
@@ -64,13 +67,26 @@ def redis_url(app: Flask | None = None) -> str:
     return config["REDIS_URL"] or f"unix://{config['EMBEDDED_REDIS_SOCKET']}"
 
 
-def get_redis(app: Flask | None = None) -> Redis:
-    """One Redis client per process and URL, created on first use, never at import."""
+def get_redis(app: Flask | None = None, *, dedicated: bool = False) -> Redis:
+    """One Redis client per process and URL, created on first use, never at import.
+
+    `dedicated`: a client that keeps one connection of its own instead of a pool, for the unique enqueue
+    that every webhook makes (a pool checkout costs about a tenth of that call); threads take turns on it.
+    A pool notices a connection closed by a Redis restart when it hands it out; this client learns it from
+    the failed write, so it reconnects and sends the command once more (safe: the enqueue script refuses a
+    job id that exists).
+    """
     url = redis_url(app)
-    key = (os.getpid(), url)
-    if key not in _CONNECTIONS:
-        _CONNECTIONS[key] = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30)
-    return _CONNECTIONS[key]
+    key = (os.getpid(), url, dedicated)
+    client = _CONNECTIONS.get(key)
+    if client is None:
+        options: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 10, "health_check_interval": 30}
+        if dedicated:
+            options["single_connection_client"] = True
+            options["retry"] = RedisRetry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+        client = Redis.from_url(url, **options)
+        _CONNECTIONS[key] = client
+    return client
 
 
 def get_queue(name: str, app: Flask | None = None) -> Queue:
@@ -148,7 +164,7 @@ def _job_kind(
     failure_ttl: int | None,
 ) -> _JobKind:
     """The script and shared fields of one kind of job, built once per process from a job RQ prepares itself."""
-    connection = get_redis()
+    connection = get_redis(dedicated=True)
     default_timeout = current_app.config["JOB_TIMEOUT_SECONDS"]
     intervals = tuple(retry.intervals) if retry is not None else None
     retries = retry.max if retry is not None else None

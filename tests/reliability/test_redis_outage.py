@@ -70,3 +70,45 @@ def test_event_is_kept_while_redis_is_down_and_processed_after(
         finally:
             server.terminate()
             server.wait(timeout=10)
+
+
+def test_after_a_redis_restart_the_next_event_is_queued_at_once(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, app
+):
+    """The web process's connection dies with the server; the next webhook reconnects instead of waiting for
+    the sweep."""
+    socket_path = Path("/tmp") / f"rc-restart-{tmp_path.name}.sock"
+    server = embedded_redis.start(socket_path)
+    restart_app = make_app(database_url, tmp_path, REDIS_URL=f"unix://{socket_path}")
+    seen: list[str] = []
+    monkeypatch.setitem(inbox.PROCESSORS, ("b24", "ONCRMDEALUPDATE"), lambda item: seen.append(item.dedupe_key))
+    try:
+        with restart_app.app_context():
+            db.session.add(
+                Portal(
+                    crm="bitrix24",
+                    external_id="m-restart",
+                    domain="r.test",
+                    rest_base="https://r.test/rest/",
+                    application_token="tok",
+                    status="installed",
+                    settings={},
+                )
+            )
+            db.session.commit()
+            client = restart_app.test_client()
+            form = "application/x-www-form-urlencoded"
+            assert client.post("/b24/events", data=body("m-restart", "tok", "1"), content_type=form).status_code == 200
+            run_jobs(restart_app)
+            server.terminate()
+            server.wait(timeout=10)
+            server = embedded_redis.start(socket_path)
+
+            assert client.post("/b24/events", data=body("m-restart", "tok", "2"), content_type=form).status_code == 200
+            run_jobs(restart_app)  # no sweep: the event's job was queued by the webhook itself
+            rows = db.session.scalars(sa.select(InboxItem).order_by(InboxItem.id)).all()
+            assert [row.status for row in rows] == [InboxItem.DONE, InboxItem.DONE]
+            assert len(seen) == 2 and seen[1].endswith(":2:1764070000:")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
