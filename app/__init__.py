@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Request, g, jsonify, request
+from flask import Flask, Request, jsonify
 from flask.sessions import SecureCookieSessionInterface
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
@@ -61,12 +60,8 @@ class _NoCookieSessions(SecureCookieSessionInterface):
 
 
 def _init_requests(app: Flask) -> None:
-    """Request ids for the logs, JSON errors instead of HTML pages, no cookie sessions."""
+    """JSON errors instead of HTML pages, no cookie sessions (request ids are given by app.logs when first logged)."""
     app.session_interface = _NoCookieSessions()
-
-    @app.before_request
-    def assign_request_id() -> None:
-        g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> ResponseReturnValue:

@@ -6,10 +6,11 @@ import json
 import logging
 import re
 import sys
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Flask, g, has_request_context
+from flask import Flask, g, has_request_context, request
 
 SECRET_KEY_PATTERN = re.compile(
     r"(token|secret|password|passwd|auth_id|refresh_id|authorization|signature|^code$|^auth$)",
@@ -22,6 +23,7 @@ SECRET_IN_TEXT = re.compile(
     re.IGNORECASE,
 )
 MASK = "***"
+REQUEST_ID_KEY = "refusal_control.request_id"
 RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
 
@@ -41,6 +43,20 @@ def redact(value: Any, key: str = "") -> Any:
     if isinstance(value, str):
         return redact_text(value)
     return value
+
+
+def request_id() -> str:
+    """The current request's id: X-Request-ID when the caller sent one, else a fresh one; fixed at first use.
+
+    Given when a request first logs, not up front (most webhooks log nothing), and kept in the request's
+    own environ, which no other request shares.
+    """
+    environ = request.environ
+    current = environ.get(REQUEST_ID_KEY)
+    if current is None:
+        current = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        environ[REQUEST_ID_KEY] = current
+    return str(current)
 
 
 def _current_job_id() -> str | None:
@@ -64,7 +80,7 @@ class JsonFormatter(logging.Formatter):
             "event": redact_text(record.getMessage()),
         }
         if has_request_context():
-            payload["request_id"] = getattr(g, "request_id", None)
+            payload["request_id"] = request_id()
             portal_id = getattr(g, "portal_id", None)
             if portal_id is not None:
                 payload["portal_id"] = portal_id

@@ -47,3 +47,15 @@ def test_request_logs_carry_the_request_id(app: Flask, capfd):
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     inside = [line for line in lines if line["event"] == "inside request"]
     assert inside and inside[0]["request_id"] == "req-42"
+
+
+def test_a_request_without_an_id_gets_one_that_stays_the_same(app: Flask, capfd):
+    with app.test_request_context("/x"):
+        logging.getLogger("app.test").warning("first")
+        logging.getLogger("app.test").warning("second")
+    with app.test_request_context("/y"):
+        logging.getLogger("app.test").warning("third")
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    ids = {line["event"]: line["request_id"] for line in lines}
+    assert ids["first"] == ids["second"] and len(ids["first"]) == 32
+    assert ids["third"] != ids["first"]
