@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import click
 from alembic import command
@@ -15,7 +17,9 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Engine, MetaData, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import PoolProxiedConnection
 
+_T = TypeVar("_T")
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -55,10 +59,76 @@ def _after_fork_in_child() -> None:
     """Forked RQ work-horses must not reuse the parent's pooled connections."""
     for engine in list(_ENGINES):
         engine.dispose(close=False)
+    HeldConnection.forget_after_fork()
 
 
 _ENGINES: list[Engine] = []
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@dataclass(frozen=True)
+class _Held:
+    pid: int
+    engine: Engine
+    connection: PoolProxiedConnection
+
+
+class HeldConnection:
+    """A DBAPI connection checked out of the engine's pool once and kept by the process's main thread.
+
+    For a hot path that runs one short statement and commits on every call (the webhook inbox): a pool
+    checkout and return cost more than SQLite's own insert, and on PostgreSQL the pool's pre-ping is a
+    round trip per checkout. Gunicorn's sync workers serve requests on their main thread; any other thread
+    (a threaded development server) checks a connection out per call, as usual. A held connection that
+    turns out dead (a database restart) is invalidated and the work runs once more on a fresh one; any
+    other error invalidates it too and is raised. A forked child leaves its parent's connection alone.
+    """
+
+    _instances: ClassVar[list[HeldConnection]] = []
+
+    def __init__(self) -> None:
+        self._held: _Held | None = None
+        self._inherited: list[_Held] = []
+        HeldConnection._instances.append(self)
+
+    def run(self, engine: Engine, work: Callable[[Any], _T]) -> _T:
+        """`work(dbapi_connection)`, which must commit or roll back itself; returns what it returns."""
+        if threading.current_thread() is not threading.main_thread():
+            connection = engine.raw_connection()
+            try:
+                return work(connection.dbapi_connection)
+            finally:
+                connection.close()  # back to the pool, which rolls back whatever was not committed
+        for attempt in (1, 2):
+            held = self._take(engine)
+            try:
+                return work(held.connection.dbapi_connection)
+            except engine.dialect.loaded_dbapi.Error as error:
+                dead = engine.dialect.is_disconnect(error, held.connection.dbapi_connection, None)
+                self._held = None
+                held.connection.invalidate(error)
+                if not dead or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _take(self, engine: Engine) -> _Held:
+        held = self._held
+        if held is not None and held.engine is engine and held.pid == os.getpid():
+            return held
+        if held is not None and held.pid == os.getpid():
+            held.connection.close()  # another engine's (another app's): back to its own pool
+        held = _Held(os.getpid(), engine, engine.raw_connection())
+        self._held = held
+        return held
+
+    @classmethod
+    def forget_after_fork(cls) -> None:
+        """In a forked child: drop the parent's connections unclosed, and keep them referenced so that
+        garbage collection does not close the parent's session either."""
+        for instance in cls._instances:
+            if instance._held is not None:
+                instance._inherited.append(instance._held)
+                instance._held = None
 
 
 def engine_options(url: str) -> dict[str, Any]:

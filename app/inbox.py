@@ -15,7 +15,7 @@ from rq.job import Job, JobStatus
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
-from app.db import db
+from app.db import HeldConnection, db
 from app.models import InboxItem, utcnow
 from app.queue import enqueue_unique, get_queue
 
@@ -55,6 +55,7 @@ class _StoreStatement:
 
 
 _STORE_STATEMENTS: dict[tuple[str, str, str], _StoreStatement] = {}
+_WRITER = HeldConnection()
 
 
 def _store_statement(dialect: Dialect) -> _StoreStatement:
@@ -84,10 +85,12 @@ def _store_statement(dialect: Dialect) -> _StoreStatement:
 def store(source: str, kind: str, dedupe_key: str, body: str, portal_id: int | None) -> int | None:
     """Insert one row and commit; returns its id, or None when the same dedupe key was stored before.
 
-    The webhook path's only write, so it runs on a pooled DBAPI connection of its own: the statement is
-    compiled once by SQLAlchemy (SQL, parameter order and the columns' bind conversions), and the
-    Session and Core execution layers, which cost several times the database's own work per webhook,
-    are skipped. The row is committed before this returns, in a transaction of its own.
+    The webhook path's only write, so it runs on a DBAPI connection this thread keeps (app.db.HeldConnection):
+    the statement is compiled once by SQLAlchemy (SQL, parameter order and the columns' bind conversions),
+    and the Session, Core execution and pool checkout, which cost several times the database's own work per
+    webhook, are skipped. The row is committed before this returns, in a transaction of its own. Should the
+    connection die after the commit but before its answer, the retry finds the key stored and returns None;
+    that row is then queued by the sweep.
     """
     engine = db.engine
     statement = _store_statement(engine.dialect)
@@ -105,8 +108,8 @@ def store(source: str, kind: str, dedupe_key: str, body: str, portal_id: int | N
     for name, convert in statement.processors:
         values[name] = convert(values[name])
     parameters = [values[name] for name in statement.positions] if statement.positions else values
-    connection = engine.raw_connection()
-    try:
+
+    def insert(connection: Any) -> Any:
         cursor = connection.cursor()
         try:
             cursor.execute(statement.sql, parameters)
@@ -114,8 +117,9 @@ def store(source: str, kind: str, dedupe_key: str, body: str, portal_id: int | N
         finally:
             cursor.close()
         connection.commit()
-    finally:
-        connection.close()  # back to the pool, which rolls back whatever was not committed
+        return row
+
+    row = _WRITER.run(engine, insert)
     return int(row[0]) if row is not None else None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -107,6 +108,14 @@ def _verified_tenant(member_id: str, application_token: str) -> sa.Row[Any] | No
     return tenant
 
 
+# The two answers to a stored event are always the same: serialised once, not per webhook.
+_ACCEPTED_BODIES = {duplicate: json.dumps({"ok": True, "duplicate": duplicate}) for duplicate in (False, True)}
+
+
+def _accepted(*, duplicate: bool) -> Response:
+    return current_app.response_class(_ACCEPTED_BODIES[duplicate], mimetype="application/json")
+
+
 def strip_tokens(body: str) -> str:
     """The body as stored: OAuth tokens masked (their presence still tells a user from automation)."""
     return _TOKEN_IN_BODY.sub(r"\1***", body)
@@ -140,7 +149,7 @@ def events() -> ResponseReturnValue:
     inbox_id = inbox.accept(
         SOURCE, event.event, dedupe_key, strip_tokens(body), tenant.id, repeatable=event.event in DEAL_EVENTS
     )
-    return jsonify(ok=True, duplicate=inbox_id is None)
+    return _accepted(duplicate=inbox_id is None)
 
 
 def _on_app_install(portal: Portal, event: B24Event) -> ResponseReturnValue:

@@ -3,6 +3,7 @@
 import threading
 from datetime import timedelta
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from flask import Flask
@@ -35,6 +36,32 @@ def test_same_key_twice_gives_one_row(app: Flask):
     )
     assert (row.status, row.attempts, row.last_error, row.enqueued_at) == (InboxItem.PENDING, 0, "", None)
     assert before <= row.received_at <= utcnow()  # stored as UTC, read back aware
+
+
+def _kill(dbapi_connection: object, database_url: str) -> None:
+    """The database drops this connection: PostgreSQL terminates its backend; SQLite's file handle closes."""
+    if database_url.startswith("postgresql"):
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (dbapi_connection.info.backend_pid,))
+    else:
+        dbapi_connection.close()
+
+
+def test_the_webhook_path_keeps_its_connection_and_replaces_it_when_the_database_drops_it(
+    app: Flask, database_url: str
+):
+    portal_id = make_portal().id
+    db.session.remove()
+    first = inbox.store("b24", "ONCRMDEALUPDATE", "k-1", "b", portal_id)
+    held = inbox._WRITER._held
+    assert inbox.store("b24", "ONCRMDEALUPDATE", "k-2", "b", portal_id) is not None
+    assert inbox._WRITER._held is held  # one checkout, not one per webhook
+    _kill(held.connection.dbapi_connection, database_url)
+
+    third = inbox.store("b24", "ONCRMDEALUPDATE", "k-3", "b", portal_id)
+    assert third is not None and inbox._WRITER._held is not held
+    assert [row.dedupe_key for row in _rows()] == ["k-1", "k-2", "k-3"]
+    assert first is not None and inbox.store("b24", "ONCRMDEALUPDATE", "k-1", "b", portal_id) is None
 
 
 def test_concurrent_deliveries_of_one_key_store_one_row(app: Flask, database_url: str):
