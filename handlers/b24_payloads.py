@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,25 @@ def _unquote(text: str) -> str:
     return unquote(text) if "%" in text else text
 
 
+@functools.lru_cache(maxsize=1024)
+def _plain_path(raw_key: str) -> tuple[str, ...] | None:
+    """The decoded path of one key: ("name",) or ("name", "a", "b"); () for an empty key (the part is skipped);
+    None when qs-codec must decide. Bitrix24 sends the same few dozen keys every time, so paths are cached."""
+    key = _unquote(raw_key)
+    if not key:
+        return ()
+    if "[" not in key and "]" not in key:
+        return (key,)
+    match = _PLAIN_KEY.fullmatch(key)
+    if match is None:
+        return None
+    brackets = match.group(2)
+    segments = brackets[1:-1].split("][")
+    if len(segments) > DECODE_OPTIONS.depth or _DIGIT.search(brackets):
+        return None
+    return (match.group(1), *segments)
+
+
 def _decode_plain(body: str) -> dict[str, Any] | None:
     """The common shape of a Bitrix24 body, decoded without qs-codec; None when qs-codec must decide.
 
@@ -57,31 +77,22 @@ def _decode_plain(body: str) -> dict[str, Any] | None:
         split_at = part.find("]=")
         split_at = part.find("=") if split_at == -1 else split_at + 1
         if split_at == -1:
-            key, value = _unquote(part), ""
+            path, value = _plain_path(part), ""
         else:
-            key, value = _unquote(part[:split_at]), _unquote(part[split_at + 1 :])
-        if not key:
-            continue
-        if "[" not in key and "]" not in key:
-            if key in decoded:
-                return None
-            decoded[key] = value
-            continue
-        match = _PLAIN_KEY.fullmatch(key)
-        if match is None:
+            path, value = _plain_path(part[:split_at]), _unquote(part[split_at + 1 :])
+        if path is None:
             return None
-        segments = match.group(2)[1:-1].split("][")
-        if len(segments) > DECODE_OPTIONS.depth or _DIGIT.search(match.group(2)):
-            return None
+        if not path:
+            continue
         node = decoded
-        for name in (match.group(1), *segments[:-1]):
+        for name in path[:-1]:
             child = node.setdefault(name, {})
             if not isinstance(child, dict):
                 return None
             node = child
-        if segments[-1] in node:
+        if path[-1] in node:
             return None
-        node[segments[-1]] = value
+        node[path[-1]] = value
     return decoded
 
 
