@@ -158,6 +158,10 @@ def accept(
     events carry no id: two real changes of one deal within the same second give identical bodies, and the
     second must not be lost once the first has been picked up (the job re-reads the deal anyway).
     """
+    if db.session.registry.has():
+        # The row goes through another connection: end what the request's session has open first (its
+        # writes would hold SQLite's write lock against that connection; its reads, a PostgreSQL snapshot).
+        db.session.commit()
     inbox_id = store(source, kind, dedupe_key, body, portal_id)
     repeat = 0
     while inbox_id is None and repeatable and repeat < MAX_REPEATS:

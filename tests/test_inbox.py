@@ -64,6 +64,17 @@ def test_the_webhook_path_keeps_its_connection_and_replaces_it_when_the_database
     assert first is not None and inbox.store("b24", "ONCRMDEALUPDATE", "k-1", "b", portal_id) is None
 
 
+def test_a_write_the_session_holds_is_committed_before_the_row_not_locked_against_it(app: Flask):
+    """The row goes through its own connection; an open session write must not hold SQLite's lock against it."""
+    portal = make_portal()
+    portal.domain = "changed.bitrix24.test"
+    db.session.flush()  # the session now holds a write transaction
+    inbox_id = inbox.accept("b24", "ONCRMDEALUPDATE", "k-locked", "b", portal.id)
+    db.session.rollback()  # nothing left to undo: the change was committed with the row
+    assert inbox_id is not None and [row.dedupe_key for row in _rows()] == ["k-locked"]
+    assert db.session.get(type(portal), portal.id).domain == "changed.bitrix24.test"
+
+
 def test_concurrent_deliveries_of_one_key_store_one_row(app: Flask, database_url: str):
     """Ten threads storing the same key at once: exactly one wins (row locking on PostgreSQL)."""
     if not database_url.startswith("postgresql"):
