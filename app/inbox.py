@@ -85,13 +85,17 @@ def _store_statement(dialect: Dialect) -> _StoreStatement:
 def store(source: str, kind: str, dedupe_key: str, body: str, portal_id: int | None) -> int | None:
     """Insert one row and commit; returns its id, or None when the same dedupe key was stored before.
 
-    The webhook path's only write, so it runs on a DBAPI connection this thread keeps (app.db.HeldConnection):
+    The webhook path's only write, so it runs on a DBAPI connection the process keeps (app.db.HeldConnection):
     the statement is compiled once by SQLAlchemy (SQL, parameter order and the columns' bind conversions),
     and the Session, Core execution and pool checkout, which cost several times the database's own work per
     webhook, are skipped. The row is committed before this returns, in a transaction of its own. Should the
     connection die after the commit but before its answer, the retry finds the key stored and returns None;
     that row is then queued by the sweep.
     """
+    if db.session.registry.has():
+        # The row goes through another connection: end what the session has open first (its writes would
+        # hold SQLite's write lock against that connection; its reads, a PostgreSQL snapshot).
+        db.session.commit()
     engine = db.engine
     statement = _store_statement(engine.dialect)
     values: dict[str, Any] = {
@@ -158,10 +162,6 @@ def accept(
     events carry no id: two real changes of one deal within the same second give identical bodies, and the
     second must not be lost once the first has been picked up (the job re-reads the deal anyway).
     """
-    if db.session.registry.has():
-        # The row goes through another connection: end what the request's session has open first (its
-        # writes would hold SQLite's write lock against that connection; its reads, a PostgreSQL snapshot).
-        db.session.commit()
     inbox_id = store(source, kind, dedupe_key, body, portal_id)
     repeat = 0
     while inbox_id is None and repeatable and repeat < MAX_REPEATS:
