@@ -44,6 +44,16 @@ def test_unique_job_id_refuses_a_second_copy(app: Flask):
     assert get_queue("default").count == 1
 
 
+def test_a_unique_job_is_still_queued_once_after_redis_forgot_its_scripts(app: Flask, redis_client):
+    """A restarted Redis has an empty script cache: the enqueue loads the script again instead of failing."""
+    assert enqueue("default", helpers.remember, "a", job_id="deal-1-check", unique=True) is not None
+    redis_client.script_flush()
+    assert enqueue("default", helpers.remember, "b", job_id="deal-2-check", unique=True) is not None
+    redis_client.script_flush()
+    assert enqueue("default", helpers.remember, "b", job_id="deal-2-check", unique=True) is None
+    assert get_queue("default").get_job_ids() == ["deal-1-check", "deal-2-check"]
+
+
 def test_replacing_a_scheduled_job_leaves_exactly_one(app: Flask):
     from datetime import UTC, datetime
 
