@@ -134,6 +134,8 @@ def load_config(instance_path: Path, env: Mapping[str, str] | None = None) -> di
         # dead holder blocks the deal for at most that long; a decision waits up to DEAL_LOCK_WAIT_SECONDS.
         "DEAL_LOCK_SECONDS": parse_float(env.get("DEAL_LOCK_SECONDS"), 15.0),
         "DEAL_LOCK_WAIT_SECONDS": parse_float(env.get("DEAL_LOCK_WAIT_SECONDS"), 120.0),
+        # Processed inbox rows (each a whole webhook body) are deleted after this many days; 0 keeps them all.
+        "INBOX_RETENTION_DAYS": parse_int(env.get("INBOX_RETENTION_DAYS"), 30),
         # How long a web process trusts a Bitrix24 portal's application token once it matched (handlers/bitrix24.py).
         "TENANT_CACHE_SECONDS": parse_float(env.get("TENANT_CACHE_SECONDS"), 10.0),
         "SANDBOX_ENABLED": parse_bool(env.get("SANDBOX_ENABLED"), default=False),

@@ -260,3 +260,30 @@ def _given_up_job(inbox_id: int) -> Job | None:
     if job is not None and job.get_status(refresh=False) in (JobStatus.FAILED, JobStatus.STOPPED):
         return job
     return None
+
+
+def purge(older_than: timedelta, batch_size: int = 1000, max_rows: int = 100_000) -> int:
+    """Delete rows that were processed (`done`) more than `older_than` ago; returns how many went.
+
+    The inbox keeps every delivery's whole body, so without this it grows by every event forever. Rows
+    that are not done stay whatever their age: pending and queued ones still wait for their job, failed
+    ones are the record of what the app could not do. Once a done row is gone, its dedupe key is too: a
+    delivery of the same event arriving later still would be stored and processed again, which changes
+    nothing (the job re-reads the deal, effects are keyed). Deleted in batches, each committed on its
+    own, oldest first, at most `max_rows` per call (the next run goes on).
+    """
+    cutoff = utcnow() - older_than
+    purged = 0
+    while purged < max_rows:
+        ids = db.session.scalars(
+            sa.select(InboxItem.id)
+            .where(InboxItem.status == InboxItem.DONE, InboxItem.processed_at < cutoff)
+            .order_by(InboxItem.id)
+            .limit(min(batch_size, max_rows - purged))
+        ).all()
+        if not ids:
+            break
+        db.session.execute(sa.delete(InboxItem).where(InboxItem.id.in_(ids)))
+        db.session.commit()
+        purged += len(ids)
+    return purged

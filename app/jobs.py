@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+from flask import current_app
 
 from app import inbox
 from app.queue import get_redis
@@ -23,6 +25,17 @@ def record_heartbeat(name: str = "worker") -> str:
 def process_inbox(inbox_id: int) -> str:
     """Process one stored inbound call."""
     return inbox.process(inbox_id)
+
+
+def purge_inbox() -> int:
+    """Delete processed inbox rows older than INBOX_RETENTION_DAYS (0: keep every row)."""
+    days = current_app.config["INBOX_RETENTION_DAYS"]
+    if days <= 0:
+        return 0
+    count = inbox.purge(timedelta(days=days))
+    if count:
+        log.info("inbox rows purged", extra={"count": count, "retention_days": days})
+    return count
 
 
 def sweep_inbox() -> int:

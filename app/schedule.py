@@ -30,6 +30,7 @@ class PeriodicJob:
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("heartbeat", "app.jobs.record_heartbeat", timedelta(minutes=1)),
     PeriodicJob("inbox-sweep", "app.jobs.sweep_inbox", timedelta(minutes=1)),
+    PeriodicJob("inbox-purge", "app.jobs.purge_inbox", timedelta(hours=1)),
     PeriodicJob("reconcile", "app.reconcile.reconcile_all", timedelta(minutes=2)),
     PeriodicJob("penalty-notices", "app.ledger.sweep_notices", timedelta(minutes=1)),
     PeriodicJob("scheduled-reports", "app.reports.send_scheduled_reports", timedelta(minutes=15)),

@@ -8,9 +8,10 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from app import inbox
+from app import inbox, jobs
 from app.db import db
 from app.models import InboxItem, utcnow
+from app.schedule import PERIODIC_JOBS
 from tests.helpers import make_portal
 
 
@@ -185,3 +186,51 @@ def test_sweep_fails_a_row_whose_job_was_given_up_after_its_last_attempt(app: Fl
     row = db.session.get(InboxItem, inbox_id)
     assert row.status == InboxItem.FAILED
     assert row.last_error == f"its job was given up after {inbox.MAX_ATTEMPTS} attempts"
+
+
+def _finished(key: str, status: str, processed_days_ago: float | None, portal_id: int) -> None:
+    inbox_id = inbox.store("b24", "ONCRMDEALUPDATE", key, "body", portal_id)
+    row = db.session.get(InboxItem, inbox_id)
+    row.status = status
+    row.processed_at = None if processed_days_ago is None else utcnow() - timedelta(days=processed_days_ago)
+    db.session.commit()
+
+
+def test_purge_deletes_done_rows_past_retention_and_keeps_everything_else(app: Flask):
+    portal_id = make_portal().id
+    for n in range(5):
+        _finished(f"old-done-{n}", InboxItem.DONE, 31, portal_id)
+    _finished("recent-done", InboxItem.DONE, 29, portal_id)
+    _finished("old-failed", InboxItem.FAILED, 400, portal_id)
+    _finished("old-pending", InboxItem.PENDING, None, portal_id)
+    _finished("old-queued", InboxItem.QUEUED, None, portal_id)
+
+    assert inbox.purge(timedelta(days=30), batch_size=2) == 5
+    db.session.expire_all()
+    assert [row.dedupe_key for row in _rows()] == ["recent-done", "old-failed", "old-pending", "old-queued"]
+    assert inbox.purge(timedelta(days=30), batch_size=2) == 0
+    # A late copy of a purged delivery is stored (and processed) again: the job re-reads the deal anyway.
+    assert inbox.store("b24", "ONCRMDEALUPDATE", "old-done-0", "body", portal_id) is not None
+
+
+def test_purge_stops_at_its_limit_and_the_next_run_goes_on(app: Flask):
+    portal_id = make_portal().id
+    for n in range(5):
+        _finished(f"old-done-{n}", InboxItem.DONE, 60, portal_id)
+    assert inbox.purge(timedelta(days=30), batch_size=2, max_rows=3) == 3
+    assert [row.dedupe_key for row in _rows()] == ["old-done-3", "old-done-4"]
+    assert inbox.purge(timedelta(days=30), batch_size=2, max_rows=3) == 2
+    assert _rows() == []
+
+
+def test_the_hourly_purge_job_follows_the_retention_setting(app: Flask):
+    assert ("inbox-purge", "app.jobs.purge_inbox") in [(job.name, job.func) for job in PERIODIC_JOBS]
+    portal_id = make_portal().id
+    _finished("done-10-days-ago", InboxItem.DONE, 10, portal_id)
+    app.config["INBOX_RETENTION_DAYS"] = 0
+    assert jobs.purge_inbox() == 0
+    app.config["INBOX_RETENTION_DAYS"] = 30
+    assert jobs.purge_inbox() == 0
+    app.config["INBOX_RETENTION_DAYS"] = 7
+    assert jobs.purge_inbox() == 1
+    assert _rows() == []
