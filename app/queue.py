@@ -254,6 +254,7 @@ def _run_script(script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any
 
 
 def _evalsha(client: Redis, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    """One EVALSHA on the client's own connection; through redis-py's Script (which loads it) on NOSCRIPT."""
     connection = client.connection
     assert connection is not None
     try:
