@@ -73,6 +73,10 @@ class _Held:
     connection: PoolProxiedConnection
 
 
+class _Disconnected(Exception):
+    """The held connection turned out dead; the work may run once more on a fresh one."""
+
+
 class HeldConnection:
     """A DBAPI connection checked out of the engine's pool once and kept by the process's main thread.
 
@@ -99,17 +103,23 @@ class HeldConnection:
                 return work(connection.dbapi_connection)
             finally:
                 connection.close()  # back to the pool, which rolls back whatever was not committed
-        for attempt in (1, 2):
-            held = self._take(engine)
-            try:
-                return work(held.connection.dbapi_connection)
-            except engine.dialect.loaded_dbapi.Error as error:
-                dead = engine.dialect.is_disconnect(error, held.connection.dbapi_connection, None)
-                self._held = None
-                held.connection.invalidate(error)
-                if not dead or attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        try:
+            return self._run_held(engine, work)
+        except _Disconnected:
+            return self._run_held(engine, work, retry=False)
+
+    def _run_held(self, engine: Engine, work: Callable[[Any], _T], *, retry: bool = True) -> _T:
+        """`work` on the held connection; a DBAPI error invalidates it, a dropped one raises _Disconnected."""
+        held = self._take(engine)
+        try:
+            return work(held.connection.dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            dead = engine.dialect.is_disconnect(error, held.connection.dbapi_connection, None)
+            self._held = None
+            held.connection.invalidate(error)
+            if dead and retry:
+                raise _Disconnected from error
+            raise
 
     def _take(self, engine: Engine) -> _Held:
         held = self._held
