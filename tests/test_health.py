@@ -1,12 +1,16 @@
 """GET /healthz reflects the real state of the database and Redis."""
 
+from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask
 
-from app import embedded_redis
+from app import embedded_redis, inbox
+from app.db import db
 from app.jobs import record_heartbeat
+from app.models import InboxItem, utcnow
 from tests.conftest import make_app
+from tests.helpers import make_portal
 
 
 def test_healthy(client, app: Flask):
@@ -19,6 +23,24 @@ def test_healthy(client, app: Flask):
     assert body["redis"] == "ok"
     assert set(body["queues"]) == {"events", "default", "callbacks", "reports"}
     assert body["worker_last_seen"] is not None
+    assert body["inbox"] == {"waiting": 0, "oldest_waiting_seconds": None, "failed": 0}
+
+
+def test_reports_the_inbox_backlog_and_the_deliveries_given_up_on(client, app: Flask):
+    portal_id = make_portal().id
+    statuses = {"a": InboxItem.PENDING, "b": InboxItem.QUEUED, "c": InboxItem.FAILED, "d": InboxItem.DONE}
+    rows = {
+        key: db.session.get(InboxItem, inbox.store("b24", "ONCRMDEALUPDATE", key, "body", portal_id))
+        for key in statuses
+    }
+    for key, status in statuses.items():
+        rows[key].status = status
+    rows["a"].received_at = utcnow() - timedelta(minutes=10)
+    rows["c"].received_at = utcnow() - timedelta(days=3)  # failed rows do not count as waiting
+    db.session.commit()
+    report = client.get("/healthz").get_json()["inbox"]
+    assert report["waiting"] == 2 and report["failed"] == 1
+    assert 600 <= report["oldest_waiting_seconds"] < 660
 
 
 def test_turns_503_when_redis_is_stopped(database_url: str, tmp_path: Path):
