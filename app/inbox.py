@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -252,6 +252,30 @@ def sweep(older_than: timedelta = timedelta(seconds=30)) -> int:
             )
     db.session.commit()
     return count
+
+
+def retry_failed(inbox_ids: Sequence[int] | None = None) -> list[int]:
+    """Give failed rows (all, or those of `inbox_ids`) a fresh set of attempts; returns the ids queued.
+
+    For after the cause is fixed (a CRM outage longer than the retry schedule, a bug): a failed row is a
+    delivery the app never acted on. The row goes back to `pending` with no attempts counted, its spent
+    job is removed and a new one queued; should Redis be down, the sweep queues it later.
+    """
+    query = sa.select(InboxItem).where(InboxItem.status == InboxItem.FAILED).order_by(InboxItem.id)
+    if inbox_ids is not None:
+        query = query.where(InboxItem.id.in_(inbox_ids))
+    rows = db.session.scalars(query).all()
+    for row in rows:
+        row.status = InboxItem.PENDING
+        row.attempts = 0
+    db.session.commit()
+    queued = [row.id for row in rows]
+    for inbox_id in queued:
+        spent = _given_up_job(inbox_id)
+        if spent is not None:
+            spent.delete()
+        enqueue_item(inbox_id)
+    return queued
 
 
 def _given_up_job(inbox_id: int) -> Job | None:

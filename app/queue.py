@@ -367,7 +367,8 @@ def make_worker(app: Flask, queue_names: Sequence[str] | None = None, simple: bo
 
 
 def init_app(app: Flask) -> None:
-    """Register the worker command."""
-    from app.cli import worker_command
+    """Register the worker and inbox commands."""
+    from app.cli import inbox_command, worker_command
 
     app.cli.add_command(worker_command)
+    app.cli.add_command(inbox_command)

@@ -234,3 +234,33 @@ def test_the_hourly_purge_job_follows_the_retention_setting(app: Flask):
     app.config["INBOX_RETENTION_DAYS"] = 7
     assert jobs.purge_inbox() == 1
     assert _rows() == []
+
+
+def test_an_operator_lists_failed_deliveries_and_queues_them_again_once_fixed(
+    app: Flask, worker, monkeypatch: pytest.MonkeyPatch
+):
+    seen: list[str] = []
+    monkeypatch.setitem(inbox.PROCESSORS, ("test", "crm-down"), lambda item: seen.append(item.dedupe_key))
+    inbox_id = inbox.accept("test", "crm-down", "k-given-up", "payload", make_portal().id)
+    row = db.session.get(InboxItem, inbox_id)
+    row.status, row.attempts, row.last_error = InboxItem.FAILED, inbox.MAX_ATTEMPTS, "CrmUnavailable: 503"
+    db.session.commit()
+    _abandon_the_job(inbox_id)
+    cli = app.test_cli_runner()
+
+    listed = cli.invoke(args=["inbox", "failed"])
+    assert listed.exit_code == 0
+    assert f"{inbox_id}\t" in listed.output and "test/crm-down" in listed.output
+    assert "CrmUnavailable: 503" in listed.output
+    assert cli.invoke(args=["inbox", "retry"]).exit_code == 2  # neither ids nor --all
+
+    retried = cli.invoke(args=["inbox", "retry", str(inbox_id), "999999"])
+    assert retried.exit_code == 0
+    assert "left as they are: 999999" in retried.output and f"Queued again: 1 ({inbox_id})" in retried.output
+    worker()
+    db.session.expire_all()
+    row = db.session.get(InboxItem, inbox_id)
+    assert seen == ["k-given-up"]
+    assert (row.status, row.attempts, row.last_error) == (InboxItem.DONE, 1, "")
+    assert cli.invoke(args=["inbox", "failed"]).output == "No failed deliveries.\n"
+    assert cli.invoke(args=["inbox", "retry", "--all"]).output == "Queued again: 0\n"
