@@ -51,6 +51,7 @@ _PER_JOB_FIELDS = ("created_at", "data", "description", "enqueued_at")
 class _JobKind:
     """What every unique job of one queue, function, retry policy and timeouts shares."""
 
+    client: Redis  # the dedicated client the script is registered on and sent through
     script: Script
     func_name: str
     serializer: Any
@@ -195,6 +196,7 @@ def _job_kind(
     )
     script = connection.register_script(UNIQUE_ENQUEUE_SCRIPT.replace("{fields}", shared))
     kind = _JobKind(
+        client=connection,
         script=script,
         func_name=str(prototype.func_name),
         serializer=prototype.serializer,
@@ -229,12 +231,12 @@ def enqueue_unique(
     description = get_call_string(kind.func_name, args, {}, max_length=75)
     moment = utcformat(now())
     keys = (Job.redis_job_namespace_prefix + job_id, kind.queue_key, kind.queues_key)
-    stored = _run_script(kind.script, keys, (job_id, kind.ttl, moment, data, description, moment))
+    stored = _run_script(kind.client, kind.script, keys, (job_id, kind.ttl, moment, data, description, moment))
     return stored == 1
 
 
-def _run_script(script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-    """EVALSHA sent straight on the dedicated client's connection, under that client's own lock.
+def _run_script(client: Redis, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    """EVALSHA sent straight on a dedicated client's connection (`get_redis(dedicated=True)`), under its lock.
 
     What `script(keys=..., args=...)` does, minus redis-py's per-command layers (retry wrapper, metrics,
     response callbacks), which cost about a third of the webhook's Redis call. Kept: the health check
@@ -242,21 +244,18 @@ def _run_script(script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any
     restart; the unique scripts refuse a job id that exists, so a resend cannot queue twice), and loading
     the script when Redis does not know it (a restarted Redis has an empty script cache).
     """
-    client = get_redis(dedicated=True)
-    if client.connection is None:
-        return script(keys=list(keys), args=list(args))
+    connection = client.connection
+    assert connection is not None, "a dedicated client keeps its connection"
     with client.single_connection_lock:
         try:
-            return _evalsha(client, script, keys, args)
+            return _evalsha(client, connection, script, keys, args)
         except RedisConnectionError:
-            client.connection.disconnect()
-            return _evalsha(client, script, keys, args)
+            connection.disconnect()
+            return _evalsha(client, connection, script, keys, args)
 
 
-def _evalsha(client: Redis, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-    """One EVALSHA on the client's own connection; through redis-py's Script (which loads it) on NOSCRIPT."""
-    connection = client.connection
-    assert connection is not None
+def _evalsha(client: Redis, connection: Any, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    """One EVALSHA on the connection; through redis-py's Script (which loads it) on NOSCRIPT."""
     try:
         connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
         return connection.read_response()
