@@ -270,11 +270,15 @@ def retry_failed(inbox_ids: Sequence[int] | None = None) -> list[int]:
         row.attempts = 0
     db.session.commit()
     queued = [row.id for row in rows]
-    for inbox_id in queued:
-        spent = _given_up_job(inbox_id)
-        if spent is not None:
-            spent.delete()
-        enqueue_item(inbox_id)
+    try:
+        for inbox_id in queued:
+            spent = _given_up_job(inbox_id)
+            if spent is not None:
+                spent.delete()
+            _enqueue_job(inbox_id)
+    except (redis.RedisError, OSError) as error:
+        # The rows are pending again: the sweep replaces their spent jobs once Redis answers.
+        log.warning("failed rows left for the sweep: redis unavailable", extra={"error": str(error)})
     return queued
 
 

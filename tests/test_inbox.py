@@ -264,3 +264,36 @@ def test_an_operator_lists_failed_deliveries_and_queues_them_again_once_fixed(
     assert (row.status, row.attempts, row.last_error) == (InboxItem.DONE, 1, "")
     assert cli.invoke(args=["inbox", "failed"]).output == "No failed deliveries.\n"
     assert cli.invoke(args=["inbox", "retry", "--all"]).output == "Queued again: 0\n"
+
+
+def test_failed_deliveries_retried_while_redis_is_down_are_queued_by_the_sweep_once_it_is_back(
+    app: Flask, database_url: str, tmp_path, worker, monkeypatch: pytest.MonkeyPatch
+):
+    from tests.conftest import make_app
+
+    seen: list[str] = []
+    monkeypatch.setitem(inbox.PROCESSORS, ("test", "crm-down"), lambda item: seen.append(item.dedupe_key))
+    inbox_id = inbox.accept("test", "crm-down", "k-given-up", "payload", make_portal().id)
+    row = db.session.get(InboxItem, inbox_id)
+    row.status, row.attempts = InboxItem.FAILED, inbox.MAX_ATTEMPTS
+    row.received_at = utcnow() - timedelta(hours=2)
+    db.session.commit()
+    _abandon_the_job(inbox_id)
+
+    no_redis = make_app(database_url, tmp_path, REDIS_URL="redis://127.0.0.1:1/0")
+    with no_redis.app_context():  # the command runs in the app context it finds
+        retried = no_redis.test_cli_runner().invoke(args=["inbox", "retry", "--all"])
+        db.session.remove()
+    assert retried.exit_code == 0, retried.output
+    assert f"Queued again: 1 ({inbox_id})" in retried.output
+
+    db.session.expire_all()
+    assert (db.session.get(InboxItem, inbox_id).status, db.session.get(InboxItem, inbox_id).attempts) == (
+        InboxItem.PENDING,
+        0,
+    )
+    assert inbox.sweep() == 1  # Redis is back: the spent job is replaced
+    worker()
+    db.session.expire_all()
+    assert seen == ["k-given-up"]
+    assert db.session.get(InboxItem, inbox_id).status == InboxItem.DONE
