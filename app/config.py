@@ -108,6 +108,8 @@ def load_config(instance_path: Path, env: Mapping[str, str] | None = None) -> di
             for s in (env.get("AMO_HOST_SUFFIXES") or ".amocrm.ru,.amocrm.com,.kommo.com").split(",")
             if s.strip()
         ),
+        # A port after an account host (acme.amocrm.ru:8443) only where this is set: never in production.
+        "AMO_ALLOW_HOST_PORT": parse_bool(env.get("AMO_ALLOW_HOST_PORT"), False),
         "AMO_AUTHORIZE_URL": env.get("AMO_AUTHORIZE_URL") or "https://www.amocrm.ru/oauth",
         # amoCRM allows 7 req/s per integration (reference/amocrm.md section 9).
         "AMO_RATE": parse_float(env.get("AMO_RATE"), 7.0),
