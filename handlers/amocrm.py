@@ -19,8 +19,8 @@ from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
 from app import audit, i18n, inbox, review
-from app.crm.amocrm import host_allowed, oauth_token_request, store_token_answer, token_claims
-from app.crm.errors import AmoError, CrmUnavailable
+from app.crm.amocrm import AmoRest, account_host, checked_host, oauth_token_request, store_token_answer
+from app.crm.errors import AmoError, AmoTokenRevoked, AmoUnauthorized, CrmError, CrmUnavailable, PortalNeedsReinstall
 from app.db import db
 from app.models import Portal
 from app.queue import enqueue
@@ -54,6 +54,18 @@ i18n.register(
             "Открыть приложение: очередь контроля, биржа, отчёты, настройки",
             "Open the app: QA queue, exchange, reports, settings",
         ),
+        "amo_bad_referer": (
+            "referer — не адрес аккаунта amoCRM; ничего не отправлено.",
+            "referer is not an amoCRM account host; nothing was sent.",
+        ),
+        "amo_uninstall_unconfirmed": (
+            "amoCRM не подтвердил удаление: интеграция в аккаунте работает, её токены действуют.",
+            "amoCRM did not confirm the removal: the integration still works in the account, its tokens are valid.",
+        ),
+        "amo_uninstall_unchecked": (
+            "Не удалось проверить удаление в amoCRM; повторите позже.",
+            "Could not check the removal with amoCRM; try again later.",
+        ),
         "amo_open_app_failed": (
             "Не удалось открыть приложение. Откройте вкладку сделки заново.",
             "Could not open the app. Reopen the lead tab.",
@@ -76,6 +88,11 @@ def _error(status: int, error: str, message: str) -> ResponseReturnValue:
     return jsonify(error=error, message=message), status
 
 
+def _both(key: str) -> str:
+    """A message for a caller whose language we do not know: Russian first, then English."""
+    return f"{i18n.translate(key, 'ru')} / {i18n.translate(key, 'en')}"
+
+
 def _portal(account_id: str) -> Portal | None:
     return db.session.scalar(sa.select(Portal).where(Portal.crm == Portal.AMOCRM, Portal.external_id == account_id))
 
@@ -93,23 +110,56 @@ def install_link() -> ResponseReturnValue:
     return redirect(f"{current_app.config['AMO_AUTHORIZE_URL']}?{query}")
 
 
-def _account_id(host: str, access_token: str) -> str:
-    """The account id from the token's claims, else from GET /api/v4/account."""
-    claimed = str(token_claims(access_token).get("account_id") or "")
-    if claimed.isdigit():
-        return claimed
+def _verified_account(host: str, access_token: str) -> tuple[str, str]:
+    """(account id, granting user id) from ``GET https://{host}/api/v4/account`` with the token just issued.
+
+    Never from the token's claims: we cannot verify the access token's signature (amoCRM signs it with its
+    own key), so its `account_id` is whatever the sender wrote. The answer of the verified host is what
+    amoCRM says about the account that host serves.
+    """
+    url = f"https://{checked_host(host)}/api/v4/account"
     try:
         response = requests.get(
-            f"https://{host}/api/v4/account",
-            headers={"Authorization": f"Bearer {access_token}"},
+            url,
+            headers={"Authorization": f"Bearer {access_token}", "Accept": "application/hal+json"},
             timeout=(10, 30),
+            allow_redirects=False,
         )
-        account_id = str(response.json().get("id") or "") if response.status_code == 200 else ""
-    except (requests.RequestException, ValueError, AttributeError) as error:
+        answer = response.json() if response.status_code == 200 else None
+    except (requests.RequestException, ValueError) as error:
         raise CrmUnavailable("amoCRM did not tell the account id") from error
+    account_id = str(answer.get("id") or "") if isinstance(answer, dict) else ""
     if not account_id.isdigit():
         raise CrmUnavailable("amoCRM did not tell the account id")
-    return account_id
+    user_id = str(answer.get("current_user_id") or "")  # type: ignore[union-attr]
+    return account_id, user_id if user_id.isdigit() else ""
+
+
+def _take_host(portal: Portal, host: str, actor: str) -> None:
+    """Store `host` as the account's API host; a change of host for a known account is audited.
+
+    The host was checked (a bare name under AMO_HOST_SUFFIXES) and the account id came from that very
+    host's ``/api/v4/account``, answering with a token it issued to our client id for our secret. On the
+    real amoCRM only amoCRM's own servers answer under those suffixes, so a known account appearing on
+    another host means its subdomain was renamed in amoCRM, and we follow it. Nobody else can produce
+    that answer: an attacker's host never passes the host check, and a token he got for his own account
+    names his own account id, which only ever selects his own row. The move is audited (old and new
+    host) so an administrator can see it.
+    """
+    previous = portal.domain
+    portal.domain = host
+    portal.rest_base = f"https://{host}"
+    if portal.id is not None and previous and previous != host:
+        log.warning("amocrm account moved to another host", extra={"portal_id": portal.id})
+        audit.record(
+            portal.id,
+            actor,
+            "host_change",
+            "accepted",
+            f"the account's host changed from {previous} to {host}, confirmed by {host}/api/v4/account",
+            previous_host=previous,
+            host=host,
+        )
 
 
 @bp.get("/oauth")
@@ -121,11 +171,12 @@ def oauth() -> ResponseReturnValue:
     client_id = current_app.config["AMO_CLIENT_ID"]
     if not client_id or not current_app.config["AMO_CLIENT_SECRET"]:
         return _error(503, "not_configured", "the amoCRM integration is not configured on this server")
-    code, referer, state = args.get("code", ""), args.get("referer", "").strip().lower(), args.get("state", "")
+    code, state = args.get("code", ""), args.get("state", "")
     if not code or len(code) > 4096:
         return _error(400, "bad_request", "code is missing")
-    if not host_allowed(referer):
-        return _error(400, "bad_request", "referer is not an amoCRM account host")
+    referer = account_host(args.get("referer", ""))
+    if referer is None:
+        return _error(400, "bad_request", _both("amo_bad_referer"))
     if args.get("client_id") and not same_secret(args["client_id"], client_id):
         return _error(400, "bad_request", "client_id is not ours")
     if state:
@@ -135,14 +186,16 @@ def oauth() -> ResponseReturnValue:
         return _error(400, "bad_request", "state is missing")
     try:
         answer = oauth_token_request(referer, {"grant_type": "authorization_code", "code": code})
-        account_id = _account_id(referer, str(answer["access_token"]))
+        account_id, user_id = _verified_account(referer, str(answer["access_token"]))
     except AmoError as error:
         return _error(400, "code_refused", f"amoCRM refused the authorisation code ({error.code})")
     except CrmUnavailable as error:
         return _error(502, "crm_unavailable", f"amoCRM did not answer: {error.description}")
+    except CrmError as error:  # ForeignHost: the host stopped passing between the checks; nothing was sent
+        return _error(400, "bad_request", f"{_both('amo_bad_referer')} ({error.code})")
+    actor = user_id or "admin"
     portal = _portal(account_id) or Portal(crm=Portal.AMOCRM, external_id=account_id, settings={})
-    portal.domain = referer
-    portal.rest_base = f"https://{referer}"
+    _take_host(portal, referer, actor)
     store_token_answer(portal, answer)
     portal.status = "installing"
     portal.status_detail = ""
@@ -150,15 +203,44 @@ def oauth() -> ResponseReturnValue:
     portal.language = "en" if referer.endswith((".kommo.com", ".amocrm.com")) else "ru"
     db.session.add(portal)
     db.session.flush()
-    audit.record(portal.id, str(token_claims(portal.access_token or "").get("sub") or "admin"), "install", "queued")
+    audit.record(portal.id, actor, "install", "queued")
     db.session.commit()
     enqueue("default", "installers.amocrm.run_install", portal.id)
     return render_template("amocrm/connected.html", lang=portal.language)
 
 
+def _still_installed(portal: Portal) -> bool | None:
+    """Whether amoCRM still honours our tokens for the account: True (still installed), False (revoked), or
+    None when amoCRM could not be asked (unreachable, throttled, blocked).
+
+    One ``GET /api/v4/account`` through the adapter, on the verified host only; an expired access token is
+    refreshed first, so only a revoked pair answers False.
+    """
+    if not portal.access_token and not portal.refresh_token:
+        return False
+    try:
+        answer = AmoRest(portal.id).get("/api/v4/account")
+    except (PortalNeedsReinstall, AmoUnauthorized, AmoTokenRevoked):
+        return False
+    except CrmError as error:
+        log.warning("amocrm uninstall not confirmed", extra={"portal_id": portal.id, "code": error.code})
+        return None
+    return isinstance(answer, dict) and str(answer.get("id") or "") == portal.external_id
+
+
 @bp.get("/uninstall")
 def uninstall() -> ResponseReturnValue:
-    """The uninstall hook: client_uuid and the HMAC signature of "client_id|account_id" must match."""
+    """The uninstall hook: client_uuid and the HMAC signature of "client_id|account_id" must match.
+
+    amoCRM signs only "client_id|account_id": no time, no nonce, nothing that differs between two removals
+    of the same account, so every genuine uninstall URL of an account is the same string and a captured
+    one can be replayed after a reinstall. Remembering honoured signatures cannot tell a replay from the
+    next genuine removal (they are identical), so the signature alone decides nothing: amoCRM is asked.
+    A removal revokes the integration's tokens; while amoCRM still accepts ours (`_still_installed`), the
+    integration is installed and the call is a replay, which changes nothing and is audited. When amoCRM
+    cannot be asked, nothing changes either (503): a genuine removal still shows, because the next call
+    with the revoked tokens flags the account for reinstallation.
+    """
     client_uuid = request.args.get("client_uuid", "")
     account_id = request.args.get("account_id", "")
     signature = request.args.get("signature", "")
@@ -167,6 +249,17 @@ def uninstall() -> ResponseReturnValue:
     portal = _portal(account_id)
     if portal is None:
         return _error(401, "unauthorized", "unknown account")
+    if portal.status == "uninstalled":
+        return jsonify(ok=True)
+    installed = _still_installed(portal)
+    db.session.refresh(portal)  # the probe may have refreshed the tokens or flagged the row in its own session
+    if installed is None:
+        return _error(503, "crm_unavailable", _both("amo_uninstall_unchecked"))
+    if installed:
+        audit.record(portal.id, "amocrm", "uninstall", "refused", "amoCRM still accepts the integration's tokens")
+        db.session.commit()
+        log.warning("amocrm uninstall refused: the account still accepts our tokens", extra={"portal_id": portal.id})
+        return _error(409, "still_installed", _both("amo_uninstall_unconfirmed"))
     portal.status = "uninstalled"
     portal.installed_at = None  # the next install starts watching afresh
     portal.uninstalled_at = datetime.now(UTC)
@@ -301,7 +394,7 @@ def _cors(response: Response, origin: str) -> Response:
 def _account_origin() -> str | None:
     origin = request.headers.get("Origin", "")
     parts = urlsplit(origin)
-    return origin if parts.scheme == "https" and host_allowed(parts.netloc) else None
+    return origin if parts.scheme == "https" and account_host(parts.netloc) is not None else None
 
 
 @bp.route("/widget/session", methods=["OPTIONS"])

@@ -39,15 +39,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
-import jwt
 import qs_codec
 import requests
 import sqlalchemy as sa
 from flask import Flask, current_app
 from redis.exceptions import LockError
 from redis.exceptions import RedisError as _RedisError
+from requests.adapters import HTTPAdapter
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -65,6 +65,7 @@ from app.crm.errors import (
     CrmUnavailable,
     PortalNeedsReinstall,
 )
+from app.crm.hosts import ForeignHost, amo_account_host, origin_of, require_amo_host, require_same_origin
 from app.crm.port import (
     AUTOMATION,
     Call,
@@ -107,7 +108,9 @@ SOURCE_SCAN_DAYS = 180
 SOURCE_SCAN_PAGES = 8
 FOREIGN_URL = "FOREIGN_URL"
 RECORDING_REDIRECTS = 3
-RECORDING_TYPES = ("audio/", "application/octet-stream", "application/ogg")
+RECORDING_TYPES = ("application/octet-stream",)  # besides audio/*: the opaque binary providers serve files as
+# The only paths fetched with our token on the account's own host: where recordings are kept (never /api/).
+OWN_RECORDING_PATHS = ("/recordings/",)
 NOTICE_BATCH = 50  # tasks per POST: amoCRM takes up to 250, its SDK advises at most 50
 STATUS_INCOMING = 1  # status type of "Incoming leads" (Неразобранное)
 STATUS_FILTER_CHUNK = 40  # (pipeline, status) pairs per lead list request: keeps the URL near 4.5 KB
@@ -166,32 +169,23 @@ def error_from_response(response: requests.Response, *, token_request: bool = Fa
     return AmoError(detail or f"HTTP {status}", http_status=status)
 
 
-def token_claims(access_token: str) -> dict[str, Any]:
-    """The claims of an amoCRM access token (a JWT) without verifying it.
-
-    Only used right after amoCRM handed us the token over TLS, to read `account_id`, `exp` and the API
-    host; never to authenticate anybody.
-    """
-    try:
-        claims = jwt.decode(access_token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return {}
-    return claims if isinstance(claims, dict) else {}
+def account_host(raw: str, app: Flask | None = None) -> str | None:
+    """The amoCRM account host `raw` names, or None when our credentials may not go there
+    (`app.crm.hosts.amo_account_host` with AMO_HOST_SUFFIXES and AMO_ALLOW_HOST_PORT)."""
+    config = (app or current_app).config
+    return amo_account_host(raw, config["AMO_HOST_SUFFIXES"], allow_port=bool(config.get("AMO_ALLOW_HOST_PORT")))
 
 
-def host_allowed(host: str, app: Flask | None = None) -> bool:
-    """Whether `host` may be an account's API host (we send our client secret there)."""
-    host = (host or "").strip().lower()
-    if not host or "/" in host or "@" in host or host.startswith("."):
-        return False
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    suffixes = (app or current_app).config["AMO_HOST_SUFFIXES"]
-    return any(name.endswith(suffix) or name == suffix.lstrip(".") for suffix in suffixes)
+def checked_host(raw: str, app: Flask | None = None) -> str:
+    """`account_host`, right before a call: ForeignHost (nothing is sent) when `raw` does not pass."""
+    config = (app or current_app).config
+    return require_amo_host(raw, config["AMO_HOST_SUFFIXES"], allow_port=bool(config.get("AMO_ALLOW_HOST_PORT")))
 
 
 def oauth_token_request(host: str, payload: Mapping[str, Any], app: Flask | None = None) -> dict[str, Any]:
     """POST https://{host}/oauth2/access_token (JSON); the answer, or a typed error."""
     config = (app or current_app).config
+    host = checked_host(host, app)  # the client secret goes nowhere else
     body = {
         "client_id": config["AMO_CLIENT_ID"],
         "client_secret": config["AMO_CLIENT_SECRET"],
@@ -262,17 +256,69 @@ def resolve_addresses(host: str) -> set[str]:
     return {str(info[4][0]).split("%", 1)[0] for info in infos}
 
 
-def public_host(host: str) -> bool:
-    """Whether every address of `host` is a public (global) one: no loopback, private, link-local, metadata."""
+def recording_type(content_type: str) -> bool:
+    """Whether a recording answer's media type (lower case, no parameters) may be streamed back."""
+    return content_type.startswith("audio/") or content_type in RECORDING_TYPES
+
+
+def own_recording_path(path: str) -> bool:
+    """Whether `path` on the account's own host may be fetched with our token: under OWN_RECORDING_PATHS,
+    with no dot segment or backslash, encoded or not, that a server could resolve to another path."""
+    plain = unquote(path)
+    return plain.startswith(OWN_RECORDING_PATHS) and ".." not in plain and "\\" not in plain and "%" not in plain
+
+
+class PinnedAdapter(HTTPAdapter):
+    """A transport that connects to one checked address for one host name.
+
+    The URL keeps the host name; only the TCP connection goes to `address` (requests' public
+    `build_connection_pool_key_attributes` hook hands urllib3 the address as the pool's host). TLS still
+    sends the host name as SNI and verifies the certificate against it (urllib3's ``server_hostname``),
+    and the ``Host`` header names it. A request for any other host name is refused before connecting.
+    """
+
+    def __init__(self, hostname: str, address: str) -> None:
+        super().__init__(max_retries=0)
+        self.hostname = hostname
+        self.address = address
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: bool | str, cert: str | tuple[str, str] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        if host_params.get("scheme") != "https" or str(host_params.get("host") or "").lower() != self.hostname:
+            raise ForeignHost(f"a connection pinned for {self.hostname} is never used for another host")
+        host_params["host"] = self.address
+        pool_kwargs["server_hostname"] = self.hostname
+        return host_params, pool_kwargs
+
+    def add_headers(self, request: requests.PreparedRequest, **kwargs: Any) -> None:
+        request.headers["Host"] = self.hostname
+
+
+def fetch_recording(
+    url: str, headers: Mapping[str, str], pinned: str | None, *, timeout: tuple[float, float]
+) -> requests.Response:
+    """One GET of a recording hop, streamed, no redirects followed; through `PinnedAdapter` when `pinned`
+    names the checked address of the URL's host (a foreign host), plainly for the account's own host."""
+    if pinned is None:
+        return requests.get(url, headers=dict(headers), stream=True, allow_redirects=False, timeout=timeout)
+    session = requests.Session()
+    session.trust_env = False  # no proxy from the environment: the connection goes to the checked address
+    session.mount("https://", PinnedAdapter((urlsplit(url).hostname or "").lower(), pinned))
     try:
-        return ipaddress.ip_address(host).is_global
-    except ValueError:
-        pass
-    addresses = resolve_addresses(host)
-    try:
-        return bool(addresses) and all(ipaddress.ip_address(address).is_global for address in addresses)
-    except ValueError:
-        return False
+        response = session.get(url, headers=dict(headers), stream=True, allow_redirects=False, timeout=timeout)
+    except BaseException:
+        session.close()
+        raise
+    close_response = response.close
+
+    def close() -> None:
+        close_response()
+        session.close()
+
+    response.close = close  # type: ignore[method-assign]
+    return response
 
 
 def _hostname(host: str) -> str:
@@ -285,6 +331,7 @@ class _AccountAuth:
     host: str
     status: str
     expires_at: datetime | None
+    rest_base: str = ""
 
 
 # ---------------------------------------------------------------- REST client
@@ -326,7 +373,9 @@ class AmoRest:
             raise CrmError(f"portal {portal.id} is not an amoCRM account")
         if not portal.domain:
             raise CrmError(f"portal {portal.id} has no API host")
-        return _AccountAuth(portal.access_token or "", portal.domain, portal.status, portal.token_expires_at)
+        return _AccountAuth(
+            portal.access_token or "", portal.domain, portal.status, portal.token_expires_at, portal.rest_base or ""
+        )
 
     def _current(self) -> _AccountAuth:
         if self._auth is None:
@@ -357,6 +406,13 @@ class AmoRest:
         error = PortalNeedsReinstall(detail)
         error.__cause__ = reason
         return error
+
+    def _verified_host(self, host: str, rest_base: str) -> str:
+        """The account host, checked right before our token or secret goes there: an allowed amoCRM host
+        (`checked_host`) that is also the origin of the REST base stored at install; else ForeignHost."""
+        checked = checked_host(host, self.app)
+        require_same_origin(f"https://{checked}/", rest_base, what="amoCRM tokens")
+        return checked
 
     # ---- token refresh
 
@@ -395,9 +451,11 @@ class AmoRest:
                 if not portal.refresh_token:
                     refused = AmoTokenRevoked("no refresh token stored")
                 else:
+                    # The refresh token and our client secret go only to the verified account host.
+                    host = self._verified_host(portal.domain, portal.rest_base or "")
                     try:
                         answer = oauth_token_request(
-                            portal.domain,
+                            host,
                             {"grant_type": "refresh_token", "refresh_token": portal.refresh_token},
                             self.app,
                         )
@@ -449,9 +507,9 @@ class AmoRest:
         if self._bucket is None:
             self._load()
         assert self._bucket is not None
+        url = f"https://{self._verified_host(auth.host, auth.rest_base)}{path}"
         limiter_for(self.app).acquire(amo_key(self.portal_id), self._bucket)
         self.requests_sent += 1
-        url = f"https://{auth.host}{path}"
         if params:
             url += "?" + qs_codec.encode(dict(params), qs_codec.EncodeOptions(skip_nulls=True))
         try:
@@ -504,11 +562,30 @@ class AmoRest:
                 self._record_block(error)
             raise error
 
-    def _recording_host_allowed(self, host: str) -> bool:
+    def _recording_address(self, host: str) -> str:
+        """The one address a foreign recording host is fetched from: resolved once, every answer public.
+
+        The host must match AMO_RECORDING_HOSTS when that is set, and every address it resolves to must be
+        global (no loopback, private, link-local or cloud-metadata ranges: no SSRF into our network). The
+        fetch then connects to exactly this address (`PinnedAdapter`), so a second DNS answer cannot move it.
+        """
         suffixes = self.app.config.get("AMO_RECORDING_HOSTS") or ()
         if suffixes and not any(host == s.lstrip(".") or host.endswith("." + s.lstrip(".")) for s in suffixes):
-            return False
-        return public_host(host)
+            raise CrmError(f"recordings are not fetched from {host}", code=FOREIGN_URL)
+        try:
+            if not ipaddress.ip_address(host).is_global:
+                raise CrmError(f"recordings are not fetched from {host}", code=FOREIGN_URL)
+            return host
+        except ValueError:
+            pass
+        addresses = resolve_addresses(host)
+        try:
+            public = bool(addresses) and all(ipaddress.ip_address(address).is_global for address in addresses)
+        except ValueError:
+            public = False
+        if not public:
+            raise CrmError(f"recordings are not fetched from {host}", code=FOREIGN_URL)
+        return sorted(addresses)[0]
 
     def download(self, url: str) -> requests.Response:
         """GET a call recording (streamed; the caller closes the response).
@@ -516,18 +593,21 @@ class AmoRest:
         The link comes from a call note, which any user or telephony integration can write, so:
 
         * only ``https`` on the default port, no credentials in the address;
-        * on the account's own host the request carries our token (that host already has it) and takes a
-          slot from the account's rate limit;
+        * on the account's own (verified) host the request carries our token (that host already has it),
+          only for a recording path (OWN_RECORDING_PATHS: never an API path), and takes a slot from the
+          account's rate limit;
         * on any other host (the telephony provider the note names: amoCRM keeps no recordings of its
-          own for them) the request carries **no** credentials, and the host must resolve to public
-          addresses only (no loopback, private, link-local or cloud-metadata ranges: no SSRF into our
-          network) and match AMO_RECORDING_HOSTS when that is set;
-        * redirects are followed by hand, at most three, each hop checked again (the token is never
-          sent to a host a redirect names, unless it is the account's own);
-        * only audio (or an opaque binary) is streamed back, never an HTML page.
+          own for them) the request carries **no** credentials, the host must match AMO_RECORDING_HOSTS
+          when that is set, and it is resolved once: every address must be public and the connection goes
+          to the checked address (`PinnedAdapter`; TLS SNI and the certificate are still checked against
+          the host name), so DNS rebinding between the check and the connection cannot reach our network;
+        * redirects are followed by hand, at most three, each hop checked, resolved and pinned again (the
+          token is never sent to a host a redirect names, unless it is the account's own);
+        * only audio (``audio/*``, or ``application/octet-stream``, the opaque binary telephony providers
+          serve files as) is streamed back, never an HTML page or JSON.
         """
         auth = self._current()
-        own_host = _hostname(auth.host)
+        own_host = _hostname(self._verified_host(auth.host, auth.rest_base))
         for _hop in range(RECORDING_REDIRECTS + 1):
             parts = urlsplit(url)
             try:
@@ -537,11 +617,14 @@ class AmoRest:
             host = (parts.hostname or "").lower()
             if parts.scheme != "https" or not host or parts.username or parts.password or port not in (None, 443):
                 raise CrmError("the recording link is not a plain https address", code=FOREIGN_URL)
+            if origin_of(url) is None:
+                raise CrmError("the recording link is not a plain https address", code=FOREIGN_URL)
             own = host == own_host
-            if not own and not self._recording_host_allowed(host):
-                raise CrmError(f"recordings are not fetched from {host}", code=FOREIGN_URL)
             headers = {"Accept": "audio/*, application/octet-stream"}
+            pinned: str | None = None
             if own:
+                if not own_recording_path(parts.path):
+                    raise CrmError("only recording paths are fetched from the account's host", code=FOREIGN_URL)
                 if self._blocked():
                     raise AmoBlocked(f"calls to the amoCRM account of portal {self.portal_id} are paused")
                 if self._bucket is None:
@@ -549,10 +632,10 @@ class AmoRest:
                 assert self._bucket is not None
                 limiter_for(self.app).acquire(amo_key(self.portal_id), self._bucket)
                 headers["Authorization"] = f"Bearer {auth.access_token}"
+            else:
+                pinned = self._recording_address(host)
             try:
-                response = requests.get(
-                    url, headers=headers, stream=True, allow_redirects=False, timeout=(10.0, self.timeout)
-                )
+                response = fetch_recording(url, headers, pinned, timeout=(10.0, self.timeout))
             except requests.RequestException as error:
                 raise CrmUnavailable(f"the recording host is unreachable: {type(error).__name__}") from error
             if response.is_redirect:
@@ -566,7 +649,7 @@ class AmoRest:
                     raise AmoNotFound("the recording file is gone", http_status=response.status_code)
                 raise CrmUnavailable("the recording host did not serve the file", http_status=response.status_code)
             content_type = (response.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
-            if not content_type.startswith(RECORDING_TYPES):
+            if not recording_type(content_type):
                 response.close()
                 raise CrmError(f"the recording link answered {content_type or 'no content type'}", code=FOREIGN_URL)
             return response

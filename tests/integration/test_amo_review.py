@@ -86,17 +86,18 @@ def test_a_recording_on_the_telephony_host_is_fetched_without_our_token(guarded:
     refused = guarded.client.get(url, headers=qa.headers)
     assert refused.status_code == 422 and "not fetched" in refused.get_json()["message"]
     resolving[RECORDING_HOST] = {"93.184.216.34"}
-    seen: list[dict[str, str]] = []
-    original = amocrm.requests.get
+    seen: list[tuple[dict[str, str], str | None]] = []
+    original = amocrm.fetch_recording
 
-    def spy(target: str, **kwargs: object):  # type: ignore[no-untyped-def]
-        seen.append(dict(kwargs.get("headers") or {}))  # type: ignore[arg-type]
-        return original(target, **kwargs)  # type: ignore[arg-type]
+    def spy(target: str, headers: dict[str, str], pinned: str | None, **kwargs: object):  # type: ignore[no-untyped-def]
+        seen.append((dict(headers), pinned))
+        return original(target, headers, pinned, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(amocrm.requests, "get", spy)
+    monkeypatch.setattr(amocrm, "fetch_recording", spy)
     audio = guarded.client.get(url, headers=qa.headers)
     assert audio.status_code == 200 and audio.get_data().startswith(b"ID3")
-    assert seen and all("Authorization" not in headers for headers in seen)
+    # no token, and the connection pinned to the address that was checked
+    assert seen and all("Authorization" not in headers and pinned == "93.184.216.34" for headers, pinned in seen)
     guarded.app.config["AMO_RECORDING_HOSTS"] = ("telephony.example",)
     assert guarded.client.get(url, headers=qa.headers).status_code == 422
 
