@@ -293,7 +293,8 @@ class PinnedAdapter(HTTPAdapter):
         return host_params, pool_kwargs
 
     def add_headers(self, request: requests.PreparedRequest, **kwargs: Any) -> None:
-        request.headers["Host"] = self.hostname
+        port = urlsplit(request.url or "").port
+        request.headers["Host"] = self.hostname if port in (None, 443) else f"{self.hostname}:{port}"
 
 
 def fetch_recording(
