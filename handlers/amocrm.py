@@ -164,7 +164,15 @@ def _take_host(portal: Portal, host: str, actor: str) -> None:
 
 @bp.get("/oauth")
 def oauth() -> ResponseReturnValue:
-    """The redirect after the admin allowed access: check, exchange the code, store, run the installer."""
+    """The redirect after the admin allowed access: check, exchange the code, store, run the installer.
+
+    `referer` must be a bare amoCRM account host (`account_host`) before anything is sent; the code, our
+    client secret and the new token go there only, and the account id is what that host's
+    ``/api/v4/account`` answers (`_verified_account`). A call with `from_widget` and no `state` is what
+    amoCRM sends after a widget install and stays accepted: it can only exchange a code amoCRM itself
+    issued to our client id on the host it names, and what it stores is the row of the account that host
+    serves, so a stranger's request either fails at amoCRM or installs the account its code belongs to.
+    """
     args = request.args
     if args.get("error"):
         return _error(400, "access_denied", "the administrator did not allow access")

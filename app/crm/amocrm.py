@@ -3,7 +3,9 @@
 `AmoRest` owns everything about talking to one account (reference/amocrm.md):
 
 * every request first takes a slot from the shared limiter (app.ratelimit, 7 req/s per account);
-* the account's own host (the OAuth ``referer``) is the base; bodies are JSON, answers
+* the account's own host (the OAuth ``referer``) is the base, checked again right before every call and
+  every token refresh (`AmoRest._verified_host`: an allowed amoCRM host, `app.crm.hosts`, that is the
+  origin of the REST base stored at install), so a tampered row sends nothing; bodies are JSON, answers
   ``application/hal+json`` or ``application/problem+json``; an empty list is HTTP 204 with no body;
 * 429 is retried a bounded number of times with exponential back-off and jitter (``Retry-After``
   wins); a 403 *block* (an HTML page, not a JSON problem) pauses every call to the account for
