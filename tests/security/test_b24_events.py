@@ -52,18 +52,14 @@ def test_an_install_event_naming_an_internal_endpoint_changes_no_rest_base(guard
     answer = guarded.event("ONAPPINSTALL", auth, VERSION="1", INSTALLED="Y")
     assert answer.status_code == 200
     assert guarded.b24.our_portal().rest_base == verified
+    # A deal event naming the endpoint is processed with the endpoint ignored.
+    deal_auth = {**guarded.auth_block(MANAGER), "client_endpoint": endpoint}
+    assert guarded.event("ONCRMDEALUPDATE", deal_auth, FIELDS={"ID": "1"}).status_code == 200
+    guarded.b24.work()
+    assert guarded.b24.our_portal().rest_base == verified
     start = len(guarded.transport.calls)
     guard_reverts_an_illegal_move(guarded.b24)
     assert _hosts_that_got_a_token(guarded, start) == {guarded.b24.portal.domain}
-
-
-@pytest.mark.parametrize("endpoint", INTERNAL)
-def test_a_deal_event_naming_another_endpoint_is_processed_with_the_endpoint_ignored(guarded: Env, endpoint: str):
-    verified = guarded.snapshot()["rest_base"]
-    auth = {**guarded.auth_block(MANAGER), "client_endpoint": endpoint}
-    assert guarded.event("ONCRMDEALUPDATE", auth, FIELDS={"ID": "1"}).status_code == 200
-    guarded.b24.work()
-    assert guarded.b24.our_portal().rest_base == verified
 
 
 def test_a_first_install_takes_the_rest_base_app_info_confirmed_not_the_events(env: Env):
@@ -78,10 +74,12 @@ def test_a_first_install_takes_the_rest_base_app_info_confirmed_not_the_events(e
 
 
 def test_every_request_carrying_our_token_goes_to_the_verified_portal(env: Env):
-    """A transport-level spy over a whole install and guard flow: the `auth` token never leaves the portal's
-    origin; the OAuth server gets only the token it is asked about (app.info)."""
+    """A transport-level spy over a whole install and guard flow, with the SSRF attempt in the middle: the
+    `auth` token never leaves the portal's origin; the OAuth server gets only the token it is asked about."""
     b24 = env.b24
     install_and_guard(env)
+    for endpoint in INTERNAL:
+        env.event("ONAPPINSTALL", {**env.auth_block(ADMIN), "client_endpoint": endpoint}, VERSION="1")
     guard_reverts_an_illegal_move(b24)
     portal_host = urlsplit(b24.portal.client_endpoint).netloc
     oauth_host = b24.sandbox.oauth_host
@@ -104,7 +102,6 @@ def test_every_request_carrying_our_token_goes_to_the_verified_portal(env: Env):
     [
         "https://evil.example@a.bitrix24.test/rest/",
         "https://a.bitrix24.test%2F@evil.example/rest/",
-        "http://a.bitrix24.test/rest/",
         " https://a.bitrix24.test/rest/",
         "https://a.bitrix24.test\\@evil.example/rest/",
     ],
@@ -114,12 +111,7 @@ def test_a_refresh_answer_with_an_unclean_endpoint_keeps_the_rest_base(app: Flas
     answer = {"access_token": "a", "refresh_token": "r", "expires_in": 3600, "client_endpoint": endpoint}
     Bitrix24Rest(portal.id)._store_tokens(portal, answer)
     assert portal.rest_base == "https://member-r.bitrix24.test/rest/"
-    db.session.rollback()
-
-
-def test_the_oauth_server_may_move_a_portal_to_a_clean_https_origin(app: Flask):
-    """The configured OAuth server is trusted (a portal's domain can change); only its answer moves the base."""
-    portal = make_portal("member-m", rest_base="https://member-m.bitrix24.test/rest/", status="installed")
+    # The configured OAuth server is trusted (a portal's domain can change): a clean https origin moves it.
     answer = {"access_token": "a", "refresh_token": "r", "client_endpoint": "https://renamed.bitrix24.test/rest/"}
     Bitrix24Rest(portal.id)._store_tokens(portal, answer)
     assert (portal.rest_base, portal.domain) == ("https://renamed.bitrix24.test/rest/", "renamed.bitrix24.test")
