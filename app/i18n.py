@@ -34,6 +34,13 @@ STRINGS: dict[str, tuple[str, str]] = {
     "install_failed": ("Установка не удалась:", "Installation failed:"),
     "install_retry": ("Повторить", "Try again"),
     "install_lost": ("Нет связи с сервером приложения, повторяем…", "Lost contact with the app server, retrying…"),
+    "install_admin_only_title": ("Нужен администратор портала", "A portal administrator is needed"),
+    "install_admin_only": (
+        "Установить или восстановить приложение может только администратор портала. Ничего не изменено: "
+        "попросите администратора открыть приложение в Маркете.",
+        "Only a portal administrator can install or repair the app. Nothing was changed: "
+        "ask an administrator to open the app in the Market.",
+    ),
     "needs_reinstall": (
         "Доступ приложения к порталу утерян. Переустановите приложение из Маркета.",
         "The app has lost access to the portal. Reinstall it from the Market.",

@@ -17,6 +17,7 @@ from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
 from app import audit, inbox
+from app.crm.hosts import origin_of
 from app.db import db
 from app.models import Portal
 from app.queue import enqueue
@@ -153,29 +154,82 @@ def events() -> ResponseReturnValue:
 
 
 def _on_app_install(portal: Portal, event: B24Event) -> ResponseReturnValue:
-    """ONAPPINSTALL brings the application token and a refresh token; trust it only once verified."""
-    if portal.application_token:
-        if not same_secret(event.auth.application_token, portal.application_token):
-            return _unauthorized("application token does not match")
-    elif not (event.auth.access_token and b24_verify.token_belongs_to(event.auth.access_token, portal.external_id)):
+    """ONAPPINSTALL brings the application token and tokens for our calls; each is trusted only once verified.
+
+    The application token is taken only by a portal that has none (a new install, or a reinstall after
+    ONAPPUNINSTALL cleared it); a stored one is never replaced. The access and refresh tokens are stored
+    only when the OAuth server confirms the access token is ours for this portal and the portal says its
+    user is an administrator. The REST base is the one the OAuth server confirmed, never
+    `auth[client_endpoint]`: an event naming another one is processed with that field ignored.
+    """
+    if portal.application_token and not same_secret(event.auth.application_token, portal.application_token):
+        return _unauthorized("application token does not match")
+    info = _verified_admin_token(portal, event.auth.access_token)
+    if info is None and not portal.application_token:
         return _unauthorized("install event could not be verified")
-    portal.application_token = event.auth.application_token
-    _tenants().pop(portal.external_id, None)
-    if event.auth.access_token:
-        portal.access_token = event.auth.access_token
-        portal.token_expires_at = datetime.now(UTC) + timedelta(seconds=int(event.auth.expires_in or 3600))
+    verified_base = info.client_endpoint if info is not None else portal.rest_base or ""
+    if event.auth.client_endpoint and event.auth.client_endpoint != verified_base:
+        log.warning(
+            "bitrix24 install event names another REST endpoint; ignored",
+            extra={"portal_id": portal.id, "endpoint_origin": _origin_text(event.auth.client_endpoint)},
+        )
+    if info is None:
+        audit.record(portal.id, event.auth.user_id or "portal", "app install event", "tokens not verified, kept ours")
+        db.session.commit()
+        return jsonify(ok=True, ignored="tokens not verified")
+    if not portal.application_token:
+        portal.application_token = event.auth.application_token
+        _tenants().pop(portal.external_id, None)
+    portal.access_token = event.auth.access_token
+    portal.token_expires_at = datetime.now(UTC) + timedelta(seconds=int(event.auth.expires_in or 3600))
     if event.auth.refresh_token:
         portal.refresh_token = event.auth.refresh_token
-    if event.auth.client_endpoint.startswith("https://"):
-        portal.rest_base = event.auth.client_endpoint
+    portal.rest_base = info.client_endpoint
+    portal.domain = info.domain or portal.domain
     audit.record(portal.id, event.auth.user_id or "portal", "app install event", "tokens stored")
     db.session.commit()
     return jsonify(ok=True)
 
 
+def _verified_admin_token(portal: Portal, access_token: str | None) -> b24_verify.AppInfo | None:
+    """What the OAuth server says about `access_token` when it was issued to our app for this portal and
+    belongs to a portal administrator (asked at the REST base the OAuth server confirmed); else None."""
+    if not access_token:
+        return None
+    info = b24_verify.app_info(access_token)
+    if info is None or info.member_id != portal.external_id:
+        return None
+    user = b24_verify.user_at(info.client_endpoint, access_token)
+    if user is None or not user.is_admin:
+        return None
+    return info
+
+
+def _origin_text(url: str) -> str:
+    """The host of a URL for a log line (never its path or query), or a note that it is not a clean one."""
+    origin = origin_of(url)
+    return f"{origin[1]}:{origin[2]}" if origin else "not a plain https URL"
+
+
+def _admin_only(frame: B24Frame, rest_base: str, user_id: str) -> ResponseReturnValue:
+    """403: the install frame came from a user who is not a portal administrator; nothing was changed."""
+    log.warning(
+        "bitrix24 install frame from a non-administrator refused",
+        extra={"member_id": frame.member_id, "user_id": user_id},
+    )
+    origin = origin_of(rest_base)
+    if origin is not None:
+        g.frame_origin = f"https://{origin[1]}" if origin[2] == 443 else f"https://{origin[1]}:{origin[2]}"
+    return render_template("b24/admin_only.html", lang=frame.lang), 403
+
+
 @bp.post("/install")
 def install() -> ResponseReturnValue:
-    """The install frame: verify through the OAuth server, store the portal, run the installer."""
+    """The install frame: verify through the OAuth server, check the user is a portal administrator
+    through the portal, store the portal, run the installer.
+
+    Anyone else gets 403 and nothing changes. A stored application token is kept: a frame never replaces it.
+    """
     try:
         frame = parse_frame(request.form.to_dict(), request.args.to_dict())
     except ValidationError as error:
@@ -183,6 +237,11 @@ def install() -> ResponseReturnValue:
     info = b24_verify.app_info(frame.auth_id)
     if info is None or info.member_id != frame.member_id:
         return _unauthorized("the portal did not confirm this installation")
+    user = b24_verify.user_at(info.client_endpoint, frame.auth_id)
+    if user is None:
+        return _unauthorized("the portal did not confirm the user")
+    if not user.is_admin:
+        return _admin_only(frame, info.client_endpoint, user.user_id)
     portal = _portal(frame.member_id) or Portal(crm=Portal.BITRIX24, external_id=frame.member_id, settings={})
     _tenants().pop(frame.member_id, None)
     portal.domain = info.domain or frame.domain
@@ -191,20 +250,22 @@ def install() -> ResponseReturnValue:
     portal.token_expires_at = datetime.now(UTC) + timedelta(seconds=frame.auth_expires)
     if frame.refresh_id:
         portal.refresh_token = frame.refresh_id
-    if frame.application_token:
-        portal.application_token = frame.application_token
+    if not portal.application_token:
+        portal.application_token = frame.application_token or None
+    elif frame.application_token and not same_secret(frame.application_token, portal.application_token):
+        log.warning("bitrix24 install frame carries another application token; the stored one is kept")
     portal.language = frame.lang
     portal.status = "installing"
     portal.status_detail = ""
     portal.uninstalled_at = None
     db.session.add(portal)
     db.session.flush()
-    audit.record(portal.id, info.user_id or "admin", "install", "installer queued")
+    audit.record(portal.id, user.user_id or info.user_id or "admin", "install", "installer queued")
     db.session.commit()
     g.portal_id = portal.id
     enqueue("default", "installers.bitrix24.run_install", portal.id)
     g.frame_origin = f"https://{portal.domain}"
-    token = issue_token(Identity(portal_id=portal.id, user_id=info.user_id or "", is_admin=True))
+    token = issue_token(Identity(portal_id=portal.id, user_id=user.user_id or info.user_id or "", is_admin=True))
     return render_template("b24/install.html", token=token, lang=portal.language)
 
 

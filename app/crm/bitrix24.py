@@ -24,13 +24,14 @@ import hashlib
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import qs_codec
@@ -64,6 +65,7 @@ from app.crm.errors import (
     QueryLimitExceeded,
     error_for,
 )
+from app.crm.hosts import ForeignHost, origin_of, require_same_origin
 from app.crm.port import (
     Call,
     Deal,
@@ -94,6 +96,30 @@ REFRESH_LOCK_KEY = "rc:lock:b24-refresh:{portal_id}"
 DEAL_ENTITY_TYPE_ID = 2
 CALL_ACTIVITY_TYPE_ID = 2
 TASK_COMPLETED = "5"
+NOT_A_RECORDING = "NOT_A_RECORDING"
+MAX_RECORDING_REDIRECTS = 3
+# Where Bitrix24 serves call recordings: an activity's FILES[].url (crm.activity.list) is
+# /bitrix/tools/crm_show_file.php?fileId=..&ownerTypeId=6&ownerId=..; voximplant's CALL_RECORD_URL and a
+# Drive file's download link are /disk/downloadFile/<id>/?&ncc=1&filename=... Nothing else is fetched.
+RECORDING_PATHS = (
+    re.compile(r"/bitrix/tools/crm_show_file\.php"),
+    re.compile(r"/disk/downloadFile/[0-9]{1,18}/?"),
+)
+# A recording is served as audio/*. Bitrix24 serves Drive downloads (CFile's forced download) as
+# application/octet-stream with the real name in Content-Disposition; such an answer is taken only when
+# that name (or the link's `filename`) ends in one of these, and the browser gets the audio type.
+AUDIO_EXTENSIONS = {
+    "mp3": "audio/mpeg",
+    "wav": "audio/wav",
+    "ogg": "audio/ogg",
+    "oga": "audio/ogg",
+    "opus": "audio/ogg",
+    "m4a": "audio/mp4",
+    "aac": "audio/aac",
+    "webm": "audio/webm",
+}
+OCTET_STREAM = "application/octet-stream"
+_FILENAME = re.compile(r"filename\*?=(?:UTF-8'')?\"?([^\";]+)", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------- helpers
@@ -213,6 +239,39 @@ class _PortalAuth:
     access_token: str
     domain: str
     status: str
+    rest_base: str = ""
+
+
+class NotARecording(CrmError):
+    """The portal's answer (or the link) is not a call recording; our token was not sent anywhere else."""
+
+    default_code = NOT_A_RECORDING
+
+
+def recording_path(url: str) -> bool:
+    """Whether `url`'s path is one of the places Bitrix24 serves recordings from (no `..`, no escapes)."""
+    path = urlsplit(url).path
+    return "%" not in path and any(pattern.fullmatch(path) for pattern in RECORDING_PATHS)
+
+
+def _file_name(response: requests.Response) -> str:
+    """The served file's name: Content-Disposition's, else the link's `filename`, else its last path part."""
+    match = _FILENAME.search(response.headers.get("Content-Disposition", ""))
+    if match:
+        return unquote(match.group(1)).strip()
+    query = dict(parse_qsl(urlsplit(response.url or "").query))
+    return query.get("filename") or urlsplit(response.url or "").path.rsplit("/", 1)[-1]
+
+
+def audio_type(response: requests.Response) -> str | None:
+    """The audio content type to serve a recording with, or None when the answer is not audio."""
+    served = (response.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+    if served.startswith("audio/") and len(served) > len("audio/"):
+        return served
+    if served == OCTET_STREAM:
+        extension = _file_name(response).rsplit(".", 1)[-1].lower()
+        return AUDIO_EXTENSIONS.get(extension)
+    return None
 
 
 # ---------------------------------------------------------------- REST client
@@ -251,10 +310,16 @@ class Bitrix24Rest:
     def _auth_from(portal: Portal) -> _PortalAuth:
         if portal.crm != Portal.BITRIX24:
             raise CrmError(f"portal {portal.id} is not a Bitrix24 portal")
-        parts = urlsplit(portal.rest_base or "")
-        if parts.scheme != "https" or not parts.netloc:
+        origin = origin_of(portal.rest_base or "")
+        if origin is None:
             raise CrmError(f"portal {portal.id} has no HTTPS REST endpoint")
-        return _PortalAuth(access_token=portal.access_token or "", domain=parts.netloc, status=portal.status)
+        _, host, port = origin
+        return _PortalAuth(
+            access_token=portal.access_token or "",
+            domain=host if port == 443 else f"{host}:{port}",
+            status=portal.status,
+            rest_base=portal.rest_base or "",
+        )
 
     def _current(self) -> _PortalAuth:
         if self._auth is None:
@@ -329,9 +394,12 @@ class Bitrix24Rest:
         config = self.app.config
         if not refresh_token:
             raise InvalidGrant("no refresh token stored")
+        server = config["B24_OAUTH_SERVER"].rstrip("/")
+        url = require_same_origin(server + "/oauth/token/", server, what="the client secret and refresh token")
         try:
             response = requests.get(
-                config["B24_OAUTH_SERVER"].rstrip("/") + "/oauth/token/",
+                url,
+                allow_redirects=False,
                 params={
                     "grant_type": "refresh_token",
                     "client_id": config["B24_CLIENT_ID"],
@@ -366,11 +434,18 @@ class Bitrix24Rest:
             portal.token_expires_at = datetime.fromtimestamp(int(answer["expires"]), UTC)
         else:
             portal.token_expires_at = datetime.now(UTC) + timedelta(seconds=int(answer.get("expires_in") or 3600))
+        # The configured OAuth server is trusted to say where the portal lives now (a domain change), but
+        # only a clean https origin is taken; anything else keeps the REST base we had.
         endpoint = str(answer.get("client_endpoint") or "")
-        parts = urlsplit(endpoint)
-        if parts.scheme == "https" and parts.netloc and endpoint != portal.rest_base:
+        origin = origin_of(endpoint)
+        if origin is None:
+            if endpoint:
+                log.warning("bitrix24 refresh named a REST endpoint that is not plain https; kept ours")
+            return
+        endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
+        if endpoint != portal.rest_base:
             portal.rest_base = endpoint
-            portal.domain = parts.hostname or portal.domain
+            portal.domain = origin[1]
 
     # ---- the request loop
 
@@ -388,6 +463,8 @@ class Bitrix24Rest:
         if self._bucket is None:
             self._load()
         assert self._bucket is not None
+        # b24pysdk calls https://{domain}/rest/{method}.json: the verified REST base's origin, checked anyway.
+        require_same_origin(f"https://{auth.domain}/rest/", auth.rest_base, what="access tokens")
         limiter_for(self.app).acquire(portal_key(self.portal_id), self._bucket)
         self.requests_sent += 1
         try:
@@ -453,27 +530,53 @@ class Bitrix24Rest:
                 time.sleep(delay)
 
     def download(self, url: str) -> requests.Response:
-        """GET a file on the portal with the app's token (streamed; the caller closes the response).
+        """GET a call recording on the portal with the app's token (streamed; the caller closes the response).
 
-        Only https addresses on the portal's own host are fetched: the address comes from CRM data,
-        and the app's token must never be sent anywhere else.
+        The address comes from CRM data, so it is checked before our token goes anywhere: the verified
+        portal origin only (app.crm.hosts), a recording path only (RECORDING_PATHS), and redirects are
+        not followed blindly: each hop is checked the same way, at most MAX_RECORDING_REDIRECTS of them.
+        The answer must be audio (see `audio_type`). Refusals raise ForeignHost or NotARecording.
         """
         auth = self._current()
-        parts = urlsplit(url)
-        portal_host = urlsplit(f"https://{auth.domain}").hostname
-        if parts.scheme != "https" or not parts.hostname or parts.hostname != portal_host:
-            raise CrmError("the recording is not stored on the portal", code="FOREIGN_URL")
-        limiter_for(self.app).acquire(portal_key(self.portal_id), self._bucket or bucket_for({}, self.app))
+        target = url
+        for _hop in range(MAX_RECORDING_REDIRECTS + 1):
+            target = self._recording_target(target, auth)
+            limiter_for(self.app).acquire(portal_key(self.portal_id), self._bucket or bucket_for({}, self.app))
+            try:
+                response = requests.get(
+                    target, params={"auth": auth.access_token}, stream=True, timeout=self.timeout, allow_redirects=False
+                )
+            except requests.RequestException as error:
+                raise CrmUnavailable(f"Bitrix24 unreachable: {type(error).__name__}") from error
+            if response.is_redirect:
+                location = response.headers.get("Location", "")
+                response.close()
+                target = urljoin(target, location)
+                continue
+            if response.status_code != 200:
+                response.close()
+                if response.status_code == 404:
+                    raise NotFound("the recording file is gone", code="NOT_FOUND", http_status=404)
+                raise CrmUnavailable("Bitrix24 did not serve the file", http_status=response.status_code)
+            if audio_type(response) is None:
+                response.close()
+                raise NotARecording("the portal did not answer with an audio file")
+            return response
+        raise NotARecording(f"the recording link redirects more than {MAX_RECORDING_REDIRECTS} times")
+
+    @staticmethod
+    def _recording_target(url: str, auth: _PortalAuth) -> str:
+        """`url` when our token may be sent there for a recording: the verified origin and a recording path."""
         try:
-            response = requests.get(url, params={"auth": auth.access_token}, stream=True, timeout=self.timeout)
-        except requests.RequestException as error:
-            raise CrmUnavailable(f"Bitrix24 unreachable: {type(error).__name__}") from error
-        if response.status_code != 200:
-            response.close()
-            if response.status_code == 404:
-                raise NotFound("the recording file is gone", code="NOT_FOUND", http_status=404)
-            raise CrmUnavailable("Bitrix24 did not serve the file", http_status=response.status_code)
-        return response
+            require_same_origin(url, auth.rest_base, what="access tokens")
+        except ForeignHost as error:
+            raise ForeignHost(f"the recording is not stored on the portal: {error.description}") from error
+        if not recording_path(url):
+            raise NotARecording("the link is not a Bitrix24 recording address")
+        parts = urlsplit(url)
+        # Rebuilt on the verified origin: the request connects to exactly the host and port we checked.
+        query = f"?{parts.query}" if parts.query else ""
+        return f"https://{auth.domain}{parts.path}{query}"
 
     def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
         """Call a method; returns its ``result``."""
@@ -1361,7 +1464,7 @@ class Bitrix24Crm:
         response = self.rest.download(call.recording_url)
         length = response.headers.get("Content-Length")
         return Recording(
-            content_type=response.headers.get("Content-Type") or "application/octet-stream",
+            content_type=audio_type(response) or "audio/mpeg",
             chunks=response.iter_content(chunk_size=64 * 1024),
             close=response.close,
             length=int(length) if length and length.isdigit() else None,

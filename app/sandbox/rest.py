@@ -1574,7 +1574,9 @@ def activity_wire(sb: Any, portal: Portal, activity: Mapping[str, Any], select: 
     out: dict[str, Any] = {}
     for name in dict.fromkeys(names):
         if name == "FILES":
-            out["FILES"] = [{"id": fid, "url": sb.recording_url(portal, fid)} for fid in activity["FILE_IDS"]]
+            out["FILES"] = [
+                {"id": fid, "url": sb.recording_url(portal, fid, activity.get("ID", 0))} for fid in activity["FILE_IDS"]
+            ]
             continue
         if name == "COMMUNICATIONS":
             out["COMMUNICATIONS"] = [

@@ -18,7 +18,7 @@ from app.sandbox import ops
 from app.sandbox.clock import Clock, iso
 from app.sandbox.errors import RestError
 from app.sandbox.events import Delivery, OutgoingEvent, Transport, form_body, requests_transport
-from app.sandbox.state import ForcedError, LeakyBucket, OfflineEvent, Portal, RobotRun, new_token
+from app.sandbox.state import ForcedError, LeakyBucket, OfflineEvent, Portal, RobotRun, new_token, recording_link
 
 ACCESS_TTL = 3600
 REFRESH_TTL = 180 * 86400
@@ -815,9 +815,9 @@ class Sandbox:
                 if (member_id is None or c.member_id == member_id) and (method is None or c.method == method.lower())
             ]
 
-    def recording_url(self, portal: str | Portal, file_id: int) -> str:
-        """Where a recording file is served."""
-        return f"https://{self.portal(portal).domain}/recordings/{file_id}.wav"
+    def recording_url(self, portal: str | Portal, file_id: int, activity_id: int | str = 0) -> str:
+        """Where a recording file is served: an activity file's link, shaped as Bitrix24 prints it."""
+        return recording_link(self.portal(portal).domain, file_id, activity_id)
 
 
 class Actor:

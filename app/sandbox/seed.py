@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from app.sandbox import ops
-from app.sandbox.state import DealRow, Portal, money
+from app.sandbox.state import DealRow, Portal, money, recording_link
 
 PROCESS_STAGES: tuple[tuple[str, str, str], ...] = (
     ("NEW", "Новая", "#39A8EF"),
@@ -197,8 +197,8 @@ class _Quiet:
     def emit(self, *args: Any, **kwargs: Any) -> None:
         return None
 
-    def recording_url(self, portal: Portal, file_id: int) -> str:
-        return f"https://{portal.domain}/recordings/{file_id}.wav"
+    def recording_url(self, portal: Portal, file_id: int, activity_id: int | str = 0) -> str:
+        return recording_link(portal.domain, file_id, activity_id)
 
 
 def _seed_deals(portal: Portal, rng: random.Random, count: int, now: float) -> None:

@@ -16,6 +16,7 @@ from flask import Flask, Response, request
 
 from app.sandbox.rest import decode_params
 from app.sandbox.sandbox import Sandbox, proxy_page
+from app.sandbox.state import RECORDING_PATH
 
 
 def _json(status: int, body: Any) -> Response:
@@ -109,9 +110,9 @@ def create_sandbox_app(sandbox: Sandbox) -> Flask:
         )
         return Response(status=302, headers={"Location": f"{target}{'&' if '?' in target else '?'}{query}"})
 
-    @app.route("/recordings/<name>", methods=["GET"])
-    def recording(name: str) -> Response:
-        stem = name.rsplit(".", 1)[0]
+    @app.route(RECORDING_PATH, methods=["GET"])
+    def recording() -> Response:
+        stem = request.args.get("fileId", "")
         if not stem.isdigit():
             return _json(404, {"error": "NOT_FOUND", "error_description": "File not found"})
         file_id = int(stem)

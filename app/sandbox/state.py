@@ -82,6 +82,14 @@ def money(value: Any) -> str:
     return str(amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
 
+RECORDING_PATH = "/bitrix/tools/crm_show_file.php"
+
+
+def recording_link(domain: str, file_id: int, activity_id: int | str = 0) -> str:
+    """A call recording's link as crm.activity.list prints it in FILES[].url (ownerTypeId 6: an activity)."""
+    return f"https://{domain}{RECORDING_PATH}?fileId={file_id}&ownerTypeId=6&ownerId={activity_id}"
+
+
 def new_token() -> str:
     """A random token that looks like a Bitrix24 one (hex)."""
     return secrets.token_hex(32)

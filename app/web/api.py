@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -70,6 +71,25 @@ def _changed_keys(changes: dict[str, Any], _stored: Any) -> Mapping[str, Any]:
     return {"details_keys": sorted(changes)}
 
 
+def settings_diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """What a save changed in a portal's settings: {"section.key": {"from": old, "to": new}} for every value
+    that differs (a section that is not a mapping is compared whole)."""
+    changed: dict[str, dict[str, Any]] = {}
+    for section in sorted(set(before) | set(after)):
+        old, new = before.get(section), after.get(section)
+        if old == new:
+            continue
+        if isinstance(old, Mapping) or isinstance(new, Mapping):
+            old_map = old if isinstance(old, Mapping) else {}
+            new_map = new if isinstance(new, Mapping) else {}
+            for key in sorted(set(old_map) | set(new_map)):
+                if old_map.get(key) != new_map.get(key):
+                    changed[f"{section}.{key}"] = {"from": old_map.get(key), "to": new_map.get(key)}
+        else:
+            changed[section] = {"from": old, "to": new}
+    return changed
+
+
 def save_settings(
     store: Callable[[Portal, dict[str, Any]], T],
     view: Callable[[Portal, T], Any],
@@ -83,6 +103,10 @@ def save_settings(
     (a marshmallow ValidationError is a 400 `invalid` naming each wrong field), audit, commit, answer
     `{"settings": view(portal, stored)}` (`view` runs after the commit).
 
+    The audit row names the admin who saved (`actor`), the section (`attempted` = `audit_action`) and what
+    changed (`details["changed"]`: each setting's old and new value, roles such as QA staff, heads and
+    exempt users included), plus `audit_details`.
+
     `store` may also end the request with `abort(response)`, e.g. when the CRM it asks does not answer.
     """
     identity, portal = current_portal()
@@ -91,11 +115,14 @@ def save_settings(
     changes = _json_body()
     if not isinstance(changes, dict):
         return jsonify(error="bad_request", message="expected a JSON object"), 400
+    before = copy.deepcopy(dict(portal.settings or {}))
     try:
         stored = store(portal, changes)
     except ValidationError as error:
         return jsonify(error="bad_request", message=invalid, fields=error_fields(error)), 400
-    audit.record(portal.id, identity.user_id, audit_action, "saved", **audit_details(changes, stored))
+    changed = settings_diff(before, dict(portal.settings or {}))
+    details = {**audit_details(changes, stored), "changed": changed}
+    audit.record(portal.id, identity.user_id, audit_action, "saved" if changed else "saved, nothing changed", **details)
     db.session.commit()
     return jsonify(settings=view(portal, stored))
 

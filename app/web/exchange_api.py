@@ -242,7 +242,8 @@ def put_rota() -> ResponseReturnValue:
         return jsonify(error="bad_request", message="invalid rota", fields=problems), 400
     department_id = str(body["department_id"])
     exchange.set_rota(portal.id, department_id, days)
-    audit.record(portal.id, identity.user_id, "edit duty rota", "saved", department_id=department_id, days=len(days))
+    assignments = {day.isoformat(): user for day, user in sorted(days.items())}
+    audit.record(portal.id, identity.user_id, "edit duty rota", "saved", department_id=department_id, days=assignments)
     db.session.commit()
     return jsonify(ok=True, saved=len(days))
 

@@ -108,7 +108,7 @@ def recording(case_id: int, call_id: str) -> ResponseReturnValue:
     except (NotFound, AmoNotFound):
         abort(404, description="the recording is gone from the CRM")
     except CrmError as error:
-        if error.code == "FOREIGN_URL":
+        if error.code in ("FOREIGN_URL", "NOT_A_RECORDING"):
             message = f"the recording link was not fetched: {error.description}"
             return jsonify(error="recording_refused", message=message), 422
         return _crm_failed(error)

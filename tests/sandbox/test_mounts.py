@@ -63,7 +63,7 @@ def test_recordings_are_served(sandbox: Sandbox, portal, mounted) -> None:
     with_files = [c for c in calls if c["FILES"]]
     assert with_files
     url = with_files[0]["FILES"][0]["url"]
-    assert url.startswith(f"https://{DOMAIN}/recordings/")
+    assert url.startswith(f"https://{DOMAIN}/bitrix/tools/crm_show_file.php?fileId=")
     audio = requests.get(url, timeout=5)
     assert audio.status_code == 200 and audio.content[:4] == b"RIFF" and audio.content[8:12] == b"WAVE"
 

@@ -59,7 +59,8 @@ def test_calls_and_voximplant_statistics(sandbox: Sandbox, portal, token) -> Non
     rows = {r["ID"]: r for r in listed["result"]}
     mine = rows[str(activity["ID"])]
     assert mine["PROVIDER_ID"] == "VOXIMPLANT_CALL" and mine["DIRECTION"] == "2"
-    assert mine["FILES"][0]["url"].endswith(".wav")
+    assert "/bitrix/tools/crm_show_file.php?fileId=" in mine["FILES"][0]["url"]  # where Bitrix24 serves it
+    assert mine["FILES"][0]["url"].endswith(f"&ownerTypeId=6&ownerId={activity['ID']}")
     assert mine["COMMUNICATIONS"][0]["TYPE"] == "PHONE"
     _, stats = call(sandbox, token, "voximplant.statistic.get", {"FILTER": {"CRM_ACTIVITY_ID": activity["ID"]}})
     stat = stats["result"][0]

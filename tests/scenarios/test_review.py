@@ -276,7 +276,8 @@ def test_a_recording_plays_through_our_endpoint_for_qa_only(crm: CrmDriver):
     assert audio.status_code == 200 and audio.mimetype.startswith("audio/")
     assert audio.get_data().startswith(crm.recording_magic)
     shown = json.dumps(qa.view)
-    assert "/recordings/" not in shown and crm.portal().access_token not in shown  # no CRM URL or token
+    assert "/recordings/" not in shown and "crm_show_file" not in shown  # no CRM URL
+    assert crm.portal().access_token not in shown  # nor token
     someone_else = Reviewer(crm, OTHER_MANAGER, deal_id)
     assert someone_else.view["calls"][0]["playable"] is False
     assert someone_else.get(url).status_code == 403
