@@ -66,6 +66,10 @@ i18n.register(
             "Не удалось проверить удаление в amoCRM; повторите позже.",
             "Could not check the removal with amoCRM; try again later.",
         ),
+        "amo_admin_only": (
+            "Подключить или переподключить интеграцию может только администратор аккаунта amoCRM",
+            "Only an amoCRM account administrator can connect or reconnect the integration",
+        ),
         "amo_open_app_failed": (
             "Не удалось открыть приложение. Откройте вкладку сделки заново.",
             "Could not open the app. Reopen the lead tab.",
@@ -135,6 +139,33 @@ def _verified_account(host: str, access_token: str) -> tuple[str, str]:
     return account_id, user_id if user_id.isdigit() else ""
 
 
+def _granted_by_admin(host: str, access_token: str) -> bool:
+    """Whether the user who granted `access_token` is an administrator of the account, asked of amoCRM itself.
+
+    A token carries the rights of the user who allowed access, and any user of an account where the
+    integration is installed may authorise it again. ``GET /api/v4/users`` is for administrators only
+    (others get 403), so one row of it with the token just issued tells: 200 or 204 yes, 403 no. Same host
+    check as every other call, no redirects followed; anything else means amoCRM did not tell
+    (CrmUnavailable).
+    """
+    url = f"https://{checked_host(host)}/api/v4/users"
+    try:
+        response = requests.get(
+            url,
+            params={"limit": 1},
+            headers={"Authorization": f"Bearer {access_token}", "Accept": "application/hal+json"},
+            timeout=(10, 30),
+            allow_redirects=False,
+        )
+    except requests.RequestException as error:
+        raise CrmUnavailable("amoCRM did not tell the user's rights") from error
+    if response.status_code in (200, 204):
+        return True
+    if response.status_code == 403:
+        return False
+    raise CrmUnavailable(f"amoCRM did not tell the user's rights (HTTP {response.status_code})")
+
+
 def _take_host(portal: Portal, host: str, actor: str) -> None:
     """Store `host` as the account's API host; a change of host for a known account is audited.
 
@@ -172,6 +203,9 @@ def oauth() -> ResponseReturnValue:
     amoCRM sends after a widget install and stays accepted: it can only exchange a code amoCRM itself
     issued to our client id on the host it names, and what it stores is the row of the account that host
     serves, so a stranger's request either fails at amoCRM or installs the account its code belongs to.
+    Any user may authorise an integration that is already installed, and the token has that user's rights:
+    only a code granted by an account administrator (`_granted_by_admin`) is stored, anything else is
+    refused with 403 and changes nothing.
     """
     args = request.args
     if args.get("error"):
@@ -195,6 +229,7 @@ def oauth() -> ResponseReturnValue:
     try:
         answer = oauth_token_request(referer, {"grant_type": "authorization_code", "code": code})
         account_id, user_id = _verified_account(referer, str(answer["access_token"]))
+        admin = _granted_by_admin(referer, str(answer["access_token"]))
     except AmoError as error:
         return _error(400, "code_refused", f"amoCRM refused the authorisation code ({error.code})")
     except CrmUnavailable as error:
@@ -202,6 +237,8 @@ def oauth() -> ResponseReturnValue:
     except CrmError as error:  # ForeignHost: the host stopped passing between the checks; nothing was sent
         return _error(400, "bad_request", f"{_both('amo_bad_referer')} ({error.code})")
     actor = user_id or "admin"
+    if not admin:
+        return _refuse_non_admin(account_id, actor)
     portal = _portal(account_id) or Portal(crm=Portal.AMOCRM, external_id=account_id, settings={})
     _take_host(portal, referer, actor)
     store_token_answer(portal, answer)
@@ -215,6 +252,23 @@ def oauth() -> ResponseReturnValue:
     db.session.commit()
     enqueue("default", "installers.amocrm.run_install", portal.id)
     return render_template("amocrm/connected.html", lang=portal.language)
+
+
+def _refuse_non_admin(account_id: str, actor: str) -> ResponseReturnValue:
+    """A user who is not an administrator allowed access: nothing is stored (the admin's tokens, the status and
+    the host stay), nothing is revoked, no installer runs; a known account gets a "refused" audit row."""
+    portal = _portal(account_id)
+    if portal is not None:
+        audit.record(
+            portal.id,
+            actor,
+            "install",
+            "refused",
+            "the user who allowed access is not an administrator of the amoCRM account",
+        )
+        db.session.commit()
+    log.warning("amocrm authorisation by a non-administrator refused", extra={"account_id": account_id})
+    return _error(403, "forbidden", _both("amo_admin_only"))
 
 
 def _still_installed(portal: Portal) -> bool | None:

@@ -36,6 +36,8 @@ from tests.integration.amo import APP_URL, Amo, make_amo
 ANY_URL: re.Pattern[str] = re.compile(r".*")
 PUBLIC_ADDRESS = "93.184.216.34"
 TELEPHONY = "records.telephony.test"
+# What the admin-only `GET /api/v4/users?limit=1` answers an administrator's token with (the OAuth check).
+ADMINS_USERS_PAGE = {"_page": 1, "_embedded": {"users": [{"id": 1, "rights": {"is_admin": True}}]}}
 
 
 def _catch_all(mock: responses.RequestsMock, pattern: re.Pattern[str] = ANY_URL) -> None:
@@ -130,6 +132,7 @@ def test_a_forged_account_id_claim_does_not_take_over_another_account(amo: Amo) 
         token = {"access_token": forged, "refresh_token": "mallory-refresh", "expires_in": 86400}
         mallory.add(responses.POST, f"https://{mallory_host}/oauth2/access_token", json=token)
         mallory.add(responses.GET, f"https://{mallory_host}/api/v4/account", json={"id": 666, "current_user_id": 5})
+        mallory.add(responses.GET, f"https://{mallory_host}/api/v4/users", json=ADMINS_USERS_PAGE)  # she is its admin
         response = amo.client.get(
             "/amocrm/oauth", query_string={"code": "x", "referer": mallory_host, "from_widget": "1"}
         )
@@ -148,6 +151,7 @@ def test_a_known_account_on_a_new_host_moves_only_when_that_host_says_so_and_the
         token = {"access_token": "t2", "refresh_token": "r2", "expires_in": 86400}
         amocrm_ru.add(responses.POST, f"https://{renamed}/oauth2/access_token", json=token)
         amocrm_ru.add(responses.GET, f"https://{renamed}/api/v4/account", json={"id": amo.account.id})
+        amocrm_ru.add(responses.GET, f"https://{renamed}/api/v4/users", json=ADMINS_USERS_PAGE)
         response = amo.client.get("/amocrm/oauth", query_string={"code": "x", "referer": renamed, "from_widget": "1"})
     assert response.status_code == 200
     moved = amo.our_portal()

@@ -341,12 +341,19 @@ class AmoSandbox:
         }
 
     def authorization_code(self, account: int | str | Account, user_id: int | None = None) -> str:
-        """A `code` (valid 20 minutes, single use), as amoCRM hands out after the admin allows access."""
+        """A `code` (valid 20 minutes, single use), as amoCRM hands out after a user allows access.
+
+        Only an administrator installs the integration; any active user may authorise it once it is installed
+        (the code, and the tokens it buys, carry that user's rights). A non-admin on an account where it is
+        not installed gets a 403 problem, as amoCRM's consent page refuses him."""
         with self.lock:
             account = self.account(account)
+            user_id = user_id or self.admin_id(account)
+            if not account.installed and not account.users[user_id]["rights"]["is_admin"]:
+                raise problem(403, "Forbidden", "Only an administrator can install the integration")
             account.installed = True
             code = secrets.token_urlsafe(180)
-            self.codes[code] = (account.id, user_id or self.admin_id(account), self.clock.now() + CODE_TTL)
+            self.codes[code] = (account.id, user_id, self.clock.now() + CODE_TTL)
             return code
 
     def admin_id(self, account: Account) -> int:
