@@ -24,7 +24,7 @@ from app.robots import REGISTRY
 from app.security import Identity, issue_token, require_identity, same_secret
 from app.validation import error_fields
 from handlers import b24_verify
-from handlers.b24_payloads import MAX_BODY_BYTES, B24Event, B24Frame, parse_event, parse_frame, parse_robot_call
+from handlers.b24_payloads import B24Event, B24Frame, parse_event, parse_frame, parse_robot_call
 
 log = logging.getLogger(__name__)
 bp = Blueprint("b24", __name__, url_prefix="/b24")
@@ -53,8 +53,7 @@ def _bad_request(error: ValidationError) -> ResponseReturnValue:
 
 
 def _raw_body() -> str:
-    if (request.content_length or 0) > MAX_BODY_BYTES:
-        abort(413, description="body too large")
+    """The body as text; MAX_CONTENT_LENGTH caps it while it is read, chunked or not (app/limits.py)."""
     return request.get_data(cache=True, as_text=True)
 
 

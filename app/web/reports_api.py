@@ -21,6 +21,7 @@ from app.models import Portal
 from app.queue import enqueue
 from app.security import Identity
 from app.settings import guard_settings
+from app.validation import json_body
 from app.web.api import current_portal, save_settings
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ def ledger_data() -> ResponseReturnValue:
 def appeal_penalty(penalty_id: int) -> ResponseReturnValue:
     """Cancel a fine with a reason (heads only): a reversing row is appended, the manager is told."""
     identity, portal = require_head()
-    body = request.get_json(silent=True)
+    body = json_body()
     if not isinstance(body, dict) or not isinstance(body.get("reason"), str) or not body["reason"].strip():
         return jsonify(error="bad_request", message="a reason is required to cancel a fine"), 400
     try:
