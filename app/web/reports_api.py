@@ -126,9 +126,26 @@ def report_view() -> ResponseReturnValue:
     )
 
 
+# A spreadsheet reads a cell that starts with one of these as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(text: str) -> str:
+    """A text cell a spreadsheet shows as text: a leading `'` when it starts like a formula (OWASP)."""
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
+
+
 def csv_bytes(table: reports.Table, language: str) -> bytes:
     """A table as CSV that Excel opens with Cyrillic intact: UTF-8 with a BOM, `;` and decimal commas for
-    Russian, `,` and decimal points for English."""
+    Russian, `,` and decimal points for English.
+
+    Formula injection: every *text* cell (deal titles, names, reasons, notes, headers; str in the table)
+    that starts with `=`, `+`, `-`, `@`, a tab or a CR is prefixed with `'`, so `=HYPERLINK(...)` or
+    `-2+3` typed into a deal title is shown as text, never evaluated. Numbers are cells the reports write
+    themselves (int and Decimal: counts, rates, fine amounts, a reversal's negative amount): they are
+    written as plain numbers, `-500,00` included, so the sheet still adds them up; nothing a user typed can
+    reach a cell as a number.
+    """
     russian = language != "en"
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=";" if russian else ",", lineterminator="\r\n")
@@ -138,9 +155,11 @@ def csv_bytes(table: reports.Table, language: str) -> bytes:
             return ""
         if isinstance(value, Decimal):
             return str(value).replace(".", ",") if russian else str(value)
-        return str(value)
+        if isinstance(value, int):
+            return str(value)
+        return neutralise(str(value))
 
-    writer.writerow(table.columns)
+    writer.writerow([text(column) for column in table.columns])
     for row in table.rows:
         writer.writerow([text(cell) for cell in row])
     if table.total is not None:
