@@ -29,6 +29,15 @@ bp = Blueprint("reports_api", __name__, url_prefix="/api")
 CSV_TABLES = (*reports.TABLES, "ledger")
 ADMIN_ONLY = "only a portal administrator can change these settings"
 
+i18n.register(
+    {
+        "appeal_own_fine": (
+            "Свой штраф отменить нельзя: попросите другого руководителя отдела продаж или администратора портала.",
+            "You cannot cancel your own fine: ask another head of sales or the portal administrator.",
+        ),
+    }
+)
+
 
 def is_head(portal: Portal, user_id: str) -> bool:
     """Whether the user is a head of sales on this portal (False when the CRM cannot say)."""
@@ -49,6 +58,14 @@ def require_head() -> tuple[Identity, Portal]:
     if role != "head":
         abort(403, description="reports and penalty appeals are for heads of sales only")
     return identity, portal
+
+
+def require_head_or_admin() -> tuple[Identity, Portal]:
+    """The caller, who must be a head of sales or a portal administrator (who decide appeals)."""
+    identity, portal = current_portal()
+    if identity.is_admin:
+        return identity, portal
+    return require_head()
 
 
 def require_admin() -> tuple[Identity, Portal]:
@@ -108,7 +125,7 @@ def _charts(report: reports.Report, language: str) -> dict[str, Any]:
 @bp.get("/reports/view")
 def report_view() -> ResponseReturnValue:
     """The reports tab's content for the period: tables, SVG charts and the ledger (heads only)."""
-    _, portal = require_head()
+    identity, portal = require_head()
     period = _period(portal)
     names = reports.lookup_names(portal)
     report = reports.build_report(portal, period, names)
@@ -123,6 +140,7 @@ def report_view() -> ResponseReturnValue:
         charts=_charts(report, language),
         ledger=ledger.ledger_rows(portal.id, period.start, period.end),
         users=names.users,
+        viewer=identity.user_id,
     )
 
 
@@ -220,13 +238,17 @@ def ledger_data() -> ResponseReturnValue:
 
 @bp.post("/penalties/<int:penalty_id>/appeal")
 def appeal_penalty(penalty_id: int) -> ResponseReturnValue:
-    """Cancel a fine with a reason (heads only): a reversing row is appended, the manager is told."""
-    identity, portal = require_head()
+    """Cancel a fine with a reason (heads and admins; nobody his own fine, 403): a reversing row is appended,
+    the manager is told."""
+    identity, portal = require_head_or_admin()
     body = json_body()
     if not isinstance(body, dict) or not isinstance(body.get("reason"), str) or not body["reason"].strip():
         return jsonify(error="bad_request", message="a reason is required to cancel a fine"), 400
     try:
         reversal = penalties.appeal(portal, penalty_id, identity.user_id, body["reason"][:2000])
+    except penalties.OwnFineError:
+        db.session.rollback()
+        return jsonify(error="forbidden", message=i18n.translate("appeal_own_fine", portal.language)), 403
     except penalties.AppealError as error:
         db.session.rollback()
         if str(error) == "no such penalty":
