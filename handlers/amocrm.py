@@ -344,8 +344,11 @@ def app_page() -> ResponseReturnValue:
         return _error(404, "not_found", "account not found")
     g.portal_id = portal.id
     g.frame_origin = f"https://{portal.domain}"
+    if portal.status == "uninstalled":
+        return _error(401, "unauthorized", "the integration is not installed in this account")
     user = SimpleNamespace(user_id=str(payload.get("u") or ""), is_admin=bool(payload.get("a")))
-    token = issue_token(Identity(portal_id=portal.id, user_id=user.user_id, is_admin=user.is_admin))
+    identity = Identity(portal.id, user.user_id, is_admin=user.is_admin, issued_at=int(payload["o"]))
+    token = issue_token(identity)
     lead_id = str(payload.get("l") or "")
     if lead_id.isdigit():
         case = review.latest_case_for(portal.id, lead_id)
@@ -362,10 +365,11 @@ def app_page() -> ResponseReturnValue:
 
 @bp.post("/app/ticket")
 def app_ticket() -> ResponseReturnValue:
-    """From the lead's review page to the main page: a fresh single-use ticket for the same user."""
+    """From the lead's review page to the main page: a fresh single-use ticket for the same user and the same
+    session (its start is kept: no chain of tickets outlives the session; an uninstalled account is a 401)."""
     identity = require_identity()
     portal = db.session.get(Portal, identity.portal_id)
     if portal is None or portal.crm != Portal.AMOCRM or portal.status == "uninstalled":
         return _error(404, "not_found", "account not found")
-    ticket = amo_verify.issue_ticket(portal.id, identity.user_id, identity.is_admin)
+    ticket = amo_verify.issue_ticket(portal.id, identity.user_id, identity.is_admin, issued_at=identity.issued_at)
     return jsonify(url=_app_url(ticket))
