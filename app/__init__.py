@@ -32,9 +32,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             app.config["DATABASE_URL"] = normalise_database_url(test_config["DATABASE_URL"])
 
     import handlers
-    from app import db, health, i18n, logs, queue, settings, taskcontrol, web
+    from app import db, health, i18n, limits, logs, queue, settings, taskcontrol, validation, web
 
     logs.init_app(app)
+    limits.init_app(app)
+    validation.init_app(app)
     db.init_app(app)
     queue.init_app(app)
     i18n.init_app(app)

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from app.limits import MAX_BODY_BYTES
+
 QUEUE_NAMES: tuple[str, ...] = ("events", "default", "callbacks", "reports")
 
 
@@ -140,6 +142,8 @@ def load_config(instance_path: Path, env: Mapping[str, str] | None = None) -> di
         "INBOX_RETENTION_DAYS": parse_int(env.get("INBOX_RETENTION_DAYS"), 30),
         # How long a web process trusts a Bitrix24 portal's application token once it matched (handlers/bitrix24.py).
         "TENANT_CACHE_SECONDS": parse_float(env.get("TENANT_CACHE_SECONDS"), 10.0),
+        # Every inbound body, chunked or not, is refused with 413 past this many bytes (app/limits.py).
+        "MAX_CONTENT_LENGTH": parse_int(env.get("MAX_BODY_BYTES"), MAX_BODY_BYTES),
         "SANDBOX_ENABLED": parse_bool(env.get("SANDBOX_ENABLED"), default=False),
         # Where the demo's sandbox portal runs (set by `make run`); /sandbox is forwarded there.
         "SANDBOX_URL": (env.get("SANDBOX_URL") or "").rstrip("/"),

@@ -27,6 +27,22 @@ def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(args, env=env, start_new_session=True)
 
 
+def gunicorn_command(port: str) -> list[str]:
+    """The web process: gunicorn with the app's settings (app/gunicorn_conf.py: the access log is redacted)."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        "python:app.gunicorn_conf",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "2",
+        "wsgi:app",
+    ]
+
+
 def main() -> int:
     """Run the whole stack in the foreground; Ctrl+C stops everything it started."""
     app = create_app()
@@ -59,9 +75,7 @@ def main() -> int:
             sandbox_demo = demo.start(instance, public_url, parse_int(env.get("SANDBOX_PORT"), 0))
             env.update(sandbox_demo.child_env())
             print(f"Sandbox Bitrix24 portal on {sandbox_demo.url}/ (CA {sandbox_demo.ca_bundle})", flush=True)
-        children.append(
-            _spawn([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "wsgi:app"], env)
-        )
+        children.append(_spawn(gunicorn_command(port), env))
         children.append(_spawn([sys.executable, "-m", "flask", "--app", "wsgi", "worker"], env))
         print(f"Refusal Control is running on http://127.0.0.1:{port}/ (Ctrl+C stops it)", flush=True)
         if sandbox_demo is not None:

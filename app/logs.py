@@ -11,25 +11,39 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, g, has_request_context, request
+from gunicorn import glogging
 
 SECRET_KEY_PATTERN = re.compile(
     r"(token|secret|password|passwd|auth_id|refresh_id|authorization|signature|^code$|^auth$)",
     re.IGNORECASE,
 )
-# Catches secrets embedded in free text: "access_token=abc", "auth[refresh_token]=abc", '"AUTH_ID": "abc"'.
+# Catches secrets embedded in free text: "access_token=abc", "auth[refresh_token]=abc", '"AUTH_ID": "abc"',
+# "client_secret=abc", "signature=abc", "code=abc", "auth=abc", "auth[member_id]=abc" (any auth[...] value).
 SECRET_IN_TEXT = re.compile(
-    r"""(?P<key>[\w\[\]]*(?:token|secret|password|AUTH_ID|REFRESH_ID|client_secret|signature)[\w\]]*)"""
-    r"""(?P<sep>["']?\s*[=:]\s*["']?)(?P<value>[^\s&"',;}]+)""",
+    r"""(?P<key>(?:[\w\[\]]*(?:token|secret|password|AUTH_ID|REFRESH_ID|signature)[\w\]]*)"""
+    r"""|(?<![\w\[])(?:code|auth)\b(?:(?:\[|%5B)[^\]\s=&]*(?:\]|%5D))*)"""
+    r"""(?P<sep>["']?\s*(?:=|:)\s*["']?)(?P<value>[^\s&"',;}]+)""",
     re.IGNORECASE,
 )
+# "Authorization: Bearer abc", "bearer abc".
+BEARER = re.compile(r"(?P<key>\bBearer\s+)(?P<value>[^\s\"',;}]+)", re.IGNORECASE)
+# The amoCRM webhook URL carries the account's secret as its last segment.
+WEBHOOK_PATH = re.compile(r"(?P<key>/amocrm/webhooks/)(?P<value>[^/?#\s\"']+)", re.IGNORECASE)
 MASK = "***"
 REQUEST_ID_KEY = "refusal_control.request_id"
 RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
 
 def redact_text(text: str) -> str:
-    """Mask values that follow a secret-looking key inside free text."""
-    return SECRET_IN_TEXT.sub(lambda m: f"{m.group('key')}{m.group('sep')}{MASK}", text)
+    """Mask values that follow a secret-looking key inside free text, Bearer tokens and webhook secrets."""
+    text = SECRET_IN_TEXT.sub(lambda m: f"{m.group('key')}{m.group('sep')}{MASK}", text)
+    text = BEARER.sub(lambda m: f"{m.group('key')}{MASK}", text)
+    return WEBHOOK_PATH.sub(lambda m: f"{m.group('key')}{MASK}", text)
+
+
+def safe_path(path: str) -> str:
+    """A request path fit for a log: no query string, the amoCRM webhook secret masked."""
+    return WEBHOOK_PATH.sub(lambda m: f"{m.group('key')}{MASK}", path.split("?", 1)[0])
 
 
 def redact(value: Any, key: str = "") -> Any:
@@ -120,3 +134,49 @@ def init_app(app: Flask) -> None:
     root.setLevel(app.config["LOG_LEVEL"])
     for noisy in ("urllib3", "b24pysdk"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# Atoms of gunicorn's access log that carry a request's credentials: headers ({name}i) and the environ ({name}e).
+_SECRET_ATOMS = frozenset(
+    {
+        "{authorization}i",
+        "{cookie}i",
+        "{x-auth-token}i",
+        "{x-rc-token}i",
+        "{http_authorization}e",
+        "{http_cookie}e",
+        "{http_x_auth_token}e",
+        "{http_x_rc_token}e",
+    }
+)
+
+
+class AccessLogger(glogging.Logger):
+    """gunicorn's logger, whose access log never writes a query string, a webhook secret or a credential.
+
+    `%(r)s` (the request line), `%(U)s` and the RAW_URI/PATH_INFO environ atoms are the path as routed
+    (PATH_INFO, so a percent-encoded path cannot hide the webhook secret) through `safe_path`; `%(q)s` and
+    QUERY_STRING are empty; the referer keeps only its path; credential headers are masked.
+    """
+
+    def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> dict[str, Any]:
+        atoms = super().atoms(resp, req, environ, request_time)
+        path = safe_path(str(environ.get("PATH_INFO") or "/"))
+        referer = environ.get("HTTP_REFERER")
+        atoms.update(
+            {
+                "r": f"{environ.get('REQUEST_METHOD', '-')} {path} {environ.get('SERVER_PROTOCOL', '-')}",
+                "U": path,
+                "q": "",
+                "f": safe_path(str(referer)) if referer else "-",
+                "{raw_uri}e": path,
+                "{path_info}e": path,
+                "{request_uri}e": path,
+                "{query_string}e": "",
+                "{http_referer}e": atoms["f"],
+                "{referer}i": atoms["f"],
+            }
+        )
+        for key in _SECRET_ATOMS & atoms.keys():
+            atoms[key] = MASK
+        return atoms

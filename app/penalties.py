@@ -130,8 +130,16 @@ class AppealError(ValueError):
     """An appeal that cannot be applied (already reversed, not a fine, another portal's row)."""
 
 
+class OwnFineError(AppealError):
+    """The person deciding the appeal is the one who was fined."""
+
+
 def appeal(portal: Portal, penalty_id: int, by: str, reason: str) -> Penalty:
-    """Cancel a fine by appending a reversing row; the original row stays."""
+    """Cancel a fine by appending a reversing row; the original row stays.
+
+    Nobody decides an appeal of his own fine (OwnFineError): a head's own fine is cancelled by another head
+    of sales or by a portal administrator.
+    """
     if not reason.strip():
         raise AppealError("a reason is required")
     penalty = db.session.scalar(
@@ -141,6 +149,8 @@ def appeal(portal: Portal, penalty_id: int, by: str, reason: str) -> Penalty:
         raise AppealError("no such penalty")
     if penalty.kind != Penalty.PENALTY:
         raise AppealError("only a fine can be appealed")
+    if penalty.manager_id == by:
+        raise OwnFineError("nobody cancels his own fine")
     if db.session.scalar(sa.select(Penalty.id).where(Penalty.reverses_id == penalty.id)) is not None:
         raise AppealError("this fine was already cancelled")
     reversal = Penalty(

@@ -16,7 +16,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from redis.exceptions import RedisError
 
 from app.queue import get_redis
-from app.security import same_secret
+from app.security import same_secret, session_start
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +94,21 @@ def widget_claims(token: str) -> dict[str, Any] | None:
     return claims
 
 
-def issue_ticket(portal_id: int, user_id: str, is_admin: bool, lead_id: str = "") -> str:
-    """A single-use, two-minute ticket that lets the widget's iframe open our page."""
-    payload = {"p": portal_id, "u": user_id, "a": is_admin, "l": lead_id, "n": secrets.token_urlsafe(12)}
+def issue_ticket(portal_id: int, user_id: str, is_admin: bool, lead_id: str = "", issued_at: int | None = None) -> str:
+    """A single-use, two-minute ticket that lets the widget's iframe open our page.
+
+    `issued_at` is when amoCRM last vouched for the user (now, for a verified widget token; the page token's
+    own start when a page trades its token for a ticket): the page token the ticket becomes keeps it, so
+    trading tokens for tickets never extends a session (app/security.py).
+    """
+    payload = {
+        "p": portal_id,
+        "u": user_id,
+        "a": is_admin,
+        "l": lead_id,
+        "o": int(time.time()) if issued_at is None else issued_at,
+        "n": secrets.token_urlsafe(12),
+    }
     return _serializer("amo-ticket").dumps(payload)
 
 
@@ -107,6 +119,8 @@ def redeem_ticket(ticket: str) -> dict[str, Any] | None:
     except (BadSignature, SignatureExpired):
         return None
     if not isinstance(payload, dict) or not isinstance(payload.get("p"), int):
+        return None
+    if session_start(payload.get("o")) is None:
         return None
     try:
         first = get_redis().set(TICKET_KEY.format(nonce=payload.get("n")), "1", nx=True, ex=TICKET_MAX_AGE + 60)

@@ -14,7 +14,7 @@ from urllib.parse import urlencode, urlsplit
 
 import requests
 import sqlalchemy as sa
-from flask import Blueprint, Response, abort, current_app, g, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
@@ -26,8 +26,9 @@ from app.models import Portal
 from app.queue import enqueue
 from app.robots import REGISTRY
 from app.security import Identity, issue_token, require_identity, same_secret
+from app.validation import json_body
 from handlers import amo_verify
-from handlers.amo_payloads import MAX_BODY_BYTES, parse_dp, parse_hook
+from handlers.amo_payloads import parse_dp, parse_hook
 
 log = logging.getLogger(__name__)
 bp = Blueprint("amocrm", __name__, url_prefix="/amocrm")
@@ -338,9 +339,7 @@ def uninstall() -> ResponseReturnValue:
 @bp.post("/webhooks/<secret>")
 def webhooks(secret: str) -> ResponseReturnValue:
     """One body may carry several leads: one inbox row (and one decision) per lead."""
-    if (request.content_length or 0) > MAX_BODY_BYTES:
-        abort(413, description="body too large")
-    body = request.get_data(cache=True, as_text=True)
+    body = request.get_data(cache=True, as_text=True)  # capped while read (app/limits.py)
     try:
         hook = parse_hook(body)
     except ValidationError as error:
@@ -381,9 +380,7 @@ def dp_secret(portal: Portal) -> str:
 def dp_robots() -> ResponseReturnValue:
     """A Digital Pipeline widget action fired (a lead entered the status it is set on): verify the account
     and the secret in the action's settings, store one inbox row, answer at once; the job runs the robot."""
-    if (request.content_length or 0) > MAX_BODY_BYTES:
-        abort(413, description="body too large")
-    body = request.get_data(cache=True, as_text=True)
+    body = request.get_data(cache=True, as_text=True)  # capped while read (app/limits.py)
     try:
         action = parse_dp(body)
     except ValidationError as error:
@@ -477,7 +474,7 @@ def widget_session() -> ResponseReturnValue:
     portal = _portal(str(claims["account_id"]))
     if portal is None or portal.status == "uninstalled":
         return _error(401, "unauthorized", "unknown account")
-    payload = request.get_json(silent=True) if request.is_json else None
+    payload = json_body()
     lead_id = str((payload or {}).get("lead_id") or "")
     ticket = amo_verify.issue_ticket(
         portal.id, str(claims.get("user_id") or ""), bool(claims.get("is_admin")), lead_id if lead_id.isdigit() else ""
@@ -502,8 +499,11 @@ def app_page() -> ResponseReturnValue:
         return _error(404, "not_found", "account not found")
     g.portal_id = portal.id
     g.frame_origin = f"https://{portal.domain}"
+    if portal.status == "uninstalled":
+        return _error(401, "unauthorized", "the integration is not installed in this account")
     user = SimpleNamespace(user_id=str(payload.get("u") or ""), is_admin=bool(payload.get("a")))
-    token = issue_token(Identity(portal_id=portal.id, user_id=user.user_id, is_admin=user.is_admin))
+    identity = Identity(portal.id, user.user_id, is_admin=user.is_admin, issued_at=int(payload["o"]))
+    token = issue_token(identity)
     lead_id = str(payload.get("l") or "")
     if lead_id.isdigit():
         case = review.latest_case_for(portal.id, lead_id)
@@ -520,10 +520,11 @@ def app_page() -> ResponseReturnValue:
 
 @bp.post("/app/ticket")
 def app_ticket() -> ResponseReturnValue:
-    """From the lead's review page to the main page: a fresh single-use ticket for the same user."""
+    """From the lead's review page to the main page: a fresh single-use ticket for the same user and the same
+    session (its start is kept: no chain of tickets outlives the session; an uninstalled account is a 401)."""
     identity = require_identity()
     portal = db.session.get(Portal, identity.portal_id)
     if portal is None or portal.crm != Portal.AMOCRM or portal.status == "uninstalled":
         return _error(404, "not_found", "account not found")
-    ticket = amo_verify.issue_ticket(portal.id, identity.user_id, identity.is_admin)
+    ticket = amo_verify.issue_ticket(portal.id, identity.user_id, identity.is_admin, issued_at=identity.issued_at)
     return jsonify(url=_app_url(ticket))

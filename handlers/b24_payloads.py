@@ -11,8 +11,9 @@ from urllib.parse import unquote
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from qs_codec import DecodeOptions, decode
 
+from app.limits import MAX_BODY_BYTES as MAX_BODY_BYTES  # the one body cap, enforced by app/limits.py
+
 DECODE_OPTIONS = DecodeOptions(depth=8, list_limit=200, parameter_limit=2000)
-MAX_BODY_BYTES = 256 * 1024
 # `name` or `name[a][b]...` with non-empty segments free of brackets: the only key shape the fast decoder takes.
 _PLAIN_KEY = re.compile(r"([^\[\]]+)((?:\[[^\[\]]+\])*)")
 _DIGIT = re.compile(r"[0-9]")

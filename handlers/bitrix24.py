@@ -25,7 +25,7 @@ from app.robots import REGISTRY
 from app.security import Identity, issue_token, require_identity, same_secret
 from app.validation import error_fields
 from handlers import b24_verify
-from handlers.b24_payloads import MAX_BODY_BYTES, B24Event, B24Frame, parse_event, parse_frame, parse_robot_call
+from handlers.b24_payloads import B24Event, B24Frame, parse_event, parse_frame, parse_robot_call
 
 log = logging.getLogger(__name__)
 bp = Blueprint("b24", __name__, url_prefix="/b24")
@@ -33,7 +33,9 @@ bp = Blueprint("b24", __name__, url_prefix="/b24")
 SOURCE = "b24"
 DEAL_EVENTS = {"ONCRMDEALUPDATE", "ONCRMDEALADD", "ONCRMDEALMOVETOCATEGORY", "ONCRMDEALDELETE"}
 TENANT_CACHE_SIZE = 10_000
-_TOKEN_IN_BODY = re.compile(r"(auth(?:\[|%5B)(?:access_token|refresh_token)(?:\]|%5D)=)[^&]*", re.IGNORECASE)
+_TOKEN_IN_BODY = re.compile(
+    r"(auth(?:\[|%5B)(?:access_token|refresh_token|application_token)(?:\]|%5D)=)[^&]*", re.IGNORECASE
+)
 
 
 @bp.after_request
@@ -54,8 +56,7 @@ def _bad_request(error: ValidationError) -> ResponseReturnValue:
 
 
 def _raw_body() -> str:
-    if (request.content_length or 0) > MAX_BODY_BYTES:
-        abort(413, description="body too large")
+    """The body as text; MAX_CONTENT_LENGTH caps it while it is read, chunked or not (app/limits.py)."""
     return request.get_data(cache=True, as_text=True)
 
 
@@ -118,7 +119,9 @@ def _accepted(*, duplicate: bool) -> Response:
 
 
 def strip_tokens(body: str) -> str:
-    """The body as stored: OAuth tokens masked (their presence still tells a user from automation)."""
+    """The body as stored: the OAuth tokens and the application token masked. The jobs need none of them
+    (the event was verified before it was stored); an access token's presence, kept as `***`, still tells a
+    change made by a user from one made by automation (B24Auth.has_user_token)."""
     return _TOKEN_IN_BODY.sub(r"\1***", body)
 
 

@@ -6,7 +6,7 @@ import copy
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from flask import Blueprint, abort, jsonify, request
+from flask import Blueprint, abort, jsonify
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
@@ -18,7 +18,7 @@ from app.db import db
 from app.models import Portal
 from app.security import Identity, require_identity
 from app.settings import GuardSettings, as_dict, guard_settings, update_guard_settings
-from app.validation import error_fields
+from app.validation import error_fields, json_body
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 T = TypeVar("T")
@@ -44,14 +44,6 @@ def _directory(portal: Portal) -> dict[str, Any]:
         "pipelines": [{"id": p.id, "name": p.name} for p in directory.pipelines(portal.id, crm)],
         "reasons": [{"code": code, "name": label.in_language(portal.language)} for code, label in REASONS.items()],
     }
-
-
-def _json_body() -> Any:
-    """The request's JSON, or None when it is missing or not JSON (nesting too deep for the parser included)."""
-    try:
-        return request.get_json(silent=True)
-    except RecursionError:
-        return None
 
 
 @bp.get("/settings")
@@ -112,7 +104,7 @@ def save_settings(
     identity, portal = current_portal()
     if not identity.is_admin:
         abort(403, description=forbidden)
-    changes = _json_body()
+    changes = json_body()
     if not isinstance(changes, dict):
         return jsonify(error="bad_request", message="expected a JSON object"), 400
     before = copy.deepcopy(dict(portal.settings or {}))

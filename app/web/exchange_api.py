@@ -18,6 +18,7 @@ from app.db import db
 from app.models import ExchangeLot, Portal, for_portal, utcnow
 from app.security import Identity
 from app.settings import guard_settings
+from app.validation import json_body
 from app.web.api import current_portal, save_settings
 
 bp = Blueprint("exchange_api", __name__, url_prefix="/api/exchange")
@@ -127,7 +128,7 @@ def return_lot(lot_id: int) -> ResponseReturnValue:
     """Give a taken deal back to the exchange with a reason (the holder, a head or an admin)."""
     identity, portal = current_portal()
     lot = for_portal(ExchangeLot, lot_id, portal)
-    body = request.get_json(silent=True)
+    body = json_body()
     reason = str(body.get("reason") or "").strip() if isinstance(body, dict) else ""
     if not reason:
         return jsonify(error="bad_request", message="a reason is required"), 400
@@ -214,7 +215,7 @@ def put_rota() -> ResponseReturnValue:
     """Set duty days of a department: {"department_id": "2", "days": {"2026-05-01": "3", "2026-05-02": null}}."""
     identity, portal = current_portal()
     _require_admin(identity, "edit the duty rota")
-    body = request.get_json(silent=True)
+    body = json_body()
     if not isinstance(body, dict) or not isinstance(body.get("days"), dict) or not body.get("department_id"):
         return jsonify(
             error="bad_request", message="expected {department_id, days: {YYYY-MM-DD: user id or null}}"

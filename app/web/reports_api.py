@@ -21,12 +21,22 @@ from app.models import Portal
 from app.queue import enqueue
 from app.security import Identity
 from app.settings import guard_settings
+from app.validation import json_body
 from app.web.api import current_portal, save_settings
 
 log = logging.getLogger(__name__)
 bp = Blueprint("reports_api", __name__, url_prefix="/api")
 CSV_TABLES = (*reports.TABLES, "ledger")
 ADMIN_ONLY = "only a portal administrator can change these settings"
+
+i18n.register(
+    {
+        "appeal_own_fine": (
+            "Свой штраф отменить нельзя: попросите другого руководителя отдела продаж или администратора портала.",
+            "You cannot cancel your own fine: ask another head of sales or the portal administrator.",
+        ),
+    }
+)
 
 
 def is_head(portal: Portal, user_id: str) -> bool:
@@ -48,6 +58,14 @@ def require_head() -> tuple[Identity, Portal]:
     if role != "head":
         abort(403, description="reports and penalty appeals are for heads of sales only")
     return identity, portal
+
+
+def require_head_or_admin() -> tuple[Identity, Portal]:
+    """The caller, who must be a head of sales or a portal administrator (who decide appeals)."""
+    identity, portal = current_portal()
+    if identity.is_admin:
+        return identity, portal
+    return require_head()
 
 
 def require_admin() -> tuple[Identity, Portal]:
@@ -107,7 +125,7 @@ def _charts(report: reports.Report, language: str) -> dict[str, Any]:
 @bp.get("/reports/view")
 def report_view() -> ResponseReturnValue:
     """The reports tab's content for the period: tables, SVG charts and the ledger (heads only)."""
-    _, portal = require_head()
+    identity, portal = require_head()
     period = _period(portal)
     names = reports.lookup_names(portal)
     report = reports.build_report(portal, period, names)
@@ -122,12 +140,30 @@ def report_view() -> ResponseReturnValue:
         charts=_charts(report, language),
         ledger=ledger.ledger_rows(portal.id, period.start, period.end),
         users=names.users,
+        viewer=identity.user_id,
     )
+
+
+# A spreadsheet reads a cell that starts with one of these as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(text: str) -> str:
+    """A text cell a spreadsheet shows as text: a leading `'` when it starts like a formula (OWASP)."""
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
 
 
 def csv_bytes(table: reports.Table, language: str) -> bytes:
     """A table as CSV that Excel opens with Cyrillic intact: UTF-8 with a BOM, `;` and decimal commas for
-    Russian, `,` and decimal points for English."""
+    Russian, `,` and decimal points for English.
+
+    Formula injection: every *text* cell (deal titles, names, reasons, notes, headers; str in the table)
+    that starts with `=`, `+`, `-`, `@`, a tab or a CR is prefixed with `'`, so `=HYPERLINK(...)` or
+    `-2+3` typed into a deal title is shown as text, never evaluated. Numbers are cells the reports write
+    themselves (int and Decimal: counts, rates, fine amounts, a reversal's negative amount): they are
+    written as plain numbers, `-500,00` included, so the sheet still adds them up; nothing a user typed can
+    reach a cell as a number.
+    """
     russian = language != "en"
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=";" if russian else ",", lineterminator="\r\n")
@@ -137,9 +173,11 @@ def csv_bytes(table: reports.Table, language: str) -> bytes:
             return ""
         if isinstance(value, Decimal):
             return str(value).replace(".", ",") if russian else str(value)
-        return str(value)
+        if isinstance(value, int):
+            return str(value)
+        return neutralise(str(value))
 
-    writer.writerow(table.columns)
+    writer.writerow([text(column) for column in table.columns])
     for row in table.rows:
         writer.writerow([text(cell) for cell in row])
     if table.total is not None:
@@ -200,13 +238,17 @@ def ledger_data() -> ResponseReturnValue:
 
 @bp.post("/penalties/<int:penalty_id>/appeal")
 def appeal_penalty(penalty_id: int) -> ResponseReturnValue:
-    """Cancel a fine with a reason (heads only): a reversing row is appended, the manager is told."""
-    identity, portal = require_head()
-    body = request.get_json(silent=True)
+    """Cancel a fine with a reason (heads and admins; nobody his own fine, 403): a reversing row is appended,
+    the manager is told."""
+    identity, portal = require_head_or_admin()
+    body = json_body()
     if not isinstance(body, dict) or not isinstance(body.get("reason"), str) or not body["reason"].strip():
         return jsonify(error="bad_request", message="a reason is required to cancel a fine"), 400
     try:
         reversal = penalties.appeal(portal, penalty_id, identity.user_id, body["reason"][:2000])
+    except penalties.OwnFineError:
+        db.session.rollback()
+        return jsonify(error="forbidden", message=i18n.translate("appeal_own_fine", portal.language)), 403
     except penalties.AppealError as error:
         db.session.rollback()
         if str(error) == "no such penalty":

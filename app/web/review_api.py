@@ -19,6 +19,7 @@ from app.crm.factory import client_for
 from app.db import db
 from app.models import RefusalCase, for_portal
 from app.settings import guard_settings
+from app.validation import json_body
 from app.web.api import current_portal, save_settings
 
 bp = Blueprint("review_api", __name__, url_prefix="/api/review")
@@ -65,7 +66,7 @@ def act(case_id: int, action: str) -> ResponseReturnValue:
     """Carry out one action on the case; 403 for managers, 409 when the case or the deal moved on."""
     identity, portal = current_portal()
     for_portal(RefusalCase, case_id, portal)
-    body = request.get_json(silent=True)
+    body = json_body()
     if not isinstance(body, dict):
         return jsonify(error="bad_request", message="expected a JSON object"), 400
     try:

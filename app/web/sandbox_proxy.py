@@ -8,6 +8,9 @@ SANDBOX_ENABLED; SANDBOX_URL says where the sandbox runs.
 
 from __future__ import annotations
 
+import re
+from urllib.parse import quote
+
 import requests
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
@@ -15,12 +18,30 @@ from flask.typing import ResponseReturnValue
 bp = Blueprint("sandbox_proxy", __name__)
 TIMEOUT_SECONDS = 15
 _PASSED_HEADERS = ("Content-Type", "Cache-Control", "ETag", "Last-Modified")
+# The kanban's own paths under /sandbox/ (app/sandbox/kanban.py): its page, its three API calls, its assets.
+KANBAN_PATHS = frozenset({"", "api/board", "api/move", "api/deal"})
+_ASSET_SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def kanban_path(rest: str) -> str | None:
+    """The path to forward for `/sandbox/<rest>` (`rest` as the server decoded it), or None when it is not
+    one of the kanban's own: no dot segments, no encoded slashes turned into new segments, nothing outside
+    /sandbox (`/sandbox/../rest/...` would otherwise reach the sandbox portal's REST API)."""
+    if rest in KANBAN_PATHS:
+        return f"/sandbox/{rest}" if rest else "/sandbox"
+    segments = rest.split("/")
+    if len(segments) >= 2 and segments[0] == "static" and all(_ASSET_SEGMENT.fullmatch(s) for s in segments[1:]):
+        return "/sandbox/" + quote(rest)
+    return None
 
 
 @bp.route("/sandbox", methods=["GET", "POST"])
 @bp.route("/sandbox/<path:rest>", methods=["GET", "POST"])
 def forward(rest: str = "") -> ResponseReturnValue:
-    """Forward the request to the sandbox and hand its answer back unchanged."""
+    """Forward a request for one of the kanban's paths to the sandbox and hand its answer back unchanged."""
+    path = kanban_path(rest)
+    if path is None:
+        return jsonify(error="not_found", message="Only the sandbox kanban is served under /sandbox."), 404
     base = current_app.config.get("SANDBOX_URL", "")
     if not base:
         return jsonify(
@@ -31,7 +52,7 @@ def forward(rest: str = "") -> ResponseReturnValue:
     try:
         upstream = requests.request(
             request.method,
-            f"{base}{request.path}",
+            f"{base}{path}",
             params=request.query_string,
             data=request.get_data(),
             headers=headers,

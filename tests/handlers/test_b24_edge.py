@@ -111,7 +111,7 @@ def test_valid_event_is_stored_once_without_tokens(client, app: Flask):
     assert len(rows) == 1
     assert rows[0].portal_id == portal.id
     assert "user-access-token" not in rows[0].body
-    assert "real-token" in rows[0].body  # the application token is not a credential for our API
+    assert "real-token" not in rows[0].body  # stored bodies keep no token, the application token included
 
 
 def test_events_of_portal_a_never_land_on_portal_b(client, app: Flask):
