@@ -21,18 +21,20 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     )
     app.instance_path = str(instance_path)
 
-    from app.config import load_config
+    from app.core.config import load_config
 
     app.config.from_mapping(load_config(instance_path))
     if test_config is not None:
         app.config.from_mapping(test_config)
         if "DATABASE_URL" in test_config:
-            from app.config import normalise_database_url
+            from app.core.config import normalise_database_url
 
             app.config["DATABASE_URL"] = normalise_database_url(test_config["DATABASE_URL"])
 
     import handlers
-    from app import db, health, i18n, limits, logs, queue, settings, taskcontrol, validation, web
+    from app import web
+    from app.core import db, health, i18n, limits, logs, queue, validation
+    from app.domain import settings, taskcontrol
 
     logs.init_app(app)
     limits.init_app(app)
@@ -53,7 +55,7 @@ class _NoCookieSessions(SecureCookieSessionInterface):
     """No cookie session is ever opened or sent.
 
     Our pages live in CRM iframes, where third-party cookies are unreliable: identity travels in the
-    X-RC-Token header (app/security.py). Flask would otherwise build a signer for every request,
+    X-RC-Token header (app/core/security.py). Flask would otherwise build a signer for every request,
     webhooks included.
     """
 
@@ -62,7 +64,7 @@ class _NoCookieSessions(SecureCookieSessionInterface):
 
 
 def _init_requests(app: Flask) -> None:
-    """JSON errors instead of HTML pages, no cookie sessions (request ids are given by app.logs when first logged)."""
+    """JSON errors instead of HTML pages, no cookie sessions (request ids: app.core.logs)."""
     app.session_interface = _NoCookieSessions()
 
     @app.errorhandler(HTTPException)

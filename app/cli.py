@@ -8,12 +8,12 @@ import click
 import sqlalchemy as sa
 from flask import current_app
 
-from app import db as database
-from app import inbox
-from app.db import db
-from app.models import InboxItem
-from app.queue import make_worker
-from app.schedule import ensure_periodic_jobs
+from app.core import db as database
+from app.core import inbox
+from app.core.db import db
+from app.core.models import InboxItem
+from app.core.queue import make_worker
+from app.core.schedule import ensure_periodic_jobs
 
 log = logging.getLogger(__name__)
 

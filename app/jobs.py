@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from flask import current_app
 
-from app import inbox
-from app.queue import get_redis
+from app.core import inbox
+from app.core.queue import get_redis
 
 log = logging.getLogger(__name__)
 

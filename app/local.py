@@ -3,7 +3,7 @@
 `python -m app.local` starts an embedded Redis on a unix socket unless REDIS_URL is set, applies
 migrations, then runs gunicorn and an RQ worker with its scheduler until interrupted.
 
-With SANDBOX_ENABLED (what `make run` sets) it also runs the demo (app.demo): a sandbox Bitrix24
+With SANDBOX_ENABLED (what `make run` sets) it also runs the demo (sandbox.demo): a sandbox Bitrix24
 portal served over TLS from this process, the web and worker pointed at it, its events delivered to
 the app, and the app installed into it; the kanban is then at {PUBLIC_URL}/sandbox.
 """
@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from app import create_app, demo, embedded_redis
-from app.config import parse_int
+from app import create_app
+from app.core import embedded_redis
+from app.core.config import parse_int
+from sandbox import demo
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -28,13 +30,13 @@ def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 def gunicorn_command(port: str) -> list[str]:
-    """The web process: gunicorn with the app's settings (app/gunicorn_conf.py: the access log is redacted)."""
+    """The web process: gunicorn with the app's settings (app/core/gunicorn_conf.py: the access log is redacted)."""
     return [
         sys.executable,
         "-m",
         "gunicorn",
         "--config",
-        "python:app.gunicorn_conf",
+        "python:app.core.gunicorn_conf",
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",
@@ -66,7 +68,7 @@ def main() -> int:
     try:
         if not app.config["REDIS_URL"]:
             redis_process = embedded_redis.start(Path(app.config["EMBEDDED_REDIS_SOCKET"]))
-        from app import db
+        from app.core import db
 
         with app.app_context():
             db.upgrade()

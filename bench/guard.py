@@ -8,7 +8,7 @@ What runs (all real processes except the portal):
 - Redis: an embedded redis-server on a unix socket unless REDIS_URL is set; the database: SQLite in a
   temporary folder unless DATABASE_URL is set.
 
-The app is installed into the portal as an admin would (app.demo: install frame, installer job,
+The app is installed into the portal as an admin would (sandbox.demo: install frame, installer job,
 ONAPPINSTALL), the guard is configured (QA 7, 8; head 9), then `--deals` deals are created by sales
 managers (the app sees each one: ONCRMDEALADD). Then each deal's manager drags it to LOSE without a
 refusal reason, `--rate` moves per second. The guard must move it back and tell the manager.
@@ -115,8 +115,8 @@ def inbox_open(app: Any) -> int:
     """Inbox rows not processed yet (pending, queued) on our side."""
     import sqlalchemy as sa
 
-    from app.db import db
-    from app.models import InboxItem
+    from app.core.db import db
+    from app.core.models import InboxItem
 
     with app.app_context():
         count = db.session.scalar(
@@ -144,10 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import shutil
 
-    from app import create_app, demo, embedded_redis
-    from app import db as database
-    from app.sandbox import requests_transport
-    from app.sandbox.seed import SALES_MANAGERS
+    from app import create_app
+    from app.core import db as database
+    from app.core import embedded_redis
+    from sandbox import demo, requests_transport
+    from sandbox.seed import SALES_MANAGERS
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the sandbox's request log
     instance = Path(tempfile.mkdtemp(prefix="rc-bench-guard-"))
@@ -229,7 +230,7 @@ def profile_jobs(
     import cProfile
     import pstats
 
-    from app.queue import make_worker
+    from app.core.queue import make_worker
 
     for child in children:
         child.terminate()

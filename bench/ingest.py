@@ -430,8 +430,8 @@ def prepare_app(instance: Path, database_url: str | None, tenant: Tenant) -> int
     """Migrate the database and install one portal with a known application token; returns its id."""
     sys.path.insert(0, str(ROOT))
     from app import create_app
-    from app import db as database
-    from app.models import Portal
+    from app.core import db as database
+    from app.core.models import Portal
 
     config: dict[str, Any] = {"INSTANCE_PATH": str(instance), "LOG_LEVEL": "WARNING"}
     if database_url:
@@ -461,8 +461,8 @@ def stored_rows(instance: Path, database_url: str | None, portal_id: int) -> int
     import sqlalchemy as sa
 
     from app import create_app
-    from app import db as database
-    from app.models import InboxItem
+    from app.core import db as database
+    from app.core.models import InboxItem
 
     config: dict[str, Any] = {"INSTANCE_PATH": str(instance), "LOG_LEVEL": "WARNING"}
     if database_url:
@@ -561,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if redis_url is None and args.target != "bare":
             sys.path.insert(0, str(ROOT))
-            from app import embedded_redis
+            from app.core import embedded_redis
 
             redis_process = embedded_redis.start(instance / "redis.sock")
         redis_pid = redis_process.pid if redis_process is not None else None

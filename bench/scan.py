@@ -38,15 +38,17 @@ from typing import Any
 
 import responses
 
-from app import create_app, directory, i18n, taskcontrol
-from app import db as database
+from app import create_app
+from app.core import db as database
+from app.core import i18n
+from app.core.models import Portal, utcnow
 from app.crm.factory import client_for
-from app.models import Portal, utcnow
-from app.sandbox import Sandbox, generate_bulk
-from app.sandbox.amocrm import AmoSandbox, api, responses_amo
-from app.sandbox.amocrm.account import LOST, WON, ApiError
-from app.sandbox.amocrm.seed import generate_bulk as generate_amo_bulk
-from app.sandbox.mount import responses_sandbox
+from app.domain import directory, taskcontrol
+from sandbox import Sandbox, generate_bulk
+from sandbox.amocrm import AmoSandbox, api, responses_amo
+from sandbox.amocrm.account import LOST, WON, ApiError
+from sandbox.amocrm.seed import generate_bulk as generate_amo_bulk
+from sandbox.mount import responses_sandbox
 
 RATE, BURST = 2.0, 50
 AMO_RATE, AMO_BURST, AMO_PAGE = 7.0, 7, 250
@@ -75,7 +77,7 @@ def run(deals: int, tasks: int, redis_url: str) -> dict[str, Any]:
         )
         with app.app_context():
             database.upgrade()
-            from app.queue import get_redis
+            from app.core.queue import get_redis
 
             get_redis().flushdb()
             sandbox = Sandbox()
@@ -243,7 +245,7 @@ def run_amo(leads: int, tasks: int, redis_url: str) -> dict[str, Any]:
         )
         with app.app_context():
             database.upgrade()
-            from app.queue import get_redis
+            from app.core.queue import get_redis
 
             get_redis().flushdb()
             generate_amo_bulk(sandbox, account, leads=leads, tasks=tasks)

@@ -7,14 +7,15 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from app import audit, exchange, i18n, inbox, refusals
+from app.core import i18n, inbox
+from app.core.db import db
+from app.core.models import Effect, InboxItem, Portal
 from app.crm.amocrm import AmoCrm
 from app.crm.errors import AmoNotFound
 from app.crm.factory import client_for
 from app.crm.port import AUTOMATION, CrmClient
-from app.db import db
-from app.models import Effect, InboxItem, Portal
-from app.robots import REGISTRY, Robot, RobotInvocation
+from app.domain import audit, exchange, guard
+from app.domain.robots import REGISTRY, Robot, RobotInvocation
 from handlers.amo_payloads import DpAction, LeadChange
 
 log = logging.getLogger(__name__)
@@ -58,17 +59,17 @@ def process_lead(item: InboxItem) -> None:
     event = exchange.DEAL_ADDED if change.action == "add" else exchange.DEAL_UPDATED
     try:
         exchange.on_deal_event(portal, crm, event, change.lead_id)
-        refusals.Guard(portal, crm).decide(change.lead_id)
+        guard.Guard(portal, crm).decide(change.lead_id)
     except AmoNotFound:
         db.session.rollback()
-        refusals.forget_deal(portal.id, change.lead_id)
+        guard.forget_deal(portal.id, change.lead_id)
 
 
 def process_lead_delete(item: InboxItem) -> None:
     """A lead was deleted: forget its snapshot."""
     _account_id, change = LeadChange.from_json(item.body)
     if item.portal_id is not None:
-        refusals.forget_deal(item.portal_id, change.lead_id)
+        guard.forget_deal(item.portal_id, change.lead_id)
 
 
 def robot_properties(robot: Robot, settings: dict[str, str]) -> dict[str, Any]:
@@ -132,11 +133,11 @@ def process_dp_robot(item: InboxItem) -> None:
         outcome = _text("dp_not_done", portal.language, error=str(error))
     text = note_text(portal, robot, outcome)
     crm = client_for(portal)
-    with refusals.deal_lock(portal.id, action.element_id):
-        refusals.plan_effect(portal.id, action.element_id, f"dpnote:{item.id}", NOTE_EFFECT, {"text": text})
+    with guard.deal_lock(portal.id, action.element_id):
+        guard.plan_effect(portal.id, action.element_id, f"dpnote:{item.id}", NOTE_EFFECT, {"text": text})
         audit.record(portal.id, AUTOMATION, f"robot {robot.code}", outcome, deal_id=action.element_id)
         db.session.commit()
-        refusals.run_pending_effects(portal.id, action.element_id, crm)
+        guard.run_pending_effects(portal.id, action.element_id, crm)
 
 
 def _write_note(effect: Effect, crm: CrmClient) -> str:
@@ -153,4 +154,4 @@ def register_processors() -> None:
     inbox.PROCESSORS[("amo", "lead")] = process_lead
     inbox.PROCESSORS[("amo", "lead_delete")] = process_lead_delete
     inbox.PROCESSORS[("amo", "dp_robot")] = process_dp_robot
-    refusals.EFFECT_KINDS[NOTE_EFFECT] = _write_note
+    guard.EFFECT_KINDS[NOTE_EFFECT] = _write_note

@@ -15,8 +15,8 @@ from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from redis.exceptions import RedisError
 
-from app.queue import get_redis
-from app.security import same_secret, session_start
+from app.core.queue import get_redis
+from app.core.security import same_secret, session_start
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def issue_ticket(portal_id: int, user_id: str, is_admin: bool, lead_id: str = ""
 
     `issued_at` is when amoCRM last vouched for the user (now, for a verified widget token; the page token's
     own start when a page trades its token for a ticket): the page token the ticket becomes keeps it, so
-    trading tokens for tickets never extends a session (app/security.py).
+    trading tokens for tickets never extends a session (app/core/security.py).
     """
     payload = {
         "p": portal_id,

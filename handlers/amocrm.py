@@ -18,15 +18,16 @@ from flask import Blueprint, Response, current_app, g, jsonify, redirect, render
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
-from app import audit, i18n, inbox, review
+from app.core import i18n, inbox
+from app.core.db import db
+from app.core.models import Portal
+from app.core.queue import enqueue
+from app.core.security import Identity, issue_token, require_identity, same_secret
+from app.core.validation import json_body
 from app.crm.amocrm import AmoRest, account_host, checked_host, oauth_token_request, store_token_answer
 from app.crm.errors import AmoError, AmoTokenRevoked, AmoUnauthorized, CrmError, CrmUnavailable, PortalNeedsReinstall
-from app.db import db
-from app.models import Portal
-from app.queue import enqueue
-from app.robots import REGISTRY
-from app.security import Identity, issue_token, require_identity, same_secret
-from app.validation import json_body
+from app.domain import audit, review
+from app.domain.robots import REGISTRY
 from handlers import amo_verify
 from handlers.amo_payloads import parse_dp, parse_hook
 
@@ -339,7 +340,7 @@ def uninstall() -> ResponseReturnValue:
 @bp.post("/webhooks/<secret>")
 def webhooks(secret: str) -> ResponseReturnValue:
     """One body may carry several leads: one inbox row (and one decision) per lead."""
-    body = request.get_data(cache=True, as_text=True)  # capped while read (app/limits.py)
+    body = request.get_data(cache=True, as_text=True)  # capped while read (app/core/limits.py)
     try:
         hook = parse_hook(body)
     except ValidationError as error:
@@ -380,7 +381,7 @@ def dp_secret(portal: Portal) -> str:
 def dp_robots() -> ResponseReturnValue:
     """A Digital Pipeline widget action fired (a lead entered the status it is set on): verify the account
     and the secret in the action's settings, store one inbox row, answer at once; the job runs the robot."""
-    body = request.get_data(cache=True, as_text=True)  # capped while read (app/limits.py)
+    body = request.get_data(cache=True, as_text=True)  # capped while read (app/core/limits.py)
     try:
         action = parse_dp(body)
     except ValidationError as error:

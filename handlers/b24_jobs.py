@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from app import exchange, inbox, refusals
+from app.core import inbox
+from app.core.db import db
+from app.core.models import InboxItem, Portal
+from app.core.queue import enqueue
 from app.crm.bitrix24 import Bitrix24Rest
 from app.crm.factory import client_for
-from app.db import db
-from app.models import InboxItem, Portal
-from app.queue import enqueue
-from app.robots import REGISTRY, RobotInvocation
+from app.domain import exchange, guard
+from app.domain.robots import REGISTRY, RobotInvocation
 from handlers.b24_payloads import parse_event, parse_robot_call
 from installers import bitrix24 as installer
 
@@ -60,13 +61,13 @@ def process_deal_event(item: InboxItem) -> None:
     if portal is None or portal.status != "installed" or not event.entity_id:
         return
     if event.event == "ONCRMDEALDELETE":
-        refusals.forget_deal(portal.id, event.entity_id)
+        guard.forget_deal(portal.id, event.entity_id)
         return
     crm = client_for(portal)
     automation = not event.auth.has_user_token
     if event.event in ("ONCRMDEALADD", "ONCRMDEALUPDATE"):
         exchange.on_deal_event(portal, crm, event.event, event.entity_id, automation=automation)
-    refusals.Guard(portal, crm).decide(event.entity_id, automation=automation)
+    guard.Guard(portal, crm).decide(event.entity_id, automation=automation)
 
 
 def register_processors() -> None:

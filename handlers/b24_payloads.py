@@ -11,7 +11,7 @@ from urllib.parse import unquote
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from qs_codec import DecodeOptions, decode
 
-from app.limits import MAX_BODY_BYTES as MAX_BODY_BYTES  # the one body cap, enforced by app/limits.py
+from app.core.limits import MAX_BODY_BYTES as MAX_BODY_BYTES  # the one body cap, enforced by app/core/limits.py
 
 DECODE_OPTIONS = DecodeOptions(depth=8, list_limit=200, parameter_limit=2000)
 # `name` or `name[a][b]...` with non-empty segments free of brackets: the only key shape the fast decoder takes.

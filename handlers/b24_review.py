@@ -12,7 +12,7 @@ import json
 from flask import Blueprint, jsonify, render_template
 from flask.typing import ResponseReturnValue
 
-from app import review
+from app.domain import review
 from handlers.b24_payloads import B24Frame
 from handlers.bitrix24 import VerifiedFrame, allow_framing_by_portal, verify_frame
 

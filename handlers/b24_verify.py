@@ -9,8 +9,8 @@ from typing import Any
 import requests
 from flask import current_app
 
+from app.core.models import Portal
 from app.crm.hosts import ForeignHost, origin_of, require_same_origin
-from app.models import Portal
 
 log = logging.getLogger(__name__)
 TIMEOUT_SECONDS = 10

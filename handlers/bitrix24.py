@@ -16,14 +16,15 @@ from flask import Blueprint, Response, abort, current_app, g, jsonify, render_te
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
-from app import audit, inbox
+from app.core import inbox
+from app.core.db import db
+from app.core.models import Portal
+from app.core.queue import enqueue
+from app.core.security import Identity, issue_token, require_identity, same_secret
+from app.core.validation import error_fields
 from app.crm.hosts import origin_of
-from app.db import db
-from app.models import Portal
-from app.queue import enqueue
-from app.robots import REGISTRY
-from app.security import Identity, issue_token, require_identity, same_secret
-from app.validation import error_fields
+from app.domain import audit
+from app.domain.robots import REGISTRY
 from handlers import b24_verify
 from handlers.b24_payloads import B24Event, B24Frame, parse_event, parse_frame, parse_robot_call
 
@@ -56,7 +57,7 @@ def _bad_request(error: ValidationError) -> ResponseReturnValue:
 
 
 def _raw_body() -> str:
-    """The body as text; MAX_CONTENT_LENGTH caps it while it is read, chunked or not (app/limits.py)."""
+    """The body as text; MAX_CONTENT_LENGTH caps it while it is read, chunked or not (app/core/limits.py)."""
     return request.get_data(cache=True, as_text=True)
 
 

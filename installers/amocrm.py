@@ -16,11 +16,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import current_app
 
-from app.catalog import FIELD_LABELS, REASONS, REFUSAL_STAGE, VERDICTS, Label
+from app.core.db import db
+from app.core.models import Portal
 from app.crm.amocrm import LOST, WON, AmoRest
 from app.crm.errors import CrmError
-from app.db import db
-from app.models import Portal
+from app.domain.catalog import FIELD_LABELS, REASONS, REFUSAL_STAGE, VERDICTS, Label
 from installers.steps import install, set_setting
 
 log = logging.getLogger(__name__)

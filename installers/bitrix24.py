@@ -10,8 +10,12 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
-from app import audit
-from app.catalog import (
+from app.core.db import Base, db
+from app.core.models import InboxItem, Portal
+from app.crm.bitrix24 import Bitrix24Rest
+from app.crm.errors import ActivityAlreadyInstalled, CrmError, PortalNeedsReinstall
+from app.domain import audit
+from app.domain.catalog import (
     DEAL_TAB,
     FIELD_LABELS,
     REASONS,
@@ -21,11 +25,7 @@ from app.catalog import (
     VERDICTS,
     Label,
 )
-from app.crm.bitrix24 import Bitrix24Rest
-from app.crm.errors import ActivityAlreadyInstalled, CrmError, PortalNeedsReinstall
-from app.db import Base, db
-from app.models import InboxItem, Portal
-from app.robots import REGISTRY, Robot, RobotProperty
+from app.domain.robots import REGISTRY, Robot, RobotProperty
 from installers.steps import install, set_setting
 
 log = logging.getLogger(__name__)
@@ -276,7 +276,7 @@ STEP_FUNCTIONS: dict[str, Callable[[Bitrix24Rest, Portal], str]] = {
 
 
 def _read_licence(rest: Bitrix24Rest, portal: Portal) -> None:
-    """The licence decides the portal's REST limits (Enterprise: 5 req/s, burst 250), see app.ratelimit."""
+    """The licence decides the portal's REST limits (Enterprise: 5 req/s, burst 250), see app.core.ratelimit."""
     info = rest.call("app.info")
     if isinstance(info, dict):
         if info.get("LICENSE"):

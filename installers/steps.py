@@ -8,11 +8,11 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm.attributes import flag_modified
 
-from app import audit, directory
+from app.core.db import db
+from app.core.models import Portal
+from app.core.queue import get_redis
 from app.crm.errors import CrmError, PortalNeedsReinstall
-from app.db import db
-from app.models import Portal
-from app.queue import get_redis
+from app.domain import audit, directory
 
 Rest = TypeVar("Rest")
 

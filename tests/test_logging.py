@@ -5,7 +5,7 @@ import logging
 
 from flask import Flask
 
-from app.logs import JsonFormatter
+from app.core.logs import JsonFormatter
 
 
 def _format(record_msg: str, **extra: object) -> dict:

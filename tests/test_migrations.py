@@ -3,7 +3,7 @@
 import sqlalchemy as sa
 from flask import Flask
 
-from app import db as database
+from app.core import db as database
 
 FOUNDATION_TABLES = {"portals", "inbox", "audit"}
 

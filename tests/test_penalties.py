@@ -7,10 +7,10 @@ import pytest
 import sqlalchemy as sa
 from marshmallow import ValidationError
 
-from app import penalties
+from app.core.db import db
+from app.core.models import Penalty, RefusalCase
 from app.crm.port import Deal
-from app.db import db
-from app.models import Penalty, RefusalCase
+from app.domain import penalties
 from tests.helpers import make_portal
 
 

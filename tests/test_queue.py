@@ -7,8 +7,8 @@ from flask import Flask
 from rq import Retry
 from rq.job import Job, JobStatus
 
-from app import schedule
-from app.queue import enqueue, get_queue, get_redis, make_worker, replace_scheduled
+from app.core import schedule
+from app.core.queue import enqueue, get_queue, get_redis, make_worker, replace_scheduled
 from tests import helpers
 
 

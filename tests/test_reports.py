@@ -15,11 +15,11 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from app import penalties, reports
-from app.db import db
-from app.models import CaseEvent, Penalty, RefusalCase
-from app.security import Identity, issue_token
-from app.settings import update_guard_settings
+from app.core.db import db
+from app.core.models import CaseEvent, Penalty, RefusalCase
+from app.core.security import Identity, issue_token
+from app.domain import penalties, reports
+from app.domain.settings import update_guard_settings
 from tests.helpers import make_portal
 
 HEAD, MANAGER_A, MANAGER_B = "9", "2", "3"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from app.core.models import Portal
 from app.crm.port import CrmClient
-from app.models import Portal
 
 
 def client_for(portal: Portal) -> CrmClient:

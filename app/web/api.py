@@ -10,15 +10,15 @@ from flask import Blueprint, abort, jsonify
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
-from app import audit, directory
-from app.catalog import REASONS
+from app.core.db import db
+from app.core.models import Portal
+from app.core.security import Identity, require_identity
+from app.core.validation import error_fields, json_body
 from app.crm.errors import CrmError
 from app.crm.factory import client_for
-from app.db import db
-from app.models import Portal
-from app.security import Identity, require_identity
-from app.settings import GuardSettings, as_dict, guard_settings, update_guard_settings
-from app.validation import error_fields, json_body
+from app.domain import audit, directory
+from app.domain.catalog import REASONS
+from app.domain.settings import GuardSettings, as_dict, guard_settings, update_guard_settings
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 T = TypeVar("T")

@@ -10,15 +10,16 @@ import sqlalchemy as sa
 from flask import Blueprint, abort, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from app import audit, directory, exchange, i18n
+from app.core import i18n
+from app.core.db import db
+from app.core.models import ExchangeLot, Portal, for_portal, utcnow
+from app.core.security import Identity
+from app.core.validation import json_body
 from app.crm.errors import CrmError
 from app.crm.factory import client_for
 from app.crm.port import CrmClient
-from app.db import db
-from app.models import ExchangeLot, Portal, for_portal, utcnow
-from app.security import Identity
-from app.settings import guard_settings
-from app.validation import json_body
+from app.domain import audit, directory, exchange
+from app.domain.settings import guard_settings
 from app.web.api import current_portal, save_settings
 
 bp = Blueprint("exchange_api", __name__, url_prefix="/api/exchange")

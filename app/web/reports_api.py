@@ -13,15 +13,17 @@ from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 from redis.exceptions import RedisError
 
-from app import charts, directory, i18n, ledger, penalties, reports
+from app.core import i18n
+from app.core.db import db
+from app.core.models import Portal
+from app.core.queue import enqueue
+from app.core.security import Identity
+from app.core.validation import json_body
 from app.crm.errors import CrmError
 from app.crm.factory import client_for
-from app.db import db
-from app.models import Portal
-from app.queue import enqueue
-from app.security import Identity
-from app.settings import guard_settings
-from app.validation import json_body
+from app.domain import directory, ledger, penalties, reports
+from app.domain.settings import guard_settings
+from app.web import charts
 from app.web.api import current_portal, save_settings
 
 log = logging.getLogger(__name__)
@@ -256,7 +258,7 @@ def appeal_penalty(penalty_id: int) -> ResponseReturnValue:
         return jsonify(error="conflict", message=str(error)), 409
     db.session.commit()
     try:
-        enqueue("default", "app.ledger.deliver_notices", portal.id, reversal.deal_id)
+        enqueue("default", "app.domain.ledger.deliver_notices", portal.id, reversal.deal_id)
     except RedisError:
         log.warning("penalty notice left for the sweep", extra={"portal_id": portal.id})
     return jsonify(id=reversal.id, reverses_id=reversal.reverses_id, amount=str(reversal.amount)), 201

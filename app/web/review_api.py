@@ -13,13 +13,13 @@ from flask import Blueprint, Response, abort, jsonify, request, stream_with_cont
 from flask.typing import ResponseReturnValue
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-from app import audit, directory, review
+from app.core.db import db
+from app.core.models import RefusalCase, for_portal
+from app.core.validation import json_body
 from app.crm.errors import AmoNotFound, CrmError, NotFound
 from app.crm.factory import client_for
-from app.db import db
-from app.models import RefusalCase, for_portal
-from app.settings import guard_settings
-from app.validation import json_body
+from app.domain import audit, directory, review
+from app.domain.settings import guard_settings
 from app.web.api import current_portal, save_settings
 
 bp = Blueprint("review_api", __name__, url_prefix="/api/review")

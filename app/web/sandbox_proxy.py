@@ -18,7 +18,7 @@ from flask.typing import ResponseReturnValue
 bp = Blueprint("sandbox_proxy", __name__)
 TIMEOUT_SECONDS = 15
 _PASSED_HEADERS = ("Content-Type", "Cache-Control", "ETag", "Last-Modified")
-# The kanban's own paths under /sandbox/ (app/sandbox/kanban.py): its page, its three API calls, its assets.
+# The kanban's own paths under /sandbox/ (sandbox/kanban.py): its page, its three API calls, its assets.
 KANBAN_PATHS = frozenset({"", "api/board", "api/move", "api/deal"})
 _ASSET_SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 

@@ -7,12 +7,13 @@ from datetime import datetime
 from flask import Blueprint, abort, jsonify
 from flask.typing import ResponseReturnValue
 
-from app import directory, i18n, taskcontrol
+from app.core import i18n
+from app.core.models import Portal
+from app.core.security import Identity
 from app.crm.errors import CrmError
 from app.crm.factory import client_for
-from app.models import Portal
-from app.security import Identity
-from app.settings import guard_settings
+from app.domain import directory, taskcontrol
+from app.domain.settings import guard_settings
 from app.web.api import current_portal, save_settings
 
 bp = Blueprint("taskcontrol_api", __name__, url_prefix="/api/taskcontrol")

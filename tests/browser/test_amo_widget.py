@@ -7,8 +7,8 @@ import pytest
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, Route, expect
 
-from app.sandbox.amocrm import mount_amo_responses
 from installers.amo_widget import LOCALES, SOURCE, build, render_manifest
+from sandbox.amocrm import mount_amo_responses
 from tests.integration.amo import Amo, make_amo
 
 pytestmark = pytest.mark.browser

@@ -5,7 +5,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from app.sandbox.mount import mount_responses
+from sandbox.mount import mount_responses
 from tests.browser.conftest import post_frame
 from tests.integration.b24 import B24
 from tests.integration.conftest import make_b24

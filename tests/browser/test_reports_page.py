@@ -6,9 +6,9 @@ from decimal import Decimal
 import pytest
 from playwright.sync_api import Page, expect
 
-from app.db import db
-from app.models import CaseEvent, Penalty, RefusalCase
-from app.sandbox.mount import mount_responses
+from app.core.db import db
+from app.core.models import CaseEvent, Penalty, RefusalCase
+from sandbox.mount import mount_responses
 from tests.browser.conftest import post_frame
 from tests.integration.b24 import B24, configure_guard
 from tests.integration.conftest import make_b24

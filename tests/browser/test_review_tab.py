@@ -10,11 +10,11 @@ import pytest
 from flask import Flask
 from playwright.sync_api import Page, expect
 
-from app import review
-from app.db import db
-from app.models import Penalty, RefusalCase
-from app.penalties import update_cpl_settings
-from app.sandbox.mount import mount_responses
+from app.core.db import db
+from app.core.models import Penalty, RefusalCase
+from app.domain import review
+from app.domain.penalties import update_cpl_settings
+from sandbox.mount import mount_responses
 from tests.browser.conftest import LiveServer
 from tests.integration.b24 import B24, configure_guard
 from tests.integration.conftest import make_b24
@@ -198,7 +198,7 @@ def test_a_forged_frame_post_gets_401(portal: B24, live_server: LiveServer, page
 def test_the_qa_queue_shows_overdue_first_and_filters(portal: B24, live_server: LiveServer, page: Page):
     from datetime import timedelta
 
-    from app.models import utcnow
+    from app.core.models import utcnow
 
     first_deal, first = case_in_review(portal)
     _second_deal, second = case_in_review(portal, manager=3)

@@ -8,8 +8,8 @@ import pytest
 from flask import Flask
 from playwright.sync_api import Page, expect
 
-from app.sandbox import create_sandbox_app
-from app.sandbox.mount import responses_sandbox
+from sandbox import create_sandbox_app
+from sandbox.mount import responses_sandbox
 from tests.browser.conftest import LiveServer
 from tests.integration.b24 import B24, configure_guard, new_deal
 from tests.integration.conftest import make_b24

@@ -4,8 +4,8 @@ import pytest
 import responses
 from playwright.sync_api import Page, expect
 
-from app.sandbox.mount import mount_responses
-from app.settings import guard_settings
+from app.domain.settings import guard_settings
+from sandbox.mount import mount_responses
 from tests.browser.conftest import post_frame
 from tests.integration.b24 import B24
 from tests.integration.conftest import make_b24
@@ -38,7 +38,7 @@ def test_admin_picks_qa_staff_by_name_and_saves(app, live_server, page: Page):
 
 
 def test_admin_changes_task_control_settings(app, live_server, page: Page):
-    from app.taskcontrol import taskcontrol_settings
+    from app.domain.taskcontrol import taskcontrol_settings
 
     sandbox, portal = make_b24(app)
     harness = B24(app=app, client=app.test_client(), sandbox=sandbox, portal=portal)

@@ -11,9 +11,9 @@ import pytest
 import responses
 from flask import Flask
 
-from app.models import Portal
-from app.sandbox import Clock, Sandbox, TlsServer, responses_sandbox, serve_tls
-from app.sandbox.state import Portal as SandboxPortal
+from app.core.models import Portal
+from sandbox import Clock, Sandbox, TlsServer, responses_sandbox, serve_tls
+from sandbox.state import Portal as SandboxPortal
 from tests.helpers import make_portal
 
 DOMAIN = "member-a.bitrix24.test"

@@ -12,14 +12,14 @@ from decimal import Decimal
 import pytest
 from flask import Flask
 
+from app.core.db import db
+from app.core.models import Portal
 from app.crm import client_for, errors
 from app.crm.bitrix24 import Bitrix24Crm, Bitrix24Rest
 from app.crm.port import DealChange, NewTask
-from app.db import db
-from app.models import Portal
-from app.sandbox import ManualClock
-from app.sandbox.state import Portal as SandboxPortal
 from installers.bitrix24 import ensure_fields
+from sandbox import ManualClock
+from sandbox.state import Portal as SandboxPortal
 from tests.crm.conftest import B24Env
 
 NOW = datetime(2025, 1, 9, 7, 15, tzinfo=UTC)

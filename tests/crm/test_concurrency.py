@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
+from app.core.db import db
+from app.core.models import Portal
 from app.crm.bitrix24 import Bitrix24Rest
-from app.db import db
-from app.models import Portal
 from tests.crm.conftest import B24Env, TlsPortal
 from tests.crm.workers import refresh_worker
 

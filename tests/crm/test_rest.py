@@ -9,12 +9,12 @@ from urllib.parse import unquote
 import pytest
 
 import app.crm.bitrix24 as bitrix24_module
+from app.core.db import db
+from app.core.models import Portal
 from app.crm import errors
 from app.crm.bitrix24 import Bitrix24Rest, build_command
-from app.db import db
-from app.models import Portal
-from app.sandbox import ManualClock, Sandbox, generate_bulk
-from app.sandbox.state import Portal as SandboxPortal
+from sandbox import ManualClock, Sandbox, generate_bulk
+from sandbox.state import Portal as SandboxPortal
 from tests.crm.conftest import B24Env, portal_row
 
 ERROR_CASES = [

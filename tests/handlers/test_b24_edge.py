@@ -7,9 +7,9 @@ import responses
 import sqlalchemy as sa
 from flask import Flask
 
-from app.db import db
-from app.models import AuditEntry, InboxItem, Portal
-from app.robots import REGISTRY, Robot
+from app.core.db import db
+from app.core.models import AuditEntry, InboxItem, Portal
+from app.domain.robots import REGISTRY, Robot
 from tests.helpers import make_portal
 
 OAUTH = "https://oauth.bitrix.info"

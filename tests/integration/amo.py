@@ -10,9 +10,9 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app.db import db
-from app.models import Portal
-from app.sandbox.amocrm import Account, AmoSandbox, flask_client_transport
+from app.core.db import db
+from app.core.models import Portal
+from sandbox.amocrm import Account, AmoSandbox, flask_client_transport
 from tests.conftest import run_jobs
 
 APP_URL = "https://app.example.test"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from app.db import db
-from app.models import RefusalCase
+from app.core.db import db
+from app.core.models import RefusalCase
 from tests.integration.amo import APP_URL, MANAGER, Amo, fill_refusal, new_lead
 from tests.integration.review_helpers import page_config, the_case
 

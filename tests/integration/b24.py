@@ -9,10 +9,10 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app.db import db
-from app.models import Portal
-from app.sandbox import Sandbox
-from app.sandbox.state import Portal as SandboxPortal
+from app.core.db import db
+from app.core.models import Portal
+from sandbox import Sandbox
+from sandbox.state import Portal as SandboxPortal
 from tests.conftest import run_jobs
 
 APP_URL = "https://app.example.test"
@@ -91,7 +91,7 @@ class B24:
 
 def configure_guard(portal: Portal, **changes: Any) -> None:
     """Set the guard settings as an admin would: QA 7 and 8, head 9 by default."""
-    from app.settings import update_guard_settings
+    from app.domain.settings import update_guard_settings
 
     update_guard_settings(portal, {"qa_users": ["7", "8"], "heads": ["9"], **changes})
     db.session.commit()

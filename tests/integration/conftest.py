@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 
-from app.sandbox import Sandbox
-from app.sandbox.amocrm import responses_amo
-from app.sandbox.events import flask_client_transport
-from app.sandbox.mount import responses_sandbox
+from sandbox import Sandbox
+from sandbox.amocrm import responses_amo
+from sandbox.events import flask_client_transport
+from sandbox.mount import responses_sandbox
 from tests.integration.amo import Amo, make_amo
 from tests.integration.b24 import APP_URL, B24
 

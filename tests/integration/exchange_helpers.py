@@ -7,11 +7,11 @@ from typing import Any
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
-from app import exchange
-from app.db import db
-from app.models import ExchangeLot, Portal
-from app.sandbox.state import Portal as SandboxPortal
-from app.security import Identity, issue_token
+from app.core.db import db
+from app.core.models import ExchangeLot, Portal
+from app.core.security import Identity, issue_token
+from app.domain import exchange
+from sandbox.state import Portal as SandboxPortal
 from tests.integration.b24 import B24
 
 POOL = 12  # «Биржа лидов», a CRM user that holds pool deals

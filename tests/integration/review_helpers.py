@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from app.db import db
-from app.models import RefusalCase
+from app.core.db import db
+from app.core.models import RefusalCase
 from tests.integration.b24 import B24, fill_refusal, new_deal
 
 if TYPE_CHECKING:

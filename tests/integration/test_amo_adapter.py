@@ -6,11 +6,11 @@ from decimal import Decimal
 
 import pytest
 
+from app.core.db import db
+from app.core.models import Portal
 from app.crm.amocrm import AmoCrm
 from app.crm.errors import AmoBlocked, AmoNotFound, AmoValidationError, PortalNeedsReinstall
 from app.crm.port import DealChange, NewTask
-from app.db import db
-from app.models import Portal
 from tests.integration.amo import MANAGER, QA, Amo, fill_refusal, new_lead
 
 LOST = 143

@@ -6,9 +6,9 @@ import time
 
 import sqlalchemy as sa
 
-from app.db import db
-from app.models import InboxItem, Portal
-from app.sandbox.events import form_body
+from app.core.db import db
+from app.core.models import InboxItem, Portal
+from sandbox.events import form_body
 from tests.helpers import make_portal
 from tests.integration.amo import APP_URL, MANAGER, Amo, new_lead
 

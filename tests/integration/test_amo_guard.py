@@ -6,8 +6,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from app.db import db
-from app.models import InboxItem, RefusalCase
+from app.core.db import db
+from app.core.models import InboxItem, RefusalCase
 from tests.integration.amo import (
     MANAGER,
     Amo,

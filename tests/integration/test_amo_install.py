@@ -2,8 +2,8 @@
 
 import sqlalchemy as sa
 
-from app.db import db
-from app.models import Portal
+from app.core.db import db
+from app.core.models import Portal
 from installers.amocrm import run_install
 from tests.integration.amo import Amo
 

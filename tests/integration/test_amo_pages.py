@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from app import penalties
+from app.core.models import utcnow
 from app.crm.factory import client_for
 from app.crm.port import Deal, NewTodo
-from app.models import utcnow
+from app.domain import penalties
 from tests.integration.amo import HEAD, MANAGER, OTHER_MANAGER, QA, Amo, new_lead
 from tests.integration.amo_review_helpers import open_lead_tab, page_config
 from tests.integration.b24 import configure_guard

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from app.core.db import db
 from app.crm import amocrm
-from app.db import db
-from app.penalties import update_cpl_settings
-from app.sandbox.amocrm.account import RECORDING_HOST
+from app.domain.penalties import update_cpl_settings
+from sandbox.amocrm.account import RECORDING_HOST
 from tests.integration.amo import MANAGER, QA, Amo
 from tests.integration.amo_review_helpers import (
     amo_reviewer,

@@ -12,12 +12,13 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from app import exchange, inbox
-from app.db import db
-from app.models import AuditEntry, ExchangeLot, InboxItem
-from app.sandbox.amocrm import DigitalPipelineAction
-from app.sandbox.clock import ManualClock
+from app.core import inbox
+from app.core.db import db
+from app.core.models import AuditEntry, ExchangeLot, InboxItem
+from app.domain import exchange
 from installers.amo_widget import render_manifest
+from sandbox.amocrm import DigitalPipelineAction
+from sandbox.clock import ManualClock
 from tests.integration.amo import APP_URL, MANAGER, Amo, new_lead
 from tests.integration.b24 import configure_guard
 

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from app import taskcontrol
+from app.core.db import db
 from app.crm.factory import client_for
-from app.db import db
+from app.domain import taskcontrol
 from tests.integration.amo import HEAD, MANAGER, OTHER_MANAGER, Amo, new_lead, notice_tasks
 from tests.integration.b24 import configure_guard
 

@@ -8,7 +8,7 @@ import pytest
 
 from app.crm.amocrm import AmoCrm
 from app.crm.port import Deal, Task
-from app.sandbox.amocrm import api
+from sandbox.amocrm import api
 from tests.integration.amo import HEAD, MANAGER, OTHER_MANAGER, QA, Amo, new_lead
 
 WON, LOST = 142, 143

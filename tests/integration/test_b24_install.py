@@ -3,9 +3,9 @@
 import pytest
 import sqlalchemy as sa
 
-from app.db import db
-from app.models import InboxItem, Portal
-from app.robots import REGISTRY, Robot, RobotProperty
+from app.core.db import db
+from app.core.models import InboxItem, Portal
+from app.domain.robots import REGISTRY, Robot, RobotProperty
 from tests.integration.b24 import APP_URL, B24
 
 CREATE_METHODS = (
@@ -210,7 +210,7 @@ def test_main_page_tells_the_admin_to_reinstall_when_access_is_lost(b24: B24):
 
 
 def test_an_enterprise_portal_gets_the_enterprise_rate_limit(b24: B24):
-    from app.ratelimit import bucket_for
+    from app.core.ratelimit import bucket_for
 
     b24.portal.license = "ru_ent250"
     portal = b24.install()

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.sandbox.mount import responses_sandbox
-from app.sandbox.seed import ADMIN_ID
+from sandbox.mount import responses_sandbox
+from sandbox.seed import ADMIN_ID
 from tests.integration.b24 import B24
 from tests.integration.conftest import make_b24
 from tests.integration.exchange_helpers import (

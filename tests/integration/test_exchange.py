@@ -12,9 +12,9 @@ import redis
 import sqlalchemy as sa
 from flask import Flask
 
-from app import db as database
-from app.db import db
-from app.models import AuditEntry, ExchangeClaim, ExchangeLot
+from app.core import db as database
+from app.core.db import db
+from app.core.models import AuditEntry, ExchangeClaim, ExchangeLot
 from tests.conftest import _MIGRATED, clean_tables, make_app
 from tests.integration.b24 import B24
 from tests.integration.exchange_helpers import (

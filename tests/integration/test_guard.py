@@ -4,9 +4,9 @@ a move in the install's second. The scenarios shared with amoCRM are in tests/sc
 import pytest
 import sqlalchemy as sa
 
-from app.db import db
-from app.models import AuditEntry, DealSnapshot, InboxItem, RefusalCase
-from app.reconcile import reconcile_portal
+from app.core.db import db
+from app.core.models import AuditEntry, DealSnapshot, InboxItem, RefusalCase
+from app.domain.reconcile import reconcile_portal
 from tests.integration.b24 import B24, configure_guard, fill_refusal, new_deal
 
 MANAGER, OTHER_MANAGER, QA, HEAD = 2, 3, 7, 9
@@ -81,7 +81,7 @@ def test_a_dropped_event_is_caught_by_the_sweep_where_the_plan_has_no_offline_ev
 
 
 def test_events_of_portal_a_never_touch_portal_b(guarded: B24, app):
-    from app.sandbox.mount import mount_responses
+    from sandbox.mount import mount_responses
     from tests.integration.b24 import B24 as Harness
     from tests.integration.conftest import make_b24
 

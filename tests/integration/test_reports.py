@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from app import ledger, penalties, reports
+from app.core.db import db
+from app.core.models import RefusalCase, ReportDelivery
+from app.core.queue import enqueue
+from app.core.security import Identity, issue_token
 from app.crm.port import Deal
-from app.db import db
-from app.models import RefusalCase, ReportDelivery
-from app.queue import enqueue
-from app.security import Identity, issue_token
+from app.domain import ledger, penalties, reports
 from tests.integration.b24 import B24, configure_guard
 
 MANAGER, QA, HEAD, SECOND_HEAD, ADMIN = 2, 7, 9, 11, 1
@@ -142,8 +142,8 @@ def test_the_weekly_report_run_twice_notifies_each_head_once(scheduled: B24):
     monday = datetime(2026, 11, 23, 6, 30, tzinfo=UTC)  # Monday 09:30 in Moscow
     assert reports.send_scheduled_reports(monday) == 2
     assert reports.send_scheduled_reports(monday) == 0
-    enqueue("default", "app.reports.send_scheduled_reports", monday)
-    enqueue("default", "app.reports.send_scheduled_reports", monday)
+    enqueue("default", "app.domain.reports.send_scheduled_reports", monday)
+    enqueue("default", "app.domain.reports.send_scheduled_reports", monday)
     scheduled.work()
     for head in (HEAD, SECOND_HEAD):
         [summary] = messages(scheduled, head)

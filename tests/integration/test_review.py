@@ -9,11 +9,11 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from app.db import db
-from app.models import Effect, RefusalCase
-from app.penalties import update_cpl_settings
-from app.sandbox.mount import responses_sandbox
-from app.security import Identity, issue_token
+from app.core.db import db
+from app.core.models import Effect, RefusalCase
+from app.core.security import Identity, issue_token
+from app.domain.penalties import update_cpl_settings
+from sandbox.mount import responses_sandbox
 from tests.integration.b24 import APP_URL, B24, configure_guard, new_deal
 from tests.integration.conftest import make_b24
 from tests.integration.review_helpers import (

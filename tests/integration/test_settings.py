@@ -2,9 +2,9 @@
 
 import json
 
-from app.db import db
-from app.security import Identity, issue_token
-from app.settings import guard_settings, settings_cli
+from app.core.db import db
+from app.core.security import Identity, issue_token
+from app.domain.settings import guard_settings, settings_cli
 from tests.integration.b24 import B24
 
 

@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from app import directory, taskcontrol
 from app.crm.factory import client_for
-from app.robots import RobotInvocation
-from app.sandbox import generate_bulk
+from app.domain import directory, taskcontrol
+from app.domain.robots import RobotInvocation
+from sandbox import generate_bulk
 from tests.integration.b24 import B24, configure_guard, new_deal
 
 OTHER_MANAGER = 3

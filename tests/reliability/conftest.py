@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rq import Retry
 
-from app import inbox
+from app.core import inbox
 from tests.integration.b24 import B24, configure_guard
 from tests.integration.conftest import b24, installed  # noqa: F401 - fixtures shared with the integration tests
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from app.db import db
-from app.models import Effect, InboxItem, RefusalCase
+from app.core.db import db
+from app.core.models import Effect, InboxItem, RefusalCase
 from tests.integration.b24 import B24
 
 

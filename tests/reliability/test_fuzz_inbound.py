@@ -26,10 +26,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from itsdangerous import URLSafeTimedSerializer
 
-from app.db import db
-from app.models import AuditEntry, InboxItem, Portal
-from app.robots import REGISTRY, Robot
-from app.security import TOKEN_HEADER, Identity, issue_token, read_token
+from app.core.db import db
+from app.core.models import AuditEntry, InboxItem, Portal
+from app.core.security import TOKEN_HEADER, Identity, issue_token, read_token
+from app.domain.robots import REGISTRY, Robot
 from handlers.b24_payloads import MAX_BODY_BYTES
 from tests.helpers import make_portal
 

@@ -14,9 +14,9 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from app.db import db
-from app.models import InboxItem
-from app.reconcile import reconcile_portal
+from app.core.db import db
+from app.core.models import InboxItem
+from app.domain.reconcile import reconcile_portal
 from tests.integration.b24 import B24, fill_refusal, new_deal
 from tests.reliability.state import end_state, nothing_left_over
 

@@ -7,9 +7,9 @@ from urllib.parse import urlencode
 import pytest
 import sqlalchemy as sa
 
-from app import embedded_redis, inbox
-from app.db import db
-from app.models import InboxItem, Portal
+from app.core import embedded_redis, inbox
+from app.core.db import db
+from app.core.models import InboxItem, Portal
 from tests.conftest import make_app, run_jobs
 
 

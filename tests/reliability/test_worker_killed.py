@@ -31,12 +31,12 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from app import directory
+from app.core.db import db
+from app.core.models import Effect, InboxItem
 from app.crm.factory import client_for
-from app.db import db
-from app.models import Effect, InboxItem
-from app.sandbox import Sandbox, serve_tls
-from app.sandbox.events import flask_client_transport
+from app.domain import directory
+from sandbox import Sandbox, serve_tls
+from sandbox.events import flask_client_transport
 from tests.conftest import TEST_REDIS_URL
 from tests.integration.b24 import APP_URL, B24, configure_guard, new_deal
 from tests.reliability.state import end_state, nothing_left_over

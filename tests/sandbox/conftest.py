@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import qs_codec
 
-from app.sandbox import ManualClock, Portal, Sandbox, responses_sandbox
+from sandbox import ManualClock, Portal, Sandbox, responses_sandbox
 
 DOMAIN = "acme.bitrix24.ru"
 

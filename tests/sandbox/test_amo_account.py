@@ -7,7 +7,7 @@ import jwt
 import pytest
 import requests
 
-from app.sandbox.amocrm import AmoSandbox, responses_amo
+from sandbox.amocrm import AmoSandbox, responses_amo
 
 
 @pytest.fixture
@@ -151,7 +151,7 @@ def test_utm_source_is_a_built_in_tracking_field_and_leads_filter_by_responsible
 
 
 def test_recordings_need_a_token_on_the_account_host_and_only_the_link_on_the_telephony_host(sandbox: AmoSandbox):
-    from app.sandbox.amocrm.account import RECORDING_HOST
+    from sandbox.amocrm.account import RECORDING_HOST
 
     account = sandbox.account("acme")
     token = sandbox.issue_tokens("acme")["access_token"]

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import requests
 
-from app.sandbox.amocrm import AmoSandbox, responses_amo
-from app.sandbox.amocrm.account import Account
-from app.sandbox.amocrm.seed import generate_bulk
+from sandbox.amocrm import AmoSandbox, responses_amo
+from sandbox.amocrm.account import Account
+from sandbox.amocrm.seed import generate_bulk
 
 Row = dict[str, Any]
 

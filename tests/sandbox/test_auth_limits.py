@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from app.sandbox import ManualClock, Sandbox
+from sandbox import ManualClock, Sandbox
 
 from .conftest import DOMAIN, call
 

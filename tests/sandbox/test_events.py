@@ -5,7 +5,7 @@ from __future__ import annotations
 import qs_codec
 from flask import Flask, request
 
-from app.sandbox import Sandbox, flask_client_transport
+from sandbox import Sandbox, flask_client_transport
 
 from .conftest import DOMAIN, Recorder, call
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.sandbox import ManualClock, Sandbox
+from sandbox import ManualClock, Sandbox
 
 from .conftest import call
 

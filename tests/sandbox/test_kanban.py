@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from flask.testing import FlaskClient
 
-from app.sandbox import Portal, Sandbox, create_sandbox_app
+from sandbox import Portal, Sandbox, create_sandbox_app
 
 
 @pytest.fixture

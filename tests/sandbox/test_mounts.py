@@ -9,7 +9,7 @@ import requests
 from b24pysdk.api.callers import call_method
 from b24pysdk.errors import BitrixAPIExpiredToken
 
-from app.sandbox import Sandbox, responses_sandbox, serve_tls
+from sandbox import Sandbox, responses_sandbox, serve_tls
 
 from .conftest import DOMAIN
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.sandbox import Sandbox, generate_bulk
+from sandbox import Sandbox, generate_bulk
 
 from .conftest import DOMAIN, call
 

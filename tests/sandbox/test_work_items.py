@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tracemalloc
 
-from app.sandbox import Sandbox, generate_bulk
+from sandbox import Sandbox, generate_bulk
 
 from .conftest import call
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from app.db import db
-from app.penalties import update_cpl_settings
+from app.core.db import db
+from app.domain.penalties import update_cpl_settings
 from tests.integration.b24 import configure_guard
 from tests.integration.conftest import amo, b24  # noqa: F401 - the harness fixtures the drivers wrap
 from tests.scenarios.driver import HEAD, CrmDriver, make_driver

@@ -39,13 +39,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from app.models import Portal
-from app.refusals import refusal_stage_for
-from app.sandbox import ManualClock
-from app.sandbox.amocrm.account import LOST as AMO_LOST
-from app.sandbox.amocrm.account import WON as AMO_WON
-from app.security import Identity, issue_token
+from app.core.models import Portal
+from app.core.security import Identity, issue_token
+from app.domain.guard import refusal_stage_for
 from installers.amo_widget import render_manifest
+from sandbox import ManualClock
+from sandbox.amocrm.account import LOST as AMO_LOST
+from sandbox.amocrm.account import WON as AMO_WON
 from tests.integration.amo import APP_URL, Amo
 from tests.integration.amo import fill_refusal as amo_fill_refusal
 from tests.integration.amo_review_helpers import open_lead_tab

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from werkzeug.test import TestResponse
 
-from app.db import db
-from app.models import RefusalCase, utcnow
+from app.core.db import db
+from app.core.models import RefusalCase, utcnow
 from tests.scenarios.driver import MANAGER, CrmDriver, page_config
 
 

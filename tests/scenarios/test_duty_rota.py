@@ -12,9 +12,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from app.db import db
-from app.models import AuditEntry, ExchangeLot, Portal
-from app.security import Identity, issue_token
+from app.core.db import db
+from app.core.models import AuditEntry, ExchangeLot, Portal
+from app.core.security import Identity, issue_token
 from tests.integration.b24 import configure_guard
 from tests.scenarios.driver import (
     ADMIN,

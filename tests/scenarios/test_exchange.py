@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from app import exchange
+from app.core.db import db
+from app.core.models import AuditEntry, ExchangeClaim, ExchangeLot, utcnow
 from app.crm.factory import client_for
-from app.db import db
-from app.models import AuditEntry, ExchangeClaim, ExchangeLot, utcnow
+from app.domain import exchange
 from tests.integration.b24 import configure_guard
 from tests.scenarios.driver import ADMIN, HEAD, MANAGER, OTHER_MANAGER, POOL, CrmDriver
 

@@ -3,9 +3,9 @@
 import pytest
 import sqlalchemy as sa
 
-from app.db import db
-from app.models import AuditEntry, RefusalCase
-from app.reconcile import reconcile_portal
+from app.core.db import db
+from app.core.models import AuditEntry, RefusalCase
+from app.domain.reconcile import reconcile_portal
 from tests.integration.b24 import configure_guard
 from tests.scenarios.driver import HEAD, MANAGER, QA, CrmDriver, qa_tasks
 

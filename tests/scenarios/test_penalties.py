@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from app import ledger, penalties, reports
-from app.db import db
-from app.models import Penalty, RefusalCase
+from app.core.db import db
+from app.core.models import Penalty, RefusalCase
+from app.domain import ledger, penalties, reports
 from tests.scenarios.driver import HEAD, MANAGER, OTHER_MANAGER, QA, CrmDriver
 from tests.scenarios.steps import Reviewer, case_in_review, local
 

@@ -10,10 +10,10 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from app import reports, review
-from app.db import db
-from app.models import AuditEntry, Effect, Penalty, RefusalCase, ReviewCallback, utcnow
-from app.queue import get_queue
+from app.core.db import db
+from app.core.models import AuditEntry, Effect, Penalty, RefusalCase, ReviewCallback, utcnow
+from app.core.queue import get_queue
+from app.domain import reports, review
 from tests.scenarios.driver import ADMIN, HEAD, MANAGER, OTHER_MANAGER, QA, QA2, CrmDriver
 from tests.scenarios.steps import Reviewer, case_in_review, local, the_case
 

@@ -13,11 +13,11 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from app import taskcontrol
+from app.core.db import db
+from app.core.models import AuditEntry, TaskNotice, utcnow
+from app.core.security import Identity, issue_token
 from app.crm.factory import client_for
-from app.db import db
-from app.models import AuditEntry, TaskNotice, utcnow
-from app.security import Identity, issue_token
+from app.domain import taskcontrol
 from tests.scenarios.driver import ADMIN, HEAD, MANAGER, OTHER_MANAGER, QA, QA2, CrmDriver
 
 DAY = timedelta(days=1)

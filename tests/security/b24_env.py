@@ -16,9 +16,9 @@ from urllib.parse import parse_qs, urlsplit
 import responses
 from flask import Flask
 
-from app.models import Portal
-from app.sandbox.events import form_body
-from app.sandbox.mount import responses_sandbox
+from app.core.models import Portal
+from sandbox.events import form_body
+from sandbox.mount import responses_sandbox
 from tests.integration.b24 import B24, configure_guard, new_deal
 from tests.integration.conftest import make_b24
 

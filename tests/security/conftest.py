@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.models import Portal
-from app.security import Identity, issue_token
+from app.core.models import Portal
+from app.core.security import Identity, issue_token
 from tests.helpers import make_portal
 
 ADMIN, HEAD, OTHER_HEAD, MANAGER = "1", "9", "10", "2"

@@ -18,11 +18,11 @@ import responses
 import sqlalchemy as sa
 from flask import Flask, current_app
 
+from app.core.db import db
+from app.core.models import AuditEntry, Portal
+from app.core.queue import get_queue
 from app.crm.amocrm import AmoCrm
-from app.db import db
-from app.models import AuditEntry, Portal
-from app.queue import get_queue
-from app.sandbox.amocrm import responses_amo
+from sandbox.amocrm import responses_amo
 from tests.integration.amo import MANAGER, Amo, make_amo
 
 ADMIN_ONLY = "Only an amoCRM account administrator can connect or reconnect the integration"

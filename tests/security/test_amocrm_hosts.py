@@ -22,14 +22,14 @@ import responses
 import sqlalchemy as sa
 from flask import Flask
 
+from app.core.db import db
+from app.core.models import AuditEntry, Portal
 from app.crm import amocrm
 from app.crm.amocrm import AmoRest
 from app.crm.errors import CrmError, CrmUnavailable
 from app.crm.hosts import ForeignHost
-from app.db import db
-from app.models import AuditEntry, Portal
-from app.sandbox.amocrm import mount_amo_responses
-from app.sandbox.mount import make_tls_files
+from sandbox.amocrm import mount_amo_responses
+from sandbox.mount import make_tls_files
 from tests.helpers import make_portal
 from tests.integration.amo import APP_URL, Amo, make_amo
 

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import pytest
 from flask import Flask
 
+from app.core.db import db
 from app.crm.bitrix24 import Bitrix24Rest
-from app.db import db
 from tests.helpers import make_portal
 from tests.security.b24_env import (
     ADMIN,

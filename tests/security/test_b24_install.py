@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from app.db import db
-from app.models import AuditEntry, Portal
+from app.core.db import db
+from app.core.models import AuditEntry, Portal
 from tests.security.b24_env import (
     ADMIN,
     MANAGER,

@@ -18,9 +18,9 @@ import pytest
 from flask import Flask
 from werkzeug.test import EnvironBuilder
 
-from app.db import db
-from app.limits import MAX_BODY_BYTES
-from app.models import ExchangeLot, Penalty, Portal, RefusalCase
+from app.core.db import db
+from app.core.limits import MAX_BODY_BYTES
+from app.core.models import ExchangeLot, Penalty, Portal, RefusalCase
 from tests.helpers import make_portal
 from tests.security.conftest import ADMIN, MANAGER, gunicorn_env, headers, installed_portal
 

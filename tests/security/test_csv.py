@@ -13,9 +13,9 @@ from decimal import Decimal
 import pytest
 from flask import Flask
 
-from app import reports
-from app.db import db
-from app.models import Penalty, RefusalCase
+from app.core.db import db
+from app.core.models import Penalty, RefusalCase
+from app.domain import reports
 from app.web.reports_api import CSV_TABLES
 from tests.security.conftest import HEAD, headers, installed_portal
 

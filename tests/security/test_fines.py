@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from app.db import db
-from app.models import Penalty, Portal, RefusalCase
+from app.core.db import db
+from app.core.models import Penalty, Portal, RefusalCase
 from tests.security.conftest import ADMIN, HEAD, OTHER_HEAD, headers, installed_portal
 
 

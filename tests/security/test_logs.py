@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from flask import Flask
 from gunicorn.app.wsgiapp import WSGIApplication
 
-from app.db import db
+from app.core.db import db
+from app.core.logs import redact_text
+from app.core.models import InboxItem
 from app.local import gunicorn_command
-from app.logs import redact_text
-from app.models import InboxItem
 from handlers.b24_payloads import parse_event
 from tests.security.conftest import installed_portal
 

@@ -10,9 +10,9 @@ import time
 import pytest
 from flask import Flask
 
-from app.db import db
-from app.security import TOKEN_MAX_AGE_SECONDS
-from app.settings import guard_settings
+from app.core.db import db
+from app.core.security import TOKEN_MAX_AGE_SECONDS
+from app.domain.settings import guard_settings
 from tests.integration.amo import Amo
 from tests.integration.amo_review_helpers import open_lead_tab
 from tests.integration.b24 import B24

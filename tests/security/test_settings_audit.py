@@ -16,8 +16,8 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from app.db import db
-from app.models import AuditEntry
+from app.core.db import db
+from app.core.models import AuditEntry
 from tests.security.b24_env import ADMIN, MANAGER, Env, guard_reverts_an_illegal_move, install_and_guard, sandbox_env
 
 # (endpoint, a valid change, the audit row's `attempted`, a key its `changed` names)

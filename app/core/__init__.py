@@ -1,0 +1,1 @@
+"""Infrastructure: configuration, database, Redis and the queue, the inbox, logs, security."""

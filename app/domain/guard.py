@@ -1,0 +1,570 @@
+"""The stage guard and the refusal-case state machine (CRM-agnostic: only the port and the database)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+import sqlalchemy as sa
+from flask import current_app
+from redis.exceptions import LockError, LockNotOwnedError
+
+from app.core.db import db, insert_ignore
+from app.core.models import CaseEvent, DealSnapshot, Effect, Portal, RefusalCase, utcnow
+from app.core.queue import get_redis
+from app.crm.port import AUTOMATION, CrmClient, Deal, DealChange, NewTask, Notice
+from app.domain import audit, directory, notices
+from app.domain.settings import GuardSettings, guard_settings
+
+log = logging.getLogger(__name__)
+# Feature modules add effect kinds (kind -> fn(effect, crm) -> result) and rules for in-progress moves
+# (fn(guard, deal, previous stage, previous pipeline, mover, role) -> Decision, or None to let it pass).
+EFFECT_KINDS: dict[str, Callable[[Effect, CrmClient], str]] = {}
+PROCESS_MOVE_RULES: list[Callable[[Guard, Deal, str, str, str, str], Decision | None]] = []
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the guard decided about one deal, for logs and tests."""
+
+    outcome: str
+    reason: str = ""
+
+
+class DealLockLost(RuntimeError):
+    """The lease on a deal lapsed while its holder was still working (Redis unreachable, process frozen)."""
+
+
+_HELD_DEAL_LOCK: ContextVar[DealLock | None] = ContextVar("held_deal_lock", default=None)
+
+
+class DealLock:
+    """A per-deal Redis lock held as a short lease, renewed by a background thread while its holder runs.
+
+    A holder that dies (SIGKILL, OOM, a lost machine) stops renewing, so the deal is free again within
+    `lease` seconds instead of blocking the next decision for minutes. A live holder renews every third
+    of the lease; should a renewal fail, the lease counts as lost: the next CRM write of the holder
+    (`check_deal_lock`) and the end of the block raise DealLockLost, so the job fails and is retried
+    rather than deciding alongside another worker.
+    """
+
+    def __init__(self, client: redis.Redis, name: str, lease: float, wait: float) -> None:
+        # thread_local=False: the renewing thread must see the token the acquiring thread stored.
+        self._lock = client.lock(name, timeout=lease, blocking_timeout=wait, thread_local=False)
+        self.name = name
+        self.lease = lease
+        self.lost = False
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+        self._context: Token[DealLock | None] | None = None
+
+    def __enter__(self) -> DealLock:
+        if not self._lock.acquire():
+            raise LockError(f"deal lock {self.name} not acquired within the wait time")
+        self._renewer = threading.Thread(target=self._renew, name=f"renew {self.name}", daemon=True)
+        self._renewer.start()
+        self._context = _HELD_DEAL_LOCK.set(self)
+        return self
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            try:
+                self._lock.reacquire()
+            except (LockError, redis.RedisError, OSError) as error:
+                self.lost = True
+                log.error("deal lock lease lost", extra={"lock": self.name, "error": str(error)})
+                return
+
+    def check(self) -> None:
+        """Raise DealLockLost if the lease lapsed."""
+        if self.lost:
+            raise DealLockLost(f"the lease on {self.name} lapsed while the decision ran")
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if self._context is not None:
+            _HELD_DEAL_LOCK.reset(self._context)
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        try:
+            self._lock.release()
+        except LockNotOwnedError:
+            self.lost = True
+        except (redis.RedisError, OSError) as error:  # the lease runs out by itself
+            log.warning("deal lock not released", extra={"lock": self.name, "error": str(error)})
+        if exc_type is None:
+            self.check()
+
+
+def deal_lock(portal_id: int, deal_id: str) -> DealLock:
+    """One decision at a time per deal, across every worker process."""
+    config = current_app.config
+    return DealLock(
+        get_redis(),
+        f"rc:lock:deal:{portal_id}:{deal_id}",
+        lease=float(config["DEAL_LOCK_SECONDS"]),
+        wait=float(config["DEAL_LOCK_WAIT_SECONDS"]),
+    )
+
+
+def check_deal_lock() -> None:
+    """Before a CRM write: raise DealLockLost if the deal lock held by this context lapsed."""
+    held = _HELD_DEAL_LOCK.get()
+    if held is not None:
+        held.check()
+
+
+def refusal_stage_for(portal: Portal, pipeline_id: str) -> str | None:
+    """The Conditional refusal stage the installer created in this pipeline."""
+    return (portal.settings or {}).get("refusal_stages", {}).get(pipeline_id)
+
+
+def open_case_for(portal_id: int, deal_id: str) -> RefusalCase | None:
+    """The deal's open case, if any."""
+    return db.session.scalar(
+        sa.select(RefusalCase).where(
+            RefusalCase.portal_id == portal_id, RefusalCase.deal_id == deal_id, RefusalCase.closed_at.is_(None)
+        )
+    )
+
+
+def _snapshot(portal_id: int, deal_id: str) -> DealSnapshot | None:
+    return db.session.scalar(
+        sa.select(DealSnapshot).where(DealSnapshot.portal_id == portal_id, DealSnapshot.deal_id == deal_id)
+    )
+
+
+def remember(portal_id: int, deal: Deal, stage_id: str | None = None, pipeline_id: str | None = None) -> None:
+    """Store what the deal looks like now, or will look like once our own write lands."""
+    snapshot = _snapshot(portal_id, deal.id) or DealSnapshot(portal_id=portal_id, deal_id=deal.id)
+    snapshot.pipeline_id = pipeline_id or deal.pipeline_id
+    snapshot.stage_id = stage_id or deal.stage_id
+    snapshot.stage_semantics = deal.stage_semantics if stage_id is None else "process"
+    snapshot.responsible_id = deal.responsible_id
+    snapshot.refusal_reason = deal.refusal_reason
+    snapshot.refusal_comment = deal.refusal_comment or ""
+    snapshot.modified_at = deal.modified_at
+    db.session.add(snapshot)
+
+
+def forget_deal(portal_id: int, deal_id: str) -> None:
+    """A deleted deal: drop its snapshot; its cases stay as history."""
+    db.session.execute(
+        sa.delete(DealSnapshot).where(DealSnapshot.portal_id == portal_id, DealSnapshot.deal_id == deal_id)
+    )
+    db.session.commit()
+
+
+def plan_effect(portal_id: int, deal_id: str, key: str, kind: str, payload: dict[str, Any]) -> None:
+    """Record an effect to carry out; the same key planned twice is carried out once."""
+    db.session.execute(
+        insert_ignore(
+            Effect,
+            {
+                "portal_id": portal_id,
+                "deal_id": deal_id,
+                "key": key[:255],
+                "kind": kind,
+                "payload": payload,
+                "status": Effect.PENDING,
+                "result": "",
+                "attempts": 0,
+                "created_at": utcnow(),
+            },
+            ["portal_id", "key"],
+        )
+    )
+
+
+def run_pending_effects(portal_id: int, deal_id: str, crm: CrmClient) -> int:
+    """Carry out the deal's pending effects in order, committing after each one.
+
+    A move followed by notices goes to the CRM as one request (Bitrix24: one batch). An attempt is
+    committed before the CRM is called, so a retry knows that an earlier attempt may have landed even
+    though its answer was lost (see `_carry_out` for tasks; notices are resent under the same key,
+    which replaces rather than repeats them).
+    """
+    pending = db.session.scalars(
+        sa.select(Effect)
+        .where(Effect.portal_id == portal_id, Effect.deal_id == deal_id, Effect.status == Effect.PENDING)
+        .order_by(Effect.id)
+    ).all()
+    index = 0
+    while index < len(pending):
+        effect = pending[index]
+        notices: list[Effect] = []
+        if effect.kind == "move":
+            for following in pending[index + 1 :]:
+                if following.kind != "notify":
+                    break
+                notices.append(following)
+        if notices:
+            _carry_out_together(effect, notices, crm)
+            index += 1 + len(notices)
+            continue
+        check_deal_lock()
+        effect.attempts += 1
+        db.session.commit()
+        _mark_done(effect, _carry_out(effect, crm))
+        db.session.commit()
+        index += 1
+    return len(pending)
+
+
+def _mark_done(effect: Effect, result: str) -> None:
+    effect.status = Effect.DONE
+    effect.result = result[:255]
+    effect.done_at = utcnow()
+
+
+def _move_change(payload: dict[str, Any]) -> DealChange:
+    return DealChange(stage_id=payload["stage_id"], pipeline_id=payload.get("pipeline_id"))
+
+
+def _carry_out_together(move: Effect, notices: list[Effect], crm: CrmClient) -> None:
+    """A move and the notices planned after it, in one CRM request; what landed is marked done."""
+    effects = [move, *notices]
+    check_deal_lock()
+    for effect in effects:
+        effect.attempts += 1
+    db.session.commit()
+    outcomes = crm.update_deal_and_notify(
+        move.deal_id,
+        _move_change(move.payload),
+        [Notice(n.payload["user_id"], n.payload["message"], n.key) for n in notices],
+    )
+    results = [move.payload["stage_id"], *(n.payload["user_id"] for n in notices)]
+    failure: Exception | None = None
+    for effect, outcome, result in zip(effects, outcomes, results, strict=True):
+        if outcome is None:
+            _mark_done(effect, result)
+        elif failure is None:
+            failure = outcome
+    db.session.commit()
+    if failure is not None:
+        raise failure
+
+
+def _carry_out(effect: Effect, crm: CrmClient) -> str:
+    payload = effect.payload
+    if effect.kind == "move":
+        crm.update_deal(effect.deal_id, _move_change(payload))
+        return payload["stage_id"]
+    if effect.kind == "assign":
+        crm.update_deal(effect.deal_id, DealChange(responsible_id=payload["responsible_id"]))
+        return payload["responsible_id"]
+    if effect.kind == "notify":
+        crm.notify(payload["user_id"], payload["message"], key=effect.key)
+        return payload["user_id"]
+    if effect.kind == "qa_task":
+        task_id = _task_from_earlier_attempt(effect, crm) if effect.attempts > 1 else None
+        if task_id is None:
+            task_id = crm.create_task(
+                NewTask(
+                    title=payload["title"],
+                    responsible_id=payload["responsible_id"],
+                    deal_id=effect.deal_id,
+                    deadline=datetime.fromisoformat(payload["deadline"]),
+                    description=payload["description"],
+                )
+            )
+        case = db.session.get(RefusalCase, payload["case_id"])
+        if case is not None:
+            case.qa_task_id = task_id
+        return task_id
+    if effect.kind == "update":
+        crm.update_deal(effect.deal_id, DealChange(**payload))
+        return ",".join(sorted(payload))
+    if effect.kind == "todo":
+        from app.domain import review
+
+        return review.carry_out_todo(effect, crm)
+    if effect.kind in EFFECT_KINDS:
+        return EFFECT_KINDS[effect.kind](effect, crm)
+    raise ValueError(f"unknown effect kind {effect.kind!r}")
+
+
+def _task_from_earlier_attempt(effect: Effect, crm: CrmClient) -> str | None:
+    """The task an earlier attempt created although its answer never arrived (timeout, proxy error)."""
+    payload = effect.payload
+    for task in crm.list_deal_tasks(effect.deal_id):
+        if task.title == payload["title"] and task.responsible_id == payload["responsible_id"]:
+            return task.id
+    return None
+
+
+def add_case_event(case: RefusalCase, actor: str, action: str, note: str = "") -> None:
+    """Append a step to the case's timeline."""
+    db.session.add(
+        CaseEvent(
+            portal_id=case.portal_id, case_id=case.id, actor=actor, action=action, state_after=case.state, note=note
+        )
+    )
+
+
+class Guard:
+    """Applies the portal's guard rules to one deal's current state."""
+
+    def __init__(self, portal: Portal, crm: CrmClient) -> None:
+        self.portal = portal
+        self.crm = crm
+        self.settings: GuardSettings = guard_settings(portal)
+
+    # -- entry point -------------------------------------------------------------------------
+    def decide(self, deal_id: str, automation: bool = False) -> Decision:
+        """Re-read the deal, compare it with the snapshot, apply the rules, carry out the effects."""
+        with deal_lock(self.portal.id, deal_id):
+            run_pending_effects(self.portal.id, deal_id, self.crm)
+            decision = self._decide_locked(deal_id, automation)
+            db.session.commit()
+            run_pending_effects(self.portal.id, deal_id, self.crm)
+        log.info("guard decision", extra={"deal_id": deal_id, "outcome": decision.outcome})
+        return decision
+
+    def _decide_locked(self, deal_id: str, automation: bool) -> Decision:
+        deal = self.crm.get_deal(deal_id)
+        snapshot = _snapshot(self.portal.id, deal_id)
+        if snapshot is not None and (snapshot.stage_id, snapshot.pipeline_id) == (deal.stage_id, deal.pipeline_id):
+            remember(self.portal.id, deal)
+            return Decision("unchanged")
+        previous_stage = snapshot.stage_id if snapshot else None
+        previous_pipeline = snapshot.pipeline_id if snapshot else None
+        if not self.settings.guards(deal.pipeline_id):
+            remember(self.portal.id, deal)
+            return Decision("not guarded")
+        if snapshot is None and self._moved_before_install(deal):
+            remember(self.portal.id, deal)
+            return Decision("first seen")
+        # Read everything the rules may need from the CRM before the first write: on SQLite a write
+        # transaction held across a CRM call would block a token refresh in another session.
+        directory.users(self.portal.id, self.crm)
+        directory.pipelines(self.portal.id, self.crm)
+        mover = AUTOMATION if automation else (deal.moved_by_id or deal.modified_by_id or "")
+        role = directory.role_of(self.portal.id, self.crm, self.settings, mover)
+        refusal_stage = refusal_stage_for(self.portal, deal.pipeline_id)
+        if deal.stage_semantics == "failure":
+            return self._on_lost(deal, mover, role, previous_stage, previous_pipeline)
+        if refusal_stage and deal.stage_id == refusal_stage:
+            return self._on_refusal_entered(deal, mover, role, previous_stage, previous_pipeline)
+        if snapshot is not None and snapshot.stage_id == refusal_stage_for(self.portal, snapshot.pipeline_id):
+            return self._on_refusal_left(deal, mover, role)
+        if snapshot is not None:
+            for rule in PROCESS_MOVE_RULES:
+                decided = rule(self, deal, snapshot.stage_id, snapshot.pipeline_id, mover, role)
+                if decided is not None:
+                    return decided
+        remember(self.portal.id, deal)
+        return Decision("moved")
+
+    def _moved_before_install(self, deal: Deal) -> bool:
+        installed_at = self.portal.installed_at
+        moved_at = deal.moved_at or deal.modified_at
+        if installed_at is None or moved_at is None:
+            return False
+        # CRM times have whole seconds: a move in the second the install finished is a move after it.
+        return moved_at < installed_at.replace(microsecond=0)
+
+    # -- rules -------------------------------------------------------------------------------
+    def _on_lost(
+        self, deal: Deal, mover: str, role: str, previous_stage: str | None, previous_pipeline: str | None
+    ) -> Decision:
+        if role in ("qa", "head"):
+            return self._closed_by_reviewer(deal, mover, role)
+        if role == "exempt":
+            remember(self.portal.id, deal)
+            audit.record(self.portal.id, mover, "close as lost", "allowed", "exempt", deal_id=deal.id)
+            return Decision("allowed", "exempt")
+        refusal_stage = refusal_stage_for(self.portal, deal.pipeline_id)
+        violation = f"violation:{deal.id}:{deal.stage_id}:{_stamp(deal)}"
+        if refusal_stage and deal.refusal_reason and deal.refusal_comment.strip():
+            remember(self.portal.id, deal, stage_id=refusal_stage)
+            plan_effect(self.portal.id, deal.id, f"{violation}:move", "move", {"stage_id": refusal_stage})
+            case = self._open_case(deal, previous_stage or "", actor=mover)
+            self._notify(mover, deal, "lost_to_refusal", f"{violation}:notice", reason=deal.refusal_reason)
+            audit.record(
+                self.portal.id,
+                mover,
+                "close as lost",
+                "moved to conditional refusal",
+                "only QA and heads may close a deal as lost",
+                deal_id=deal.id,
+                violation=True,
+                case_id=case.id,
+            )
+            return Decision("to conditional refusal")
+        target, pipeline = self._way_back(deal, previous_stage, previous_pipeline)
+        remember(self.portal.id, deal, stage_id=target, pipeline_id=pipeline)
+        plan_effect(self.portal.id, deal.id, f"{violation}:move", "move", _move_payload(target, pipeline, deal))
+        self._notify(mover, deal, "lost_reverted", f"{violation}:notice")
+        audit.record(
+            self.portal.id,
+            mover,
+            "close as lost",
+            "reverted",
+            "no refusal reason or comment; only QA and heads may close a deal as lost",
+            deal_id=deal.id,
+            violation=True,
+            back_to=target,
+        )
+        return Decision("reverted")
+
+    def _closed_by_reviewer(self, deal: Deal, mover: str, role: str) -> Decision:
+        remember(self.portal.id, deal)
+        case = open_case_for(self.portal.id, deal.id)
+        reviewed = case is not None and case.state == RefusalCase.CONFIRMED
+        if case is not None:
+            case.state = RefusalCase.CLOSED_LOST
+            case.closed_at = utcnow()
+            add_case_event(case, mover, "closed_lost_in_crm", f"closed as lost in the CRM by {role}")
+        outcome = "closed lost" if reviewed else "closed without review"
+        audit.record(self.portal.id, mover, "close as lost", outcome, f"allowed for {role}", deal_id=deal.id)
+        return Decision("allowed", outcome)
+
+    def _on_refusal_entered(
+        self, deal: Deal, mover: str, role: str, previous_stage: str | None, previous_pipeline: str | None
+    ) -> Decision:
+        if deal.refusal_reason and deal.refusal_comment.strip():
+            remember(self.portal.id, deal)
+            case = self._open_case(deal, previous_stage or "", actor=mover)
+            audit.record(self.portal.id, mover, "conditional refusal", "case opened", deal_id=deal.id, case_id=case.id)
+            return Decision("case opened")
+        if role == "exempt":
+            remember(self.portal.id, deal)
+            audit.record(self.portal.id, mover, "conditional refusal", "allowed", "exempt", deal_id=deal.id)
+            return Decision("allowed", "exempt")
+        target, pipeline = self._way_back(deal, previous_stage, previous_pipeline)
+        key = f"incomplete:{deal.id}:{_stamp(deal)}"
+        remember(self.portal.id, deal, stage_id=target, pipeline_id=pipeline)
+        plan_effect(self.portal.id, deal.id, f"{key}:move", "move", _move_payload(target, pipeline, deal))
+        self._notify(mover, deal, "refusal_incomplete", f"{key}:notice")
+        audit.record(
+            self.portal.id,
+            mover,
+            "conditional refusal",
+            "reverted",
+            "refusal reason and comment are required",
+            deal_id=deal.id,
+            violation=True,
+            back_to=target,
+        )
+        return Decision("reverted", "incomplete")
+
+    def _on_refusal_left(self, deal: Deal, mover: str, role: str) -> Decision:
+        remember(self.portal.id, deal)
+        case = open_case_for(self.portal.id, deal.id)
+        if case is None:
+            return Decision("moved")
+        if role in ("qa", "head"):
+            case.state = RefusalCase.WIN_BACK
+            case.closed_at = utcnow()
+            add_case_event(case, mover, "returned_in_crm", f"moved back to work in the CRM by {role}")
+            audit.record(self.portal.id, mover, "leave conditional refusal", "case closed as win back", deal_id=deal.id)
+            return Decision("case closed", "win back")
+        case.state = RefusalCase.WITHDRAWN
+        case.closed_at = utcnow()
+        add_case_event(case, mover, "withdrawn", "the deal left Conditional refusal before the review ended")
+        if case.qa_user_id:
+            self._notify(case.qa_user_id, deal, "case_withdrawn", f"case:{case.id}:withdrawn:notice")
+        audit.record(self.portal.id, mover, "leave conditional refusal", "case withdrawn", deal_id=deal.id)
+        return Decision("case withdrawn")
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _way_back(self, deal: Deal, previous_stage: str | None, previous_pipeline: str | None) -> tuple[str, str]:
+        """Where a refused move goes back to: the previous stage, else the stage history, else the first stage."""
+        refusal_stages = set((self.portal.settings or {}).get("refusal_stages", {}).values())
+        candidates = [(previous_stage, previous_pipeline or deal.pipeline_id)]
+        if previous_stage is None:
+            candidates.append((self.crm.stage_before(deal.id, deal.stage_id), deal.pipeline_id))
+        for stage_id, pipeline_id in candidates:
+            if not stage_id or stage_id in refusal_stages:
+                continue
+            known = directory.stage(self.portal.id, self.crm, stage_id)
+            if known is None or known.semantics == "process":
+                return stage_id, (known.pipeline_id if known else pipeline_id)
+        first = directory.first_stage(self.portal.id, self.crm, deal.pipeline_id)
+        if first is None:
+            raise LookupError(f"pipeline {deal.pipeline_id} has no in-progress stage")
+        return first.id, deal.pipeline_id
+
+    def _open_case(self, deal: Deal, previous_stage: str, actor: str) -> RefusalCase:
+        existing = open_case_for(self.portal.id, deal.id)
+        if existing is not None:
+            return existing
+        manager = deal.responsible_id if actor in ("", AUTOMATION) else actor
+        qa_user = self._next_qa_user()
+        case = RefusalCase(
+            portal_id=self.portal.id,
+            deal_id=deal.id,
+            deal_title=deal.title[:255],
+            pipeline_id=deal.pipeline_id,
+            manager_id=manager,
+            reason=deal.refusal_reason or "",
+            comment=deal.refusal_comment,
+            amount=str(deal.amount),
+            currency=deal.currency,
+            source_id=deal.source_id,
+            state=RefusalCase.AWAITING_REVIEW,
+            qa_user_id=qa_user,
+            previous_stage_id=previous_stage,
+            review_due_at=utcnow() + timedelta(hours=self.settings.review_sla_hours),
+        )
+        db.session.add(case)
+        db.session.flush()
+        add_case_event(case, actor or AUTOMATION, "opened", f"QA: {qa_user or 'nobody configured'}")
+        if qa_user is not None:
+            language = self.portal.language
+            reason = notices.reason_label(case.reason, language)
+            plan_effect(
+                self.portal.id,
+                deal.id,
+                f"case:{case.id}:qa_task",
+                "qa_task",
+                {
+                    "case_id": case.id,
+                    "title": notices.render("qa_task_title", language, title=deal.title),
+                    "description": notices.render(
+                        "qa_task_description", language, reason=reason, comment=deal.refusal_comment
+                    ),
+                    "responsible_id": qa_user,
+                    "deadline": case.review_due_at.isoformat() if case.review_due_at else utcnow().isoformat(),
+                },
+            )
+        return case
+
+    def _next_qa_user(self) -> str | None:
+        """Round robin over active QA staff (heads when there are none)."""
+        staff = directory.qa_staff(self.portal.id, self.crm, self.settings) or directory.heads(
+            self.portal.id, self.crm, self.settings
+        )
+        if not staff:
+            return None
+        turn = int(get_redis().incr(f"rc:rr:qa:{self.portal.id}")) - 1
+        return staff[turn % len(staff)]
+
+    def _notify(self, user_id: str, deal: Deal, template: str, key: str, reason: str | None = None) -> None:
+        if not user_id or user_id == AUTOMATION:
+            user_id = deal.responsible_id
+        language = self.portal.language
+        link = self.crm.deal_url(deal.id)
+        message = notices.render(
+            template, language, title=deal.title, reason=notices.reason_label(reason, language), link=link
+        )
+        plan_effect(self.portal.id, deal.id, key, "notify", {"user_id": user_id, "message": message})
+
+
+def _stamp(deal: Deal) -> str:
+    moment = deal.moved_at or deal.modified_at
+    return moment.isoformat() if moment else "unknown"
+
+
+def _move_payload(stage_id: str, pipeline_id: str, deal: Deal) -> dict[str, Any]:
+    payload: dict[str, Any] = {"stage_id": stage_id}
+    if pipeline_id != deal.pipeline_id:
+        payload["pipeline_id"] = pipeline_id
+    return payload

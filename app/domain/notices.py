@@ -1,0 +1,51 @@
+"""The messages the guard sends to people in the CRM, in Russian and English."""
+
+from __future__ import annotations
+
+from app.domain.catalog import REASONS, REFUSAL_STAGE, Label
+
+TEMPLATES: dict[str, Label] = {
+    "lost_to_refusal": Label(
+        "Сделку «{title}» нельзя закрыть как проигранную: отказ проверяет отдел контроля качества. "
+        "Сделка переведена в стадию «{stage}» с вашей причиной «{reason}». {link}",
+        'The deal "{title}" cannot be closed as lost: refusals are reviewed by QA. '
+        'It was moved to "{stage}" with your reason "{reason}". {link}',
+    ),
+    "lost_reverted": Label(
+        "Сделку «{title}» нельзя закрыть как проигранную. Она возвращена на прежнюю стадию. "
+        "Чтобы оформить отказ, заполните поля «Причина отказа» и «Комментарий к отказу» "
+        "и переведите сделку в стадию «{stage}». {link}",
+        'The deal "{title}" cannot be closed as lost. It was returned to its previous stage. '
+        'To record a refusal, fill in "Refusal reason" and "Refusal comment" and move the deal to "{stage}". {link}',
+    ),
+    "refusal_incomplete": Label(
+        "Сделка «{title}» возвращена на прежнюю стадию: для стадии «{stage}» нужны причина отказа и комментарий. "
+        "Заполните оба поля и переведите сделку снова. {link}",
+        'The deal "{title}" was returned to its previous stage: "{stage}" needs a refusal reason and a comment. '
+        "Fill in both fields and move the deal again. {link}",
+    ),
+    "case_withdrawn": Label(
+        "Проверка отказа по сделке «{title}» отменена: менеджер вернул сделку в работу. {link}",
+        'The refusal review of "{title}" was withdrawn: the manager took the deal back to work. {link}',
+    ),
+    "qa_task_title": Label("Проверить отказ по сделке «{title}»", 'Review the refusal of "{title}"'),
+    "qa_task_description": Label(
+        "Менеджер перевёл сделку в «{stage}». Причина: {reason}. Комментарий: {comment}. "
+        "Прослушайте записи звонков и вынесите вердикт во вкладке «Проверка отказа».",
+        'The manager moved the deal to "{stage}". Reason: {reason}. Comment: {comment}. '
+        'Listen to the call recordings and record a verdict in the "Refusal review" tab.',
+    ),
+}
+
+
+def reason_label(code: str | None, language: str) -> str:
+    """The reason's name in the portal's language."""
+    if not code:
+        return "—"
+    label = REASONS.get(code)
+    return label.in_language(language) if label else code
+
+
+def render(key: str, language: str, **values: str) -> str:
+    """A message in the portal's language with the values filled in."""
+    return TEMPLATES[key].in_language(language).format(stage=REFUSAL_STAGE.in_language(language), **values)

@@ -1,0 +1,178 @@
+"""Portal settings of the guard: validated, with defaults, editable on the page and from the CLI."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import click
+import sqlalchemy as sa
+from flask import Flask
+from flask.cli import AppGroup
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
+from sqlalchemy.orm.attributes import flag_modified
+
+from app.core.db import db
+from app.core.models import Portal
+from app.domain.catalog import REASONS
+
+SECTION = "guard"
+
+
+def _no_nul(value: str) -> None:
+    """Ids are stored in a JSON column; PostgreSQL's JSONB refuses the NUL character."""
+    if "\x00" in value:
+        raise ValidationError("must not contain a NUL character")
+
+
+def _id() -> fields.String:
+    """A user, department or pipeline id."""
+    return fields.String(validate=_no_nul)
+
+
+class GuardSettingsSchema(Schema):
+    """The guard's settings; unknown keys are refused so a typo never passes silently."""
+
+    class Meta:
+        unknown = RAISE
+
+    guarded_pipelines = fields.Raw(load_default="all")
+    qa_users = fields.List(_id(), load_default=list)
+    qa_departments = fields.List(_id(), load_default=list)
+    heads = fields.List(_id(), load_default=list)
+    head_departments = fields.List(_id(), load_default=list)
+    exempt_users = fields.List(_id(), load_default=list)
+    exempt_automation = fields.Boolean(load_default=False)
+    reasons = fields.List(fields.String(), load_default=lambda: list(REASONS), validate=validate.Length(min=1))
+    review_sla_hours = fields.Integer(load_default=24, validate=validate.Range(min=1, max=720))
+
+    @validates("guarded_pipelines")
+    def check_pipelines(self, value: Any, data_key: str) -> None:
+        if value == "all":
+            return
+        if not isinstance(value, list) or not all(
+            isinstance(item, str) and item and "\x00" not in item for item in value
+        ):
+            raise ValidationError('either "all" or a list of pipeline ids')
+
+    @validates("reasons")
+    def check_reasons(self, value: list[str], data_key: str) -> None:
+        unknown = [code for code in value if code not in REASONS]
+        if unknown:
+            raise ValidationError(f"unknown reasons: {', '.join(unknown)}; known: {', '.join(REASONS)}")
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    """The guard's settings for one portal."""
+
+    guarded_pipelines: str | tuple[str, ...]
+    qa_users: tuple[str, ...]
+    qa_departments: tuple[str, ...]
+    heads: tuple[str, ...]
+    head_departments: tuple[str, ...]
+    exempt_users: tuple[str, ...]
+    exempt_automation: bool
+    reasons: tuple[str, ...]
+    review_sla_hours: int
+
+    def guards(self, pipeline_id: str) -> bool:
+        """Whether moves in this pipeline are guarded."""
+        return self.guarded_pipelines == "all" or pipeline_id in self.guarded_pipelines
+
+
+def _to_model(loaded: dict[str, Any]) -> GuardSettings:
+    pipelines = loaded["guarded_pipelines"]
+    return GuardSettings(
+        guarded_pipelines="all" if pipelines == "all" else tuple(pipelines),
+        qa_users=tuple(loaded["qa_users"]),
+        qa_departments=tuple(loaded["qa_departments"]),
+        heads=tuple(loaded["heads"]),
+        head_departments=tuple(loaded["head_departments"]),
+        exempt_users=tuple(loaded["exempt_users"]),
+        exempt_automation=loaded["exempt_automation"],
+        reasons=tuple(loaded["reasons"]),
+        review_sla_hours=loaded["review_sla_hours"],
+    )
+
+
+def guard_settings(portal: Portal) -> GuardSettings:
+    """The stored settings with defaults filled in."""
+    return _to_model(GuardSettingsSchema().load(dict((portal.settings or {}).get(SECTION, {}))))
+
+
+def as_dict(settings: GuardSettings) -> dict[str, Any]:
+    """Plain JSON-able form."""
+    return {
+        "guarded_pipelines": settings.guarded_pipelines
+        if settings.guarded_pipelines == "all"
+        else list(settings.guarded_pipelines),
+        "qa_users": list(settings.qa_users),
+        "qa_departments": list(settings.qa_departments),
+        "heads": list(settings.heads),
+        "head_departments": list(settings.head_departments),
+        "exempt_users": list(settings.exempt_users),
+        "exempt_automation": settings.exempt_automation,
+        "reasons": list(settings.reasons),
+        "review_sla_hours": settings.review_sla_hours,
+    }
+
+
+def update_guard_settings(portal: Portal, changes: dict[str, Any]) -> GuardSettings:
+    """Validate and store changes; raises ValidationError with a message per field."""
+    merged = {**as_dict(guard_settings(portal)), **changes}
+    settings = _to_model(GuardSettingsSchema().load(merged))
+    stored = dict(portal.settings or {})
+    stored[SECTION] = as_dict(settings)
+    portal.settings = stored
+    flag_modified(portal, "settings")
+    return settings
+
+
+settings_cli = AppGroup("settings", help="Show or change a portal's guard settings.")
+
+
+def _find_portal(ref: str) -> Portal:
+    query = sa.select(Portal).where(Portal.external_id == ref)
+    if ref.isdigit():
+        query = sa.select(Portal).where(sa.or_(Portal.id == int(ref), Portal.external_id == ref))
+    portal = db.session.scalars(query).first()
+    if portal is None:
+        raise click.ClickException(f"no portal {ref!r} (give its id or member_id / account id)")
+    return portal
+
+
+@settings_cli.command("show")
+@click.argument("portal")
+def show_command(portal: str) -> None:
+    """Print the settings of PORTAL as JSON."""
+    click.echo(json.dumps(as_dict(guard_settings(_find_portal(portal))), ensure_ascii=False, indent=2))
+
+
+@settings_cli.command("set")
+@click.argument("portal")
+@click.argument("assignments", nargs=-1, required=True)
+def set_command(portal: str, assignments: tuple[str, ...]) -> None:
+    """Set keys of PORTAL: key=JSON ... (e.g. qa_users='["5","7"]' review_sla_hours=48)."""
+    row = _find_portal(portal)
+    changes: dict[str, Any] = {}
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep:
+            raise click.ClickException(f"{assignment!r}: expected key=JSON")
+        try:
+            changes[key] = json.loads(raw)
+        except json.JSONDecodeError as error:
+            raise click.ClickException(f"{key}: not valid JSON ({error.msg})") from error
+    try:
+        settings = update_guard_settings(row, changes)
+    except ValidationError as error:
+        raise click.ClickException(json.dumps(error.messages, ensure_ascii=False)) from error
+    db.session.commit()
+    click.echo(json.dumps(as_dict(settings), ensure_ascii=False, indent=2))
+
+
+def init_app(app: Flask) -> None:
+    """Register the settings CLI."""
+    app.cli.add_command(settings_cli)
