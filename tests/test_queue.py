@@ -132,3 +132,21 @@ def test_a_job_abandoned_by_a_dead_worker_is_retried_at_once_and_keeps_its_backo
     assert "abandoned" not in queue.scheduled_job_registry
     assert again.retries_left == 2
     assert again.retry_intervals == [0, 30, 60]  # a real failure later still backs off
+
+
+def test_a_job_queued_under_a_module_name_from_before_the_layout_change_still_runs(app: Flask, worker):
+    """Callbacks wait in Redis for up to 90 days: a job stored as "app.ledger.sweep_notices" still runs."""
+    job = get_queue("default").enqueue("app.ledger.sweep_notices")
+    worker()
+    fetched = Job.fetch(job.id, connection=get_redis())
+    assert fetched.get_status() == JobStatus.FINISHED
+    assert fetched.return_value() == 0  # app.domain.ledger.sweep_notices ran: no notices were due
+
+
+def test_every_renamed_module_of_stored_jobs_still_exists_at_its_new_place(app: Flask):
+    import importlib
+
+    from app.core.queue import RENAMED_JOB_MODULES
+
+    for new in RENAMED_JOB_MODULES.values():
+        importlib.import_module(new)

@@ -20,7 +20,7 @@ from rq import Queue, Retry, SimpleWorker, Worker
 from rq.exceptions import AbandonedJobError, DuplicateJobError
 from rq.job import Job, JobStatus
 from rq.scripts import _build_hset_args
-from rq.utils import get_call_string, now, utcformat
+from rq.utils import get_call_string, import_attribute, now, utcformat
 
 _CONNECTIONS: dict[tuple[int, str, bool], Redis] = {}
 
@@ -298,6 +298,32 @@ def retry_abandoned_at_once(job: Job, exc_type: type[BaseException], exc_value: 
     return True
 
 
+# Modules the layout change of December 2026 moved. Jobs already in Redis (callbacks are scheduled up to
+# 90 days ahead, periodic slots and retries too) name the old module; they run the function at its new
+# place. Kept for one release: remove in the first release after 2027-03-31.
+RENAMED_JOB_MODULES: dict[str, str] = {
+    **{f"app.{name}": f"app.core.{name}" for name in ("inbox", "schedule", "queue")},
+    **{
+        f"app.{name}": f"app.domain.{name}"
+        for name in ("ledger", "penalties", "review", "exchange", "taskcontrol", "reports", "reconcile", "audit")
+    },
+    "app.refusals": "app.domain.guard",
+}
+
+
+class AppJob(Job):
+    """An RQ job that still finds functions named by their module before the layout change."""
+
+    @property
+    def func(self) -> Any:
+        name = self.func_name
+        if name and not self.instance:
+            module, _, attribute = name.rpartition(".")
+            if module in RENAMED_JOB_MODULES:
+                return import_attribute(f"{RENAMED_JOB_MODULES[module]}.{attribute}")
+        return super().func
+
+
 class AppJobMixin:
     """Runs every job inside a fresh Flask app context (fresh DB session per job)."""
 
@@ -347,14 +373,15 @@ def make_worker(app: Flask, queue_names: Sequence[str] | None = None, simple: bo
     """A worker bound to the app, listening on the given queues (all by default, events first)."""
     names = list(queue_names or app.config["QUEUE_NAMES"])
     connection = get_redis(app)
-    queues = [Queue(name, connection=connection) for name in names]
+    queues = [Queue(name, connection=connection, job_class=AppJob) for name in names]
     worker: Worker
     if simple:
-        worker = AppSimpleWorker(queues, connection=connection)
+        worker = AppSimpleWorker(queues, connection=connection, job_class=AppJob)
     else:
         forking = AppWorker(
             queues,
             connection=connection,
+            job_class=AppJob,
             job_monitoring_interval=app.config["JOB_HEARTBEAT_SECONDS"],
             maintenance_interval=app.config["WORKER_MAINTENANCE_SECONDS"],
         )
