@@ -31,24 +31,43 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
             app.config["DATABASE_URL"] = normalise_database_url(test_config["DATABASE_URL"])
 
-    import handlers
-    from app import web
-    from app.core import db, health, i18n, limits, logs, queue, validation
-    from app.domain import settings, taskcontrol
+    from app.core import db, health, i18n, limits, logs, validation
 
     logs.init_app(app)
     limits.init_app(app)
     validation.init_app(app)
     db.init_app(app)
-    queue.init_app(app)
     i18n.init_app(app)
     health.init_app(app)
-    settings.init_app(app)
-    web.init_app(app)
-    taskcontrol.init_app(app)
-    handlers.init_app(app)
+    _wire(app)
     _init_requests(app)
     return app
+
+
+def _wire(app: Flask) -> None:
+    """Fill every table the app runs on: the one place where the layers are plugged together.
+
+    Registries are keyed, so building a second app (tests do) fills them with the same entries again.
+    """
+    import handlers
+    from app import cli, web
+    from app.crm import factory, port
+    from app.domain import guard, review, settings, taskcontrol
+    from handlers import amo_jobs
+
+    port.use_client_factory(factory.client_for)
+    # Effects the guard's queue of pending CRM writes carries out besides its own kinds.
+    guard.EFFECT_KINDS["todo"] = review.carry_out_todo
+    guard.EFFECT_KINDS["callback_task"] = taskcontrol.create_callback_task
+    guard.EFFECT_KINDS[amo_jobs.NOTE_EFFECT] = amo_jobs.write_note
+    # Rules the guard applies to a move between working stages.
+    if taskcontrol.forward_move_rule not in guard.PROCESS_MOVE_RULES:
+        guard.PROCESS_MOVE_RULES.append(taskcontrol.forward_move_rule)
+    # Inbox processors (which function handles which stored call) and the CRM-facing routes.
+    handlers.init_app(app)
+    web.init_app(app)
+    for command in (cli.worker_command, cli.inbox_command, settings.settings_cli):
+        app.cli.add_command(command)
 
 
 class _NoCookieSessions(SecureCookieSessionInterface):

@@ -12,8 +12,8 @@ from app.core import db as database
 from app.core import inbox
 from app.core.db import db
 from app.core.models import InboxItem
-from app.core.queue import make_worker
 from app.core.schedule import ensure_periodic_jobs
+from app.core.worker import make_worker
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 from flask import current_app
 
 from app.core import inbox
+from app.core.health import HEARTBEAT_KEY
 from app.core.queue import get_redis
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_KEY = "rc:heartbeat:{name}"
 
 
 def record_heartbeat(name: str = "worker") -> str:

@@ -230,7 +230,7 @@ def profile_jobs(
     import cProfile
     import pstats
 
-    from app.core.queue import make_worker
+    from app.core.worker import make_worker
 
     for child in children:
         child.terminate()

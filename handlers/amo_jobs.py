@@ -140,7 +140,7 @@ def process_dp_robot(item: InboxItem) -> None:
         guard.run_pending_effects(portal.id, action.element_id, crm)
 
 
-def _write_note(effect: Effect, crm: CrmClient) -> str:
+def write_note(effect: Effect, crm: CrmClient) -> str:
     """The note effect: amoCRM only; an earlier attempt whose answer was lost is found by its text."""
     if not isinstance(crm, AmoCrm):
         raise TypeError("notes on a lead are written to amoCRM accounts only")
@@ -154,4 +154,3 @@ def register_processors() -> None:
     inbox.PROCESSORS[("amo", "lead")] = process_lead
     inbox.PROCESSORS[("amo", "lead_delete")] = process_lead_delete
     inbox.PROCESSORS[("amo", "dp_robot")] = process_dp_robot
-    guard.EFFECT_KINDS[NOTE_EFFECT] = _write_note

@@ -276,7 +276,7 @@ STEP_FUNCTIONS: dict[str, Callable[[Bitrix24Rest, Portal], str]] = {
 
 
 def _read_licence(rest: Bitrix24Rest, portal: Portal) -> None:
-    """The licence decides the portal's REST limits (Enterprise: 5 req/s, burst 250), see app.core.ratelimit."""
+    """The licence decides the portal's REST limits (Enterprise: 5 req/s, burst 250), see app.crm.ratelimit."""
     info = rest.call("app.info")
     if isinstance(info, dict):
         if info.get("LICENSE"):

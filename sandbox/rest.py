@@ -30,7 +30,7 @@ from sandbox.state import DEAL_ENTITY_TYPE_ID, DEAL_FIELDS, DEAL_KINDS, EventBin
 from sandbox.state import UserField as UserFieldRow
 
 if TYPE_CHECKING:
-    from sandbox.sandbox import CallContext
+    from sandbox.context import CallContext
 
 DECODE_OPTIONS = qs_codec.DecodeOptions(list_limit=10000, depth=12, parameter_limit=100000)
 
@@ -194,7 +194,7 @@ def batch(ctx: CallContext, params: dict[str, Any], timer: Callable[[float, floa
     totals: dict[str, Any] = {}
     nexts: dict[str, Any] = {}
     times: dict[str, Any] = {}
-    from sandbox.sandbox import CallContext
+    from sandbox.context import CallContext
 
     for key, command in commands.items():
         key = str(key)

@@ -16,6 +16,7 @@ from typing import Any
 
 from sandbox import ops
 from sandbox.clock import Clock, iso
+from sandbox.context import CallContext
 from sandbox.errors import RestError
 from sandbox.events import Delivery, OutgoingEvent, Transport, form_body, requests_transport
 from sandbox.state import ForcedError, LeakyBucket, OfflineEvent, Portal, RobotRun, new_token, recording_link
@@ -88,18 +89,6 @@ class ProxyFault:
     executed: bool = False
     delay: float = 0.0
     reached: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass
-class CallContext:
-    """Who is calling what."""
-
-    sandbox: Sandbox
-    portal: Portal
-    user_id: int
-    method: str
-    auth_connector: str = ""
-    in_batch: bool = False
 
 
 class Sandbox:

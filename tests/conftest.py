@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from app import create_app
 from app.core import db as database
 from app.core.db import Base
-from app.core.queue import make_worker
+from app.core.worker import make_worker
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 TEST_POSTGRES_SERVER = os.environ.get("TEST_POSTGRES_SERVER", "postgresql://postgres@127.0.0.1:5432")

@@ -8,7 +8,8 @@ from rq import Retry
 from rq.job import Job, JobStatus
 
 from app.core import schedule
-from app.core.queue import enqueue, get_queue, get_redis, make_worker, replace_scheduled
+from app.core.queue import enqueue, get_queue, get_redis, replace_scheduled
+from app.core.worker import make_worker
 from tests import helpers
 
 
@@ -146,7 +147,7 @@ def test_a_job_queued_under_a_module_name_from_before_the_layout_change_still_ru
 def test_every_renamed_module_of_stored_jobs_still_exists_at_its_new_place(app: Flask):
     import importlib
 
-    from app.core.queue import RENAMED_JOB_MODULES
+    from app.core.worker import RENAMED_JOB_MODULES
 
     for new in RENAMED_JOB_MODULES.values():
         importlib.import_module(new)

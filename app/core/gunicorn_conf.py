@@ -1,4 +1,4 @@
-"""gunicorn's settings for the web process (Procfile and `make run` load them with `--config python:app.core.gunicorn_conf`).
+"""gunicorn settings of the web process (Procfile and `make run`: `--config python:app.core.gunicorn_conf`).
 
 The access log goes through app.core.logs.AccessLogger: request paths without their query strings (OAuth codes,
 uninstall signatures), the amoCRM webhook secret masked, and no credential headers.

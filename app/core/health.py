@@ -13,7 +13,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.core.db import db
 from app.core.models import InboxItem, utcnow
 from app.core.queue import get_redis, queue_depths
-from app.jobs import HEARTBEAT_KEY
 
 bp = Blueprint("health", __name__)
 
@@ -41,6 +40,8 @@ def healthz() -> ResponseReturnValue:
         report["redis"] = f"error: {type(error).__name__}"
     report["status"] = "ok" if healthy else "unavailable"
     return jsonify(report), 200 if healthy else 503
+
+HEARTBEAT_KEY = "rc:heartbeat:{name}"  # written by the heartbeat job (app.jobs.record_heartbeat)
 
 
 def inbox_backlog() -> dict[str, Any]:

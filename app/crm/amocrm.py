@@ -2,7 +2,7 @@
 
 `AmoRest` owns everything about talking to one account (reference/amocrm.md):
 
-* every request first takes a slot from the shared limiter (app.core.ratelimit, 7 req/s per account);
+* every request first takes a slot from the shared limiter (app.crm.ratelimit, 7 req/s per account);
 * the account's own host (the OAuth ``referer``) is the base, checked again right before every call and
   every token refresh (`AmoRest._verified_host`: an allowed amoCRM host, `app.crm.hosts`, that is the
   origin of the REST base stored at install), so a tampered row sends nothing; bodies are JSON, answers
@@ -56,7 +56,6 @@ from sqlalchemy.orm.attributes import flag_modified
 from app.core.db import db
 from app.core.models import Portal
 from app.core.queue import get_redis
-from app.core.ratelimit import Bucket, amo_bucket, amo_key, limiter_for
 from app.crm.errors import (
     AmoBlocked,
     AmoError,
@@ -89,6 +88,7 @@ from app.crm.port import (
     Task,
     User,
 )
+from app.crm.ratelimit import Bucket, amo_bucket, amo_key, limiter_for
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 `Bitrix24Rest` owns everything about talking to one portal:
 
-* every request first takes a slot from the shared per-portal rate limiter (app.core.ratelimit);
+* every request first takes a slot from the shared per-portal rate limiter (app.crm.ratelimit);
 * requests go through ``b24pysdk.api.callers.call_method`` with ``max_retries=1``, so the SDK neither
   retries 503s nor refreshes tokens itself (its refresh uses a hard-coded OAuth host and has no
   cross-process lock); we do both here;
@@ -52,7 +52,6 @@ from sqlalchemy.orm import Session
 from app.core.db import db
 from app.core.models import Portal
 from app.core.queue import get_redis
-from app.core.ratelimit import Bucket, bucket_for, limiter_for, portal_key
 from app.crm.errors import (
     Bitrix24Error,
     Bitrix24Throttled,
@@ -86,6 +85,7 @@ from app.crm.port import (
     Task,
     User,
 )
+from app.crm.ratelimit import Bucket, bucket_for, limiter_for, portal_key
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from app.core.models import Portal
 
 StageSemantics = Literal["process", "success", "failure"]
 AUTOMATION = "automation"  # the mover of a change made by a robot, workflow or agent
@@ -285,3 +288,19 @@ class CrmClient(Protocol):
     def notify_many(self, notices: Sequence[tuple[str, str]]) -> None:
         """Send several (user id, message) notifications in as few calls as possible."""
         ...
+
+
+ClientFactory = Callable[["Portal"], CrmClient]
+_factory: list[ClientFactory] = []
+
+
+def use_client_factory(factory: ClientFactory) -> None:
+    """How a portal's CrmClient is made; set once by create_app (the adapters live outside the domain)."""
+    _factory[:] = [factory]
+
+
+def client_for(portal: Portal) -> CrmClient:
+    """The CrmClient for a portal, made by the factory create_app installed."""
+    if not _factory:
+        raise RuntimeError("no CRM client factory installed: build the app with create_app()")
+    return _factory[0](portal)

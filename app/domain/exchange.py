@@ -785,7 +785,7 @@ def return_idle_claims(portal: Portal, crm: CrmClient, now: datetime | None = No
 
 def return_idle_all() -> int:
     """Periodic job: every installed portal's idle claims."""
-    from app.crm.factory import client_for
+    from app.crm.port import client_for
 
     total = 0
     portal_ids = db.session.scalars(
@@ -858,7 +858,7 @@ def claim_stats(portal_id: int, start: datetime, end: datetime) -> list[ManagerE
 
 def robot_put_on_exchange(invocation: RobotInvocation) -> dict[str, Any]:
     """Robot «Выставить на биржу»: the deal goes to the pool user; returns the outcome to the workflow."""
-    from app.crm.factory import client_for
+    from app.crm.port import client_for
 
     portal = db.session.get(Portal, invocation.portal_id)
     if portal is None or not invocation.deal_id:

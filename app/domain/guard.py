@@ -281,10 +281,6 @@ def _carry_out(effect: Effect, crm: CrmClient) -> str:
     if effect.kind == "update":
         crm.update_deal(effect.deal_id, DealChange(**payload))
         return ",".join(sorted(payload))
-    if effect.kind == "todo":
-        from app.domain import review
-
-        return review.carry_out_todo(effect, crm)
     if effect.kind in EFFECT_KINDS:
         return EFFECT_KINDS[effect.kind](effect, crm)
     raise ValueError(f"unknown effect kind {effect.kind!r}")

@@ -91,7 +91,7 @@ def plan_penalty_notice(portal: Portal, penalty: Penalty) -> None:
 
 def deliver_notices(portal_id: int, deal_id: str) -> int:
     """Carry out the deal's pending effects (penalty notices among them) under the deal's lock."""
-    from app.crm.factory import client_for
+    from app.crm.port import client_for
     from app.domain.guard import deal_lock, run_pending_effects
 
     portal = db.session.get(Portal, portal_id)

@@ -13,8 +13,7 @@ from app.core.db import db
 from app.core.models import DealSnapshot, Effect, Portal, utcnow
 from app.core.queue import enqueue
 from app.crm.errors import CrmError, PortalNeedsReinstall
-from app.crm.factory import client_for
-from app.crm.port import CrmClient, Deal
+from app.crm.port import CrmClient, Deal, client_for
 from app.domain import guard
 
 log = logging.getLogger(__name__)

@@ -392,7 +392,7 @@ class Names:
 
 def lookup_names(portal: Portal) -> Names:
     """People and lead sources from the CRM (cached); without the CRM the report shows ids."""
-    from app.crm.factory import client_for
+    from app.crm.port import client_for
 
     try:
         crm = client_for(portal)
@@ -409,8 +409,7 @@ def lead_sources(portal: Portal) -> list[Any]:
     import json
 
     from app.core.queue import get_redis
-    from app.crm.factory import client_for
-    from app.crm.port import Source
+    from app.crm.port import Source, client_for
 
     key = f"rc:cache:{portal.id}:sources"
     cached = get_redis().get(key)
@@ -865,7 +864,7 @@ def _finish(portal_id: int, key: str, head_id: str, error: str = "") -> None:
 
 def send_scheduled_for_portal(portal: Portal, now: datetime | None = None) -> int:
     """Send the due reports of one portal to each head; returns how many notifications went out."""
-    from app.crm.factory import client_for
+    from app.crm.port import client_for
     from app.domain.settings import guard_settings
 
     now = now or utcnow()

@@ -27,8 +27,7 @@ from app.core.db import db
 from app.core.models import CaseEvent, DealSnapshot, Effect, Portal, RefusalCase, ReviewCallback, utcnow
 from app.core.queue import enqueue, get_queue, get_redis, replace_scheduled
 from app.crm.errors import CrmError
-from app.crm.factory import client_for
-from app.crm.port import CrmClient, Deal, NewTodo, Stage
+from app.crm.port import CrmClient, Deal, NewTodo, Stage, client_for
 from app.domain import audit, directory, review_text  # noqa: F401 - review_text registers the strings
 from app.domain.catalog import REASONS, VERDICTS, Label
 from app.domain.guard import add_case_event, deal_lock, plan_effect, refusal_stage_for, remember, run_pending_effects

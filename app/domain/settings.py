@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 import sqlalchemy as sa
-from flask import Flask
 from flask.cli import AppGroup
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
 from sqlalchemy.orm.attributes import flag_modified
@@ -171,8 +170,3 @@ def set_command(portal: str, assignments: tuple[str, ...]) -> None:
         raise click.ClickException(json.dumps(error.messages, ensure_ascii=False)) from error
     db.session.commit()
     click.echo(json.dumps(as_dict(settings), ensure_ascii=False, indent=2))
-
-
-def init_app(app: Flask) -> None:
-    """Register the settings CLI."""
-    app.cli.add_command(settings_cli)

@@ -22,7 +22,6 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
-from flask import Flask
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -31,8 +30,7 @@ from app.core.db import db, insert_ignore
 from app.core.models import Effect, Portal, TaskNotice, TaskReport, utcnow
 from app.core.queue import enqueue, get_redis
 from app.crm.errors import CrmError, PortalNeedsReinstall
-from app.crm.factory import client_for
-from app.crm.port import AUTOMATION, CrmClient, Deal, NewTask, Task
+from app.crm.port import AUTOMATION, CrmClient, Deal, NewTask, Task, client_for
 from app.domain import audit, directory, guard
 from app.domain.robots import Robot, RobotInvocation, RobotProperty, register
 from app.domain.settings import guard_settings
@@ -680,7 +678,7 @@ def callback_robot(invocation: RobotInvocation) -> dict[str, Any]:
     return {"task_id": task_id, "deadline": deadline.isoformat(timespec="seconds"), "error": ""}
 
 
-def _create_callback_task(effect: Effect, crm: CrmClient) -> str:
+def create_callback_task(effect: Effect, crm: CrmClient) -> str:
     payload = effect.payload
     return crm.create_task(
         NewTask(
@@ -728,12 +726,3 @@ register(
     )
 )
 
-
-def init_app(app: Flask) -> None:
-    """Hook the forward-move rule and the callback effect into the guard; register the API."""
-    if forward_move_rule not in guard.PROCESS_MOVE_RULES:
-        guard.PROCESS_MOVE_RULES.append(forward_move_rule)
-    guard.EFFECT_KINDS["callback_task"] = _create_callback_task
-    from app.web import taskcontrol_api
-
-    app.register_blueprint(taskcontrol_api.bp)

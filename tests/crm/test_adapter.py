@@ -14,8 +14,9 @@ from flask import Flask
 
 from app.core.db import db
 from app.core.models import Portal
-from app.crm import client_for, errors
+from app.crm import errors
 from app.crm.bitrix24 import Bitrix24Crm, Bitrix24Rest
+from app.crm.factory import client_for
 from app.crm.port import DealChange, NewTask
 from installers.bitrix24 import ensure_fields
 from sandbox import ManualClock

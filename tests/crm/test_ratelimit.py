@@ -11,8 +11,8 @@ import redis
 from flask import Flask
 
 from app.core.db import db
-from app.core.ratelimit import Bucket, RateLimiter, bucket_for
 from app.crm.errors import RateLimitTimeout
+from app.crm.ratelimit import Bucket, RateLimiter, bucket_for
 from tests.conftest import TEST_REDIS_URL
 from tests.crm.conftest import TlsPortal
 from tests.crm.workers import burst_worker

@@ -210,7 +210,7 @@ def test_main_page_tells_the_admin_to_reinstall_when_access_is_lost(b24: B24):
 
 
 def test_an_enterprise_portal_gets_the_enterprise_rate_limit(b24: B24):
-    from app.core.ratelimit import bucket_for
+    from app.crm.ratelimit import bucket_for
 
     b24.portal.license = "ru_ent250"
     portal = b24.install()
