@@ -14,7 +14,7 @@ from app.crm.amocrm import AmoCrm
 from app.crm.errors import AmoNotFound
 from app.crm.factory import client_for
 from app.crm.port import AUTOMATION, CrmClient
-from app.domain import audit, exchange, guard
+from app.domain import audit, deal_events, guard
 from app.domain.robots import REGISTRY, Robot, RobotInvocation
 from handlers.amo_payloads import DpAction, LeadChange
 
@@ -55,21 +55,18 @@ def process_lead(item: InboxItem) -> None:
     portal = db.session.get(Portal, item.portal_id) if item.portal_id is not None else None
     if portal is None or portal.status != "installed":
         return
-    crm = client_for(portal)
-    event = exchange.DEAL_ADDED if change.action == "add" else exchange.DEAL_UPDATED
     try:
-        exchange.on_deal_event(portal, crm, event, change.lead_id)
-        guard.Guard(portal, crm).decide(change.lead_id)
+        deal_events.deal_changed(portal, client_for(portal), change.lead_id, is_new=change.action == "add")
     except AmoNotFound:
         db.session.rollback()
-        guard.forget_deal(portal.id, change.lead_id)
+        deal_events.deal_deleted(portal.id, change.lead_id)
 
 
 def process_lead_delete(item: InboxItem) -> None:
     """A lead was deleted: forget its snapshot."""
     _account_id, change = LeadChange.from_json(item.body)
     if item.portal_id is not None:
-        guard.forget_deal(item.portal_id, change.lead_id)
+        deal_events.deal_deleted(item.portal_id, change.lead_id)
 
 
 def robot_properties(robot: Robot, settings: dict[str, str]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from app.core.models import InboxItem, Portal
 from app.core.queue import enqueue
 from app.crm.bitrix24 import Bitrix24Rest
 from app.crm.factory import client_for
-from app.domain import exchange, guard
+from app.domain import deal_events
 from app.domain.robots import REGISTRY, RobotInvocation
 from handlers.b24_payloads import parse_event, parse_robot_call
 from installers import bitrix24 as installer
@@ -61,13 +61,16 @@ def process_deal_event(item: InboxItem) -> None:
     if portal is None or portal.status != "installed" or not event.entity_id:
         return
     if event.event == "ONCRMDEALDELETE":
-        guard.forget_deal(portal.id, event.entity_id)
+        deal_events.deal_deleted(portal.id, event.entity_id)
         return
-    crm = client_for(portal)
-    automation = not event.auth.has_user_token
-    if event.event in ("ONCRMDEALADD", "ONCRMDEALUPDATE"):
-        exchange.on_deal_event(portal, crm, event.event, event.entity_id, automation=automation)
-    guard.Guard(portal, crm).decide(event.entity_id, automation=automation)
+    deal_events.deal_changed(
+        portal,
+        client_for(portal),
+        event.entity_id,
+        is_new=event.event == "ONCRMDEALADD",
+        automation=not event.auth.has_user_token,
+        routing=event.event != "ONCRMDEALMOVETOCATEGORY",
+    )
 
 
 def register_processors() -> None:

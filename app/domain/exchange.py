@@ -432,11 +432,7 @@ def set_rota(portal_id: int, department_id: str, days: dict[date, str | None]) -
 # ---------------------------------------------------------------------------------------------- events
 
 
-DEAL_ADDED = "ONCRMDEALADD"  # the `event` of a new deal (Bitrix24's event name; amoCRM's add_lead maps to it)
-DEAL_UPDATED = "ONCRMDEALUPDATE"
-
-
-def on_deal_event(portal: Portal, crm: CrmClient, event: str, deal_id: str, automation: bool = False) -> str:
+def on_deal_event(portal: Portal, crm: CrmClient, deal_id: str, *, is_new: bool, automation: bool = False) -> str:
     """Job-side processing of a deal event before the guard: route new deals, watch responsible changes."""
     routed = any(r.mode != "off" for r in exchange_settings(portal).values())
     if not routed and lot_for(portal.id, deal_id) is None:
@@ -447,7 +443,7 @@ def on_deal_event(portal: Portal, crm: CrmClient, event: str, deal_id: str, auto
         run_pending_effects(portal.id, deal_id, crm)
         deal = crm.get_deal(deal_id)
         snapshot = _snapshot(portal.id, deal_id)
-        if event == DEAL_ADDED and snapshot is None:
+        if is_new and snapshot is None:
             outcome = _route_new(portal, crm, deal)
         elif snapshot is not None:
             outcome = _on_change(portal, crm, deal, snapshot.responsible_id, automation)
