@@ -50,19 +50,32 @@ def _wire(app: Flask) -> None:
     Registries are keyed, so building a second app (tests do) fills them with the same entries again.
     """
     import handlers
-    from app import cli, web
+    from app import cli, jobs, web
     from app.crm import factory, port
-    from app.domain import guard, review, settings, taskcontrol
+    from app.domain import effects, exchange, guard, review, robots, settings, taskcontrol
     from handlers import amo_jobs
 
     port.use_client_factory(factory.client_for)
-    # Effects the guard's queue of pending CRM writes carries out besides its own kinds.
-    guard.EFFECT_KINDS["todo"] = review.carry_out_todo
-    guard.EFFECT_KINDS["callback_task"] = taskcontrol.create_callback_task
-    guard.EFFECT_KINDS[amo_jobs.NOTE_EFFECT] = amo_jobs.write_note
+    # Kinds of pending CRM writes (app.domain.effects): one function each.
+    effects.EFFECT_KINDS.update(
+        {
+            "move": effects.move,
+            "assign": effects.assign,
+            "notify": effects.notify,
+            "update": effects.update,
+            "qa_task": guard.create_qa_task,
+            "todo": review.carry_out_todo,
+            "callback_task": taskcontrol.create_callback_task,
+            amo_jobs.NOTE_EFFECT: amo_jobs.write_note,
+        }
+    )
+    # The automation robots the installer registers in each CRM.
+    for robot in (exchange.PUT_ON_EXCHANGE_ROBOT, taskcontrol.CHECK_TASKS_ROBOT, taskcontrol.CALLBACK_ROBOT):
+        robots.register(robot)
     # Rules the guard applies to a move between working stages.
     if taskcontrol.forward_move_rule not in guard.PROCESS_MOVE_RULES:
         guard.PROCESS_MOVE_RULES.append(taskcontrol.forward_move_rule)
+    app.config.setdefault("PERIODIC_JOBS", jobs.PERIODIC_JOBS)
     # Inbox processors (which function handles which stored call) and the CRM-facing routes.
     handlers.init_app(app)
     web.init_app(app)

@@ -10,9 +10,10 @@ from flask import current_app
 from app.core import inbox
 from app.core.health import HEARTBEAT_KEY
 from app.core.queue import get_redis
+from app.core.schedule import PeriodicJob
+from app.domain import exchange, ledger, reconcile, reports, taskcontrol
 
 log = logging.getLogger(__name__)
-
 
 
 def record_heartbeat(name: str = "worker") -> str:
@@ -44,3 +45,16 @@ def sweep_inbox() -> int:
     if count:
         log.info("inbox sweep re-queued rows", extra={"count": count})
     return count
+
+
+# The periodic jobs (app.core.schedule keeps their next slot scheduled; create_app installs this table).
+PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
+    PeriodicJob("heartbeat", record_heartbeat, timedelta(minutes=1)),
+    PeriodicJob("inbox-sweep", sweep_inbox, timedelta(minutes=1)),
+    PeriodicJob("inbox-purge", purge_inbox, timedelta(hours=1)),
+    PeriodicJob("reconcile", reconcile.reconcile_all, timedelta(minutes=2)),
+    PeriodicJob("penalty-notices", ledger.sweep_notices, timedelta(minutes=1)),
+    PeriodicJob("scheduled-reports", reports.send_scheduled_reports, timedelta(minutes=15)),
+    PeriodicJob("exchange-idle", exchange.return_idle_all, timedelta(hours=1)),
+    PeriodicJob("taskcontrol", taskcontrol.scan_due_portals, timedelta(minutes=5)),
+)

@@ -14,7 +14,7 @@ from app.crm.amocrm import AmoCrm
 from app.crm.errors import AmoNotFound
 from app.crm.factory import client_for
 from app.crm.port import AUTOMATION, CrmClient
-from app.domain import audit, deal_events, guard
+from app.domain import audit, deal_events, effects
 from app.domain.robots import REGISTRY, Robot, RobotInvocation
 from handlers.amo_payloads import DpAction, LeadChange
 
@@ -119,7 +119,7 @@ def process_dp_robot(item: InboxItem) -> None:
         event_token=f"amo-dp-{item.id}",
     )
     try:
-        outcome = outcome_text(portal, robot, robot.resolve()(invocation))
+        outcome = outcome_text(portal, robot, robot.handler(invocation))
     except AmoNotFound:
         db.session.rollback()
         audit.record(portal.id, AUTOMATION, f"robot {robot.code}", "skipped", "the lead no longer exists")
@@ -130,11 +130,11 @@ def process_dp_robot(item: InboxItem) -> None:
         outcome = _text("dp_not_done", portal.language, error=str(error))
     text = note_text(portal, robot, outcome)
     crm = client_for(portal)
-    with guard.deal_lock(portal.id, action.element_id):
-        guard.plan_effect(portal.id, action.element_id, f"dpnote:{item.id}", NOTE_EFFECT, {"text": text})
+    with effects.deal_lock(portal.id, action.element_id):
+        effects.plan_effect(portal.id, action.element_id, f"dpnote:{item.id}", NOTE_EFFECT, {"text": text})
         audit.record(portal.id, AUTOMATION, f"robot {robot.code}", outcome, deal_id=action.element_id)
         db.session.commit()
-        guard.run_pending_effects(portal.id, action.element_id, crm)
+        effects.run_pending_effects(portal.id, action.element_id, crm)
 
 
 def write_note(effect: Effect, crm: CrmClient) -> str:

@@ -45,7 +45,7 @@ def process_robot(item: InboxItem) -> None:
         user_id=call.auth.user_id,
         event_token=call.event_token or "",
     )
-    values = robot.resolve()(invocation)
+    values = robot.handler(invocation)
     if call.event_token:
         Bitrix24Rest(item.portal_id).call(
             "bizproc.event.send",

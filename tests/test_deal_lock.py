@@ -8,7 +8,7 @@ from flask import Flask
 from redis.exceptions import LockError
 
 from app.core.queue import get_redis
-from app.domain.guard import DealLockLost, check_deal_lock, deal_lock
+from app.domain.effects import DealLockLost, check_deal_lock, deal_lock
 
 KEY = "rc:lock:deal:1:5"
 

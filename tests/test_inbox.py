@@ -12,7 +12,7 @@ from app import jobs
 from app.core import inbox
 from app.core.db import db
 from app.core.models import InboxItem, utcnow
-from app.core.schedule import PERIODIC_JOBS
+from app.jobs import PERIODIC_JOBS, purge_inbox
 from tests.helpers import make_portal
 
 
@@ -225,7 +225,7 @@ def test_purge_stops_at_its_limit_and_the_next_run_goes_on(app: Flask):
 
 
 def test_the_hourly_purge_job_follows_the_retention_setting(app: Flask):
-    assert ("inbox-purge", "app.jobs.purge_inbox") in [(job.name, job.func) for job in PERIODIC_JOBS]
+    assert ("inbox-purge", purge_inbox) in [(job.name, job.func) for job in PERIODIC_JOBS]
     portal_id = make_portal().id
     _finished("done-10-days-ago", InboxItem.DONE, 10, portal_id)
     app.config["INBOX_RETENTION_DAYS"] = 0

@@ -7,6 +7,7 @@ from flask import Flask
 from rq import Retry
 from rq.job import Job, JobStatus
 
+from app import jobs
 from app.core import schedule
 from app.core.queue import enqueue, get_queue, get_redis, replace_scheduled
 from app.core.worker import make_worker
@@ -69,17 +70,17 @@ def test_replacing_a_scheduled_job_leaves_exactly_one(app: Flask):
 
 def test_periodic_jobs_are_scheduled_once_per_slot(app: Flask):
     """Every worker calls ensure_periodic_jobs on start; only the first call schedules anything."""
-    app.config["PERIODIC_JOBS"] = schedule.PERIODIC_JOBS
+    app.config["PERIODIC_JOBS"] = jobs.PERIODIC_JOBS
     now = time.time()
     first = schedule.ensure_periodic_jobs(now)
     second = schedule.ensure_periodic_jobs(now)
-    assert set(first) == {job.name for job in schedule.PERIODIC_JOBS}
+    assert set(first) == {job.name for job in jobs.PERIODIC_JOBS}
     assert second == []
 
 
 def test_periodic_job_runs_and_schedules_its_next_slot(app: Flask, worker):
     helpers.CALLS.clear()
-    job = schedule.PeriodicJob("probe", "tests.helpers.tick", timedelta(seconds=3))
+    job = schedule.PeriodicJob("probe", helpers.tick, timedelta(seconds=3))
     app.config["PERIODIC_JOBS"] = (job,)
     now = time.time()
     schedule.ensure_periodic_jobs(now)

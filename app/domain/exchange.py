@@ -37,8 +37,9 @@ from app.crm.errors import CrmError
 from app.crm.port import AUTOMATION, CrmClient, Deal
 from app.domain import audit, directory
 from app.domain.catalog import Label
-from app.domain.guard import deal_lock, plan_effect, remember, run_pending_effects
-from app.domain.robots import Robot, RobotInvocation, RobotProperty, register
+from app.domain.effects import deal_lock, plan_effect, run_pending_effects
+from app.domain.guard import remember
+from app.domain.robots import Robot, RobotInvocation, RobotProperty
 
 log = logging.getLogger(__name__)
 SECTION = "exchange"
@@ -864,15 +865,13 @@ def robot_put_on_exchange(invocation: RobotInvocation) -> dict[str, Any]:
     return {"outcome": outcome}
 
 
-PUT_ON_EXCHANGE = register(
-    Robot(
-        code="rc_put_on_exchange",
-        name_ru="Выставить на биржу лидов",
-        name_en="Put on the lead exchange",
-        description_ru="Сделка переходит пользователю «Биржа лидов», менеджеры смогут взять её со страницы биржи.",
-        description_en="The deal goes to the pool user; managers can take it from the exchange page.",
-        handler="app.domain.exchange.robot_put_on_exchange",
-        properties={"reason": RobotProperty("Причина", "Reason", "string")},
-        return_properties={"outcome": RobotProperty("Результат", "Outcome", "string")},
-    )
+PUT_ON_EXCHANGE_ROBOT = Robot(
+    code="rc_put_on_exchange",
+    name_ru="Выставить на биржу лидов",
+    name_en="Put on the lead exchange",
+    description_ru="Сделка переходит пользователю «Биржа лидов», менеджеры смогут взять её со страницы биржи.",
+    description_en="The deal goes to the pool user; managers can take it from the exchange page.",
+    handler=robot_put_on_exchange,
+    properties={"reason": RobotProperty("Причина", "Reason", "string")},
+    return_properties={"outcome": RobotProperty("Результат", "Outcome", "string")},
 )

@@ -3,29 +3,24 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
-from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import redis
 import sqlalchemy as sa
-from flask import current_app
-from redis.exceptions import LockError, LockNotOwnedError
 
-from app.core.db import db, insert_ignore
+from app.core.db import db
 from app.core.models import CaseEvent, DealSnapshot, Effect, Portal, RefusalCase, utcnow
 from app.core.queue import get_redis
-from app.crm.port import AUTOMATION, CrmClient, Deal, DealChange, NewTask, Notice
+from app.crm.port import AUTOMATION, CrmClient, Deal, NewTask
 from app.domain import audit, directory, notices
+from app.domain.effects import deal_lock, plan_effect, run_pending_effects
 from app.domain.settings import GuardSettings, guard_settings
 
 log = logging.getLogger(__name__)
-# Feature modules add effect kinds (kind -> fn(effect, crm) -> result) and rules for in-progress moves
-# (fn(guard, deal, previous stage, previous pipeline, mover, role) -> Decision, or None to let it pass).
-EFFECT_KINDS: dict[str, Callable[[Effect, CrmClient], str]] = {}
+# Rules for in-progress moves (fn(guard, deal, previous stage, previous pipeline, mover, role) -> Decision,
+# or None to let it pass), filled by create_app.
 PROCESS_MOVE_RULES: list[Callable[[Guard, Deal, str, str, str, str], Decision | None]] = []
 
 
@@ -35,89 +30,6 @@ class Decision:
 
     outcome: str
     reason: str = ""
-
-
-class DealLockLost(RuntimeError):
-    """The lease on a deal lapsed while its holder was still working (Redis unreachable, process frozen)."""
-
-
-_HELD_DEAL_LOCK: ContextVar[DealLock | None] = ContextVar("held_deal_lock", default=None)
-
-
-class DealLock:
-    """A per-deal Redis lock held as a short lease, renewed by a background thread while its holder runs.
-
-    A holder that dies (SIGKILL, OOM, a lost machine) stops renewing, so the deal is free again within
-    `lease` seconds instead of blocking the next decision for minutes. A live holder renews every third
-    of the lease; should a renewal fail, the lease counts as lost: the next CRM write of the holder
-    (`check_deal_lock`) and the end of the block raise DealLockLost, so the job fails and is retried
-    rather than deciding alongside another worker.
-    """
-
-    def __init__(self, client: redis.Redis, name: str, lease: float, wait: float) -> None:
-        # thread_local=False: the renewing thread must see the token the acquiring thread stored.
-        self._lock = client.lock(name, timeout=lease, blocking_timeout=wait, thread_local=False)
-        self.name = name
-        self.lease = lease
-        self.lost = False
-        self._stop = threading.Event()
-        self._renewer: threading.Thread | None = None
-        self._context: Token[DealLock | None] | None = None
-
-    def __enter__(self) -> DealLock:
-        if not self._lock.acquire():
-            raise LockError(f"deal lock {self.name} not acquired within the wait time")
-        self._renewer = threading.Thread(target=self._renew, name=f"renew {self.name}", daemon=True)
-        self._renewer.start()
-        self._context = _HELD_DEAL_LOCK.set(self)
-        return self
-
-    def _renew(self) -> None:
-        while not self._stop.wait(self.lease / 3):
-            try:
-                self._lock.reacquire()
-            except (LockError, redis.RedisError, OSError) as error:
-                self.lost = True
-                log.error("deal lock lease lost", extra={"lock": self.name, "error": str(error)})
-                return
-
-    def check(self) -> None:
-        """Raise DealLockLost if the lease lapsed."""
-        if self.lost:
-            raise DealLockLost(f"the lease on {self.name} lapsed while the decision ran")
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        if self._context is not None:
-            _HELD_DEAL_LOCK.reset(self._context)
-        self._stop.set()
-        if self._renewer is not None:
-            self._renewer.join()
-        try:
-            self._lock.release()
-        except LockNotOwnedError:
-            self.lost = True
-        except (redis.RedisError, OSError) as error:  # the lease runs out by itself
-            log.warning("deal lock not released", extra={"lock": self.name, "error": str(error)})
-        if exc_type is None:
-            self.check()
-
-
-def deal_lock(portal_id: int, deal_id: str) -> DealLock:
-    """One decision at a time per deal, across every worker process."""
-    config = current_app.config
-    return DealLock(
-        get_redis(),
-        f"rc:lock:deal:{portal_id}:{deal_id}",
-        lease=float(config["DEAL_LOCK_SECONDS"]),
-        wait=float(config["DEAL_LOCK_WAIT_SECONDS"]),
-    )
-
-
-def check_deal_lock() -> None:
-    """Before a CRM write: raise DealLockLost if the deal lock held by this context lapsed."""
-    held = _HELD_DEAL_LOCK.get()
-    if held is not None:
-        held.check()
 
 
 def refusal_stage_for(portal: Portal, pipeline_id: str) -> str | None:
@@ -161,129 +73,24 @@ def forget_deal(portal_id: int, deal_id: str) -> None:
     db.session.commit()
 
 
-def plan_effect(portal_id: int, deal_id: str, key: str, kind: str, payload: dict[str, Any]) -> None:
-    """Record an effect to carry out; the same key planned twice is carried out once."""
-    db.session.execute(
-        insert_ignore(
-            Effect,
-            {
-                "portal_id": portal_id,
-                "deal_id": deal_id,
-                "key": key[:255],
-                "kind": kind,
-                "payload": payload,
-                "status": Effect.PENDING,
-                "result": "",
-                "attempts": 0,
-                "created_at": utcnow(),
-            },
-            ["portal_id", "key"],
-        )
-    )
-
-
-def run_pending_effects(portal_id: int, deal_id: str, crm: CrmClient) -> int:
-    """Carry out the deal's pending effects in order, committing after each one.
-
-    A move followed by notices goes to the CRM as one request (Bitrix24: one batch). An attempt is
-    committed before the CRM is called, so a retry knows that an earlier attempt may have landed even
-    though its answer was lost (see `_carry_out` for tasks; notices are resent under the same key,
-    which replaces rather than repeats them).
-    """
-    pending = db.session.scalars(
-        sa.select(Effect)
-        .where(Effect.portal_id == portal_id, Effect.deal_id == deal_id, Effect.status == Effect.PENDING)
-        .order_by(Effect.id)
-    ).all()
-    index = 0
-    while index < len(pending):
-        effect = pending[index]
-        notices: list[Effect] = []
-        if effect.kind == "move":
-            for following in pending[index + 1 :]:
-                if following.kind != "notify":
-                    break
-                notices.append(following)
-        if notices:
-            _carry_out_together(effect, notices, crm)
-            index += 1 + len(notices)
-            continue
-        check_deal_lock()
-        effect.attempts += 1
-        db.session.commit()
-        _mark_done(effect, _carry_out(effect, crm))
-        db.session.commit()
-        index += 1
-    return len(pending)
-
-
-def _mark_done(effect: Effect, result: str) -> None:
-    effect.status = Effect.DONE
-    effect.result = result[:255]
-    effect.done_at = utcnow()
-
-
-def _move_change(payload: dict[str, Any]) -> DealChange:
-    return DealChange(stage_id=payload["stage_id"], pipeline_id=payload.get("pipeline_id"))
-
-
-def _carry_out_together(move: Effect, notices: list[Effect], crm: CrmClient) -> None:
-    """A move and the notices planned after it, in one CRM request; what landed is marked done."""
-    effects = [move, *notices]
-    check_deal_lock()
-    for effect in effects:
-        effect.attempts += 1
-    db.session.commit()
-    outcomes = crm.update_deal_and_notify(
-        move.deal_id,
-        _move_change(move.payload),
-        [Notice(n.payload["user_id"], n.payload["message"], n.key) for n in notices],
-    )
-    results = [move.payload["stage_id"], *(n.payload["user_id"] for n in notices)]
-    failure: Exception | None = None
-    for effect, outcome, result in zip(effects, outcomes, results, strict=True):
-        if outcome is None:
-            _mark_done(effect, result)
-        elif failure is None:
-            failure = outcome
-    db.session.commit()
-    if failure is not None:
-        raise failure
-
-
-def _carry_out(effect: Effect, crm: CrmClient) -> str:
+def create_qa_task(effect: Effect, crm: CrmClient) -> str:
+    """The QA review task of a new case (one task even when an earlier attempt's answer was lost)."""
     payload = effect.payload
-    if effect.kind == "move":
-        crm.update_deal(effect.deal_id, _move_change(payload))
-        return payload["stage_id"]
-    if effect.kind == "assign":
-        crm.update_deal(effect.deal_id, DealChange(responsible_id=payload["responsible_id"]))
-        return payload["responsible_id"]
-    if effect.kind == "notify":
-        crm.notify(payload["user_id"], payload["message"], key=effect.key)
-        return payload["user_id"]
-    if effect.kind == "qa_task":
-        task_id = _task_from_earlier_attempt(effect, crm) if effect.attempts > 1 else None
-        if task_id is None:
-            task_id = crm.create_task(
-                NewTask(
-                    title=payload["title"],
-                    responsible_id=payload["responsible_id"],
-                    deal_id=effect.deal_id,
-                    deadline=datetime.fromisoformat(payload["deadline"]),
-                    description=payload["description"],
-                )
+    task_id = _task_from_earlier_attempt(effect, crm) if effect.attempts > 1 else None
+    if task_id is None:
+        task_id = crm.create_task(
+            NewTask(
+                title=payload["title"],
+                responsible_id=payload["responsible_id"],
+                deal_id=effect.deal_id,
+                deadline=datetime.fromisoformat(payload["deadline"]),
+                description=payload["description"],
             )
-        case = db.session.get(RefusalCase, payload["case_id"])
-        if case is not None:
-            case.qa_task_id = task_id
-        return task_id
-    if effect.kind == "update":
-        crm.update_deal(effect.deal_id, DealChange(**payload))
-        return ",".join(sorted(payload))
-    if effect.kind in EFFECT_KINDS:
-        return EFFECT_KINDS[effect.kind](effect, crm)
-    raise ValueError(f"unknown effect kind {effect.kind!r}")
+        )
+    case = db.session.get(RefusalCase, payload["case_id"])
+    if case is not None:
+        case.qa_task_id = task_id
+    return task_id
 
 
 def _task_from_earlier_attempt(effect: Effect, crm: CrmClient) -> str | None:

@@ -78,7 +78,7 @@ def notice_text(portal: Portal, penalty: Penalty) -> str:
 
 def plan_penalty_notice(portal: Portal, penalty: Penalty) -> None:
     """Plan the manager's notice for a new ledger row (the caller commits it with the row)."""
-    from app.domain.guard import plan_effect
+    from app.domain.effects import plan_effect
 
     plan_effect(
         portal.id,
@@ -92,7 +92,7 @@ def plan_penalty_notice(portal: Portal, penalty: Penalty) -> None:
 def deliver_notices(portal_id: int, deal_id: str) -> int:
     """Carry out the deal's pending effects (penalty notices among them) under the deal's lock."""
     from app.crm.port import client_for
-    from app.domain.guard import deal_lock, run_pending_effects
+    from app.domain.effects import deal_lock, run_pending_effects
 
     portal = db.session.get(Portal, portal_id)
     if portal is None or portal.status == "uninstalled":

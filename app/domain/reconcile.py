@@ -14,7 +14,7 @@ from app.core.models import DealSnapshot, Effect, Portal, utcnow
 from app.core.queue import enqueue
 from app.crm.errors import CrmError, PortalNeedsReinstall
 from app.crm.port import CrmClient, Deal, client_for
-from app.domain import guard
+from app.domain import effects, guard
 
 log = logging.getLogger(__name__)
 OVERLAP = timedelta(minutes=5)
@@ -88,8 +88,8 @@ def _finish_effects(portal: Portal, crm: CrmClient) -> int:
         sa.select(Effect.deal_id).where(Effect.portal_id == portal.id, Effect.status == Effect.PENDING).distinct()
     ).all()
     for deal_id in deal_ids:
-        with guard.deal_lock(portal.id, deal_id):
-            guard.run_pending_effects(portal.id, deal_id, crm)
+        with effects.deal_lock(portal.id, deal_id):
+            effects.run_pending_effects(portal.id, deal_id, crm)
     return len(deal_ids)
 
 

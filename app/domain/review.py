@@ -30,7 +30,8 @@ from app.crm.errors import CrmError
 from app.crm.port import CrmClient, Deal, NewTodo, Stage, client_for
 from app.domain import audit, directory, review_text  # noqa: F401 - review_text registers the strings
 from app.domain.catalog import REASONS, VERDICTS, Label
-from app.domain.guard import add_case_event, deal_lock, plan_effect, refusal_stage_for, remember, run_pending_effects
+from app.domain.effects import deal_lock, plan_effect, run_pending_effects
+from app.domain.guard import add_case_event, refusal_stage_for, remember
 from app.domain.penalties import issue_penalty, resolve_cpl
 from app.domain.settings import guard_settings
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -36,27 +35,22 @@ class RobotInvocation:
 
 @dataclass(frozen=True)
 class Robot:
-    """A robot the installer registers; `handler` is a dotted path to fn(invocation) -> return values."""
+    """A robot the installer registers; `handler` is fn(invocation) -> return values."""
 
     code: str
     name_ru: str
     name_en: str
     description_ru: str
     description_en: str
-    handler: str
+    handler: Callable[[RobotInvocation], dict[str, Any]]
     properties: dict[str, RobotProperty] = field(default_factory=dict)
     return_properties: dict[str, RobotProperty] = field(default_factory=dict)
-
-    def resolve(self) -> Callable[[RobotInvocation], dict[str, Any]]:
-        """The handler function."""
-        module_name, _, attribute = self.handler.rpartition(".")
-        return getattr(importlib.import_module(module_name), attribute)
 
 
 REGISTRY: dict[str, Robot] = {}
 
 
 def register(robot: Robot) -> Robot:
-    """Add a robot to the registry (feature modules call this at import)."""
+    """Add a robot to the registry (create_app registers every robot of the app)."""
     REGISTRY[robot.code] = robot
     return robot

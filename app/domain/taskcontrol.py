@@ -31,8 +31,8 @@ from app.core.models import Effect, Portal, TaskNotice, TaskReport, utcnow
 from app.core.queue import enqueue, get_redis
 from app.crm.errors import CrmError, PortalNeedsReinstall
 from app.crm.port import AUTOMATION, CrmClient, Deal, NewTask, Task, client_for
-from app.domain import audit, directory, guard
-from app.domain.robots import Robot, RobotInvocation, RobotProperty, register
+from app.domain import audit, directory, effects, guard
+from app.domain.robots import Robot, RobotInvocation, RobotProperty
 from app.domain.settings import guard_settings
 
 log = logging.getLogger(__name__)
@@ -585,10 +585,10 @@ def forward_move_rule(
     portal = deal_guard.portal
     key = f"noforward:{deal.id}:{deal.stage_id}:{guard._stamp(deal)}"
     guard.remember(portal.id, deal, stage_id=previous_stage)
-    guard.plan_effect(portal.id, deal.id, f"{key}:move", "move", {"stage_id": previous_stage})
+    effects.plan_effect(portal.id, deal.id, f"{key}:move", "move", {"stage_id": previous_stage})
     recipient = deal.responsible_id if mover in ("", AUTOMATION) else mover
     message = _text("tc_forward_blocked", portal.language, title=deal.title, link=deal_guard.crm.deal_url(deal.id))
-    guard.plan_effect(portal.id, deal.id, f"{key}:notice", "notify", {"user_id": recipient, "message": message})
+    effects.plan_effect(portal.id, deal.id, f"{key}:notice", "notify", {"user_id": recipient, "message": message})
     audit.record(
         portal.id,
         mover or AUTOMATION,
@@ -657,8 +657,8 @@ def callback_robot(invocation: RobotInvocation) -> dict[str, Any]:
     deadline = callback_deadline(portal, days, hour)
     title = (text.splitlines()[0] if text else i18n.translate("tc_callback_title", portal.language))[:250]
     key = f"callback:{invocation.event_token or uuid.uuid4().hex}"
-    with guard.deal_lock(portal.id, deal.id):
-        guard.plan_effect(
+    with effects.deal_lock(portal.id, deal.id):
+        effects.plan_effect(
             portal.id,
             deal.id,
             key,
@@ -672,7 +672,7 @@ def callback_robot(invocation: RobotInvocation) -> dict[str, Any]:
         )
         audit.record(portal.id, invocation.user_id or AUTOMATION, "callback robot", "task planned", deal_id=deal.id)
         db.session.commit()
-        guard.run_pending_effects(portal.id, deal.id, crm)
+        effects.run_pending_effects(portal.id, deal.id, crm)
     effect = db.session.scalar(sa.select(Effect).where(Effect.portal_id == portal.id, Effect.key == key))
     task_id = effect.result if effect is not None else ""
     return {"task_id": task_id, "deadline": deadline.isoformat(timespec="seconds"), "error": ""}
@@ -691,38 +691,33 @@ def create_callback_task(effect: Effect, crm: CrmClient) -> str:
     )
 
 
-register(
-    Robot(
-        code=CHECK_TASKS,
-        name_ru="Проверить задачи",
-        name_en="Check tasks",
-        description_ru="Есть ли у сделки открытая задача и сколько задач просрочено.",
-        description_en="Whether the deal has an open task, and how many tasks are overdue.",
-        handler="app.domain.taskcontrol.check_tasks_robot",
-        return_properties={
-            "has_open_task": RobotProperty("Есть открытая задача", "Has an open task", type="bool"),
-            "overdue_count": RobotProperty("Просроченных задач", "Overdue tasks", type="int"),
-        },
-    )
+CHECK_TASKS_ROBOT = Robot(
+    code=CHECK_TASKS,
+    name_ru="Проверить задачи",
+    name_en="Check tasks",
+    description_ru="Есть ли у сделки открытая задача и сколько задач просрочено.",
+    description_en="Whether the deal has an open task, and how many tasks are overdue.",
+    handler=check_tasks_robot,
+    return_properties={
+        "has_open_task": RobotProperty("Есть открытая задача", "Has an open task", type="bool"),
+        "overdue_count": RobotProperty("Просроченных задач", "Overdue tasks", type="int"),
+    },
 )
-register(
-    Robot(
-        code=CALLBACK,
-        name_ru="Перезвонить через N дней",
-        name_en="Callback in N days",
-        description_ru="Ставит ответственному задачу на звонок через N дней в выбранный час (время портала).",
-        description_en="Sets the responsible a call task N days ahead at the chosen hour (portal time).",
-        handler="app.domain.taskcontrol.callback_robot",
-        properties={
-            "days": RobotProperty("Через сколько дней", "In how many days", type="int", required=True, default=7),
-            "hour": RobotProperty("Час звонка (0–23)", "Hour of the call (0–23)", type="int", default=10),
-            "text": RobotProperty("Текст задачи", "Task text", type="text", default="Перезвонить клиенту"),
-        },
-        return_properties={
-            "task_id": RobotProperty("ID задачи", "Task ID"),
-            "deadline": RobotProperty("Срок", "Deadline"),
-            "error": RobotProperty("Ошибка", "Error"),
-        },
-    )
+CALLBACK_ROBOT = Robot(
+    code=CALLBACK,
+    name_ru="Перезвонить через N дней",
+    name_en="Callback in N days",
+    description_ru="Ставит ответственному задачу на звонок через N дней в выбранный час (время портала).",
+    description_en="Sets the responsible a call task N days ahead at the chosen hour (portal time).",
+    handler=callback_robot,
+    properties={
+        "days": RobotProperty("Через сколько дней", "In how many days", type="int", required=True, default=7),
+        "hour": RobotProperty("Час звонка (0–23)", "Hour of the call (0–23)", type="int", default=10),
+        "text": RobotProperty("Текст задачи", "Task text", type="text", default="Перезвонить клиенту"),
+    },
+    return_properties={
+        "task_id": RobotProperty("ID задачи", "Task ID"),
+        "deadline": RobotProperty("Срок", "Deadline"),
+        "error": RobotProperty("Ошибка", "Error"),
+    },
 )
-

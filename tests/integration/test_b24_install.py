@@ -25,7 +25,7 @@ def one_robot(monkeypatch: pytest.MonkeyPatch) -> Robot:
         name_en="Check",
         description_ru="Тестовый робот",
         description_en="Test robot",
-        handler="tests.integration.test_b24_install.answer",
+        handler=answer,
         properties={"days": RobotProperty("Дней", "Days", "int", required=True)},
         return_properties={"ok": RobotProperty("Готово", "Done", "bool")},
     )
