@@ -18,6 +18,8 @@ run: venv
 
 lint: venv
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
+	$(PY) -m mypy
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -75,14 +75,19 @@ class AmoHook:
     leads: tuple[LeadChange, ...]
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """A decoded bracket section as a dict ({} when the sender sent a scalar or a list instead)."""
+    return value if isinstance(value, dict) else {}
+
+
 def parse_hook(body: str) -> AmoHook:
     """Decode a webhook body; one LeadChange per lead (a lead in several sections is merged, status first)."""
     data = decode_brackets(body)
-    account = data.get("account") if isinstance(data.get("account"), dict) else {}
+    account = _mapping(data.get("account"))
     account_id = _digits(account.get("id"))
     if not account_id:
         raise ValidationError({"account[id]": ["missing or not a number"]})
-    leads = data.get("leads") if isinstance(data.get("leads"), dict) else {}
+    leads = _mapping(data.get("leads"))
     merged: dict[str, LeadChange] = {}
     for section in (*LEAD_SECTIONS, "delete"):
         for item in _items(leads.get(section)):

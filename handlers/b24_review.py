@@ -42,7 +42,7 @@ def deal_tab() -> ResponseReturnValue:
         return verified
     portal = verified.portal
     deal_id = deal_id_from_options(verified.frame.placement_options)
-    case = review.latest_case_for(portal.id, deal_id)
+    case = review.latest_case_for(portal.id, deal_id) if deal_id else None
     return render_template(
         "b24/deal_tab.html", lang=portal.language, token=verified.token(), case=case, deal_id=deal_id
     )

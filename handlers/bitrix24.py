@@ -72,16 +72,16 @@ _TENANT_QUERY = sa.select(_PORTALS.c.id, _PORTALS.c.external_id, _PORTALS.c.appl
 )
 
 
-def _tenant(member_id: str) -> sa.Row[Any] | None:
+def _tenant(member_id: str) -> sa.Row[Any, Any, Any, Any] | None:
     """The id, member_id, application token and status of a Bitrix24 portal, read fresh."""
     return db.session.execute(_TENANT_QUERY, {"member_id": member_id}).first()
 
 
-def _tenants() -> dict[str, tuple[float, sa.Row[Any]]]:
+def _tenants() -> dict[str, tuple[float, sa.Row[Any, Any, Any, Any]]]:
     return current_app.extensions.setdefault("rc_b24_tenants", {})
 
 
-def _verified_tenant(member_id: str, application_token: str) -> sa.Row[Any] | None:
+def _verified_tenant(member_id: str, application_token: str) -> sa.Row[Any, Any, Any, Any] | None:
     """The portal an event belongs to, when its application token matches; else the fresh row (or None).
 
     An installed portal whose token matched in the last TENANT_CACHE_SECONDS is taken from this process's

@@ -139,7 +139,7 @@ def ensure_fields(rest: Bitrix24Rest, portal: Portal) -> str:
             created += 1
             found = _as_list(rest.call("crm.deal.userfield.list", {"filter": {"FIELD_NAME": full_name}}))
         if not found:
-            raise CrmError("FIELD_NOT_CREATED", f"{full_name} was not created")
+            raise CrmError(f"{full_name} was not created", code="FIELD_NOT_CREATED")
         field = found[0]
         entry: dict[str, Any] = {"field": full_name}
         if spec["type"] == "enumeration":

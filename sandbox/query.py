@@ -184,7 +184,7 @@ def sort_rows(rows: list[Any], order: Sequence[tuple[str, bool]], kinds: Mapping
         try:
             rows.sort(key=key, reverse=descending)
         except TypeError:
-            rows.sort(key=lambda row, field=field: str(getter(row, field)), reverse=descending)
+            rows.sort(key=lambda row: str(getter(row, field)), reverse=descending)
 
 
 def parse_start(raw: Any) -> int:

@@ -152,3 +152,15 @@ def test_every_renamed_module_of_stored_jobs_still_exists_at_its_new_place(app: 
 
     for new in RENAMED_JOB_MODULES.values():
         importlib.import_module(new)
+
+
+def test_the_unique_enqueue_refuses_an_rq_release_it_was_not_written_for():
+    import pytest
+
+    from app.core.queue import check_rq_version
+
+    check_rq_version()  # the pinned one
+    check_rq_version("2.12.9")
+    for other in ("3.0.0", "2.13.0", "2.11.1", "nonsense"):
+        with pytest.raises(RuntimeError, match=r"written for rq 2\.12\.x"):
+            check_rq_version(other)

@@ -34,7 +34,7 @@ def healthz() -> ResponseReturnValue:
         report["redis"] = "ok"
         report["queues"] = queue_depths()
         heartbeat = get_redis().get(HEARTBEAT_KEY.format(name="worker"))
-        report["worker_last_seen"] = heartbeat.decode() if heartbeat else None
+        report["worker_last_seen"] = heartbeat.decode() if isinstance(heartbeat, bytes) else heartbeat
     except (redis.RedisError, OSError) as error:
         healthy = False
         report["redis"] = f"error: {type(error).__name__}"

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import redis
 import sqlalchemy as sa
@@ -37,7 +37,7 @@ def processor(source: str, kind: str) -> Callable[[InboxProcessor], InboxProcess
     return register
 
 
-INBOX = InboxItem.__table__
+INBOX = cast(sa.Table, InboxItem.__table__)  # a declarative table is typed as any FromClause
 
 
 _STORED_COLUMNS = (

@@ -72,7 +72,7 @@ class CappedRequest(Request):
     """Flask's request with a body cap that holds for chunked bodies too (see the module's docstring)."""
 
     @cached_property
-    def stream(self) -> t.IO[bytes]:  # type: ignore[override]
+    def stream(self) -> t.IO[bytes]:
         if self.shallow:
             raise RuntimeError("This request was created with 'shallow=True'; its body cannot be read.")
         limit = self.max_content_length

@@ -123,7 +123,9 @@ TenantRow = TypeVar("TenantRow", bound=Base)
 
 def for_portal(model: type[TenantRow], row_id: int, portal: Portal) -> TenantRow:
     """Fetch a tenant-owned row by id, or 404 when it is missing or belongs to another portal."""
-    row = db.session.scalar(sa.select(model).where(model.id == row_id, model.portal_id == portal.id))  # type: ignore[attr-defined]
+    # Every tenant-owned model has `id` and `portal_id`; the bound (Base) cannot say so.
+    query = sa.select(model).where(model.id == row_id, model.portal_id == portal.id)  # type: ignore[attr-defined]
+    row = db.session.scalars(query).first()
     if row is None:
         abort(404, description="not found")
     return row

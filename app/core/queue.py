@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import rq
 from flask import Flask, current_app
 from redis import Redis
 from redis.backoff import NoBackoff
@@ -44,6 +45,25 @@ end
 redis.call("RPUSH", KEYS[2], ARGV[1])
 return 1
 """
+# The unique enqueue writes RQ's job hash itself and leans on RQ internals (`rq.scripts._build_hset_args`,
+# `Queue._prepare_for_queue`, the hash's field names). It was written for, and is tested against, this
+# release line; another one must be checked with tests/test_queue.py before this number changes.
+RQ_RELEASE_LINE = (2, 12)
+
+
+def check_rq_version(version: str | None = None) -> None:
+    """Refuse to take the fast path on an RQ release it was not written for (RuntimeError)."""
+    version = version or rq.__version__
+    parts = version.split(".")
+    try:
+        line = (int(parts[0]), int(parts[1]))
+    except (IndexError, ValueError):
+        line = (-1, -1)
+    if line != RQ_RELEASE_LINE:
+        expected = ".".join(map(str, RQ_RELEASE_LINE))
+        raise RuntimeError(f"app.core.queue's unique enqueue was written for rq {expected}.x, not rq {version}")
+
+
 _PER_JOB_FIELDS = ("created_at", "data", "description", "enqueued_at")
 
 
@@ -133,11 +153,11 @@ def enqueue(
                     failure_ttl=failure_ttl,
                 )
                 return Job(job_id, connection=queue.connection, serializer=queue.serializer) if queued else None
-            return queue.enqueue(func, *args, **options)
+            return queue.enqueue(func, *args, **options)  # type: ignore[type-var]  # rq: str or callable, not the union
         # Queue.enqueue_at ignores unique= in RQ 2.12, so the job is built and scheduled in two steps.
         run_at = at if at is not None else datetime.now(UTC) + (delay or timedelta())
         job = queue.create_job(
-            func,
+            func,  # type: ignore[type-var]  # rq's TypeVar takes a str or a callable, not their union
             args=args,
             job_id=job_id,
             retry=retry,
@@ -174,9 +194,10 @@ def _job_kind(
     kind = _JOB_KINDS.get(key)
     if kind is not None:
         return kind
+    check_rq_version()
     queue = get_queue(queue_name)
     prototype = queue.create_job(
-        func,
+        func,  # type: ignore[type-var]  # rq's TypeVar takes a str or a callable, not their union
         args=(),
         job_id="prototype",
         retry=retry,

@@ -101,12 +101,14 @@ class AppSimpleWorker(AppJobMixin, SimpleWorker):
     """Runs jobs in-process; used by tests to drive the queue deterministically."""
 
 
-def make_worker(app: Flask, queue_names: Sequence[str] | None = None, simple: bool = False) -> Worker:
+def make_worker(
+    app: Flask, queue_names: Sequence[str] | None = None, simple: bool = False
+) -> AppWorker | AppSimpleWorker:
     """A worker bound to the app, listening on the given queues (all by default, events first)."""
     names = list(queue_names or app.config["QUEUE_NAMES"])
     connection = get_redis(app)
     queues = [Queue(name, connection=connection, job_class=AppJob) for name in names]
-    worker: Worker
+    worker: AppWorker | AppSimpleWorker
     if simple:
         worker = AppSimpleWorker(queues, connection=connection, job_class=AppJob)
     else:

@@ -481,7 +481,7 @@ def build_report(portal: Portal, period: Period, names: Names | None = None) -> 
         "penalties": _money(penalty_total, currencies),
         "turnaround_hours": total.turnaround_hours,
     }
-    reasons = [
+    reasons: list[dict[str, Any]] = [
         {
             "reason": code,
             "name": reason_label(code, language),
@@ -546,7 +546,7 @@ def analytics(portal: Portal, period: Period, facts: list[CaseFacts]) -> dict[st
     for case in before:
         before_counts[case.reason] += case.confirmed
     now_total, before_total = sum(now_counts.values()), sum(before_counts.values())
-    rows = []
+    rows: list[dict[str, Any]] = []
     for code in set(now_counts) | set(before_counts):
         if not now_counts[code] and not before_counts[code]:
             continue
@@ -831,7 +831,7 @@ def _claim(portal_id: int, key: str, head_id: str) -> bool:
     if inserted is not None:
         db.session.commit()
         return True
-    retried = db.session.execute(
+    retried: sa.CursorResult[Any] = db.session.execute(  # type: ignore[assignment]  # an UPDATE answers a CursorResult
         sa.update(ReportDelivery)
         .where(
             ReportDelivery.portal_id == portal_id,

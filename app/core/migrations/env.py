@@ -20,7 +20,10 @@ def run_migrations() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("no database: set sqlalchemy.url or hand over a connection")
+    engine = create_engine(url)
     with engine.begin() as own_connection:
         context.configure(connection=own_connection, target_metadata=target_metadata, render_as_batch=True)
         with context.begin_transaction():
