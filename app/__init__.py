@@ -50,9 +50,13 @@ def _wire(app: Flask) -> None:
     Registries are keyed, so building a second app (tests do) fills them with the same entries again.
     """
     import handlers
-    from app import cli, jobs, web
+    from app import jobs, web
+    from app.cli import db as db_cli
+    from app.cli import inbox as inbox_cli
+    from app.cli import settings as settings_cli
+    from app.cli import worker as worker_cli
     from app.crm import factory, port
-    from app.domain import effects, exchange, guard, review, robots, settings, taskcontrol
+    from app.domain import effects, exchange, guard, review, robots, taskcontrol
     from handlers import amo_jobs
 
     port.use_client_factory(factory.client_for)
@@ -79,7 +83,14 @@ def _wire(app: Flask) -> None:
     # Inbox processors (which function handles which stored call) and the CRM-facing routes.
     handlers.init_app(app)
     web.init_app(app)
-    for command in (cli.worker_command, cli.inbox_command, settings.settings_cli):
+    # Operator commands (README "Deploying").
+    for command in (
+        worker_cli.worker_command,
+        inbox_cli.inbox_command,
+        db_cli.upgrade_command,
+        db_cli.downgrade_command,
+        settings_cli.settings_cli,
+    ):
         app.cli.add_command(command)
 
 

@@ -70,4 +70,4 @@ def test_the_production_app_schedules_every_periodic_job_by_function(tmp_path):
 
 def test_the_blueprints_and_commands_are_registered(app: Flask):
     assert {"b24", "amocrm", "web", "api", "health"} <= set(app.blueprints)
-    assert {"worker", "inbox", "settings"} <= set(app.cli.commands)
+    assert {"worker", "inbox", "settings", "db-upgrade", "db-downgrade"} <= set(app.cli.commands)

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-import click
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from flask import Flask, current_app
@@ -149,7 +148,7 @@ def engine_options(url: str) -> dict[str, Any]:
 
 
 def init_app(app: Flask) -> None:
-    """Configure Flask-SQLAlchemy from DATABASE_URL and register the db commands."""
+    """Configure Flask-SQLAlchemy from DATABASE_URL (the db commands: app/cli/db.py)."""
     url = app.config["DATABASE_URL"]
     app.config["SQLALCHEMY_DATABASE_URI"] = url
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(url)
@@ -161,8 +160,6 @@ def init_app(app: Flask) -> None:
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas(app.config["SQLITE_SYNCHRONOUS"]))
         _ENGINES.append(engine)
-    app.cli.add_command(upgrade_command)
-    app.cli.add_command(downgrade_command)
 
 
 def alembic_config(url: str) -> AlembicConfig:
@@ -197,19 +194,3 @@ def insert_ignore(model: type[Base], values: dict[str, Any], conflict_columns: l
     dialect = db.engine.dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return insert(model).values(**values).on_conflict_do_nothing(index_elements=conflict_columns)
-
-
-@click.command("db-upgrade")
-@click.argument("revision", default="head")
-def upgrade_command(revision: str) -> None:
-    """Apply database migrations."""
-    upgrade(revision)
-    click.echo(f"database upgraded to {revision}")
-
-
-@click.command("db-downgrade")
-@click.argument("revision")
-def downgrade_command(revision: str) -> None:
-    """Revert database migrations."""
-    downgrade(revision)
-    click.echo(f"database downgraded to {revision}")

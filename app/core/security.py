@@ -116,10 +116,10 @@ def read_token(token: str, max_age: int = TOKEN_MAX_AGE_SECONDS) -> Identity | N
     )
 
 
-def require_identity() -> Identity:
-    """The identity of the current request, from the X-RC-Token header: 401 without a valid one or when the
-    app was uninstalled from the portal, 404 when the portal row is gone; `is_admin` only while the portal's
-    record still lists the user."""
+def require_session() -> tuple[Identity, Portal]:
+    """The identity of the current request, from the X-RC-Token header, and its portal: 401 without a valid
+    token or when the app was uninstalled from the portal, 404 when the portal row is gone; `is_admin` only
+    while the portal's record still lists the user."""
     token = request.headers.get(TOKEN_HEADER, "")
     identity = read_token(token) if token else None
     if identity is None:
@@ -129,7 +129,12 @@ def require_identity() -> Identity:
         abort(404, description="portal not found")
     if portal.status == "uninstalled":
         abort(401, description="the app is not installed on this portal; install it again from the CRM")
-    return replace(identity, is_admin=identity.is_admin and identity.user_id in admins(portal))
+    return replace(identity, is_admin=identity.is_admin and identity.user_id in admins(portal)), portal
+
+
+def require_identity() -> Identity:
+    """The identity of the current request (`require_session` without the portal)."""
+    return require_session()[0]
 
 
 def same_secret(given: str | None, stored: str | None) -> bool:

@@ -1,18 +1,13 @@
-"""Portal settings of the guard: validated, with defaults, editable on the page and from the CLI."""
+"""Portal settings of the guard: validated, with defaults, editable on the page and from the CLI (app.cli.settings)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-import click
-import sqlalchemy as sa
-from flask.cli import AppGroup
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
 from sqlalchemy.orm.attributes import flag_modified
 
-from app.core.db import db
 from app.core.models import Portal
 from app.domain.catalog import REASONS
 
@@ -127,46 +122,3 @@ def update_guard_settings(portal: Portal, changes: dict[str, Any]) -> GuardSetti
     portal.settings = stored
     flag_modified(portal, "settings")
     return settings
-
-
-settings_cli = AppGroup("settings", help="Show or change a portal's guard settings.")
-
-
-def _find_portal(ref: str) -> Portal:
-    query = sa.select(Portal).where(Portal.external_id == ref)
-    if ref.isdigit():
-        query = sa.select(Portal).where(sa.or_(Portal.id == int(ref), Portal.external_id == ref))
-    portal = db.session.scalars(query).first()
-    if portal is None:
-        raise click.ClickException(f"no portal {ref!r} (give its id or member_id / account id)")
-    return portal
-
-
-@settings_cli.command("show")
-@click.argument("portal")
-def show_command(portal: str) -> None:
-    """Print the settings of PORTAL as JSON."""
-    click.echo(json.dumps(as_dict(guard_settings(_find_portal(portal))), ensure_ascii=False, indent=2))
-
-
-@settings_cli.command("set")
-@click.argument("portal")
-@click.argument("assignments", nargs=-1, required=True)
-def set_command(portal: str, assignments: tuple[str, ...]) -> None:
-    """Set keys of PORTAL: key=JSON ... (e.g. qa_users='["5","7"]' review_sla_hours=48)."""
-    row = _find_portal(portal)
-    changes: dict[str, Any] = {}
-    for assignment in assignments:
-        key, sep, raw = assignment.partition("=")
-        if not sep:
-            raise click.ClickException(f"{assignment!r}: expected key=JSON")
-        try:
-            changes[key] = json.loads(raw)
-        except json.JSONDecodeError as error:
-            raise click.ClickException(f"{key}: not valid JSON ({error.msg})") from error
-    try:
-        settings = update_guard_settings(row, changes)
-    except ValidationError as error:
-        raise click.ClickException(json.dumps(error.messages, ensure_ascii=False)) from error
-    db.session.commit()
-    click.echo(json.dumps(as_dict(settings), ensure_ascii=False, indent=2))

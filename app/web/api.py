@@ -6,31 +6,22 @@ import copy
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from flask import Blueprint, abort, jsonify
+from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
 from app.core.db import db
 from app.core.models import Portal
-from app.core.security import Identity, require_identity
 from app.core.validation import error_fields, json_body
 from app.crm.errors import CrmError
 from app.crm.factory import client_for
 from app.domain import audit, directory
 from app.domain.catalog import REASONS
 from app.domain.settings import GuardSettings, as_dict, guard_settings, update_guard_settings
+from app.web.permissions import ADMIN, require_role
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 T = TypeVar("T")
-
-
-def current_portal() -> tuple[Identity, Portal]:
-    """The caller's identity and portal; 401 without a valid token, 404 for a portal that is gone."""
-    identity = require_identity()
-    portal = db.session.get(Portal, identity.portal_id)
-    if portal is None:
-        abort(404, description="portal not found")
-    return identity, portal
 
 
 def _directory(portal: Portal) -> dict[str, Any]:
@@ -49,9 +40,7 @@ def _directory(portal: Portal) -> dict[str, Any]:
 @bp.get("/settings")
 def get_settings() -> ResponseReturnValue:
     """The guard settings and the portal's people and pipelines to pick from (admins only)."""
-    identity, portal = current_portal()
-    if not identity.is_admin:
-        abort(403, description="only a portal administrator can see the settings")
+    portal = require_role(ADMIN, forbidden="only a portal administrator can see the settings").portal
     try:
         choices = _directory(portal)
     except CrmError as error:
@@ -101,9 +90,8 @@ def save_settings(
 
     `store` may also end the request with `abort(response)`, e.g. when the CRM it asks does not answer.
     """
-    identity, portal = current_portal()
-    if not identity.is_admin:
-        abort(403, description=forbidden)
+    access = require_role(ADMIN, forbidden=forbidden)
+    identity, portal = access.identity, access.portal
     changes = json_body()
     if not isinstance(changes, dict):
         return jsonify(error="bad_request", message="expected a JSON object"), 400

@@ -12,28 +12,16 @@ from flask.typing import ResponseReturnValue
 
 from app.core import i18n
 from app.core.db import db
-from app.core.models import ExchangeLot, Portal, for_portal, utcnow
-from app.core.security import Identity
+from app.core.models import ExchangeLot, Portal, utcnow
 from app.core.validation import json_body
 from app.crm.errors import CrmError
 from app.crm.factory import client_for
 from app.crm.port import CrmClient
 from app.domain import audit, directory, exchange
-from app.domain.settings import guard_settings
-from app.web.api import current_portal, save_settings
+from app.web.api import save_settings
+from app.web.permissions import ADMIN, require_role
 
 bp = Blueprint("exchange_api", __name__, url_prefix="/api/exchange")
-
-
-def _role(portal: Portal, crm: CrmClient, identity: Identity) -> str:
-    if identity.is_admin:
-        return "admin"
-    return directory.role_of(portal.id, crm, guard_settings(portal), identity.user_id)
-
-
-def _require_admin(identity: Identity, what: str) -> None:
-    if not identity.is_admin:
-        abort(403, description=f"only a portal administrator can {what}")
 
 
 def _decimal_arg(name: str) -> Decimal | None:
@@ -68,13 +56,14 @@ def _lot_json(portal: Portal, crm: CrmClient, lot: ExchangeLot, now: datetime) -
 @bp.get("/lots")
 def list_lots() -> ResponseReturnValue:
     """Open pool deals the user may take (oldest first, filters: source, pipeline, min/max amount), and his own."""
-    identity, portal = current_portal()
+    access = require_role()
+    identity, portal = access.identity, access.portal
     crm = client_for(portal)
     source = request.args.get("source", "").strip()
     pipeline = request.args.get("pipeline", "").strip()
     low, high = _decimal_arg("min_amount"), _decimal_arg("max_amount")
+    role = access.role
     try:
-        role = _role(portal, crm, identity)
         member_of = next(
             (set(u.department_ids) for u in directory.users(portal.id, crm) if u.id == identity.user_id), set()
         )
@@ -109,12 +98,13 @@ def list_lots() -> ResponseReturnValue:
 @bp.post("/lots/<int:lot_id>/claim")
 def claim_lot(lot_id: int) -> ResponseReturnValue:
     """Take a pool deal: one winner; the others get 409 «already taken»; the cap holds."""
-    identity, portal = current_portal()
-    lot = for_portal(ExchangeLot, lot_id, portal)
+    access = require_role()
+    identity, portal = access.identity, access.portal
+    lot = access.own(ExchangeLot, lot_id)
     crm = client_for(portal)
+    if access.role == "qa":
+        abort(403, description="QA staff do not take deals from the exchange")
     try:
-        if _role(portal, crm, identity) == "qa":
-            abort(403, description="QA staff do not take deals from the exchange")
         taken = exchange.claim(portal, crm, lot, identity.user_id)
     except exchange.ClaimRefused as refused:
         return jsonify(error=refused.code, message=refused.message), refused.status
@@ -127,16 +117,21 @@ def claim_lot(lot_id: int) -> ResponseReturnValue:
 @bp.post("/lots/<int:lot_id>/return")
 def return_lot(lot_id: int) -> ResponseReturnValue:
     """Give a taken deal back to the exchange with a reason (the holder, a head or an admin)."""
-    identity, portal = current_portal()
-    lot = for_portal(ExchangeLot, lot_id, portal)
+    access = require_role()
+    identity, portal = access.identity, access.portal
+    lot = access.own(ExchangeLot, lot_id)
     body = json_body()
     reason = str(body.get("reason") or "").strip() if isinstance(body, dict) else ""
     if not reason:
         return jsonify(error="bad_request", message="a reason is required"), 400
+    access.require(
+        ADMIN,
+        "head",
+        forbidden="only the manager holding the deal, a head or an admin can return it",
+        unless=lot.holder_id == identity.user_id,
+    )
     crm = client_for(portal)
     try:
-        if lot.holder_id != identity.user_id and _role(portal, crm, identity) not in ("admin", "head"):
-            abort(403, description="only the manager holding the deal, a head or an admin can return it")
         returned = exchange.return_to_pool(portal, crm, lot, identity.user_id, reason[:1000])
     except exchange.ClaimRefused as refused:
         return jsonify(error=refused.code, message=refused.message), refused.status
@@ -149,8 +144,7 @@ def return_lot(lot_id: int) -> ResponseReturnValue:
 @bp.get("/settings")
 def get_settings() -> ResponseReturnValue:
     """Routing settings per pipeline, with the people, departments and pipelines to pick from (admins)."""
-    identity, portal = current_portal()
-    _require_admin(identity, "see the exchange settings")
+    portal = require_role(ADMIN, forbidden="only a portal administrator can see the exchange settings").portal
     crm = client_for(portal)
     try:
         users = directory.users(portal.id, crm)
@@ -195,10 +189,7 @@ def _month_bounds(raw: str, portal: Portal) -> tuple[date, date]:
 @bp.get("/rota")
 def get_rota() -> ResponseReturnValue:
     """A department's duty days in a month (admins and heads)."""
-    identity, portal = current_portal()
-    crm = client_for(portal)
-    if _role(portal, crm, identity) not in ("admin", "head"):
-        abort(403, description="only an admin or a head can see the duty rota")
+    portal = require_role(ADMIN, "head", forbidden="only an admin or a head can see the duty rota").portal
     department_id = request.args.get("department_id", "").strip()
     if not department_id:
         return jsonify(error="bad_request", message="department_id is required"), 400
@@ -214,8 +205,8 @@ def get_rota() -> ResponseReturnValue:
 @bp.put("/rota")
 def put_rota() -> ResponseReturnValue:
     """Set duty days of a department: {"department_id": "2", "days": {"2026-05-01": "3", "2026-05-02": null}}."""
-    identity, portal = current_portal()
-    _require_admin(identity, "edit the duty rota")
+    access = require_role(ADMIN, forbidden="only a portal administrator can edit the duty rota")
+    identity, portal = access.identity, access.portal
     body = json_body()
     if not isinstance(body, dict) or not isinstance(body.get("days"), dict) or not body.get("department_id"):
         return jsonify(
@@ -253,10 +244,7 @@ def put_rota() -> ResponseReturnValue:
 @bp.get("/stats")
 def stats() -> ResponseReturnValue:
     """Per manager: taken, returned, auto-returned in [from, to) (dates; admins and heads)."""
-    identity, portal = current_portal()
-    crm = client_for(portal)
-    if _role(portal, crm, identity) not in ("admin", "head"):
-        abort(403, description="only an admin or a head can see exchange statistics")
+    portal = require_role(ADMIN, "head", forbidden="only an admin or a head can see exchange statistics").portal
     try:
         start = date.fromisoformat(request.args.get("from", "")) if request.args.get("from") else None
         end = date.fromisoformat(request.args.get("to", "")) if request.args.get("to") else None

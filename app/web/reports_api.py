@@ -17,14 +17,14 @@ from app.core import i18n
 from app.core.db import db
 from app.core.models import Portal
 from app.core.queue import enqueue
-from app.core.security import Identity
 from app.core.validation import json_body
 from app.crm.errors import CrmError
 from app.crm.factory import client_for
 from app.domain import directory, ledger, penalties, reports
 from app.domain.settings import guard_settings
 from app.web import charts
-from app.web.api import current_portal, save_settings
+from app.web.api import save_settings
+from app.web.permissions import ADMIN, require_role
 
 log = logging.getLogger(__name__)
 bp = Blueprint("reports_api", __name__, url_prefix="/api")
@@ -50,32 +50,7 @@ def is_head(portal: Portal, user_id: str) -> bool:
         return False
 
 
-def require_head() -> tuple[Identity, Portal]:
-    """The caller, who must be a head of sales of the portal; 403 for anyone else."""
-    identity, portal = current_portal()
-    try:
-        role = directory.role_of(portal.id, client_for(portal), guard_settings(portal), identity.user_id)
-    except CrmError as error:
-        abort(502, description=f"the CRM did not answer: {error.code}")
-    if role != "head":
-        abort(403, description="reports and penalty appeals are for heads of sales only")
-    return identity, portal
-
-
-def require_head_or_admin() -> tuple[Identity, Portal]:
-    """The caller, who must be a head of sales or a portal administrator (who decide appeals)."""
-    identity, portal = current_portal()
-    if identity.is_admin:
-        return identity, portal
-    return require_head()
-
-
-def require_admin() -> tuple[Identity, Portal]:
-    """The caller, who must be a portal administrator."""
-    identity, portal = current_portal()
-    if not identity.is_admin:
-        abort(403, description=ADMIN_ONLY)
-    return identity, portal
+HEADS_ONLY = "reports and penalty appeals are for heads of sales only"
 
 
 def _period(portal: Portal) -> reports.Period:
@@ -88,7 +63,7 @@ def _period(portal: Portal) -> reports.Period:
 @bp.get("/reports")
 def report_data() -> ResponseReturnValue:
     """Every figure of the period as JSON (heads only)."""
-    _, portal = require_head()
+    portal = require_role("head", forbidden=HEADS_ONLY).portal
     report = reports.build_report(portal, _period(portal), reports.lookup_names(portal))
     return jsonify(reports.report_json(report))
 
@@ -127,7 +102,8 @@ def _charts(report: reports.Report, language: str) -> dict[str, Any]:
 @bp.get("/reports/view")
 def report_view() -> ResponseReturnValue:
     """The reports tab's content for the period: tables, SVG charts and the ledger (heads only)."""
-    identity, portal = require_head()
+    access = require_role("head", forbidden=HEADS_ONLY)
+    identity, portal = access.identity, access.portal
     period = _period(portal)
     names = reports.lookup_names(portal)
     report = reports.build_report(portal, period, names)
@@ -190,7 +166,7 @@ def csv_bytes(table: reports.Table, language: str) -> bytes:
 @bp.get("/reports/<name>.csv")
 def report_csv(name: str) -> ResponseReturnValue:
     """One table of the period as a CSV download (heads only)."""
-    _, portal = require_head()
+    portal = require_role("head", forbidden=HEADS_ONLY).portal
     if name not in CSV_TABLES:
         abort(404, description=f"no table {name!r}; tables: {', '.join(CSV_TABLES)}")
     period = _period(portal)
@@ -212,7 +188,7 @@ def report_csv(name: str) -> ResponseReturnValue:
 @bp.get("/reports/ledger")
 def ledger_data() -> ResponseReturnValue:
     """Fines issued in the period with their cancellations (heads only)."""
-    _, portal = require_head()
+    portal = require_role("head", forbidden=HEADS_ONLY).portal
     period = _period(portal)
     rows = ledger.ledger_rows(portal.id, period.start, period.end, request.args.get("manager") or None)
     return jsonify(
@@ -242,7 +218,8 @@ def ledger_data() -> ResponseReturnValue:
 def appeal_penalty(penalty_id: int) -> ResponseReturnValue:
     """Cancel a fine with a reason (heads and admins; nobody his own fine, 403): a reversing row is appended,
     the manager is told."""
-    identity, portal = require_head_or_admin()
+    access = require_role("head", ADMIN, forbidden=HEADS_ONLY)
+    identity, portal = access.identity, access.portal
     body = json_body()
     if not isinstance(body, dict) or not isinstance(body.get("reason"), str) or not body["reason"].strip():
         return jsonify(error="bad_request", message="a reason is required to cancel a fine"), 400
@@ -270,7 +247,7 @@ def appeal_penalty(penalty_id: int) -> ResponseReturnValue:
 @bp.get("/settings/cpl")
 def get_cpl() -> ResponseReturnValue:
     """The CPL table with the portal's lead sources and pipelines to fill it in (admins only)."""
-    _, portal = require_admin()
+    portal = require_role(ADMIN, forbidden=ADMIN_ONLY).portal
     try:
         crm = client_for(portal)
         sources = reports.lead_sources(portal)
@@ -322,7 +299,7 @@ def _store_cpl(portal: Portal, changes: dict[str, Any]) -> dict[str, Any]:
 @bp.get("/settings/reports")
 def get_schedule() -> ResponseReturnValue:
     """The scheduled-report settings (admins only)."""
-    _, portal = require_admin()
+    portal = require_role(ADMIN, forbidden=ADMIN_ONLY).portal
     return jsonify(settings=reports.report_schedule(portal))
 
 

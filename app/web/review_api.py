@@ -14,13 +14,13 @@ from flask.typing import ResponseReturnValue
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from app.core.db import db
-from app.core.models import RefusalCase, for_portal
+from app.core.models import RefusalCase
 from app.core.validation import json_body
 from app.crm.errors import AmoNotFound, CrmError, NotFound
 from app.crm.factory import client_for
-from app.domain import audit, directory, review
-from app.domain.settings import guard_settings
-from app.web.api import current_portal, save_settings
+from app.domain import audit, review
+from app.web.api import save_settings
+from app.web.permissions import ADMIN, crm_unavailable, require_role
 
 bp = Blueprint("review_api", __name__, url_prefix="/api/review")
 
@@ -46,14 +46,15 @@ class ActionSchema(Schema):
 
 
 def _crm_failed(error: CrmError) -> ResponseReturnValue:
-    return jsonify(error="crm_unavailable", message=f"the CRM did not answer: {error.code or error}"), 502
+    crm_unavailable(error)
 
 
 @bp.get("/cases/<int:case_id>")
 def get_case(case_id: int) -> ResponseReturnValue:
     """The case as the tab shows it, with the actions this user may take."""
-    identity, portal = current_portal()
-    case = for_portal(RefusalCase, case_id, portal)
+    access = require_role()
+    identity, portal = access.identity, access.portal
+    case = access.own(RefusalCase, case_id)
     try:
         view = review.case_view(portal, client_for(portal), case, identity.user_id, identity.is_admin)
     except CrmError as error:
@@ -64,8 +65,9 @@ def get_case(case_id: int) -> ResponseReturnValue:
 @bp.post("/cases/<int:case_id>/actions/<action>")
 def act(case_id: int, action: str) -> ResponseReturnValue:
     """Carry out one action on the case; 403 for managers, 409 when the case or the deal moved on."""
-    identity, portal = current_portal()
-    for_portal(RefusalCase, case_id, portal)
+    access = require_role()
+    identity, portal = access.identity, access.portal
+    access.own(RefusalCase, case_id)
     body = json_body()
     if not isinstance(body, dict):
         return jsonify(error="bad_request", message="expected a JSON object"), 400
@@ -95,13 +97,17 @@ def act(case_id: int, action: str) -> ResponseReturnValue:
 @bp.get("/cases/<int:case_id>/calls/<call_id>/recording")
 def recording(case_id: int, call_id: str) -> ResponseReturnValue:
     """Stream a call recording of the case's deal, fetched from the portal server-side."""
-    identity, portal = current_portal()
-    case = for_portal(RefusalCase, case_id, portal)
+    access = require_role()
+    identity, portal = access.identity, access.portal
+    case = access.own(RefusalCase, case_id)
+    access.require(
+        *review.REVIEWER_ROLES,
+        ADMIN,
+        forbidden="only QA staff, heads and the deal's manager can listen to its calls",
+        unless=identity.user_id == case.manager_id,
+    )
     crm = client_for(portal)
     try:
-        role = directory.role_of(portal.id, crm, guard_settings(portal), identity.user_id)
-        if role not in review.REVIEWER_ROLES and not identity.is_admin and identity.user_id != case.manager_id:
-            abort(403, description="only QA staff, heads and the deal's manager can listen to its calls")
         call = next((c for c in crm.list_deal_calls(case.deal_id) if c.id == call_id), None)
         if call is None or not call.recording_url:
             abort(404, description="no such recording")
@@ -131,15 +137,14 @@ def recording(case_id: int, call_id: str) -> ResponseReturnValue:
 @bp.get("/queue")
 def queue() -> ResponseReturnValue:
     """Open cases for QA staff, heads and admins, overdue first; filters pipeline, manager, qa, state."""
-    identity, portal = current_portal()
+    access = require_role()
+    portal = access.portal
     crm = client_for(portal)
     filters = {key: request.args.get(key, "").strip() for key in ("pipeline", "manager", "qa", "state")}
     if filters["state"] and filters["state"] not in RefusalCase.OPEN_STATES:
         return jsonify(error="bad_request", message=f"state must be one of {', '.join(RefusalCase.OPEN_STATES)}"), 400
+    access.require(*review.REVIEWER_ROLES, ADMIN, forbidden="the QA queue is for QA staff and heads of sales")
     try:
-        role = directory.role_of(portal.id, crm, guard_settings(portal), identity.user_id)
-        if role not in review.REVIEWER_ROLES and not identity.is_admin:
-            abort(403, description="the QA queue is for QA staff and heads of sales")
         return jsonify(review.queue_view(portal, crm, filters))
     except CrmError as error:
         return _crm_failed(error)
@@ -155,9 +160,7 @@ def _settings_dict(settings: review.ReviewSettings) -> dict[str, Any]:
 @bp.get("/settings")
 def get_settings() -> ResponseReturnValue:
     """Callback interval and attempts (admins only)."""
-    identity, portal = current_portal()
-    if not identity.is_admin:
-        abort(403, description="only a portal administrator can see the settings")
+    portal = require_role(ADMIN, forbidden="only a portal administrator can see the settings").portal
     return jsonify(settings=_settings_dict(review.review_settings(portal)))
 
 

@@ -4,38 +4,26 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import Blueprint, abort, jsonify
+from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
 from app.core import i18n
-from app.core.models import Portal
-from app.core.security import Identity
-from app.crm.errors import CrmError
-from app.crm.factory import client_for
-from app.domain import directory, taskcontrol
-from app.domain.settings import guard_settings
-from app.web.api import current_portal, save_settings
+from app.domain import taskcontrol
+from app.web.api import save_settings
+from app.web.permissions import ADMIN, Access, require_role
 
 bp = Blueprint("taskcontrol_api", __name__, url_prefix="/api/taskcontrol")
 
 
-def _require_head(identity: Identity, portal: Portal) -> None:
+def _require_head() -> Access:
     """Heads of sales (settings heads / head departments) and portal admins; others get 403."""
-    if identity.is_admin:
-        return
-    try:
-        role = directory.role_of(portal.id, client_for(portal), guard_settings(portal), identity.user_id)
-    except CrmError:
-        abort(502, description="the CRM did not answer; try again")
-    if role != "head":
-        abort(403, description="the task report is for heads of sales and the administrator")
+    return require_role("head", ADMIN, forbidden="the task report is for heads of sales and the administrator")
 
 
 @bp.get("/report")
 def get_report() -> ResponseReturnValue:
     """The last scan's report: per manager open deals, deals without tasks, overdue tasks, oldest overdue."""
-    identity, portal = current_portal()
-    _require_head(identity, portal)
+    portal = _require_head().portal
     report = taskcontrol.overdue_report(portal)
     if report is None:
         return jsonify(scanned_at=None, scanned_at_text=i18n.translate("tc_never", portal.language), managers=[])
@@ -63,8 +51,7 @@ def get_report() -> ResponseReturnValue:
 @bp.post("/scan")
 def post_scan() -> ResponseReturnValue:
     """Queue a scan now (heads and admins); 202."""
-    identity, portal = current_portal()
-    _require_head(identity, portal)
+    portal = _require_head().portal
     if portal.status != "installed":
         return jsonify(error="conflict", message="the app is not installed on this portal"), 409
     queued = taskcontrol.queue_scan(portal.id)
@@ -74,9 +61,7 @@ def post_scan() -> ResponseReturnValue:
 @bp.get("/settings")
 def get_settings() -> ResponseReturnValue:
     """Task-control settings (admins only)."""
-    identity, portal = current_portal()
-    if not identity.is_admin:
-        abort(403, description="only a portal administrator can see the settings")
+    portal = require_role(ADMIN, forbidden="only a portal administrator can see the settings").portal
     return jsonify(settings=taskcontrol.taskcontrol_settings(portal).as_dict())
 
 

@@ -2,9 +2,10 @@
 
 import json
 
+from app.cli.settings import settings_cli
 from app.core.db import db
 from app.core.security import Identity, issue_token
-from app.domain.settings import guard_settings, settings_cli
+from app.domain.settings import guard_settings
 from tests.integration.b24 import B24
 
 

@@ -1,35 +1,13 @@
-"""Flask CLI commands for operators: the worker, failed inbox deliveries."""
+"""`flask inbox failed` / `flask inbox retry`: inbound CRM deliveries the app gave up on."""
 
 from __future__ import annotations
 
-import logging
-
 import click
 import sqlalchemy as sa
-from flask import current_app
 
-from app.core import db as database
 from app.core import inbox
 from app.core.db import db
 from app.core.models import InboxItem
-from app.core.schedule import ensure_periodic_jobs
-from app.core.worker import make_worker
-
-log = logging.getLogger(__name__)
-
-
-@click.command("worker")
-@click.option("--queues", "-q", default="", help="Comma-separated queue names; all queues by default.")
-@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
-def worker_command(queues: str, burst: bool) -> None:
-    """Apply migrations, schedule periodic jobs, then run an RQ worker with the built-in scheduler."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    database.upgrade()
-    scheduled = ensure_periodic_jobs()
-    log.info("worker starting", extra={"periodic_scheduled": scheduled})
-    names = [name.strip() for name in queues.split(",") if name.strip()] or None
-    worker = make_worker(app, names)
-    worker.work(with_scheduler=True, burst=burst, logging_level=app.config["LOG_LEVEL"])
 
 
 @click.group("inbox")
