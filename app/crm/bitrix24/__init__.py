@@ -1,0 +1,34 @@
+"""Bitrix24: the REST client (on the official b24pysdk) and the CrmClient adapter.
+
+`client` holds `Bitrix24Rest` (the request loop, token keeping through `app.crm.oauth`),
+`batch` the batch building and list-page planning helpers, `adapter` `Bitrix24Crm` (the port).
+The names callers use are re-exported here.
+"""
+
+from app.crm.bitrix24.client import (
+    BatchResult,
+    Bitrix24Crm,
+    Bitrix24Rest,
+    ListStream,
+    NotARecording,
+    audio_type,
+    build_command,
+    notice_tag,
+    parse_datetime,
+    parse_decimal,
+    recording_path,
+)
+
+__all__ = [
+    "BatchResult",
+    "Bitrix24Crm",
+    "Bitrix24Rest",
+    "ListStream",
+    "NotARecording",
+    "audio_type",
+    "build_command",
+    "notice_tag",
+    "parse_datetime",
+    "parse_decimal",
+    "recording_path",
+]
