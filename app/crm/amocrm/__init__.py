@@ -1,13 +1,11 @@
 """amoCRM (and Kommo): the API v4 client on `requests` and the CrmClient adapter.
 
-`client` holds `AmoRest` (the request loop, token keeping through `app.crm.oauth`, recordings) and the
-wire helpers; `adapter` `AmoCrm` (the port). The names callers use are re-exported here.
+`client` holds `AmoRest` (the request loop and recordings; its tokens are kept by `app.crm.oauth`) and
+the wire helpers; `adapter` `AmoCrm` (the port). The names callers use are re-exported here.
 """
 
+from app.crm.amocrm.adapter import LOST, WON, AmoCrm, semantics_of
 from app.crm.amocrm.client import (
-    LOST,
-    WON,
-    AmoCrm,
     AmoRest,
     PinnedAdapter,
     account_host,
@@ -16,7 +14,6 @@ from app.crm.amocrm.client import (
     fetch_recording,
     oauth_token_request,
     resolve_addresses,
-    semantics_of,
     store_token_answer,
 )
 

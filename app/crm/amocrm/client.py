@@ -1,4 +1,4 @@
-"""amoCRM (and Kommo): the API v4 client on `requests` and the CrmClient adapter.
+"""amoCRM (and Kommo): the API v4 client `AmoRest` on `requests` (the adapter is in `adapter`).
 
 `AmoRest` owns everything about talking to one account (reference/amocrm.md):
 
@@ -16,17 +16,6 @@
   reports revoked flags the account ``needs_reinstall`` and raises `PortalNeedsReinstall`; later
   calls fail without network. A network error keeps the old pair (amoCRM honours it until the new
   pair is used), so a retry is safe.
-
-The adapter decides two things worth knowing:
-
-* Who moved a lead: the re-read lead's ``updated_by`` (0, a robot or the system, becomes
-  ``AUTOMATION``). That keeps the guard at two calls per decision (read, write); the events API is
-  used for the stage history (`stage_before`).
-* Missed webhooks (`drain_deal_changes`): the events API, type ``lead_status_changed``, from a
-  watermark kept in the portal settings. Status changes are the only thing the guard reacts to, so
-  this reads one row per move instead of every lead touched since the last sweep (a lead whose
-  fields were edited a thousand times costs nothing), and amoCRM keeps these events even when it
-  drops or coalesces the hooks (reference/amocrm.md pitfall 5).
 """
 
 from __future__ import annotations
@@ -36,24 +25,20 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 import qs_codec
 import requests
 import sqlalchemy as sa
 from flask import Flask, current_app
-from redis.exceptions import LockError
 from redis.exceptions import RedisError as _RedisError
 from requests.adapters import HTTPAdapter
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import flag_modified
 
-from app.core.db import db
 from app.core.models import Portal
 from app.core.queue import get_redis
 from app.crm.errors import (
@@ -71,52 +56,23 @@ from app.crm.errors import (
     PortalNeedsReinstall,
 )
 from app.crm.hosts import ForeignHost, amo_account_host, origin_of, require_amo_host, require_same_origin
-from app.crm.port import (
-    AUTOMATION,
-    Call,
-    Deal,
-    DealChange,
-    Department,
-    NewTask,
-    NewTodo,
-    Notice,
-    Pipeline,
-    Recording,
-    Source,
-    Stage,
-    StageSemantics,
-    Task,
-    User,
-)
+from app.crm.oauth import NEEDS_REINSTALL, TokenKeeper
 from app.crm.ratelimit import Bucket, amo_bucket, amo_key, limiter_for
+
+if TYPE_CHECKING:
+    from requests.adapters import _HostParams, _PoolKwargs  # the stubs' types (not importable at runtime)
 
 log = logging.getLogger(__name__)
 
-WON = "142"
-LOST = "143"
 PAGE_LIMIT = 250
-EVENTS_LIMIT = 100
-BATCH_IDS = 250
-NEEDS_REINSTALL = "needs_reinstall"
 REFRESH_LOCK_KEY = "rc:lock:amo-refresh:{portal_id}"
 BLOCK_KEY = "rc:amo:blocked:{portal_id}"
 REFRESH_MARGIN = timedelta(minutes=5)
-EVENTS_WATERMARK = "amo_events_since"
-TASK_TYPE_CALL = 1
-NOTICE_TASK_HOURS = 4
-UTM_SOURCE = "UTM_SOURCE"  # the code of amoCRM's built-in tracking_data field "utm_source"
-SOURCE_MAX_LENGTH = 64  # what our tables keep of a source id
-SOURCE_SCAN_DAYS = 180
-SOURCE_SCAN_PAGES = 8
 FOREIGN_URL = "FOREIGN_URL"
 RECORDING_REDIRECTS = 3
 RECORDING_TYPES = ("application/octet-stream",)  # besides audio/*: the opaque binary providers serve files as
 # The only paths fetched with our token on the account's own host: where recordings are kept (never /api/).
 OWN_RECORDING_PATHS = ("/recordings/",)
-NOTICE_BATCH = 50  # tasks per POST: amoCRM takes up to 250, its SDK advises at most 50
-STATUS_INCOMING = 1  # status type of "Incoming leads" (Неразобранное)
-STATUS_FILTER_CHUNK = 40  # (pipeline, status) pairs per lead list request: keeps the URL near 4.5 KB
-TASK_TITLE_LENGTH = 250
 
 
 # ---------------------------------------------------------------- wire helpers
@@ -215,40 +171,6 @@ def store_token_answer(portal: Portal, answer: Mapping[str, Any]) -> None:
     portal.token_expires_at = datetime.now(UTC) + timedelta(seconds=int(answer.get("expires_in") or 86400))
 
 
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _ts(value: Any) -> datetime | None:
-    number = _int(value)
-    return datetime.fromtimestamp(number, UTC) if number else None
-
-
-def _decimal(value: Any) -> Decimal | None:
-    if value is None or value == "":
-        return None
-    try:
-        return Decimal(str(value))
-    except InvalidOperation:
-        return None
-
-
-def semantics_of(status_id: str) -> StageSemantics:
-    """142 is won, 143 lost, everything else in progress."""
-    if status_id == WON:
-        return "success"
-    if status_id == LOST:
-        return "failure"
-    return "process"
-
-
 def resolve_addresses(host: str) -> set[str]:
     """The addresses `host` resolves to for HTTPS (empty when it does not resolve)."""
     try:
@@ -286,12 +208,14 @@ class PinnedAdapter(HTTPAdapter):
 
     def build_connection_pool_key_attributes(
         self, request: requests.PreparedRequest, verify: bool | str, cert: str | tuple[str, str] | None = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    ) -> tuple[_HostParams, _PoolKwargs]:
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
         if host_params.get("scheme") != "https" or str(host_params.get("host") or "").lower() != self.hostname:
             raise ForeignHost(f"a connection pinned for {self.hostname} is never used for another host")
         host_params["host"] = self.address
-        pool_kwargs["server_hostname"] = self.hostname
+        # urllib3's HTTPSConnectionPool takes server_hostname (SNI and the certificate check); the requests
+        # stubs' _PoolKwargs lists only the keys requests itself sets.
+        pool_kwargs["server_hostname"] = self.hostname  # type: ignore[typeddict-unknown-key]
         return host_params, pool_kwargs
 
     def add_headers(self, request: requests.PreparedRequest, **kwargs: Any) -> None:
@@ -352,7 +276,20 @@ class AmoRest:
         self.retry_base_delay = float(config["AMO_RETRY_BASE_DELAY"])
         self.retry_max_delay = float(config["AMO_RETRY_MAX_DELAY"])
         self.block_pause = int(config["AMO_BLOCK_PAUSE_SECONDS"])
-        self.lock_seconds = float(config.get("B24_REFRESH_LOCK_SECONDS", 30.0))
+        self.lock_seconds = float(config["AMO_REFRESH_LOCK_SECONDS"])
+        self.tokens = TokenKeeper(
+            portal_id,
+            self.app,
+            crm="amocrm",
+            lock_key=REFRESH_LOCK_KEY.format(portal_id=portal_id),
+            lock_seconds=self.lock_seconds,
+            refresh=self._refresh_portal,
+            store=store_token_answer,
+            refused=(AmoTokenRevoked,),
+            describe_refusal=self._describe_refusal,
+            reinstall_message=f"amoCRM account of portal {portal_id} must be authorised again",
+            fresh=lambda portal: not self._expiring(portal.token_expires_at),
+        )
         self._auth: _AccountAuth | None = None
         self._bucket: Bucket | None = None
         self.requests_sent = 0
@@ -360,15 +297,12 @@ class AmoRest:
     # ---- account state, through short sessions of our own
 
     def _session(self) -> Session:
-        return Session(db.engine, expire_on_commit=False)
+        return self.tokens.session()
 
     def _load(self) -> _AccountAuth:
-        with self._session() as session:
-            portal = session.get(Portal, self.portal_id)
-            if portal is None:
-                raise CrmError(f"portal {self.portal_id} does not exist")
-            self._bucket = amo_bucket(portal.settings, self.app)
-            return self._auth_from(portal)
+        portal = self.tokens.load()
+        self._bucket = amo_bucket(portal.settings, self.app)
+        return self._auth_from(portal)
 
     @staticmethod
     def _auth_from(portal: Portal) -> _AccountAuth:
@@ -393,22 +327,17 @@ class AmoRest:
         return self._current().host
 
     def _flag_reinstall(self, reason: CrmError) -> PortalNeedsReinstall:
-        detail = (
+        error = self.tokens.flag_reinstall(reason)
+        if self._auth is not None:
+            self._auth.status = NEEDS_REINSTALL
+        return error
+
+    @staticmethod
+    def _describe_refusal(reason: CrmError) -> str:
+        return (
             f"amoCRM refused the integration's tokens ({reason.code}: {reason.description}); "
             "an administrator must open the integration in amoCRM and authorise it again."
         )
-        with self._session() as session, session.begin():
-            session.execute(
-                sa.update(Portal)
-                .where(Portal.id == self.portal_id)
-                .values(status=NEEDS_REINSTALL, status_detail=detail)
-            )
-        if self._auth is not None:
-            self._auth.status = NEEDS_REINSTALL
-        log.warning("amocrm account needs reauthorisation", extra={"portal_id": self.portal_id, "code": reason.code})
-        error = PortalNeedsReinstall(detail)
-        error.__cause__ = reason
-        return error
 
     def _verified_host(self, host: str, rest_base: str) -> str:
         """The account host, checked right before our token or secret goes there: an allowed amoCRM host
@@ -423,58 +352,25 @@ class AmoRest:
         return expires_at is not None and expires_at - REFRESH_MARGIN <= datetime.now(UTC)
 
     def refresh(self, failed_token: str) -> None:
-        """Replace `failed_token` (expired or refused): exactly one refresh across every process."""
-        lock = get_redis(self.app).lock(
-            REFRESH_LOCK_KEY.format(portal_id=self.portal_id),
-            timeout=self.lock_seconds,
-            blocking_timeout=self.lock_seconds + 5,
+        """Replace `failed_token` (expired or refused): exactly one refresh across every process
+        (app.crm.oauth.TokenKeeper; a stored token about to expire is refreshed again)."""
+        try:
+            portal = self.tokens.refresh(failed_token)
+        except PortalNeedsReinstall:
+            if self._auth is not None:
+                self._auth.status = NEEDS_REINSTALL
+            raise
+        self._auth = self._auth_from(portal)
+
+    def _refresh_portal(self, portal: Portal) -> dict[str, Any]:
+        """The token answer for the row's refresh token (AmoTokenRevoked when amoCRM refuses it)."""
+        if not portal.refresh_token:
+            raise AmoTokenRevoked("no refresh token stored")
+        # The refresh token and our client secret go only to the verified account host.
+        host = self._verified_host(portal.domain, portal.rest_base or "")
+        return oauth_token_request(
+            host, {"grant_type": "refresh_token", "refresh_token": portal.refresh_token}, self.app
         )
-        try:
-            acquired = lock.acquire()
-        except _RedisError as error:
-            raise CrmUnavailable(f"token refresh lock unavailable: {error}") from error
-        if not acquired:
-            raise CrmUnavailable(f"token refresh of portal {self.portal_id} is stuck in another process")
-        try:
-            refused: CrmError | None = None
-            with self._session() as session, session.begin():
-                portal = session.scalars(
-                    sa.select(Portal).where(Portal.id == self.portal_id).with_for_update()
-                ).one_or_none()
-                if portal is None:
-                    raise CrmError(f"portal {self.portal_id} does not exist")
-                if portal.status == NEEDS_REINSTALL:
-                    self._auth = self._auth_from(portal)
-                    raise PortalNeedsReinstall(f"amoCRM account of portal {self.portal_id} must be authorised again")
-                if portal.access_token and portal.access_token != failed_token:
-                    if not self._expiring(portal.token_expires_at):
-                        # Another worker refreshed while we waited for the lock.
-                        self._auth = self._auth_from(portal)
-                        return
-                if not portal.refresh_token:
-                    refused = AmoTokenRevoked("no refresh token stored")
-                else:
-                    # The refresh token and our client secret go only to the verified account host.
-                    host = self._verified_host(portal.domain, portal.rest_base or "")
-                    try:
-                        answer = oauth_token_request(
-                            host,
-                            {"grant_type": "refresh_token", "refresh_token": portal.refresh_token},
-                            self.app,
-                        )
-                    except AmoTokenRevoked as error:
-                        refused = error
-                    else:
-                        store_token_answer(portal, answer)
-                        self._auth = self._auth_from(portal)
-            if refused is not None:
-                raise self._flag_reinstall(refused)
-            log.info("amocrm token refreshed", extra={"portal_id": self.portal_id})
-        finally:
-            try:
-                lock.release()
-            except LockError:
-                log.warning("amocrm refresh lock expired before release", extra={"portal_id": self.portal_id})
 
     # ---- 403 blocks
 
@@ -674,594 +570,3 @@ class AmoRest:
             if len(items) < limit:
                 return
             page += 1
-
-
-# ---------------------------------------------------------------- the adapter
-
-
-class AmoCrm:
-    """The CrmClient port for an amoCRM / Kommo account."""
-
-    def __init__(self, portal: Portal, rest: AmoRest | None = None) -> None:
-        self.portal_id = portal.id
-        self.rest = rest or AmoRest(portal.id)
-        self.domain = portal.domain
-        fields = (portal.settings or {}).get("amo_fields") or {}
-        self._field: dict[str, int] = {
-            name: int(spec["field"]) for name, spec in fields.items() if _int(spec.get("field")) is not None
-        }
-        self._enum: dict[str, dict[str, int]] = {
-            name: {str(code): int(enum_id) for code, enum_id in (spec.get("enum") or {}).items()}
-            for name, spec in fields.items()
-        }
-        self._enum_codes: dict[str, dict[int, str]] = {
-            name: {enum_id: code for code, enum_id in mapping.items()} for name, mapping in self._enum.items()
-        }
-        self._raw_pipelines: dict[str, list[tuple[int, int]]] | None = None
-
-    # ---- custom fields
-
-    def _values(self, raw: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
-        field_id = self._field.get(name)
-        if field_id is None:
-            return []
-        for entry in raw.get("custom_fields_values") or []:
-            if isinstance(entry, dict) and _int(entry.get("field_id")) == field_id:
-                return [v for v in entry.get("values") or [] if isinstance(v, dict)]
-        return []
-
-    def _decode_enum(self, raw: Mapping[str, Any], name: str) -> str | None:
-        values = self._values(raw, name)
-        if not values:
-            return None
-        enum_id = _int(values[0].get("enum_id"))
-        code = self._enum_codes.get(name, {}).get(enum_id) if enum_id is not None else None
-        if code is None:
-            log.warning("unknown enum value", extra={"portal_id": self.portal_id, "field": name, "enum_id": enum_id})
-        return code
-
-    def _decode_text(self, raw: Mapping[str, Any], name: str) -> str:
-        values = self._values(raw, name)
-        return _text(values[0].get("value")) if values else ""
-
-    def _require_field(self, name: str) -> int:
-        field_id = self._field.get(name)
-        if field_id is None:
-            raise CrmError(f"custom field {name} is not installed on portal {self.portal_id}")
-        return field_id
-
-    def _encode_enum(self, name: str, code: str) -> dict[str, Any]:
-        field_id = self._require_field(name)
-        if code == "":
-            return {"field_id": field_id, "values": None}
-        try:
-            return {"field_id": field_id, "values": [{"enum_id": self._enum[name][code]}]}
-        except KeyError as error:
-            raise CrmError(f"{name} code {code!r} is not installed on portal {self.portal_id}") from error
-
-    def _encode_text(self, name: str, text: str) -> dict[str, Any]:
-        field_id = self._require_field(name)
-        return {"field_id": field_id, "values": [{"value": text}] if text else None}
-
-    # ---- leads
-
-    def deal_from_raw(self, raw: Mapping[str, Any]) -> Deal:
-        """Decode one lead of GET /api/v4/leads."""
-        status_id = _text(raw.get("status_id"))
-        updated_by = _int(raw.get("updated_by"))
-        modified_by = AUTOMATION if updated_by == 0 else (str(updated_by) if updated_by else None)
-        cpl_values = self._values(raw, "cpl")
-        return Deal(
-            id=_text(raw.get("id")),
-            title=_text(raw.get("name")),
-            pipeline_id=_text(raw.get("pipeline_id")),
-            stage_id=status_id,
-            stage_semantics=semantics_of(status_id),
-            responsible_id=_text(raw.get("responsible_user_id")),
-            modified_by_id=modified_by,
-            modified_at=_ts(raw.get("updated_at")),
-            created_at=_ts(raw.get("created_at")),
-            amount=_decimal(raw.get("price")) or Decimal("0"),
-            source_id=self.source_of(raw),
-            refusal_reason=self._decode_enum(raw, "refusal_reason"),
-            refusal_comment=self._decode_text(raw, "refusal_comment"),
-            qa_verdict=self._decode_enum(raw, "qa_verdict"),
-            cpl=_decimal(cpl_values[0].get("value")) if cpl_values else None,
-            # amoCRM keeps no "last activity" time on a lead; `updated_at` moves with every change to it
-            # (a move, a field, a new responsible), which is the closest documented equivalent.
-            last_activity_at=_ts(raw.get("updated_at")),
-        )
-
-    @staticmethod
-    def source_of(raw: Mapping[str, Any]) -> str:
-        """The lead's source: its ``utm_source`` tracking value (field code UTM_SOURCE), "" without one."""
-        for entry in raw.get("custom_fields_values") or []:
-            if isinstance(entry, dict) and str(entry.get("field_code") or "").upper() == UTM_SOURCE:
-                for value in entry.get("values") or []:
-                    text = _text(value.get("value") if isinstance(value, dict) else "").strip()
-                    if text:
-                        return text[:SOURCE_MAX_LENGTH]
-        return ""
-
-    def get_deal(self, deal_id: str) -> Deal:
-        """Re-read one lead (GET /api/v4/leads/{id}; 204/404 mean it is gone)."""
-        raw = self.rest.get(f"/api/v4/leads/{int(deal_id)}")
-        if not isinstance(raw, dict) or not raw.get("id"):
-            raise AmoNotFound(f"lead {deal_id} not found")
-        return self.deal_from_raw(raw)
-
-    def get_deals(self, deal_ids: Sequence[str]) -> dict[str, Deal]:
-        """Many leads, 250 ids per request (``filter[id][]``)."""
-        ids = list(dict.fromkeys(int(deal_id) for deal_id in deal_ids))
-        deals: dict[str, Deal] = {}
-        for start in range(0, len(ids), BATCH_IDS):
-            chunk = ids[start : start + BATCH_IDS]
-            for raw in self.rest.iter_pages("/api/v4/leads", "leads", {"filter": {"id": chunk}}):
-                deal = self.deal_from_raw(raw)
-                deals[deal.id] = deal
-        return deals
-
-    def lead_patch(self, change: DealChange) -> dict[str, Any]:
-        """The PATCH body for a change (custom fields in the v4 ``custom_fields_values`` shape)."""
-        body: dict[str, Any] = {}
-        if change.stage_id is not None:
-            body["status_id"] = int(change.stage_id)
-        if change.pipeline_id is not None:
-            body["pipeline_id"] = int(change.pipeline_id)
-        if change.responsible_id is not None:
-            body["responsible_user_id"] = int(change.responsible_id)
-        values = []
-        if change.refusal_reason is not None:
-            values.append(self._encode_enum("refusal_reason", change.refusal_reason))
-        if change.refusal_comment is not None:
-            values.append(self._encode_text("refusal_comment", change.refusal_comment))
-        if change.qa_verdict is not None:
-            values.append(self._encode_enum("qa_verdict", change.qa_verdict))
-        if values:
-            body["custom_fields_values"] = values
-        return body
-
-    def update_deal(self, deal_id: str, change: DealChange) -> None:
-        """PATCH /api/v4/leads/{id}. 142/143 are shared by every pipeline, so they always carry pipeline_id
-        (read from the lead when the change does not name it); we never send loss_reason_id."""
-        body = self.lead_patch(change)
-        if not body:
-            return
-        if change.stage_id in (WON, LOST) and "pipeline_id" not in body:
-            body["pipeline_id"] = int(self.get_deal(deal_id).pipeline_id)
-        self.rest.request("PATCH", f"/api/v4/leads/{int(deal_id)}", body=body)
-
-    def iter_deals(self, *, modified_since: datetime | None = None, open_only: bool = False) -> Iterator[Deal]:
-        """Stream leads oldest id first (``order[id]=asc``, ``filter[updated_at][from]``)."""
-        params: dict[str, Any] = {"order": {"id": "asc"}}
-        if modified_since is not None:
-            if modified_since.tzinfo is None:
-                raise ValueError("modified_since must be aware")
-            params["filter"] = {"updated_at": {"from": int(modified_since.timestamp())}}
-        for raw in self.rest.iter_pages("/api/v4/leads", "leads", params):
-            if open_only and _text(raw.get("status_id")) in (WON, LOST):
-                continue
-            yield self.deal_from_raw(raw)
-
-    def _open_status_types(self) -> dict[str, list[tuple[int, int]]]:
-        """(status id, status type) of every status but 142 and 143, per pipeline id; read once per adapter."""
-        if self._raw_pipelines is None:
-            answer = self.rest.get("/api/v4/leads/pipelines")
-            self._raw_pipelines = {
-                _text(raw.get("id")): [
-                    (int(status["id"]), _int(status.get("type")) or 0)
-                    for status in ((raw.get("_embedded") or {}).get("statuses") or [])
-                    if _int(status.get("id")) is not None and _text(status.get("id")) not in (WON, LOST)
-                ]
-                for raw in ((answer or {}).get("_embedded") or {}).get("pipelines") or []
-                if _int(raw.get("id")) is not None
-            }
-        return self._raw_pipelines
-
-    def _open_statuses(self, pipeline_id: str) -> list[int]:
-        """Every status of a pipeline but 142 and 143 (Incoming leads included: such a lead is open too)."""
-        return [status_id for status_id, _type in self._open_status_types().get(pipeline_id, [])]
-
-    def count_open_deals(self, responsible_id: str, pipeline_id: str) -> int:
-        """Open leads of one pipeline a user is responsible for.
-
-        amoCRM answers no totals and selects no columns, so this pages ``GET /api/v4/leads`` at 250 a page
-        with ``filter[responsible_user_id][]`` and ``filter[statuses][i][pipeline_id|status_id]`` for each
-        open status of the pipeline (the filter shape of the official SDK's LeadsFilter), and counts;
-        a manager's open leads are few, so that is one request in practice.
-        """
-        statuses = self._open_statuses(pipeline_id)
-        if not statuses:
-            return 0
-        params = {
-            "filter": {
-                "responsible_user_id": [int(responsible_id)],
-                "statuses": [{"pipeline_id": int(pipeline_id), "status_id": status} for status in statuses],
-            },
-            "order": {"id": "asc"},
-        }
-        return sum(1 for _lead in self.rest.iter_pages("/api/v4/leads", "leads", params))
-
-    def list_sources(self) -> list[Source]:
-        """The lead sources in use: the distinct ``utm_source`` values of recently updated leads.
-
-        amoCRM has no account-wide list of lead sources (its ``/api/v4/sources`` holds only the chat
-        sources an integration creates itself). What a lead carries that says where it came from is the
-        built-in tracking field ``utm_source`` (type tracking_data, code UTM_SOURCE), which site forms,
-        ads and chat integrations fill in. Its values are free text, so the list is collected from the
-        leads updated in the last SOURCE_SCAN_DAYS days, newest first, at most SOURCE_SCAN_PAGES pages
-        of 250; the id and the name of a source are the value itself, sorted by name.
-        """
-        since = int((datetime.now(UTC) - timedelta(days=SOURCE_SCAN_DAYS)).timestamp())
-        found: dict[str, str] = {}
-        for page in range(1, SOURCE_SCAN_PAGES + 1):
-            answer = self.rest.get(
-                "/api/v4/leads",
-                {
-                    "filter": {"updated_at": {"from": since}},
-                    "order": {"updated_at": "desc"},
-                    "page": page,
-                    "limit": PAGE_LIMIT,
-                },
-            )
-            leads = ((answer or {}).get("_embedded") or {}).get("leads") or [] if isinstance(answer, dict) else []
-            for raw in leads:
-                source = self.source_of(raw) if isinstance(raw, dict) else ""
-                if source:
-                    found.setdefault(source.casefold(), source)
-            if len(leads) < PAGE_LIMIT:
-                break
-        return [Source(id=name, name=name) for name in sorted(found.values(), key=str.casefold)]
-
-    # ---- events
-
-    def _status_events(self, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-        base = {"filter": {"type": "lead_status_changed", "entity": "lead", **(params.get("filter") or {})}}
-        yield from self.rest.iter_pages("/api/v4/events", "events", base, limit=EVENTS_LIMIT)
-
-    @staticmethod
-    def _event_status(values: Any) -> tuple[str, str] | None:
-        for value in values or []:
-            status = value.get("lead_status") if isinstance(value, dict) else None
-            if isinstance(status, dict) and status.get("id") is not None:
-                return _text(status.get("id")), _text(status.get("pipeline_id"))
-        return None
-
-    def stage_before(self, deal_id: str, stage_id: str) -> str | None:
-        """From the newest ``lead_status_changed`` event into `stage_id`: its ``value_before``."""
-        for event in self._status_events({"filter": {"entity_id": [int(deal_id)]}}):
-            after = self._event_status(event.get("value_after"))
-            if after is not None and after[0] == stage_id:
-                before = self._event_status(event.get("value_before"))
-                return before[0] if before else None
-        return None
-
-    def drain_deal_changes(self, handle: Callable[[list[str]], None]) -> int | None:
-        """Status changes since the stored watermark (events API), 100 per page; the watermark moves on
-        only after `handle` returned for a page."""
-        since = self._watermark()
-        drained = 0
-        newest = since
-        page = 1
-        while True:
-            answer = self.rest.get(
-                "/api/v4/events",
-                {
-                    "filter": {"type": "lead_status_changed", "entity": "lead", "created_at": {"from": since}},
-                    "page": page,
-                    "limit": EVENTS_LIMIT,
-                },
-            )
-            events = ((answer or {}).get("_embedded") or {}).get("events") or [] if isinstance(answer, dict) else []
-            lead_ids = sorted({_text(e.get("entity_id")) for e in events if e.get("entity_id")}, key=int)
-            if lead_ids:
-                handle(lead_ids)
-            newest = max([newest, *(_int(e.get("created_at")) or 0 for e in events)])
-            drained += len(events)
-            if newest > since:
-                self._set_watermark(newest)
-            if len(events) < EVENTS_LIMIT:
-                return drained
-            page += 1
-
-    def _watermark(self) -> int:
-        with self.rest._session() as session:
-            portal = session.get(Portal, self.portal_id)
-            if portal is None:
-                raise CrmError(f"portal {self.portal_id} does not exist")
-            stored = _int((portal.settings or {}).get(EVENTS_WATERMARK))
-            if stored:
-                return stored
-            start = portal.installed_at or datetime.now(UTC)
-            return int(start.timestamp())
-
-    def _set_watermark(self, value: int) -> None:
-        with self.rest._session() as session, session.begin():
-            portal = session.scalars(sa.select(Portal).where(Portal.id == self.portal_id).with_for_update()).one()
-            settings = dict(portal.settings or {})
-            settings[EVENTS_WATERMARK] = value
-            portal.settings = settings
-            flag_modified(portal, "settings")
-
-    # ---- pipelines
-
-    def list_pipelines(self) -> list[Pipeline]:
-        """GET /api/v4/leads/pipelines with the statuses embedded."""
-        answer = self.rest.get("/api/v4/leads/pipelines")
-        pipelines = []
-        for raw in ((answer or {}).get("_embedded") or {}).get("pipelines") or []:
-            pipeline_id = _text(raw.get("id"))
-            stages = [
-                Stage(
-                    id=_text(status.get("id")),
-                    pipeline_id=pipeline_id,
-                    name=_text(status.get("name")),
-                    sort=_int(status.get("sort")) or 0,
-                    semantics=semantics_of(_text(status.get("id"))),
-                )
-                for status in ((raw.get("_embedded") or {}).get("statuses") or [])
-                # "Incoming leads" (type 1) is not a stage anyone works in.
-                if _int(status.get("type")) != 1
-            ]
-            stages.sort(key=lambda stage: stage.sort)
-            pipelines.append(
-                Pipeline(
-                    id=pipeline_id,
-                    name=_text(raw.get("name")),
-                    stages=tuple(stages),
-                    is_default=bool(raw.get("is_main")),
-                )
-            )
-        pipelines.sort(key=lambda p: (not p.is_default, int(p.id)))
-        return pipelines
-
-    # ---- people
-
-    def list_users(self) -> list[User]:
-        """GET /api/v4/users (admin grant), 250 per page; a user's group is his department."""
-        users = []
-        for row in self.rest.iter_pages("/api/v4/users", "users", {"with": "group"}):
-            rights = row.get("rights") if isinstance(row.get("rights"), dict) else {}
-            group_id = rights.get("group_id")
-            users.append(
-                User(
-                    id=_text(row.get("id")),
-                    name=_text(row.get("name")) or _text(row.get("email")) or _text(row.get("id")),
-                    active=bool(rights.get("is_active", True)),
-                    department_ids=(_text(group_id),) if group_id not in (None, "") else (),
-                    is_admin=bool(rights.get("is_admin")),
-                )
-            )
-        return users
-
-    def list_departments(self) -> list[Department]:
-        """The account's user groups (GET /api/v4/account?with=users_groups)."""
-        answer = self.rest.get("/api/v4/account", {"with": "users_groups"})
-        groups = ((answer or {}).get("_embedded") or {}).get("users_groups") or []
-        return [Department(id=_text(g.get("id")), name=_text(g.get("name"))) for g in groups if isinstance(g, dict)]
-
-    def deal_url(self, deal_id: str) -> str:
-        """The lead card."""
-        return f"https://{self.domain}/leads/detail/{deal_id}"
-
-    def notify(self, user_id: str, message: str, key: str = "") -> None:
-        """amoCRM has no notification API (reference/amocrm.md section 10): a task for the user is the notice.
-        Tasks have no tag, so `key` cannot make a resent notice replace the first one here."""
-        self.rest.request("POST", "/api/v4/tasks", body=[self._notice_task(user_id, message)])
-
-    def notify_many(self, notices: Sequence[tuple[str, str]]) -> None:
-        """Several notices as tasks, NOTICE_BATCH to a POST (amoCRM takes a list of tasks in one request)."""
-        for start in range(0, len(notices), NOTICE_BATCH):
-            chunk = notices[start : start + NOTICE_BATCH]
-            self.rest.request("POST", "/api/v4/tasks", body=[self._notice_task(user, text) for user, text in chunk])
-
-    def update_deal_and_notify(
-        self, deal_id: str, change: DealChange, notices: Sequence[Notice]
-    ) -> list[Exception | None]:
-        """The change, then every notice in one POST of tasks; notices are not sent when the change failed."""
-        try:
-            self.update_deal(deal_id, change)
-        except CrmError as error:
-            return [error] * (1 + len(notices))
-        if not notices:
-            return [None]
-        try:
-            self.notify_many([(notice.user_id, notice.message) for notice in notices])
-        except CrmError as error:
-            return [None, *([error] * len(notices))]
-        return [None] * (1 + len(notices))
-
-    def _notice_task(self, user_id: str, message: str) -> dict[str, Any]:
-        deadline = datetime.now(UTC) + timedelta(hours=NOTICE_TASK_HOURS)
-        return {
-            "text": message,
-            "complete_till": int(deadline.timestamp()),
-            "responsible_user_id": int(user_id),
-            "task_type_id": TASK_TYPE_CALL,
-        }
-
-    # ---- tasks
-
-    def create_task(self, task: NewTask) -> str:
-        """POST /api/v4/tasks linked to the lead; returns the task id."""
-        text = task.title if not task.description else f"{task.title}\n{task.description}"
-        item: dict[str, Any] = {
-            "text": text,
-            "complete_till": int(task.deadline.timestamp()),
-            "entity_type": "leads",
-            "entity_id": int(task.deal_id),
-            "responsible_user_id": int(task.responsible_id),
-            "task_type_id": TASK_TYPE_CALL,
-        }
-        if task.created_by:
-            item["created_by"] = int(task.created_by)
-        answer = self.rest.request("POST", "/api/v4/tasks", body=[item])
-        created = ((answer or {}).get("_embedded") or {}).get("tasks") or [] if isinstance(answer, dict) else []
-        if not created or not created[0].get("id"):
-            raise CrmError("POST /api/v4/tasks answered without a task id")
-        return _text(created[0]["id"])
-
-    def create_todo(self, todo: NewTodo) -> str:
-        """A to-do is a task of type 1 ("call") for the user on the lead, due at the deadline
-        (``POST /api/v4/tasks``); returns the task id."""
-        text = todo.title if not todo.description else f"{todo.title}\n{todo.description}"
-        item = {
-            "text": text,
-            "complete_till": int(todo.deadline.timestamp()),
-            "entity_type": "leads",
-            "entity_id": int(todo.deal_id),
-            "responsible_user_id": int(todo.responsible_id),
-            "task_type_id": TASK_TYPE_CALL,
-        }
-        answer = self.rest.request("POST", "/api/v4/tasks", body=[item])
-        created = ((answer or {}).get("_embedded") or {}).get("tasks") or [] if isinstance(answer, dict) else []
-        if not created or not created[0].get("id"):
-            raise CrmError("POST /api/v4/tasks answered without a task id")
-        return _text(created[0]["id"])
-
-    def list_deal_tasks(self, deal_id: str) -> list[Task]:
-        """Tasks of the lead (``filter[entity_type]=leads&filter[entity_id][]``)."""
-        params = {"filter": {"entity_type": "leads", "entity_id": [int(deal_id)]}}
-        return [
-            Task(
-                id=_text(row.get("id")),
-                title=_text(row.get("text")),
-                responsible_id=_text(row.get("responsible_user_id")),
-                deal_id=deal_id,
-                deadline=_ts(row.get("complete_till")),
-                is_open=not bool(row.get("is_completed")),
-                created_by=_text(row.get("created_by")) or None,
-            )
-            for row in self.rest.iter_pages("/api/v4/tasks", "tasks", params)
-        ]
-
-    # ---- task control
-
-    OPEN_LEAD_TASKS: Mapping[str, Any] = {"entity_type": "leads", "is_completed": 0}
-
-    @staticmethod
-    def _open_task(row: Mapping[str, Any], now: datetime) -> Task | None:
-        """An open task of ``GET /api/v4/tasks`` bound to a lead; None for any other (a notice bound to
-        nothing, a contact's task, a completed one).
-
-        amoCRM tasks have one text and no title: the first line of the text is the title. There are no
-        auditors and no "overdue" flag: a task is overdue once ``complete_till`` (unix seconds, the exact
-        end of an all-day task too) has passed.
-        """
-        lead_id = _int(row.get("entity_id"))
-        if row.get("entity_type") != "leads" or not lead_id or row.get("is_completed"):
-            return None
-        deadline = _ts(row.get("complete_till"))
-        lines = _text(row.get("text")).strip().splitlines()
-        created_by = _int(row.get("created_by"))
-        return Task(
-            id=_text(row.get("id")),
-            title=(lines[0] if lines else "")[:TASK_TITLE_LENGTH],
-            responsible_id=_text(row.get("responsible_user_id")),
-            deal_id=str(lead_id),
-            deadline=deadline,
-            is_open=True,
-            created_by=str(created_by) if created_by else None,
-            overdue=deadline is not None and deadline < now,
-        )
-
-    def open_deal_tasks(self, deal_id: str) -> list[Task]:
-        """Open tasks of one lead: ``filter[entity_type]=leads&filter[entity_id][]=ID&filter[is_completed]=0``
-        (the filter names of the official SDK's TasksFilter), one request unless it has over 250."""
-        params = {"filter": {**self.OPEN_LEAD_TASKS, "entity_id": [int(deal_id)]}, "order": {"id": "asc"}}
-        now = datetime.now(UTC)
-        return [
-            task
-            for row in self.rest.iter_pages("/api/v4/tasks", "tasks", params)
-            if (task := self._open_task(row, now)) is not None and task.deal_id == str(int(deal_id))
-        ]
-
-    def _working_status_chunks(self) -> list[list[dict[str, int]]]:
-        """``filter[statuses]`` pairs of every working status (not 142/143, not Incoming leads), in chunks."""
-        pairs = [
-            {"pipeline_id": int(pipeline_id), "status_id": status_id}
-            for pipeline_id, statuses in sorted(self._open_status_types().items(), key=lambda item: int(item[0]))
-            for status_id, status_type in statuses
-            if status_type != STATUS_INCOMING
-        ]
-        return [pairs[start : start + STATUS_FILTER_CHUNK] for start in range(0, len(pairs), STATUS_FILTER_CHUNK)]
-
-    def iter_open_work(self) -> Iterator[Task | Deal]:
-        """Every open task bound to a lead, then every open lead, 250 a page, one page in memory at a time.
-
-        Tasks: ``GET /api/v4/tasks?filter[entity_type]=leads&filter[is_completed]=0&order[id]=asc``. Leads:
-        ``GET /api/v4/leads`` with ``filter[statuses]`` naming each working status of each pipeline (read
-        once from the pipelines), so closed leads are never read; leads in Incoming leads are requests waiting
-        to be accepted or declined, not deals in work, and are left out. Paging stops at a 204 or a short page;
-        every request takes a slot from the account's shared limiter. amoCRM pages by offset only (no id
-        range filter), so a task completed while the scan reads can shift one row past a page boundary.
-        """
-        now = datetime.now(UTC)
-        params = {"filter": dict(self.OPEN_LEAD_TASKS), "order": {"id": "asc"}}
-        for row in self.rest.iter_pages("/api/v4/tasks", "tasks", params):
-            task = self._open_task(row, now)
-            if task is not None:
-                yield task
-        for chunk in self._working_status_chunks():
-            for raw in self.rest.iter_pages(
-                "/api/v4/leads", "leads", {"filter": {"statuses": chunk}, "order": {"id": "asc"}}
-            ):
-                if _text(raw.get("status_id")) not in (WON, LOST):
-                    yield self.deal_from_raw(raw)
-
-    # ---- calls
-
-    def list_deal_calls(self, deal_id: str) -> list[Call]:
-        """Call notes of the lead (call_in / call_out); ``params.link`` is the recording."""
-        params = {"filter": {"note_type": ["call_in", "call_out"]}}
-        calls = []
-        for note in self.rest.iter_pages(f"/api/v4/leads/{int(deal_id)}/notes", "notes", params):
-            info = note.get("params") if isinstance(note.get("params"), dict) else {}
-            responsible = _int(info.get("call_responsible")) or _int(note.get("responsible_user_id"))
-            calls.append(
-                Call(
-                    id=_text(note.get("id")),
-                    deal_id=deal_id,
-                    user_id=str(responsible) if responsible else None,
-                    direction="in" if note.get("note_type") == "call_in" else "out",
-                    started_at=_ts(note.get("created_at")),
-                    duration_seconds=_int(info.get("duration")) or 0,
-                    recording_url=_text(info.get("link")) or None,
-                    phone=_text(info.get("phone")),
-                )
-            )
-        return calls
-
-    def open_recording(self, call: Call) -> Recording:
-        """Stream the recording the call note links to (``params.link``); see `AmoRest.download` for which
-        hosts are fetched and how."""
-        if not call.recording_url:
-            raise AmoNotFound("the call has no recording", http_status=404)
-        response = self.rest.download(call.recording_url)
-        length = response.headers.get("Content-Length")
-        return Recording(
-            content_type=(response.headers.get("Content-Type") or "application/octet-stream").split(";", 1)[0],
-            chunks=response.iter_content(chunk_size=64 * 1024),
-            close=response.close,
-            length=int(length) if length and length.isdigit() else None,
-        )
-
-    # ---- notes
-
-    def add_note(self, deal_id: str, text: str) -> str:
-        """A common note on the lead (``POST /api/v4/leads/notes``, note_type "common"); returns its id."""
-        item = {"entity_id": int(deal_id), "note_type": "common", "params": {"text": text}}
-        answer = self.rest.request("POST", "/api/v4/leads/notes", body=[item])
-        created = ((answer or {}).get("_embedded") or {}).get("notes") or [] if isinstance(answer, dict) else []
-        if not created or not created[0].get("id"):
-            raise CrmError("POST /api/v4/leads/notes answered without a note id")
-        return _text(created[0]["id"])
-
-    def find_note(self, deal_id: str, text: str) -> str | None:
-        """The id of a common note on the lead with exactly this text, if there is one."""
-        params = {"filter": {"note_type": ["common"]}}
-        for note in self.rest.iter_pages(f"/api/v4/leads/{int(deal_id)}/notes", "notes", params):
-            info = note.get("params") if isinstance(note.get("params"), dict) else {}
-            if _text(info.get("text")) == text:
-                return _text(note.get("id"))
-        return None
