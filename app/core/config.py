@@ -121,6 +121,7 @@ def load_config(instance_path: Path, env: Mapping[str, str] | None = None) -> di
         "AMO_RETRY_BASE_DELAY": parse_float(env.get("AMO_RETRY_BASE_DELAY"), 1.0),
         "AMO_RETRY_MAX_DELAY": parse_float(env.get("AMO_RETRY_MAX_DELAY"), 30.0),
         "AMO_BLOCK_PAUSE_SECONDS": parse_int(env.get("AMO_BLOCK_PAUSE_SECONDS"), 900),
+        "AMO_REFRESH_LOCK_SECONDS": parse_float(env.get("AMO_REFRESH_LOCK_SECONDS"), 30.0),
         # Hosts (suffixes) a call note's recording link may point to besides the account's own host; empty
         # means any public host. Links are fetched without credentials and never to private addresses.
         "AMO_RECORDING_HOSTS": tuple(

@@ -8,7 +8,6 @@ from urllib.parse import unquote
 
 import pytest
 
-import app.crm.bitrix24 as bitrix24_module
 from app.core.db import db
 from app.core.models import Portal
 from app.crm import errors
@@ -147,7 +146,8 @@ def virtual_sleep(monkeypatch: pytest.MonkeyPatch, clock: ManualClock) -> list[f
         slept.append(seconds)
         clock.advance(seconds)
 
-    monkeypatch.setattr(bitrix24_module, "time", SimpleNamespace(time=time.time, monotonic=time.monotonic, sleep=sleep))
+    virtual_time = SimpleNamespace(time=time.time, monotonic=time.monotonic, sleep=sleep)
+    monkeypatch.setattr("app.crm.bitrix24.client.time", virtual_time)
     return slept
 
 

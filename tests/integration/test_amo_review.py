@@ -78,7 +78,7 @@ def _lead_with_calls(amo: Amo, **call: object) -> tuple[int, Reviewer]:
 
 def test_a_recording_on_the_telephony_host_is_fetched_without_our_token(guarded: Amo, monkeypatch: pytest.MonkeyPatch):
     resolving = {RECORDING_HOST: {"198.51.100.7"}}
-    monkeypatch.setattr(amocrm, "resolve_addresses", lambda host: resolving.get(host, set()))
+    monkeypatch.setattr("app.crm.amocrm.client.resolve_addresses", lambda host: resolving.get(host, set()))
     # 198.51.100.0/24 is documentation space, not global: a telephony host must resolve to public addresses.
     _lead_id, qa = _lead_with_calls(guarded, recording_host=RECORDING_HOST)
     [call] = qa.view["calls"]
@@ -93,7 +93,7 @@ def test_a_recording_on_the_telephony_host_is_fetched_without_our_token(guarded:
         seen.append((dict(headers), pinned))
         return original(target, headers, pinned, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(amocrm, "fetch_recording", spy)
+    monkeypatch.setattr("app.crm.amocrm.client.fetch_recording", spy)
     audio = guarded.client.get(url, headers=qa.headers)
     assert audio.status_code == 200 and audio.get_data().startswith(b"ID3")
     # no token, and the connection pinned to the address that was checked

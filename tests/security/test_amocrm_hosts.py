@@ -324,7 +324,7 @@ def test_our_token_goes_to_the_account_host_only_for_recording_paths(
 
 @pytest.mark.parametrize("content_type", ["text/html", "application/json", "application/ogg", "video/mp4", ""])
 def test_only_audio_is_streamed_back(account_rest: AmoRest, monkeypatch: pytest.MonkeyPatch, content_type: str) -> None:
-    monkeypatch.setattr(amocrm, "resolve_addresses", lambda host: {PUBLIC_ADDRESS})
+    monkeypatch.setattr("app.crm.amocrm.client.resolve_addresses", lambda host: {PUBLIC_ADDRESS})
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         headers = {"Content-Type": content_type} if content_type else {}
         mock.add(responses.GET, f"https://{TELEPHONY}/recordings/1.mp3", body=b"<html>", headers=headers)

@@ -1,0 +1,715 @@
+"""Bitrix24: `Bitrix24Crm`, the CrmClient port on a portal, and the decoding of Bitrix24 values."""
+
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from app.core.models import Portal
+from app.crm.bitrix24.batch import PAGE_SIZE, ListStream, result_rows
+from app.crm.bitrix24.client import Bitrix24Rest, audio_type
+from app.crm.errors import (
+    CrmError,
+    NotFound,
+)
+from app.crm.port import (
+    Call,
+    Deal,
+    DealChange,
+    Department,
+    NewTask,
+    NewTodo,
+    Notice,
+    Pipeline,
+    Recording,
+    Source,
+    Stage,
+    StageSemantics,
+    Task,
+    User,
+)
+
+log = logging.getLogger(__name__)
+
+DEAL_ENTITY_TYPE_ID = 2
+CALL_ACTIVITY_TYPE_ID = 2
+TASK_COMPLETED = "5"
+
+def notice_tag(key: str) -> str:
+    """The im.notify TAG for a notice key: short, unique per key, recognisably ours."""
+    return "RC|" + hashlib.sha1(key.encode()).hexdigest()[:32]  # noqa: S324 - a tag, not a secret
+
+
+# ---------------------------------------------------------------- value decoding
+
+
+_SEMANTICS: dict[str, StageSemantics] = {"P": "process", "S": "success", "F": "failure"}
+
+
+def _text(value: Any) -> str:
+    if value is None or value is False:
+        return ""
+    if isinstance(value, list):
+        return _text(value[0]) if value else ""
+    return str(value)
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """`value` when Bitrix24 sent an object, else an empty one (a missing or malformed part of an answer)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _optional_id(value: Any) -> str | None:
+    text = _text(value)
+    return text if text and text != "0" else None
+
+
+def parse_decimal(value: Any) -> Decimal | None:
+    """A Bitrix24 number or money value ("1000.00", "100|RUB") as a Decimal; None when empty."""
+    text = _text(value).split("|", 1)[0].strip()
+    if not text:
+        return None
+    try:
+        return Decimal(text)
+    except InvalidOperation as error:
+        raise CrmError(f"not a number: {text!r}") from error
+
+
+def parse_datetime(value: Any, default_tz: ZoneInfo | None = None) -> datetime | None:
+    """An ISO 8601 date-time from Bitrix24 as an aware datetime (naive ones get the portal's zone)."""
+    text = _text(value)
+    if not text:
+        return None
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=default_tz or UTC)
+    return parsed
+
+
+def _zone(name: str | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+# ---------------------------------------------------------------- the adapter
+
+
+class Bitrix24Crm:
+    """The CrmClient port for a Bitrix24 portal."""
+
+    DEAL_SELECT = ("*", "UF_*")
+
+    def __init__(self, portal: Portal, rest: Bitrix24Rest | None = None) -> None:
+        self.portal_id = portal.id
+        self.rest = rest or Bitrix24Rest(portal.id)
+        self.tz = _zone(portal.timezone)
+        self.domain = portal.domain
+        self.offline_events = bool((portal.settings or {}).get("offline_events"))
+        fields = (portal.settings or {}).get("b24_fields") or {}
+        self._field: dict[str, str] = {name: str(spec.get("field") or "") for name, spec in fields.items()}
+        self._enum: dict[str, dict[str, str]] = {
+            name: {str(code): str(item) for code, item in (spec.get("enum") or {}).items()}
+            for name, spec in fields.items()
+        }
+        self._enum_codes: dict[str, dict[str, str]] = {
+            name: {item: code for code, item in mapping.items()} for name, mapping in self._enum.items()
+        }
+
+    # ---- custom fields
+
+    def _decode_enum(self, name: str, raw: Mapping[str, Any]) -> str | None:
+        field_name = self._field.get(name)
+        if not field_name:
+            return None
+        item = _text(raw.get(field_name))
+        if not item:
+            return None
+        code = self._enum_codes.get(name, {}).get(item)
+        if code is None:
+            log.warning("unknown enum item", extra={"portal_id": self.portal_id, "field": field_name, "item": item})
+        return code
+
+    def _encode_enum(self, name: str, code: str) -> str:
+        if code == "":
+            return ""
+        try:
+            return self._enum[name][code]
+        except KeyError as error:
+            raise CrmError(f"{name} code {code!r} is not installed on portal {self.portal_id}") from error
+
+    def _require_field(self, name: str) -> str:
+        field_name = self._field.get(name)
+        if not field_name:
+            raise CrmError(f"custom field {name} is not installed on portal {self.portal_id}")
+        return field_name
+
+    # ---- deals
+
+    def deal_from_raw(self, raw: Mapping[str, Any]) -> Deal:
+        """Decode a crm.deal.get / crm.deal.list row."""
+        comment_field = self._field.get("refusal_comment")
+        cpl_field = self._field.get("cpl")
+        return Deal(
+            id=_text(raw.get("ID")),
+            title=_text(raw.get("TITLE")),
+            pipeline_id=_text(raw.get("CATEGORY_ID")) or "0",
+            stage_id=_text(raw.get("STAGE_ID")),
+            stage_semantics=_SEMANTICS.get(_text(raw.get("STAGE_SEMANTIC_ID")), "process"),
+            responsible_id=_text(raw.get("ASSIGNED_BY_ID")),
+            modified_by_id=_optional_id(raw.get("MODIFY_BY_ID")),
+            modified_at=parse_datetime(raw.get("DATE_MODIFY"), self.tz),
+            created_at=parse_datetime(raw.get("DATE_CREATE"), self.tz),
+            amount=parse_decimal(raw.get("OPPORTUNITY")) or Decimal("0"),
+            currency=_text(raw.get("CURRENCY_ID")),
+            source_id=_text(raw.get("SOURCE_ID")),
+            refusal_reason=self._decode_enum("refusal_reason", raw),
+            refusal_comment=_text(raw.get(comment_field)) if comment_field else "",
+            qa_verdict=self._decode_enum("qa_verdict", raw),
+            cpl=parse_decimal(raw.get(cpl_field)) if cpl_field else None,
+            moved_by_id=_optional_id(raw.get("MOVED_BY_ID")),
+            moved_at=parse_datetime(raw.get("MOVED_TIME"), self.tz),
+            last_activity_at=parse_datetime(raw.get("LAST_ACTIVITY_TIME"), self.tz),
+        )
+
+    def get_deal(self, deal_id: str) -> Deal:
+        """Re-read one deal."""
+        raw = self.rest.call("crm.deal.get", {"id": deal_id})
+        if not isinstance(raw, dict) or not raw:
+            raise NotFound(f"deal {deal_id} not found", code="")
+        return self.deal_from_raw(raw)
+
+    def get_deals(self, deal_ids: Sequence[str]) -> dict[str, Deal]:
+        """Many deals: one crm.deal.list per 50 ids, up to 50 lists per batch request."""
+        ids = list(dict.fromkeys(str(deal_id) for deal_id in deal_ids))
+        commands: dict[str, tuple[str, Mapping[str, Any] | None]] = {
+            f"d{n}": (
+                "crm.deal.list",
+                {"filter": {"@ID": ids[i : i + PAGE_SIZE]}, "select": list(self.DEAL_SELECT), "start": -1},
+            )
+            for n, i in enumerate(range(0, len(ids), PAGE_SIZE))
+        }
+        if not commands:
+            return {}
+        result = self.rest.batch(commands)
+        deals: dict[str, Deal] = {}
+        for key in commands:
+            for raw in result_rows(result.get(key), None):
+                deal = self.deal_from_raw(raw)
+                deals[deal.id] = deal
+        return deals
+
+    def deal_update_fields(self, change: DealChange) -> dict[str, Any]:
+        """The crm.deal.update ``fields`` for a change (stage within a pipeline included)."""
+        fields: dict[str, Any] = {}
+        if change.stage_id is not None and change.pipeline_id is None:
+            fields["STAGE_ID"] = change.stage_id
+        if change.responsible_id is not None:
+            fields["ASSIGNED_BY_ID"] = change.responsible_id
+        if change.refusal_reason is not None:
+            fields[self._require_field("refusal_reason")] = self._encode_enum("refusal_reason", change.refusal_reason)
+        if change.refusal_comment is not None:
+            fields[self._require_field("refusal_comment")] = change.refusal_comment
+        if change.qa_verdict is not None:
+            fields[self._require_field("qa_verdict")] = self._encode_enum("qa_verdict", change.qa_verdict)
+        return fields
+
+    def _update_commands(self, deal_id: str, change: DealChange) -> dict[str, tuple[str, Mapping[str, Any] | None]]:
+        fields = self.deal_update_fields(change)
+        commands: dict[str, tuple[str, Mapping[str, Any] | None]] = {}
+        if change.pipeline_id is not None:
+            item_fields: dict[str, Any] = {"categoryId": change.pipeline_id}
+            if change.stage_id is not None:
+                item_fields["stageId"] = change.stage_id
+            commands["move"] = (
+                "crm.item.update",
+                {"entityTypeId": DEAL_ENTITY_TYPE_ID, "id": deal_id, "fields": item_fields},
+            )
+        if fields:
+            commands["update"] = ("crm.deal.update", {"id": deal_id, "fields": fields})
+        return commands
+
+    def update_deal(self, deal_id: str, change: DealChange) -> None:
+        """Write a change: crm.deal.update, plus crm.item.update for a pipeline move (one batch if both)."""
+        commands = self._update_commands(deal_id, change)
+        if not commands:
+            return
+        if len(commands) == 1:
+            method, params = next(iter(commands.values()))
+            self.rest.call(method, params)
+            return
+        result = self.rest.batch(commands, halt=True)
+        for key in commands:
+            result.get(key)
+
+    def iter_deals(self, *, modified_since: datetime | None = None, open_only: bool = False) -> Iterator[Deal]:
+        """Stream deals oldest id first, 50 pages per request."""
+        flt: dict[str, Any] = {}
+        if modified_since is not None:
+            if modified_since.tzinfo is None:
+                raise ValueError("modified_since must be aware")
+            flt[">=DATE_MODIFY"] = modified_since.isoformat(timespec="seconds")
+        if open_only:
+            flt["CLOSED"] = "N"
+        params = {"filter": flt, "select": list(self.DEAL_SELECT)}
+        for raw in self.rest.iter_list_batched("crm.deal.list", params):
+            yield self.deal_from_raw(raw)
+
+    def count_open_deals(self, responsible_id: str, pipeline_id: str) -> int:
+        """crm.deal.list with a filter and one selected field: the answer's `total` is the count."""
+        answer = self.rest.call_full(
+            "crm.deal.list",
+            {
+                "filter": {"ASSIGNED_BY_ID": responsible_id, "CATEGORY_ID": pipeline_id, "CLOSED": "N"},
+                "select": ["ID"],
+                "start": 0,
+            },
+        )
+        total = answer.get("total")
+        if total is None:
+            return len(result_rows(answer.get("result"), None))
+        return int(total)
+
+    # ---- pipelines
+
+    def list_pipelines(self) -> list[Pipeline]:
+        """Funnels (crm.category.list) with their stages (crm.status.list per funnel, one batch)."""
+        answer = self.rest.call("crm.category.list", {"entityTypeId": DEAL_ENTITY_TYPE_ID})
+        categories = result_rows(answer, "categories")
+        if not categories:
+            categories = [{"id": 0, "name": "", "isDefault": "Y"}]
+        commands: dict[str, tuple[str, Mapping[str, Any] | None]] = {}
+        for category in categories:
+            category_id = _text(category.get("id")) or "0"
+            entity_id = "DEAL_STAGE" if category_id == "0" else f"DEAL_STAGE_{category_id}"
+            commands[f"c{category_id}"] = (
+                "crm.status.list",
+                {"order": {"SORT": "ASC"}, "filter": {"ENTITY_ID": entity_id}},
+            )
+        result = self.rest.batch(commands)
+        pipelines = []
+        for category in sorted(
+            categories, key=lambda c: (int(_text(c.get("sort")) or 0), int(_text(c.get("id")) or 0))
+        ):
+            category_id = _text(category.get("id")) or "0"
+            stages = [self._stage(row, category_id) for row in result_rows(result.get(f"c{category_id}"), None)]
+            stages.sort(key=lambda stage: stage.sort)
+            pipelines.append(
+                Pipeline(
+                    id=category_id,
+                    name=_text(category.get("name")),
+                    stages=tuple(stages),
+                    is_default=category_id == "0" or _text(category.get("isDefault")) in ("Y", "True", "true", "1"),
+                )
+            )
+        return pipelines
+
+    @staticmethod
+    def _stage(row: Mapping[str, Any], pipeline_id: str) -> Stage:
+        semantics = _text(row.get("SEMANTICS"))
+        extra = _mapping(row.get("EXTRA"))
+        extra_semantics = _text(extra.get("SEMANTICS"))
+        if semantics == "S" or extra_semantics == "success":
+            kind: StageSemantics = "success"
+        elif semantics == "F" or extra_semantics in ("failure", "apology"):
+            kind = "failure"
+        else:
+            kind = "process"
+        return Stage(
+            id=_text(row.get("STATUS_ID")),
+            pipeline_id=pipeline_id,
+            name=_text(row.get("NAME")),
+            sort=int(_text(row.get("SORT")) or 0),
+            semantics=kind,
+        )
+
+    # ---- people
+
+    def list_users(self) -> list[User]:
+        """Every employee (user.get pages by 50)."""
+        users = []
+        for row in self.rest.iter_pages("user.get", {"FILTER": {"USER_TYPE": "employee"}}):
+            name = " ".join(part for part in (_text(row.get("NAME")), _text(row.get("LAST_NAME"))) if part)
+            departments = row.get("UF_DEPARTMENT") or []
+            users.append(
+                User(
+                    id=_text(row.get("ID")),
+                    name=name or _text(row.get("EMAIL")) or _text(row.get("ID")),
+                    active=row.get("ACTIVE") in (True, "Y", "true", "1", 1),
+                    department_ids=tuple(
+                        _text(d) for d in (departments if isinstance(departments, list) else [departments])
+                    ),
+                )
+            )
+        return users
+
+    def list_departments(self) -> list[Department]:
+        """Every department (department.get)."""
+        return [
+            Department(
+                id=_text(row.get("ID")),
+                name=_text(row.get("NAME")),
+                head_id=_optional_id(row.get("UF_HEAD")),
+                parent_id=_optional_id(row.get("PARENT")),
+            )
+            for row in self.rest.iter_pages("department.get", {"sort": "ID", "order": "ASC"})
+        ]
+
+    OFFLINE_EVENTS = ("ONCRMDEALUPDATE", "ONCRMDEALADD", "ONCRMDEALMOVETOCATEGORY")
+
+    def drain_deal_changes(self, handle: Callable[[list[str]], None]) -> int | None:
+        """Drain the offline event queue (where the plan has it): reserve 50, handle, then clear them."""
+        if not self.offline_events:
+            return None
+        drained = 0
+        while True:
+            answer = self.rest.call(
+                "event.offline.get",
+                {"filter": {"EVENT_NAME": list(self.OFFLINE_EVENTS)}, "clear": 0, "limit": PAGE_SIZE},
+            )
+            events = result_rows((answer or {}).get("events"), None)
+            if not events:
+                return drained
+            deal_ids = []
+            for event in events:
+                data = event.get("EVENT_DATA")
+                fields = data.get("FIELDS") if isinstance(data, dict) else None
+                if isinstance(fields, dict) and fields.get("ID"):
+                    deal_ids.append(_text(fields["ID"]))
+            handle(sorted(set(deal_ids), key=lambda value: (len(value), value)))
+            self.rest.call(
+                "event.offline.clear",
+                {"process_id": answer["process_id"], "id": [_text(event.get("ID")) for event in events]},
+            )
+            drained += len(events)
+            if len(events) < PAGE_SIZE:
+                return drained
+
+    def list_sources(self) -> list[Source]:
+        """Lead sources: crm.status.list with ENTITY_ID SOURCE, in SORT order."""
+        answer = self.rest.call("crm.status.list", {"order": {"SORT": "ASC"}, "filter": {"ENTITY_ID": "SOURCE"}})
+        return [
+            Source(id=_text(row.get("STATUS_ID")), name=_text(row.get("NAME")) or _text(row.get("STATUS_ID")))
+            for row in result_rows(answer, None)
+            if _text(row.get("STATUS_ID"))
+        ]
+
+    def stage_before(self, deal_id: str, stage_id: str) -> str | None:
+        """The stage before the deal last entered `stage_id`, from crm.stagehistory.list (newest first)."""
+        answer = self.rest.call(
+            "crm.stagehistory.list",
+            {
+                "entityTypeId": DEAL_ENTITY_TYPE_ID,
+                "filter": {"OWNER_ID": deal_id},
+                "order": {"ID": "DESC"},
+                "select": ["ID", "STAGE_ID", "CREATED_TIME"],
+            },
+        )
+        items = result_rows(answer, "items")
+        for index, item in enumerate(items):
+            if _text(item.get("STAGE_ID")) == stage_id:
+                for earlier in items[index + 1 :]:
+                    if _text(earlier.get("STAGE_ID")) != stage_id:
+                        return _text(earlier.get("STAGE_ID"))
+                return None
+        return None
+
+    def deal_url(self, deal_id: str) -> str:
+        """The deal card on the portal."""
+        return f"https://{self.domain}/crm/deal/details/{deal_id}/"
+
+    @staticmethod
+    def _notify_params(user_id: str, message: str, key: str) -> dict[str, Any]:
+        params: dict[str, Any] = {"USER_ID": user_id, "MESSAGE": message}
+        if key:
+            # TAG is unique within the app: a notice resent after a lost answer replaces the first one.
+            params["TAG"] = notice_tag(key)
+        return params
+
+    def notify(self, user_id: str, message: str, key: str = "") -> None:
+        """A system notification to a user (im.notify.system.add)."""
+        self.rest.call("im.notify.system.add", self._notify_params(user_id, message, key))
+
+    def update_deal_and_notify(
+        self, deal_id: str, change: DealChange, notices: Sequence[Notice]
+    ) -> list[Exception | None]:
+        """The deal write and the notices in one batch request (halted at the first failed command)."""
+        update = self._update_commands(deal_id, change)
+        commands = dict(update)
+        for index, notice in enumerate(notices):
+            commands[f"n{index}"] = (
+                "im.notify.system.add",
+                self._notify_params(notice.user_id, notice.message, notice.key),
+            )
+        if not commands:
+            return []
+        result = self.rest.batch(commands, halt=True)
+        change_error: Exception | None = None
+        for key in update:
+            if change_error is None:
+                change_error = result.error(key) or (
+                    None if key in result.result else CrmError(f"batch command {key!r} has no result")
+                )
+        outcomes: list[Exception | None] = [change_error]
+        for index in range(len(notices)):
+            key = f"n{index}"
+            if change_error is not None:
+                outcomes.append(change_error)
+            elif key in result.result:
+                outcomes.append(None)
+            else:
+                outcomes.append(result.error(key) or CrmError(f"batch command {key!r} was not run"))
+        return outcomes
+
+    # ---- tasks
+
+    TASK_SELECT = ("ID", "TITLE", "RESPONSIBLE_ID", "CREATED_BY", "DEADLINE", "STATUS", "AUDITORS", "UF_CRM_TASK")
+
+    def create_task(self, task: NewTask) -> str:
+        """tasks.task.add linked to the deal; returns the task id."""
+        fields: dict[str, Any] = {
+            "TITLE": task.title,
+            "RESPONSIBLE_ID": task.responsible_id,
+            "DEADLINE": task.deadline.isoformat(timespec="seconds"),
+            "UF_CRM_TASK": [f"D_{task.deal_id}"],
+        }
+        if task.description:
+            fields["DESCRIPTION"] = task.description
+        if task.created_by:
+            fields["CREATED_BY"] = task.created_by
+        if task.auditor_ids:
+            fields["AUDITORS"] = list(task.auditor_ids)
+        answer = self.rest.call("tasks.task.add", {"fields": fields})
+        created = (answer or {}).get("task") if isinstance(answer, dict) else None
+        task_id = _text((created or {}).get("id") or (created or {}).get("ID"))
+        if not task_id:
+            raise CrmError("tasks.task.add answered without a task id")
+        return task_id
+
+    def create_todo(self, todo: NewTodo) -> str:
+        """crm.activity.todo.add on the deal; returns the activity id."""
+        params: dict[str, Any] = {
+            "ownerTypeId": DEAL_ENTITY_TYPE_ID,
+            "ownerId": todo.deal_id,
+            "deadline": todo.deadline.astimezone(self.tz).isoformat(timespec="seconds"),
+            "title": todo.title,
+            "responsibleId": todo.responsible_id,
+        }
+        if todo.description:
+            params["description"] = todo.description
+        answer = self.rest.call("crm.activity.todo.add", params)
+        todo_id = _text(answer.get("id")) if isinstance(answer, dict) else ""
+        if not todo_id:
+            raise CrmError("crm.activity.todo.add answered without an id")
+        return todo_id
+
+    def _task(self, row: Mapping[str, Any], deal_id: str | None) -> Task:
+        def pick(camel: str, upper: str) -> Any:
+            return row.get(camel, row.get(upper))
+
+        auditors = pick("auditors", "AUDITORS") or []
+        return Task(
+            id=_text(pick("id", "ID")),
+            title=_text(pick("title", "TITLE")),
+            responsible_id=_text(pick("responsibleId", "RESPONSIBLE_ID")),
+            deal_id=deal_id,
+            deadline=parse_datetime(pick("deadline", "DEADLINE"), self.tz),
+            is_open=_text(pick("status", "STATUS")) != TASK_COMPLETED,
+            created_by=_optional_id(pick("createdBy", "CREATED_BY")),
+            auditor_ids=tuple(_text(a) for a in (auditors if isinstance(auditors, list) else [auditors])),
+        )
+
+    OPEN_TASK_FILTER: Mapping[str, Any] = {"!REAL_STATUS": int(TASK_COMPLETED)}
+    SCAN_TASK_SELECT = (*TASK_SELECT, "SUB_STATUS")
+    TO_DO_SELECT = ("ID", "OWNER_ID", "OWNER_TYPE_ID", "TYPE_ID", "SUBJECT", "RESPONSIBLE_ID", "DEADLINE", "AUTHOR_ID")
+    SCAN_DEAL_SELECT = (
+        "ID", "TITLE", "CATEGORY_ID", "STAGE_ID", "STAGE_SEMANTIC_ID", "ASSIGNED_BY_ID", "MODIFY_BY_ID",
+        "DATE_CREATE", "DATE_MODIFY", "MOVED_BY_ID", "MOVED_TIME",
+    )  # fmt: skip
+
+    def _open_task(self, row: Mapping[str, Any]) -> Task | None:
+        """An open task row of a scan, bound to its first deal (None for tasks bound to no deal)."""
+        bindings = row.get("ufCrmTask", row.get("UF_CRM_TASK")) or []
+        deal_ids = [b[2:] for b in (bindings if isinstance(bindings, list) else [bindings]) if str(b).startswith("D_")]
+        if not deal_ids:
+            return None
+        task = self._task(row, deal_ids[0])
+        sub_status = _text(row.get("subStatus", row.get("SUB_STATUS")))
+        overdue = sub_status == "-1" or (task.deadline is not None and task.deadline < datetime.now(UTC))
+        return replace(task, overdue=overdue)
+
+    def _todo(self, row: Mapping[str, Any]) -> Task:
+        deadline = parse_datetime(row.get("DEADLINE"), self.tz)
+        return Task(
+            id=_text(row.get("ID")),
+            title=_text(row.get("SUBJECT")),
+            responsible_id=_text(row.get("RESPONSIBLE_ID")),
+            deal_id=_text(row.get("OWNER_ID")),
+            deadline=deadline,
+            is_open=True,
+            created_by=_optional_id(row.get("AUTHOR_ID")),
+            kind="todo",
+        )
+
+    def open_deal_tasks(self, deal_id: str) -> list[Task]:
+        """Open tasks and open to-dos of one deal: one batch request (two list commands)."""
+        result = self.rest.batch(
+            {
+                "t": (
+                    "tasks.task.list",
+                    {
+                        "filter": {"UF_CRM_TASK": f"D_{deal_id}", **self.OPEN_TASK_FILTER},
+                        "select": list(self.SCAN_TASK_SELECT),
+                        "order": {"ID": "ASC"},
+                    },
+                ),
+                "a": (
+                    "crm.activity.list",
+                    {
+                        "filter": {"OWNER_TYPE_ID": DEAL_ENTITY_TYPE_ID, "OWNER_ID": deal_id, "COMPLETED": "N"},
+                        "select": list(self.TO_DO_SELECT),
+                        "order": {"ID": "ASC"},
+                    },
+                ),
+            }
+        )
+        tasks = [task for row in result_rows(result.get("t"), "tasks") if (task := self._open_task(row)) is not None]
+        return [*tasks, *(replace(self._todo(row), deal_id=deal_id) for row in result_rows(result.get("a"), None))]
+
+    def iter_open_work(self) -> Iterator[Task | Deal]:
+        """Open tasks bound to deals and open deal to-dos (phase 0), then open deals (phase 1), all
+        read together in shared batches of 50 fast list pages."""
+        streams = [
+            ListStream(
+                "t",
+                "tasks.task.list",
+                {"filter": dict(self.OPEN_TASK_FILTER), "select": list(self.SCAN_TASK_SELECT)},
+                row_key="id",
+                result_key="tasks",
+            ),
+            ListStream(
+                "a",
+                "crm.activity.list",
+                {
+                    "filter": {"OWNER_TYPE_ID": DEAL_ENTITY_TYPE_ID, "COMPLETED": "N"},
+                    "select": list(self.TO_DO_SELECT),
+                },
+            ),
+            ListStream(
+                "d",
+                "crm.deal.list",
+                {"filter": {"CLOSED": "N"}, "select": list(self.SCAN_DEAL_SELECT)},
+                phase=1,
+            ),
+        ]
+        for name, row in self.rest.iter_streams_batched(streams):
+            if name == "d":
+                yield self.deal_from_raw(row)
+            elif name == "a":
+                if _text(row.get("OWNER_TYPE_ID")) == str(DEAL_ENTITY_TYPE_ID):
+                    yield self._todo(row)
+            elif (task := self._open_task(row)) is not None:
+                yield task
+
+    def notify_many(self, notices: Sequence[tuple[str, str]]) -> None:
+        """im.notify.system.add for each notice, 50 to a batch request; fails on the first error."""
+        commands: dict[str, tuple[str, Mapping[str, Any] | None]] = {
+            f"n{index}": ("im.notify.system.add", {"USER_ID": user_id, "MESSAGE": message})
+            for index, (user_id, message) in enumerate(notices)
+        }
+        if not commands:
+            return
+        result = self.rest.batch(commands)
+        for key in commands:
+            result.get(key)
+
+    def list_deal_tasks(self, deal_id: str) -> list[Task]:
+        """Tasks bound to the deal (tasks.task.list by UF_CRM_TASK, select always given)."""
+        params = {"filter": {"UF_CRM_TASK": f"D_{deal_id}"}, "select": list(self.TASK_SELECT)}
+        return [self._task(row, deal_id) for row in self.rest.iter_list("tasks.task.list", params, result_key="tasks")]
+
+    # ---- calls
+
+    CALL_SELECT = (
+        "ID",
+        "SUBJECT",
+        "START_TIME",
+        "END_TIME",
+        "DIRECTION",
+        "RESPONSIBLE_ID",
+        "COMMUNICATIONS",
+        "FILES",
+        "PROVIDER_ID",
+        "ORIGIN_ID",
+    )
+
+    def list_deal_calls(self, deal_id: str) -> list[Call]:
+        """Call activities of the deal with files, joined with telephony statistics for recordings."""
+        params = {
+            "filter": {"OWNER_TYPE_ID": DEAL_ENTITY_TYPE_ID, "OWNER_ID": deal_id, "TYPE_ID": CALL_ACTIVITY_TYPE_ID},
+            "select": list(self.CALL_SELECT),
+        }
+        activities = list(self.rest.iter_list("crm.activity.list", params))
+        if not activities:
+            return []
+        stats_commands: dict[str, tuple[str, Mapping[str, Any] | None]] = {
+            f"a{_text(a.get('ID'))}": ("voximplant.statistic.get", {"FILTER": {"CRM_ACTIVITY_ID": _text(a.get("ID"))}})
+            for a in activities
+        }
+        stats = self.rest.batch(stats_commands)
+        calls = []
+        for activity in activities:
+            activity_id = _text(activity.get("ID"))
+            key = f"a{activity_id}"
+            stat_rows = [] if stats.error(key) is not None else result_rows(stats.result.get(key), None)
+            calls.append(self._call(deal_id, activity, stat_rows[0] if stat_rows else {}))
+        return calls
+
+    def _call(self, deal_id: str, activity: Mapping[str, Any], stat: Mapping[str, Any]) -> Call:
+        started = parse_datetime(stat.get("CALL_START_DATE") or activity.get("START_TIME"), self.tz)
+        ended = parse_datetime(activity.get("END_TIME"), self.tz)
+        duration = _text(stat.get("CALL_DURATION"))
+        if duration.isdigit():
+            seconds = int(duration)
+        elif started and ended and ended >= started:
+            seconds = int((ended - started).total_seconds())
+        else:
+            seconds = 0
+        files = activity.get("FILES") if isinstance(activity.get("FILES"), list) else []
+        first_file: Mapping[str, Any] = files[0] if files else {}
+        communications = activity.get("COMMUNICATIONS") if isinstance(activity.get("COMMUNICATIONS"), list) else []
+        phone = _text(stat.get("PHONE_NUMBER")) or (_text(communications[0].get("VALUE")) if communications else "")
+        stat_type = _text(stat.get("CALL_TYPE"))
+        incoming = _text(activity.get("DIRECTION")) == "1" if not stat_type else stat_type in ("2", "3")
+        return Call(
+            id=_text(activity.get("ID")),
+            deal_id=deal_id,
+            user_id=_optional_id(stat.get("PORTAL_USER_ID") or activity.get("RESPONSIBLE_ID")),
+            direction="in" if incoming else "out",
+            started_at=started,
+            duration_seconds=seconds,
+            recording_url=_text(stat.get("CALL_RECORD_URL")) or _text(first_file.get("url")) or None,
+            recording_file_id=_text(stat.get("RECORD_FILE_ID")) or _text(first_file.get("id")) or None,
+            phone=phone,
+        )
+
+    def open_recording(self, call: Call) -> Recording:
+        """Stream the recording from the portal (CALL_RECORD_URL or the activity's file)."""
+        if not call.recording_url:
+            raise NotFound("the call has no recording", code="NOT_FOUND", http_status=404)
+        response = self.rest.download(call.recording_url)
+        length = response.headers.get("Content-Length")
+        return Recording(
+            content_type=audio_type(response) or "audio/mpeg",
+            chunks=response.iter_content(chunk_size=64 * 1024),
+            close=response.close,
+            length=int(length) if length and length.isdigit() else None,
+        )
