@@ -1,17 +1,21 @@
-"""RQ job functions: thin, take ids, re-read state."""
+"""Every RQ entry point: the only module RQ knows by name (jobs are queued as "app.jobs.<name>").
+
+Thin functions that take ids and hand over to the layer that re-reads state and decides.
+"""
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from flask import current_app
 
-from app.core import inbox
+from app.core import inbox, schedule
 from app.core.health import HEARTBEAT_KEY
 from app.core.queue import get_redis
 from app.core.schedule import PeriodicJob
-from app.domain import exchange, ledger, reconcile, reports, taskcontrol
+from app.domain import exchange, ledger, reconcile, reports, review, taskcontrol
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,50 @@ def sweep_inbox() -> int:
         log.info("inbox sweep re-queued rows", extra={"count": count})
     return count
 
+
+
+def run_periodic(name: str, slot: int) -> Any:
+    """One slot of a periodic job (app.core.schedule keeps the next slot scheduled)."""
+    return schedule.run_periodic(name, slot)
+
+
+def reconcile_portal(portal_id: int) -> dict[str, int]:
+    """Find what the portal's webhooks missed and decide it."""
+    return reconcile.reconcile_portal(portal_id)
+
+
+def scan_portal(portal_id: int) -> Any:
+    """Task control: one scan of a portal's open deals and tasks."""
+    return taskcontrol.scan_portal(portal_id)
+
+
+def fire_callback(callback_id: int) -> Any:
+    """A QA client callback fell due."""
+    return review.fire_callback(callback_id)
+
+
+def retry_effects(portal_id: int, deal_id: str) -> int:
+    """A deal's pending CRM writes, again after the CRM failed."""
+    return review.retry_effects(portal_id, deal_id)
+
+
+def deliver_penalty_notices(portal_id: int, deal_id: str) -> int:
+    """Tell the people concerned about a fine or its cancellation."""
+    return ledger.deliver_notices(portal_id, deal_id)
+
+
+def install_bitrix24(portal_id: int) -> Any:
+    """Install or repair the app in a Bitrix24 portal."""
+    from installers import bitrix24
+
+    return bitrix24.run_install(portal_id)
+
+
+def install_amocrm(portal_id: int) -> Any:
+    """Install or repair the app in an amoCRM account."""
+    from installers import amocrm
+
+    return amocrm.run_install(portal_id)
 
 # The periodic jobs (app.core.schedule keeps their next slot scheduled; create_app installs this table).
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (

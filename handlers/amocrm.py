@@ -252,7 +252,7 @@ def oauth() -> ResponseReturnValue:
     db.session.flush()
     audit.record(portal.id, actor, "install", "queued")
     db.session.commit()
-    enqueue("default", "installers.amocrm.run_install", portal.id)
+    enqueue("default", "app.jobs.install_amocrm", portal.id)
     return render_template("amocrm/connected.html", lang=portal.language)
 
 

@@ -29,7 +29,7 @@ def process_uninstall(item: InboxItem) -> None:
 def process_update(item: InboxItem) -> None:
     """ONAPPUPDATE: bindings are dropped on update, so run the installer again (repair)."""
     assert item.portal_id is not None
-    enqueue("default", "installers.bitrix24.run_install", item.portal_id)
+    enqueue("default", "app.jobs.install_bitrix24", item.portal_id)
 
 
 def process_robot(item: InboxItem) -> None:

@@ -267,7 +267,7 @@ def install() -> ResponseReturnValue:
     audit.record(portal.id, user.user_id or info.user_id or "admin", "install", "installer queued")
     db.session.commit()
     g.portal_id = portal.id
-    enqueue("default", "installers.bitrix24.run_install", portal.id)
+    enqueue("default", "app.jobs.install_bitrix24", portal.id)
     g.frame_origin = f"https://{portal.domain}"
     token = issue_token(Identity(portal_id=portal.id, user_id=user.user_id or info.user_id or "", is_admin=True))
     return render_template("b24/install.html", token=token, lang=portal.language)
@@ -285,7 +285,7 @@ def install_retry() -> ResponseReturnValue:
     portal.status = "installing"
     portal.status_detail = ""
     db.session.commit()
-    enqueue("default", "installers.bitrix24.run_install", portal.id)
+    enqueue("default", "app.jobs.install_bitrix24", portal.id)
     return jsonify(ok=True), 202
 
 

@@ -71,3 +71,31 @@ def test_the_production_app_schedules_every_periodic_job_by_function(tmp_path):
 def test_the_blueprints_and_commands_are_registered(app: Flask):
     assert {"b24", "amocrm", "web", "api", "health"} <= set(app.blueprints)
     assert {"worker", "inbox", "settings", "db-upgrade", "db-downgrade"} <= set(app.cli.commands)
+
+
+def test_every_job_the_app_queues_is_an_entry_point_of_app_jobs():
+    """RQ knows one module by name: each enqueue names "app.jobs.<function>", and the function exists."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    queued: list[tuple[str, str]] = []
+    for package in ("app", "handlers", "installers"):
+        for path in (root / package).rglob("*.py"):
+            if path == root / "app" / "core" / "queue.py":
+                continue  # the queue module's own helpers pass their caller's function on
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if not isinstance(node, ast.Call):
+                    continue
+                name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+                if name not in ("enqueue", "enqueue_unique", "replace_scheduled") or len(node.args) < 2:
+                    continue
+                target = node.args[1]
+                where = f"{path.relative_to(root)}:{node.lineno}"
+                assert isinstance(target, ast.Constant) and isinstance(target.value, str), where
+                queued.append((where, target.value))
+    assert len(queued) >= 10
+    for where, dotted in queued:
+        module, _, function = dotted.rpartition(".")
+        assert module == "app.jobs", where
+        assert callable(getattr(jobs, function, None)), where

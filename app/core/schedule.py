@@ -42,7 +42,7 @@ def schedule_slot(job: PeriodicJob, slot: int) -> bool:
     run_at = datetime.fromtimestamp(slot * job.interval.total_seconds(), UTC)
     queued = enqueue(
         job.queue,
-        run_periodic,
+        "app.jobs.run_periodic",
         job.name,
         slot,
         job_id=f"periodic-{job.name}-{slot}",

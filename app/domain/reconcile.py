@@ -26,7 +26,7 @@ def reconcile_all() -> int:
     for portal_id in portal_ids:
         enqueue(
             "default",
-            "app.domain.reconcile.reconcile_portal",
+            "app.jobs.reconcile_portal",
             portal_id,
             job_id=f"reconcile-{portal_id}",
             unique=True,

@@ -625,7 +625,8 @@ def _nothing() -> None:
 
 
 def _schedule_job(portal_id: int, case_id: int, callback_id: int, due: datetime) -> None:
-    replace_scheduled(CALLBACK_QUEUE, fire_callback, callback_id, job_id=callback_job_id(portal_id, case_id), at=due)
+    job_id = callback_job_id(portal_id, case_id)
+    replace_scheduled(CALLBACK_QUEUE, "app.jobs.fire_callback", callback_id, job_id=job_id, at=due)
 
 
 def cancel_callback_job(portal_id: int, case_id: int) -> None:
@@ -713,7 +714,8 @@ def carry_out_or_retry_later(portal_id: int, deal_id: str, crm: CrmClient) -> No
     except CrmError as error:
         db.session.rollback()
         log.warning("review effects postponed", extra={"deal_id": deal_id, "error": str(error)})
-        enqueue("default", retry_effects, portal_id, deal_id, retry=Retry(max=5, interval=EFFECT_RETRY_SECONDS))
+        retry = Retry(max=5, interval=EFFECT_RETRY_SECONDS)
+        enqueue("default", "app.jobs.retry_effects", portal_id, deal_id, retry=retry)
 
 
 def retry_effects(portal_id: int, deal_id: str) -> int:

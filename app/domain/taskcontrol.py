@@ -284,7 +284,7 @@ def queue_scan(portal_id: int) -> bool:
     """Queue one scan of a portal; a scan already waiting makes this a no-op."""
     job = enqueue(
         "default",
-        "app.domain.taskcontrol.scan_portal",
+        "app.jobs.scan_portal",
         portal_id,
         job_id=f"tc-scan-{portal_id}",
         unique=True,

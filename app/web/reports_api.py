@@ -235,7 +235,7 @@ def appeal_penalty(penalty_id: int) -> ResponseReturnValue:
         return jsonify(error="conflict", message=str(error)), 409
     db.session.commit()
     try:
-        enqueue("default", "app.domain.ledger.deliver_notices", portal.id, reversal.deal_id)
+        enqueue("default", "app.jobs.deliver_penalty_notices", portal.id, reversal.deal_id)
     except RedisError:
         log.warning("penalty notice left for the sweep", extra={"portal_id": portal.id})
     return jsonify(id=reversal.id, reverses_id=reversal.reverses_id, amount=str(reversal.amount)), 201

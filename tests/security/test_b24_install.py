@@ -103,7 +103,7 @@ def test_an_admins_repair_runs_the_installer_but_keeps_the_stored_application_to
     assert answer.status_code == 200
     assert re.search(r'"token": "[^"]+"', answer.get_data(as_text=True))
     assert guarded.b24.our_portal().application_token == stored
-    assert [job[1] for job in enqueued] == ["installers.bitrix24.run_install"]
+    assert [job[1] for job in enqueued] == ["app.jobs.install_bitrix24"]
     guarded.b24.work()
     assert guarded.event("ONCRMDEALUPDATE", guarded.auth_block(MANAGER), FIELDS={"ID": "1"}).status_code == 200
     # Only after an uninstall (which clears it) does a reinstall bring a new application token.
