@@ -72,6 +72,38 @@ i18n.register(
             "Подключить или переподключить интеграцию может только администратор аккаунта amoCRM",
             "Only an amoCRM account administrator can connect or reconnect the integration",
         ),
+        "amo_oauth_access_denied": (
+            "Доступ не разрешён: интеграция не подключена.",
+            "Access was not allowed: the integration is not connected.",
+        ),
+        "amo_oauth_not_configured": (
+            "Интеграция с amoCRM не настроена на этом сервере. Обратитесь к поставщику приложения.",
+            "The amoCRM integration is not configured on this server. Contact the app's vendor.",
+        ),
+        "amo_oauth_bad_request": (
+            "Ссылка подключения неполная или не из amoCRM; ничего не отправлено. "
+            "Подключите интеграцию заново из amoCRM.",
+            "The connection link is incomplete or not from amoCRM; nothing was sent. Connect the integration again "
+            "from amoCRM.",
+        ),
+        "amo_oauth_unauthorized": (
+            "Ссылка подключения устарела. Подключите интеграцию заново.",
+            "The connection link has expired. Connect the integration again.",
+        ),
+        "amo_oauth_code_refused": (
+            "amoCRM не принял код подключения. Подключите интеграцию заново.",
+            "amoCRM did not accept the connection code. Connect the integration again.",
+        ),
+        "amo_oauth_crm_unavailable": (
+            "amoCRM не ответил. Попробуйте подключить интеграцию позже.",
+            "amoCRM did not answer. Try connecting the integration again later.",
+        ),
+        "amo_oauth_forbidden": (
+            "Подключить или переподключить интеграцию может только администратор аккаунта amoCRM. Ничего не "
+            "изменено: попросите администратора подключить её.",
+            "Only an amoCRM account administrator can connect or reconnect the integration. Nothing was changed: "
+            "ask an administrator to connect it.",
+        ),
         "amo_open_app_failed": (
             "Не удалось открыть приложение. Откройте вкладку сделки заново.",
             "Could not open the app. Reopen the lead tab.",
@@ -92,6 +124,19 @@ def _error(status: int, error: str, message: str) -> ResponseReturnValue:
     if status == 401:
         log.warning("amocrm call refused", extra={"reason": message, "path": request.path})
     return jsonify(error=error, message=message), status
+
+
+def _oauth_error(status: int, error: str, message: str) -> ResponseReturnValue:
+    """A refused /amocrm/oauth: a person's browser lands here, so it gets a page in Russian and English saying
+    what to do; a program asking for JSON gets the JSON error as on every other route."""
+    accepts = request.accept_mimetypes
+    if accepts.best_match(["application/json", "text/html"]) != "text/html":
+        return _error(status, error, message)
+    if status == 401:
+        log.warning("amocrm call refused", extra={"reason": message, "path": request.path})
+    key = f"amo_oauth_{error}"
+    explanation = {lang: i18n.translate(key, lang) for lang in ("ru", "en")}
+    return render_template("amocrm/oauth_refused.html", lang="ru", explanation=explanation), status
 
 
 def _both(key: str) -> str:
@@ -211,33 +256,33 @@ def oauth() -> ResponseReturnValue:
     """
     args = request.args
     if args.get("error"):
-        return _error(400, "access_denied", "the administrator did not allow access")
+        return _oauth_error(400, "access_denied", "the administrator did not allow access")
     client_id = current_app.config["AMO_CLIENT_ID"]
     if not client_id or not current_app.config["AMO_CLIENT_SECRET"]:
-        return _error(503, "not_configured", "the amoCRM integration is not configured on this server")
+        return _oauth_error(503, "not_configured", "the amoCRM integration is not configured on this server")
     code, state = args.get("code", ""), args.get("state", "")
     if not code or len(code) > 4096:
-        return _error(400, "bad_request", "code is missing")
+        return _oauth_error(400, "bad_request", "code is missing")
     referer = account_host(args.get("referer", ""))
     if referer is None:
-        return _error(400, "bad_request", _both("amo_bad_referer"))
+        return _oauth_error(400, "bad_request", _both("amo_bad_referer"))
     if args.get("client_id") and not same_secret(args["client_id"], client_id):
-        return _error(400, "bad_request", "client_id is not ours")
+        return _oauth_error(400, "bad_request", "client_id is not ours")
     if state:
         if not amo_verify.state_valid(state):
-            return _error(401, "unauthorized", "state is not one we issued")
+            return _oauth_error(401, "unauthorized", "state is not one we issued")
     elif not args.get("from_widget"):
-        return _error(400, "bad_request", "state is missing")
+        return _oauth_error(400, "bad_request", "state is missing")
     try:
         answer = oauth_token_request(referer, {"grant_type": "authorization_code", "code": code})
         account_id, user_id = _verified_account(referer, str(answer["access_token"]))
         admin = _granted_by_admin(referer, str(answer["access_token"]))
     except AmoError as error:
-        return _error(400, "code_refused", f"amoCRM refused the authorisation code ({error.code})")
+        return _oauth_error(400, "code_refused", f"amoCRM refused the authorisation code ({error.code})")
     except CrmUnavailable as error:
-        return _error(502, "crm_unavailable", f"amoCRM did not answer: {error.description}")
+        return _oauth_error(502, "crm_unavailable", f"amoCRM did not answer: {error.description}")
     except CrmError as error:  # ForeignHost: the host stopped passing between the checks; nothing was sent
-        return _error(400, "bad_request", f"{_both('amo_bad_referer')} ({error.code})")
+        return _oauth_error(400, "bad_request", f"{_both('amo_bad_referer')} ({error.code})")
     actor = user_id or "admin"
     if not admin:
         return _refuse_non_admin(account_id, actor)
@@ -270,7 +315,7 @@ def _refuse_non_admin(account_id: str, actor: str) -> ResponseReturnValue:
         )
         db.session.commit()
     log.warning("amocrm authorisation by a non-administrator refused", extra={"account_id": account_id})
-    return _error(403, "forbidden", _both("amo_admin_only"))
+    return _oauth_error(403, "forbidden", _both("amo_admin_only"))
 
 
 def _still_installed(portal: Portal) -> bool | None:

@@ -35,7 +35,10 @@ def amo(app: Flask) -> Iterator[Amo]:
         yield Amo(app=app, client=app.test_client(), sandbox=sandbox, account=account)
 
 
-def _authorize_as(amo: Amo, user_id: int) -> Any:
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+def _authorize_as(amo: Amo, user_id: int, headers: dict[str, str] | None = None) -> Any:
     """`user_id` allows access in amoCRM, which redirects his browser to our /amocrm/oauth."""
     query = {
         "code": amo.sandbox.authorization_code(amo.account, user_id),
@@ -43,7 +46,7 @@ def _authorize_as(amo: Amo, user_id: int) -> Any:
         "referer": amo.account.domain,
         "client_id": amo.account.client_id,
     }
-    return amo.client.get("/amocrm/oauth", query_string=query)
+    return amo.client.get("/amocrm/oauth", query_string=query, headers=headers or {})
 
 
 def _queued() -> int:
@@ -162,3 +165,31 @@ def test_an_admin_on_a_mocked_host_with_an_empty_users_page_installs(amo: Amo) -
     assert response.status_code == 200, json.dumps(response.get_json())
     portal = db.session.scalar(sa.select(Portal).where(Portal.external_id == "777"))
     assert portal is not None and portal.status == "installing" and portal.access_token == "t"
+
+
+def test_a_manager_who_reconnects_from_his_browser_reads_what_to_do_in_both_languages(amo: Amo) -> None:
+    portal = amo.install()
+    before = _snapshot(portal)
+    response = _authorize_as(amo, MANAGER, headers=BROWSER)
+    assert response.status_code == 403
+    assert response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    assert "может только администратор аккаунта amoCRM" in page
+    assert "Only an amoCRM account administrator can connect or reconnect the integration" in page
+    assert '"error"' not in page and "forbidden" not in page  # no raw JSON or codes for a person
+    assert _snapshot(amo.our_portal()) == before
+
+
+def test_a_tampered_connection_link_in_a_browser_is_a_page_not_json(app: Flask) -> None:
+    app.config.update(AMO_CLIENT_ID="client", AMO_CLIENT_SECRET="secret")
+    with responses.RequestsMock() as nothing_is_sent:
+        response = app.test_client().get(
+            "/amocrm/oauth",
+            query_string={"code": "x", "referer": "evil.example?.amocrm.ru", "from_widget": "1"},
+            headers=BROWSER,
+        )
+        assert len(nothing_is_sent.calls) == 0
+    assert response.status_code == 400
+    assert response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    assert "Ссылка подключения неполная или не из amoCRM" in page and "The connection link is incomplete" in page
