@@ -118,6 +118,31 @@ def test_the_token_request_checks_the_host_itself(spy: responses.RequestsMock, a
     assert len(spy.calls) == 0
 
 
+def test_a_redirect_from_the_account_host_takes_neither_the_secret_nor_the_token_elsewhere(app: Flask) -> None:
+    """amoCRM's own host answering 307 elsewhere: requests would re-POST the body (our client secret) there."""
+    app.config.update(AMO_CLIENT_ID="our-client", AMO_CLIENT_SECRET="our-secret", AMO_REDIRECT_URI=f"{APP_URL}/o")
+    portal = make_portal(
+        "30441695",
+        crm=Portal.AMOCRM,
+        domain="acme.amocrm.ru",
+        rest_base="https://acme.amocrm.ru",
+        status="installed",
+        access_token="our-token",
+        token_expires_at=datetime.now(UTC) + timedelta(hours=20),
+    )
+    elsewhere = {"Location": "https://evil.example/steal"}
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add(responses.POST, "https://acme.amocrm.ru/oauth2/access_token", status=307, headers=elsewhere)
+        mock.add(responses.GET, "https://acme.amocrm.ru/api/v4/account", status=307, headers=elsewhere)
+        mock.add(responses.POST, "https://evil.example/steal", json={"access_token": "a", "refresh_token": "r"})
+        mock.add(responses.GET, "https://evil.example/steal", json={"id": 1})
+        with pytest.raises(CrmError):
+            amocrm.oauth_token_request("acme.amocrm.ru", {"grant_type": "authorization_code", "code": "x"})
+        with pytest.raises(CrmError):
+            AmoRest(portal.id).get("/api/v4/account")
+        assert [call.request.url for call in mock.calls if "evil.example" in call.request.url] == []
+
+
 # ---- the account id comes from the verified host, not from the token's claims ----------------------
 
 

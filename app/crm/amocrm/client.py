@@ -151,7 +151,10 @@ def oauth_token_request(host: str, payload: Mapping[str, Any], app: Flask | None
         **payload,
     }
     try:
-        response = requests.post(f"https://{host}/oauth2/access_token", json=body, timeout=(10, 30))
+        # No redirect is followed: a 307 would carry the client secret to whatever host it names.
+        response = requests.post(
+            f"https://{host}/oauth2/access_token", json=body, timeout=(10, 30), allow_redirects=False
+        )
     except requests.RequestException as error:
         raise CrmUnavailable(f"amoCRM unreachable: {type(error).__name__}") from error
     if response.status_code >= 400:
@@ -418,6 +421,7 @@ class AmoRest:
                 json=body,
                 headers={"Authorization": f"Bearer {auth.access_token}", "Accept": "application/hal+json"},
                 timeout=(min(10.0, self.timeout), self.timeout),
+                allow_redirects=False,  # a redirect would take the token (and a body) to a host not checked here
             )
         except requests.RequestException as error:
             raise CrmUnavailable(f"amoCRM unreachable: {type(error).__name__}") from error
