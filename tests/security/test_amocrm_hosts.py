@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 import pytest
@@ -393,3 +394,38 @@ def test_an_uninstall_amocrm_cannot_confirm_changes_nothing(amo: Amo) -> None:
     assert response.status_code == 503 and response.get_json()["message"]
     after = amo.our_portal()
     assert after.status == "installed" and after.refresh_token == portal.refresh_token
+
+
+# ---- a whole flow through a transport spy: our credentials reach the account host and nothing else -----
+
+
+def _carries_credentials(request: Any) -> bool:
+    body = request.body.decode() if isinstance(request.body, bytes) else str(request.body or "")
+    return "Authorization" in request.headers or "client_secret" in body or "refresh_token" in body
+
+
+def test_every_request_with_our_secret_or_token_in_a_whole_flow_goes_to_the_account_host(
+    amo_mock: tuple[Amo, responses.RequestsMock],
+) -> None:
+    """Install, a guarded move (read, revert, notice) and a token refresh after expiry: every request carrying
+    the client secret, a refresh token or a bearer token went to the account's own host over https."""
+    from tests.integration.amo import MANAGER, new_lead
+    from tests.integration.b24 import configure_guard
+
+    amo, mock = amo_mock
+    portal = amo.install()
+    configure_guard(portal)
+    lead_id = new_lead(amo)
+    amo.sandbox.act(amo.account, MANAGER).move_lead(lead_id, 143)
+    amo.settle()
+    assert amo.status(lead_id) != 143  # the guard worked: the move was reverted
+    db.session.execute(
+        sa.update(Portal).where(Portal.id == portal.id).values(token_expires_at=datetime.now(UTC) - timedelta(hours=1))
+    )
+    db.session.commit()
+    AmoRest(portal.id).get("/api/v4/account")  # refreshes first
+    with_credentials = [call.request for call in mock.calls if _carries_credentials(call.request)]
+    assert len(with_credentials) >= 5
+    for request in with_credentials:
+        url = urlsplit(request.url)
+        assert (url.scheme, url.netloc) == ("https", amo.account.domain), request.url
