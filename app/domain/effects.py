@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 from contextvars import ContextVar, Token
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -21,7 +22,7 @@ from redis.exceptions import LockError, LockNotOwnedError
 from app.core.db import db, insert_ignore
 from app.core.models import Effect, utcnow
 from app.core.queue import get_redis
-from app.crm.port import CrmClient, DealChange, Notice
+from app.crm.port import CrmClient, Deal, DealChange, Notice
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,30 @@ def plan_effect(portal_id: int, deal_id: str, key: str, kind: str, payload: dict
             ["portal_id", "key"],
         )
     )
+
+
+def as_planned(portal_id: int, deal: Deal) -> Deal:
+    """The deal as the writes still pending for it will leave it (responsible, stage, pipeline)."""
+    pending = db.session.scalars(
+        sa.select(Effect)
+        .where(
+            Effect.portal_id == portal_id,
+            Effect.deal_id == deal.id,
+            Effect.status == Effect.PENDING,
+            Effect.kind.in_(("assign", "move")),
+        )
+        .order_by(Effect.id)
+    ).all()
+    for effect in pending:
+        if effect.kind == "assign":
+            deal = replace(deal, responsible_id=str(effect.payload["responsible_id"]))
+        else:
+            deal = replace(
+                deal,
+                stage_id=str(effect.payload["stage_id"]),
+                pipeline_id=str(effect.payload.get("pipeline_id") or deal.pipeline_id),
+            )
+    return deal
 
 
 def run_pending_effects(portal_id: int, deal_id: str, crm: CrmClient) -> int:

@@ -433,26 +433,26 @@ def set_rota(portal_id: int, department_id: str, days: dict[date, str | None]) -
 # ---------------------------------------------------------------------------------------------- events
 
 
-def on_deal_event(portal: Portal, crm: CrmClient, deal_id: str, *, is_new: bool, automation: bool = False) -> str:
-    """Job-side processing of a deal event before the guard: route new deals, watch responsible changes."""
+def watches(portal: Portal, deal_id: str) -> bool:
+    """Whether the exchange has anything to say about the deal: routing is on, or the deal has a lot."""
     routed = any(r.mode != "off" for r in exchange_settings(portal).values())
-    if not routed and lot_for(portal.id, deal_id) is None:
-        return "not routed"
-    # Read what the rules may need before any write (SQLite: no write transaction across a CRM call).
-    directory.users(portal.id, crm)
-    with deal_lock(portal.id, deal_id):
-        run_pending_effects(portal.id, deal_id, crm)
-        deal = crm.get_deal(deal_id)
-        snapshot = _snapshot(portal.id, deal_id)
-        if is_new and snapshot is None:
-            outcome = _route_new(portal, crm, deal)
-        elif snapshot is not None:
-            outcome = _on_change(portal, crm, deal, snapshot.responsible_id, automation)
-        else:
-            outcome = "first seen"
-        db.session.commit()
-        run_pending_effects(portal.id, deal_id, crm)
-    log.info("exchange decision", extra={"deal_id": deal_id, "outcome": outcome})
+    return routed or lot_for(portal.id, deal_id) is not None
+
+
+def apply_rules(portal: Portal, crm: CrmClient, deal: Deal, *, is_new: bool, automation: bool = False) -> str:
+    """The exchange's rules on a deal just read, under its lock: route a new deal, watch responsible changes.
+
+    Plans effects and records what our writes will leave (the snapshot's responsible); the caller commits and
+    carries the effects out. The directory must have been read before (no write transaction across a CRM call).
+    """
+    snapshot = _snapshot(portal.id, deal.id)
+    if is_new and snapshot is None:
+        outcome = _route_new(portal, crm, deal)
+    elif snapshot is not None:
+        outcome = _on_change(portal, crm, deal, snapshot.responsible_id, automation)
+    else:
+        outcome = "first seen"
+    log.info("exchange decision", extra={"deal_id": deal.id, "outcome": outcome})
     return outcome
 
 

@@ -124,14 +124,19 @@ class Guard:
         """Re-read the deal, compare it with the snapshot, apply the rules, carry out the effects."""
         with deal_lock(self.portal.id, deal_id):
             run_pending_effects(self.portal.id, deal_id, self.crm)
-            decision = self._decide_locked(deal_id, automation)
+            decision = self.decide_deal(self.crm.get_deal(deal_id), automation)
             db.session.commit()
             run_pending_effects(self.portal.id, deal_id, self.crm)
-        log.info("guard decision", extra={"deal_id": deal_id, "outcome": decision.outcome})
         return decision
 
-    def _decide_locked(self, deal_id: str, automation: bool) -> Decision:
-        deal = self.crm.get_deal(deal_id)
+    def decide_deal(self, deal: Deal, automation: bool = False) -> Decision:
+        """The rules on a deal its caller read under the deal's lock; the caller commits and carries out."""
+        decision = self._decide(deal, automation)
+        log.info("guard decision", extra={"deal_id": deal.id, "outcome": decision.outcome})
+        return decision
+
+    def _decide(self, deal: Deal, automation: bool) -> Decision:
+        deal_id = deal.id
         snapshot = _snapshot(self.portal.id, deal_id)
         if snapshot is not None and (snapshot.stage_id, snapshot.pipeline_id) == (deal.stage_id, deal.pipeline_id):
             remember(self.portal.id, deal)

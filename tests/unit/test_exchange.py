@@ -114,3 +114,31 @@ def test_a_deal_nobody_holds_cannot_be_returned(market: Portal, crm: InMemoryCrm
         exchange.return_to_pool(market, crm, lot, MANAGER, "not mine")
 
     assert refused.value.code == "not_taken"
+
+
+def test_a_deal_event_reads_the_deal_once_for_the_exchange_and_the_guard(market: Portal, crm: InMemoryCrm) -> None:
+    """One lock, one read: the exchange routes the new deal and the guard decides on it as the exchange's writes
+    will leave it, without reading it again; the echo of our own assignment changes nothing."""
+    deal = crm.add_deal(stage_id="NEW", responsible_id=MANAGER, source_id="WEB")
+    event(market, deal.id, is_new=True)
+    assert crm.reads["get_deal"] == 1
+    assert crm.deals[deal.id].responsible_id == POOL
+
+    event(market, deal.id)  # the CRM reports our own assignment back
+    assert crm.reads["get_deal"] == 2
+    assert [change.responsible_id for change in crm.deal_changes(deal.id)] == [POOL]  # nothing written again
+    lot = exchange.lot_for(market.id, deal.id)
+    assert lot is not None and lot.status == ExchangeLot.OPEN
+
+
+def test_a_manager_who_takes_a_pool_deal_and_closes_it_as_lost_is_stopped_with_one_read(
+    market: Portal, crm: InMemoryCrm
+) -> None:
+    lot = pooled_deal(market, crm)
+    crm.reassign(lot.deal_id, MANAGER, by=MANAGER)  # he takes it in the CRM
+    crm.move(lot.deal_id, "LOSE", by=MANAGER)  # and closes it as lost
+    before = crm.reads["get_deal"]
+    event(market, lot.deal_id)
+    assert crm.reads["get_deal"] == before + 1
+    assert crm.deals[lot.deal_id].stage_id != "LOSE"  # the guard moved it back
+    assert any("нельзя закрыть" in message for message in crm.inbox(MANAGER))
