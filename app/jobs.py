@@ -51,7 +51,6 @@ def sweep_inbox() -> int:
     return count
 
 
-
 def run_periodic(name: str, slot: int) -> Any:
     """One slot of a periodic job (app.core.schedule keeps the next slot scheduled)."""
     return schedule.run_periodic(name, slot)
@@ -94,6 +93,7 @@ def install_amocrm(portal_id: int) -> Any:
     from installers import amocrm
 
     return amocrm.run_install(portal_id)
+
 
 # The periodic jobs (app.core.schedule keeps their next slot scheduled; create_app installs this table).
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (

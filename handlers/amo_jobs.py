@@ -59,14 +59,20 @@ def process_lead(item: InboxItem) -> None:
         deal_events.deal_changed(portal, client_for(portal), change.lead_id, is_new=change.action == "add")
     except AmoNotFound:
         db.session.rollback()
-        deal_events.deal_deleted(portal.id, change.lead_id)
+        deal_events.deal_forgotten(portal.id, change.lead_id)
 
 
 def process_lead_delete(item: InboxItem) -> None:
-    """A lead was deleted: forget its snapshot."""
+    """A lead was deleted (`leads[delete]`): record who deleted it (the hook's modified_user_id when it carries
+    one, else unknown) and what it was."""
     _account_id, change = LeadChange.from_json(item.body)
-    if item.portal_id is not None:
-        deal_events.deal_deleted(item.portal_id, change.lead_id)
+    portal = db.session.get(Portal, item.portal_id) if item.portal_id is not None else None
+    if portal is None or portal.status != "installed":
+        return
+    by = change.modified_user_id or None
+    if by == "0":
+        by = AUTOMATION
+    deal_events.deal_deleted(portal, client_for(portal), change.lead_id, by=by)
 
 
 def robot_properties(robot: Robot, settings: dict[str, str]) -> dict[str, Any]:

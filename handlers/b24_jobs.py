@@ -10,6 +10,7 @@ from app.core.models import InboxItem, Portal
 from app.core.queue import enqueue
 from app.crm.bitrix24 import Bitrix24Rest
 from app.crm.factory import client_for
+from app.crm.port import AUTOMATION
 from app.domain import deal_events
 from app.domain.robots import REGISTRY, RobotInvocation
 from handlers.b24_payloads import parse_event, parse_robot_call
@@ -61,7 +62,9 @@ def process_deal_event(item: InboxItem) -> None:
     if portal is None or portal.status != "installed" or not event.entity_id:
         return
     if event.event == "ONCRMDEALDELETE":
-        deal_events.deal_deleted(portal.id, event.entity_id)
+        # auth[user_id] is who deleted the deal; a robot, workflow or agent sends no user token.
+        by = (event.auth.user_id or None) if event.auth.has_user_token else AUTOMATION
+        deal_events.deal_deleted(portal, client_for(portal), event.entity_id, by=by)
         return
     deal_events.deal_changed(
         portal,

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 STEPS = ("account", "statuses", "fields", "webhooks")
 STATUS_COLOR = "#ffce5a"  # one of amoCRM's allowed status colours, the closest to our orange
-WEBHOOK_SETTINGS = ("add_lead", "update_lead", "status_lead", "responsible_lead")
+WEBHOOK_SETTINGS = ("add_lead", "update_lead", "status_lead", "responsible_lead", "delete_lead")
 WEBHOOK_SECRET = "amo_webhook_secret"  # noqa: S105 - the settings key, not a secret
 DP_SECRET = "amo_dp_secret"  # noqa: S105 - the settings key, not a secret
 FIELDS: dict[str, dict[str, Any]] = {

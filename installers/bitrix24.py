@@ -30,7 +30,7 @@ from installers.steps import install, set_setting
 
 log = logging.getLogger(__name__)
 
-DEAL_EVENTS = ("ONCRMDEALUPDATE", "ONCRMDEALADD", "ONCRMDEALMOVETOCATEGORY")
+DEAL_EVENTS = ("ONCRMDEALUPDATE", "ONCRMDEALADD", "ONCRMDEALMOVETOCATEGORY", "ONCRMDEALDELETE")
 APP_EVENTS = ("ONAPPUNINSTALL", "ONAPPUPDATE")
 PLACEMENT = "CRM_DEAL_DETAIL_TAB"
 # Our user fields, FIELD_NAME without the UF_CRM_ prefix Bitrix24 adds.

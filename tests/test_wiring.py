@@ -63,8 +63,14 @@ def test_the_production_app_schedules_every_periodic_job_by_function(tmp_path):
     assert production.config["PERIODIC_JOBS"] == jobs.PERIODIC_JOBS
     assert all(callable(job.func) for job in jobs.PERIODIC_JOBS)
     assert {job.name for job in jobs.PERIODIC_JOBS} == {
-        "heartbeat", "inbox-sweep", "inbox-purge", "reconcile", "penalty-notices",
-        "scheduled-reports", "exchange-idle", "taskcontrol",
+        "heartbeat",
+        "inbox-sweep",
+        "inbox-purge",
+        "reconcile",
+        "penalty-notices",
+        "scheduled-reports",
+        "exchange-idle",
+        "taskcontrol",
     }
 
 

@@ -41,6 +41,7 @@ def healthz() -> ResponseReturnValue:
     report["status"] = "ok" if healthy else "unavailable"
     return jsonify(report), 200 if healthy else 503
 
+
 HEARTBEAT_KEY = "rc:heartbeat:{name}"  # written by the heartbeat job (app.jobs.record_heartbeat)
 
 

@@ -147,7 +147,38 @@ class DealSnapshot(Base):
     refusal_reason: Mapped[str | None] = mapped_column(sa.String(64))
     refusal_comment: Mapped[str] = mapped_column(sa.Text, default="")
     modified_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    title: Mapped[str] = mapped_column(sa.String(255), default="", server_default="")
+    amount: Mapped[str] = mapped_column(sa.String(32), default="0", server_default="0")
+    currency: Mapped[str] = mapped_column(sa.String(8), default="", server_default="")
+    source_id: Mapped[str] = mapped_column(sa.String(64), default="", server_default="")
+    cpl: Mapped[str | None] = mapped_column(sa.String(32))
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class DealDeletion(Base):
+    """A deal deleted in the CRM: who deleted it, when, and what it looked like last (one row per deal)."""
+
+    __tablename__ = "deal_deletions"
+    __table_args__ = (sa.UniqueConstraint("portal_id", "deal_id", name="uq_deal_deletions_portal_deal"),)
+
+    UNKNOWN = "unknown"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    portal_id: Mapped[int] = mapped_column(sa.ForeignKey("portals.id", ondelete="CASCADE"), index=True)
+    deal_id: Mapped[str] = mapped_column(sa.String(64))
+    deleted_by: Mapped[str] = mapped_column(sa.String(64))
+    role: Mapped[str] = mapped_column(sa.String(16))
+    violation: Mapped[bool] = mapped_column(sa.Boolean)
+    known: Mapped[bool] = mapped_column(sa.Boolean)  # whether we had seen the deal (a snapshot) before
+    title: Mapped[str] = mapped_column(sa.String(255))
+    amount: Mapped[str] = mapped_column(sa.String(32))
+    currency: Mapped[str] = mapped_column(sa.String(8))
+    pipeline_id: Mapped[str] = mapped_column(sa.String(64))
+    stage_id: Mapped[str] = mapped_column(sa.String(64))
+    responsible_id: Mapped[str] = mapped_column(sa.String(64))
+    case_id: Mapped[int | None] = mapped_column(sa.ForeignKey("refusal_cases.id", ondelete="SET NULL"))
+    penalty_id: Mapped[int | None] = mapped_column(sa.ForeignKey("penalties.id", ondelete="SET NULL"))
+    deleted_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
 
 
 class RefusalCase(Base):

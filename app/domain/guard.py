@@ -62,7 +62,17 @@ def remember(portal_id: int, deal: Deal, stage_id: str | None = None, pipeline_i
     snapshot.refusal_reason = deal.refusal_reason
     snapshot.refusal_comment = deal.refusal_comment or ""
     snapshot.modified_at = deal.modified_at
+    snapshot.title = deal.title[:255]
+    snapshot.amount = str(deal.amount)
+    snapshot.currency = deal.currency[:8]
+    snapshot.source_id = deal.source_id[:64]
+    snapshot.cpl = None if deal.cpl is None else str(deal.cpl)
     db.session.add(snapshot)
+
+
+def snapshot_of(portal_id: int, deal_id: str) -> DealSnapshot | None:
+    """What we last saw (or wrote) of the deal."""
+    return _snapshot(portal_id, deal_id)
 
 
 def forget_deal(portal_id: int, deal_id: str) -> None:

@@ -15,13 +15,14 @@ import sqlalchemy as sa
 
 from app.core import i18n
 from app.core.db import db
-from app.core.models import Effect, Penalty, Portal, RefusalCase
+from app.core.models import DealDeletion, Effect, Penalty, Portal, RefusalCase
 from app.domain.catalog import Label
 
 log = logging.getLogger(__name__)
 
 NOTICE_KIND = "notify"
 NOTICE_PREFIX = "penalty:"
+DELETED_DEAL = "deleted deal"  # the reason of a fine for deleting a deal
 
 TEMPLATES: dict[str, Label] = {
     Penalty.PENALTY: Label(
@@ -35,6 +36,12 @@ TEMPLATES: dict[str, Label] = {
         'The fine of {amount} {currency} for the deal "{title}" was cancelled by your head of sales. '
         "Reason: {reason}. {link}",
     ),
+    DELETED_DEAL: Label(
+        "Вам начислен штраф {amount} {currency}: вы удалили сделку «{title}», "
+        "вместо того чтобы передать отказ на проверку ОКК.",
+        'You were fined {amount} {currency}: you deleted the deal "{title}" instead of handing the refusal '
+        "to QA for review.",
+    ),
 }
 
 
@@ -44,6 +51,14 @@ def notice_key(penalty: Penalty) -> str:
 
 
 def _deal_title(penalty: Penalty) -> str:
+    if penalty.reason == DELETED_DEAL and penalty.case_id is None:
+        title = db.session.scalar(
+            sa.select(DealDeletion.title).where(
+                DealDeletion.portal_id == penalty.portal_id, DealDeletion.deal_id == penalty.deal_id
+            )
+        )
+        if title:
+            return title
     if penalty.case_id is not None:
         title = db.session.scalar(sa.select(RefusalCase.deal_title).where(RefusalCase.id == penalty.case_id))
         if title:
@@ -62,8 +77,9 @@ def _deal_link(portal: Portal, deal_id: str) -> str:
 def notice_text(portal: Portal, penalty: Penalty) -> str:
     """The manager's notice for a fine or for its cancellation, in the portal's language."""
     language = portal.language
+    deleted = penalty.kind == Penalty.PENALTY and penalty.reason == DELETED_DEAL and penalty.case_id is None
     return (
-        TEMPLATES[penalty.kind]
+        TEMPLATES[DELETED_DEAL if deleted else penalty.kind]
         .in_language(language)
         .format(
             amount=i18n.number(abs(Decimal(penalty.amount)), language),

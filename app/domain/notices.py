@@ -28,6 +28,14 @@ TEMPLATES: dict[str, Label] = {
         "Проверка отказа по сделке «{title}» отменена: менеджер вернул сделку в работу. {link}",
         'The refusal review of "{title}" was withdrawn: the manager took the deal back to work. {link}',
     ),
+    "deal_deleted": Label(
+        "{who} удалил(а) сделку «{title}» ({amount} {currency}). Удалять сделки могут только ОКК и руководители: "
+        "отказ должен пройти проверку. Удаление записано в отчёт.",
+        '{who} deleted the deal "{title}" ({amount} {currency}). Only QA and heads may delete deals: '
+        "a refusal has to be reviewed. The deletion is in the report.",
+    ),
+    "deleted_by_unknown": Label("Неизвестный пользователь", "An unknown user"),
+    "deleted_by_automation": Label("Робот или интеграция", "A robot or an integration"),
     "qa_task_title": Label("Проверить отказ по сделке «{title}»", 'Review the refusal of "{title}"'),
     "qa_task_description": Label(
         "Менеджер перевёл сделку в «{stage}». Причина: {reason}. Комментарий: {comment}. "
@@ -36,6 +44,12 @@ TEMPLATES: dict[str, Label] = {
         'Listen to the call recordings and record a verdict in the "Refusal review" tab.',
     ),
 }
+
+
+def unknown_author(language: str, who: str) -> str:
+    """Who deleted a deal when the CRM gave no user we know."""
+    key = "deleted_by_automation" if who == "automation" else "deleted_by_unknown"
+    return TEMPLATES[key].in_language(language) + ("" if who in ("automation", "unknown") else f" #{who}")
 
 
 def reason_label(code: str | None, language: str) -> str:

@@ -14,10 +14,10 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import flag_modified
 
 from app.core.db import db
-from app.core.models import Penalty, Portal, RefusalCase
+from app.core.models import DealDeletion, Penalty, Portal, RefusalCase
 from app.crm.port import Deal
 from app.domain import audit
-from app.domain.ledger import plan_penalty_notice
+from app.domain.ledger import DELETED_DEAL, plan_penalty_notice
 
 SECTION = "cpl"
 
@@ -123,6 +123,33 @@ def issue_penalty(portal: Portal, case: RefusalCase, deal: Deal, created_by: str
         return found
     plan_penalty_notice(portal, penalty)
     audit.record(portal.id, created_by, "penalty", f"{cpl.amount} {cpl.currency}", cpl.rule, deal_id=case.deal_id)
+    return penalty
+
+
+def issue_deletion_penalty(portal: Portal, deletion: DealDeletion, deal: Deal, created_by: str) -> Penalty:
+    """Fine the manager who deleted a deal the lead's cost, like a leak; a second call returns the first row."""
+    if deletion.penalty_id is not None:
+        existing = db.session.get(Penalty, deletion.penalty_id)
+        if existing is not None:
+            return existing
+    cpl = resolve_cpl(portal, deal)
+    penalty = Penalty(
+        portal_id=portal.id,
+        manager_id=deletion.deleted_by,
+        case_id=None,
+        deal_id=deletion.deal_id,
+        kind=Penalty.PENALTY,
+        amount=cpl.amount,
+        currency=cpl.currency,
+        rule=cpl.rule,
+        reason=DELETED_DEAL,
+        created_by=created_by,
+    )
+    db.session.add(penalty)
+    db.session.flush()
+    deletion.penalty_id = penalty.id
+    plan_penalty_notice(portal, penalty)
+    audit.record(portal.id, created_by, "penalty", f"{cpl.amount} {cpl.currency}", cpl.rule, deal_id=deletion.deal_id)
     return penalty
 
 

@@ -30,7 +30,7 @@ from sqlalchemy.orm.attributes import flag_modified
 
 from app.core import i18n
 from app.core.db import db, insert_ignore
-from app.core.models import CaseEvent, Penalty, Portal, RefusalCase, ReportDelivery, utcnow
+from app.core.models import CaseEvent, DealDeletion, Penalty, Portal, RefusalCase, ReportDelivery, utcnow
 from app.crm.errors import CrmError
 from app.domain import directory
 from app.domain.catalog import REASONS
@@ -73,6 +73,14 @@ i18n.register(
         "col_leak_rate": ("Доля утечек, %", "Leak rate, %"),
         "col_penalties": ("Штрафы, {currency}", "Penalties, {currency}"),
         "col_turnaround": ("Проверка ОКК, ч", "QA turnaround, h"),
+        "col_deletions": ("Удалено сделок", "Deals deleted"),
+        "col_deleted_by": ("Кто удалил", "Deleted by"),
+        "col_violation": ("Нарушение", "Violation"),
+        "reports_deletions": ("Удалённые сделки", "Deleted deals"),
+        "deleted_unknown": ("неизвестно", "unknown"),
+        "deleted_automation": ("робот / интеграция", "robot / integration"),
+        "yes": ("да", "yes"),
+        "no": ("нет", "no"),
         "col_reason": ("Причина", "Reason"),
         "col_claimed": ("Заявлено", "Claimed"),
         "col_confirm_rate": ("Подтверждаемость, %", "Confirmation rate, %"),
@@ -364,6 +372,32 @@ def fines(portal_id: int, start: datetime, end: datetime) -> list[Fine]:
     ]
 
 
+def deletions(portal_id: int, start: datetime, end: datetime) -> list[DealDeletion]:
+    """Deals deleted in [start, end), oldest first."""
+    return list(
+        db.session.scalars(
+            sa.select(DealDeletion)
+            .where(DealDeletion.portal_id == portal_id, DealDeletion.deleted_at >= start, DealDeletion.deleted_at < end)
+            .order_by(DealDeletion.deleted_at, DealDeletion.id)
+        )
+    )
+
+
+def _deleter_name(who: str, names: Names, language: str) -> str:
+    if who == DealDeletion.UNKNOWN:
+        return i18n.translate("deleted_unknown", language)
+    if who == "automation":
+        return i18n.translate("deleted_automation", language)
+    return names.users.get(who, who)
+
+
+def _amount_of(text: str) -> Decimal:
+    try:
+        return Decimal(text or "0").quantize(Decimal("0.01"))
+    except ArithmeticError:
+        return Decimal("0.00")
+
+
 def _money(amounts: dict[str, Decimal], currencies: list[str]) -> dict[str, Decimal]:
     return {currency: amounts.get(currency, Decimal("0")).quantize(Decimal("0.01")) for currency in currencies}
 
@@ -380,6 +414,7 @@ class Report:
     sources: list[dict[str, Any]]
     weeks: list[dict[str, Any]]
     analytics: dict[str, Any]
+    deletions: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -457,6 +492,13 @@ def build_report(portal: Portal, period: Period, names: Names | None = None) -> 
         penalty_total[fine.currency] += fine.net
         by_manager.setdefault(fine.manager_id, Counts())
 
+    deleted = deletions(portal.id, period.start, period.end)
+    deletions_by_manager: dict[str, int] = defaultdict(int)
+    for deletion in deleted:
+        if deletion.violation:
+            deletions_by_manager[deletion.deleted_by] += 1
+            by_manager.setdefault(deletion.deleted_by, Counts())
+
     def counts_row(counts: Counts) -> dict[str, Any]:
         return {
             "cases": counts.cases,
@@ -472,14 +514,19 @@ def build_report(portal: Portal, period: Period, names: Names | None = None) -> 
             **counts_row(counts),
             "penalties": _money(penalties_by_manager.get(manager_id, {}), currencies),
             "turnaround_hours": counts.turnaround_hours,
+            "deletions": deletions_by_manager.get(manager_id, 0),
         }
         for manager_id, counts in by_manager.items()
     ]
+    for row in managers:
+        if row["manager_id"] in (DealDeletion.UNKNOWN, "automation"):
+            row["name"] = _deleter_name(row["manager_id"], names, language)
     managers.sort(key=lambda row: (-row["leaks"], -row["cases"], row["name"]))
     totals = {
         **counts_row(total),
         "penalties": _money(penalty_total, currencies),
         "turnaround_hours": total.turnaround_hours,
+        "deletions": sum(deletions_by_manager.values()),
     }
     reasons: list[dict[str, Any]] = [
         {
@@ -531,6 +578,20 @@ def build_report(portal: Portal, period: Period, names: Names | None = None) -> 
         sources=sources,
         weeks=weeks,
         analytics=analytics(portal, period, facts),
+        deletions=[
+            {
+                "deal_id": deletion.deal_id,
+                "by_id": deletion.deleted_by,
+                "by": _deleter_name(deletion.deleted_by, names, language),
+                "role": deletion.role,
+                "violation": deletion.violation,
+                "at": deletion.deleted_at.astimezone(period.zone).isoformat(timespec="minutes"),
+                "title": deletion.title,
+                "amount": _amount_of(deletion.amount),
+                "currency": deletion.currency,
+            }
+            for deletion in deleted
+        ],
     )
 
 
@@ -596,7 +657,7 @@ class Table:
     total: list[Cell] | None = None
 
 
-TABLES = ("managers", "reasons", "sources", "weeks", "analytics")
+TABLES = ("managers", "reasons", "sources", "weeks", "analytics", "deletions")
 
 
 def tables(report: Report, language: str) -> dict[str, Table]:
@@ -615,9 +676,41 @@ def tables(report: Report, language: str) -> dict[str, Table]:
         "managers": Table(
             "managers",
             t("reports_managers"),
-            [t("col_manager"), *counts, *money, t("col_turnaround")],
-            [[row["name"], *count_cells(row), *money_cells(row), row["turnaround_hours"]] for row in report.managers],
-            [t("total"), *count_cells(report.totals), *money_cells(report.totals), report.totals["turnaround_hours"]],
+            [t("col_manager"), *counts, *money, t("col_turnaround"), t("col_deletions")],
+            [
+                [row["name"], *count_cells(row), *money_cells(row), row["turnaround_hours"], row["deletions"]]
+                for row in report.managers
+            ],
+            [
+                t("total"),
+                *count_cells(report.totals),
+                *money_cells(report.totals),
+                report.totals["turnaround_hours"],
+                report.totals["deletions"],
+            ],
+        ),
+        "deletions": Table(
+            "deletions",
+            t("reports_deletions"),
+            [
+                t("col_date"),
+                t("col_deleted_by"),
+                t("col_deal"),
+                t("col_amount"),
+                t("col_currency"),
+                t("col_violation"),
+            ],
+            [
+                [
+                    row["at"].replace("T", " ")[:16],
+                    row["by"],
+                    row["title"],
+                    row["amount"],
+                    row["currency"],
+                    t("yes" if row["violation"] else "no"),
+                ]
+                for row in report.deletions
+            ],
         ),
         "reasons": Table(
             "reasons",
@@ -688,6 +781,7 @@ def report_json(report: Report) -> dict[str, Any]:
             "sources": report.sources,
             "weeks": report.weeks,
             "analytics": report.analytics,
+            "deletions": report.deletions,
         }
     )
 

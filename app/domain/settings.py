@@ -40,6 +40,7 @@ class GuardSettingsSchema(Schema):
     exempt_automation = fields.Boolean(load_default=False)
     reasons = fields.List(fields.String(), load_default=lambda: list(REASONS), validate=validate.Length(min=1))
     review_sla_hours = fields.Integer(load_default=24, validate=validate.Range(min=1, max=720))
+    fine_deletions = fields.Boolean(load_default=False)
 
     @validates("guarded_pipelines")
     def check_pipelines(self, value: Any, data_key: str) -> None:
@@ -70,6 +71,7 @@ class GuardSettings:
     exempt_automation: bool
     reasons: tuple[str, ...]
     review_sla_hours: int
+    fine_deletions: bool = False  # a manager who deletes a deal is fined its CPL, like a leak
 
     def guards(self, pipeline_id: str) -> bool:
         """Whether moves in this pipeline are guarded."""
@@ -88,6 +90,7 @@ def _to_model(loaded: dict[str, Any]) -> GuardSettings:
         exempt_automation=loaded["exempt_automation"],
         reasons=tuple(loaded["reasons"]),
         review_sla_hours=loaded["review_sla_hours"],
+        fine_deletions=loaded["fine_deletions"],
     )
 
 
@@ -110,6 +113,7 @@ def as_dict(settings: GuardSettings) -> dict[str, Any]:
         "exempt_automation": settings.exempt_automation,
         "reasons": list(settings.reasons),
         "review_sla_hours": settings.review_sla_hours,
+        "fine_deletions": settings.fine_deletions,
     }
 
 

@@ -866,6 +866,17 @@ class AmoActor:
                 changes.append(("update", new, old))
             self.sandbox._fire(self.account, changes)
 
+    def delete_lead(self, lead_id: int) -> None:
+        """Delete a lead from its card: it is gone from the API and a `leads[delete]` webhook goes out (with this
+        user as modified_user_id), like the account's own delete."""
+        with self.sandbox.lock:
+            lead = self.account.leads[int(lead_id)]
+            lead["is_deleted"] = True
+            lead["updated_at"] = int(self.sandbox.clock.now())
+            lead["updated_by"] = self.user_id
+            self.sandbox._event(self.account, "lead_deleted", int(lead_id), self.user_id, [], [])
+            self.sandbox._fire(self.account, [("delete", dict(lead), None)])
+
     def set_fields(self, lead_id: int, values: Mapping[int, Any]) -> None:
         """Fill in custom fields in the lead card: {field_id: text, or {"enum_id": n}, or None to clear}."""
         with self.sandbox.lock:

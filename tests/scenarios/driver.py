@@ -119,6 +119,7 @@ class CrmDriver(Protocol):
     ) -> str: ...
     def move(self, deal_id: str, stage: str, by: int | None, pipeline: str | None = None) -> None: ...
     def reassign(self, deal_id: str, to: int, by: int) -> None: ...
+    def delete(self, deal_id: str, by: int | None) -> None: ...
     def fill_refusal(self, deal_id: str, by: int, reason: str | None = "price", comment: str = "") -> None: ...
     def stage_of(self, deal_id: str) -> str: ...
     def pipeline_of(self, deal_id: str) -> str: ...
@@ -309,6 +310,10 @@ class B24Driver(_Common):
 
     def reassign(self, deal_id: str, to: int, by: int) -> None:
         self._actor(by).update_deal(int(deal_id), {"ASSIGNED_BY_ID": to})
+
+    def delete(self, deal_id: str, by: int | None) -> None:
+        """Delete the deal in the CRM (ONCRMDEALDELETE)."""
+        self._actor(by).delete_deal(int(deal_id))
 
     def fill_refusal(self, deal_id: str, by: int, reason: str | None = "price", comment: str = "") -> None:
         b24_fill_refusal(self.harness, int(deal_id), by, reason, comment)
@@ -549,6 +554,10 @@ class AmoDriver(_Common):
 
     def reassign(self, deal_id: str, to: int, by: int) -> None:
         self._actor(by).reassign(int(deal_id), to)
+
+    def delete(self, deal_id: str, by: int | None) -> None:
+        """Delete the lead in the account (`leads[delete]` webhook)."""
+        self._actor(by).delete_lead(int(deal_id))
 
     def fill_refusal(self, deal_id: str, by: int, reason: str | None = "price", comment: str = "") -> None:
         amo_fill_refusal(self.harness, int(deal_id), by, reason, comment)

@@ -1,6 +1,5 @@
 """Bitrix24: `Bitrix24Crm`, the CrmClient port on a portal, and the decoding of Bitrix24 values."""
 
-
 from __future__ import annotations
 
 import hashlib
@@ -41,6 +40,7 @@ log = logging.getLogger(__name__)
 DEAL_ENTITY_TYPE_ID = 2
 CALL_ACTIVITY_TYPE_ID = 2
 TASK_COMPLETED = "5"
+
 
 def notice_tag(key: str) -> str:
     """The im.notify TAG for a notice key: short, unique per key, recognisably ours."""

@@ -6,7 +6,6 @@
 (`Bitrix24Rest.iter_list_batched` and `iter_streams_batched` send them).
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
