@@ -172,6 +172,7 @@ def test_every_figure_of_the_period_matches_the_hand_count(client, portal):
         "leak_rate": "50.0",
         "penalties": {"RUB": "1000.00"},
         "turnaround_hours": "3.0",
+        "deletions": 0,
     }
     assert by_manager["3"] == {
         "manager_id": "3",
@@ -182,6 +183,7 @@ def test_every_figure_of_the_period_matches_the_hand_count(client, portal):
         "leak_rate": "33.3",
         "penalties": {"RUB": "0.00"},  # the 2000 fine was cancelled (in December: it still leaves November)
         "turnaround_hours": "11.3",  # (6 + 4 + 24) / 3
+        "deletions": 0,
     }
     assert body["totals"] == {
         "cases": 7,
@@ -190,6 +192,7 @@ def test_every_figure_of_the_period_matches_the_hand_count(client, portal):
         "leak_rate": "40.0",
         "penalties": {"RUB": "1000.00"},
         "turnaround_hours": "8.0",  # (4 + 2 + 6 + 4 + 24) / 5
+        "deletions": 0,
     }
     assert [
         (r["reason"], r["claimed"], r["confirmed"], r["confirm_rate"], r["share_of_confirmed"]) for r in body["reasons"]
@@ -258,10 +261,11 @@ def test_csv_is_excel_ready_with_cyrillic_and_the_same_figures(client, portal):
             "Доля утечек, %",
             "Штрафы, RUB",
             "Проверка ОКК, ч",
+            "Удалено сделок",
         ],
-        ["Иван Петров", "4", "1", "1", "50,0", "1000,00", "3,0"],
-        ["Мария Сидорова", "3", "2", "1", "33,3", "0,00", "11,3"],
-        ["Итого", "7", "3", "2", "40,0", "1000,00", "8,0"],
+        ["Иван Петров", "4", "1", "1", "50,0", "1000,00", "3,0", "0"],
+        ["Мария Сидорова", "3", "2", "1", "33,3", "0,00", "11,3", "0"],
+        ["Итого", "7", "3", "2", "40,0", "1000,00", "8,0", "0"],
     ]
     reasons = read_csv(client.get(f"/api/reports/reasons.csv{NOVEMBER}", headers=headers(portal)), ";")
     assert reasons[1] == ["Дорого", "5", "2", "40,0", "66,7"]
@@ -284,7 +288,7 @@ def test_english_csv_uses_commas_and_decimal_points(client, portal):
     db.session.commit()
     rows = read_csv(client.get(f"/api/reports/managers.csv{NOVEMBER}", headers=headers(portal)), ",")
     assert rows[0][:2] == ["Manager", "Refusals reviewed"]
-    assert rows[1] == ["Иван Петров", "4", "1", "1", "50.0", "1000.00", "3.0"]
+    assert rows[1] == ["Иван Петров", "4", "1", "1", "50.0", "1000.00", "3.0", "0"]
 
 
 def test_the_page_fragment_shows_the_same_figures_and_the_charts(client, portal):

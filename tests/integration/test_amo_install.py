@@ -35,7 +35,7 @@ def test_install_creates_status_fields_and_webhook(amo: Amo):
     assert len(fields["refusal_reason"]["enum"]) == 7
     [hook] = amo.account.webhooks.values()
     assert hook.destination.endswith("/amocrm/webhooks/" + portal.settings["amo_webhook_secret"])
-    assert set(hook.settings) == {"add_lead", "update_lead", "status_lead", "responsible_lead"}
+    assert set(hook.settings) == {"add_lead", "update_lead", "status_lead", "responsible_lead", "delete_lead"}
     assert len(portal.settings["amo_dp_secret"]) >= 32  # the Digital Pipeline actions' secret
 
 
@@ -70,6 +70,15 @@ def test_repair_adds_a_missing_option_and_reenables_the_webhook(amo: Amo):
     repaired = amo.our_portal().settings["amo_fields"]["refusal_reason"]["enum"]
     assert "price" in repaired and len(repaired) == 7
     assert not hook.disabled
+
+
+def test_repair_subscribes_an_older_webhook_to_lead_deletions(amo: Amo):
+    portal = amo.install()
+    [hook] = amo.account.webhooks.values()
+    hook.settings = [name for name in hook.settings if name != "delete_lead"]  # installed before issue #19
+    run_install(portal.id)
+    [hook] = amo.account.webhooks.values()
+    assert "delete_lead" in hook.settings and not hook.disabled
 
 
 def test_oauth_refuses_a_forged_state_a_foreign_host_and_a_bad_code(amo: Amo):

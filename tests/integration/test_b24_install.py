@@ -65,7 +65,7 @@ def test_install_adds_one_stage_per_pipeline_fields_bindings_and_robots(b24: B24
         assert name in fields
     assert {item["XML_ID"] for item in fields["UF_CRM_RC_REASON"]["LIST"]} >= {"price", "other", "bought_elsewhere"}
     bound = {(b.event, b.handler) for b in b24.sandbox.event_bindings(b24.portal) if not b.offline}
-    for event in ("ONCRMDEALUPDATE", "ONCRMDEALADD", "ONCRMDEALMOVETOCATEGORY", "ONAPPUNINSTALL"):
+    for event in ("ONCRMDEALUPDATE", "ONCRMDEALADD", "ONCRMDEALMOVETOCATEGORY", "ONCRMDEALDELETE", "ONAPPUNINSTALL"):
         assert (event, f"{APP_URL}/b24/events") in bound
     placements = b24.sandbox.placements(b24.portal)
     assert [(p.placement, p.handler) for p in placements] == [
@@ -186,7 +186,7 @@ def test_app_update_rebinds_what_the_update_dropped(b24: B24):
     b24.work()
     b24.work()
     events = {b.event for b in b24.sandbox.event_bindings(b24.portal) if not b.offline}
-    assert {"ONCRMDEALUPDATE", "ONCRMDEALADD", "ONCRMDEALMOVETOCATEGORY", "ONAPPUNINSTALL"} <= events
+    assert {"ONCRMDEALUPDATE", "ONCRMDEALADD", "ONCRMDEALMOVETOCATEGORY", "ONCRMDEALDELETE", "ONAPPUNINSTALL"} <= events
 
 
 def test_main_page_opens_for_an_admin_with_settings_and_for_a_manager_without(b24: B24):
@@ -236,3 +236,16 @@ def test_a_repair_does_not_hide_a_lost_move_waiting_in_the_queue(b24: B24):
     assert b24.our_portal().installed_at == installed_at
     b24.settle()
     assert b24.stage(deal_id) == "EXECUTING"
+
+
+def test_a_repair_binds_deal_deletions_on_a_portal_installed_before_them(b24: B24):
+    """Portals installed before issue #19 have no ONCRMDEALDELETE binding: the idempotent repair adds it."""
+    from installers.bitrix24 import run_install
+
+    portal = b24.install()
+    bindings = b24.portal.bindings
+    for key in [key for key, binding in bindings.items() if binding.event == "ONCRMDEALDELETE"]:
+        del bindings[key]
+    assert run_install(portal.id) == "installed"
+    online = {(b.event, b.handler) for b in b24.sandbox.event_bindings(b24.portal) if not b.offline}
+    assert ("ONCRMDEALDELETE", f"{APP_URL}/b24/events") in online
