@@ -58,6 +58,10 @@ STRINGS: dict[str, tuple[str, str]] = {
     "settings_heads": ("Руководители продаж", "Heads of sales"),
     "settings_head_departments": ("Отделы руководителей", "Heads' departments"),
     "settings_exempt_users": ("Исключения: могут закрывать сделки", "Exempt: may close deals"),
+    "settings_fine_deletions": (
+        "Штрафовать менеджера за удаление сделки (CPL, как за утечку)",
+        "Fine a manager who deletes a deal (the CPL, like a leak)",
+    ),
     "settings_exempt_automation": (
         "Разрешить роботам и бизнес-процессам закрывать сделки",
         "Allow robots and workflows to close deals",
