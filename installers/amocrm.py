@@ -18,15 +18,16 @@ from flask import current_app
 
 from app.core.db import db
 from app.core.models import Portal
-from app.crm.amocrm import LOST, WON, AmoRest
+from app.crm.amocrm import AmoRest
+from app.crm.amocrm.adapter import AmoCrm
 from app.crm.errors import CrmError
-from app.domain.catalog import FIELD_LABELS, REASONS, REFUSAL_STAGE, VERDICTS, Label
+from app.domain.catalog import FIELD_LABELS, REASONS, VERDICTS, Label
+from app.domain.stages import known_stage, refusal_stage_spec, stages_lock
 from installers.steps import install, set_setting
 
 log = logging.getLogger(__name__)
 
 STEPS = ("account", "statuses", "fields", "webhooks")
-STATUS_COLOR = "#ffce5a"  # one of amoCRM's allowed status colours, the closest to our orange
 WEBHOOK_SETTINGS = ("add_lead", "update_lead", "status_lead", "responsible_lead", "delete_lead")
 WEBHOOK_SECRET = "amo_webhook_secret"  # noqa: S105 - the settings key, not a secret
 DP_SECRET = "amo_dp_secret"  # noqa: S105 - the settings key, not a secret
@@ -51,35 +52,16 @@ def _embedded(answer: Any, key: str) -> list[dict[str, Any]]:
 
 
 def ensure_statuses(rest: AmoRest, portal: Portal) -> str:
-    """Conditional refusal in every pipeline, sorted after the last working status and before 142/143."""
-    names = {REFUSAL_STAGE.ru, REFUSAL_STAGE.en}
-    stages: dict[str, str] = {}
-    created = 0
-    for pipeline in _embedded(rest.get("/api/v4/leads/pipelines"), "pipelines"):
-        pipeline_id = int(pipeline["id"])
-        statuses = _embedded(pipeline, "statuses")
-        found = next((s for s in statuses if s.get("name") in names), None)
-        if found is None:
-            working = [int(s.get("sort") or 0) for s in statuses if int(s["id"]) not in (int(WON), int(LOST))]
-            answer = rest.request(
-                "POST",
-                f"/api/v4/leads/pipelines/{pipeline_id}/statuses",
-                body=[
-                    {
-                        "name": REFUSAL_STAGE.in_language(portal.language),
-                        "sort": max(working, default=0) + 10,
-                        "color": STATUS_COLOR,
-                    }
-                ],
-            )
-            made = _embedded(answer, "statuses")
-            if not made:
-                raise CrmError(f"pipeline {pipeline_id}: the status was not created")
-            found = made[0]
-            created += 1
-        stages[str(pipeline_id)] = str(found["id"])
-    set_setting(portal, "refusal_stages", stages)
-    return f"{len(stages)} pipelines, {created} statuses created"
+    """Conditional refusal in every pipeline, sorted after the last working status and before 142/143 (the
+    adapter's `ensure_stage`, the same call the app makes for a pipeline created after install)."""
+    crm = AmoCrm(portal, rest)
+    spec = refusal_stage_spec(portal.language)
+    pipeline_ids = [str(int(p["id"])) for p in _embedded(rest.get("/api/v4/leads/pipelines"), "pipelines")]
+    with stages_lock(portal.id):
+        found = {pipeline_id: crm.ensure_stage(pipeline_id, spec) for pipeline_id in pipeline_ids}
+    created = sum(1 for pipeline_id, stage in found.items() if known_stage(portal, pipeline_id) != stage)
+    set_setting(portal, "refusal_stages", found)
+    return f"{len(found)} pipelines, {created} new to the app"
 
 
 def _enum_items(options: dict[str, Label], language: str) -> list[dict[str, Any]]:

@@ -13,19 +13,18 @@ from flask import current_app
 from app.core.db import Base, db
 from app.core.models import InboxItem, Portal
 from app.crm.bitrix24 import Bitrix24Rest
+from app.crm.bitrix24.adapter import Bitrix24Crm
 from app.crm.errors import ActivityAlreadyInstalled, CrmError, PortalNeedsReinstall
 from app.domain import audit
 from app.domain.catalog import (
     DEAL_TAB,
     FIELD_LABELS,
     REASONS,
-    REFUSAL_STAGE,
-    REFUSAL_STAGE_CODE,
-    REFUSAL_STAGE_COLOR,
     VERDICTS,
     Label,
 )
 from app.domain.robots import REGISTRY, Robot, RobotProperty
+from app.domain.stages import known_stage, refusal_stage_spec, stages_lock
 from installers.steps import install, set_setting
 
 log = logging.getLogger(__name__)
@@ -48,14 +47,6 @@ def handler_url(path: str) -> str:
     return f"{current_app.config['PUBLIC_URL']}{path}"
 
 
-def _stage_entity(pipeline_id: str) -> str:
-    return "DEAL_STAGE" if pipeline_id == "0" else f"DEAL_STAGE_{pipeline_id}"
-
-
-def _stage_id(pipeline_id: str) -> str:
-    return REFUSAL_STAGE_CODE if pipeline_id == "0" else f"C{pipeline_id}:{REFUSAL_STAGE_CODE}"
-
-
 def _as_list(value: Any) -> list[Any]:
     """Bitrix24 returns `[]` for empty maps and sometimes a dict keyed by index for lists."""
     if isinstance(value, list):
@@ -66,44 +57,17 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def ensure_stages(rest: Bitrix24Rest, portal: Portal) -> str:
-    """One Conditional refusal stage per deal pipeline, in-progress, right before the final stages."""
+    """One Conditional refusal stage per deal pipeline, in-progress, right before the final stages (the
+    adapter's `ensure_stage`, the same call the app makes for a pipeline created after install)."""
     categories = _as_list((rest.call("crm.category.list", {"entityTypeId": 2}) or {}).get("categories"))
     pipeline_ids = sorted({str(c["id"]) for c in categories} | {"0"}, key=int)
-    stages: dict[str, str] = {}
-    created = 0
-    for pipeline_id in pipeline_ids:
-        entity = _stage_entity(pipeline_id)
-        statuses = _as_list(rest.call("crm.status.list", {"filter": {"ENTITY_ID": entity}, "order": {"SORT": "ASC"}}))
-        wanted = _stage_id(pipeline_id)
-        if not any(s.get("STATUS_ID") == wanted for s in statuses):
-            rest.call(
-                "crm.status.add",
-                {
-                    "fields": {
-                        "ENTITY_ID": entity,
-                        "STATUS_ID": REFUSAL_STAGE_CODE,
-                        "NAME": REFUSAL_STAGE.in_language(portal.language),
-                        "SORT": _sort_before_final(statuses),
-                        "COLOR": REFUSAL_STAGE_COLOR,
-                        "SEMANTICS": "",
-                    }
-                },
-            )
-            created += 1
-        stages[pipeline_id] = wanted
-    set_setting(portal, "refusal_stages", stages)
-    return f"{len(stages)} pipelines, {created} stages created"
-
-
-def _sort_before_final(statuses: list[dict[str, Any]]) -> int:
-    """A SORT value after the last in-progress stage and before the first final one."""
-    final = [int(s.get("SORT") or 0) for s in statuses if s.get("SEMANTICS") in ("S", "F")]
-    progress = [int(s.get("SORT") or 0) for s in statuses if s.get("SEMANTICS") not in ("S", "F")]
-    if final:
-        before = min(final)
-        after = max([p for p in progress if p < before], default=before - 10)
-        return (after + before) // 2 if before - after > 1 else before - 1
-    return max(progress, default=0) + 10
+    crm = Bitrix24Crm(portal, rest)
+    spec = refusal_stage_spec(portal.language)
+    with stages_lock(portal.id):
+        found = {pipeline_id: crm.ensure_stage(pipeline_id, spec) for pipeline_id in pipeline_ids}
+    created = sum(1 for pipeline_id, stage in found.items() if known_stage(portal, pipeline_id) != stage)
+    set_setting(portal, "refusal_stages", found)
+    return f"{len(found)} pipelines, {created} new to the app"
 
 
 def _enum_list(options: dict[str, Label], language: str) -> list[dict[str, Any]]:

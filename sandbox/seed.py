@@ -79,7 +79,8 @@ LAST_NAMES = ("Орлов", "Белов", "Захаров", "Комаров", "�
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
-def _add_stages(portal: Portal, category_id: int) -> None:
+def add_stages(portal: Portal, category_id: int) -> None:
+    """The stages Bitrix24 gives a new funnel: five in progress, won, and two lost."""
     entity = portal.stage_entity(category_id)
     prefix = "" if category_id == 0 else f"C{category_id}:"
     sort = 10
@@ -171,7 +172,7 @@ def seed_portal(
         }
     for category_id, cat_name, sort in CATEGORIES:
         portal.categories[category_id] = {"ID": category_id, "NAME": cat_name, "SORT": sort}
-        _add_stages(portal, category_id)
+        add_stages(portal, category_id)
     for sort, (code, source_name) in enumerate(SOURCES, start=1):
         _add_status(portal, "SOURCE", code, source_name, sort * 10, None, "", None)
     for sort, (code, type_name) in enumerate(DEAL_TYPES, start=1):

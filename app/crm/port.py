@@ -41,6 +41,19 @@ class Pipeline:
 
 
 @dataclass(frozen=True)
+class StageSpec:
+    """A stage the app keeps in every pipeline (Conditional refusal): an in-progress stage right before the
+    final ones. A CRM with stage codes (Bitrix24) finds it by `code`; one without (amoCRM) by any of `names`
+    (the name it was created with may be another language's). `color` is a hint: a CRM with a fixed palette
+    uses its own closest colour."""
+
+    code: str
+    name: str
+    names: tuple[str, ...]
+    color: str
+
+
+@dataclass(frozen=True)
 class Deal:
     """A deal (amoCRM lead) as the domain needs it; custom values are already decoded."""
 
@@ -219,6 +232,11 @@ class CrmClient(Protocol):
 
     def list_pipelines(self) -> list[Pipeline]:
         """Every deal pipeline with its stages."""
+        ...
+
+    def ensure_stage(self, pipeline_id: str, spec: StageSpec) -> str:
+        """The id of the `spec` stage in one pipeline, created when the CRM has none (looked up first, so a
+        rerun creates nothing). The caller keeps two of these for one pipeline from running at once."""
         ...
 
     def list_users(self) -> list[User]:

@@ -53,6 +53,11 @@ def forget(portal_id: int) -> None:
     get_redis().delete(_cache_key(portal_id, "users"), _cache_key(portal_id, "pipelines"))
 
 
+def forget_pipelines(portal_id: int) -> None:
+    """Drop the cached pipelines (a stage was added to one)."""
+    get_redis().delete(_cache_key(portal_id, "pipelines"))
+
+
 def stage(portal_id: int, crm: CrmClient, stage_id: str) -> Stage | None:
     """A stage by id, from any pipeline."""
     for pipeline in pipelines(portal_id, crm):

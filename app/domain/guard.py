@@ -13,8 +13,9 @@ import sqlalchemy as sa
 from app.core.db import db
 from app.core.models import CaseEvent, DealSnapshot, Effect, Portal, RefusalCase, utcnow
 from app.core.queue import get_redis
+from app.crm.errors import CrmError, PortalNeedsReinstall
 from app.crm.port import AUTOMATION, CrmClient, Deal, NewTask
-from app.domain import audit, directory, notices
+from app.domain import audit, directory, notices, stages
 from app.domain.effects import deal_lock, plan_effect, run_pending_effects
 from app.domain.settings import GuardSettings, guard_settings
 
@@ -33,8 +34,9 @@ class Decision:
 
 
 def refusal_stage_for(portal: Portal, pipeline_id: str) -> str | None:
-    """The Conditional refusal stage the installer created in this pipeline."""
-    return (portal.settings or {}).get("refusal_stages", {}).get(pipeline_id)
+    """The Conditional refusal stage of this pipeline (created by the installer, or when the app first noticed
+    a pipeline created after install)."""
+    return stages.known_stage(portal, pipeline_id)
 
 
 def open_case_for(portal_id: int, deal_id: str) -> RefusalCase | None:
@@ -151,6 +153,8 @@ class Guard:
         if snapshot is not None and (snapshot.stage_id, snapshot.pipeline_id) == (deal.stage_id, deal.pipeline_id):
             remember(self.portal.id, deal)
             return Decision("unchanged")
+        if refusal_stage_for(self.portal, deal.pipeline_id) is None:
+            self._adopt_pipeline(deal.pipeline_id)
         previous_stage = snapshot.stage_id if snapshot else None
         previous_pipeline = snapshot.pipeline_id if snapshot else None
         if not self.settings.guards(deal.pipeline_id):
@@ -179,6 +183,20 @@ class Guard:
                     return decided
         remember(self.portal.id, deal)
         return Decision("moved")
+
+    def _adopt_pipeline(self, pipeline_id: str) -> None:
+        """A deal in a pipeline created after install: add its Conditional refusal stage before deciding (the
+        CRM has no event for a new pipeline). If the CRM refuses, the guard decides as before (reverting) and
+        the next event or reconciliation tries again."""
+        try:
+            stages.ensure_refusal_stage(self.portal, self.crm, pipeline_id)
+        except PortalNeedsReinstall:
+            raise
+        except CrmError as error:
+            log.warning(
+                "refusal stage not added",
+                extra={"portal_id": self.portal.id, "pipeline_id": pipeline_id, "code": error.code},
+            )
 
     def _moved_before_install(self, deal: Deal) -> bool:
         installed_at = self.portal.installed_at

@@ -14,7 +14,7 @@ from app.core.models import DealSnapshot, Effect, Portal, utcnow
 from app.core.queue import enqueue
 from app.crm.errors import CrmError, PortalNeedsReinstall
 from app.crm.port import CrmClient, Deal, client_for
-from app.domain import effects, guard
+from app.domain import effects, guard, stages
 
 log = logging.getLogger(__name__)
 OVERLAP = timedelta(minutes=5)
@@ -37,7 +37,8 @@ def reconcile_all() -> int:
 
 
 def reconcile_portal(portal_id: int) -> dict[str, int]:
-    """Finish pending effects, then sweep deals modified since the watermark and decide the changed ones."""
+    """Finish pending effects, give pipelines created since install their Conditional refusal stage, then sweep
+    deals modified since the watermark and decide the changed ones."""
     portal = db.session.get(Portal, portal_id)
     if portal is None or portal.status != "installed":
         return {}
@@ -45,6 +46,7 @@ def reconcile_portal(portal_id: int) -> dict[str, int]:
     counts = {"effects": 0, "seen": 0, "decided": 0}
     try:
         counts["effects"] = _finish_effects(portal, crm)
+        counts["pipelines"] = _adopt_new_pipelines(portal, crm)
         deal_guard = guard.Guard(portal, crm)
 
         def decide_changed(deal_ids: list[str]) -> None:
@@ -81,6 +83,17 @@ def reconcile_portal(portal_id: int) -> dict[str, int]:
         raise
     log.info("reconciliation done", extra={"portal_id": portal_id, **counts})
     return counts
+
+
+def _adopt_new_pipelines(portal: Portal, crm: CrmClient) -> int:
+    """Pipelines nobody has used yet get their stage too; a CRM that refuses does not stop the sweep."""
+    try:
+        return stages.adopt_new_pipelines(portal, crm)
+    except PortalNeedsReinstall:
+        raise
+    except CrmError as error:
+        log.warning("new pipelines not adopted", extra={"portal_id": portal.id, "code": error.code})
+        return 0
 
 
 def _finish_effects(portal: Portal, crm: CrmClient) -> int:

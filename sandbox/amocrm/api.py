@@ -430,6 +430,62 @@ def list_pipelines(request: Request) -> Answer:
     }
 
 
+def get_pipeline(request: Request, pipeline_id: int) -> Answer:
+    pipeline = request.account.pipelines.get(pipeline_id)
+    if pipeline is None:
+        raise problem(404, "Not Found", "Pipeline not found")
+    return 200, _pipeline_wire(request, pipeline)
+
+
+def add_pipelines(request: Request) -> Answer:
+    """New pipelines with their working statuses; amoCRM adds Incoming leads (when on), 142 and 143 itself.
+    No webhook fires: amoCRM has none for a new pipeline."""
+    from sandbox.amocrm.seed import status as status_row
+
+    request.require_admin()
+    items = request.body
+    if not isinstance(items, list) or not items:
+        raise validation_error([("InvalidType", "body", "This value should be of type array.")])
+    account = request.account
+    created = []
+    for index, item in enumerate(items):
+        name = str((item or {}).get("name") or "").strip()
+        if not name:
+            raise validation_error([("NotBlank", f"{index}.name", "This value should not be blank.")], str(index))
+        wanted = ((item.get("_embedded") or {}).get("statuses")) or []
+        if not wanted:
+            raise validation_error([("NotBlank", f"{index}._embedded.statuses", "A pipeline needs a status.")])
+        pipeline_id = request.sandbox.next_id()
+        statuses: dict[int, dict[str, Any]] = {}
+        if item.get("is_unsorted_on", True):
+            unsorted = request.sandbox.next_id()
+            statuses[unsorted] = status_row(unsorted, "Неразобранное", 10, pipeline_id, "#c1c1c1", kind=1)
+        for number, spec in enumerate(wanted):
+            color = str(spec.get("color") or "#98cbff")
+            if color not in STATUS_COLORS:
+                invalid = ("NotSupportedChoice", f"{index}.color", "The value you selected is not valid.")
+                raise validation_error([invalid])
+            status_id = request.sandbox.next_id()
+            sort = _int(spec.get("sort")) or 20 + number * 10
+            statuses[status_id] = status_row(status_id, str(spec.get("name") or ""), sort, pipeline_id, color)
+        statuses[142] = status_row(142, "Успешно реализовано", 10000, pipeline_id, "#CCFF66")
+        statuses[143] = status_row(143, "Закрыто и не реализовано", 11000, pipeline_id, "#D5D8DB")
+        for row in statuses.values():
+            row["account_id"] = account.id
+        account.pipelines[pipeline_id] = {
+            "id": pipeline_id,
+            "name": name,
+            "sort": _int(item.get("sort")) or (max((p["sort"] for p in account.pipelines.values()), default=0) + 10),
+            "is_main": False,
+            "is_unsorted_on": bool(item.get("is_unsorted_on", True)),
+            "is_archive": False,
+            "account_id": account.id,
+            "statuses": statuses,
+        }
+        created.append({**_pipeline_wire(request, account.pipelines[pipeline_id]), "request_id": str(index)})
+    return 200, {"_total_items": len(created), "_embedded": {"pipelines": created}}
+
+
 def add_statuses(request: Request, pipeline_id: int) -> Answer:
     request.require_admin()
     pipeline = request.account.pipelines.get(pipeline_id)
@@ -901,6 +957,8 @@ def list_loss_reasons(request: Request) -> Answer:
 Route = tuple[str, re.Pattern[str], Callable[..., Answer]]
 ROUTES: list[Route] = [
     ("GET", re.compile(r"/api/v4/leads/pipelines"), list_pipelines),
+    ("POST", re.compile(r"/api/v4/leads/pipelines"), add_pipelines),
+    ("GET", re.compile(r"/api/v4/leads/pipelines/(\d+)"), get_pipeline),
     ("POST", re.compile(r"/api/v4/leads/pipelines/(\d+)/statuses"), add_statuses),
     ("GET", re.compile(r"/api/v4/leads/custom_fields"), list_fields),
     ("POST", re.compile(r"/api/v4/leads/custom_fields"), add_fields),

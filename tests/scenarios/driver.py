@@ -6,7 +6,9 @@ contract and run for both CRMs through the `crm` fixture.
 
 Vocabulary shared by both CRMs:
 
-* pipelines: "main" (the default pipeline) and "other" (a second one);
+* pipelines: "main" (the default pipeline) and "other" (a second one); `new_pipeline` is an admin creating
+  one more in the CRM (with "new", "working", "late working", won and lost, as the CRM makes them), named in
+  the steps by the id it returns;
 * stages: "new", "working", "late working" (open stages in that order), "won", "lost", and "refusal"
   (the Conditional refusal stage our installer adds); anything else is passed through as a CRM stage id;
 * people (the same ids in both seeded sandboxes): ADMIN, MANAGER, OTHER_MANAGER, QA, QA2, HEAD,
@@ -44,6 +46,7 @@ from app.core.security import Identity, issue_token
 from app.domain.guard import refusal_stage_for
 from installers.amo_widget import render_manifest
 from sandbox import ManualClock
+from sandbox.amocrm import api as amo_api
 from sandbox.amocrm.account import LOST as AMO_LOST
 from sandbox.amocrm.account import WON as AMO_WON
 from tests.integration.amo import APP_URL, Amo
@@ -107,6 +110,8 @@ class CrmDriver(Protocol):
 
     # -- pipelines, stages, deals
     def pipeline_id(self, name: str = "main") -> str: ...
+    def new_pipeline(self, name: str = "Тендеры 2025") -> str: ...
+    def stage_names(self, pipeline: str) -> list[str]: ...
     def stage_id(self, name: str, pipeline: str = "main") -> str: ...
     def new_deal(
         self,
@@ -269,6 +274,18 @@ class B24Driver(_Common):
 
     def pipeline_id(self, name: str = "main") -> str:
         return self._PIPELINES.get(name, name)
+
+    def new_pipeline(self, name: str = "Тендеры 2025") -> str:
+        """The admin adds a funnel with crm.category.add; Bitrix24 gives it its default stages."""
+        status, body = self.sandbox.call(
+            self.crm_portal, "crm.category.add", {"entityTypeId": 2, "fields": {"name": name, "sort": 900}}, ADMIN
+        )
+        assert status == 200, body
+        return str(body["result"]["category"]["id"])
+
+    def stage_names(self, pipeline: str) -> list[str]:
+        with self.sandbox.lock:
+            return [str(row["NAME"]) for row in self.crm_portal.stages(int(self.pipeline_id(pipeline)))]
 
     def stage_id(self, name: str, pipeline: str = "main") -> str:
         category = self.pipeline_id(pipeline)
@@ -502,6 +519,26 @@ class AmoDriver(_Common):
     def pipeline_id(self, name: str = "main") -> str:
         named = dict(zip(("main", "other"), self._pipelines(), strict=False))
         return str(named[name]) if name in named else name
+
+    def new_pipeline(self, name: str = "Тендеры 2025") -> str:
+        """The admin adds a pipeline with POST /api/v4/leads/pipelines and three working statuses."""
+        tokens = self.sandbox.issue_tokens(self.account, ADMIN)
+        working = [{"name": title, "sort": 20 + 10 * n} for n, title in enumerate(("Заявка", "Расчёт", "Тендер"))]
+        status, body = amo_api.handle(
+            self.sandbox,
+            self.account.domain,
+            f"Bearer {tokens['access_token']}",
+            "POST",
+            "/api/v4/leads/pipelines",
+            {},
+            [{"name": name, "sort": 900, "is_main": False, "is_unsorted_on": True, "_embedded": {"statuses": working}}],
+        )
+        assert status == 200, body
+        return str(body["_embedded"]["pipelines"][0]["id"])
+
+    def stage_names(self, pipeline: str) -> list[str]:
+        statuses = self.account.pipelines[int(self.pipeline_id(pipeline))]["statuses"].values()
+        return [str(s["name"]) for s in sorted(statuses, key=lambda s: s["sort"])]
 
     def stage_id(self, name: str, pipeline: str = "main") -> str:
         pipeline_id = self.pipeline_id(pipeline)

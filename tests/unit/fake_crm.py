@@ -30,6 +30,7 @@ from app.crm.port import (
     Source,
     Stage,
     StageSemantics,
+    StageSpec,
     Task,
     User,
 )
@@ -349,6 +350,23 @@ class InMemoryCrm:
         """Every deal pipeline with its stages."""
         self._read("list_pipelines")
         return list(self.pipelines.values())
+
+    def ensure_stage(self, pipeline_id: str, spec: StageSpec) -> str:
+        """The `spec` stage of a pipeline (found by its code or a name), else a new in-progress stage right
+        before the final ones, with the id `{pipeline}:{code}`."""
+        self._read("ensure_stage")
+        pipeline = self.pipelines[pipeline_id]
+        for stage in pipeline.stages:
+            if stage.id.split(":")[-1] == spec.code or stage.name in spec.names:
+                return stage.id
+        stage_id = f"{pipeline_id}:{spec.code}"
+        ordered = list(pipeline.stages)
+        at = next((index for index, stage in enumerate(ordered) if stage.semantics != "process"), len(ordered))
+        ordered.insert(at, Stage(stage_id, pipeline_id, spec.name, 0, "process"))
+        stages = tuple(replace(stage, sort=(index + 1) * 10) for index, stage in enumerate(ordered))
+        self.pipelines[pipeline_id] = replace(pipeline, stages=stages)
+        self.writes.append(Write("ensure_stage", pipeline_id, spec))
+        return stage_id
 
     def list_users(self) -> list[User]:
         """Every user of the portal."""

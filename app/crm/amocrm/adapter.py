@@ -43,6 +43,7 @@ from app.crm.port import (
     Source,
     Stage,
     StageSemantics,
+    StageSpec,
     Task,
     User,
 )
@@ -64,6 +65,7 @@ NOTICE_BATCH = 50  # tasks per POST: amoCRM takes up to 250, its SDK advises at 
 STATUS_INCOMING = 1  # status type of "Incoming leads" (Неразобранное)
 STATUS_FILTER_CHUNK = 40  # (pipeline, status) pairs per lead list request: keeps the URL near 4.5 KB
 TASK_TITLE_LENGTH = 250
+STATUS_COLOR = "#ffce5a"  # the status colour of stages we add: amoCRM allows a fixed palette, this is its orange
 
 
 # ---------------------------------------------------------------- value decoding
@@ -446,6 +448,25 @@ class AmoCrm:
             )
         pipelines.sort(key=lambda p: (not p.is_default, int(p.id)))
         return pipelines
+
+    def ensure_stage(self, pipeline_id: str, spec: StageSpec) -> str:
+        """GET /api/v4/leads/pipelines/{id} (statuses embedded); a status named like `spec` is ours, else one is
+        POSTed to .../statuses, sorted after the last working status (142 and 143 always come last)."""
+        pipeline = self.rest.get(f"/api/v4/leads/pipelines/{int(pipeline_id)}")
+        statuses = [s for s in (_mapping(_mapping(pipeline).get("_embedded")).get("statuses") or []) if s]
+        found = next((s for s in statuses if _text(s.get("name")) in spec.names), None)
+        if found is not None:
+            return _text(found.get("id"))
+        working = [_int(s.get("sort")) or 0 for s in statuses if _text(s.get("id")) not in (WON, LOST)]
+        answer = self.rest.request(
+            "POST",
+            f"/api/v4/leads/pipelines/{int(pipeline_id)}/statuses",
+            body=[{"name": spec.name, "sort": max(working, default=0) + 10, "color": STATUS_COLOR}],
+        )
+        made = _mapping(_mapping(answer).get("_embedded")).get("statuses") or []
+        if not made:
+            raise CrmError(f"pipeline {pipeline_id}: the status was not created")
+        return _text(made[0].get("id"))
 
     # ---- people
 

@@ -31,6 +31,7 @@ from app.crm.port import (
     Source,
     Stage,
     StageSemantics,
+    StageSpec,
     Task,
     User,
 )
@@ -98,6 +99,22 @@ def _zone(name: str | None) -> ZoneInfo:
         return ZoneInfo(name or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
         return ZoneInfo("UTC")
+
+
+def stage_entity(pipeline_id: str) -> str:
+    """crm.status ENTITY_ID of a funnel's deal stages."""
+    return "DEAL_STAGE" if pipeline_id == "0" else f"DEAL_STAGE_{pipeline_id}"
+
+
+def _sort_before_final(statuses: Sequence[Mapping[str, Any]]) -> int:
+    """A SORT value after the last in-progress stage and before the first final one."""
+    final = [int(_text(s.get("SORT")) or 0) for s in statuses if s.get("SEMANTICS") in ("S", "F")]
+    progress = [int(_text(s.get("SORT")) or 0) for s in statuses if s.get("SEMANTICS") not in ("S", "F")]
+    if final:
+        before = min(final)
+        after = max([p for p in progress if p < before], default=before - 10)
+        return (after + before) // 2 if before - after > 1 else before - 1
+    return max(progress, default=0) + 10
 
 
 # ---------------------------------------------------------------- the adapter
@@ -289,7 +306,7 @@ class Bitrix24Crm:
         commands: dict[str, tuple[str, Mapping[str, Any] | None]] = {}
         for category in categories:
             category_id = _text(category.get("id")) or "0"
-            entity_id = "DEAL_STAGE" if category_id == "0" else f"DEAL_STAGE_{category_id}"
+            entity_id = stage_entity(category_id)
             commands[f"c{category_id}"] = (
                 "crm.status.list",
                 {"order": {"SORT": "ASC"}, "filter": {"ENTITY_ID": entity_id}},
@@ -311,6 +328,30 @@ class Bitrix24Crm:
                 )
             )
         return pipelines
+
+    def ensure_stage(self, pipeline_id: str, spec: StageSpec) -> str:
+        """crm.status.list of the funnel's stages; crm.status.add of `spec.code` when it is not there (the
+        portal prefixes it with ``C{funnel}:`` outside the general funnel)."""
+        entity = stage_entity(pipeline_id)
+        wanted = spec.code if pipeline_id == "0" else f"C{pipeline_id}:{spec.code}"
+        statuses = result_rows(
+            self.rest.call("crm.status.list", {"filter": {"ENTITY_ID": entity}, "order": {"SORT": "ASC"}}), None
+        )
+        if not any(_text(s.get("STATUS_ID")) == wanted for s in statuses):
+            self.rest.call(
+                "crm.status.add",
+                {
+                    "fields": {
+                        "ENTITY_ID": entity,
+                        "STATUS_ID": spec.code,
+                        "NAME": spec.name,
+                        "SORT": _sort_before_final(statuses),
+                        "COLOR": spec.color,
+                        "SEMANTICS": "",
+                    }
+                },
+            )
+        return wanted
 
     @staticmethod
     def _stage(row: Mapping[str, Any], pipeline_id: str) -> Stage:
