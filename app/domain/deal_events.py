@@ -8,9 +8,9 @@ re-read from the CRM and never trust a payload.
 from __future__ import annotations
 
 from app.core.db import db
-from app.core.models import Portal
-from app.crm.port import CrmClient
-from app.domain import directory, exchange, guard
+from app.core.models import Portal, RefusalCase, utcnow
+from app.crm.port import AUTOMATION, CrmClient, client_for
+from app.domain import directory, exchange, guard, review
 from app.domain.effects import as_planned, deal_lock, run_pending_effects
 
 
@@ -39,5 +39,21 @@ def deal_changed(
 
 
 def deal_deleted(portal_id: int, deal_id: str) -> None:
-    """A deal was deleted: forget what we remembered of it."""
+    """A deal was deleted: forget what we remembered of it; its open case ends (withdrawn, as the deal is gone)
+    and the case's QA task and callback to-dos are completed in the CRM."""
     guard.forget_deal(portal_id, deal_id)
+    portal = db.session.get(Portal, portal_id)
+    if portal is None or guard.open_case_for(portal_id, deal_id) is None:
+        return
+    crm = client_for(portal)
+    with deal_lock(portal_id, deal_id):
+        db.session.expire_all()
+        case = guard.open_case_for(portal_id, deal_id)
+        if case is None:
+            return
+        case.state = RefusalCase.WITHDRAWN
+        case.closed_at = utcnow()
+        guard.add_case_event(case, AUTOMATION, "deal_deleted", "the deal was deleted in the CRM")
+        guard.end_case_work(portal, case)
+        db.session.commit()
+        review.carry_out_or_retry_later(portal_id, deal_id, crm)
