@@ -68,6 +68,8 @@ def _wire(app: Flask) -> None:
             "notify": effects.notify,
             "update": effects.update,
             "qa_task": guard.create_qa_task,
+            "complete_task": guard.complete_qa_task,
+            "complete_todo": guard.complete_callback_todo,
             "todo": review.carry_out_todo,
             "callback_task": taskcontrol.create_callback_task,
             amo_jobs.NOTE_EFFECT: amo_jobs.write_note,

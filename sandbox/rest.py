@@ -1685,6 +1685,34 @@ def activity_get(ctx: CallContext, p: dict[str, Any]) -> Answer:
     return Answer(activity_wire(ctx.sandbox, ctx.portal, activity, ["*", "FILES", "COMMUNICATIONS"]))
 
 
+@method("crm.activity.update", "crm")
+def activity_update(ctx: CallContext, p: dict[str, Any]) -> Answer:
+    """crm.activity.update {id, fields}: the fields the sandbox keeps (COMPLETED=Y completes the activity,
+    STATUS 2); an unknown id answers the legacy "Not found". Answers true and fires ONCRMACTIVITYUPDATE."""
+    activity = ctx.portal.activities.get(as_int(arg(p, "id"), 0) or 0)
+    if activity is None:
+        raise not_found()
+    fields = {str(k).upper(): v for k, v in as_map(arg(p, "fields")).items()}
+    if "COMPLETED" in fields:
+        completed = str(fields["COMPLETED"]).upper() in ("Y", "1", "TRUE")
+        activity["COMPLETED"] = "Y" if completed else "N"
+        activity["STATUS"] = 2 if completed else 1
+    for name in ("SUBJECT", "DESCRIPTION"):
+        if name in fields:
+            activity[name] = str(fields[name] or "")
+    if "RESPONSIBLE_ID" in fields:
+        responsible = as_int(fields["RESPONSIBLE_ID"])
+        if not responsible:
+            raise bad_argument("The field RESPONSIBLE_ID is not defined or invalid.", code="")
+        activity["RESPONSIBLE_ID"] = responsible
+    activity["LAST_UPDATED"] = ctx.sandbox.clock.now()
+    activity["EDITOR_ID"] = ctx.user_id
+    ctx.sandbox.emit(
+        ctx.portal, "ONCRMACTIVITYUPDATE", {"FIELDS": {"ID": activity["ID"]}}, f"activity:{activity['ID']}", ctx.user_id
+    )
+    return Answer(True)
+
+
 @method("crm.activity.todo.add", "crm")
 def activity_todo_add(ctx: CallContext, p: dict[str, Any]) -> Answer:
     portal = ctx.portal

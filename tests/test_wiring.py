@@ -18,6 +18,8 @@ def test_every_effect_kind_is_one_registered_function(app: Flask):
         "notify": effects.notify,
         "update": effects.update,
         "qa_task": guard.create_qa_task,
+        "complete_task": guard.complete_qa_task,
+        "complete_todo": guard.complete_callback_todo,
         "todo": review.carry_out_todo,
         "callback_task": taskcontrol.create_callback_task,
         "amo_note": amo_jobs.write_note,

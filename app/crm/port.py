@@ -288,6 +288,16 @@ class CrmClient(Protocol):
         """Create a to-do on the deal for a user; returns its id."""
         ...
 
+    def complete_task(self, task_id: str, result: str = "") -> None:
+        """Mark a task completed, with `result` as its outcome where the CRM keeps one. A task that is
+        already completed or no longer exists (deleted, or gone with its deal) is not an error."""
+        ...
+
+    def complete_todo(self, todo_id: str, result: str = "") -> None:
+        """Mark a to-do (made by `create_todo`) completed, with `result` where the CRM keeps one. A to-do
+        that is already completed or no longer exists is not an error."""
+        ...
+
     def open_recording(self, call: Call) -> Recording:
         """Stream a call's recording from the CRM (server-side: no CRM token ever reaches a browser)."""
         ...

@@ -118,6 +118,7 @@ def _record_deletion(
         case.state = RefusalCase.WITHDRAWN
         case.closed_at = utcnow()
         guard.add_case_event(case, deleter, "withdrawn", "deleted")
+        guard.end_case_work(portal, case)  # its QA task and callback to-dos are completed in the CRM
         deletion.case_id = case.id
     audit.record(
         portal.id,

@@ -10,12 +10,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from app.core import i18n
 from app.core.db import db
-from app.core.models import CaseEvent, DealSnapshot, Effect, Portal, RefusalCase, utcnow
+from app.core.models import CaseEvent, DealSnapshot, Effect, Portal, RefusalCase, ReviewCallback, utcnow
 from app.core.queue import get_redis
 from app.crm.errors import CrmError, PortalNeedsReinstall
 from app.crm.port import AUTOMATION, CrmClient, Deal, NewTask
-from app.domain import audit, directory, notices, stages
+from app.domain import audit, directory, notices, review_text, stages  # noqa: F401 - review_text registers the strings
 from app.domain.effects import deal_lock, plan_effect, run_pending_effects
 from app.domain.settings import GuardSettings, guard_settings
 
@@ -112,6 +113,60 @@ def _task_from_earlier_attempt(effect: Effect, crm: CrmClient) -> str | None:
         if task.title == payload["title"] and task.responsible_id == payload["responsible_id"]:
             return task.id
     return None
+
+
+def end_case_work(portal: Portal, case: RefusalCase) -> None:
+    """A case has ended (any outcome, withdrawal, deletion of its deal): plan the completion of its QA task
+    and of its callbacks' to-dos in the CRM, keyed by case and callback so a retried job completes each once.
+
+    The ids are read when the effect runs, not now: a task or to-do whose creation is still pending (an
+    effect planned earlier for the same deal) is created first and then completed. A callback still
+    waiting for its time is cancelled (its job finds it so and does nothing)."""
+    language = portal.language
+    outcome = i18n.translate(f"review_state_{case.state}", language)
+    result = notices.render("case_ended_result", language, outcome=outcome)
+    plan_effect(
+        case.portal_id,
+        case.deal_id,
+        f"case:{case.id}:qa_task:complete",
+        "complete_task",
+        {"case_id": case.id, "result": result},
+    )
+    callbacks = db.session.scalars(
+        sa.select(ReviewCallback)
+        .where(ReviewCallback.portal_id == case.portal_id, ReviewCallback.case_id == case.id)
+        .order_by(ReviewCallback.id)
+    ).all()
+    for callback in callbacks:
+        if callback.status == ReviewCallback.SCHEDULED:
+            callback.status = ReviewCallback.CANCELLED
+        plan_effect(
+            case.portal_id,
+            case.deal_id,
+            f"callback:{callback.id}:todo:complete",
+            "complete_todo",
+            {"callback_id": callback.id, "result": result},
+        )
+
+
+def complete_qa_task(effect: Effect, crm: CrmClient) -> str:
+    """The `complete_task` effect: complete the case's QA task, if one was created."""
+    case = db.session.get(RefusalCase, effect.payload["case_id"])
+    task_id = case.qa_task_id if case is not None else None
+    if not task_id:
+        return "none"
+    crm.complete_task(task_id, str(effect.payload.get("result") or ""))
+    return task_id
+
+
+def complete_callback_todo(effect: Effect, crm: CrmClient) -> str:
+    """The `complete_todo` effect: complete the callback's to-do, if one was created."""
+    callback = db.session.get(ReviewCallback, effect.payload["callback_id"])
+    todo_id = callback.todo_id if callback is not None else None
+    if not todo_id:
+        return "none"
+    crm.complete_todo(todo_id, str(effect.payload.get("result") or ""))
+    return todo_id
 
 
 def add_case_event(case: RefusalCase, actor: str, action: str, note: str = "") -> None:
@@ -258,6 +313,7 @@ class Guard:
             case.state = RefusalCase.CLOSED_LOST
             case.closed_at = utcnow()
             add_case_event(case, mover, "closed_lost_in_crm", f"closed as lost in the CRM by {role}")
+            end_case_work(self.portal, case)
         outcome = "closed lost" if reviewed else "closed without review"
         audit.record(self.portal.id, mover, "close as lost", outcome, f"allowed for {role}", deal_id=deal.id)
         return Decision("allowed", outcome)
@@ -300,11 +356,13 @@ class Guard:
             case.state = RefusalCase.WIN_BACK
             case.closed_at = utcnow()
             add_case_event(case, mover, "returned_in_crm", f"moved back to work in the CRM by {role}")
+            end_case_work(self.portal, case)
             audit.record(self.portal.id, mover, "leave conditional refusal", "case closed as win back", deal_id=deal.id)
             return Decision("case closed", "win back")
         case.state = RefusalCase.WITHDRAWN
         case.closed_at = utcnow()
         add_case_event(case, mover, "withdrawn", "the deal left Conditional refusal before the review ended")
+        end_case_work(self.portal, case)
         if case.qa_user_id:
             self._notify(case.qa_user_id, deal, "case_withdrawn", f"case:{case.id}:withdrawn:notice")
         audit.record(self.portal.id, mover, "leave conditional refusal", "case withdrawn", deal_id=deal.id)

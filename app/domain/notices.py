@@ -24,6 +24,10 @@ TEMPLATES: dict[str, Label] = {
         'The deal "{title}" was returned to its previous stage: "{stage}" needs a refusal reason and a comment. '
         "Fill in both fields and move the deal again. {link}",
     ),
+    "case_ended_result": Label(
+        "Проверка отказа завершена: {outcome}.",
+        "The refusal review has ended: {outcome}.",
+    ),
     "case_withdrawn": Label(
         "Проверка отказа по сделке «{title}» отменена: менеджер вернул сделку в работу. {link}",
         'The refusal review of "{title}" was withdrawn: the manager took the deal back to work. {link}',

@@ -31,7 +31,7 @@ from app.crm.port import CrmClient, Deal, NewTodo, Stage, client_for
 from app.domain import audit, directory, review_text  # noqa: F401 - review_text registers the strings
 from app.domain.catalog import REASONS, VERDICTS, Label
 from app.domain.effects import deal_lock, plan_effect, run_pending_effects
-from app.domain.guard import add_case_event, refusal_stage_for, remember
+from app.domain.guard import add_case_event, end_case_work, refusal_stage_for, remember
 from app.domain.penalties import issue_penalty, resolve_cpl
 from app.domain.settings import guard_settings
 
@@ -527,6 +527,7 @@ class Review:
         case.state = state
         case.closed_at = utcnow()
         add_case_event(case, self.user_id, action, note)
+        end_case_work(self.portal, case)
 
     def _close_lost(self, case: RefusalCase, deal: Deal, params: dict[str, str], note: str) -> None:
         reason = params.get("reason") or case.reason

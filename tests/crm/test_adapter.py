@@ -17,7 +17,7 @@ from app.core.models import Portal
 from app.crm import errors
 from app.crm.bitrix24 import Bitrix24Crm, Bitrix24Rest
 from app.crm.factory import client_for
-from app.crm.port import DealChange, NewTask
+from app.crm.port import DealChange, NewTask, NewTodo
 from installers.bitrix24 import ensure_fields
 from sandbox import ManualClock
 from sandbox.state import Portal as SandboxPortal
@@ -255,3 +255,23 @@ def test_factory_refuses_unknown_crm(app: Flask):
     assert isinstance(client_for(make_portal("acc-1", crm=Portal.AMOCRM, domain="acc.amocrm.ru")), AmoCrm)
     with pytest.raises(ValueError, match="no CRM adapter"):
         client_for(make_portal("acc-2", crm="pipedrive"))
+
+
+def test_tasks_and_todos_are_completed_and_gone_or_done_ones_are_no_error(b24: B24Env, crm: Bitrix24Crm):
+    sandbox = b24.sandbox
+    deal_id = str(sandbox.act(b24.portal, 7).create_deal(TITLE="Deal", STAGE_ID="NEW"))
+    deadline = datetime(2030, 1, 1, 10, 0, tzinfo=UTC)
+    task_id = crm.create_task(NewTask(title="Review", responsible_id="7", deal_id=deal_id, deadline=deadline))
+    todo_id = crm.create_todo(NewTodo(title="Call back", responsible_id="7", deal_id=deal_id, deadline=deadline))
+    assert {t.id for t in crm.open_deal_tasks(deal_id)} == {task_id, todo_id}
+
+    crm.complete_task(task_id, "ended")
+    crm.complete_todo(todo_id, "ended")
+
+    assert crm.open_deal_tasks(deal_id) == []
+    assert sandbox.calls(b24.portal, "tasks.task.complete")[0].params == {"taskId": task_id}
+    assert sandbox.calls(b24.portal, "crm.activity.update")[0].params == {"id": todo_id, "fields": {"COMPLETED": "Y"}}
+    crm.complete_task(task_id)  # already completed
+    crm.complete_todo(todo_id)
+    crm.complete_task("987654")  # deleted
+    crm.complete_todo("987654")

@@ -74,6 +74,36 @@ def test_calls_and_voximplant_statistics(sandbox: Sandbox, portal, token) -> Non
     assert isinstance(todo["result"]["id"], int)
 
 
+def test_a_todo_is_completed_with_crm_activity_update(sandbox: Sandbox, portal, token) -> None:
+    _, todo = call(
+        sandbox, token, "crm.activity.todo.add",
+        {"ownerTypeId": 2, "ownerId": 3, "deadline": "2030-01-01T10:00:00+03:00", "title": "Перезвонить"},
+    )  # fmt: skip
+    todo_id = todo["result"]["id"]
+    open_filter = {"filter": {"OWNER_TYPE_ID": 2, "OWNER_ID": 3, "COMPLETED": "N"}, "select": ["ID"]}
+    _, listed = call(sandbox, token, "crm.activity.list", open_filter)
+    assert str(todo_id) in {row["ID"] for row in listed["result"]}
+    status, body = call(sandbox, token, "crm.activity.update", {"id": todo_id, "fields": {"COMPLETED": "Y"}})
+    assert (status, body["result"]) == (200, True)
+    _, listed = call(sandbox, token, "crm.activity.list", open_filter)
+    assert str(todo_id) not in {row["ID"] for row in listed["result"]}
+    _, got = call(sandbox, token, "crm.activity.get", {"id": todo_id})
+    assert (got["result"]["COMPLETED"], got["result"]["STATUS"]) == ("Y", "2")
+    status, body = call(sandbox, token, "crm.activity.update", {"id": todo_id, "fields": {"COMPLETED": "Y"}})
+    assert status == 200  # completing a completed activity again is accepted
+    status, body = call(sandbox, token, "crm.activity.update", {"id": 999_999, "fields": {"COMPLETED": "Y"}})
+    assert (status, body["error"], body["error_description"]) == (400, "", "Not found")
+
+
+def test_tasks_task_complete_closes_a_task(sandbox: Sandbox, portal, token) -> None:
+    _, added = call(sandbox, token, "tasks.task.add", {"fields": {"TITLE": "Проверить отказ", "RESPONSIBLE_ID": 3}})
+    task_id = added["result"]["task"]["id"]
+    status, body = call(sandbox, token, "tasks.task.complete", {"taskId": task_id})
+    assert (status, body["result"]["task"]["status"]) == (200, "5")
+    status, body = call(sandbox, token, "tasks.task.complete", {"taskId": 999_999})
+    assert status == 400 and "Task not found" in body["error_description"]
+
+
 def test_notifications_are_recorded(sandbox: Sandbox, portal, token) -> None:
     status, body = call(
         sandbox, token, "im.notify.system.add", {"USER_ID": 3, "MESSAGE": "Сделка возвращена", "TAG": "rc|5"}

@@ -14,7 +14,17 @@ from app.core.db import db
 from app.core.models import AuditEntry, Effect, Penalty, RefusalCase, ReviewCallback, utcnow
 from app.core.queue import get_queue
 from app.domain import reports, review
-from tests.scenarios.driver import ADMIN, HEAD, MANAGER, OTHER_MANAGER, QA, QA2, CrmDriver
+from tests.scenarios.driver import (
+    ADMIN,
+    HEAD,
+    MANAGER,
+    OTHER_MANAGER,
+    QA,
+    QA2,
+    QA_TASK_TITLE,
+    CrmDriver,
+    CrmTask,
+)
 from tests.scenarios.steps import Reviewer, case_in_review, local, the_case
 
 # -- the paths ---------------------------------------------------------------------------------
@@ -337,3 +347,120 @@ def test_the_tab_speaks_the_portals_language(crm: CrmDriver):
     qa = Reviewer(crm, QA, deal_id)
     assert qa.view["case"]["state_label"] == "Awaiting review"
     assert qa.view["case"]["reason_label"] == "Price too high"
+
+
+# -- a case ends cleanly: its QA task and callback to-dos are completed in the CRM ------------------
+
+
+def qa_task(crm: CrmDriver, deal_id: str) -> CrmTask:
+    """Our QA review task on the deal, as people see it in the CRM."""
+    [task] = [t for t in crm.deal_tasks(deal_id) if t.title.startswith(QA_TASK_TITLE)]
+    return task
+
+
+def callback_todo_fired(crm: CrmDriver, qa: Reviewer, deal_id: str) -> CrmTask:
+    """QA schedules a client callback and its time comes (the callback job runs): the call to-do is on the deal."""
+    qa.act("schedule_callback", at=local(minutes=30), assignee=str(QA))
+    callback = review.active_callback(the_case(deal_id))
+    assert callback is not None
+    assert review.fire_callback(callback.id) == "fired"
+    crm.settle()
+    qa.reload()
+    [todo] = [t for t in crm.callback_todos(deal_id) if t.is_open]
+    return todo
+
+
+def assert_no_next_step_left(crm: CrmDriver, deal_id: str) -> None:
+    """Task control (the «Проверить задачи» robot) sees no open task on the deal: nothing of ours counts."""
+    assert crm.check_tasks_robot(deal_id) == (False, 0)
+
+
+def test_closing_as_lost_completes_the_qa_task(crm: CrmDriver):
+    deal_id, _case = case_in_review(crm)
+    assert qa_task(crm, deal_id).is_open
+    qa = Reviewer(crm, QA, deal_id)
+    qa.act("recordings_confirm")
+    qa.act("close_lost", reason="price")
+    assert the_case(deal_id).state == RefusalCase.CLOSED_LOST
+    assert not qa_task(crm, deal_id).is_open
+    crm.settle()
+    assert not qa_task(crm, deal_id).is_open and len(crm.deal_tasks(deal_id)) == 1
+
+
+def test_offer_again_completes_the_qa_task_and_the_deal_has_no_next_step_from_the_review(crm: CrmDriver):
+    deal_id, _case = case_in_review(crm)
+    assert crm.check_tasks_robot(deal_id)[0], "the open QA task counts as a next step while the case is open"
+    qa = Reviewer(crm, QA, deal_id)
+    qa.act("recordings_confirm")
+    qa.act("offer_again")
+    assert the_case(deal_id).state == RefusalCase.WIN_BACK
+    assert not qa_task(crm, deal_id).is_open
+    assert_no_next_step_left(crm, deal_id)
+
+
+def test_client_denies_completes_the_qa_task_and_the_callback_todo(crm: CrmDriver):
+    deal_id, _case = case_in_review(crm)
+    qa = Reviewer(crm, QA, deal_id)
+    qa.act("recordings_none")
+    todo = callback_todo_fired(crm, qa, deal_id)
+    qa.act("client_denies", stage_id=crm.stage_id("working"))
+    assert the_case(deal_id).state == RefusalCase.LEAKED
+    assert not qa_task(crm, deal_id).is_open
+    assert [t.is_open for t in crm.callback_todos(deal_id) if t.id == todo.id] == [False]
+    assert_no_next_step_left(crm, deal_id)
+
+
+def test_an_unreachable_client_decided_by_the_head_completes_the_task_and_every_callback_todo(crm: CrmDriver):
+    portal = crm.portal()
+    review.update_review_settings(portal, {"callback_attempts": 2, "callback_interval_minutes": 30})
+    db.session.commit()
+    deal_id, _case = case_in_review(crm)
+    qa = Reviewer(crm, QA, deal_id)
+    qa.act("recordings_not_confirmed")
+    first = callback_todo_fired(crm, qa, deal_id)
+    qa.act("no_answer")
+    second_callback = review.active_callback(the_case(deal_id))
+    assert second_callback is not None and review.fire_callback(second_callback.id) == "fired"
+    crm.settle()
+    qa.reload()
+    qa.act("no_answer")
+    assert the_case(deal_id).state == RefusalCase.UNREACHABLE
+    assert len([t for t in crm.callback_todos(deal_id) if t.is_open]) == 2  # the case is still open
+    head = Reviewer(crm, HEAD, deal_id)
+    head.act("offer_again", stage_id=crm.stage_id("working"))
+    assert the_case(deal_id).state == RefusalCase.WIN_BACK
+    todos = crm.callback_todos(deal_id)
+    assert len(todos) == 2 and first.id in {t.id for t in todos}
+    assert [t.is_open for t in todos] == [False, False]
+    assert not qa_task(crm, deal_id).is_open
+    assert_no_next_step_left(crm, deal_id)
+
+
+def test_qa_closing_a_confirmed_deal_in_the_crm_completes_the_qa_task(crm: CrmDriver):
+    deal_id, _case = case_in_review(crm)
+    Reviewer(crm, QA, deal_id).act("recordings_confirm")
+    crm.move(deal_id, "lost", by=QA)
+    crm.settle()
+    assert the_case(deal_id).state == RefusalCase.CLOSED_LOST
+    assert not qa_task(crm, deal_id).is_open
+
+
+def test_a_withdrawn_case_completes_its_qa_task_and_callback_todo(crm: CrmDriver):
+    deal_id, _case = case_in_review(crm)
+    qa = Reviewer(crm, QA, deal_id)
+    qa.act("recordings_none")
+    todo = callback_todo_fired(crm, qa, deal_id)
+    crm.move(deal_id, "late working", by=MANAGER)
+    crm.settle()
+    assert the_case(deal_id).state == RefusalCase.WITHDRAWN
+    assert not qa_task(crm, deal_id).is_open
+    assert [t.is_open for t in crm.callback_todos(deal_id) if t.id == todo.id] == [False]
+    assert_no_next_step_left(crm, deal_id)
+    # Each completion was one keyed effect, carried out once.
+    case = the_case(deal_id)
+    keys = db.session.scalars(
+        sa.select(Effect.key).where(Effect.kind.in_(("complete_task", "complete_todo")), Effect.deal_id == deal_id)
+    ).all()
+    assert sorted(keys) == sorted(
+        [f"case:{case.id}:qa_task:complete", *(f"callback:{c.id}:todo:complete" for c in review.callbacks_of(case))]
+    )

@@ -82,6 +82,7 @@ class InMemoryCrm:
         self.stage_history: dict[str, list[str]] = defaultdict(list)  # stages each deal entered, oldest first
         self.tasks: dict[str, Task] = {}
         self.task_descriptions: dict[str, str] = {}
+        self.task_results: dict[str, str] = {}  # result text of each task or to-do the app completed
         self.calls: dict[str, list[Call]] = defaultdict(list)
         self.recordings: dict[str, tuple[str, bytes]] = {}  # call id -> (content type, bytes)
         self.recordings_closed = 0
@@ -199,8 +200,9 @@ class InMemoryCrm:
         self.tasks[task.id] = task
         return task
 
-    def complete_task(self, task_id: str) -> None:
-        self.tasks[task_id] = replace(self.tasks[task_id], is_open=False)
+    def delete_task(self, task_id: str) -> None:
+        """Someone deleted a task or to-do in the CRM."""
+        self.tasks.pop(task_id, None)
 
     def add_call(self, deal_id: str, user_id: str, *, duration: int = 42, recording: bytes | None = None) -> Call:
         call_id = self._new_id()
@@ -477,6 +479,24 @@ class InMemoryCrm:
         self.task_descriptions[created.id] = todo.description
         self.writes.append(Write("create_todo", todo.deal_id, todo))
         return created.id
+
+    def complete_task(self, task_id: str, result: str = "") -> None:
+        """Mark a task completed; an already completed or missing one is not an error."""
+        self._complete("complete_task", task_id, result)
+
+    def complete_todo(self, todo_id: str, result: str = "") -> None:
+        """Mark a to-do completed; an already completed or missing one is not an error."""
+        self._complete("complete_todo", todo_id, result)
+
+    def _complete(self, method: str, task_id: str, result: str) -> None:
+        self._maybe_fail(method)
+        task = self.tasks.get(str(task_id))
+        self.writes.append(Write(method, str(task_id), result))
+        if task is None or not task.is_open:
+            return
+        self.tasks[task.id] = replace(task, is_open=False)
+        if result:
+            self.task_results[task.id] = result
 
     def open_recording(self, call: Call) -> Recording:
         """Stream a call's recording from the CRM (server-side: no CRM token ever reaches a browser)."""

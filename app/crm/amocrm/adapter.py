@@ -27,6 +27,7 @@ from app.core.models import Portal
 from app.crm.amocrm.client import PAGE_LIMIT, AmoRest
 from app.crm.errors import (
     AmoNotFound,
+    AmoValidationError,
     CrmError,
 )
 from app.crm.port import (
@@ -571,6 +572,30 @@ class AmoCrm:
         if not created or not created[0].get("id"):
             raise CrmError("POST /api/v4/tasks answered without a task id")
         return _text(created[0]["id"])
+
+    def complete_task(self, task_id: str, result: str = "") -> None:
+        """PATCH /api/v4/tasks/{id} with ``{is_completed: true, result: {text}}`` (reference/amocrm.md, tasks).
+        A task that no longer exists (404) is left alone; when amoCRM refuses the change, the task is read
+        back and an already completed one is fine."""
+        body: dict[str, Any] = {"is_completed": True}
+        if result:
+            body["result"] = {"text": result}
+        try:
+            self.rest.request("PATCH", f"/api/v4/tasks/{int(task_id)}", body=body)
+        except AmoNotFound:
+            return
+        except AmoValidationError:
+            if self._task_still_open(task_id):
+                raise
+
+    def complete_todo(self, todo_id: str, result: str = "") -> None:
+        """A to-do is a task here (see `create_todo`): completed as one."""
+        self.complete_task(todo_id, result)
+
+    def _task_still_open(self, task_id: str) -> bool:
+        answer = self.rest.get("/api/v4/tasks", {"filter": {"id": [int(task_id)]}})
+        rows = ((answer or {}).get("_embedded") or {}).get("tasks") or [] if isinstance(answer, dict) else []
+        return any(isinstance(row, dict) and not row.get("is_completed") for row in rows)
 
     def list_deal_tasks(self, deal_id: str) -> list[Task]:
         """Tasks of the lead (``filter[entity_type]=leads&filter[entity_id][]``)."""

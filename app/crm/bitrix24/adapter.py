@@ -15,7 +15,11 @@ from app.core.models import Portal
 from app.crm.bitrix24.batch import PAGE_SIZE, ListStream, result_rows
 from app.crm.bitrix24.client import Bitrix24Rest, audio_type
 from app.crm.errors import (
+    Bitrix24AuthError,
+    Bitrix24Error,
+    Bitrix24Throttled,
     CrmError,
+    InternalServerError,
     NotFound,
 )
 from app.crm.port import (
@@ -92,6 +96,11 @@ def parse_datetime(value: Any, default_tz: ZoneInfo | None = None) -> datetime |
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=default_tz or UTC)
     return parsed
+
+
+def _refused(error: Bitrix24Error) -> bool:
+    """The portal answered and refused this one call (not found, not allowed): not a failure to retry."""
+    return not isinstance(error, Bitrix24AuthError | Bitrix24Throttled | InternalServerError)
 
 
 def _zone(name: str | None) -> ZoneInfo:
@@ -551,6 +560,50 @@ class Bitrix24Crm:
         if not todo_id:
             raise CrmError("crm.activity.todo.add answered without an id")
         return todo_id
+
+    def complete_task(self, task_id: str, result: str = "") -> None:
+        """tasks.task.complete {taskId}. Bitrix24 keeps no result text with it, so `result` is not sent.
+        When the portal refuses, tasks.task.get tells whether the task is already completed or gone (both
+        fine); otherwise the refusal stands."""
+        try:
+            self.rest.call("tasks.task.complete", {"taskId": task_id})
+        except Bitrix24Error as error:
+            if not _refused(error) or self._task_still_open(task_id):
+                raise
+
+    def _task_still_open(self, task_id: str) -> bool:
+        try:
+            answer = self.rest.call("tasks.task.get", {"taskId": task_id, "select": ["ID", "STATUS"]})
+        except Bitrix24Error as error:
+            if _refused(error):
+                return False  # "Task not found or not accessible": deleted
+            raise
+        task = (answer or {}).get("task") if isinstance(answer, dict) else None
+        if not isinstance(task, Mapping) or not task:
+            return False
+        return _text(task.get("status", task.get("STATUS"))) != TASK_COMPLETED
+
+    def complete_todo(self, todo_id: str, result: str = "") -> None:
+        """crm.activity.update {id, fields: {COMPLETED: "Y"}}: the documented way to complete an activity
+        (crm.activity.todo.update has no completion field and refuses completed to-dos). The activity keeps
+        no result text, so `result` is not sent. When the portal refuses, crm.activity.get tells whether the
+        to-do is already completed or gone (deleted, or deleted with its deal)."""
+        try:
+            self.rest.call("crm.activity.update", {"id": todo_id, "fields": {"COMPLETED": "Y"}})
+        except Bitrix24Error as error:
+            if not _refused(error) or self._todo_still_open(todo_id):
+                raise
+
+    def _todo_still_open(self, todo_id: str) -> bool:
+        try:
+            answer = self.rest.call("crm.activity.get", {"id": todo_id})
+        except Bitrix24Error as error:
+            if _refused(error):
+                return False  # "Not found"
+            raise
+        if not isinstance(answer, Mapping) or not answer:
+            return False
+        return _text(answer.get("COMPLETED")) != "Y"
 
     def _task(self, row: Mapping[str, Any], deal_id: str | None) -> Task:
         def pick(camel: str, upper: str) -> Any:
