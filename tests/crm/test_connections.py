@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -94,6 +95,29 @@ def test_a_connection_the_server_dropped_is_replaced(app: Flask, trust_sandbox: 
     for _ in range(3):
         assert rest.call("profile")
     assert trust_sandbox.server.connections == 2
+
+
+def test_threads_of_one_process_share_the_portal_session(app: Flask, trust_sandbox: TlsPortal) -> None:
+    """The web process serves pages from several threads: they all call through the one session."""
+    portal_id = trust_sandbox.row.id
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        with app.app_context():
+            try:
+                rest = Bitrix24Rest(portal_id, app=app)
+                for _ in range(CALLS):
+                    assert rest.call("profile")["ID"]
+            except BaseException as error:
+                errors.append(error)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors and len(sessions) == 1
+    assert 1 <= trust_sandbox.server.connections <= 4  # at most one per thread calling at the same moment
 
 
 def test_a_transport_error_drops_the_session(app: Flask, trust_sandbox: TlsPortal) -> None:
