@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import ipaddress
 import re
+import socket
 import ssl
 import threading
 import urllib.parse
@@ -171,20 +173,97 @@ class _QuietHandler(WSGIRequestHandler):
         self.log("info", '"%s %s" %s %s', self.command, path, code, size)
 
 
-class TlsServer:
-    """The sandbox served over HTTPS on a local port, in a background thread."""
+class _KeepAliveHandler(_QuietHandler):
+    """Keeps HTTP/1.1 connections open between requests, as Bitrix24's and amoCRM's servers do.
 
-    def __init__(self, sandbox: Sandbox, cert_dir: str | Path, host: str = "127.0.0.1", port: int = 0) -> None:
+    Werkzeug's own server closes every connection, because http.server cannot tell where an unread
+    body ends and the next request starts. Here a request's body (by its Content-Length) is read in full
+    before the app runs and the app reads that copy, so the next request on the connection stays
+    untouched; a chunked request, or a client asking to close, still gets ``Connection: close``.
+    """
+
+    timeout = 60  # an idle connection is closed after a minute (the clients drop theirs after 30 s)
+
+    def run_wsgi(self) -> None:
+        self._keep_alive = False
+        length = self.headers.get("Content-Length") or "0"
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower() or not length.isdigit():
+            super().run_wsgi()
+            return
+        body = self.rfile.read(int(length)) if int(length) else b""
+        real, self.rfile = self.rfile, io.BytesIO(body)
+        self._keep_alive = True
+        try:
+            super().run_wsgi()
+        finally:
+            self.rfile = real
+
+    def send_header(self, keyword: str, value: str) -> None:
+        keep = getattr(self, "_keep_alive", False) and not self.close_connection
+        if keep and keyword.lower() == "connection" and value.lower() == "close":
+            return
+        super().send_header(keyword, value)
+
+
+class TlsServer:
+    """The sandbox served over HTTPS on a local port, in a background thread.
+
+    `wsgi_app` serves something else than the Bitrix24 sandbox (e.g. the amoCRM one) and `names` are
+    the names its certificate carries. `connections` counts the TCP connections accepted so far, and
+    `drop_connections()` closes the open ones from the server's side (as a server's keep-alive timeout
+    would). Connections are kept alive between requests (`_KeepAliveHandler`)."""
+
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        cert_dir: str | Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        wsgi_app: Any = None,
+        names: Iterable[str] = ("127.0.0.1", "localhost"),
+    ) -> None:
         self.sandbox = sandbox
-        self.tls = make_tls_files(cert_dir)
+        self.tls = make_tls_files(cert_dir, names)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(self.tls.cert), str(self.tls.key))
         self._server: BaseWSGIServer = make_server(
-            host, port, create_sandbox_app(sandbox), threaded=True, ssl_context=context, request_handler=_QuietHandler
+            host,
+            port,
+            wsgi_app or create_sandbox_app(sandbox),
+            threaded=True,
+            ssl_context=context,
+            request_handler=_KeepAliveHandler,
         )
         self.host = host
         self.port = self._server.server_port
         self._thread: threading.Thread | None = None
+        self.connections = 0
+        self._open: list[socket.socket] = []
+        self._count_lock = threading.Lock()
+        accept = self._server.get_request
+
+        def counted() -> tuple[socket.socket, Any]:
+            connection, address = accept()
+            # As nginx's tcp_nodelay: without it a response written in pieces (headers, chunks) waits for the
+            # client's delayed ACK, about 40 ms per request on loopback.
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._count_lock:
+                self.connections += 1
+                self._open.append(connection)
+            return connection, address
+
+        self._server.get_request = counted  # type: ignore[method-assign]
+
+    def drop_connections(self) -> None:
+        """Close every connection accepted so far from the server's side."""
+        with self._count_lock:
+            open_now, self._open = self._open, []
+        for connection in open_now:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     @property
     def portal_domain(self) -> str:
@@ -214,13 +293,16 @@ class TlsServer:
         self._server.serve_forever()
 
     def shutdown(self) -> None:
-        """Stop serving."""
+        """Stop serving (open keep-alive connections are closed too)."""
         self._server.shutdown()
         self._server.server_close()
+        self.drop_connections()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
 
-def serve_tls(sandbox: Sandbox, cert_dir: str | Path, host: str = "127.0.0.1", port: int = 0) -> TlsServer:
-    """Start the sandbox over TLS in a background thread."""
-    return TlsServer(sandbox, cert_dir, host, port).start()
+def serve_tls(
+    sandbox: Sandbox, cert_dir: str | Path, host: str = "127.0.0.1", port: int = 0, **options: Any
+) -> TlsServer:
+    """Start the sandbox over TLS in a background thread (options: see `TlsServer`)."""
+    return TlsServer(sandbox, cert_dir, host, port, **options).start()

@@ -3,6 +3,9 @@
 `AmoRest` owns everything about talking to one account (reference/amocrm.md):
 
 * every request first takes a slot from the shared limiter (app.crm.ratelimit, 7 req/s per account);
+* API calls go through this process's keep-alive session for the account (app.crm.connections: bound
+  to the verified host, no redirects, no cookies; dropped after a transport error); token requests and
+  recording downloads keep their own one-off connections (a recording's pinned address is per hop);
 * the account's own host (the OAuth ``referer``) is the base, checked again right before every call and
   every token refresh (`AmoRest._verified_host`: an allowed amoCRM host, `app.crm.hosts`, that is the
   origin of the REST base stored at install), so a tampered row sends nothing; bodies are JSON, answers
@@ -41,6 +44,7 @@ from sqlalchemy.orm import Session
 
 from app.core.models import Portal
 from app.core.queue import get_redis
+from app.crm.connections import sessions
 from app.crm.errors import (
     AmoBlocked,
     AmoError,
@@ -73,6 +77,7 @@ RECORDING_REDIRECTS = 3
 RECORDING_TYPES = ("application/octet-stream",)  # besides audio/*: the opaque binary providers serve files as
 # The only paths fetched with our token on the account's own host: where recordings are kept (never /api/).
 OWN_RECORDING_PATHS = ("/recordings/",)
+SESSION_KIND = "amocrm"
 
 
 # ---------------------------------------------------------------- wire helpers
@@ -409,13 +414,16 @@ class AmoRest:
         if self._bucket is None:
             self._load()
         assert self._bucket is not None
-        url = f"https://{self._verified_host(auth.host, auth.rest_base)}{path}"
+        base = f"https://{self._verified_host(auth.host, auth.rest_base)}"
+        url = base + path
+        # This process's keep-alive session for the account, bound to the verified host (it refuses any other).
+        session = sessions.get(SESSION_KIND, self.portal_id, base + "/")
         limiter_for(self.app).acquire(amo_key(self.portal_id), self._bucket)
         self.requests_sent += 1
         if params:
             url += "?" + qs_codec.encode(dict(params), qs_codec.EncodeOptions(skip_nulls=True))
         try:
-            return requests.request(
+            return session.request(
                 method,
                 url,
                 json=body,
@@ -424,6 +432,7 @@ class AmoRest:
                 allow_redirects=False,  # a redirect would take the token (and a body) to a host not checked here
             )
         except requests.RequestException as error:
+            sessions.discard(SESSION_KIND, self.portal_id, session)
             raise CrmUnavailable(f"amoCRM unreachable: {type(error).__name__}") from error
 
     def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None) -> Any:

@@ -3,9 +3,12 @@
 `Bitrix24Rest` owns everything about talking to one portal:
 
 * every request first takes a slot from the shared per-portal rate limiter (app.crm.ratelimit);
-* requests go through ``b24pysdk.api.callers.call_method`` with ``max_retries=1``, so the SDK neither
-  retries 503s nor refreshes tokens itself (its refresh uses a hard-coded OAuth host and has no
-  cross-process lock); we do both here;
+* requests go through b24pysdk's `BitrixAPIRequester` (what ``call_method`` uses: its headers, its
+  error parsing) with ``max_retries=1``, so the SDK neither retries 503s nor refreshes tokens itself
+  (its refresh uses a hard-coded OAuth host and has no cross-process lock); we do both here. The SDK
+  opens a new connection per call (``requests.post``) and takes no session, so `_SessionRequester`
+  overrides its one-request hook to send the same request through the portal's keep-alive session
+  (app.crm.connections), which only ever talks to the portal's verified origin;
 * 503 QUERY_LIMIT_EXCEEDED / 429 OPERATION_TIME_LIMIT are retried a bounded number of times with
   exponential back-off and jitter (OPERATION_TIME_LIMIT honours ``operating_reset_at``);
 * 401 expired_token refreshes the token once under a Redis lock shared by all processes;
@@ -32,7 +35,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 
 import requests
-from b24pysdk.api.callers import call_method
+from b24pysdk.api.requesters import BitrixAPIRequester
 from b24pysdk.errors import (
     BitrixAPIError,
     BitrixRequestError,
@@ -57,6 +60,7 @@ from app.crm.bitrix24.batch import (
     result_rows,
     start_after,
 )
+from app.crm.connections import OriginSession, sessions
 from app.crm.errors import (
     Bitrix24Error,
     Bitrix24Throttled,
@@ -147,6 +151,33 @@ def audio_type(response: requests.Response) -> str | None:
 
 
 # ---------------------------------------------------------------- REST client
+
+SESSION_KIND = "bitrix24"
+
+
+class _SessionRequester(BitrixAPIRequester):
+    """b24pysdk's REST requester, sending through a keep-alive session instead of ``requests.post``.
+
+    Everything else is the SDK's: the JSON body, its headers (request id, SDK version), no redirects,
+    ``requests`` errors raised as BitrixRequestError/BitrixRequestTimeout, and its response parsing into
+    typed BitrixAPIError subclasses. `_request` is the SDK's hook for "one HTTP request" (each requester
+    implements it); tests/crm/test_connections.py checks we send what ``call_method`` would.
+    """
+
+    __slots__ = ("_session",)
+
+    def __init__(self, url: str, *, session: OriginSession, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self._session = session
+
+    def _request(self) -> requests.Response:
+        return self._session.post(
+            url=self._url,
+            json=self._params,
+            headers=self._headers,
+            timeout=self._timeout,
+            allow_redirects=self._ALLOW_REDIRECTS,
+        )
 
 
 class Bitrix24Rest:
@@ -307,20 +338,20 @@ class Bitrix24Rest:
         if self._bucket is None:
             self._load()
         assert self._bucket is not None
-        # b24pysdk calls https://{domain}/rest/{method}.json: the verified REST base's origin, checked anyway.
-        require_same_origin(f"https://{auth.domain}/rest/", auth.rest_base, what="access tokens")
+        # What b24pysdk's call_method calls for an OAuth token: https://{domain}/rest/{method}.json with
+        # the token as `auth` in the JSON body; on the verified REST base's origin, checked anyway.
+        url = require_same_origin(f"https://{auth.domain}/rest/{method}.json", auth.rest_base, what="access tokens")
+        session = self._http(auth)
         limiter_for(self.app).acquire(portal_key(self.portal_id), self._bucket)
         self.requests_sent += 1
         try:
-            return call_method(
-                domain=auth.domain,
-                auth_token=auth.access_token,
-                is_webhook=False,
-                api_method=method,
-                params=dict(params or {}),
+            return _SessionRequester(
+                url,
+                session=session,
+                params={**(params or {}), "auth": auth.access_token},
                 timeout=(min(10.0, self.timeout), self.timeout),
                 max_retries=1,
-            )
+            ).call()
         except BitrixAPIError as error:
             raise self._api_error(error) from error
         except BitrixResponse302JSONDecodeError as error:
@@ -332,7 +363,12 @@ class Bitrix24Rest:
         except BitrixResponseJSONDecodeError as error:
             raise CrmUnavailable("Bitrix24 answered without JSON", http_status=error.status_code) from error
         except BitrixRequestError as error:
+            sessions.discard(SESSION_KIND, self.portal_id, session)
             raise CrmUnavailable(f"Bitrix24 unreachable: {type(error).__name__}") from error
+
+    def _http(self, auth: _PortalAuth) -> OriginSession:
+        """This process's keep-alive session for the portal, bound to its verified REST origin."""
+        return sessions.get(SESSION_KIND, self.portal_id, auth.rest_base)
 
     @staticmethod
     def _api_error(error: BitrixAPIError) -> CrmError:
@@ -385,12 +421,14 @@ class Bitrix24Rest:
         target = url
         for _hop in range(MAX_RECORDING_REDIRECTS + 1):
             target = self._recording_target(target, auth)
+            session = self._http(auth)
             limiter_for(self.app).acquire(portal_key(self.portal_id), self._bucket or bucket_for({}, self.app))
             try:
-                response = requests.get(
+                response = session.get(
                     target, params={"auth": auth.access_token}, stream=True, timeout=self.timeout, allow_redirects=False
                 )
             except requests.RequestException as error:
+                sessions.discard(SESSION_KIND, self.portal_id, session)
                 raise CrmUnavailable(f"Bitrix24 unreachable: {type(error).__name__}") from error
             if response.is_redirect:
                 location = response.headers.get("Location", "")
