@@ -702,7 +702,7 @@ def tables(report: Report, language: str) -> dict[str, Table]:
             ],
             [
                 [
-                    row["at"].replace("T", " ")[:16],
+                    datetime.fromisoformat(row["at"]).strftime("%d.%m.%Y %H:%M"),
                     row["by"],
                     row["title"],
                     row["amount"],

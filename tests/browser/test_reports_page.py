@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from app.core.db import db
-from app.core.models import CaseEvent, Penalty, RefusalCase
+from app.core.models import CaseEvent, DealDeletion, Penalty, RefusalCase
 from sandbox.mount import mount_responses
 from tests.browser.conftest import post_frame
 from tests.integration.b24 import B24, configure_guard
@@ -110,3 +110,35 @@ def test_a_manager_gets_no_reports_tab(app, live_server, page: Page):
         post_frame(page, f"{live_server.url}/b24/app?DOMAIN={portal.domain}&LANG=ru", harness.frame(2))
         expect(page.locator("h1")).to_have_text("Контроль отказов")
         expect(page.get_by_role("tab", name="Отчёты")).to_have_count(0)
+
+
+def test_a_head_sees_the_deals_a_manager_deleted(app, live_server, page: Page):
+    import responses
+
+    sandbox, portal = make_b24(app)
+    harness = B24(app=app, client=app.test_client(), sandbox=sandbox, portal=portal)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mount_responses(sandbox, mock, passthru=(live_server.url,))
+        ours = harness.install()
+        configure_guard(ours)
+        deleted_at = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)  # 12:30 in Moscow
+        db.session.add(
+            DealDeletion(
+                portal_id=ours.id, deal_id="931", deleted_by="2", role="manager", violation=True, known=True,
+                title="Монтаж — ООО «Меридиан»", amount="1200000", currency="RUB", pipeline_id="0",
+                stage_id="EXECUTING", responsible_id="2", deleted_at=deleted_at,
+            )
+        )
+        db.session.commit()
+        post_frame(page, f"{live_server.url}/b24/app?DOMAIN={portal.domain}&LANG=ru", harness.frame(HEAD))
+        page.get_by_role("tab", name="Отчёты").click()
+        table = page.locator("#rc-table-deletions")
+        expect(page.locator('[data-table="deletions"] h2')).to_have_text("Удалённые сделки", timeout=10_000)
+        expect(table).to_be_visible(timeout=10_000)
+        cells = table.locator("tbody td")
+        expect(cells.nth(0)).to_have_text("07.12.2026 12:30")
+        expect(cells.nth(1)).to_have_text("Ольга Кузнецова")  # a name, never a user id
+        expect(cells.nth(2)).to_have_text("Монтаж — ООО «Меридиан»")
+        expect(cells.nth(3)).to_have_text("1 200 000")
+        expect(cells.nth(5)).to_have_text("да")
+        expect(page.locator("#rc-table-managers tbody td").last).to_have_text("1")
