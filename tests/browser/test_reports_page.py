@@ -90,7 +90,7 @@ def test_a_head_sees_charts_and_tables_and_downloads_an_excel_ready_csv(app, liv
         assert raw.startswith(b"\xef\xbb\xbf")
         text = raw.decode("utf-8-sig")
         assert text.splitlines()[0].startswith("Менеджер;Отказов на проверке;Подтверждено;Утечки")
-        assert text.splitlines()[-1] == "Итого;3;2;1;33,3;1500,00;1,0"
+        assert text.splitlines()[-1] == "Итого;3;2;1;33,3;1500,00;1,0;0"  # no deal deleted
 
         page.locator('[data-appeal] input[name="reason"]').fill("Ошибка проверки")
         page.locator("[data-appeal] button").click()
