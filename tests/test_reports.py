@@ -270,14 +270,14 @@ def test_csv_is_excel_ready_with_cyrillic_and_the_same_figures(client, portal):
     reasons = read_csv(client.get(f"/api/reports/reasons.csv{NOVEMBER}", headers=headers(portal)), ";")
     assert reasons[1] == ["Дорого", "5", "2", "40,0", "66,7"]
     weeks = read_csv(client.get(f"/api/reports/weeks.csv{NOVEMBER}", headers=headers(portal)), ";")
-    assert weeks[2] == ["2026-11-02", "3", "1", "1", "50,0", "1000,00"]
+    assert weeks[2] == ["02.11.2026", "3", "1", "1", "50,0", "1000,00"]
     analytics = read_csv(client.get(f"/api/reports/analytics.csv{NOVEMBER}", headers=headers(portal)), ";")
     assert analytics[1] == ["Дорого", "2", "66,7", "1", "33,3", "33,4"]
     ledger = read_csv(client.get(f"/api/reports/ledger.csv{NOVEMBER}", headers=headers(portal)), ";")
     assert ledger[1:] == [
-        ["2026-11-13 13:00", "Мария Сидорова", "Сделка 7 (#107)", "Штраф", "2000,00", "RUB", "portal_default"],
-        ["2026-12-02 13:00", "Мария Сидорова", "Сделка 7 (#107)", "Отмена штрафа", "-2000,00", "RUB", "ошибка ОКК"],
-        ["2026-11-04 15:00", "Иван Петров", "Сделка 2 (#102)", "Штраф", "1000,00", "RUB", "portal_default"],
+        ["13.11.2026 13:00", "Мария Сидорова", "Сделка 7 (#107)", "Штраф", "2000,00", "RUB", "portal_default"],
+        ["02.12.2026 13:00", "Мария Сидорова", "Сделка 7 (#107)", "Отмена штрафа", "-2000,00", "RUB", "ошибка ОКК"],
+        ["04.11.2026 15:00", "Иван Петров", "Сделка 2 (#102)", "Штраф", "1000,00", "RUB", "portal_default"],
     ]
     sources = read_csv(client.get(f"/api/reports/sources.csv{NOVEMBER}", headers=headers(portal)), ";")
     assert sources[-1] == ["Электронная почта", "1", "0", "0", ""]

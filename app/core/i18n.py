@@ -1,12 +1,12 @@
-"""Interface strings in Russian (first) and English, chosen by the portal's language; dates and numbers
-are formatted with Babel in the portal's locale and time zone.
+"""Interface strings in Russian (first) and English, chosen by the portal's language; numbers and money
+are formatted with Babel in the portal's locale, dates as dd.MM.yyyy (HH:mm) in the portal's time zone.
 
 Feature modules keep their own strings and add them with `register()`.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -96,20 +96,59 @@ def translate(key: str, language: str) -> str:
 
 
 def when(moment: datetime | None, language: str, timezone: str) -> str:
-    """A moment in the portal's time zone, e.g. «25 нояб. 2026 г., 17:05»."""
+    """A moment in the portal's time zone as dd.MM.yyyy HH:mm, e.g. «08.12.2026 18:48»; «—» for none.
+
+    Russian and English pages use the same day-first form (no seconds), so one portal reads one way.
+    """
     if moment is None:
         return "—"
-    return format_datetime(moment, "medium", tzinfo=ZoneInfo(timezone), locale="en" if language == "en" else "ru")
+    return format_datetime(moment, DATETIME_PATTERN, tzinfo=ZoneInfo(timezone), locale=_locale(language))
+
+
+def day(value: date | datetime | None, language: str, timezone: str | None = None) -> str:
+    """A calendar day as dd.MM.yyyy, e.g. «08.12.2026», in both languages; «—» for none.
+
+    A datetime is first moved to the portal's `timezone` (when given), so the day is the portal's day.
+    """
+    if value is None:
+        return "—"
+    if isinstance(value, datetime) and timezone:
+        value = value.astimezone(ZoneInfo(timezone))
+    return value.strftime("%d.%m.%Y")
+
+
+def _locale(language: str) -> str:
+    return "en" if language == "en" else "ru"
 
 
 def number(value: Decimal | float | int, language: str) -> str:
     """A number with the locale's separators, e.g. «1 500,5»."""
-    return format_decimal(value, locale="en" if language == "en" else "ru")
+    return format_decimal(value, locale=_locale(language))
+
+
+CURRENCY_SIGNS = {"RUB": "₽", "RUR": "₽", "USD": "$", "EUR": "€"}
+DATETIME_PATTERN = "dd.MM.yyyy HH:mm"
+
+
+def money(amount: Decimal | float | int | None, currency: str, language: str) -> str:
+    """An amount with the locale's grouping and the currency after it: «1 200 000 ₽» (ru), «1,200,000 ₽» (en).
+
+    Roubles, dollars and euros show their sign («₽», «$», «€»), any other currency its ISO code
+    («1 500 KZT»); whole amounts have no kopecks, others two decimals («1 500,50 ₽»). «—» for none.
+    """
+    if amount is None:
+        return "—"
+    value = Decimal(str(amount))
+    pattern = "#,##0" if value == value.to_integral_value() else "#,##0.00"
+    text = format_decimal(value, format=pattern, locale=_locale(language))
+    code = (currency or "").strip().upper()
+    sign = CURRENCY_SIGNS.get(code, code)
+    return f"{text}\u00a0{sign}" if sign else text
 
 
 def init_app(app: Flask) -> None:
-    """Expose `translate`, `when` and `number` to templates (views pass `lang`)."""
+    """Expose `translate`, `when`, `day`, `number` and `money` to templates (views pass `lang`)."""
 
     @app.context_processor
     def inject_translate() -> dict[str, object]:
-        return {"translate": translate, "when": when, "number": number}
+        return {"translate": translate, "when": when, "day": day, "number": number, "money": money}

@@ -11,6 +11,7 @@ from decimal import Decimal, InvalidOperation
 
 import sqlalchemy as sa
 
+from app.core import i18n
 from app.core.db import db
 from app.core.models import DealDeletion, DealSnapshot, Effect, Portal, RefusalCase, utcnow
 from app.crm.port import AUTOMATION, CrmClient, Deal
@@ -139,8 +140,7 @@ def _record_deletion(
             portal.language,
             title=deletion.title,
             who=who,
-            amount=deletion.amount,
-            currency=deletion.currency,
+            amount=i18n.money(_decimal(deletion.amount), deletion.currency, portal.language),
         )
         for head in heads:
             if head != deleter:
@@ -191,3 +191,11 @@ def _deal_of(deal_id: str, snapshot: DealSnapshot | None) -> Deal:
         source_id=snapshot.source_id,
         cpl=cpl,
     )
+
+
+def _decimal(text: str | None) -> Decimal:
+    """A stored amount ("1200000.00") as a Decimal; zero when it is not a number."""
+    try:
+        return Decimal(text or "0")
+    except (InvalidOperation, ValueError):
+        return Decimal("0")

@@ -502,7 +502,7 @@ def _give(portal: Portal, crm: CrmClient, deal: Deal, user_id: str, why: str, no
     if deal.responsible_id != user_id:
         _expect_responsible(portal.id, deal, deal.id, user_id, crm)
         _assign(portal.id, deal.id, f"route:{deal.id}", user_id)
-    amount = f"{i18n.number(deal.amount, portal.language)} {deal.currency}".strip()
+    amount = i18n.money(deal.amount, deal.currency, portal.language)
     message = _message(portal, notice, title=deal.title, amount=amount, link=_link(crm, deal.id))
     _notify(portal.id, deal.id, f"route:{deal.id}", user_id, message)
     reason = "manager on duty" if why == "duty" else f"amount {deal.amount} at or above the threshold"

@@ -26,21 +26,17 @@ DELETED_DEAL = "deleted deal"  # the reason of a fine for deleting a deal
 
 TEMPLATES: dict[str, Label] = {
     Penalty.PENALTY: Label(
-        "Вам начислен штраф {amount} {currency}: клиент по сделке «{title}» был упущен "
+        "Вам начислен штраф {amount}: клиент по сделке «{title}» был упущен "
         "(отказ не подтвердился при проверке ОКК). {link}",
-        'You were fined {amount} {currency}: the client of the deal "{title}" was leaked '
-        "(QA did not confirm the refusal). {link}",
+        'You were fined {amount}: the client of the deal "{title}" was leaked (QA did not confirm the refusal). {link}',
     ),
     Penalty.REVERSAL: Label(
-        "Штраф {amount} {currency} по сделке «{title}» отменён руководителем. Причина: {reason}. {link}",
-        'The fine of {amount} {currency} for the deal "{title}" was cancelled by your head of sales. '
-        "Reason: {reason}. {link}",
+        "Штраф {amount} по сделке «{title}» отменён руководителем. Причина: {reason}. {link}",
+        'The fine of {amount} for the deal "{title}" was cancelled by your head of sales. Reason: {reason}. {link}',
     ),
     DELETED_DEAL: Label(
-        "Вам начислен штраф {amount} {currency}: вы удалили сделку «{title}», "
-        "вместо того чтобы передать отказ на проверку ОКК.",
-        'You were fined {amount} {currency}: you deleted the deal "{title}" instead of handing the refusal '
-        "to QA for review.",
+        "Вам начислен штраф {amount}: вы удалили сделку «{title}», вместо того чтобы передать отказ на проверку ОКК.",
+        'You were fined {amount}: you deleted the deal "{title}" instead of handing the refusal to QA for review.',
     ),
 }
 
@@ -82,7 +78,7 @@ def notice_text(portal: Portal, penalty: Penalty) -> str:
         TEMPLATES[DELETED_DEAL if deleted else penalty.kind]
         .in_language(language)
         .format(
-            amount=i18n.number(abs(Decimal(penalty.amount)), language),
+            amount=i18n.money(abs(Decimal(penalty.amount)), penalty.currency, language),
             currency=penalty.currency,
             title=_deal_title(penalty),
             reason=penalty.reason,

@@ -33,9 +33,9 @@ TEMPLATES: dict[str, Label] = {
         'The refusal review of "{title}" was withdrawn: the manager took the deal back to work. {link}',
     ),
     "deal_deleted": Label(
-        "{who} удалил(а) сделку «{title}» ({amount} {currency}). Удалять сделки могут только ОКК и руководители: "
+        "{who} удалил(а) сделку «{title}» ({amount}). Удалять сделки могут только ОКК и руководители: "
         "отказ должен пройти проверку. Удаление записано в отчёт.",
-        '{who} deleted the deal "{title}" ({amount} {currency}). Only QA and heads may delete deals: '
+        '{who} deleted the deal "{title}" ({amount}). Only QA and heads may delete deals: '
         "a refusal has to be reviewed. The deletion is in the report.",
     ),
     "deleted_by_unknown": Label("Неизвестный пользователь", "An unknown user"),

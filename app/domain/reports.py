@@ -731,7 +731,10 @@ def tables(report: Report, language: str) -> dict[str, Table]:
             "weeks",
             t("reports_weeks"),
             [t("col_week"), *counts, *money],
-            [[row["week"], *count_cells(row), *money_cells(row)] for row in report.weeks],
+            [
+                [i18n.day(date.fromisoformat(row["week"]), language), *count_cells(row), *money_cells(row)]
+                for row in report.weeks
+            ],
         ),
         "analytics": Table(
             "analytics",
@@ -883,9 +886,7 @@ def summary_text(portal: Portal, due: Due, report: Report) -> str:
     t = lambda key: i18n.translate(key, language)  # noqa: E731
     totals = report.totals
     rate = totals["leak_rate"]
-    penalties = "; ".join(
-        f"{i18n.number(amount, language)} {currency}" for currency, amount in totals["penalties"].items()
-    )
+    penalties = "; ".join(i18n.money(amount, currency, language) for currency, amount in totals["penalties"].items())
     parts = [
         t("summary_body").format(
             title=t(f"summary_{due.kind}"),
@@ -1018,7 +1019,6 @@ def send_scheduled_reports(now: datetime | None = None) -> int:
 def ledger_table(rows: list[Any], names: Names, language: str, timezone: str) -> Table:
     """The penalty ledger of a period (fines and their cancellations) as a table."""
     t = lambda key: i18n.translate(key, language)  # noqa: E731
-    zone = ZoneInfo(timezone)
     return Table(
         "ledger",
         t("reports_ledger"),
@@ -1033,7 +1033,7 @@ def ledger_table(rows: list[Any], names: Names, language: str, timezone: str) ->
         ],
         [
             [
-                row.created_at.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
+                i18n.when(row.created_at, language, timezone),
                 names.users.get(row.manager_id, row.manager_id),
                 f"{row.deal_title} (#{row.deal_id})" if row.deal_title else f"#{row.deal_id}",
                 t(f"kind_{row.kind}"),

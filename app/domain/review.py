@@ -68,9 +68,9 @@ MESSAGES: dict[str, Label] = {
     ),
     "leaked": Label(
         "Отказ по сделке «{title}» не подтвердился: клиент не отказывался. Сделка передана другому менеджеру, "
-        "вам начислен штраф {amount} {currency}. {link}",
+        "вам начислен штраф {amount}. {link}",
         'The refusal of "{title}" was not confirmed: the client did not refuse. The deal went to another '
-        "manager and you were fined {amount} {currency}. {link}",
+        "manager and you were fined {amount}. {link}",
     ),
     "assigned": Label(
         "Вам передана сделка «{title}»: клиент готов продолжить работу. {link}",
@@ -591,7 +591,7 @@ class Review:
         )
         penalty = issue_penalty(self.portal, case, deal, created_by=self.user_id)
         link = self.crm.deal_url(deal.id)
-        amount = i18n.number(penalty.amount, self.language)
+        amount = i18n.money(penalty.amount, penalty.currency, self.language)
         plan_effect(
             self.portal.id,
             deal.id,
@@ -794,9 +794,9 @@ def case_view(portal: Portal, crm: CrmClient, case: RefusalCase, user_id: str, i
             "due_at": i18n.when(case.review_due_at, language, portal.timezone),
             "overdue": case.closed_at is None and case.review_due_at is not None and case.review_due_at < now,
             "in_refusal": duration_text(in_refusal, language),
-            "amount": f"{i18n.number(deal.amount, language)} {deal.currency}".strip(),
+            "amount": i18n.money(deal.amount, deal.currency, language),
             "source": deal.source_id or "—",
-            "cpl": f"{i18n.number(cpl.amount, language)} {cpl.currency}",
+            "cpl": i18n.money(cpl.amount, cpl.currency, language),
             "verdict": label(VERDICTS, deal.qa_verdict) if deal.qa_verdict else "",
             "recordings_verdict": recordings_verdict(case),
             "unanswered": unanswered_attempts(case),

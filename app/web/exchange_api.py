@@ -43,7 +43,7 @@ def _lot_json(portal: Portal, crm: CrmClient, lot: ExchangeLot, now: datetime) -
         "url": crm.deal_url(lot.deal_id),
         "pipeline_id": lot.pipeline_id,
         "amount": str(amount),
-        "amount_text": f"{i18n.number(amount, portal.language)} {lot.currency}".strip(),
+        "amount_text": i18n.money(amount, lot.currency, portal.language),
         "source_id": lot.source_id,
         "department_id": lot.department_id,
         "pooled_at": lot.pooled_at.isoformat(),

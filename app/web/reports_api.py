@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -73,7 +74,7 @@ def _charts(report: reports.Report, language: str) -> dict[str, Any]:
     return {
         "trend": charts.line_chart(
             t("chart_trend"),
-            [row["week"] for row in report.weeks],
+            [date.fromisoformat(row["week"]).strftime("%d.%m") for row in report.weeks],
             [
                 charts.Series(t("chart_cases"), [row["cases"] for row in report.weeks]),
                 charts.Series(t("col_confirmed"), [row["confirmed"] for row in report.weeks]),

@@ -148,7 +148,7 @@ def test_the_weekly_report_run_twice_notifies_each_head_once(scheduled: B24):
     for head in (HEAD, SECOND_HEAD):
         [summary] = messages(scheduled, head)
         assert "Еженедельный отчёт" in summary and "16 нояб. 2026 г. – 22 нояб. 2026 г." in summary
-        assert "утечек — 1" in summary and "1 500 RUB" in summary
+        assert "утечек — 1" in summary and "1 500 ₽" in summary
         assert f"https://{scheduled.portal.domain}/marketplace/app/17/" in summary  # app.info ID of the app
     keys = db.session.scalars(sa.select(ReportDelivery.period_key).distinct()).all()
     assert keys == ["weekly:2026-W47"]

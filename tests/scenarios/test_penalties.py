@@ -40,7 +40,7 @@ def test_a_fine_and_its_cancellation_each_reach_the_manager_once(crm: CrmDriver)
     crm.settle()
     ledger.sweep_notices()
     [notice] = [text for text in crm.notices(MANAGER) if text.startswith(FINED)]
-    assert "1 500 RUB" in notice and "Поставка станков" in notice and crm.deal_url(deal_id) in notice
+    assert "1 500 ₽" in notice and "Поставка станков" in notice and crm.deal_url(deal_id) in notice
 
     assert appeal(crm, fine, MANAGER)[0] == 403, "a manager cannot cancel their own fine"
     assert appeal(crm, fine, HEAD, reason=" ")[0] == 400
@@ -53,7 +53,7 @@ def test_a_fine_and_its_cancellation_each_reach_the_manager_once(crm: CrmDriver)
     fined = [text for text in crm.notices(MANAGER) if text.startswith(FINED)]
     cancelled = [text for text in crm.notices(MANAGER) if CANCELLED in text]
     assert fined == [notice]
-    assert len(cancelled) == 1 and "Клиент сам вернулся" in cancelled[0] and "1 500 RUB" in cancelled[0]
+    assert len(cancelled) == 1 and "Клиент сам вернулся" in cancelled[0] and "1 500 ₽" in cancelled[0]
 
     rows = db.session.scalars(sa.select(Penalty).where(Penalty.case_id == case.id).order_by(Penalty.id)).all()
     assert [(row.kind, row.amount) for row in rows] == [

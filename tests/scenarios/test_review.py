@@ -35,7 +35,7 @@ def test_recordings_confirm_then_close_as_lost(crm: CrmDriver):
     qa = Reviewer(crm, QA, deal_id)
     assert qa.view["actions"] == ["recordings_confirm", "recordings_not_confirmed", "recordings_none"]
     assert qa.view["case"]["manager"] == {"id": str(MANAGER), "name": crm.user_name(MANAGER)}
-    assert qa.view["case"]["cpl"].startswith("1") and "RUB" in qa.view["case"]["cpl"]
+    assert qa.view["case"]["cpl"].startswith("1") and qa.view["case"]["cpl"].endswith("\u00a0₽")
     qa.act("recordings_confirm", "На записи клиент говорит про цену")
     assert qa.view["case"]["state"] == RefusalCase.CONFIRMED
     assert qa.view["actions"] == ["close_lost", "offer_again"]
@@ -85,7 +85,7 @@ def test_client_denies_returns_the_deal_to_another_manager_with_a_fine(crm: CrmD
     [fine] = db.session.scalars(sa.select(Penalty).where(Penalty.case_id == case.id)).all()
     assert (fine.manager_id, fine.amount, fine.currency) == (str(MANAGER), Decimal("1500.00"), "RUB")
     fined = [text for text in crm.notices(MANAGER) if text.startswith("Вам начислен штраф")]
-    assert len(fined) == 1 and "1 500 RUB" in fined[0] and crm.deal_url(deal_id) in fined[0]
+    assert len(fined) == 1 and "1 500 ₽" in fined[0] and crm.deal_url(deal_id) in fined[0]
     assert crm.notices(new_manager), "the new manager hears about the deal"
     assert the_case(deal_id).state == RefusalCase.LEAKED
     crm.settle()
