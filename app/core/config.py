@@ -135,6 +135,14 @@ def load_config(instance_path: Path, env: Mapping[str, str] | None = None) -> di
         "JOB_HEARTBEAT_SECONDS": parse_int(env.get("JOB_HEARTBEAT_SECONDS"), 5),
         "JOB_HEARTBEAT_GRACE_SECONDS": parse_int(env.get("JOB_HEARTBEAT_GRACE_SECONDS"), 10),
         "WORKER_MAINTENANCE_SECONDS": parse_int(env.get("WORKER_MAINTENANCE_SECONDS"), 10),
+        # `flask worker` runs the events queue's jobs in-process in a supervised child (no fork per job) and
+        # the other queues in a forking RQ worker; 0 runs one forking RQ worker for every queue (as before).
+        "WORKER_IN_PROCESS": parse_bool(env.get("WORKER_IN_PROCESS"), True),
+        # The in-process child is replaced after this many jobs (bounded memory growth).
+        "WORKER_MAX_JOBS": parse_int(env.get("WORKER_MAX_JOBS"), 1000),
+        # A job of the in-process child that would wait longer than this for its portal's CRM rate-limiter
+        # slot is put back for when the slot frees, instead of holding the worker asleep.
+        "WORKER_LIMITER_WAIT_SECONDS": parse_float(env.get("WORKER_LIMITER_WAIT_SECONDS"), 1.0),
         # The per-deal lock: a lease renewed every third of DEAL_LOCK_SECONDS while its holder runs, so a
         # dead holder blocks the deal for at most that long; a decision waits up to DEAL_LOCK_WAIT_SECONDS.
         "DEAL_LOCK_SECONDS": parse_float(env.get("DEAL_LOCK_SECONDS"), 15.0),

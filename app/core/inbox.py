@@ -17,7 +17,7 @@ from sqlalchemy.engine import Dialect
 
 from app.core.db import HeldConnection, db
 from app.core.models import InboxItem, utcnow
-from app.core.queue import enqueue_unique, get_queue
+from app.core.queue import JobDeferred, enqueue_unique, get_queue
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +127,18 @@ def store(source: str, kind: str, dedupe_key: str, body: str, portal_id: int | N
     return int(row[0]) if row is not None else None
 
 
-def _enqueue_job(inbox_id: int) -> bool:
-    """Queue the processing job of one row; its id is derived from the row, so a second copy is refused (False)."""
-    return enqueue_unique("events", "app.jobs.process_inbox", inbox_id, job_id=f"inbox-{inbox_id}", retry=RETRY)
+def _enqueue_job(inbox_id: int, portal_id: int | None) -> bool:
+    """Queue the processing job of one row; its id is derived from the row, so a second copy is refused (False).
+
+    The job waits in its portal's lane of the events queue, so one portal's burst does not hold back the
+    events of another (app.core.queue.EventsQueue); a row of no portal waits in the queue's own list.
+    """
+    return enqueue_unique(
+        "events", "app.jobs.process_inbox", inbox_id, job_id=f"inbox-{inbox_id}", retry=RETRY, lane=portal_id
+    )
 
 
-def enqueue_item(inbox_id: int) -> bool:
+def enqueue_item(inbox_id: int, portal_id: int | None = None) -> bool:
     """Queue the processing job; on a Redis failure the row stays pending for the sweep.
 
     The row is not written again: it stays `pending` until its job finishes it. A second write per
@@ -141,7 +147,7 @@ def enqueue_item(inbox_id: int) -> bool:
     (queued, running, or waiting for a retry).
     """
     try:
-        _enqueue_job(inbox_id)
+        _enqueue_job(inbox_id, portal_id)
     except (redis.RedisError, OSError) as error:
         log.warning(
             "inbox row left for the sweep: redis unavailable", extra={"inbox_id": inbox_id, "error": str(error)}
@@ -172,7 +178,7 @@ def accept(
         repeat += 1
         inbox_id = store(source, kind, f"{dedupe_key}#{repeat}", body, portal_id)
     if inbox_id is not None:
-        enqueue_item(inbox_id)
+        enqueue_item(inbox_id, portal_id)
     return inbox_id
 
 
@@ -200,7 +206,9 @@ def process(inbox_id: int) -> str:
         item = db.session.get(InboxItem, inbox_id)
         assert item is not None
         item.last_error = f"{type(error).__name__}: {error}"[:2000]
-        if item.attempts >= MAX_ATTEMPTS:
+        if isinstance(error, JobDeferred):  # put back for a moment (its portal's rate limit): not an attempt
+            item.attempts -= 1
+        elif item.attempts >= MAX_ATTEMPTS:
             item.status = InboxItem.FAILED
         db.session.commit()
         raise
@@ -222,14 +230,14 @@ def sweep(older_than: timedelta = timedelta(seconds=30)) -> int:
     """
     cutoff = utcnow() - older_than
     rows = db.session.execute(
-        sa.select(InboxItem.id, InboxItem.attempts)
+        sa.select(InboxItem.id, InboxItem.attempts, InboxItem.portal_id)
         .where(InboxItem.status.in_([InboxItem.PENDING, InboxItem.QUEUED]), InboxItem.received_at < cutoff)
         .order_by(InboxItem.id)
         .limit(5000)
     ).all()
     count = 0
-    for inbox_id, attempts in rows:
-        enqueued = _enqueue_job(inbox_id)
+    for inbox_id, attempts, portal_id in rows:
+        enqueued = _enqueue_job(inbox_id, portal_id)
         given_up = None if enqueued else _given_up_job(inbox_id)
         if given_up is not None:
             if attempts >= MAX_ATTEMPTS:
@@ -241,7 +249,7 @@ def sweep(older_than: timedelta = timedelta(seconds=30)) -> int:
                 log.error("inbox row failed: job given up", extra={"inbox_id": inbox_id, "attempts": attempts})
                 continue
             given_up.delete()
-            enqueued = _enqueue_job(inbox_id)
+            enqueued = _enqueue_job(inbox_id, portal_id)
             log.warning("inbox row re-queued: job given up", extra={"inbox_id": inbox_id, "attempts": attempts})
         if enqueued:
             count += 1
@@ -269,17 +277,17 @@ def retry_failed(inbox_ids: Sequence[int] | None = None) -> list[int]:
         row.status = InboxItem.PENDING
         row.attempts = 0
     db.session.commit()
-    queued = [row.id for row in rows]
+    queued = [(row.id, row.portal_id) for row in rows]
     try:
-        for inbox_id in queued:
+        for inbox_id, portal_id in queued:
             spent = _given_up_job(inbox_id)
             if spent is not None:
                 spent.delete()
-            _enqueue_job(inbox_id)
+            _enqueue_job(inbox_id, portal_id)
     except (redis.RedisError, OSError) as error:
         # The rows are pending again: the sweep replaces their spent jobs once Redis answers.
         log.warning("failed rows left for the sweep: redis unavailable", extra={"error": str(error)})
-    return queued
+    return [inbox_id for inbox_id, _portal in queued]
 
 
 def _given_up_job(inbox_id: int) -> Job | None:

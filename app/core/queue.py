@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
-from rq.exceptions import DuplicateJobError
+from rq.exceptions import DequeueTimeout, DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.scripts import _build_hset_args
 from rq.utils import get_call_string, now, utcformat
@@ -42,9 +43,18 @@ local ttl = tonumber(ARGV[2])
 if ttl and ttl > 0 then
     redis.call("EXPIRE", KEYS[1], ttl)
 end
-redis.call("RPUSH", KEYS[2], ARGV[1])
+redis.call("RPUSH", {target}, ARGV[1]){lane}
 return 1
 """
+# The lane variant (the events queue's per-portal lanes, see EventsQueue): the job id goes to its portal's
+# lane (KEYS[6]) instead of the queue's list; a lane with no turn yet joins the end of the ring (KEYS[4]); one
+# token on the wake list (KEYS[5]) wakes a blocked worker (the list is capped: a worker takes one per wait).
+_LANE_PUSH = """
+if not redis.call("LPOS", KEYS[4], KEYS[6]) then
+    redis.call("RPUSH", KEYS[4], KEYS[6])
+end
+redis.call("RPUSH", KEYS[5], "1")
+redis.call("LTRIM", KEYS[5], -64, -1)"""
 # The unique enqueue writes RQ's job hash itself and leans on RQ internals (`rq.scripts._build_hset_args`,
 # `Queue._prepare_for_queue`, the hash's field names). It was written for, and is tested against, this
 # release line; another one must be checked with tests/test_queue.py before this number changes.
@@ -83,6 +93,175 @@ class _JobKind:
 _JOB_KINDS: dict[tuple[Any, ...], _JobKind] = {}
 
 
+EVENTS_QUEUE = "events"
+LANE_PREFIX = "rc:events:lane:"  # + portal id: the jobs of one portal waiting in the events queue
+RING_KEY = "rc:events:ring"  # the lanes with jobs waiting, in the order of their next turn
+WAKE_KEY = "rc:events:wake"  # one token per queued event: a blocked worker waits on this list
+
+# The fair picker of the events queue, in one atomic step: the lane at the head of the ring gives its oldest
+# job and, if it has more, goes to the end of the ring; so a portal with 200 events waiting and one with 1
+# take turns. RQ's own list of the queue (KEYS[2]: retries and re-runs of abandoned jobs land there) takes
+# its turn as one more lane. A job id whose job is no longer queued (removed, cancelled, or an old copy) is
+# dropped. The picked id is recorded in RQ's intermediate list (KEYS[3]) when ARGV[2] is "1", as RQ's own
+# BLMOVE does for a worker of one queue. With nothing to pick, the wake tokens are cleared (KEYS[4]): the
+# caller then waits for a new one. Lanes are keys the script finds in the ring (one Redis, not a cluster).
+_PICK_SCRIPT = """
+local ring, base = KEYS[1], KEYS[2]
+if redis.call("LLEN", base) > 0 and not redis.call("LPOS", ring, base) then
+    redis.call("RPUSH", ring, base)
+end
+while true do
+    local lane = redis.call("LPOP", ring)
+    if not lane then
+        redis.call("DEL", KEYS[4])
+        return false
+    end
+    local job_id = redis.call("LPOP", lane)
+    if job_id then
+        if redis.call("LLEN", lane) > 0 then
+            redis.call("RPUSH", ring, lane)
+        end
+        if redis.call("HGET", ARGV[1] .. job_id, "status") == "queued" then
+            if ARGV[2] == "1" then
+                redis.call("RPUSH", KEYS[3], job_id)
+            end
+            return job_id
+        end
+    end
+end
+"""
+
+
+_PICK_SCRIPTS: dict[int, Script] = {}
+
+
+def lane_key(lane: int | str) -> str:
+    """The Redis list of one portal's jobs waiting in the events queue."""
+    return f"{LANE_PREFIX}{lane}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class EventsQueue(Queue):
+    """RQ's Queue, with the events queue's jobs waiting in per-portal lanes and picked in turn.
+
+    Jobs queued with a lane (`enqueue_unique(..., lane=portal_id)`: every inbox event) wait in their
+    portal's list; everything RQ itself queues (retries, re-runs of abandoned jobs) in the queue's own list,
+    which takes its turn as one more lane. `dequeue_any` takes the events queue's next job through the fair
+    picker and the other queues' as RQ does, in the order given (events first). Any other queue behaves as
+    RQ's. The job's origin stays `events`, so its registries (started, failed, scheduled) are RQ's own.
+    """
+
+    def _lanes(self) -> list[str]:
+        return [_text(key) for key in self.connection.lrange(RING_KEY, 0, -1)]
+
+    @property
+    def count(self) -> int:
+        if self.name != EVENTS_QUEUE:
+            return super().count
+        lanes = [lane for lane in self._lanes() if lane != self.key]
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.llen(self.key)
+            for lane in lanes:
+                pipe.llen(lane)
+            return int(sum(pipe.execute()))
+
+    def get_job_ids(self, offset: int = 0, length: int = -1) -> list[str]:
+        if self.name != EVENTS_QUEUE:
+            return super().get_job_ids(offset, length)
+        ids = super().get_job_ids()
+        for lane in self._lanes():
+            if lane != self.key:
+                ids += [_text(raw) for raw in self.connection.lrange(lane, 0, -1)]
+        return ids[offset:] if length < 0 else ids[offset : offset + length]
+
+    def remove(self, job_or_id: Job | str, pipeline: Any = None) -> Any:
+        removed = super().remove(job_or_id, pipeline=pipeline)
+        if self.name == EVENTS_QUEUE:
+            job_id = job_or_id.id if isinstance(job_or_id, Job) else job_or_id
+            target = pipeline if pipeline is not None else self.connection
+            for lane in self._lanes():
+                if lane != self.key:
+                    target.lrem(lane, 1, job_id)
+        return removed
+
+    @classmethod
+    def pick(cls, queue: Queue, record_intermediate: bool) -> str | None:
+        """The events queue's next job id by the fair picker, or None when nothing waits."""
+        script = _PICK_SCRIPTS.get(id(queue.connection))
+        if script is None:
+            script = _PICK_SCRIPTS[id(queue.connection)] = queue.connection.register_script(_PICK_SCRIPT)
+        keys = [RING_KEY, queue.key, queue.intermediate_queue_key, WAKE_KEY]
+        picked = script(keys=keys, args=[Job.redis_job_namespace_prefix, "1" if record_intermediate else "0"])
+        return None if picked is None else _text(picked)
+
+    @classmethod
+    def dequeue_any(
+        cls,
+        queues: Iterable[Queue],
+        timeout: int | None,
+        connection: Redis,
+        job_class: type[Job] | None = None,
+        serializer: Any = None,
+        death_penalty_class: Any = None,
+    ) -> tuple[Job, Queue] | None:
+        """RQ's dequeue_any with the events queue's fair picker.
+
+        Blocking (`timeout`): waits for a wake token or a job of another queue, at most a second at a time
+        for the events queue (RQ's own pushes of retries carry no token), until `timeout` is spent.
+        """
+        ordered = list(queues)
+        job_cls: type[Job] = job_class or cls.job_class
+        events = next((queue for queue in ordered if queue.name == EVENTS_QUEUE), None)
+        if events is None:
+            return super().dequeue_any(ordered, timeout, connection, job_class, serializer, death_penalty_class)
+        waited = 0.0
+        while True:
+            found: tuple[str, Queue] | None = None
+            for queue in ordered:
+                if queue is events:
+                    job_id = cls.pick(queue, record_intermediate=len(ordered) == 1)
+                else:
+                    raw = connection.lpop(queue.key)
+                    job_id = None if raw is None else _text(raw)
+                if job_id:
+                    found = (job_id, queue)
+                    break
+            if found is None:
+                if timeout is None:
+                    return None
+                if waited >= timeout:
+                    raise DequeueTimeout(timeout, [queue.key for queue in ordered])
+                step = 1
+                others = [queue.key for queue in ordered if queue is not events]
+                result = connection.blpop([WAKE_KEY, *others], step)
+                waited += step
+                if result is None or _text(result[0]) == WAKE_KEY:
+                    continue
+                key, raw_id = _text(result[0]), _text(result[1])
+                found = (raw_id, next(queue for queue in ordered if queue.key == key))
+            job_id, queue = found
+            try:
+                job = job_cls.fetch(job_id, connection=connection, serializer=serializer)
+            except NoSuchJobError:
+                continue
+            return job, queue
+
+
+# The seconds a job of the hot worker may wait for a CRM rate-limiter slot before it is put back instead
+# (app.core.worker sets it around each job; app.crm.ratelimit reads it). None: wait as long as the limiter allows.
+LIMITER_WAIT_BUDGET: ContextVar[float | None] = ContextVar("limiter_wait_budget", default=None)
+
+
+class JobDeferred(Exception):
+    """Raised by a job that should run again in `retry_after` seconds without that counting as a failure
+    (its portal is at the CRM's rate limit); the worker schedules it and the inbox does not count the attempt."""
+
+    retry_after: float | None = None
+
+
 def redis_url(app: Flask | None = None) -> str:
     """REDIS_URL, or the unix socket of the embedded Redis started by the run command."""
     config = (app or current_app).config
@@ -116,7 +295,7 @@ def get_queue(name: str, app: Flask | None = None) -> Queue:
     app = app or current_app
     if name not in app.config["QUEUE_NAMES"]:
         raise ValueError(f"unknown queue {name!r}")
-    return Queue(name, connection=get_redis(app), default_timeout=app.config["JOB_TIMEOUT_SECONDS"])
+    return EventsQueue(name, connection=get_redis(app), default_timeout=app.config["JOB_TIMEOUT_SECONDS"])
 
 
 def enqueue(
@@ -184,13 +363,14 @@ def _job_kind(
     timeout: int | None,
     result_ttl: int | None,
     failure_ttl: int | None,
+    laned: bool = False,
 ) -> _JobKind:
     """The script and shared fields of one kind of job, built once per process from a job RQ prepares itself."""
     connection = get_redis(dedicated=True)
     default_timeout = current_app.config["JOB_TIMEOUT_SECONDS"]
     intervals = tuple(retry.intervals) if retry is not None else None
     retries = retry.max if retry is not None else None
-    key = (connection, queue_name, default_timeout, func, retries, intervals, timeout, result_ttl, failure_ttl)
+    key = (connection, queue_name, default_timeout, func, retries, intervals, timeout, result_ttl, failure_ttl, laned)
     kind = _JOB_KINDS.get(key)
     if kind is not None:
         return kind
@@ -215,7 +395,9 @@ def _job_kind(
     shared = "".join(
         f", {_lua_string(name)}, {_lua_string(value)}" for name, value in fields.items() if name not in _PER_JOB_FIELDS
     )
-    script = connection.register_script(UNIQUE_ENQUEUE_SCRIPT.replace("{fields}", shared))
+    source = UNIQUE_ENQUEUE_SCRIPT.replace("{fields}", shared).replace("{lane}", _LANE_PUSH if laned else "")
+    source = source.replace("{target}", "KEYS[6]" if laned else "KEYS[2]")
+    script = connection.register_script(source)
     kind = _JobKind(
         client=connection,
         script=script,
@@ -238,20 +420,25 @@ def enqueue_unique(
     timeout: int | None = None,
     result_ttl: int | None = None,
     failure_ttl: int | None = None,
+    lane: int | str | None = None,
 ) -> bool:
     """Queue.enqueue(..., unique=True) for a job without dependencies, in one Redis round trip.
 
     True when the job was queued, False when a job with this id exists. No RQ `Job` or `Queue` is built
     per call (the webhook path calls this once per event): the per-job fields are made as RQ makes them
     (its serializer on (function, None, args, {}), zlib, its call string and timestamp format).
+    `lane` (the events queue only): the portal whose lane the job waits in, for the fair picker.
     """
     if queue_name not in current_app.config["QUEUE_NAMES"]:
         raise ValueError(f"unknown queue {queue_name!r}")
-    kind = _job_kind(queue_name, func, retry, timeout, result_ttl, failure_ttl)
+    laned = lane is not None and queue_name == EVENTS_QUEUE
+    kind = _job_kind(queue_name, func, retry, timeout, result_ttl, failure_ttl, laned)
     data = zlib.compress(kind.serializer.dumps((kind.func_name, None, args, {})))
     description = get_call_string(kind.func_name, args, {}, max_length=75)
     moment = utcformat(now())
-    keys = (Job.redis_job_namespace_prefix + job_id, kind.queue_key, kind.queues_key)
+    keys: tuple[str, ...] = (Job.redis_job_namespace_prefix + job_id, kind.queue_key, kind.queues_key)
+    if laned and lane is not None:
+        keys = (*keys, RING_KEY, WAKE_KEY, lane_key(lane))
     stored = _run_script(kind.client, kind.script, keys, (job_id, kind.ttl, moment, data, description, moment))
     return stored == 1
 
@@ -298,6 +485,6 @@ def replace_scheduled(queue_name: str, func: Callable[..., Any] | str, *args: An
 
 
 def queue_depths(app: Flask | None = None) -> dict[str, int]:
-    """Jobs waiting in each queue (scheduled ones not counted)."""
+    """Jobs waiting in each queue (scheduled ones not counted; the events queue with its portals' lanes)."""
     app = app or current_app
     return {name: get_queue(name, app).count for name in app.config["QUEUE_NAMES"]}

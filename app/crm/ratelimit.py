@@ -40,6 +40,7 @@ from typing import Any
 from flask import Flask, current_app
 from redis import Redis
 
+from app.core.queue import LIMITER_WAIT_BUDGET, JobDeferred
 from app.crm.errors import RateLimitTimeout
 
 KEY_PREFIX = "rc:rl:"
@@ -71,6 +72,12 @@ local new_tat = tat + interval
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
 return wait
 """
+
+
+class RateLimitDeferred(RateLimitTimeout, JobDeferred):
+    """A job would wait longer than its budget for a request slot: it is put back (not a failed attempt)."""
+
+    default_code = "RATE_LIMIT_DEFERRED"
 
 
 @dataclass(frozen=True)
@@ -127,7 +134,24 @@ class RateLimiter:
         return result / 1_000_000
 
     def acquire(self, key: str, bucket: Bucket, max_wait: float | None = None) -> float:
-        """Block until a request under `key` may be sent; returns the seconds waited."""
+        """Block until a request under `key` may be sent; returns the seconds waited.
+
+        Inside a job of the hot worker (app.core.queue.LIMITER_WAIT_BUDGET set) a wait longer than that budget
+        raises RateLimitDeferred instead, reserving nothing: the job is put back for when a slot frees, and
+        the worker goes on with other portals' jobs rather than sleeping for this portal.
+        """
+        budget = LIMITER_WAIT_BUDGET.get()
+        if budget is not None and (max_wait is None or budget < max_wait):
+            try:
+                wait = self.reserve(key, bucket, budget)
+            except RateLimitTimeout as error:
+                raise RateLimitDeferred(
+                    f"{key} is at its CRM rate limit; put back for {error.retry_after or 0:.1f}s",
+                    retry_after=error.retry_after,
+                ) from None
+            if wait > 0:
+                time.sleep(wait)
+            return wait
         wait = self.reserve(key, bucket, max_wait)
         if wait > 0:
             time.sleep(wait)
