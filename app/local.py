@@ -1,7 +1,8 @@
 """The run command on embedded defaults: Redis, web and worker (and the sandbox portal) in one go.
 
 `python -m app.local` starts an embedded Redis on a unix socket unless REDIS_URL is set, applies
-migrations, then runs gunicorn and an RQ worker with its scheduler until interrupted.
+migrations, then runs gunicorn and `flask worker` (the supervised workers: the events jobs in-process,
+the other queues forking, with the scheduler) until interrupted.
 
 With SANDBOX_ENABLED (what `make run` sets) it also runs the demo (sandbox.demo): a sandbox Bitrix24
 portal served over TLS from this process, the web and worker pointed at it, its events delivered to

@@ -135,6 +135,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="RQ worker processes (default 2)")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn sync workers (default 2)")
     parser.add_argument("--portal-limit", action="store_true", help="keep Bitrix24's 2 requests/s, burst 50")
+    parser.add_argument(
+        "--worker-kind",
+        choices=("inprocess", "fork"),
+        default="inprocess",
+        help="events jobs in-process under the supervisor (default), or a fork per job (WORKER_IN_PROCESS=0)",
+    )
     parser.add_argument("--profile", action="store_true", help="run the guard jobs in-process under cProfile")
     parser.add_argument("--keep", action="store_true", help="keep the instance folder (logs, SQLite file)")
     return parser.parse_args(argv)
@@ -183,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         "LOG_LEVEL": "WARNING",
     }
     env.pop("SANDBOX_ENABLED", None)
+    env["WORKER_IN_PROCESS"] = "1" if args.worker_kind == "inprocess" else "0"
     if not args.portal_limit:
         env.update(B24_RATE="1000", B24_BURST="1000")
     config: dict[str, Any] = {k: env[k] for k in ("INSTANCE_PATH", "DATABASE_URL", "REDIS_URL")}

@@ -38,3 +38,12 @@ def make_portal(external_id: str = "member-a", crm: str = Portal.BITRIX24, **fie
 def tick() -> None:
     """A periodic job body for tests."""
     CALLS.append("tick")
+
+
+def deferred(retry_after: float) -> None:
+    """A job whose portal is at its rate limit: it asks to be put back for `retry_after` seconds."""
+    from app.core.queue import JobDeferred
+
+    error = JobDeferred("at the limit")
+    error.retry_after = retry_after
+    raise error

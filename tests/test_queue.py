@@ -164,3 +164,149 @@ def test_the_unique_enqueue_refuses_an_rq_release_it_was_not_written_for():
     for other in ("3.0.0", "2.13.0", "2.11.1", "nonsense"):
         with pytest.raises(RuntimeError, match=r"written for rq 2\.12\.x"):
             check_rq_version(other)
+
+
+# ---- the events queue: per-portal lanes and the fair picker
+
+
+def _pick_all(app: Flask) -> list[str]:
+    """Job ids in the order the events queue gives them out (nothing run)."""
+    from app.core.queue import EventsQueue
+
+    queue = get_queue("events")
+    picked = []
+    while (job_id := EventsQueue.pick(queue, record_intermediate=False)) is not None:
+        picked.append(job_id)
+    return picked
+
+
+def test_the_picker_gives_each_portal_a_turn_in_order_of_arrival(app: Flask):
+    from app.core.queue import enqueue_unique
+
+    for n in range(5):
+        assert enqueue_unique("events", helpers.remember, f"a{n}", job_id=f"a{n}", lane=1)
+    assert enqueue_unique("events", helpers.remember, "b0", job_id="b0", lane=2)
+    assert enqueue_unique("events", helpers.remember, "c0", job_id="c0", lane=3)
+    assert enqueue_unique("events", helpers.remember, "b1", job_id="b1", lane=2)
+    queue = get_queue("events")
+    assert queue.count == 8
+    assert sorted(queue.get_job_ids()) == sorted(["a0", "a1", "a2", "a3", "a4", "b0", "b1", "c0"])
+    assert _pick_all(app) == ["a0", "b0", "c0", "a1", "b1", "a2", "a3", "a4"]
+    assert queue.count == 0
+
+
+def test_jobs_rq_queues_itself_take_turns_with_the_portals(app: Flask):
+    """Retries and re-runs of abandoned jobs go to the queue's own list: one more lane, not behind a burst."""
+    from app.core.queue import enqueue_unique
+
+    for n in range(4):
+        enqueue_unique("events", helpers.remember, f"a{n}", job_id=f"a{n}", lane=1)
+    get_queue("events").enqueue(helpers.remember, "retry", job_id="retry")  # as RQ's job.retry() queues it
+    assert _pick_all(app) == ["a0", "retry", "a1", "a2", "a3"]
+
+
+def test_a_removed_or_no_longer_queued_job_is_skipped_by_the_picker(app: Flask):
+    from app.core.queue import enqueue_unique
+
+    for name in ("a0", "a1", "a2"):
+        enqueue_unique("events", helpers.remember, name, job_id=name, lane=1)
+    queue = get_queue("events")
+    queue.remove("a0")
+    assert queue.count == 2
+    Job.fetch("a1", connection=get_redis()).set_status(JobStatus.FAILED)  # given up while still listed
+    assert _pick_all(app) == ["a2"]
+
+
+def test_one_portals_burst_does_not_hold_back_another_portals_single_event(app: Flask, monkeypatch):
+    """200 events of one portal queued before one event of another: the second is among the first jobs run."""
+    from app.core import inbox
+
+    order: list[int | None] = []
+    monkeypatch.setitem(inbox.PROCESSORS, ("test", "ok"), lambda item: order.append(item.portal_id))
+    busy, quiet = helpers.make_portal("busy"), helpers.make_portal("quiet")
+    for n in range(200):
+        inbox.accept("test", "ok", f"busy-{n}", "body", busy.id)
+    inbox.accept("test", "ok", "quiet-0", "body", quiet.id)
+    assert get_queue("events").count == 201
+    make_worker(app, ["events"], hot=True).work(burst=True)
+    assert len(order) == 201
+    assert order.index(quiet.id) <= 2  # picked second (its portal's first turn), not 201st
+
+
+def test_an_idle_worker_wakes_for_a_new_event_at_once(app: Flask):
+    import threading
+
+    from app.core.queue import EventsQueue, enqueue_unique
+
+    queue = get_queue("events")
+    connection = get_redis()
+    got: list[str] = []
+
+    def wait() -> None:
+        result = EventsQueue.dequeue_any([queue], 10, connection=connection)
+        got.append(result[0].id if result else "")
+
+    waiter = threading.Thread(target=wait)
+    started = time.monotonic()
+    waiter.start()
+    time.sleep(0.3)
+    enqueue_unique("events", helpers.remember, "e", job_id="e", lane=7)
+    waiter.join(10)
+    assert got == ["e"]
+    assert time.monotonic() - started < 2  # woken by the event, not by the end of the wait
+
+
+# ---- a job at its portal's rate limit is put back, not slept on
+
+
+def test_a_deferred_job_runs_again_after_the_wait_without_using_up_a_retry(app: Flask, worker):
+    job = enqueue("default", helpers.deferred, 1.5, retry=Retry(max=3, interval=[5, 30, 60]))
+    worker()
+    again = Job.fetch(job.id, connection=get_redis())
+    registry = get_queue("default").scheduled_job_registry
+    assert job.id in registry
+    wait = registry.get_scheduled_time(job.id).timestamp() - time.time()
+    assert 0 < wait <= 2.1  # after the deferral's 1.5 s (rounded up), not the 5 s back-off of a failure
+    assert again.retries_left == 3 and again.retry_intervals == [2, 5, 30, 60]  # 3 left: none used up
+
+
+def test_the_limiter_puts_a_hot_job_back_instead_of_sleeping(app: Flask, redis_client):
+    import pytest
+
+    from app.core.queue import LIMITER_WAIT_BUDGET
+    from app.crm.ratelimit import Bucket, RateLimitDeferred, RateLimiter
+
+    limiter = RateLimiter(redis_client, headroom=0.0, jitter_seconds=0.0)
+    bucket = Bucket(rate=0.5, burst=1)  # one request, then one every 2 s
+    assert limiter.acquire("portal", bucket) == 0
+    token = LIMITER_WAIT_BUDGET.set(0.5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(RateLimitDeferred) as deferred:
+            limiter.acquire("portal", bucket)
+        assert time.monotonic() - started < 0.3  # no sleep
+        assert 1.5 < deferred.value.retry_after <= 2.0
+    finally:
+        LIMITER_WAIT_BUDGET.reset(token)
+    assert limiter.reserve("portal", bucket) > 1.5  # the deferred call reserved nothing: the next slot is still 2 s out
+
+
+def test_an_inbox_event_put_back_does_not_count_as_an_attempt(app: Flask, worker, monkeypatch):
+    from app.core import inbox
+    from app.core.db import db
+    from app.core.models import InboxItem
+    from app.core.queue import JobDeferred
+
+    def at_the_limit(item: InboxItem) -> None:
+        error = JobDeferred("portal at its rate limit")
+        error.retry_after = 1.0
+        raise error
+
+    monkeypatch.setitem(inbox.PROCESSORS, ("test", "ok"), at_the_limit)
+    inbox_id = inbox.accept("test", "ok", "k-deferred", "body", helpers.make_portal().id)
+    worker(["events"])
+    db.session.expire_all()
+    row = db.session.get(InboxItem, inbox_id)
+    assert row.attempts == 0 and row.status == InboxItem.PENDING
+    job = Job.fetch(f"inbox-{inbox_id}", connection=get_redis())
+    assert job.get_status() == JobStatus.SCHEDULED and job.retries_left == inbox.RETRY.max

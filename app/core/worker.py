@@ -231,6 +231,7 @@ class HotWorker(AppJobMixin, SimpleWorker):
         self._job_lock = threading.Lock()
         self._running: tuple[Job, float] | None = None
         self._reporter: threading.Thread | None = None
+        self._stopped = threading.Event()
 
     @property
     def dequeue_timeout(self) -> int:
@@ -240,10 +241,14 @@ class HotWorker(AppJobMixin, SimpleWorker):
         return int(self.job_monitoring_interval) + self.heartbeat_grace
 
     def _report_loop(self) -> None:
-        """The reporting thread: the supervisor every 0.25 s, the running job every job_monitoring_interval."""
+        """The reporting thread: the supervisor every 0.25 s, the running job every job_monitoring_interval.
+
+        It blocks the signals the main thread acts on, so the kernel delivers SIGALRM (the job's timeout) and
+        SIGTERM/SIGINT to the main thread, interrupting a blocking call there.
+        """
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGTERM, signal.SIGINT})
         last_beat = time.monotonic()
-        while True:
-            time.sleep(0.25)
+        while not self._stopped.wait(0.25):
             with self._job_lock:
                 running = self._running
             now = time.monotonic()
@@ -285,6 +290,10 @@ class HotWorker(AppJobMixin, SimpleWorker):
                 self.watch.job_id.value = b""
                 self.watch.report()
         self.set_state(WorkerStatus.IDLE)
+
+    def teardown(self) -> None:
+        self._stopped.set()
+        super().teardown()
 
 
 AnyWorker = AppWorker | AppSimpleWorker | HotWorker
@@ -346,6 +355,18 @@ def abandon_now(app: Flask, queue_name: str, job_id: str) -> bool:
     return True
 
 
+def _stop_with_parent(parent_pid: int) -> None:
+    """Linux: SIGTERM (a warm stop) to this process when its supervisor dies, even by SIGKILL; a supervisor
+    already gone by now stops it at once. Elsewhere the child outlives a killed supervisor."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 @dataclass
 class _Child:
     role: str  # "hot" (events, in-process) or "slow" (the other queues, forking, with the scheduler)
@@ -378,10 +399,11 @@ class Supervisor:
         self.stall_seconds = config["JOB_HEARTBEAT_SECONDS"] + config["JOB_HEARTBEAT_GRACE_SECONDS"] / 2
         self.stopping = False
 
-    def _child_main(self, child: _Child) -> None:
+    def _child_main(self, child: _Child, supervisor_pid: int) -> None:
         """In the forked child: a fresh worker of its role, run until it stops (or after max_jobs)."""
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        _stop_with_parent(supervisor_pid)
         with self.app.app_context():
             if child.role == "hot":
                 worker = make_worker(self.app, child.queue_names, hot=True)
@@ -399,7 +421,7 @@ class Supervisor:
         context = multiprocessing.get_context("fork")
         if child.role == "hot":
             child.watch = Watch()
-        child.process = context.Process(target=self._child_main, args=(child,), name=f"rq-{child.role}")
+        child.process = context.Process(target=self._child_main, args=(child, os.getpid()), name=f"rq-{child.role}")
         child.process.start()
         child.started_at = time.monotonic()
         log.info("worker child started", extra={"role": child.role, "pid": child.process.pid})
