@@ -194,7 +194,8 @@ class EventsQueue(Queue):
         if script is None:
             script = _PICK_SCRIPTS[id(queue.connection)] = queue.connection.register_script(_PICK_SCRIPT)
         keys = [RING_KEY, queue.key, queue.intermediate_queue_key, WAKE_KEY]
-        picked = script(keys=keys, args=[Job.redis_job_namespace_prefix, "1" if record_intermediate else "0"])
+        args = [Job.redis_job_namespace_prefix, "1" if record_intermediate else "0"]
+        picked = script(keys=keys, args=args, client=queue.connection)
         return None if picked is None else _text(picked)
 
     @classmethod
