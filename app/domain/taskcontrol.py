@@ -58,8 +58,8 @@ i18n.register(
         "tc_settings_no_task": ("Напоминать о сделках без задач", "Remind about deals without tasks"),
         "tc_settings_overdue": ("Напоминать о просроченных задачах", "Remind about overdue tasks"),
         "tc_settings_forward": (
-            "Следующий шаг обязателен: без открытой задачи сделку нельзя двигать дальше и закрыть как успешную",
-            "A next step is required: without an open task a deal cannot move forward or be closed as won",
+            "Не пускать сделку на следующую стадию без открытой задачи и не закрывать её без задачи как успешную",
+            "Do not let a deal move forward without an open task, nor be closed as won without one",
         ),
         "tc_title": ("Контроль задач", "Task control"),
         "tc_scanned_at": ("Последняя проверка:", "Last scan:"),

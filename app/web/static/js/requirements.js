@@ -37,6 +37,7 @@
     });
     var note = document.createElement("span");
     note.className = "rc-note";
+    note.dataset.count = stage.id;
     note.textContent = summary(select);
     select.addEventListener("change", function () { note.textContent = summary(select); });
     label.appendChild(select);
