@@ -83,6 +83,9 @@ def _wire(app: Flask) -> None:
     for rule in (requirements.stage_requirements_rule, taskcontrol.forward_move_rule):
         if rule not in guard.PROCESS_MOVE_RULES:
             guard.PROCESS_MOVE_RULES.append(rule)
+    # Rules for a deal first seen after install in a working or won stage (created or imported there).
+    if requirements.first_seen_rule not in guard.FIRST_SEEN_RULES:
+        guard.FIRST_SEEN_RULES.append(requirements.first_seen_rule)
     app.config.setdefault("PERIODIC_JOBS", jobs.PERIODIC_JOBS)
     # Inbox processors (which function handles which stored call) and the CRM-facing routes.
     handlers.init_app(app)

@@ -12,8 +12,10 @@ CRM-agnostic: only the CrmClient port and the database.
   the stage it came from, and the mover (the deal's responsible for a robot or an import) gets a notice
   naming the missing fields by their CRM labels. Everyone is held to it (managers, heads, QA, robots,
   imports) except exempt users (and robots when the portal exempts them). Backward moves, moves to another
-  pipeline and to lost (the guard's) are not checked. Every refusal is audited ("enter stage", "reverted",
-  with the missing fields) and counted by `refusal_counts` for the reports.
+  pipeline and to lost (the guard's) are not checked. `first_seen_rule` holds a deal created or imported
+  straight into such a stage to the same rule, as a move from the stage before it in the CRM's history,
+  else from its pipeline's first stage. Every refusal is audited ("enter stage", "reverted", with the
+  missing fields) and counted by `refusal_counts` for the reports.
 * A field is filled by its kind: text not blank, a number or amount other than zero, a date present, a list
   item chosen, a flag set, a link to a user or record present.
 """
@@ -283,6 +285,23 @@ def stage_requirements_rule(
         missing_labels=labels,
     )
     return guard.Decision("reverted", "required fields missing")
+
+
+def first_seen_rule(deal_guard: guard.Guard, deal: Deal, mover: str, role: str) -> guard.Decision | None:
+    """A deal first seen in a stage with requirements (created or imported straight into it, or moved there
+    while its events were lost) is judged as a move from the stage it was in before (the CRM's stage
+    history), else from its pipeline's first stage."""
+    if not required_for(deal_guard.portal, deal.stage_id) or role == "exempt":
+        return None
+    portal, crm = deal_guard.portal, deal_guard.crm
+    previous = crm.stage_before(deal.id, deal.stage_id)
+    known = directory.stage(portal.id, crm, previous) if previous else None
+    if known is None or known.pipeline_id != deal.pipeline_id or known.semantics != "process":
+        first = directory.first_stage(portal.id, crm, deal.pipeline_id)
+        previous = first.id if first is not None else None
+    if not previous or previous == deal.stage_id:
+        return None
+    return stage_requirements_rule(deal_guard, deal, previous, deal.pipeline_id, mover, role)
 
 
 # ------------------------------------------------------------------------------------------ reports

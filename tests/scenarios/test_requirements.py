@@ -74,9 +74,10 @@ def test_a_move_without_the_required_fields_comes_back_naming_them_and_with_them
 
 def test_a_robot_is_held_to_the_rule_and_a_move_back_passes(crm: CrmDriver):
     invoice = crm.add_deal_field(INVOICE)
+    ahead = crm.new_deal(stage="late working")
+    deal = crm.new_deal(stage="working")
     saved = set_requirements(crm, {crm.stage_id("late working"): [invoice], crm.stage_id("working"): [invoice]})
     assert saved.status_code == 200
-    deal = crm.new_deal(stage="working")
     crm.move(deal, "late working", by=None)
     crm.settle()
     assert crm.stage_of(deal) == "working"
@@ -87,10 +88,21 @@ def test_a_robot_is_held_to_the_rule_and_a_move_back_passes(crm: CrmDriver):
     # A move back into a stage with requirements is not checked.
     crm.move(deal, "new", by=MANAGER)
     crm.settle()
-    ahead = crm.new_deal(stage="late working")
     crm.move(ahead, "working", by=MANAGER)
     crm.settle()
     assert crm.stage_of(ahead) == "working" and refusals(ahead) == []
+
+
+def test_a_deal_created_straight_into_the_stage_without_its_fields_starts_at_the_first_stage(crm: CrmDriver):
+    invoice = crm.add_deal_field(INVOICE)
+    saved = set_requirements(crm, {crm.stage_id("late working"): [invoice]})
+    assert saved.status_code == 200
+    imported = crm.new_deal(stage="late working", title="Импорт из 1С")
+    assert crm.stage_of(imported) == "new"
+    [notice] = crm.notices(MANAGER)
+    assert "«Импорт из 1С» нельзя перевести на стадию" in notice and f"«{INVOICE}»" in notice
+    # A deal created in the first stage, or in a stage with no requirements, is left alone.
+    assert crm.stage_of(crm.new_deal(stage="working")) == "working"
 
 
 def test_bad_requirements_get_a_clear_message_and_only_admins_set_them(crm: CrmDriver):

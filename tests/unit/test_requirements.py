@@ -157,6 +157,20 @@ def test_moves_back_and_to_another_pipeline_are_not_checked(portal: Portal, fiel
     assert audits(deal_id) == []
 
 
+def test_a_deal_created_straight_into_the_stage_is_judged_as_coming_from_the_first_stage(
+    portal: Portal, fields: InMemoryCrm
+) -> None:
+    require(portal, "LATE", "UF_CRM_INVOICE_NO")
+    imported = fields.add_deal(stage_id="LATE", responsible_id=MANAGER, title="Импорт")
+    event(portal, imported.id, is_new=True)
+    assert fields.deals[imported.id].stage_id == "NEW"
+    assert "«Номер счёта»" in fields.inbox(MANAGER)[0]
+
+    filled = fields.add_deal(stage_id="LATE", responsible_id=MANAGER, values={"UF_CRM_INVOICE_NO": ("С-1",)})
+    event(portal, filled.id, is_new=True)
+    assert fields.deals[filled.id].stage_id == "LATE"
+
+
 def test_won_with_requirements_is_checked(portal: Portal, fields: InMemoryCrm) -> None:
     require(portal, "WON", "UF_CRM_SIGNED")
     deal_id = seen_deal(portal, fields, stage="LATE")
