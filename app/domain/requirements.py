@@ -290,10 +290,14 @@ def stage_requirements_rule(
 def first_seen_rule(deal_guard: guard.Guard, deal: Deal, mover: str, role: str) -> guard.Decision | None:
     """A deal first seen in a stage with requirements (created or imported straight into it, or moved there
     while its events were lost) is judged as a move from the stage it was in before (the CRM's stage
-    history), else from its pipeline's first stage."""
+    history), else from its pipeline's first stage. A deal created before the app was installed is left
+    where it is: requirements hold for entering a stage, not for being in it."""
     if not required_for(deal_guard.portal, deal.stage_id) or role == "exempt":
         return None
     portal, crm = deal_guard.portal, deal_guard.crm
+    installed = portal.installed_at
+    if deal.created_at is None or (installed is not None and deal.created_at < installed.replace(microsecond=0)):
+        return None
     previous = crm.stage_before(deal.id, deal.stage_id)
     known = directory.stage(portal.id, crm, previous) if previous else None
     if known is None or known.pipeline_id != deal.pipeline_id or known.semantics != "process":

@@ -3,6 +3,7 @@ the notice names, what counts as filled in, the setting's validation and the rep
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -169,6 +170,19 @@ def test_a_deal_created_straight_into_the_stage_is_judged_as_coming_from_the_fir
     filled = fields.add_deal(stage_id="LATE", responsible_id=MANAGER, values={"UF_CRM_INVOICE_NO": ("С-1",)})
     event(portal, filled.id, is_new=True)
     assert fields.deals[filled.id].stage_id == "LATE"
+
+
+def test_a_deal_created_before_install_stays_in_its_stage(portal: Portal, fields: InMemoryCrm) -> None:
+    require(portal, "LATE", "UF_CRM_INVOICE_NO")
+    old = fields.add_deal(stage_id="LATE", responsible_id=MANAGER)
+    fields.deals[old.id] = replace(old, moved_at=None)  # amoCRM keeps no time of the last move
+    assert old.created_at is not None
+    portal.installed_at = old.created_at + timedelta(minutes=5)  # the app was installed after the deal was made
+    db.session.commit()
+    fields.clock += timedelta(minutes=10)
+    fields.fill(old.id, {"COMMENTS": "позвонить в понедельник"}, by=MANAGER)
+    event(portal, old.id)
+    assert fields.deals[old.id].stage_id == "LATE" and fields.inbox(MANAGER) == []
 
 
 def test_won_with_requirements_is_checked(portal: Portal, fields: InMemoryCrm) -> None:
