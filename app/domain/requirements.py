@@ -146,6 +146,13 @@ def check_against_crm(value: Mapping[str, Mapping[str, Sequence[str]]], portal: 
     """Refuse stages and field codes the CRM does not have (a ValidationError naming each)."""
     stages = {stage.id for pipeline in directory.pipelines(portal.id, crm) for stage in pipeline.stages}
     codes = {field.code for field in deal_fields(portal.id, crm)}
+    wanted = {code for spec in value.values() for code in spec.get("required", [])}
+    if not wanted <= codes:  # a field added in the CRM a moment ago: read the list again, once
+        forget_fields(portal.id)
+        codes = {field.code for field in deal_fields(portal.id, crm)}
+    if not set(value) <= stages:
+        directory.forget_pipelines(portal.id)
+        stages = {stage.id for pipeline in directory.pipelines(portal.id, crm) for stage in pipeline.stages}
     errors: dict[str, list[str]] = {}
     for stage_id, spec in value.items():
         problems = [] if stage_id in stages else [f"no stage {stage_id!r} in this CRM"]
