@@ -39,7 +39,14 @@
     note.className = "rc-note";
     note.dataset.count = stage.id;
     note.textContent = summary(select);
-    select.addEventListener("change", function () { note.textContent = summary(select); });
+    select.addEventListener("change", function () {
+      // amoCRM's won status is one id in every pipeline: every select of that stage shows the same choice.
+      box.querySelectorAll('select[data-stage="' + CSS.escape(stage.id) + '"]').forEach(function (twin) {
+        Array.prototype.forEach.call(twin.options, function (option, index) { option.selected = select.options[index].selected; });
+        var twinNote = twin.closest(".rc-req-stage").querySelector("[data-count]");
+        if (twinNote) { twinNote.textContent = summary(twin); }
+      });
+    });
     label.appendChild(select);
     row.appendChild(label);
     row.appendChild(note);
