@@ -56,7 +56,7 @@ def _wire(app: Flask) -> None:
     from app.cli import settings as settings_cli
     from app.cli import worker as worker_cli
     from app.crm import factory, port
-    from app.domain import effects, exchange, guard, review, robots, taskcontrol
+    from app.domain import effects, exchange, guard, requirements, review, robots, taskcontrol
     from handlers import amo_jobs
 
     port.use_client_factory(factory.client_for)
@@ -78,9 +78,14 @@ def _wire(app: Flask) -> None:
     # The automation robots the installer registers in each CRM.
     for robot in (exchange.PUT_ON_EXCHANGE_ROBOT, taskcontrol.CHECK_TASKS_ROBOT, taskcontrol.CALLBACK_ROBOT):
         robots.register(robot)
-    # Rules the guard applies to a move between working stages.
-    if taskcontrol.forward_move_rule not in guard.PROCESS_MOVE_RULES:
-        guard.PROCESS_MOVE_RULES.append(taskcontrol.forward_move_rule)
+    # Rules the guard applies to a move between working stages or to won, in order (the first that decides
+    # wins): a stage's required fields, then the next-step rule of task control.
+    for rule in (requirements.stage_requirements_rule, taskcontrol.forward_move_rule):
+        if rule not in guard.PROCESS_MOVE_RULES:
+            guard.PROCESS_MOVE_RULES.append(rule)
+    # Rules for a deal first seen after install in a working or won stage (created or imported there).
+    if requirements.first_seen_rule not in guard.FIRST_SEEN_RULES:
+        guard.FIRST_SEEN_RULES.append(requirements.first_seen_rule)
     app.config.setdefault("PERIODIC_JOBS", jobs.PERIODIC_JOBS)
     # Inbox processors (which function handles which stored call) and the CRM-facing routes.
     handlers.init_app(app)

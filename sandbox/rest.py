@@ -635,21 +635,67 @@ def _actor(ctx: CallContext) -> tuple[int, int]:
     return ctx.user_id, ctx.user_id
 
 
+# What crm.deal.fields calls the standard fields on a Russian portal (its `title`; another language's
+# portal answers in that language). Fields not named here answer with their code, as Bitrix24 does for
+# MOVED_BY_ID, MOVED_TIME and the like.
+DEAL_FIELD_TITLES: dict[str, str] = {
+    "ID": "ID", "TITLE": "Название", "TYPE_ID": "Тип", "STAGE_ID": "Стадия сделки", "PROBABILITY": "Вероятность",
+    "CURRENCY_ID": "Валюта", "OPPORTUNITY": "Сумма", "TAX_VALUE": "Ставка налога", "LEAD_ID": "Лид",
+    "COMPANY_ID": "Компания", "CONTACT_ID": "Контакт", "QUOTE_ID": "Предложение", "BEGINDATE": "Дата начала",
+    "CLOSEDATE": "Дата завершения", "ASSIGNED_BY_ID": "Ответственный", "CREATED_BY_ID": "Кем создана",
+    "MODIFY_BY_ID": "Кем изменена", "DATE_CREATE": "Дата создания", "DATE_MODIFY": "Дата изменения",
+    "OPENED": "Доступна для всех", "CLOSED": "Закрыта", "COMMENTS": "Комментарий",
+    "ADDITIONAL_INFO": "Дополнительная информация", "LOCATION_ID": "Местоположение", "CATEGORY_ID": "Воронка",
+    "STAGE_SEMANTIC_ID": "Группа стадии", "IS_NEW": "Новая сделка", "IS_RECURRING": "Регулярная сделка",
+    "IS_RETURN_CUSTOMER": "Повторная сделка", "IS_REPEATED_APPROACH": "Повторное обращение",
+    "SOURCE_ID": "Источник", "SOURCE_DESCRIPTION": "Дополнительно об источнике", "ORIGINATOR_ID": "Внешний источник",
+    "ORIGIN_ID": "Идентификатор элемента во внешнем источнике", "UTM_SOURCE": "Рекламная система",
+    "UTM_MEDIUM": "Тип трафика", "UTM_CAMPAIGN": "Обозначение рекламной кампании",
+    "UTM_CONTENT": "Содержание кампании", "UTM_TERM": "Условие поиска кампании",
+}  # fmt: skip
+_FIELD_TYPES = {"OPPORTUNITY": "double", "TAX_VALUE": "double", "BEGINDATE": "date", "CLOSEDATE": "date"}
+_READ_ONLY = frozenset(
+    {"ID", "DATE_CREATE", "DATE_MODIFY", "CLOSED", "CREATED_BY_ID", "MODIFY_BY_ID", "MOVED_BY_ID", "MOVED_TIME",
+     "STAGE_SEMANTIC_ID", "IS_NEW", "LAST_ACTIVITY_TIME", "LAST_ACTIVITY_BY", "QUOTE_ID", "LEAD_ID"}
+)  # fmt: skip
+
+
+def _uf_label(userfield: UserFieldRow) -> Any:
+    """A user field's label of one kind (EDIT_FORM_LABEL, ...) in the portal's language, else its name."""
+
+    def label(key: str) -> str:
+        texts = userfield.labels.get(key, {})
+        return str(texts.get("ru") or texts.get("en") or userfield.field_name)
+
+    return label
+
+
 @method("crm.deal.fields", "crm")
 def deal_fields(ctx: CallContext, p: dict[str, Any]) -> Answer:
+    """Every deal field: a standard one titled by its label, a user field titled by its FIELD_NAME with its
+    labels in formLabel / listLabel / filterLabel (and its items when it is a list)."""
     types = {"int": "integer", "float": "double", "date": "datetime", "str": "string", "yn": "char"}
+    user_types = {"ASSIGNED_BY_ID": "user", "CREATED_BY_ID": "user", "MODIFY_BY_ID": "user", "MOVED_BY_ID": "user",
+                  "LAST_ACTIVITY_BY": "user", "COMPANY_ID": "crm_company", "CONTACT_ID": "crm_contact",
+                  "LEAD_ID": "crm_lead", "QUOTE_ID": "crm_quote", "CURRENCY_ID": "crm_currency",
+                  "CATEGORY_ID": "crm_category"}  # fmt: skip
     result: dict[str, Any] = {}
     for name, (_attr, kind) in DEAL_FIELDS.items():
+        if name in {"STAGE_ID", "SOURCE_ID", "TYPE_ID"}:
+            field_type = "crm_status"
+        else:
+            field_type = user_types.get(name) or _FIELD_TYPES.get(name) or types[kind]
         result[name] = {
-            "type": "crm_status" if name in {"STAGE_ID", "SOURCE_ID", "TYPE_ID"} else types[kind],
+            "type": field_type,
             "isRequired": False,
-            "isReadOnly": name not in {"TITLE"} and name in {"ID", "DATE_CREATE", "DATE_MODIFY", "CLOSED"},
+            "isReadOnly": name in _READ_ONLY,
             "isImmutable": name == "CATEGORY_ID",
             "isMultiple": False,
             "isDynamic": False,
-            "title": name,
+            "title": DEAL_FIELD_TITLES.get(name, name),
         }
     for userfield in ctx.portal.userfields.values():
+        label = _uf_label(userfield)
         result[userfield.field_name] = {
             "type": userfield.user_type_id,
             "isRequired": userfield.mandatory == "Y",
@@ -658,7 +704,9 @@ def deal_fields(ctx: CallContext, p: dict[str, Any]) -> Answer:
             "isMultiple": userfield.multiple == "Y",
             "isDynamic": True,
             "title": userfield.field_name,
-            "listLabel": userfield.labels.get("LIST_COLUMN_LABEL", {}).get("ru", userfield.field_name),
+            "listLabel": label("LIST_COLUMN_LABEL"),
+            "formLabel": label("EDIT_FORM_LABEL"),
+            "filterLabel": label("LIST_FILTER_LABEL"),
         }
         if userfield.items:
             result[userfield.field_name]["items"] = [{"ID": str(i["ID"]), "VALUE": i["VALUE"]} for i in userfield.items]

@@ -1,5 +1,5 @@
 """`flask settings show|set PORTAL`: a portal's guard settings from the command line (app.domain.settings
-validates and stores them)."""
+validates and stores them), and its stage requirements (`stage_requirements=JSON`, app.domain.requirements)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from marshmallow import ValidationError
 
 from app.core.db import db
 from app.core.models import Portal
+from app.crm.errors import CrmError
+from app.crm.port import client_for
+from app.domain import requirements
 from app.domain.settings import as_dict, guard_settings, update_guard_settings
 
 settings_cli = AppGroup("settings", help="Show or change a portal's guard settings.")
@@ -31,15 +34,33 @@ def _find_portal(ref: str) -> Portal:
 @settings_cli.command("show")
 @click.argument("portal")
 def show_command(portal: str) -> None:
-    """Print the settings of PORTAL as JSON."""
-    click.echo(json.dumps(as_dict(guard_settings(_find_portal(portal))), ensure_ascii=False, indent=2))
+    """Print the settings of PORTAL as JSON (the guard's keys and stage_requirements)."""
+    row = _find_portal(portal)
+    shown = {**as_dict(guard_settings(row)), requirements.SECTION: requirements.stage_requirements(row)}
+    click.echo(json.dumps(shown, ensure_ascii=False, indent=2))
+
+
+def _set_requirements(row: Portal, value: Any) -> dict[str, Any]:
+    """Store stage_requirements, checked against the CRM's stages and deal fields when the CRM answers (the
+    shape is always checked; an unreachable CRM only skips the names, with a warning)."""
+    try:
+        requirements.validate(value)
+        try:
+            crm = client_for(row)
+            requirements.check_against_crm(requirements.validate(value), row, crm)
+        except CrmError as error:
+            click.echo(f"warning: the CRM did not answer ({error.code}); stage and field names not checked", err=True)
+        return requirements.update_stage_requirements(row, value)
+    except ValidationError as error:
+        raise click.ClickException(json.dumps(error.messages, ensure_ascii=False)) from error
 
 
 @settings_cli.command("set")
 @click.argument("portal")
 @click.argument("assignments", nargs=-1, required=True)
 def set_command(portal: str, assignments: tuple[str, ...]) -> None:
-    """Set keys of PORTAL: key=JSON ... (e.g. qa_users='["5","7"]' review_sla_hours=48)."""
+    """Set keys of PORTAL: key=JSON ... (e.g. qa_users='["5","7"]' review_sla_hours=48, or
+    stage_requirements='{"PREPAYMENT_INVOICE": {"required": ["OPPORTUNITY", "UF_CRM_INVOICE_NO"]}}')."""
     row = _find_portal(portal)
     changes: dict[str, Any] = {}
     for assignment in assignments:
@@ -50,9 +71,13 @@ def set_command(portal: str, assignments: tuple[str, ...]) -> None:
             changes[key] = json.loads(raw)
         except json.JSONDecodeError as error:
             raise click.ClickException(f"{key}: not valid JSON ({error.msg})") from error
-    try:
-        settings = update_guard_settings(row, changes)
-    except ValidationError as error:
-        raise click.ClickException(json.dumps(error.messages, ensure_ascii=False)) from error
+    stored: dict[str, Any] = {}
+    if requirements.SECTION in changes:
+        stored[requirements.SECTION] = _set_requirements(row, changes.pop(requirements.SECTION))
+    if changes or not stored:
+        try:
+            stored = {**as_dict(update_guard_settings(row, changes)), **stored}
+        except ValidationError as error:
+            raise click.ClickException(json.dumps(error.messages, ensure_ascii=False)) from error
     db.session.commit()
-    click.echo(json.dumps(as_dict(settings), ensure_ascii=False, indent=2))
+    click.echo(json.dumps(stored, ensure_ascii=False, indent=2))

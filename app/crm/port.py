@@ -6,7 +6,7 @@ adapters translate them to and from each CRM's wire format.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from app.core.models import Portal
 
 StageSemantics = Literal["process", "success", "failure"]
+# How a deal field is checked when a stage requires it (app.domain.requirements): text that is not blank, a
+# number or amount other than zero, a date, a list item chosen, a flag set, a link to a user or a CRM record.
+FieldKind = Literal["string", "number", "money", "date", "enum", "boolean", "link"]
 AUTOMATION = "automation"  # the mover of a change made by a robot, workflow or agent
 
 
@@ -76,6 +79,19 @@ class Deal:
     qa_verdict: str | None = None
     cpl: Decimal | None = None
     last_activity_at: datetime | None = None
+    # Every field of the deal by its code (Bitrix24 field names such as OPPORTUNITY or UF_CRM_…; amoCRM
+    # "name", "price" and custom field ids), each as its non-empty values in text ("" and nulls left out).
+    values: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class DealField:
+    """A deal field an admin can require on a stage: its code (the key of `Deal.values`), label and kind."""
+
+    code: str
+    label: str
+    kind: FieldKind
+    multiple: bool = False
 
 
 @dataclass(frozen=True)
@@ -249,6 +265,11 @@ class CrmClient(Protocol):
 
     def list_sources(self) -> list[Source]:
         """The lead sources a deal can carry, in the CRM's order."""
+        ...
+
+    def list_deal_fields(self) -> list[DealField]:
+        """The deal fields a person can fill in (standard and user fields), with their labels, in the CRM's
+        order; read-only and computed fields are left out."""
         ...
 
     def deal_url(self, deal_id: str) -> str:

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 # Rules for in-progress moves (fn(guard, deal, previous stage, previous pipeline, mover, role) -> Decision,
 # or None to let it pass), filled by create_app.
 PROCESS_MOVE_RULES: list[Callable[[Guard, Deal, str, str, str, str], Decision | None]] = []
+# Rules for a deal the app sees for the first time in an in-progress or won stage after install (created
+# there, imported, or moved while its events were lost): fn(guard, deal, mover, role) -> Decision or None.
+FIRST_SEEN_RULES: list[Callable[[Guard, Deal, str, str], Decision | None]] = []
 
 
 @dataclass(frozen=True)
@@ -234,6 +237,11 @@ class Guard:
         if snapshot is not None:
             for rule in PROCESS_MOVE_RULES:
                 decided = rule(self, deal, snapshot.stage_id, snapshot.pipeline_id, mover, role)
+                if decided is not None:
+                    return decided
+        else:
+            for first_seen_rule in FIRST_SEEN_RULES:
+                decided = first_seen_rule(self, deal, mover, role)
                 if decided is not None:
                     return decided
         remember(self.portal.id, deal)

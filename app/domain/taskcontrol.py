@@ -7,8 +7,8 @@ CRM-agnostic: only the CrmClient port and the database.
   its responsible, an overdue task to its responsible, creator and auditors, a daily digest to heads.
 * A notice is a `TaskNotice` row unique per object, user and day: a second scan run or a second
   worker inserts nothing. Rows are claimed atomically by one sender and sent as one digest per user.
-* The optional rule `require_task_to_advance` reverts a forward move of a deal without an open task
-  (hooked into the guard of app.domain.guard).
+* The optional next-step rule `require_task_to_advance` reverts a forward move, or a close as won, of a deal
+  without an open task (hooked into the guard of app.domain.guard; lost stays with the guard).
 * Robots: "check tasks" and "callback in N days".
 """
 
@@ -58,8 +58,8 @@ i18n.register(
         "tc_settings_no_task": ("Напоминать о сделках без задач", "Remind about deals without tasks"),
         "tc_settings_overdue": ("Напоминать о просроченных задачах", "Remind about overdue tasks"),
         "tc_settings_forward": (
-            "Не пускать сделку на следующую стадию без открытой задачи",
-            "Do not let a deal move forward without an open task",
+            "Не пускать сделку на следующую стадию без открытой задачи и не закрывать её без задачи как успешную",
+            "Do not let a deal move forward without an open task, nor be closed as won without one",
         ),
         "tc_title": ("Контроль задач", "Task control"),
         "tc_scanned_at": ("Последняя проверка:", "Last scan:"),
@@ -97,6 +97,13 @@ i18n.register(
             "поставьте задачу со следующим шагом и переведите сделку снова. {link}",
             'The deal "{title}" cannot move forward without an open task. It was returned to its previous '
             "stage: set a task with the next step and move it again. {link}",
+        ),
+        "tc_won_blocked": (
+            "Сделку «{title}» нельзя закрыть как успешную без открытой задачи со следующим шагом. Она возвращена "
+            "на прежнюю стадию: поставьте задачу (например, на передачу клиента в работу) и закройте сделку снова. "
+            "{link}",
+            'The deal "{title}" cannot be closed as won without an open task with the next step. It was returned '
+            "to its previous stage: set a task (for example, handing the client over) and close it again. {link}",
         ),
         "tc_callback_title": ("Перезвонить клиенту", "Call the client back"),
     }
@@ -570,16 +577,22 @@ def overdue_report(portal: Portal) -> dict[str, Any] | None:
 def forward_move_rule(
     deal_guard: guard.Guard, deal: Deal, previous_stage: str, previous_pipeline: str, mover: str, role: str
 ) -> guard.Decision | None:
-    """A deal may not move forward to a later in-progress stage without an open task (when enabled)."""
+    """The next-step rule (when enabled): a deal without an open task or to-do may not move forward to a later
+    in-progress stage, nor be closed as won; it goes back with a notice. Lost stays with the guard; heads, QA
+    and exempt users (robots when the portal exempts them) pass."""
     settings = taskcontrol_settings(deal_guard.portal)
     if not settings.require_task_to_advance or not settings.checks(deal.pipeline_id):
         return None
-    if previous_pipeline != deal.pipeline_id or deal.stage_semantics != "process" or role in ("head", "qa", "exempt"):
+    won = deal.stage_semantics == "success"
+    if previous_pipeline != deal.pipeline_id or deal.stage_semantics == "failure" or role in ("head", "qa", "exempt"):
         return None
     before = directory.stage(deal_guard.portal.id, deal_guard.crm, previous_stage)
-    after = directory.stage(deal_guard.portal.id, deal_guard.crm, deal.stage_id)
-    if before is None or after is None or before.semantics != "process" or after.sort <= before.sort:
+    if before is None or before.semantics != "process":
         return None
+    if not won:
+        after = directory.stage(deal_guard.portal.id, deal_guard.crm, deal.stage_id)
+        if after is None or after.sort <= before.sort:
+            return None
     if deal_guard.crm.open_deal_tasks(deal.id):
         return None
     portal = deal_guard.portal
@@ -587,12 +600,13 @@ def forward_move_rule(
     guard.remember(portal.id, deal, stage_id=previous_stage)
     effects.plan_effect(portal.id, deal.id, f"{key}:move", "move", {"stage_id": previous_stage})
     recipient = deal.responsible_id if mover in ("", AUTOMATION) else mover
-    message = _text("tc_forward_blocked", portal.language, title=deal.title, link=deal_guard.crm.deal_url(deal.id))
+    template = "tc_won_blocked" if won else "tc_forward_blocked"
+    message = _text(template, portal.language, title=deal.title, link=deal_guard.crm.deal_url(deal.id))
     effects.plan_effect(portal.id, deal.id, f"{key}:notice", "notify", {"user_id": recipient, "message": message})
     audit.record(
         portal.id,
         mover or AUTOMATION,
-        "move forward",
+        "close as won" if won else "move forward",
         "reverted",
         "the deal has no open task",
         deal_id=deal.id,

@@ -893,6 +893,12 @@ class AmoActor:
             old, new = self.sandbox.apply_lead(self.account, int(lead_id), {"cf": cf}, self.user_id)
             self.sandbox._fire(self.account, [("update", new, old)])
 
+    def set_price(self, lead_id: int, price: int) -> None:
+        """Change the lead's budget in the card."""
+        with self.sandbox.lock:
+            old, new = self.sandbox.apply_lead(self.account, int(lead_id), {"price": int(price)}, self.user_id)
+            self.sandbox._fire(self.account, [("update", new, old)])
+
     def reassign(self, lead_id: int, user_id: int) -> None:
         """Change the responsible user."""
         with self.sandbox.lock:

@@ -275,3 +275,24 @@ def test_tasks_and_todos_are_completed_and_gone_or_done_ones_are_no_error(b24: B
     crm.complete_todo(todo_id)
     crm.complete_task("987654")  # deleted
     crm.complete_todo("987654")
+
+
+def test_deal_values_carry_every_field_and_the_field_list_has_labels(b24: B24Env, portal: Portal, crm: Bitrix24Crm):
+    fields = fields_of(portal)
+    comment = fields["refusal_comment"]["field"]
+    deal_id = b24.sandbox.act(b24.portal, 7).create_deal(
+        TITLE="Machine tools", OPPORTUNITY="0.00", BEGINDATE="2025-01-09T00:00:00+03:00", **{comment: "  "}
+    )
+    deal = crm.get_deal(str(deal_id))
+    assert deal.values["TITLE"] == ("Machine tools",) and deal.values["OPPORTUNITY"] == ("0.00",)
+    assert deal.values["BEGINDATE"] == ("2025-01-09T00:00:00+03:00",)
+    assert comment not in deal.values, "a blank value is no value"
+    assert crm.get_deals([str(deal_id)])[str(deal_id)].values["OPPORTUNITY"] == ("0.00",)
+
+    listed = {field.code: field for field in crm.list_deal_fields()}
+    assert b24.rest_requests()[-1] == "crm.deal.fields"
+    assert (listed["OPPORTUNITY"].label, listed["OPPORTUNITY"].kind) == ("Сумма", "number")
+    assert listed["BEGINDATE"].kind == "date" and listed["ASSIGNED_BY_ID"].kind == "link"
+    assert listed[fields["refusal_reason"]["field"]].kind == "enum"
+    assert listed[comment].label == "Комментарий к отказу", "a user field is labelled by its form label"
+    assert "ID" not in listed and "STAGE_ID" not in listed and "DATE_CREATE" not in listed, "read-only, not asked"

@@ -171,6 +171,25 @@ def test_reading_and_writing_our_fields(amo_installed: Amo):
     assert client.deal_url(str(lead_id)) == f"https://{amo.account.domain}/leads/detail/{lead_id}"
 
 
+def test_lead_values_and_the_field_list_with_labels(amo_installed: Amo):
+    amo = amo_installed
+    lead_id = new_lead(amo)
+    fields = amo.our_portal().settings["amo_fields"]
+    reason, comment = str(fields["refusal_reason"]["field"]), str(fields["refusal_comment"]["field"])
+    fill_refusal(amo, lead_id, MANAGER, "bought_elsewhere", "Купил у конкурента")
+    client = crm(amo)
+    deal = client.get_deal(str(lead_id))
+    assert deal.values["name"] == ("Поставка станков",) and deal.values["price"] == ("150000",)
+    assert deal.values[comment] == ("Купил у конкурента",)
+    assert deal.values[reason] == (str(fields["refusal_reason"]["enum"]["bought_elsewhere"]),), "a list item by id"
+    assert str(fields["qa_verdict"]["field"]) not in deal.values
+
+    listed = {field.code: field for field in client.list_deal_fields()}
+    assert (listed["name"].label, listed["price"].label, listed["price"].kind) == ("Название сделки", "Бюджет", "money")
+    assert listed[reason].kind == "enum" and listed[comment].kind == "string"
+    assert listed[comment].label == amo.account.custom_fields[int(comment)]["name"]
+
+
 def test_stage_history_people_tasks_and_calls(amo_installed: Amo):
     amo = amo_installed
     client = crm(amo)

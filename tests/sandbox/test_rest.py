@@ -310,3 +310,26 @@ def test_users_departments_profile(sandbox: Sandbox, portal, token) -> None:
     assert call(sandbox, manager, "user.current")[1]["result"]["ID"] == "3"
     assert call(sandbox, token, "app.info")[1]["result"]["INSTALLED"] is True
     assert call(sandbox, token, "feature.get", {"CODE": "rest_offline_extended"})[1]["result"] == {"value": "Y"}
+
+
+def test_deal_fields_title_standard_fields_by_label_and_user_fields_by_name(sandbox: Sandbox, portal, token) -> None:
+    """crm.deal.fields as a Russian portal answers: a standard field's `title` is its label; a user field's
+    `title` is its FIELD_NAME and its labels are in formLabel / listLabel / filterLabel, with list items."""
+    fields = {
+        "FIELD_NAME": "DELIVERY",
+        "USER_TYPE_ID": "enumeration",
+        "EDIT_FORM_LABEL": {"ru": "Доставка"},
+        "LIST_COLUMN_LABEL": {"ru": "Доставка"},
+        "LIST": [{"VALUE": "Самовывоз"}, {"VALUE": "Курьер"}],
+    }
+    status, added = sandbox.call(portal, "crm.deal.userfield.add", {"fields": fields}, 1)
+    assert status == 200, added
+    status, body = call(sandbox, token, "crm.deal.fields")
+    assert status == 200
+    result = body["result"]
+    assert result["OPPORTUNITY"]["title"] == "Сумма" and result["OPPORTUNITY"]["type"] == "double"
+    assert result["ASSIGNED_BY_ID"]["type"] == "user" and result["ID"]["isReadOnly"] is True
+    delivery = result["UF_CRM_DELIVERY"]
+    assert delivery["title"] == "UF_CRM_DELIVERY" and delivery["isDynamic"] is True
+    assert delivery["formLabel"] == delivery["listLabel"] == "Доставка"
+    assert [item["VALUE"] for item in delivery["items"]] == ["Самовывоз", "Курьер"]

@@ -95,6 +95,8 @@ class CrmDriver(Protocol):
     recording_magic: bytes
     task_auditors: bool  # a task can have auditors («Наблюдатели») who hear about it being overdue
     department_heads: bool  # a department has a head (Bitrix24 UF_HEAD); amoCRM user groups have none
+    amount_field: str  # the code of the deal's amount (Bitrix24 OPPORTUNITY, amoCRM price)
+    amount_label: str  # and its label as the CRM lists it (Russian portals)
 
     # -- the app and the portal
     def install(self) -> Portal: ...
@@ -126,6 +128,9 @@ class CrmDriver(Protocol):
     def reassign(self, deal_id: str, to: int, by: int) -> None: ...
     def delete(self, deal_id: str, by: int | None) -> None: ...
     def fill_refusal(self, deal_id: str, by: int, reason: str | None = "price", comment: str = "") -> None: ...
+    def add_deal_field(self, label: str) -> str: ...
+    def fill_field(self, deal_id: str, code: str, value: str, by: int) -> None: ...
+    def set_amount(self, deal_id: str, amount: int, by: int) -> None: ...
     def stage_of(self, deal_id: str) -> str: ...
     def pipeline_of(self, deal_id: str) -> str: ...
     def responsible(self, deal_id: str) -> int: ...
@@ -234,6 +239,8 @@ class B24Driver(_Common):
     recording_magic = b"RIFF"
     task_auditors = True
     department_heads = True
+    amount_field = "OPPORTUNITY"
+    amount_label = "Сумма"
     _CODES: ClassVar[dict[str, str]] = {
         "new": "NEW",
         "working": "PREPARATION",
@@ -334,6 +341,20 @@ class B24Driver(_Common):
 
     def fill_refusal(self, deal_id: str, by: int, reason: str | None = "price", comment: str = "") -> None:
         b24_fill_refusal(self.harness, int(deal_id), by, reason, comment)
+
+    def add_deal_field(self, label: str) -> str:
+        """The admin adds a text user field to deals (crm.deal.userfield.add); its code is UF_CRM_…."""
+        name = "RC_TEST_" + str(len(self.crm_portal.userfields) + 1)
+        fields = {"FIELD_NAME": name, "USER_TYPE_ID": "string", "EDIT_FORM_LABEL": label, "LIST_COLUMN_LABEL": label}
+        status, body = self.sandbox.call(self.crm_portal, "crm.deal.userfield.add", {"fields": fields}, ADMIN)
+        assert status == 200, body
+        return f"UF_CRM_{name}"
+
+    def fill_field(self, deal_id: str, code: str, value: str, by: int) -> None:
+        self._actor(by).update_deal(int(deal_id), {code: value})
+
+    def set_amount(self, deal_id: str, amount: int, by: int) -> None:
+        self._actor(by).update_deal(int(deal_id), {"OPPORTUNITY": f"{amount}.00"})
 
     def _deal(self, deal_id: str) -> dict[str, Any]:
         return self.sandbox.deal(self.crm_portal, int(deal_id))
@@ -476,6 +497,8 @@ class AmoDriver(_Common):
     recording_magic = b"ID3"
     task_auditors = False
     department_heads = False
+    amount_field = "price"
+    amount_label = "Бюджет"
     _GROUPS: ClassVar[dict[str, str]] = {"sales": "Отдел продаж", "commercial": "Коммерческий отдел"}
 
     def __init__(self, harness: Amo) -> None:
@@ -598,6 +621,27 @@ class AmoDriver(_Common):
 
     def fill_refusal(self, deal_id: str, by: int, reason: str | None = "price", comment: str = "") -> None:
         amo_fill_refusal(self.harness, int(deal_id), by, reason, comment)
+
+    def add_deal_field(self, label: str) -> str:
+        """The admin adds a text field to leads (POST /api/v4/leads/custom_fields); its code is its id."""
+        tokens = self.sandbox.issue_tokens(self.account, ADMIN)
+        status, body = amo_api.handle(
+            self.sandbox,
+            self.account.domain,
+            f"Bearer {tokens['access_token']}",
+            "POST",
+            "/api/v4/leads/custom_fields",
+            {},
+            [{"name": label, "type": "text"}],
+        )
+        assert status == 200, body
+        return str(body["_embedded"]["custom_fields"][0]["id"])
+
+    def fill_field(self, deal_id: str, code: str, value: str, by: int) -> None:
+        self._actor(by).set_fields(int(deal_id), {int(code): value})
+
+    def set_amount(self, deal_id: str, amount: int, by: int) -> None:
+        self._actor(by).set_price(int(deal_id), amount)
 
     def _lead(self, deal_id: str) -> dict[str, Any]:
         return self.sandbox.lead(self.account, int(deal_id))

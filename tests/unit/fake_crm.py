@@ -21,6 +21,7 @@ from app.crm.port import (
     CrmClient,
     Deal,
     DealChange,
+    DealField,
     Department,
     NewTask,
     NewTodo,
@@ -78,6 +79,7 @@ class InMemoryCrm:
         self.users: dict[str, User] = {}
         self.departments: dict[str, Department] = {}
         self.sources: list[Source] = []
+        self.fields: list[DealField] = []
         self.deals: dict[str, Deal] = {}
         self.stage_history: dict[str, list[str]] = defaultdict(list)  # stages each deal entered, oldest first
         self.tasks: dict[str, Task] = {}
@@ -134,6 +136,26 @@ class InMemoryCrm:
         source = Source(id=source_id, name=name or source_id)
         self.sources.append(source)
         return source
+
+    def add_field(self, code: str, label: str, kind: Any = "string", multiple: bool = False) -> DealField:
+        """A deal field (standard or a user field) with its label, as the CRM lists it."""
+        deal_field = DealField(code=code, label=label, kind=kind, multiple=multiple)
+        self.fields.append(deal_field)
+        return deal_field
+
+    def fill(self, deal_id: str, values: dict[str, Any], *, by: str) -> Deal:
+        """A person fills in (or, with None or "", clears) fields of a deal card."""
+        deal = self._deal(deal_id)
+        merged = dict(deal.values)
+        for code, value in values.items():
+            items = value if isinstance(value, list | tuple) else [value]
+            texts = tuple(str(item) for item in items if item is not None and str(item) != "")
+            if texts:
+                merged[code] = texts
+            else:
+                merged.pop(code, None)
+        self.deals[deal.id] = replace(deal, values=merged)
+        return self._apply(deal_id, DealChange(), by)
 
     def stage(self, stage_id: str) -> Stage:
         for pipeline in self.pipelines.values():
@@ -384,6 +406,11 @@ class InMemoryCrm:
         """The lead sources a deal can carry, in the CRM's order."""
         self._read("list_sources")
         return list(self.sources)
+
+    def list_deal_fields(self) -> list[DealField]:
+        """The deal fields a person can fill in, with their labels."""
+        self._read("list_deal_fields")
+        return list(self.fields)
 
     def deal_url(self, deal_id: str) -> str:
         """The address of the deal's card in the CRM, for links in notices."""

@@ -35,7 +35,9 @@ from app.crm.port import (
     Call,
     Deal,
     DealChange,
+    DealField,
     Department,
+    FieldKind,
     NewTask,
     NewTodo,
     Notice,
@@ -111,6 +113,49 @@ def semantics_of(status_id: str) -> StageSemantics:
     return "process"
 
 
+def lead_values(raw: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """A lead's fields by code as their non-empty values in text: "name", "price" and each custom field by
+    its id (a list item by its enum id, a checkbox as "1"/"0")."""
+    values: dict[str, tuple[str, ...]] = {}
+    for code in ("name", "price"):
+        text = _text(raw.get(code)).strip()
+        if text:
+            values[code] = (text,)
+    for entry in raw.get("custom_fields_values") or []:
+        if not isinstance(entry, dict) or _int(entry.get("field_id")) is None:
+            continue
+        texts = []
+        for item in entry.get("values") or []:
+            if not isinstance(item, dict):
+                continue
+            value = item.get("enum_id") if item.get("enum_id") is not None else item.get("value")
+            if isinstance(value, bool):
+                texts.append("1" if value else "0")
+            elif value is not None and str(value).strip():
+                texts.append(str(value).strip())
+        if texts:
+            values[str(_int(entry.get("field_id")))] = tuple(texts)
+    return values
+
+
+_STANDARD_LABELS = {"ru": ("Название сделки", "Бюджет"), "en": ("Lead name", "Budget")}
+# Custom field types by how a requirement checks them; any other type: not blank.
+_FIELD_KINDS: dict[str, FieldKind] = {
+    "numeric": "number",
+    "price": "money",
+    "monetary": "money",
+    "date": "date",
+    "date_time": "date",
+    "birthday": "date",
+    "select": "enum",
+    "multiselect": "enum",
+    "radiobutton": "enum",
+    "category": "enum",
+    "chained_list": "enum",
+    "checkbox": "boolean",
+}
+
+
 # ---------------------------------------------------------------- the adapter
 
 
@@ -133,6 +178,7 @@ class AmoCrm:
             name: {enum_id: code for code, enum_id in mapping.items()} for name, mapping in self._enum.items()
         }
         self._raw_pipelines: dict[str, list[tuple[int, int]]] | None = None
+        self.language = portal.language
 
     # ---- custom fields
 
@@ -205,6 +251,7 @@ class AmoCrm:
             # amoCRM keeps no "last activity" time on a lead; `updated_at` moves with every change to it
             # (a move, a field, a new responsible), which is the closest documented equivalent.
             last_activity_at=_ts(raw.get("updated_at")),
+            values=lead_values(raw),
         )
 
     @staticmethod
@@ -316,6 +363,19 @@ class AmoCrm:
             "order": {"id": "asc"},
         }
         return sum(1 for _lead in self.rest.iter_pages("/api/v4/leads", "leads", params))
+
+    def list_deal_fields(self) -> list[DealField]:
+        """The lead's name and budget, then its custom fields (GET /api/v4/leads/custom_fields, every page)."""
+        name, price = _STANDARD_LABELS["ru" if self.language == "ru" else "en"]
+        found = [DealField("name", name, "string"), DealField("price", price, "money")]
+        for spec in self.rest.iter_pages("/api/v4/leads/custom_fields", "custom_fields"):
+            field_id = _int(spec.get("id"))
+            if field_id is None:
+                continue
+            kind = _FIELD_KINDS.get(_text(spec.get("type")), "string")
+            label = _text(spec.get("name")).strip() or str(field_id)
+            found.append(DealField(str(field_id), label, kind, multiple=_text(spec.get("type")) == "multiselect"))
+        return found
 
     def list_sources(self) -> list[Source]:
         """The lead sources in use: the distinct ``utm_source`` values of recently updated leads.

@@ -26,7 +26,9 @@ from app.crm.port import (
     Call,
     Deal,
     DealChange,
+    DealField,
     Department,
+    FieldKind,
     NewTask,
     NewTodo,
     Notice,
@@ -96,6 +98,68 @@ def parse_datetime(value: Any, default_tz: ZoneInfo | None = None) -> datetime |
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=default_tz or UTC)
     return parsed
+
+
+def field_values(raw: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Every field of a crm.deal.get / crm.deal.list row as its non-empty values in text (a multiple field's
+    list item by item; a file or other object as "1": it is there)."""
+    values: dict[str, tuple[str, ...]] = {}
+    for code, value in raw.items():
+        items = value if isinstance(value, list) else [value]
+        texts = tuple(
+            "1" if isinstance(item, dict) else str(item).strip()
+            for item in items
+            if item is not None and item is not False and (isinstance(item, dict) or str(item).strip())
+        )
+        if texts:
+            values[str(code)] = texts
+    return values
+
+
+# crm.deal.fields types (and user field types) by how a requirement checks them; any other type: not blank.
+_FIELD_KINDS: dict[str, FieldKind] = {
+    "integer": "number",
+    "double": "number",
+    "money": "money",
+    "date": "date",
+    "datetime": "date",
+    "enumeration": "enum",
+    "crm_status": "enum",
+    "crm_currency": "enum",
+    "iblock_element": "enum",
+    "iblock_section": "enum",
+    "boolean": "boolean",
+    "char": "boolean",
+    "user": "link",
+    "employee": "link",
+    "crm": "link",
+    "crm_company": "link",
+    "crm_contact": "link",
+    "crm_lead": "link",
+    "crm_quote": "link",
+    "crm_deal": "link",
+}
+# Fields a person never fills in on the card (the stage itself, the pipeline, the contacts list that
+# crm.deal.get does not return), besides those crm.deal.fields marks read-only.
+_NOT_REQUIRABLE = frozenset({"STAGE_ID", "CATEGORY_ID", "CONTACT_IDS", "CONTACT_ID", "IS_RECURRING"})
+
+
+def deal_fields_from(answer: Any) -> list[DealField]:
+    """crm.deal.fields' answer as fields: a user field's label is its form label (its `title` is its
+    FIELD_NAME), a standard field's its `title`."""
+    found: list[DealField] = []
+    for code, spec in _mapping(answer).items():
+        spec = _mapping(spec)
+        if not spec or spec.get("isReadOnly") is True or code in _NOT_REQUIRABLE:
+            continue
+        label = next(
+            (_text(spec.get(key)).strip() for key in ("formLabel", "listLabel", "filterLabel", "title")
+             if _text(spec.get(key)).strip()),
+            code,
+        )  # fmt: skip
+        kind = _FIELD_KINDS.get(_text(spec.get("type")), "string")
+        found.append(DealField(code=str(code), label=label, kind=kind, multiple=spec.get("isMultiple") is True))
+    return found
 
 
 def _refused(error: Bitrix24Error) -> bool:
@@ -204,6 +268,7 @@ class Bitrix24Crm:
             moved_by_id=_optional_id(raw.get("MOVED_BY_ID")),
             moved_at=parse_datetime(raw.get("MOVED_TIME"), self.tz),
             last_activity_at=parse_datetime(raw.get("LAST_ACTIVITY_TIME"), self.tz),
+            values=field_values(raw),
         )
 
     def get_deal(self, deal_id: str) -> Deal:
@@ -451,6 +516,10 @@ class Bitrix24Crm:
             for row in result_rows(answer, None)
             if _text(row.get("STATUS_ID"))
         ]
+
+    def list_deal_fields(self) -> list[DealField]:
+        """crm.deal.fields: the standard fields and the user fields (UF_CRM_…) with their labels, one call."""
+        return deal_fields_from(self.rest.call("crm.deal.fields", {}))
 
     def stage_before(self, deal_id: str, stage_id: str) -> str | None:
         """The stage before the deal last entered `stage_id`, from crm.stagehistory.list (newest first)."""
