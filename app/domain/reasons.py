@@ -404,6 +404,7 @@ def _names(portal: Portal, name_ru: object, name_en: object, skip: RefusalReason
 
 
 def _row(portal: Portal, code: str) -> RefusalReason:
+    ensure_seeded(portal.id)
     row = find(portal.id, code)
     if row is None:
         raise ReasonError(404, "reasons_error_unknown", portal.language, "code")
