@@ -70,27 +70,59 @@ def tokens(text: str) -> list[str]:
     return [word for word in words if len(word) >= 3 and word not in STOP_WORDS]
 
 
+# Russian case and number endings, longest first; a word keeps at least STEM_MIN letters. Enough to count
+# «парковка», «парковку» and «парковки» as one word (a light stemmer, not a morphology).
+_ENDINGS = sorted(
+    """ями ами ого его ему ому ыми ими иях ая яя ую юю ой ей ый ий ое ее ые ие ых их ом ем ам ям ах ях ов ев
+    а я у ю ы и е о ь""".split(),
+    key=len,
+    reverse=True,
+)
+STEM_MIN = 4
+
+
+def stem(word: str) -> str:
+    """The word without its Russian ending (or English plural -s), so inflected forms count together."""
+    if word.isascii():
+        return word[:-1] if word.endswith("s") and len(word) > STEM_MIN else word
+    for ending in _ENDINGS:
+        if word.endswith(ending) and len(word) - len(ending) >= STEM_MIN:
+            return word[: -len(ending)]
+    return word
+
+
 def terms(texts: Iterable[str], limit: int = TOP_TERMS) -> list[tuple[str, int]]:
-    """The most frequent words and two-word phrases of the texts (each counted once per text): a phrase met in
-    at least two texts comes first and hides its own words' counts; ties in alphabetical order."""
+    """The most frequent words and two-word phrases of the texts (each counted once per text; inflected forms
+    together, shown in their most frequent form): a phrase met in at least two texts comes first and hides its
+    own words; ties in alphabetical order."""
     words: Counter[str] = Counter()
     pairs: Counter[str] = Counter()
+    forms: dict[str, Counter[str]] = defaultdict(Counter)
     for text in texts:
         found = tokens(text)
-        words.update(set(found))
-        pairs.update({f"{a} {b}" for a, b in itertools.pairwise(found)})
+        stems = [stem(word) for word in found]
+        for word, key in zip(found, stems, strict=True):
+            forms[key][word] += 1
+        for (first, second), (a, b) in zip(itertools.pairwise(found), itertools.pairwise(stems), strict=True):
+            forms[f"{a} {b}"][f"{first} {second}"] += 1
+        words.update(set(stems))
+        pairs.update({f"{a} {b}" for a, b in itertools.pairwise(stems)})
+
+    def shown(key: str) -> str:
+        return min(forms[key].items(), key=lambda item: (-item[1], item[0]))[0]
+
     chosen: list[tuple[str, int]] = []
     covered: set[str] = set()
-    for phrase, count in sorted(pairs.items(), key=lambda item: (-item[1], item[0])):
+    for phrase, count in sorted(pairs.items(), key=lambda item: (-item[1], shown(item[0]))):
         if count < 2 or len(chosen) >= limit:
             break
-        chosen.append((phrase, count))
+        chosen.append((shown(phrase), count))
         covered.update(phrase.split())
-    for word, count in sorted(words.items(), key=lambda item: (-item[1], item[0])):
+    for word, count in sorted(words.items(), key=lambda item: (-item[1], shown(item[0]))):
         if len(chosen) >= limit:
             break
         if word not in covered:
-            chosen.append((word, count))
+            chosen.append((shown(word), count))
     chosen.sort(key=lambda item: (-item[1], item[0]))
     return chosen
 

@@ -235,7 +235,9 @@ def _apply_options(portal: Portal, options: Sequence[FieldOption]) -> list[str]:
         if row.crm_item_id != option.id:
             row.crm_item_id = option.id
         current = row.name_en if language == "en" else row.name_ru
-        if option.name and option.name != current:
+        # A name the reason already has in either language is no rename (the portal's language may have changed
+        # since the item was written).
+        if option.name and option.name not in (row.name_ru, row.name_en):
             if language == "en":
                 row.name_en = option.name[:255]
             else:

@@ -145,3 +145,11 @@ def test_frequent_phrases_come_before_their_words() -> None:
     found = reason_analytics.terms(comments)
     assert found[0] == ("подземной парковки", 3)
     assert "подземной" not in [term for term, _ in found]
+
+
+def test_inflected_forms_count_as_one_word_shown_in_the_commonest_form() -> None:
+    comments = ["Нужна подземная парковка", "Хочет подземную парковку", "Нет подземной парковки", "Подземная парковка"]
+    found = reason_analytics.terms(comments)
+    assert found[0] == ("подземная парковка", 4)
+    assert reason_analytics.stem("парковку") == reason_analytics.stem("парковки") == "парковк"
+    assert reason_analytics.stem("prices") == "price"
