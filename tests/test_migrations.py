@@ -49,8 +49,8 @@ def test_0009_seeds_the_seven_reasons_of_an_existing_portal_with_its_crm_items(a
     with database.db.engine.connect() as connection:
         rows = connection.execute(
             sa.text(
-                "SELECT code, name_ru, crm_item_id, retired FROM refusal_reasons r JOIN portals p ON p.id = r.portal_id "
-                "WHERE p.external_id = 'old-portal' ORDER BY r.sort"
+                "SELECT code, name_ru, crm_item_id, retired FROM refusal_reasons r "
+                "JOIN portals p ON p.id = r.portal_id WHERE p.external_id = 'old-portal' ORDER BY r.sort"
             )
         ).all()
     assert [row[0] for row in rows][:3] == ["not_interested", "price", "bought_elsewhere"] and len(rows) == 7
