@@ -21,7 +21,8 @@ from app.core.models import Portal
 from app.crm.amocrm import AmoRest
 from app.crm.amocrm.adapter import AmoCrm
 from app.crm.errors import CrmError
-from app.domain.catalog import FIELD_LABELS, REASONS, VERDICTS, Label
+from app.domain import reasons
+from app.domain.catalog import FIELD_LABELS, VERDICTS, Label
 from app.domain.stages import known_stage, refusal_stage_spec, stages_lock
 from installers.steps import install, set_setting
 
@@ -32,7 +33,7 @@ WEBHOOK_SETTINGS = ("add_lead", "update_lead", "status_lead", "responsible_lead"
 WEBHOOK_SECRET = "amo_webhook_secret"  # noqa: S105 - the settings key, not a secret
 DP_SECRET = "amo_dp_secret"  # noqa: S105 - the settings key, not a secret
 FIELDS: dict[str, dict[str, Any]] = {
-    "refusal_reason": {"code": "RC_REASON", "type": "select", "options": REASONS},
+    "refusal_reason": {"code": "RC_REASON", "type": "select", "options": None},  # the portal's own reasons
     "refusal_comment": {"code": "RC_COMMENT", "type": "textarea"},
     "qa_verdict": {"code": "RC_VERDICT", "type": "select", "options": VERDICTS},
     "cpl": {"code": "RC_CPL", "type": "numeric"},
@@ -97,7 +98,9 @@ def ensure_fields(rest: AmoRest, portal: Portal) -> str:
                 "code": spec["code"],
                 "sort": 510 + list(FIELDS).index(key),
             }
-            if spec["type"] == "select":
+            if spec["type"] == "select" and spec["options"] is None:
+                item["enums"] = [{"value": o.name, "sort": o.sort} for o in reasons.initial_options(portal)]
+            elif spec["type"] == "select":
                 item["enums"] = _enum_items(spec["options"], portal.language)
             body.append(item)
         for made in _embedded(rest.request("POST", "/api/v4/leads/custom_fields", body=body), "custom_fields"):
@@ -108,7 +111,7 @@ def ensure_fields(rest: AmoRest, portal: Portal) -> str:
         if field is None:
             raise CrmError(f"the field {spec['code']} was not created")
         entry: dict[str, Any] = {"field": int(field["id"])}
-        if spec["type"] == "select":
+        if spec["type"] == "select" and spec["options"] is not None:
             enums = list(field.get("enums") or [])
             matched = _match_enums(enums, spec["options"])
             absent = [code for code in spec["options"] if code not in matched]
@@ -122,6 +125,10 @@ def ensure_fields(rest: AmoRest, portal: Portal) -> str:
                 matched = _match_enums(list((field or {}).get("enums") or []), spec["options"])
             entry["enum"] = matched
         mapping[key] = entry
+    set_setting(portal, "amo_fields", mapping)
+    # The reasons both ways: options an admin added in amoCRM become reasons, the app's reasons become options.
+    reasons.sync(portal, AmoCrm(portal, rest))
+    mapping["refusal_reason"]["enum"] = {code: int(item) for code, item in reasons.item_ids(portal.id).items()}
     set_setting(portal, "amo_fields", mapping)
     return f"{len(mapping)} fields, {len(missing)} created"
 

@@ -15,11 +15,10 @@ from app.core.models import InboxItem, Portal
 from app.crm.bitrix24 import Bitrix24Rest
 from app.crm.bitrix24.adapter import Bitrix24Crm
 from app.crm.errors import ActivityAlreadyInstalled, CrmError, PortalNeedsReinstall
-from app.domain import audit
+from app.domain import audit, reasons
 from app.domain.catalog import (
     DEAL_TAB,
     FIELD_LABELS,
-    REASONS,
     VERDICTS,
     Label,
 )
@@ -34,7 +33,7 @@ APP_EVENTS = ("ONAPPUNINSTALL", "ONAPPUPDATE")
 PLACEMENT = "CRM_DEAL_DETAIL_TAB"
 # Our user fields, FIELD_NAME without the UF_CRM_ prefix Bitrix24 adds.
 FIELDS: dict[str, dict[str, Any]] = {
-    "refusal_reason": {"name": "RC_REASON", "type": "enumeration", "options": REASONS},
+    "refusal_reason": {"name": "RC_REASON", "type": "enumeration", "options": None},  # the portal's own reasons
     "refusal_comment": {"name": "RC_COMMENT", "type": "string", "settings": {"ROWS": 4}},
     "qa_verdict": {"name": "RC_VERDICT", "type": "enumeration", "options": VERDICTS},
     "cpl": {"name": "RC_CPL", "type": "double", "settings": {"PRECISION": 2}},
@@ -96,7 +95,13 @@ def ensure_fields(rest: Bitrix24Rest, portal: Portal) -> str:
                 "SHOW_FILTER": "Y",
                 "SETTINGS": spec.get("settings", {}),
             }
-            if spec["type"] == "enumeration":
+            if spec["type"] == "enumeration" and spec["options"] is None:
+                fields["LIST"] = [
+                    {"VALUE": option.name, "SORT": option.sort, "XML_ID": option.code, "DEF": "N"}
+                    for option in reasons.initial_options(portal)
+                ]
+                fields["SETTINGS"] = {"DISPLAY": "LIST"}
+            elif spec["type"] == "enumeration":
                 fields["LIST"] = _enum_list(spec["options"], portal.language)
                 fields["SETTINGS"] = {"DISPLAY": "LIST"}
             rest.call("crm.deal.userfield.add", {"fields": fields})
@@ -106,9 +111,13 @@ def ensure_fields(rest: Bitrix24Rest, portal: Portal) -> str:
             raise CrmError(f"{full_name} was not created", code="FIELD_NOT_CREATED")
         field = found[0]
         entry: dict[str, Any] = {"field": full_name}
-        if spec["type"] == "enumeration":
+        if spec["type"] == "enumeration" and spec["options"] is not None:
             entry["enum"] = _sync_enum(rest, field, spec["options"], portal.language)
         mapping[key] = entry
+    set_setting(portal, "b24_fields", mapping)
+    # The reasons both ways: items an admin added in the CRM become reasons, the app's reasons become items.
+    reasons.sync(portal, Bitrix24Crm(portal, rest))
+    mapping["refusal_reason"]["enum"] = reasons.item_ids(portal.id)
     set_setting(portal, "b24_fields", mapping)
     return f"{len(mapping)} fields, {created} created"
 

@@ -451,3 +451,30 @@ class TaskReport(Base):
     portal_id: Mapped[int] = mapped_column(sa.ForeignKey("portals.id", ondelete="CASCADE"))
     scanned_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     data: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+
+
+class RefusalReason(Base):
+    """A refusal reason of one portal: the company's own list, kept in sync with the CRM's reason field.
+
+    `code` is what deals, cases and reports carry (the seven first reasons keep their historic codes; a reason
+    added in the CRM is `crm_<item id>`); `crm_item_id` is the field's item (Bitrix24 enumeration item ID,
+    amoCRM select enum id). A retired reason stays for history and reports and is refused for new refusals.
+    """
+
+    __tablename__ = "refusal_reasons"
+    __table_args__ = (sa.UniqueConstraint("portal_id", "code", name="uq_refusal_reasons_portal_code"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    portal_id: Mapped[int] = mapped_column(sa.ForeignKey("portals.id", ondelete="CASCADE"), index=True)
+    code: Mapped[str] = mapped_column(sa.String(64))
+    name_ru: Mapped[str] = mapped_column(sa.String(255))
+    name_en: Mapped[str] = mapped_column(sa.String(255))
+    sort: Mapped[int] = mapped_column(sa.Integer, default=0)
+    retired: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    crm_item_id: Mapped[str | None] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+    def name(self, language: str) -> str:
+        """The name in the portal's language (Russian unless English is asked for)."""
+        return (self.name_en or self.name_ru) if language == "en" else (self.name_ru or self.name_en)

@@ -20,6 +20,18 @@ StageSemantics = Literal["process", "success", "failure"]
 # number or amount other than zero, a date, a list item chosen, a flag set, a link to a user or a CRM record.
 FieldKind = Literal["string", "number", "money", "date", "enum", "boolean", "link"]
 AUTOMATION = "automation"  # the mover of a change made by a robot, workflow or agent
+CRM_REASON_PREFIX = "crm_"  # the code of a refusal reason the app first met as an item of the CRM's field
+
+
+def reason_code_for_item(item_id: str) -> str:
+    """The code of a refusal-reason item the app has no reason for yet (an admin added it in the CRM)."""
+    return f"{CRM_REASON_PREFIX}{item_id}"
+
+
+def item_of_reason_code(code: str) -> str | None:
+    """The CRM item id a `crm_<id>` code stands for; None for any other code."""
+    item = code[len(CRM_REASON_PREFIX) :] if code.startswith(CRM_REASON_PREFIX) else ""
+    return item if item.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -104,6 +116,19 @@ class DealChange:
     refusal_reason: str | None = None
     refusal_comment: str | None = None
     qa_verdict: str | None = None
+
+
+@dataclass(frozen=True)
+class FieldOption:
+    """One item of the CRM's refusal-reason field (Bitrix24 enumeration item, amoCRM select option).
+
+    `id` is the CRM's item id ("" for an item still to be added); `code` is our reason code where the CRM keeps
+    one with the item (Bitrix24 XML_ID; amoCRM keeps none)."""
+
+    id: str
+    name: str
+    sort: int
+    code: str = ""
 
 
 @dataclass(frozen=True)
@@ -336,6 +361,16 @@ class CrmClient(Protocol):
 
     def notify_many(self, notices: Sequence[tuple[str, str]]) -> None:
         """Send several (user id, message) notifications in as few calls as possible."""
+        ...
+
+    def list_reason_options(self) -> list[FieldOption]:
+        """The items of the refusal-reason field as the CRM has them now, in the CRM's order."""
+        ...
+
+    def save_reason_options(self, options: Sequence[FieldOption]) -> list[FieldOption]:
+        """Write the refusal-reason field's items: an option with an id renames and re-sorts that item, one
+        without an id is added; items not named stay as they are (deals holding them keep their value).
+        Returns the field's items as the CRM has them afterwards."""
         ...
 
 

@@ -16,7 +16,7 @@ from app.core.models import CaseEvent, DealSnapshot, Effect, Portal, RefusalCase
 from app.core.queue import get_redis
 from app.crm.errors import CrmError, PortalNeedsReinstall
 from app.crm.port import AUTOMATION, CrmClient, Deal, NewTask
-from app.domain import audit, directory, notices, review_text, stages  # noqa: F401 - review_text registers the strings
+from app.domain import audit, directory, notices, reasons, review_text, stages  # noqa: F401 - review_text registers the strings
 from app.domain.effects import deal_lock, plan_effect, run_pending_effects
 from app.domain.settings import GuardSettings, guard_settings
 
@@ -188,6 +188,7 @@ class Guard:
         self.portal = portal
         self.crm = crm
         self.settings: GuardSettings = guard_settings(portal)
+        self._reason: reasons.Verdict | None = None
 
     # -- entry point -------------------------------------------------------------------------
     def decide(self, deal_id: str, automation: bool = False) -> Decision:
@@ -228,6 +229,12 @@ class Guard:
         mover = AUTOMATION if automation else (deal.moved_by_id or deal.modified_by_id or "")
         role = directory.role_of(self.portal.id, self.crm, self.settings, mover)
         refusal_stage = refusal_stage_for(self.portal, deal.pipeline_id)
+        self._reason = None
+        entering = deal.stage_semantics == "failure" or bool(refusal_stage and deal.stage_id == refusal_stage)
+        if entering and deal.refusal_reason:
+            # A reason the app does not know yet (added in the CRM's field a moment ago) is adopted here, before
+            # the first write; a retired one is refused.
+            self._reason = reasons.check(self.portal, self.crm, deal.refusal_reason)
         if deal.stage_semantics == "failure":
             return self._on_lost(deal, mover, role, previous_stage, previous_pipeline)
         if refusal_stage and deal.stage_id == refusal_stage:
@@ -281,6 +288,8 @@ class Guard:
             return Decision("allowed", "exempt")
         refusal_stage = refusal_stage_for(self.portal, deal.pipeline_id)
         violation = f"violation:{deal.id}:{deal.stage_id}:{_stamp(deal)}"
+        if refusal_stage and self._reason_retired(deal) and deal.refusal_comment.strip():
+            return self._refuse_retired(deal, mover, previous_stage, previous_pipeline, "close as lost", violation)
         if refusal_stage and deal.refusal_reason and deal.refusal_comment.strip():
             remember(self.portal.id, deal, stage_id=refusal_stage)
             plan_effect(self.portal.id, deal.id, f"{violation}:move", "move", {"stage_id": refusal_stage})
@@ -329,6 +338,9 @@ class Guard:
     def _on_refusal_entered(
         self, deal: Deal, mover: str, role: str, previous_stage: str | None, previous_pipeline: str | None
     ) -> Decision:
+        if self._reason_retired(deal) and deal.refusal_comment.strip() and role != "exempt":
+            key = f"retired:{deal.id}:{_stamp(deal)}"
+            return self._refuse_retired(deal, mover, previous_stage, previous_pipeline, "conditional refusal", key)
         if deal.refusal_reason and deal.refusal_comment.strip():
             remember(self.portal.id, deal)
             case = self._open_case(deal, previous_stage or "", actor=mover)
@@ -377,6 +389,35 @@ class Guard:
         return Decision("case withdrawn")
 
     # -- helpers -----------------------------------------------------------------------------
+    def _reason_retired(self, deal: Deal) -> bool:
+        return bool(deal.refusal_reason) and self._reason is not None and self._reason.state == "retired"
+
+    def _refuse_retired(
+        self,
+        deal: Deal,
+        mover: str,
+        previous_stage: str | None,
+        previous_pipeline: str | None,
+        attempted: str,
+        key: str,
+    ) -> Decision:
+        """A refusal with a retired reason goes back where it came from, with a notice naming the reason."""
+        target, pipeline = self._way_back(deal, previous_stage, previous_pipeline)
+        remember(self.portal.id, deal, stage_id=target, pipeline_id=pipeline)
+        plan_effect(self.portal.id, deal.id, f"{key}:move", "move", _move_payload(target, pipeline, deal))
+        self._notify(mover, deal, "reason_retired", f"{key}:retired-notice", reason=deal.refusal_reason)
+        audit.record(
+            self.portal.id,
+            mover,
+            attempted,
+            "reverted",
+            f"the reason {deal.refusal_reason} is retired",
+            deal_id=deal.id,
+            violation=True,
+            back_to=target,
+        )
+        return Decision("reverted", "retired reason")
+
     def _way_back(self, deal: Deal, previous_stage: str | None, previous_pipeline: str | None) -> tuple[str, str]:
         """Where a refused move goes back to: the previous stage, else the stage history, else the first stage."""
         refusal_stages = set((self.portal.settings or {}).get("refusal_stages", {}).values())
@@ -421,7 +462,7 @@ class Guard:
         add_case_event(case, actor or AUTOMATION, "opened", f"QA: {qa_user or 'nobody configured'}")
         if qa_user is not None:
             language = self.portal.language
-            reason = notices.reason_label(case.reason, language)
+            reason = reasons.name_of(self.portal.id, case.reason, language)
             plan_effect(
                 self.portal.id,
                 deal.id,
@@ -455,7 +496,7 @@ class Guard:
         language = self.portal.language
         link = self.crm.deal_url(deal.id)
         message = notices.render(
-            template, language, title=deal.title, reason=notices.reason_label(reason, language), link=link
+            template, language, title=deal.title, reason=reasons.name_of(self.portal.id, reason, language), link=link
         )
         plan_effect(self.portal.id, deal.id, key, "notify", {"user_id": user_id, "message": message})
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.domain.catalog import REASONS, REFUSAL_STAGE, Label
+from app.domain.catalog import REFUSAL_STAGE, Label
 
 TEMPLATES: dict[str, Label] = {
     "lost_to_refusal": Label(
@@ -23,6 +23,12 @@ TEMPLATES: dict[str, Label] = {
         "Заполните оба поля и переведите сделку снова. {link}",
         'The deal "{title}" was returned to its previous stage: "{stage}" needs a refusal reason and a comment. '
         "Fill in both fields and move the deal again. {link}",
+    ),
+    "reason_retired": Label(
+        "Сделка «{title}» возвращена на прежнюю стадию: причина «{reason}» больше не используется. "
+        "Выберите другую причину отказа и переведите сделку снова. {link}",
+        'The deal "{title}" was returned to its previous stage: the reason "{reason}" is no longer used. '
+        "Pick another refusal reason and move the deal again. {link}",
     ),
     "case_ended_result": Label(
         "Проверка отказа завершена: {outcome}.",
@@ -54,14 +60,6 @@ def unknown_author(language: str, who: str) -> str:
     """Who deleted a deal when the CRM gave no user we know."""
     key = "deleted_by_automation" if who == "automation" else "deleted_by_unknown"
     return TEMPLATES[key].in_language(language) + ("" if who in ("automation", "unknown") else f" #{who}")
-
-
-def reason_label(code: str | None, language: str) -> str:
-    """The reason's name in the portal's language."""
-    if not code:
-        return "—"
-    label = REASONS.get(code)
-    return label.in_language(language) if label else code
 
 
 def render(key: str, language: str, **values: str) -> str:

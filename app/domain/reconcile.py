@@ -14,7 +14,7 @@ from app.core.models import DealSnapshot, Effect, Portal, utcnow
 from app.core.queue import enqueue
 from app.crm.errors import CrmError, PortalNeedsReinstall
 from app.crm.port import CrmClient, Deal, client_for
-from app.domain import effects, guard, stages
+from app.domain import effects, guard, reasons, stages
 
 log = logging.getLogger(__name__)
 OVERLAP = timedelta(minutes=5)
@@ -47,6 +47,7 @@ def reconcile_portal(portal_id: int) -> dict[str, int]:
     try:
         counts["effects"] = _finish_effects(portal, crm)
         counts["pipelines"] = _adopt_new_pipelines(portal, crm)
+        counts["reasons"] = int(reasons.sync_quietly(portal, crm))
         deal_guard = guard.Guard(portal, crm)
 
         def decide_changed(deal_ids: list[str]) -> None:

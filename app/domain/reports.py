@@ -32,8 +32,7 @@ from app.core import i18n
 from app.core.db import db, insert_ignore
 from app.core.models import CaseEvent, DealDeletion, Penalty, Portal, RefusalCase, ReportDelivery, utcnow
 from app.crm.errors import CrmError
-from app.domain import directory
-from app.domain.catalog import REASONS
+from app.domain import directory, reason_analytics, reasons
 from app.domain.penalties import cpl_settings
 
 log = logging.getLogger(__name__)
@@ -415,6 +414,7 @@ class Report:
     weeks: list[dict[str, Any]]
     analytics: dict[str, Any]
     deletions: list[dict[str, Any]] = field(default_factory=list)
+    reason_analytics: dict[str, Any] = field(default_factory=dict)  # comments and stages (reason_analytics)
 
 
 @dataclass(frozen=True)
@@ -465,9 +465,9 @@ def _weeks(period: Period) -> list[tuple[date, date]]:
     return weeks
 
 
-def reason_label(code: str, language: str) -> str:
-    label = REASONS.get(code)
-    return label.in_language(language) if label else code
+def reason_label(portal_id: int, code: str, language: str) -> str:
+    """A reason's name: the company's own reasons, retired ones included."""
+    return reasons.name_of(portal_id, code, language)
 
 
 def build_report(portal: Portal, period: Period, names: Names | None = None) -> Report:
@@ -531,7 +531,7 @@ def build_report(portal: Portal, period: Period, names: Names | None = None) -> 
     reasons: list[dict[str, Any]] = [
         {
             "reason": code,
-            "name": reason_label(code, language),
+            "name": reason_label(portal.id, code, language),
             "claimed": counts.cases,
             "confirmed": counts.confirmed,
             "confirm_rate": percent(counts.confirmed, counts.cases),
@@ -578,6 +578,7 @@ def build_report(portal: Portal, period: Period, names: Names | None = None) -> 
         sources=sources,
         weeks=weeks,
         analytics=analytics(portal, period, facts),
+        reason_analytics=reason_analytics.build(portal, facts, names.users),
         deletions=[
             {
                 "deal_id": deletion.deal_id,
@@ -616,7 +617,7 @@ def analytics(portal: Portal, period: Period, facts: list[CaseFacts]) -> dict[st
         rows.append(
             {
                 "reason": code,
-                "name": reason_label(code, language),
+                "name": reason_label(portal.id, code, language),
                 "confirmed": now_counts[code],
                 "share": share,
                 "confirmed_before": before_counts[code],
@@ -657,7 +658,7 @@ class Table:
     total: list[Cell] | None = None
 
 
-TABLES = ("managers", "reasons", "sources", "weeks", "analytics", "deletions")
+TABLES = ("managers", "reasons", "sources", "weeks", "analytics", "deletions", *reason_analytics.TABLES)
 
 
 def tables(report: Report, language: str) -> dict[str, Table]:
@@ -672,7 +673,7 @@ def tables(report: Report, language: str) -> dict[str, Table]:
     def money_cells(row: dict[str, Any]) -> list[Cell]:
         return [row["penalties"][currency] for currency in report.currencies]
 
-    return {
+    made = {
         "managers": Table(
             "managers",
             t("reports_managers"),
@@ -760,6 +761,9 @@ def tables(report: Report, language: str) -> dict[str, Table]:
             ],
         ),
     }
+    for name, (title, columns, rows) in reason_analytics.table_rows(report.reason_analytics, language).items():
+        made[name] = Table(name, title, columns, rows)
+    return made
 
 
 def report_json(report: Report) -> dict[str, Any]:
@@ -785,6 +789,7 @@ def report_json(report: Report) -> dict[str, Any]:
             "weeks": report.weeks,
             "analytics": report.analytics,
             "deletions": report.deletions,
+            "reason_analytics": report.reason_analytics,
         }
     )
 

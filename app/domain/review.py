@@ -28,8 +28,8 @@ from app.core.models import CaseEvent, DealSnapshot, Effect, Portal, RefusalCase
 from app.core.queue import enqueue, get_queue, get_redis, replace_scheduled
 from app.crm.errors import CrmError
 from app.crm.port import CrmClient, Deal, NewTodo, Stage, client_for
-from app.domain import audit, directory, review_text  # noqa: F401 - review_text registers the strings
-from app.domain.catalog import REASONS, VERDICTS, Label
+from app.domain import audit, directory, reasons, review_text  # noqa: F401 - review_text registers the strings
+from app.domain.catalog import VERDICTS, Label
 from app.domain.effects import deal_lock, plan_effect, run_pending_effects
 from app.domain.guard import add_case_event, end_case_work, refusal_stage_for, remember
 from app.domain.penalties import issue_penalty, resolve_cpl
@@ -531,7 +531,8 @@ class Review:
 
     def _close_lost(self, case: RefusalCase, deal: Deal, params: dict[str, str], note: str) -> None:
         reason = params.get("reason") or case.reason
-        if reason not in REASONS:
+        known = reasons.find(self.portal.id, reason)
+        if known is None or (known.retired and reason != case.reason):
             raise ReviewError(400, f"unknown reason {reason!r}", "bad_request")
         target = lost_stage(self.portal, self.crm, deal.pipeline_id)
         if target is None:
@@ -664,7 +665,7 @@ def fire_callback(callback_id: int) -> str:
             return "skipped"
         language = portal.language
         attempts = review_settings(portal).callback_attempts
-        reason = REASONS[case.reason].in_language(language) if case.reason in REASONS else case.reason
+        reason = reasons.name_of(portal.id, case.reason, language)
         title = case.deal_title or f"#{case.deal_id}"
         plan_effect(
             portal.id,
@@ -788,7 +789,7 @@ def case_view(portal: Portal, crm: CrmClient, case: RefusalCase, user_id: str, i
             "manager": person(case.manager_id),
             "qa_user": person(case.qa_user_id),
             "reason": case.reason,
-            "reason_label": label(REASONS, case.reason),
+            "reason_label": reasons.name_of(portal.id, case.reason, language),
             "comment": case.comment,
             "opened_at": i18n.when(case.opened_at, language, portal.timezone),
             "due_at": i18n.when(case.review_due_at, language, portal.timezone),
@@ -853,7 +854,7 @@ def case_view(portal: Portal, crm: CrmClient, case: RefusalCase, user_id: str, i
             "assignees": [person(user) for user in callback_assignees(portal, crm)],
             "default_assignee": case.qa_user_id or user_id,
             "managers": [person(user) for user in sales_candidates(portal, crm, case.manager_id)],
-            "reasons": [{"code": code, "name": lbl.in_language(language)} for code, lbl in REASONS.items()],
+            "reasons": reasons.choices(portal.id, language),
             "now_local": now.astimezone(ZoneInfo(portal.timezone)).strftime("%Y-%m-%dT%H:%M"),
         },
     }
@@ -879,6 +880,7 @@ def queue_view(portal: Portal, crm: CrmClient, filters: dict[str, str]) -> dict[
     query = query.order_by(RefusalCase.review_due_at.is_(None), RefusalCase.review_due_at, RefusalCase.id)
     names = _names(portal, crm)
     pipelines = {p.id: p.name for p in directory.pipelines(portal.id, crm)}
+    reason_names = reasons.names(portal.id, language)
     now = utcnow()
     rows = []
     for case in db.session.scalars(query):
@@ -895,7 +897,7 @@ def queue_view(portal: Portal, crm: CrmClient, filters: dict[str, str]) -> dict[
                 "qa_user": names.get(case.qa_user_id or "", case.qa_user_id or "—"),
                 "state": case.state,
                 "state_label": i18n.translate(f"review_state_{case.state}", language),
-                "reason": REASONS[case.reason].in_language(language) if case.reason in REASONS else case.reason,
+                "reason": reason_names.get(case.reason, case.reason),
                 "due_at": i18n.when(case.review_due_at, language, portal.timezone),
                 "seconds_left": int(left.total_seconds()) if left is not None else None,
                 "overdue": left is not None and left.total_seconds() < 0,

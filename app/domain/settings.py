@@ -9,7 +9,6 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from sqlalchemy.orm.attributes import flag_modified
 
 from app.core.models import Portal
-from app.domain.catalog import REASONS
 
 SECTION = "guard"
 
@@ -38,7 +37,6 @@ class GuardSettingsSchema(Schema):
     head_departments = fields.List(_id(), load_default=list)
     exempt_users = fields.List(_id(), load_default=list)
     exempt_automation = fields.Boolean(load_default=False)
-    reasons = fields.List(fields.String(), load_default=lambda: list(REASONS), validate=validate.Length(min=1))
     review_sla_hours = fields.Integer(load_default=24, validate=validate.Range(min=1, max=720))
     fine_deletions = fields.Boolean(load_default=False)
 
@@ -50,12 +48,6 @@ class GuardSettingsSchema(Schema):
             isinstance(item, str) and item and "\x00" not in item for item in value
         ):
             raise ValidationError('either "all" or a list of pipeline ids')
-
-    @validates("reasons")
-    def check_reasons(self, value: list[str], data_key: str) -> None:
-        unknown = [code for code in value if code not in REASONS]
-        if unknown:
-            raise ValidationError(f"unknown reasons: {', '.join(unknown)}; known: {', '.join(REASONS)}")
 
 
 @dataclass(frozen=True)
@@ -69,7 +61,6 @@ class GuardSettings:
     head_departments: tuple[str, ...]
     exempt_users: tuple[str, ...]
     exempt_automation: bool
-    reasons: tuple[str, ...]
     review_sla_hours: int
     fine_deletions: bool = False  # a manager who deletes a deal is fined its CPL, like a leak
 
@@ -88,15 +79,25 @@ def _to_model(loaded: dict[str, Any]) -> GuardSettings:
         head_departments=tuple(loaded["head_departments"]),
         exempt_users=tuple(loaded["exempt_users"]),
         exempt_automation=loaded["exempt_automation"],
-        reasons=tuple(loaded["reasons"]),
         review_sla_hours=loaded["review_sla_hours"],
         fine_deletions=loaded["fine_deletions"],
     )
 
 
+# Stored by earlier versions and read by nothing: the reasons are the company's own list now (app.domain.reasons).
+RETIRED_KEYS = ("reasons",)
+
+
+def _stored(portal: Portal) -> dict[str, Any]:
+    stored = dict((portal.settings or {}).get(SECTION, {}))
+    for key in RETIRED_KEYS:
+        stored.pop(key, None)
+    return stored
+
+
 def guard_settings(portal: Portal) -> GuardSettings:
     """The stored settings with defaults filled in."""
-    return _to_model(GuardSettingsSchema().load(dict((portal.settings or {}).get(SECTION, {}))))
+    return _to_model(GuardSettingsSchema().load(_stored(portal)))
 
 
 def as_dict(settings: GuardSettings) -> dict[str, Any]:
@@ -111,7 +112,6 @@ def as_dict(settings: GuardSettings) -> dict[str, Any]:
         "head_departments": list(settings.head_departments),
         "exempt_users": list(settings.exempt_users),
         "exempt_automation": settings.exempt_automation,
-        "reasons": list(settings.reasons),
         "review_sla_hours": settings.review_sla_hours,
         "fine_deletions": settings.fine_deletions,
     }

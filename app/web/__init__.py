@@ -9,7 +9,16 @@ bp = Blueprint("web", __name__, template_folder="templates", static_folder="stat
 
 def init_app(app: Flask) -> None:
     """Register templates and static assets."""
-    from app.web import api, exchange_api, reports_api, requirements_api, review_api, sandbox_proxy, taskcontrol_api
+    from app.web import (
+        api,
+        exchange_api,
+        reasons_api,
+        reports_api,
+        requirements_api,
+        review_api,
+        sandbox_proxy,
+        taskcontrol_api,
+    )
 
     app.register_blueprint(bp)
     app.register_blueprint(api.bp)
@@ -18,4 +27,5 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(review_api.bp)
     app.register_blueprint(taskcontrol_api.bp)
     app.register_blueprint(requirements_api.bp)
+    app.register_blueprint(reasons_api.bp)
     sandbox_proxy.init_app(app)

@@ -16,7 +16,6 @@ from app.core.validation import error_fields, json_body
 from app.crm.errors import CrmError
 from app.crm.factory import client_for
 from app.domain import audit, directory
-from app.domain.catalog import REASONS
 from app.domain.settings import GuardSettings, as_dict, guard_settings, update_guard_settings
 from app.web.permissions import ADMIN, require_role
 
@@ -33,7 +32,6 @@ def _directory(portal: Portal) -> dict[str, Any]:
         ],
         "departments": [{"id": d.id, "name": d.name} for d in crm.list_departments()],
         "pipelines": [{"id": p.id, "name": p.name} for p in directory.pipelines(portal.id, crm)],
-        "reasons": [{"code": code, "name": label.in_language(portal.language)} for code, label in REASONS.items()],
     }
 
 

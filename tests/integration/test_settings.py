@@ -40,13 +40,14 @@ def test_bad_settings_get_a_clear_message_per_field(installed: B24):
     portal = installed.our_portal()
     response = installed.client.put(
         "/api/settings",
-        json={"review_sla_hours": 0, "reasons": ["teleport"], "colour": "red"},
+        json={"review_sla_hours": 0, "guarded_pipelines": "some", "colour": "red", "reasons": ["price"]},
         headers=headers(portal.id),
     )
     assert response.status_code == 400
     fields = response.get_json()["fields"]
-    assert set(fields) == {"review_sla_hours", "reasons", "colour"}
-    assert "teleport" in fields["reasons"][0]
+    # "reasons" is no guard setting any more: the company's reasons have their own editor (/api/reasons).
+    assert set(fields) == {"review_sla_hours", "guarded_pipelines", "colour", "reasons"}
+    assert "all" in fields["guarded_pipelines"][0]
     assert guard_settings(installed.our_portal()).review_sla_hours == 24
 
 

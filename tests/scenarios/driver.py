@@ -138,6 +138,11 @@ class CrmDriver(Protocol):
     def deal_url(self, deal_id: str) -> str: ...
     def make_call(self, deal_id: str, by: int, duration: int = 42) -> None: ...
 
+    # -- the refusal-reason field (an admin edits it in the CRM)
+    def add_reason_item(self, name: str) -> str: ...
+    def reason_items(self) -> list[str]: ...
+    def pick_reason_item(self, deal_id: str, by: int, name: str, comment: str) -> None: ...
+
     # -- what people get
     def notices(self, user_id: int) -> list[str]: ...
     def deal_tasks(self, deal_id: str) -> list[CrmTask]: ...
@@ -380,6 +385,38 @@ class B24Driver(_Common):
 
     def make_call(self, deal_id: str, by: int, duration: int = 42) -> None:
         self.sandbox.act(self.crm_portal, by).make_call(int(deal_id), duration=duration)
+
+    def _reason_field(self) -> dict[str, Any]:
+        name = self.portal().settings["b24_fields"]["refusal_reason"]["field"]
+        status, body = self.sandbox.call(
+            self.crm_portal, "crm.deal.userfield.list", {"filter": {"FIELD_NAME": name}}, ADMIN
+        )
+        assert status == 200, body
+        return dict(body["result"][0])
+
+    def add_reason_item(self, name: str) -> str:
+        """The admin adds an item to the reason field in the CRM (crm.deal.userfield.update, LIST)."""
+        field = self._reason_field()
+        status, body = self.sandbox.call(
+            self.crm_portal,
+            "crm.deal.userfield.update",
+            {"id": field["ID"], "fields": {"LIST": [{"VALUE": name, "SORT": 900}]}},
+            ADMIN,
+        )
+        assert status == 200, body
+        return next(str(item["ID"]) for item in self._reason_field()["LIST"] if item["VALUE"] == name)
+
+    def reason_items(self) -> list[str]:
+        """The reason field's items as the CRM lists them."""
+        return [str(item["VALUE"]) for item in self._reason_field()["LIST"]]
+
+    def pick_reason_item(self, deal_id: str, by: int, name: str, comment: str) -> None:
+        """The manager picks the item named `name` in the deal card and writes a comment."""
+        fields = self.portal().settings["b24_fields"]
+        item = next(str(i["ID"]) for i in self._reason_field()["LIST"] if i["VALUE"] == name)
+        self.sandbox.act(self.crm_portal, by).update_deal(
+            int(deal_id), {fields["refusal_reason"]["field"]: item, fields["refusal_comment"]["field"]: comment}
+        )
 
     def notices(self, user_id: int) -> list[str]:
         return [
@@ -668,6 +705,38 @@ class AmoDriver(_Common):
 
     def deal_url(self, deal_id: str) -> str:
         return f"https://{self.account.domain}/leads/detail/{deal_id}"
+
+    def _admin_api(self, method: str, path: str, body: Any = None) -> Any:
+        tokens = self.sandbox.issue_tokens(self.account, ADMIN)
+        status, answer = amo_api.handle(
+            self.sandbox, self.account.domain, f"Bearer {tokens['access_token']}", method, path, {}, body
+        )
+        assert status == 200, answer
+        return answer
+
+    def _reason_enums(self) -> list[dict[str, Any]]:
+        field_id = int(self.portal().settings["amo_fields"]["refusal_reason"]["field"])
+        return sorted(self.account.custom_fields[field_id]["enums"], key=lambda e: (e["sort"], e["id"]))
+
+    def add_reason_item(self, name: str) -> str:
+        """The admin adds an option to the reason field (PATCH /api/v4/leads/custom_fields/{id}, enums)."""
+        field_id = int(self.portal().settings["amo_fields"]["refusal_reason"]["field"])
+        enums = [{"id": e["id"], "value": e["value"], "sort": e["sort"]} for e in self._reason_enums()]
+        self._admin_api(
+            "PATCH", f"/api/v4/leads/custom_fields/{field_id}", {"enums": [*enums, {"value": name, "sort": 900}]}
+        )
+        return next(str(e["id"]) for e in self._reason_enums() if e["value"] == name)
+
+    def reason_items(self) -> list[str]:
+        return [str(e["value"]) for e in self._reason_enums()]
+
+    def pick_reason_item(self, deal_id: str, by: int, name: str, comment: str) -> None:
+        fields = self.portal().settings["amo_fields"]
+        enum_id = next(e["id"] for e in self._reason_enums() if e["value"] == name)
+        self.sandbox.act(self.account, by).set_fields(
+            int(deal_id),
+            {fields["refusal_reason"]["field"]: {"enum_id": enum_id}, fields["refusal_comment"]["field"]: comment},
+        )
 
     def make_call(self, deal_id: str, by: int, duration: int = 42) -> None:
         self.sandbox.act(self.account, by).make_call(int(deal_id), duration=duration)

@@ -23,6 +23,7 @@ from app.crm.port import (
     DealChange,
     DealField,
     Department,
+    FieldOption,
     NewTask,
     NewTodo,
     Notice,
@@ -34,6 +35,7 @@ from app.crm.port import (
     StageSpec,
     Task,
     User,
+    reason_code_for_item,
 )
 
 APP_USER = "1"  # who the CRM names as the author of the app's own writes (the installing admin's token)
@@ -95,6 +97,7 @@ class InMemoryCrm:
         self._changes: list[str] = []  # the CRM's queue of changed deal ids (one entry per change event)
         self._failures: dict[str, list[Exception]] = defaultdict(list)
         self._next_id = 100
+        self.reason_options: list[FieldOption] = []  # the refusal-reason field's items, in the CRM's order
 
     # ================================================================== arranging (tests, not the port)
     def now(self) -> datetime:
@@ -242,6 +245,13 @@ class InMemoryCrm:
         if recording is not None:
             self.recordings[call_id] = ("audio/mpeg", recording)
         return call
+
+    def add_reason_option(self, name: str) -> str:
+        """An admin adds an item to the refusal-reason field in the CRM; returns the code a deal carrying it
+        decodes to (`crm_<item id>`, as the adapters decode an item the app has no reason for)."""
+        option = FieldOption(id=self._new_id(), name=name, sort=1000 + len(self.reason_options))
+        self.reason_options.append(option)
+        return reason_code_for_item(option.id)
 
     def fail_next(self, method: str, error: Exception | None = None) -> None:
         """Make the next call of a port method (`update_deal`, `notify`, `create_task`, ...) raise."""
@@ -565,6 +575,25 @@ class InMemoryCrm:
             notice = Notice(user_id, message)
             self.writes.append(Write("notify", user_id, notice))
             self._deliver(notice)
+
+    def list_reason_options(self) -> list[FieldOption]:
+        """The refusal-reason field's items."""
+        self._read("list_reason_options")
+        return sorted(self.reason_options, key=lambda option: (option.sort, _by_id(option.id)))
+
+    def save_reason_options(self, options: Sequence[FieldOption]) -> list[FieldOption]:
+        """Edit named items, add the ones without an id, keep the rest."""
+        self._maybe_fail("save_reason_options")
+        self.writes.append(Write("save_reason_options", "refusal_reason", list(options)))
+        by_id = {option.id: option for option in self.reason_options}
+        for option in options:
+            if option.id and option.id in by_id:
+                by_id[option.id] = replace(by_id[option.id], name=option.name, sort=option.sort)
+            elif not option.id:
+                made = FieldOption(id=self._new_id(), name=option.name, sort=option.sort, code=option.code)
+                by_id[made.id] = made
+        self.reason_options = list(by_id.values())
+        return self.list_reason_options()
 
 
 _: CrmClient = InMemoryCrm()  # mypy: the fake is a CrmClient

@@ -23,7 +23,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm.attributes import flag_modified
 
-from app.core.models import Portal
+from app.core.db import db
+from app.core.models import Portal, RefusalReason
 from app.crm.amocrm.client import PAGE_LIMIT, AmoRest
 from app.crm.errors import (
     AmoNotFound,
@@ -38,6 +39,7 @@ from app.crm.port import (
     DealField,
     Department,
     FieldKind,
+    FieldOption,
     NewTask,
     NewTodo,
     Notice,
@@ -49,6 +51,8 @@ from app.crm.port import (
     StageSpec,
     Task,
     User,
+    item_of_reason_code,
+    reason_code_for_item,
 )
 
 log = logging.getLogger(__name__)
@@ -179,6 +183,7 @@ class AmoCrm:
         }
         self._raw_pipelines: dict[str, list[tuple[int, int]]] | None = None
         self.language = portal.language
+        self._reasons_loaded = False
 
     # ---- custom fields
 
@@ -191,12 +196,34 @@ class AmoCrm:
                 return [v for v in entry.get("values") or [] if isinstance(v, dict)]
         return []
 
+    def _load_reason_items(self) -> None:
+        """The portal's refusal reasons and their select options (the app's table), read once per client."""
+        if self._reasons_loaded:
+            return
+        self._reasons_loaded = True
+        rows = db.session.execute(
+            sa.select(RefusalReason.code, RefusalReason.crm_item_id).where(
+                RefusalReason.portal_id == self.portal_id, RefusalReason.crm_item_id.is_not(None)
+            )
+        ).all()
+        mapping = self._enum.setdefault("refusal_reason", {})
+        codes = self._enum_codes.setdefault("refusal_reason", {})
+        for code, item in rows:
+            enum_id = _int(item)
+            if enum_id is not None:
+                mapping[str(code)] = enum_id
+                codes[enum_id] = str(code)
+
     def _decode_enum(self, raw: Mapping[str, Any], name: str) -> str | None:
         values = self._values(raw, name)
         if not values:
             return None
         enum_id = _int(values[0].get("enum_id"))
+        if name == "refusal_reason":
+            self._load_reason_items()
         code = self._enum_codes.get(name, {}).get(enum_id) if enum_id is not None else None
+        if code is None and name == "refusal_reason" and enum_id is not None:
+            return reason_code_for_item(str(enum_id))  # an option an admin added in amoCRM: the domain adopts it
         if code is None:
             log.warning("unknown enum value", extra={"portal_id": self.portal_id, "field": name, "enum_id": enum_id})
         return code
@@ -215,10 +242,63 @@ class AmoCrm:
         field_id = self._require_field(name)
         if code == "":
             return {"field_id": field_id, "values": None}
+        if name == "refusal_reason":
+            self._load_reason_items()
         try:
             return {"field_id": field_id, "values": [{"enum_id": self._enum[name][code]}]}
         except KeyError as error:
+            item = item_of_reason_code(code) if name == "refusal_reason" else None
+            if item is not None:
+                return {"field_id": field_id, "values": [{"enum_id": int(item)}]}
             raise CrmError(f"{name} code {code!r} is not installed on portal {self.portal_id}") from error
+
+    def _reason_field(self) -> Mapping[str, Any]:
+        field_id = self._require_field("refusal_reason")
+        for field in self.rest.iter_pages(
+            "/api/v4/leads/custom_fields", "custom_fields", {"filter": {"type": ["select"]}}
+        ):
+            if _int(field.get("id")) == field_id:
+                return field
+        raise AmoNotFound(f"the reason field {field_id} is gone from account {self.portal_id}")
+
+    @staticmethod
+    def _options(field: Mapping[str, Any]) -> list[FieldOption]:
+        options = [
+            FieldOption(id=str(_int(enum.get("id"))), name=_text(enum.get("value")), sort=_int(enum.get("sort")) or 0)
+            for enum in field.get("enums") or []
+            if isinstance(enum, dict) and _int(enum.get("id")) is not None
+        ]
+        options.sort(key=lambda option: (option.sort, int(option.id)))
+        return options
+
+    def list_reason_options(self) -> list[FieldOption]:
+        """The select options of the reason field (GET /api/v4/leads/custom_fields)."""
+        return self._options(self._reason_field())
+
+    def save_reason_options(self, options: Sequence[FieldOption]) -> list[FieldOption]:
+        """PATCH /api/v4/leads/custom_fields/{id} with `enums`: the body is the whole option set (an option
+        with an id is kept and edited, one without is added), so options not named are sent unchanged."""
+        field = self._reason_field()
+        current = {option.id: option for option in self._options(field)}
+        named = {option.id for option in options if option.id}
+        enums: list[dict[str, Any]] = []
+        for option in options:
+            if option.id and option.id in current:
+                enums.append({"id": int(option.id), "value": option.name, "sort": option.sort})
+            elif not option.id:
+                enums.append({"value": option.name, "sort": option.sort})
+        enums.extend(
+            {"id": int(kept.id), "value": kept.name, "sort": kept.sort}
+            for item, kept in sorted(current.items())
+            if item not in named
+        )
+        answer = self.rest.request(
+            "PATCH", f"/api/v4/leads/custom_fields/{int(str(field['id']))}", body={"enums": enums}
+        )
+        self._reasons_loaded = False
+        if isinstance(answer, dict) and isinstance(answer.get("enums"), list):
+            return self._options(answer)
+        return self.list_reason_options()
 
     def _encode_text(self, name: str, text: str) -> dict[str, Any]:
         field_id = self._require_field(name)

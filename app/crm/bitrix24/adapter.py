@@ -11,7 +11,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from app.core.models import Portal
+import sqlalchemy as sa
+
+from app.core.db import db
+from app.core.models import Portal, RefusalReason
 from app.crm.bitrix24.batch import PAGE_SIZE, ListStream, result_rows
 from app.crm.bitrix24.client import Bitrix24Rest, audio_type
 from app.crm.errors import (
@@ -29,6 +32,7 @@ from app.crm.port import (
     DealField,
     Department,
     FieldKind,
+    FieldOption,
     NewTask,
     NewTodo,
     Notice,
@@ -40,6 +44,8 @@ from app.crm.port import (
     StageSpec,
     Task,
     User,
+    item_of_reason_code,
+    reason_code_for_item,
 )
 
 log = logging.getLogger(__name__)
@@ -213,8 +219,25 @@ class Bitrix24Crm:
         self._enum_codes: dict[str, dict[str, str]] = {
             name: {item: code for code, item in mapping.items()} for name, mapping in self._enum.items()
         }
+        self._reasons_loaded = False
 
     # ---- custom fields
+
+    def _load_reason_items(self) -> None:
+        """The portal's refusal reasons and their field items (the app's table), read once per client."""
+        if self._reasons_loaded:
+            return
+        self._reasons_loaded = True
+        rows = db.session.execute(
+            sa.select(RefusalReason.code, RefusalReason.crm_item_id).where(
+                RefusalReason.portal_id == self.portal_id, RefusalReason.crm_item_id.is_not(None)
+            )
+        ).all()
+        mapping = self._enum.setdefault("refusal_reason", {})
+        codes = self._enum_codes.setdefault("refusal_reason", {})
+        for code, item in rows:
+            mapping[str(code)] = str(item)
+            codes[str(item)] = str(code)
 
     def _decode_enum(self, name: str, raw: Mapping[str, Any]) -> str | None:
         field_name = self._field.get(name)
@@ -223,7 +246,11 @@ class Bitrix24Crm:
         item = _text(raw.get(field_name))
         if not item:
             return None
+        if name == "refusal_reason":
+            self._load_reason_items()
         code = self._enum_codes.get(name, {}).get(item)
+        if code is None and name == "refusal_reason":
+            return reason_code_for_item(item)  # an item an admin added in the CRM: the domain adopts it
         if code is None:
             log.warning("unknown enum item", extra={"portal_id": self.portal_id, "field": field_name, "item": item})
         return code
@@ -231,10 +258,61 @@ class Bitrix24Crm:
     def _encode_enum(self, name: str, code: str) -> str:
         if code == "":
             return ""
+        if name == "refusal_reason":
+            self._load_reason_items()
         try:
             return self._enum[name][code]
         except KeyError as error:
+            item = item_of_reason_code(code) if name == "refusal_reason" else None
+            if item is not None:
+                return item
             raise CrmError(f"{name} code {code!r} is not installed on portal {self.portal_id}") from error
+
+    def _reason_field_row(self) -> Mapping[str, Any]:
+        field_name = self._require_field("refusal_reason")
+        found = self.rest.call("crm.deal.userfield.list", {"filter": {"FIELD_NAME": field_name}})
+        rows = found if isinstance(found, list) else list(found.values()) if isinstance(found, dict) else []
+        if not rows or not isinstance(rows[0], dict):
+            raise NotFound(f"the field {field_name} is gone from portal {self.portal_id}", code="")
+        return rows[0]
+
+    @staticmethod
+    def _options(field: Mapping[str, Any]) -> list[FieldOption]:
+        items = field.get("LIST")
+        rows = items if isinstance(items, list) else list(items.values()) if isinstance(items, dict) else []
+        options = [
+            FieldOption(
+                id=_text(item.get("ID")),
+                name=_text(item.get("VALUE")),
+                sort=int(_text(item.get("SORT")) or 0),
+                code=_text(item.get("XML_ID")),
+            )
+            for item in rows
+            if isinstance(item, dict) and _text(item.get("ID"))
+        ]
+        options.sort(key=lambda option: (option.sort, int(option.id) if option.id.isdigit() else 0))
+        return options
+
+    def list_reason_options(self) -> list[FieldOption]:
+        """The enumeration items of the reason field (crm.deal.userfield.list, LIST)."""
+        return self._options(self._reason_field_row())
+
+    def save_reason_options(self, options: Sequence[FieldOption]) -> list[FieldOption]:
+        """crm.deal.userfield.update with LIST: `{ID, VALUE, SORT}` edits an item, an entry without ID adds
+        one (XML_ID = our code); items not named are listed by ID alone so they stay as they are."""
+        field = self._reason_field_row()
+        current = {option.id for option in self._options(field)}
+        named = {option.id for option in options if option.id}
+        entries: list[dict[str, Any]] = []
+        for option in options:
+            if option.id and option.id in current:
+                entries.append({"ID": option.id, "VALUE": option.name, "SORT": option.sort})
+            elif not option.id:
+                entries.append({"VALUE": option.name, "SORT": option.sort, "XML_ID": option.code, "DEF": "N"})
+        entries.extend({"ID": item} for item in sorted(current - named))
+        self.rest.call("crm.deal.userfield.update", {"id": _text(field.get("ID")), "fields": {"LIST": entries}})
+        self._reasons_loaded = False
+        return self.list_reason_options()
 
     def _require_field(self, name: str) -> str:
         field_name = self._field.get(name)

@@ -64,7 +64,6 @@
       fill("pipelines", result.body.pipelines, allPipelines ? [] : s.guarded_pipelines);
       ["qa_users", "heads", "exempt_users"].forEach(function (key) { fill(key, activeUsers, s[key]); });
       ["qa_departments", "head_departments"].forEach(function (key) { fill(key, result.body.departments, s[key]); });
-      fill("reasons", result.body.reasons.map(function (r) { return { id: r.code, name: r.name }; }), s.reasons);
       form.elements.exempt_automation.checked = s.exempt_automation;
       form.elements.fine_deletions.checked = s.fine_deletions;
       form.elements.review_sla_hours.value = s.review_sla_hours;
@@ -90,7 +89,6 @@
         exempt_users: checked("exempt_users"),
         qa_departments: checked("qa_departments"),
         head_departments: checked("head_departments"),
-        reasons: checked("reasons"),
         exempt_automation: form.elements.exempt_automation.checked,
         fine_deletions: form.elements.fine_deletions.checked,
         review_sla_hours: Number(form.elements.review_sla_hours.value)
