@@ -39,6 +39,7 @@ from app.domain import audit, directory
 from app.domain.catalog import Label
 from app.domain.effects import deal_lock, plan_effect, run_pending_effects
 from app.domain.guard import remember
+from app.domain.reports import Cell, Table
 from app.domain.robots import Robot, RobotInvocation, RobotProperty
 
 log = logging.getLogger(__name__)
@@ -258,6 +259,23 @@ i18n.register(
         "exchange_rota_month": ("Месяц", "Month"),
         "exchange_rota_save": ("Сохранить график", "Save the rota"),
         "exchange_rota_nobody": ("никто", "nobody"),
+        "duty_panel_title": ("Дежурные менеджеры", "Managers on duty"),
+        "duty_panel_today": ("Сегодня, {day}", "Today, {day}"),
+        "duty_panel_week": ("На этой неделе", "This week"),
+        "duty_panel_pipelines": ("Воронки", "Pipelines"),
+        "exchange_stats_title": ("Биржа лидов по менеджерам", "Lead exchange by manager"),
+        "col_taken": ("Взято с биржи", "Taken"),
+        "col_won": ("Выиграно", "Won"),
+        "col_lost": ("Проиграно", "Lost"),
+        "col_returned": ("Возвращено на биржу", "Returned"),
+        "col_auto_returned": ("Возвращено за бездействие", "Returned for idleness"),
+        "col_wait": ("Ожидание на бирже, ч", "Waited on the exchange, h"),
+        "exchange_stats_definitions": (
+            "Взято — сделки, взятые с биржи в периоде; ожидание — среднее время от выставления на биржу до того, как "
+            "менеджер взял сделку. Выиграно, проиграно и возвращено — по дню события.",
+            "Taken: deals taken from the exchange in the period; waited: the mean time from the deal going on the "
+            "exchange to the manager taking it. Won, lost and returned count on the day they happened.",
+        ),
     }
 )
 
@@ -430,6 +448,60 @@ def set_rota(portal_id: int, department_id: str, days: dict[date, str | None]) -
         db.session.add(row)
 
 
+@dataclass(frozen=True)
+class DutyWeek:
+    """One duty department's rota as the main page shows it: today's manager and the week's (Monday first)."""
+
+    department_id: str
+    department: str
+    pipelines: tuple[str, ...]
+    today: date
+    on_duty_today: str | None
+    week: tuple[tuple[date, str | None], ...]
+
+
+def duty_overview(portal: Portal, crm: CrmClient, now: datetime | None = None) -> list[DutyWeek]:
+    """Every duty department of a pipeline in duty mode: who is on duty today and each day of this week (names;
+    ids when the CRM cannot be asked)."""
+    departments: dict[str, list[str]] = {}
+    for routing in exchange_settings(portal).values():
+        if routing.mode == "duty" and routing.duty_department:
+            departments.setdefault(routing.duty_department, []).append(routing.pipeline_id)
+    if not departments:
+        return []
+    try:
+        people = {user.id: user.name for user in directory.users(portal.id, crm)}
+        pipeline_names = {pipeline.id: pipeline.name for pipeline in directory.pipelines(portal.id, crm)}
+        department_names = {department.id: department.name for department in crm.list_departments()}
+    except CrmError:
+        log.warning("names for the duty rota are unavailable", extra={"portal_id": portal.id})
+        people, pipeline_names, department_names = {}, {}, {}
+    today = portal_day(portal, now or utcnow())
+    monday = today - timedelta(days=today.weekday())
+    overview = []
+    for department_id, pipeline_ids in sorted(departments.items()):
+        days = rota(portal.id, department_id, monday, monday + timedelta(days=6))
+        week = tuple(
+            (monday + timedelta(days=offset), _name(people, days.get(monday + timedelta(days=offset))))
+            for offset in range(7)
+        )
+        overview.append(
+            DutyWeek(
+                department_id=department_id,
+                department=department_names.get(department_id, department_id),
+                pipelines=tuple(pipeline_names.get(pid, pid) for pid in pipeline_ids),
+                today=today,
+                on_duty_today=_name(people, days.get(today)),
+                week=week,
+            )
+        )
+    return overview
+
+
+def _name(people: dict[str, str], user_id: str | None) -> str | None:
+    return None if user_id is None else people.get(user_id, user_id)
+
+
 # ---------------------------------------------------------------------------------------------- events
 
 
@@ -518,7 +590,8 @@ def _on_change(portal: Portal, crm: CrmClient, deal: Deal, previous: str, automa
         lot.status = ExchangeLot.CLOSED
         claim = active_claim(portal.id, deal.id)
         if claim is not None:
-            _end_claim(claim.id, ExchangeClaim.CLOSED, f"deal closed ({deal.stage_id})", now)
+            outcome = ExchangeClaim.WON if deal.stage_semantics == "success" else ExchangeClaim.LOST
+            _end_claim(claim.id, outcome, f"deal closed ({deal.stage_id})", now)
         audit.record(portal.id, AUTOMATION, "deal closed", "left the exchange", deal_id=deal.id)
         return "left the exchange"
     new = deal.responsible_id
@@ -615,8 +688,15 @@ def _take(portal_id: int, lot: ExchangeLot, manager_id: str, via: str, now: date
     )
     if not result.rowcount:  # type: ignore[attr-defined]
         return None
+    waited = int((now - lot.pooled_at).total_seconds()) if lot.pooled_at else None
     claim = ExchangeClaim(
-        portal_id=portal_id, lot_id=lot.id, deal_id=lot.deal_id, manager_id=manager_id, via=via, claimed_at=now
+        portal_id=portal_id,
+        lot_id=lot.id,
+        deal_id=lot.deal_id,
+        manager_id=manager_id,
+        via=via,
+        claimed_at=now,
+        waited_seconds=None if waited is None else max(waited, 0),
     )
     db.session.add(claim)
     db.session.flush()
@@ -813,30 +893,41 @@ class ManagerExchangeStats:
     taken: int = 0
     returned: int = 0
     auto_returned: int = 0
+    won: int = 0
+    lost: int = 0
+    mean_wait_seconds: int | None = None  # how long the deals he took had waited on the exchange, on average
+
+
+ENDINGS = (ExchangeClaim.RETURNED, ExchangeClaim.AUTO_RETURNED, ExchangeClaim.WON, ExchangeClaim.LOST)
 
 
 def claim_stats(portal_id: int, start: datetime, end: datetime) -> list[ManagerExchangeStats]:
-    """Per manager: claims taken, returned by hand and returned for idleness in [start, end)."""
-    taken = dict(
-        db.session.execute(
-            sa.select(ExchangeClaim.manager_id, sa.func.count())
-            .where(
-                ExchangeClaim.portal_id == portal_id, ExchangeClaim.claimed_at >= start, ExchangeClaim.claimed_at < end
-            )
+    """Per manager in [start, end): claims taken (and how long those deals had waited on the exchange), claims
+    returned by hand and for idleness, and claimed deals won and lost."""
+    in_period = (
+        ExchangeClaim.portal_id == portal_id,
+        ExchangeClaim.claimed_at >= start,
+        ExchangeClaim.claimed_at < end,
+    )
+    taken = {
+        manager_id: (int(n), wait)
+        for manager_id, n, wait in db.session.execute(
+            sa.select(ExchangeClaim.manager_id, sa.func.count(), sa.func.avg(ExchangeClaim.waited_seconds))
+            .where(*in_period)
             .group_by(ExchangeClaim.manager_id)
         ).all()
-    )
+    }
     ended = db.session.execute(
         sa.select(ExchangeClaim.manager_id, ExchangeClaim.outcome, sa.func.count())
         .where(
             ExchangeClaim.portal_id == portal_id,
             ExchangeClaim.ended_at >= start,
             ExchangeClaim.ended_at < end,
-            ExchangeClaim.outcome.in_((ExchangeClaim.RETURNED, ExchangeClaim.AUTO_RETURNED)),
+            ExchangeClaim.outcome.in_(ENDINGS),
         )
         .group_by(ExchangeClaim.manager_id, ExchangeClaim.outcome)
     ).all()
-    counts: dict[str, dict[str, int]] = {m: {"taken": int(n)} for m, n in taken.items()}
+    counts: dict[str, dict[str, int]] = {m: {"taken": n} for m, (n, _wait) in taken.items()}
     for manager_id, outcome, n in ended:
         counts.setdefault(manager_id, {})[str(outcome)] = int(n)
     return [
@@ -845,9 +936,54 @@ def claim_stats(portal_id: int, start: datetime, end: datetime) -> list[ManagerE
             taken=values.get("taken", 0),
             returned=values.get(ExchangeClaim.RETURNED, 0),
             auto_returned=values.get(ExchangeClaim.AUTO_RETURNED, 0),
+            won=values.get(ExchangeClaim.WON, 0),
+            lost=values.get(ExchangeClaim.LOST, 0),
+            mean_wait_seconds=None
+            if manager_id not in taken or taken[manager_id][1] is None
+            else round(float(taken[manager_id][1])),
         )
         for manager_id, values in sorted(counts.items(), key=lambda item: (len(item[0]), item[0]))
     ]
+
+
+def stats_table(rows: list[ManagerExchangeStats], names: dict[str, str], language: str) -> Table:
+    """The exchange statistics as a report table (page and CSV), with a total row."""
+    t = lambda key: i18n.translate(key, language)  # noqa: E731
+
+    def hours(seconds: float | None) -> Decimal | None:
+        if seconds is None:
+            return None
+        return (Decimal(str(seconds)) / 3600).quantize(Decimal("0.1"))
+
+    def cells(row: ManagerExchangeStats) -> list[Cell]:
+        return [row.taken, row.won, row.lost, row.returned, row.auto_returned, hours(row.mean_wait_seconds)]
+
+    waits = [(row.mean_wait_seconds, row.taken) for row in rows if row.mean_wait_seconds is not None and row.taken]
+    weight = sum(taken for _wait, taken in waits)
+    total = ManagerExchangeStats(
+        manager_id="",
+        taken=sum(row.taken for row in rows),
+        returned=sum(row.returned for row in rows),
+        auto_returned=sum(row.auto_returned for row in rows),
+        won=sum(row.won for row in rows),
+        lost=sum(row.lost for row in rows),
+        mean_wait_seconds=round(sum(wait * taken for wait, taken in waits) / weight) if weight else None,
+    )
+    return Table(
+        "exchange",
+        t("exchange_stats_title"),
+        [
+            t("col_manager"),
+            t("col_taken"),
+            t("col_won"),
+            t("col_lost"),
+            t("col_returned"),
+            t("col_auto_returned"),
+            t("col_wait"),
+        ],
+        [[names.get(row.manager_id, row.manager_id), *cells(row)] for row in rows],
+        [t("total"), *cells(total)] if rows else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- robot
