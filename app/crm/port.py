@@ -79,6 +79,27 @@ class Deal:
 
 
 @dataclass(frozen=True)
+class Client:
+    """A contact or company (the client of a deal) as the repeat-client rule needs it."""
+
+    kind: Literal["contact", "company"]
+    id: str
+    responsible_id: str
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ClientHistory:
+    """What the CRM knows of a deal's client: the deal's own contacts and company (`own`), the other contacts and
+    companies that share a phone or an e-mail with them (`duplicates`), and the open deals of all of them other
+    than this deal."""
+
+    own: tuple[Client, ...] = ()
+    duplicates: tuple[Client, ...] = ()
+    open_deals: tuple[Deal, ...] = ()
+
+
+@dataclass(frozen=True)
 class DealChange:
     """What the app wants written to a deal; None leaves a field as it is."""
 
@@ -315,6 +336,11 @@ class CrmClient(Protocol):
 
     def notify_many(self, notices: Sequence[tuple[str, str]]) -> None:
         """Send several (user id, message) notifications in as few calls as possible."""
+        ...
+
+    def client_history(self, deal_id: str) -> ClientHistory:
+        """The deal's contacts and company, their duplicates by phone and e-mail, and the open deals of all of
+        them (this deal left out), in as few calls as the CRM allows."""
         ...
 
 

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -41,6 +41,7 @@ from app.domain.effects import deal_lock, plan_effect, run_pending_effects
 from app.domain.guard import remember
 from app.domain.reports import Cell, Table
 from app.domain.robots import Robot, RobotInvocation, RobotProperty
+from app.domain.settings import guard_settings
 
 log = logging.getLogger(__name__)
 SECTION = "exchange"
@@ -206,6 +207,18 @@ NOTICES: dict[str, Label] = {
         "Вы дежурный менеджер: вам назначена новая сделка «{title}». {link}",
         'You are the manager on duty: the new deal "{title}" is yours. {link}',
     ),
+    "repeat_assigned": Label(
+        "Повторный клиент: новая сделка «{title}» назначена вам, потому что вы ведёте этого клиента. {link}",
+        'A returning client: the new deal "{title}" is yours because you work with this client. {link}',
+    ),
+    "repeat_head": Label(
+        "Повторный клиент: новая сделка «{title}» передана менеджеру {manager} ({why}), а не на биржу или дежурному. "
+        "{link}",
+        'A returning client: the new deal "{title}" went to {manager} ({why}), not to the exchange or the manager '
+        "on duty. {link}",
+    ),
+    "repeat_why_deal": Label("у клиента открыта сделка «{title}»", 'the client has the open deal "{title}"'),
+    "repeat_why_client": Label("ответственный за клиента", "responsible for the client"),
     "commercial_assigned": Label(
         "Крупная сделка «{title}» ({amount}) передана в коммерческий отдел. {link}",
         'The large deal "{title}" ({amount}) was passed to the commercial department. {link}',
@@ -259,6 +272,12 @@ i18n.register(
         "exchange_rota_month": ("Месяц", "Month"),
         "exchange_rota_save": ("Сохранить график", "Save the rota"),
         "exchange_rota_nobody": ("никто", "nobody"),
+        "settings_repeat_clients": (
+            "Повторные клиенты: новая сделка клиента, у которого уже есть открытая сделка или ответственный "
+            "менеджер, уходит этому менеджеру, а не на биржу или дежурному",
+            "Returning clients: a new deal of a client who already has an open deal or a responsible manager goes "
+            "to that manager, not to the exchange or the manager on duty",
+        ),
         "duty_panel_title": ("Дежурные менеджеры", "Managers on duty"),
         "duty_panel_today": ("Сегодня, {day}", "Today, {day}"),
         "duty_panel_week": ("На этой неделе", "This week"),
@@ -535,6 +554,9 @@ def _route_new(portal: Portal, crm: CrmClient, deal: Deal) -> str:
     if not routing.counts_as_incoming(deal.source_id):
         return "not incoming"
     now = utcnow()
+    owner = client_owner(portal, crm, deal, routing)
+    if owner is not None:
+        return _to_client_owner(portal, crm, deal, owner, now)
     if routing.is_large(deal.amount):
         return _to_commercial(portal, crm, deal, routing, now)
     if routing.mode == "duty":
@@ -548,6 +570,96 @@ def _route_new(portal: Portal, crm: CrmClient, deal: Deal) -> str:
     _pool(portal, deal, routing, None, now)
     audit.record(portal.id, AUTOMATION, "route new deal", "to exchange", "exchange pipeline", deal_id=deal.id)
     return "to exchange"
+
+
+# -- repeat clients: a new deal of a client someone already works with goes to that manager
+
+
+@dataclass(frozen=True)
+class ClientOwner:
+    """The manager who already works with a new deal's client, and why we think so."""
+
+    user_id: str
+    via: str  # "open deal" | "contact" | "company"
+    client_id: str  # the contact or company id, or the open deal's id
+    deal_title: str = ""
+    heads: tuple[str, ...] = ()
+
+
+REPEAT_GRACE = timedelta(minutes=2)  # a contact made together with the deal (a web form) is not a known client
+
+
+def client_owner(portal: Portal, crm: CrmClient, deal: Deal, routing: Routing) -> ClientOwner | None:
+    """Who already works with the new deal's client (repeat-client rule on, an active manager who is not the pool
+    user): the responsible of the client's most recently active open deal, else the responsible of the deal's
+    contact or company (or of one sharing its phone or e-mail) known before this deal came in. Every CRM read of
+    the rule happens here, before any write."""
+    settings = guard_settings(portal)
+    if not settings.repeat_clients:
+        return None
+    history = crm.client_history(deal.id)
+    active = {user.id for user in directory.users(portal.id, crm) if user.active}
+
+    def eligible(user_id: str) -> bool:
+        return bool(user_id) and user_id in active and user_id != routing.pool_user and user_id != AUTOMATION
+
+    found: ClientOwner | None = None
+    open_deals = sorted(
+        (other for other in history.open_deals if other.id != deal.id and eligible(other.responsible_id)),
+        key=lambda other: other.modified_at or other.created_at or datetime.min.replace(tzinfo=UTC),
+        reverse=True,
+    )
+    if open_deals:
+        latest = open_deals[0]
+        found = ClientOwner(latest.responsible_id, "open deal", latest.id, latest.title)
+    else:
+        born = deal.created_at or utcnow()
+        for client in (*history.own, *history.duplicates):
+            known_before = client.created_at is None or client.created_at <= born - REPEAT_GRACE
+            if known_before and eligible(client.responsible_id):
+                found = ClientOwner(client.responsible_id, client.kind, client.id)
+                break
+    if found is None:
+        return None
+    heads = tuple(head for head in directory.heads(portal.id, crm, settings) if head != found.user_id)
+    return replace(found, heads=heads)
+
+
+def _to_client_owner(portal: Portal, crm: CrmClient, deal: Deal, owner: ClientOwner, now: datetime) -> str:
+    """Give the new deal to the client's manager, tell him and the heads, audit why."""
+    if deal.responsible_id != owner.user_id:
+        _expect_responsible(portal.id, deal, deal.id, owner.user_id, crm)
+        _assign(portal.id, deal.id, f"route:{deal.id}", owner.user_id)
+    link = _link(crm, deal.id)
+    _notify(
+        portal.id,
+        deal.id,
+        f"route:{deal.id}",
+        owner.user_id,
+        _message(portal, "repeat_assigned", title=deal.title, link=link),
+    )
+    if owner.via == "open deal":
+        why = _message(portal, "repeat_why_deal", title=owner.deal_title)
+    else:
+        why = _message(portal, "repeat_why_client")
+    names = {user.id: user.name for user in directory.users(portal.id, crm)}
+    message = _message(
+        portal, "repeat_head", title=deal.title, manager=names.get(owner.user_id, owner.user_id), why=why, link=link
+    )
+    for head in owner.heads:
+        _notify(portal.id, deal.id, f"repeat:{deal.id}:{head}", head, message)
+    audit.record(
+        portal.id,
+        AUTOMATION,
+        "route new deal",
+        "to the client's manager",
+        f"repeat client: {owner.via} {owner.client_id}",
+        deal_id=deal.id,
+        responsible=owner.user_id,
+        via=owner.via,
+        client_id=owner.client_id,
+    )
+    return "to the client's manager"
 
 
 def _to_commercial(portal: Portal, crm: CrmClient, deal: Deal, routing: Routing, now: datetime) -> str:

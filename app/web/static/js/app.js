@@ -67,6 +67,7 @@
       fill("reasons", result.body.reasons.map(function (r) { return { id: r.code, name: r.name }; }), s.reasons);
       form.elements.exempt_automation.checked = s.exempt_automation;
       form.elements.fine_deletions.checked = s.fine_deletions;
+      form.elements.repeat_clients.checked = s.repeat_clients;
       form.elements.review_sla_hours.value = s.review_sla_hours;
     });
   }
@@ -93,6 +94,7 @@
         reasons: checked("reasons"),
         exempt_automation: form.elements.exempt_automation.checked,
         fine_deletions: form.elements.fine_deletions.checked,
+        repeat_clients: form.elements.repeat_clients.checked,
         review_sla_hours: Number(form.elements.review_sla_hours.value)
       };
       api(config.settingsUrl, {
