@@ -222,3 +222,23 @@ def harness_zone():
     from zoneinfo import ZoneInfo
 
     return ZoneInfo("Europe/Moscow")
+
+
+def test_the_admin_turns_the_repeat_client_rule_off_on_the_settings_tab(app, live_server, page: Page):
+    import responses
+
+    from app.domain.settings import guard_settings
+
+    sandbox, portal = make_b24(app)
+    harness = B24(app=app, client=app.test_client(), sandbox=sandbox, portal=portal)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mount_responses(sandbox, mock, passthru=(live_server.url,))
+        harness.install()
+        post_frame(page, f"{live_server.url}/b24/app?DOMAIN={portal.domain}&LANG=ru", harness.frame(1))
+        page.get_by_role("tab", name="Настройки").click()
+        rule = page.get_by_label("Повторные клиенты", exact=False)
+        expect(rule).to_be_checked(timeout=10_000)  # on by default
+        rule.uncheck()
+        page.locator("#rc-settings").get_by_role("button", name="Сохранить").click()
+        expect(page.locator("#rc-settings-result")).to_have_text("Настройки сохранены.")
+        assert guard_settings(harness.our_portal()).repeat_clients is False
