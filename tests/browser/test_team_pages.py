@@ -1,14 +1,15 @@
-"""What the team sees in a real Chromium: the duty rota on the main page for everyone, and on the reports page the
-revenue returned from false refusals and the lead exchange per manager (Russian and English)."""
+"""What the team sees in a real Chromium (Bitrix24 and amoCRM): the duty rota on the main page for everyone, and on
+the reports page the revenue returned from false refusals and the lead exchange per manager (Russian and English)."""
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import sqlalchemy as sa
 from playwright.sync_api import Page, expect
 
 from app.core.db import db
-from app.core.models import ExchangeClaim, ExchangeLot, Penalty, RecoveredDeal, RefusalCase
+from app.core.models import ExchangeClaim, ExchangeLot, Penalty, Portal, RecoveredDeal, RefusalCase
 from app.crm.factory import client_for
 from app.domain import directory, exchange
 from sandbox.mount import mount_responses
@@ -242,3 +243,53 @@ def test_the_admin_turns_the_repeat_client_rule_off_on_the_settings_tab(app, liv
         page.locator("#rc-settings").get_by_role("button", name="Сохранить").click()
         expect(page.locator("#rc-settings-result")).to_have_text("Настройки сохранены.")
         assert guard_settings(harness.our_portal()).repeat_clients is False
+
+
+@pytest.fixture
+def amo_account(app, live_server):
+    """An installed sandbox amoCRM account; the browser opens our page as the widget's iframe would."""
+    import responses
+
+    from sandbox.amocrm import mount_amo_responses
+    from tests.integration.amo import Amo, make_amo
+
+    sandbox, account = make_amo(app)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mount_amo_responses(sandbox, mock)
+        mock.add_passthru(live_server.url)
+        amo = Amo(app=app, client=app.test_client(), sandbox=sandbox, account=account)
+        amo.install()
+        yield amo
+
+
+def open_amo_main_page(page: Page, live_url: str, portal_id: int, user_id: int, admin: bool = False) -> None:
+    """The main page inside amoCRM (widget settings or the left menu): a ticket from the widget opens it."""
+    from handlers.amo_verify import issue_ticket
+
+    page.goto(f"{live_url}/amocrm/app?ticket={issue_ticket(portal_id, str(user_id), admin)}")
+
+
+def test_an_amocrm_manager_sees_the_duty_rota_and_a_head_the_team_sections(amo_account, live_server, page: Page):
+    ours = db.session.scalars(sa.select(Portal).where(Portal.crm == Portal.AMOCRM)).one()
+    pipeline = str(amo_account.account.main_pipeline())
+    exchange.update_exchange_settings(
+        ours, {"pipelines": {pipeline: {"mode": "duty", "pool_user": "1", "duty_department": "1"}}}
+    )
+    today = exchange.portal_day(ours, datetime.now(UTC))
+    exchange.set_rota(ours.id, "1", {today: str(MANAGER)})
+    configure_guard(ours, heads=[str(HEAD)])
+    seed_results(ours.id)
+
+    open_amo_main_page(page, live_server.url, ours.id, OTHER)
+    panel = page.locator("#rc-duty")
+    expect(panel.get_by_role("heading", name="Дежурные менеджеры")).to_be_visible(timeout=10_000)
+    expect(panel.locator("h3")).to_have_text("Отдел продаж")
+    expect(panel.locator(".rc-duty-today strong")).to_have_text("Менеджер Иван")
+
+    other = page.context.new_page()
+    open_amo_main_page(other, live_server.url, ours.id, HEAD)
+    other.get_by_role("tab", name="Отчёты").click()
+    row = other.locator(f'#rc-table-recovered tbody tr[data-manager="{MANAGER}"]')
+    expect(row.locator("td").nth(0)).to_have_text("Менеджер Иван", timeout=10_000)
+    expect(row.locator('[data-revenue="RUB"]')).to_have_text("150\u00a0000\u00a0₽")
+    expect(other.locator("#rc-table-exchange tbody tr").first.locator("td").nth(0)).to_have_text("Менеджер Пётр")
