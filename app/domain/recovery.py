@@ -36,8 +36,8 @@ i18n.register(
         ),
         "recovered_deals_title": ("Сделки, возвращённые в продажи", "Deals returned to sales"),
         "recovered_headline": (
-            "Приложение вернуло в продажи {count} сделок из ложных отказов; выиграно {won} на сумму {amount}.",
-            "The app returned {count} deals from false refusals to sales; {won} were won, for {amount}.",
+            "Возвращено в продажи из ложных отказов: {count}; выиграно: {won}, на сумму {amount}.",
+            "Returned to sales from false refusals: {count}; won: {won}, for {amount}.",
         ),
         "col_recovered": ("Возвращено в продажи", "Returned to sales"),
         "col_recovered_won": ("Выиграно после возврата", "Won after the return"),
