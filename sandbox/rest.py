@@ -1838,3 +1838,160 @@ def voximplant_statistic_get(ctx: CallContext, p: dict[str, Any]) -> Answer:
                 row[key] = str(value)
         rows.append(row)
     return Answer(rows, page.next, page.total)
+
+
+# ---- contacts and companies ----------------------------------------------------------------------
+# `crm.contact.list`, `crm.company.list` (50-row pages, `@ID` and other filters, PHONE / EMAIL as multifields),
+# `crm.contact.get`, `crm.company.get`, `crm.deal.contact.items.get` (the deal's contact bindings) and
+# `crm.duplicate.findbycomm` (ids of contacts and companies that carry a phone or e-mail: at most 20 values, at
+# most 20 ids per type). A contact or company is a plain dict: ID, NAME / LAST_NAME (contacts) or TITLE
+# (companies), ASSIGNED_BY_ID, DATE_CREATE (unix time), PHONE and EMAIL (a string or a list of strings). A deal's
+# contacts are its CONTACT_ID and `Portal.deal_contacts[deal id]` (more bindings).
+
+CLIENT_KINDS = {
+    "ID": "int",
+    "ASSIGNED_BY_ID": "int",
+    "DATE_CREATE": "date",
+    "NAME": "str",
+    "LAST_NAME": "str",
+    "TITLE": "str",
+}
+CLIENT_MULTI = ("PHONE", "EMAIL")
+DUPLICATE_LIMIT = 20
+
+
+def _client_values(row: dict[str, Any], name: str) -> list[str]:
+    raw = row.get(name)
+    if not raw:
+        return []
+    return [str(raw)] if isinstance(raw, str) else [str(item) for item in raw]
+
+
+def _client_getter(row: dict[str, Any], name: str) -> Any:
+    value = row.get(name)
+    if name == "DATE_CREATE" and value is not None:
+        return iso(float(value))
+    return value
+
+
+def client_wire(row: dict[str, Any], kind: str, select: list[str] | None = None) -> dict[str, Any]:
+    """A contact or company as crm.*.get / crm.*.list print it (strings; multifields as lists of objects)."""
+    names = ["ID", "TITLE"] if kind == "company" else ["ID", "NAME", "LAST_NAME"]
+    names += ["ASSIGNED_BY_ID", "DATE_CREATE"]
+    if select:
+        wanted = set(select)
+        names = [name for name in names if name == "ID" or name in wanted or "*" in wanted]
+    out: dict[str, Any] = {}
+    for name in names:
+        value = row.get(name)
+        if name == "DATE_CREATE":
+            out[name] = iso(float(value)) if value is not None else None
+        else:
+            out[name] = None if value is None else str(value)
+    for name in CLIENT_MULTI:
+        if not select or name in select:
+            values = _client_values(row, name)
+            if values or not select:
+                out[name] = [
+                    {"ID": str(index), "VALUE_TYPE": "WORK", "VALUE": value, "TYPE_ID": name}
+                    for index, value in enumerate(values, start=1)
+                ]
+    return out
+
+
+def _client_table(portal: Portal, kind: str) -> dict[int, dict[str, Any]]:
+    return portal.companies if kind == "company" else portal.contacts
+
+
+def _client_list(ctx: CallContext, p: dict[str, Any], kind: str) -> Answer:
+    rows = _client_table(ctx.portal, kind)
+    predicate = compile_filter(parse_filter(arg(p, "filter")), CLIENT_KINDS, _client_getter)
+    page = paginate(
+        [rows[key] for key in sorted(rows)],
+        predicate,
+        parse_order(arg(p, "order")),
+        CLIENT_KINDS,
+        _client_getter,
+        parse_start(arg(p, "start")),
+    )
+    select = select_fields(arg(p, "select"))
+    return Answer([client_wire(row, kind, select) for row in page.rows], page.next, page.total)
+
+
+def _client_get(ctx: CallContext, p: dict[str, Any], kind: str) -> Answer:
+    row = _client_table(ctx.portal, kind).get(as_int(arg(p, "id"), 0) or 0)
+    if row is None:
+        raise not_found("Not found")
+    return Answer(client_wire(row, kind))
+
+
+@method("crm.contact.list", "crm")
+def contact_list(ctx: CallContext, p: dict[str, Any]) -> Answer:
+    return _client_list(ctx, p, "contact")
+
+
+@method("crm.company.list", "crm")
+def company_list(ctx: CallContext, p: dict[str, Any]) -> Answer:
+    return _client_list(ctx, p, "company")
+
+
+@method("crm.contact.get", "crm")
+def contact_get(ctx: CallContext, p: dict[str, Any]) -> Answer:
+    return _client_get(ctx, p, "contact")
+
+
+@method("crm.company.get", "crm")
+def company_get(ctx: CallContext, p: dict[str, Any]) -> Answer:
+    return _client_get(ctx, p, "company")
+
+
+@method("crm.deal.contact.items.get", "crm")
+def deal_contact_items(ctx: CallContext, p: dict[str, Any]) -> Answer:
+    deal_id = as_int(arg(p, "id"), 0) or 0
+    row = ctx.portal.deals.get(deal_id)
+    if row is None:
+        raise not_found("Not found")
+    ids = [row.contact_id] if row.contact_id else []
+    ids += [contact for contact in ctx.portal.deal_contacts.get(deal_id, []) if contact not in ids]
+    return Answer(
+        [
+            {"CONTACT_ID": contact, "SORT": 10 * index, "ROLE_ID": 0, "IS_PRIMARY": "Y" if index == 1 else "N"}
+            for index, contact in enumerate(ids, start=1)
+        ]
+    )
+
+
+def _normal_comm(kind: str, value: str) -> str:
+    """Phones compare by their digits (a leading 8 read as 7, as Russian numbers), e-mails case-insensitively."""
+    if kind == "EMAIL":
+        return value.strip().lower()
+    digits = re.sub(r"\D", "", value)
+    return "7" + digits[1:] if len(digits) == 11 and digits.startswith("8") else digits
+
+
+@method("crm.duplicate.findbycomm", "crm")
+def duplicate_findbycomm(ctx: CallContext, p: dict[str, Any]) -> Answer:
+    kind = str(arg(p, "type") or "").upper()
+    if kind not in CLIENT_MULTI:
+        raise bad_argument("Parameter 'type' is not defined or invalid")
+    raw = arg(p, "values")
+    values = (
+        [str(v) for v in (raw.values() if isinstance(raw, dict) else raw or [])] if not isinstance(raw, str) else []
+    )
+    if not values:
+        raise bad_argument("Parameter 'values' is not defined or empty")
+    if len(values) > DUPLICATE_LIMIT:
+        raise bad_argument(f"Too many values: at most {DUPLICATE_LIMIT}")
+    wanted = {_normal_comm(kind, value) for value in values}
+    entity = str(arg(p, "entity_type") or "").upper()
+    tables = {"CONTACT": ctx.portal.contacts, "COMPANY": ctx.portal.companies}
+    if entity in tables:
+        tables = {entity: tables[entity]}
+    found: dict[str, list[int]] = {}
+    for name, table in tables.items():
+        ids = [
+            key for key in sorted(table) if wanted & {_normal_comm(kind, v) for v in _client_values(table[key], kind)}
+        ]
+        if ids:
+            found[name] = ids[:DUPLICATE_LIMIT]
+    return Answer(found or [])

@@ -323,6 +323,8 @@ class Portal:
     activities: dict[int, dict[str, Any]] = field(default_factory=dict)
     call_stats: dict[int, dict[str, Any]] = field(default_factory=dict)
     contacts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    companies: dict[int, dict[str, Any]] = field(default_factory=dict)
+    deal_contacts: dict[int, list[int]] = field(default_factory=dict)  # more contacts bound to a deal
     bindings: dict[int, EventBinding] = field(default_factory=dict)
     offline_events: dict[int, OfflineEvent] = field(default_factory=dict)
     placements: dict[int, Placement] = field(default_factory=dict)

@@ -181,6 +181,31 @@ class DealDeletion(Base):
     deleted_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
 
 
+class RecoveredDeal(Base):
+    """A deal returned to sales after QA found its refusal false (a leaked case), followed to its end: the money
+    the app saved is what these deals bring when they are won. One row per leaked case."""
+
+    __tablename__ = "recovered_deals"
+    __table_args__ = (sa.UniqueConstraint("case_id", name="uq_recovered_deals_case"),)
+
+    OPEN = "open"
+    WON = "won"
+    LOST = "lost"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    portal_id: Mapped[int] = mapped_column(sa.ForeignKey("portals.id", ondelete="CASCADE"), index=True)
+    case_id: Mapped[int] = mapped_column(sa.ForeignKey("refusal_cases.id", ondelete="CASCADE"))
+    deal_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    title: Mapped[str] = mapped_column(sa.String(255), default="")
+    leaker_id: Mapped[str] = mapped_column(sa.String(64), index=True)  # whose refusal was found false
+    manager_id: Mapped[str] = mapped_column(sa.String(64))  # who got the deal back
+    returned_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    outcome: Mapped[str] = mapped_column(sa.String(16), default=OPEN)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    amount: Mapped[str] = mapped_column(sa.String(32), default="0")
+    currency: Mapped[str] = mapped_column(sa.String(8), default="")
+
+
 class RefusalCase(Base):
     """A conditional refusal under QA review, from the manager's claim to its outcome."""
 
@@ -360,6 +385,8 @@ class ExchangeClaim(Base):
     RETURNED = "returned"
     AUTO_RETURNED = "auto_returned"
     CLOSED = "closed"
+    WON = "won"
+    LOST = "lost"
     REASSIGNED = "reassigned"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -372,6 +399,8 @@ class ExchangeClaim(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     outcome: Mapped[str | None] = mapped_column(sa.String(32))
     reason: Mapped[str] = mapped_column(sa.Text, default="")
+    # How long the deal waited on the exchange before this claim (None for claims made before it was kept).
+    waited_seconds: Mapped[int | None] = mapped_column(sa.Integer)
 
 
 class DutyDay(Base):

@@ -107,6 +107,27 @@ class DealField:
 
 
 @dataclass(frozen=True)
+class Client:
+    """A contact or company (the client of a deal) as the repeat-client rule needs it."""
+
+    kind: Literal["contact", "company"]
+    id: str
+    responsible_id: str
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ClientHistory:
+    """What the CRM knows of a deal's client: the deal's own contacts and company (`own`), the other contacts and
+    companies that share a phone or an e-mail with them (`duplicates`), and the open deals of all of them other
+    than this deal."""
+
+    own: tuple[Client, ...] = ()
+    duplicates: tuple[Client, ...] = ()
+    open_deals: tuple[Deal, ...] = ()
+
+
+@dataclass(frozen=True)
 class DealChange:
     """What the app wants written to a deal; None leaves a field as it is."""
 
@@ -371,6 +392,11 @@ class CrmClient(Protocol):
         """Write the refusal-reason field's items: an option with an id renames and re-sorts that item, one
         without an id is added; items not named stay as they are (deals holding them keep their value).
         Returns the field's items as the CRM has them afterwards."""
+        ...
+
+    def client_history(self, deal_id: str) -> ClientHistory:
+        """The deal's contacts and company, their duplicates by phone and e-mail, and the open deals of all of
+        them (this deal left out), in as few calls as the CRM allows."""
         ...
 
 

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -39,7 +39,9 @@ from app.domain import audit, directory
 from app.domain.catalog import Label
 from app.domain.effects import deal_lock, plan_effect, run_pending_effects
 from app.domain.guard import remember
+from app.domain.reports import Cell, Table
 from app.domain.robots import Robot, RobotInvocation, RobotProperty
+from app.domain.settings import guard_settings
 
 log = logging.getLogger(__name__)
 SECTION = "exchange"
@@ -205,6 +207,18 @@ NOTICES: dict[str, Label] = {
         "Вы дежурный менеджер: вам назначена новая сделка «{title}». {link}",
         'You are the manager on duty: the new deal "{title}" is yours. {link}',
     ),
+    "repeat_assigned": Label(
+        "Повторный клиент: новая сделка «{title}» назначена вам, потому что вы ведёте этого клиента. {link}",
+        'A returning client: the new deal "{title}" is yours because you work with this client. {link}',
+    ),
+    "repeat_head": Label(
+        "Повторный клиент: новая сделка «{title}» передана менеджеру {manager} ({why}), а не на биржу или дежурному. "
+        "{link}",
+        'A returning client: the new deal "{title}" went to {manager} ({why}), not to the exchange or the manager '
+        "on duty. {link}",
+    ),
+    "repeat_why_deal": Label("у клиента открыта сделка «{title}»", 'the client has the open deal "{title}"'),
+    "repeat_why_client": Label("ответственный за клиента", "responsible for the client"),
     "commercial_assigned": Label(
         "Крупная сделка «{title}» ({amount}) передана в коммерческий отдел. {link}",
         'The large deal "{title}" ({amount}) was passed to the commercial department. {link}',
@@ -258,6 +272,29 @@ i18n.register(
         "exchange_rota_month": ("Месяц", "Month"),
         "exchange_rota_save": ("Сохранить график", "Save the rota"),
         "exchange_rota_nobody": ("никто", "nobody"),
+        "settings_repeat_clients": (
+            "Повторные клиенты: новая сделка клиента, у которого уже есть открытая сделка или ответственный "
+            "менеджер, уходит этому менеджеру, а не на биржу или дежурному",
+            "Returning clients: a new deal of a client who already has an open deal or a responsible manager goes "
+            "to that manager, not to the exchange or the manager on duty",
+        ),
+        "duty_panel_title": ("Дежурные менеджеры", "Managers on duty"),
+        "duty_panel_today": ("Сегодня, {day}", "Today, {day}"),
+        "duty_panel_week": ("На этой неделе", "This week"),
+        "duty_panel_pipelines": ("Воронки", "Pipelines"),
+        "exchange_stats_title": ("Биржа лидов по менеджерам", "Lead exchange by manager"),
+        "col_taken": ("Взято с биржи", "Taken"),
+        "col_won": ("Выиграно", "Won"),
+        "col_lost": ("Проиграно", "Lost"),
+        "col_returned": ("Возвращено на биржу", "Returned"),
+        "col_auto_returned": ("Возвращено за бездействие", "Returned for idleness"),
+        "col_wait": ("Ожидание на бирже, ч", "Waited on the exchange, h"),
+        "exchange_stats_definitions": (
+            "Взято — сделки, взятые с биржи в периоде; ожидание — среднее время от выставления на биржу до того, как "
+            "менеджер взял сделку. Выиграно, проиграно и возвращено — по дню события.",
+            "Taken: deals taken from the exchange in the period; waited: the mean time from the deal going on the "
+            "exchange to the manager taking it. Won, lost and returned count on the day they happened.",
+        ),
     }
 )
 
@@ -430,6 +467,60 @@ def set_rota(portal_id: int, department_id: str, days: dict[date, str | None]) -
         db.session.add(row)
 
 
+@dataclass(frozen=True)
+class DutyWeek:
+    """One duty department's rota as the main page shows it: today's manager and the week's (Monday first)."""
+
+    department_id: str
+    department: str
+    pipelines: tuple[str, ...]
+    today: date
+    on_duty_today: str | None
+    week: tuple[tuple[date, str | None], ...]
+
+
+def duty_overview(portal: Portal, crm: CrmClient, now: datetime | None = None) -> list[DutyWeek]:
+    """Every duty department of a pipeline in duty mode: who is on duty today and each day of this week (names;
+    ids when the CRM cannot be asked)."""
+    departments: dict[str, list[str]] = {}
+    for routing in exchange_settings(portal).values():
+        if routing.mode == "duty" and routing.duty_department:
+            departments.setdefault(routing.duty_department, []).append(routing.pipeline_id)
+    if not departments:
+        return []
+    try:
+        people = {user.id: user.name for user in directory.users(portal.id, crm)}
+        pipeline_names = {pipeline.id: pipeline.name for pipeline in directory.pipelines(portal.id, crm)}
+        department_names = {department.id: department.name for department in crm.list_departments()}
+    except CrmError:
+        log.warning("names for the duty rota are unavailable", extra={"portal_id": portal.id})
+        people, pipeline_names, department_names = {}, {}, {}
+    today = portal_day(portal, now or utcnow())
+    monday = today - timedelta(days=today.weekday())
+    overview = []
+    for department_id, pipeline_ids in sorted(departments.items()):
+        days = rota(portal.id, department_id, monday, monday + timedelta(days=6))
+        week = tuple(
+            (monday + timedelta(days=offset), _name(people, days.get(monday + timedelta(days=offset))))
+            for offset in range(7)
+        )
+        overview.append(
+            DutyWeek(
+                department_id=department_id,
+                department=department_names.get(department_id, department_id),
+                pipelines=tuple(pipeline_names.get(pid, pid) for pid in pipeline_ids),
+                today=today,
+                on_duty_today=_name(people, days.get(today)),
+                week=week,
+            )
+        )
+    return overview
+
+
+def _name(people: dict[str, str], user_id: str | None) -> str | None:
+    return None if user_id is None else people.get(user_id, user_id)
+
+
 # ---------------------------------------------------------------------------------------------- events
 
 
@@ -463,6 +554,9 @@ def _route_new(portal: Portal, crm: CrmClient, deal: Deal) -> str:
     if not routing.counts_as_incoming(deal.source_id):
         return "not incoming"
     now = utcnow()
+    owner = client_owner(portal, crm, deal, routing)
+    if owner is not None:
+        return _to_client_owner(portal, crm, deal, owner, now)
     if routing.is_large(deal.amount):
         return _to_commercial(portal, crm, deal, routing, now)
     if routing.mode == "duty":
@@ -476,6 +570,96 @@ def _route_new(portal: Portal, crm: CrmClient, deal: Deal) -> str:
     _pool(portal, deal, routing, None, now)
     audit.record(portal.id, AUTOMATION, "route new deal", "to exchange", "exchange pipeline", deal_id=deal.id)
     return "to exchange"
+
+
+# -- repeat clients: a new deal of a client someone already works with goes to that manager
+
+
+@dataclass(frozen=True)
+class ClientOwner:
+    """The manager who already works with a new deal's client, and why we think so."""
+
+    user_id: str
+    via: str  # "open deal" | "contact" | "company"
+    client_id: str  # the contact or company id, or the open deal's id
+    deal_title: str = ""
+    heads: tuple[str, ...] = ()
+
+
+REPEAT_GRACE = timedelta(minutes=2)  # a contact made together with the deal (a web form) is not a known client
+
+
+def client_owner(portal: Portal, crm: CrmClient, deal: Deal, routing: Routing) -> ClientOwner | None:
+    """Who already works with the new deal's client (repeat-client rule on, an active manager who is not the pool
+    user): the responsible of the client's most recently active open deal, else the responsible of the deal's
+    contact or company (or of one sharing its phone or e-mail) known before this deal came in. Every CRM read of
+    the rule happens here, before any write."""
+    settings = guard_settings(portal)
+    if not settings.repeat_clients:
+        return None
+    history = crm.client_history(deal.id)
+    active = {user.id for user in directory.users(portal.id, crm) if user.active}
+
+    def eligible(user_id: str) -> bool:
+        return bool(user_id) and user_id in active and user_id != routing.pool_user and user_id != AUTOMATION
+
+    found: ClientOwner | None = None
+    open_deals = sorted(
+        (other for other in history.open_deals if other.id != deal.id and eligible(other.responsible_id)),
+        key=lambda other: other.modified_at or other.created_at or datetime.min.replace(tzinfo=UTC),
+        reverse=True,
+    )
+    if open_deals:
+        latest = open_deals[0]
+        found = ClientOwner(latest.responsible_id, "open deal", latest.id, latest.title)
+    else:
+        born = deal.created_at or utcnow()
+        for client in (*history.own, *history.duplicates):
+            known_before = client.created_at is None or client.created_at <= born - REPEAT_GRACE
+            if known_before and eligible(client.responsible_id):
+                found = ClientOwner(client.responsible_id, client.kind, client.id)
+                break
+    if found is None:
+        return None
+    heads = tuple(head for head in directory.heads(portal.id, crm, settings) if head != found.user_id)
+    return replace(found, heads=heads)
+
+
+def _to_client_owner(portal: Portal, crm: CrmClient, deal: Deal, owner: ClientOwner, now: datetime) -> str:
+    """Give the new deal to the client's manager, tell him and the heads, audit why."""
+    if deal.responsible_id != owner.user_id:
+        _expect_responsible(portal.id, deal, deal.id, owner.user_id, crm)
+        _assign(portal.id, deal.id, f"route:{deal.id}", owner.user_id)
+    link = _link(crm, deal.id)
+    _notify(
+        portal.id,
+        deal.id,
+        f"route:{deal.id}",
+        owner.user_id,
+        _message(portal, "repeat_assigned", title=deal.title, link=link),
+    )
+    if owner.via == "open deal":
+        why = _message(portal, "repeat_why_deal", title=owner.deal_title)
+    else:
+        why = _message(portal, "repeat_why_client")
+    names = {user.id: user.name for user in directory.users(portal.id, crm)}
+    message = _message(
+        portal, "repeat_head", title=deal.title, manager=names.get(owner.user_id, owner.user_id), why=why, link=link
+    )
+    for head in owner.heads:
+        _notify(portal.id, deal.id, f"repeat:{deal.id}:{head}", head, message)
+    audit.record(
+        portal.id,
+        AUTOMATION,
+        "route new deal",
+        "to the client's manager",
+        f"repeat client: {owner.via} {owner.client_id}",
+        deal_id=deal.id,
+        responsible=owner.user_id,
+        via=owner.via,
+        client_id=owner.client_id,
+    )
+    return "to the client's manager"
 
 
 def _to_commercial(portal: Portal, crm: CrmClient, deal: Deal, routing: Routing, now: datetime) -> str:
@@ -518,7 +702,8 @@ def _on_change(portal: Portal, crm: CrmClient, deal: Deal, previous: str, automa
         lot.status = ExchangeLot.CLOSED
         claim = active_claim(portal.id, deal.id)
         if claim is not None:
-            _end_claim(claim.id, ExchangeClaim.CLOSED, f"deal closed ({deal.stage_id})", now)
+            outcome = ExchangeClaim.WON if deal.stage_semantics == "success" else ExchangeClaim.LOST
+            _end_claim(claim.id, outcome, f"deal closed ({deal.stage_id})", now)
         audit.record(portal.id, AUTOMATION, "deal closed", "left the exchange", deal_id=deal.id)
         return "left the exchange"
     new = deal.responsible_id
@@ -615,8 +800,15 @@ def _take(portal_id: int, lot: ExchangeLot, manager_id: str, via: str, now: date
     )
     if not result.rowcount:  # type: ignore[attr-defined]
         return None
+    waited = int((now - lot.pooled_at).total_seconds()) if lot.pooled_at else None
     claim = ExchangeClaim(
-        portal_id=portal_id, lot_id=lot.id, deal_id=lot.deal_id, manager_id=manager_id, via=via, claimed_at=now
+        portal_id=portal_id,
+        lot_id=lot.id,
+        deal_id=lot.deal_id,
+        manager_id=manager_id,
+        via=via,
+        claimed_at=now,
+        waited_seconds=None if waited is None else max(waited, 0),
     )
     db.session.add(claim)
     db.session.flush()
@@ -813,30 +1005,41 @@ class ManagerExchangeStats:
     taken: int = 0
     returned: int = 0
     auto_returned: int = 0
+    won: int = 0
+    lost: int = 0
+    mean_wait_seconds: int | None = None  # how long the deals he took had waited on the exchange, on average
+
+
+ENDINGS = (ExchangeClaim.RETURNED, ExchangeClaim.AUTO_RETURNED, ExchangeClaim.WON, ExchangeClaim.LOST)
 
 
 def claim_stats(portal_id: int, start: datetime, end: datetime) -> list[ManagerExchangeStats]:
-    """Per manager: claims taken, returned by hand and returned for idleness in [start, end)."""
-    taken = dict(
-        db.session.execute(
-            sa.select(ExchangeClaim.manager_id, sa.func.count())
-            .where(
-                ExchangeClaim.portal_id == portal_id, ExchangeClaim.claimed_at >= start, ExchangeClaim.claimed_at < end
-            )
+    """Per manager in [start, end): claims taken (and how long those deals had waited on the exchange), claims
+    returned by hand and for idleness, and claimed deals won and lost."""
+    in_period = (
+        ExchangeClaim.portal_id == portal_id,
+        ExchangeClaim.claimed_at >= start,
+        ExchangeClaim.claimed_at < end,
+    )
+    taken = {
+        manager_id: (int(n), wait)
+        for manager_id, n, wait in db.session.execute(
+            sa.select(ExchangeClaim.manager_id, sa.func.count(), sa.func.avg(ExchangeClaim.waited_seconds))
+            .where(*in_period)
             .group_by(ExchangeClaim.manager_id)
         ).all()
-    )
+    }
     ended = db.session.execute(
         sa.select(ExchangeClaim.manager_id, ExchangeClaim.outcome, sa.func.count())
         .where(
             ExchangeClaim.portal_id == portal_id,
             ExchangeClaim.ended_at >= start,
             ExchangeClaim.ended_at < end,
-            ExchangeClaim.outcome.in_((ExchangeClaim.RETURNED, ExchangeClaim.AUTO_RETURNED)),
+            ExchangeClaim.outcome.in_(ENDINGS),
         )
         .group_by(ExchangeClaim.manager_id, ExchangeClaim.outcome)
     ).all()
-    counts: dict[str, dict[str, int]] = {m: {"taken": int(n)} for m, n in taken.items()}
+    counts: dict[str, dict[str, int]] = {m: {"taken": n} for m, (n, _wait) in taken.items()}
     for manager_id, outcome, n in ended:
         counts.setdefault(manager_id, {})[str(outcome)] = int(n)
     return [
@@ -845,9 +1048,54 @@ def claim_stats(portal_id: int, start: datetime, end: datetime) -> list[ManagerE
             taken=values.get("taken", 0),
             returned=values.get(ExchangeClaim.RETURNED, 0),
             auto_returned=values.get(ExchangeClaim.AUTO_RETURNED, 0),
+            won=values.get(ExchangeClaim.WON, 0),
+            lost=values.get(ExchangeClaim.LOST, 0),
+            mean_wait_seconds=None
+            if manager_id not in taken or taken[manager_id][1] is None
+            else round(float(taken[manager_id][1])),
         )
         for manager_id, values in sorted(counts.items(), key=lambda item: (len(item[0]), item[0]))
     ]
+
+
+def stats_table(rows: list[ManagerExchangeStats], names: dict[str, str], language: str) -> Table:
+    """The exchange statistics as a report table (page and CSV), with a total row."""
+    t = lambda key: i18n.translate(key, language)  # noqa: E731
+
+    def hours(seconds: float | None) -> Decimal | None:
+        if seconds is None:
+            return None
+        return (Decimal(str(seconds)) / 3600).quantize(Decimal("0.1"))
+
+    def cells(row: ManagerExchangeStats) -> list[Cell]:
+        return [row.taken, row.won, row.lost, row.returned, row.auto_returned, hours(row.mean_wait_seconds)]
+
+    waits = [(row.mean_wait_seconds, row.taken) for row in rows if row.mean_wait_seconds is not None and row.taken]
+    weight = sum(taken for _wait, taken in waits)
+    total = ManagerExchangeStats(
+        manager_id="",
+        taken=sum(row.taken for row in rows),
+        returned=sum(row.returned for row in rows),
+        auto_returned=sum(row.auto_returned for row in rows),
+        won=sum(row.won for row in rows),
+        lost=sum(row.lost for row in rows),
+        mean_wait_seconds=round(sum(wait * taken for wait, taken in waits) / weight) if weight else None,
+    )
+    return Table(
+        "exchange",
+        t("exchange_stats_title"),
+        [
+            t("col_manager"),
+            t("col_taken"),
+            t("col_won"),
+            t("col_lost"),
+            t("col_returned"),
+            t("col_auto_returned"),
+            t("col_wait"),
+        ],
+        [[names.get(row.manager_id, row.manager_id), *cells(row)] for row in rows],
+        [t("total"), *cells(total)] if rows else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- robot

@@ -16,7 +16,15 @@ from app.core.models import CaseEvent, DealSnapshot, Effect, Portal, RefusalCase
 from app.core.queue import get_redis
 from app.crm.errors import CrmError, PortalNeedsReinstall
 from app.crm.port import AUTOMATION, CrmClient, Deal, NewTask
-from app.domain import audit, directory, notices, reasons, review_text, stages  # noqa: F401 - review_text registers the strings
+from app.domain import (  # noqa: F401 - review_text registers the strings
+    audit,
+    directory,
+    notices,
+    reasons,
+    recovery,
+    review_text,
+    stages,
+)
 from app.domain.effects import deal_lock, plan_effect, run_pending_effects
 from app.domain.settings import GuardSettings, guard_settings
 
@@ -74,6 +82,8 @@ def remember(portal_id: int, deal: Deal, stage_id: str | None = None, pipeline_i
     snapshot.source_id = deal.source_id[:64]
     snapshot.cpl = None if deal.cpl is None else str(deal.cpl)
     db.session.add(snapshot)
+    if stage_id is None:  # the deal as it is (not as our write will leave it): a recovered deal won or lost
+        recovery.deal_seen(portal_id, deal)
 
 
 def snapshot_of(portal_id: int, deal_id: str) -> DealSnapshot | None:

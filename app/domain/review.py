@@ -28,7 +28,7 @@ from app.core.models import CaseEvent, DealSnapshot, Effect, Portal, RefusalCase
 from app.core.queue import enqueue, get_queue, get_redis, replace_scheduled
 from app.crm.errors import CrmError
 from app.crm.port import CrmClient, Deal, NewTodo, Stage, client_for
-from app.domain import audit, directory, reasons, review_text  # noqa: F401 - review_text registers the strings
+from app.domain import audit, directory, reasons, recovery, review_text  # noqa: F401 - review_text registers the strings
 from app.domain.catalog import VERDICTS, Label
 from app.domain.effects import deal_lock, plan_effect, run_pending_effects
 from app.domain.guard import add_case_event, end_case_work, refusal_stage_for, remember
@@ -591,6 +591,7 @@ class Review:
             case, RefusalCase.LEAKED, "return_to_sales", f"{stage.name}; {manager}" + (f"; {note}" if note else "")
         )
         penalty = issue_penalty(self.portal, case, deal, created_by=self.user_id)
+        recovery.returned(self.portal.id, case, deal, manager)
         link = self.crm.deal_url(deal.id)
         amount = i18n.money(penalty.amount, penalty.currency, self.language)
         plan_effect(

@@ -39,6 +39,7 @@ class GuardSettingsSchema(Schema):
     exempt_automation = fields.Boolean(load_default=False)
     review_sla_hours = fields.Integer(load_default=24, validate=validate.Range(min=1, max=720))
     fine_deletions = fields.Boolean(load_default=False)
+    repeat_clients = fields.Boolean(load_default=True)
 
     @validates("guarded_pipelines")
     def check_pipelines(self, value: Any, data_key: str) -> None:
@@ -63,6 +64,7 @@ class GuardSettings:
     exempt_automation: bool
     review_sla_hours: int
     fine_deletions: bool = False  # a manager who deletes a deal is fined its CPL, like a leak
+    repeat_clients: bool = True  # a new deal of a known client goes to the client's manager, not the exchange
 
     def guards(self, pipeline_id: str) -> bool:
         """Whether moves in this pipeline are guarded."""
@@ -81,6 +83,7 @@ def _to_model(loaded: dict[str, Any]) -> GuardSettings:
         exempt_automation=loaded["exempt_automation"],
         review_sla_hours=loaded["review_sla_hours"],
         fine_deletions=loaded["fine_deletions"],
+        repeat_clients=loaded["repeat_clients"],
     )
 
 
@@ -114,6 +117,7 @@ def as_dict(settings: GuardSettings) -> dict[str, Any]:
         "exempt_automation": settings.exempt_automation,
         "review_sla_hours": settings.review_sla_hours,
         "fine_deletions": settings.fine_deletions,
+        "repeat_clients": settings.repeat_clients,
     }
 
 

@@ -255,7 +255,26 @@ def stats() -> ResponseReturnValue:
     rows = exchange.claim_stats(portal.id, start_at, end_at)
     return jsonify(
         managers=[
-            {"manager_id": r.manager_id, "taken": r.taken, "returned": r.returned, "auto_returned": r.auto_returned}
+            {
+                "manager_id": r.manager_id,
+                "taken": r.taken,
+                "returned": r.returned,
+                "auto_returned": r.auto_returned,
+                "won": r.won,
+                "lost": r.lost,
+                "mean_wait_hours": None if r.mean_wait_seconds is None else round(r.mean_wait_seconds / 3600, 1),
+            }
             for r in rows
         ]
     )
+
+
+def duty_panel(portal: Portal) -> list[exchange.DutyWeek]:
+    """The main page's duty rota for everyone: today's and this week's manager on duty per duty department."""
+    return exchange.duty_overview(portal, client_for(portal))
+
+
+@bp.app_context_processor
+def inject_duty_panel() -> dict[str, object]:
+    """Templates ask `duty_panel(portal)` for the rota shown on the main page."""
+    return {"duty_panel": duty_panel}

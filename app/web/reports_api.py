@@ -21,7 +21,7 @@ from app.core.queue import enqueue
 from app.core.validation import json_body
 from app.crm.errors import CrmError
 from app.crm.factory import client_for
-from app.domain import directory, ledger, penalties, reports
+from app.domain import directory, exchange, ledger, penalties, recovery, reports
 from app.domain.settings import guard_settings
 from app.web import charts
 from app.web.api import save_settings
@@ -29,7 +29,7 @@ from app.web.permissions import ADMIN, require_role
 
 log = logging.getLogger(__name__)
 bp = Blueprint("reports_api", __name__, url_prefix="/api")
-CSV_TABLES = (*reports.TABLES, "ledger")
+CSV_TABLES = (*reports.TABLES, "ledger", *recovery.TABLES, "exchange")
 ADMIN_ONLY = "only a portal administrator can change these settings"
 
 i18n.register(
@@ -120,7 +120,24 @@ def report_view() -> ResponseReturnValue:
         ledger=ledger.ledger_rows(portal.id, period.start, period.end),
         users=names.users,
         viewer=identity.user_id,
+        **_team_sections(portal, period, names),
     )
+
+
+def _team_sections(portal: Portal, period: reports.Period, names: reports.Names) -> dict[str, Any]:
+    """The sections of the reports page that follow the team's results: the revenue returned from false
+    refusals (figures and tables) and the lead exchange per manager."""
+    saved = recovery.build(portal, period, names)
+    return {
+        "recovery": saved,
+        "recovery_tables": recovery.tables(saved, portal.language),
+        "exchange_table": _exchange_table(portal, period, names),
+    }
+
+
+def _exchange_table(portal: Portal, period: reports.Period, names: reports.Names) -> reports.Table:
+    rows = exchange.claim_stats(portal.id, period.start, period.end)
+    return exchange.stats_table(rows, names.users, portal.language)
 
 
 # A spreadsheet reads a cell that starts with one of these as a formula (OWASP "CSV injection").
@@ -176,6 +193,10 @@ def report_csv(name: str) -> ResponseReturnValue:
     if name == "ledger":
         rows = ledger.ledger_rows(portal.id, period.start, period.end)
         table = reports.ledger_table(rows, names, language, period.timezone)
+    elif name in recovery.TABLES:
+        table = recovery.tables(recovery.build(portal, period, names), language)[name]
+    elif name == "exchange":
+        table = _exchange_table(portal, period, names)
     else:
         table = reports.tables(reports.build_report(portal, period, names), language)[name]
     filename = f"refusal-control-{name}-{period.first.isoformat()}-{period.last.isoformat()}.csv"

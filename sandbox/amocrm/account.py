@@ -199,6 +199,10 @@ class Account:
     groups: dict[int, str] = field(default_factory=dict)
     pipelines: dict[int, dict[str, Any]] = field(default_factory=dict)
     leads: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # Contacts and companies: {id, name, responsible_user_id, created_at, updated_at, phones, emails}; a lead
+    # names its own in lead["contacts"] (ids, the main one first) and lead["company_id"].
+    contacts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    companies: dict[int, dict[str, Any]] = field(default_factory=dict)
     custom_fields: dict[int, dict[str, Any]] = field(default_factory=dict)
     tasks: dict[int, dict[str, Any]] = field(default_factory=dict)
     notes: dict[int, dict[str, Any]] = field(default_factory=dict)

@@ -199,8 +199,119 @@ def lead_wire(request: Request, lead: Mapping[str, Any]) -> dict[str, Any]:
         "account_id": request.account.id,
         "labor_cost": None,
         "_links": {"self": request.href(f"/api/v4/leads/{lead['id']}")},
-        "_embedded": {"tags": [], "companies": []},
+        "_embedded": {
+            "tags": [],
+            "companies": [
+                {"id": lead["company_id"], "_links": request.href(f"/api/v4/companies/{lead['company_id']}")}
+            ]
+            if lead.get("company_id")
+            else [],
+            **({"contacts": _lead_contacts(request, lead)} if _with(request, "contacts") else {}),
+        },
     }
+
+
+def _with(request: Request, name: str) -> bool:
+    """Whether ``with=`` (comma-separated) asks for `name`."""
+    return name in str(request.query.get("with") or "").split(",")
+
+
+def _lead_contacts(request: Request, lead: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"id": contact_id, "is_main": index == 0, "_links": request.href(f"/api/v4/contacts/{contact_id}")}
+        for index, contact_id in enumerate(lead.get("contacts") or [])
+        if contact_id in request.account.contacts
+    ]
+
+
+# ---------------------------------------------------------------- contacts and companies
+
+CLIENT_PATHS = {"contacts": "contacts", "companies": "companies"}
+
+
+def _phone_digits(value: str) -> str:
+    digits = re.sub(r"\D", "", value)
+    return "7" + digits[1:] if len(digits) == 11 and digits.startswith("8") else digits
+
+
+def _client_matches(client: Mapping[str, Any], query: str) -> bool:
+    """``query``: amoCRM searches names, phones and e-mails; phones match by their digits."""
+    text = query.strip().lower()
+    if not text:
+        return True
+    if text in str(client.get("name") or "").lower():
+        return True
+    if any(text == email.lower() for email in client.get("emails") or []):
+        return True
+    digits = _phone_digits(text)
+    return len(digits) >= 5 and any(digits in _phone_digits(phone) for phone in client.get("phones") or [])
+
+
+def _client_wire(request: Request, entity: str, client: Mapping[str, Any]) -> dict[str, Any]:
+    values = []
+    for code, name, items in (("PHONE", "Телефон", client.get("phones")), ("EMAIL", "Email", client.get("emails"))):
+        if items:
+            values.append(
+                {
+                    "field_id": 1 if code == "PHONE" else 2,
+                    "field_name": name,
+                    "field_code": code,
+                    "field_type": "multitext",
+                    "values": [{"value": item, "enum_id": 1, "enum_code": "WORK"} for item in items],
+                }
+            )
+    embedded: dict[str, Any] = {"tags": []}
+    if _with(request, "leads"):
+        if entity == "contacts":
+            linked = [lead for lead in request.account.leads.values() if client["id"] in (lead.get("contacts") or [])]
+        else:
+            linked = [lead for lead in request.account.leads.values() if lead.get("company_id") == client["id"]]
+        embedded["leads"] = [
+            {"id": lead["id"], "_links": request.href(f"/api/v4/leads/{lead['id']}")}
+            for lead in linked
+            if not lead["is_deleted"]
+        ]
+    return {
+        "id": client["id"],
+        "name": client.get("name", ""),
+        "responsible_user_id": client["responsible_user_id"],
+        "group_id": 0,
+        "created_by": client.get("created_by", client["responsible_user_id"]),
+        "updated_by": client.get("created_by", client["responsible_user_id"]),
+        "created_at": client["created_at"],
+        "updated_at": client.get("updated_at", client["created_at"]),
+        "closest_task_at": None,
+        "is_deleted": False,
+        "custom_fields_values": values or None,
+        "account_id": request.account.id,
+        "_links": {"self": request.href(f"/api/v4/{entity}/{client['id']}")},
+        "_embedded": embedded,
+    }
+
+
+def list_clients(request: Request, entity: str) -> Answer:
+    """GET /api/v4/contacts and /api/v4/companies: ``filter[id]``, ``query`` (name, phone, e-mail),
+    ``with=leads``; 50 a page by default, at most 250; 204 when nothing matches."""
+    rows = request.account.contacts if entity == "contacts" else request.account.companies
+    flt = request.query.get("filter") or {}
+    flt = flt if isinstance(flt, dict) else {}
+    ids = set(_ids(flt.get("id")))
+    query = str(request.query.get("query") or "")
+    tests: list[Callable[[Row], bool]] = []
+    if ids:
+        tests.append(lambda row: row["id"] in ids)
+    if query:
+        tests.append(lambda row: _client_matches(row, query))
+    select = _window(rows, tests, "id", False)
+    return request.page(entity, select, wire=lambda row: _client_wire(request, entity, row))
+
+
+def get_client(request: Request, entity: str, client_id: int) -> Answer:
+    rows = request.account.contacts if entity == "contacts" else request.account.companies
+    row = rows.get(client_id)
+    if row is None:
+        return 204, None
+    return 200, _client_wire(request, entity, row)
 
 
 def list_leads(request: Request) -> Answer:
@@ -971,6 +1082,10 @@ ROUTES: list[Route] = [
     ("GET", re.compile(r"/api/v4/leads"), list_leads),
     ("PATCH", re.compile(r"/api/v4/leads"), lambda request: patch_leads(request, None)),
     ("POST", re.compile(r"/api/v4/leads"), add_leads),
+    ("GET", re.compile(r"/api/v4/contacts/(\d+)"), lambda request, cid: get_client(request, "contacts", cid)),
+    ("GET", re.compile(r"/api/v4/contacts"), lambda request: list_clients(request, "contacts")),
+    ("GET", re.compile(r"/api/v4/companies/(\d+)"), lambda request, cid: get_client(request, "companies", cid)),
+    ("GET", re.compile(r"/api/v4/companies"), lambda request: list_clients(request, "companies")),
     ("GET", re.compile(r"/api/v4/webhooks"), list_webhooks),
     ("POST", re.compile(r"/api/v4/webhooks"), add_webhook),
     ("DELETE", re.compile(r"/api/v4/webhooks"), delete_webhook),

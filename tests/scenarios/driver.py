@@ -33,6 +33,7 @@ import json
 import re
 import urllib.parse
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
@@ -123,6 +124,10 @@ class CrmDriver(Protocol):
         title: str = "Поставка станков",
         source: str = "WEB",
         amount: int = 150000,
+        clients: Sequence[str] = (),
+    ) -> str: ...
+    def add_client(
+        self, kind: str, responsible: int, phone: str = "", email: str = "", name: str = "", days_ago: int = 30
     ) -> str: ...
     def move(self, deal_id: str, stage: str, by: int | None, pipeline: str | None = None) -> None: ...
     def reassign(self, deal_id: str, to: int, by: int) -> None: ...
@@ -316,7 +321,12 @@ class B24Driver(_Common):
         title: str = "Поставка станков",
         source: str = "WEB",
         amount: int = 150000,
+        clients: Sequence[str] = (),
     ) -> str:
+        linked: dict[str, Any] = {}
+        for handle in clients:  # the deal's contact and company, bound as the deal card's client fields bind them
+            kind, _, client_id = handle.partition(":")
+            linked["COMPANY_ID" if kind == "company" else "CONTACT_ID"] = int(client_id)
         deal_id = self.sandbox.act(self.crm_portal, manager).create_deal(
             TITLE=title,
             CATEGORY_ID=self.pipeline_id(pipeline),
@@ -324,9 +334,30 @@ class B24Driver(_Common):
             ASSIGNED_BY_ID=manager,
             OPPORTUNITY=f"{amount}.00",
             SOURCE_ID=source,
+            **linked,
         )
         self.settle()
         return str(deal_id)
+
+    def add_client(
+        self, kind: str, responsible: int, phone: str = "", email: str = "", name: str = "", days_ago: int = 30
+    ) -> str:
+        """A contact or company the portal has known for `days_ago` days (a handle like "contact:5")."""
+        with self.sandbox.lock:
+            table = self.crm_portal.companies if kind == "company" else self.crm_portal.contacts
+            client_id = self.crm_portal.next_id(kind)
+            while client_id in table:
+                client_id = self.crm_portal.next_id(kind)
+            row: dict[str, Any] = {
+                "ID": client_id,
+                "ASSIGNED_BY_ID": responsible,
+                "DATE_CREATE": self.sandbox.clock.now() - days_ago * 86400,
+                "PHONE": [phone] if phone else [],
+                "EMAIL": [email] if email else [],
+            }
+            row["TITLE" if kind == "company" else "NAME"] = name or f"Клиент {client_id}"
+            table[client_id] = row
+        return f"{'company' if kind == 'company' else 'contact'}:{client_id}"
 
     def _actor(self, by: int | None) -> Any:
         if by is None:
@@ -627,6 +658,7 @@ class AmoDriver(_Common):
         title: str = "Поставка станков",
         source: str = "WEB",
         amount: int = 150000,
+        clients: Sequence[str] = (),
     ) -> str:
         lead_id = self.sandbox.act(self.account, manager).create_lead(
             title,
@@ -635,8 +667,35 @@ class AmoDriver(_Common):
             price=amount,
             utm_source=source,
         )
+        with self.sandbox.lock:  # the lead's contact and company, as POST /api/v4/leads/complex links them
+            lead = self.account.leads[lead_id]
+            for handle in clients:
+                kind, _, client_id = handle.partition(":")
+                if kind == "company":
+                    lead["company_id"] = int(client_id)
+                else:
+                    lead.setdefault("contacts", []).append(int(client_id))
         self.settle()
         return str(lead_id)
+
+    def add_client(
+        self, kind: str, responsible: int, phone: str = "", email: str = "", name: str = "", days_ago: int = 30
+    ) -> str:
+        """A contact or company the account has known for `days_ago` days (a handle like "contact:1005")."""
+        with self.sandbox.lock:
+            client_id = self.sandbox.next_id()
+            created = int(self.sandbox.clock.now()) - days_ago * 86400
+            row = {
+                "id": client_id,
+                "name": name or f"Клиент {client_id}",
+                "responsible_user_id": responsible,
+                "created_at": created,
+                "updated_at": created,
+                "phones": [phone] if phone else [],
+                "emails": [email] if email else [],
+            }
+            (self.account.companies if kind == "company" else self.account.contacts)[client_id] = row
+        return f"{'company' if kind == 'company' else 'contact'}:{client_id}"
 
     def _actor(self, by: int | None) -> Any:
         if by is None:

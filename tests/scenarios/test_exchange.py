@@ -200,7 +200,36 @@ def test_a_deal_won_later_leaves_the_exchange(market: CrmDriver):
     market.settle()
     assert lot_of(deal_id).status == ExchangeLot.CLOSED
     [closed] = claims(deal_id)
-    assert closed.outcome == ExchangeClaim.CLOSED
+    assert closed.outcome == ExchangeClaim.WON
+
+
+def test_heads_see_the_exchange_per_manager_on_the_reports_page(market: CrmDriver):
+    configure_guard(market.portal(), heads=[str(HEAD)])
+    won, lost, kept = incoming(market, title="Выигранная"), incoming(market, title="Проигранная"), incoming(market)
+    for deal_id, who in ((won, MANAGER), (lost, MANAGER), (kept, OTHER_MANAGER)):
+        assert claim(market, deal_id, who).status_code == 200
+    market.settle()
+    market.move(won, "won", by=MANAGER)
+    market.move(lost, "lost", by=HEAD)
+    market.settle()
+    [waited] = claims(kept)
+    assert waited.waited_seconds is not None and waited.waited_seconds >= 0
+    today = exchange.portal_day(market.portal(), utcnow()).isoformat()
+    answer = market.client.get(f"/api/exchange/stats?from={today}", headers=market.token(HEAD))
+    rows = {row["manager_id"]: row for row in answer.get_json()["managers"]}
+    assert (rows[str(MANAGER)]["taken"], rows[str(MANAGER)]["won"], rows[str(MANAGER)]["lost"]) == (2, 1, 1)
+    assert rows[str(OTHER_MANAGER)]["taken"] == 1 and rows[str(OTHER_MANAGER)]["mean_wait_hours"] is not None
+
+    page = market.client.get(f"/api/reports/view?from={today}&to={today}", headers=market.token(HEAD))
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and "Биржа лидов по менеджерам" in html and market.user_name(MANAGER) in html
+    csv = market.client.get(f"/api/reports/exchange.csv?from={today}&to={today}", headers=market.token(HEAD))
+    lines = csv.get_data(as_text=True).lstrip("\ufeff").strip().split("\r\n")
+    assert lines[0].startswith("Менеджер;Взято с биржи;Выиграно;Проиграно;Возвращено на биржу")
+    assert f"{market.user_name(MANAGER)};2;1;1;0;0;" in lines[1] + ";"
+    assert lines[-1].startswith("Итого;3;1;1;0;0")
+    manager_page = market.client.get(f"/api/reports/view?from={today}&to={today}", headers=market.token(MANAGER))
+    assert manager_page.status_code == 403
 
 
 def test_the_admin_sees_the_exchange_settings_and_a_manager_does_not(market: CrmDriver):
@@ -227,6 +256,13 @@ def test_stats_through_the_api_for_heads_only(market: CrmDriver):
     configure_guard(market.portal(), heads=[str(HEAD)])
     answer = market.client.get(query, headers=market.token(HEAD))
     assert answer.status_code == 200
-    assert answer.get_json()["managers"] == [
-        {"manager_id": str(MANAGER), "taken": 1, "returned": 0, "auto_returned": 0}
-    ]
+    [row] = answer.get_json()["managers"]
+    assert {key: row[key] for key in ("manager_id", "taken", "returned", "auto_returned", "won", "lost")} == {
+        "manager_id": str(MANAGER),
+        "taken": 1,
+        "returned": 0,
+        "auto_returned": 0,
+        "won": 0,
+        "lost": 0,
+    }
+    assert row["mean_wait_hours"] is not None

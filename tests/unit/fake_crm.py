@@ -18,6 +18,8 @@ from typing import Any
 from app.crm.errors import CrmError
 from app.crm.port import (
     Call,
+    Client,
+    ClientHistory,
     CrmClient,
     Deal,
     DealChange,
@@ -98,6 +100,9 @@ class InMemoryCrm:
         self._failures: dict[str, list[Exception]] = defaultdict(list)
         self._next_id = 100
         self.reason_options: list[FieldOption] = []  # the refusal-reason field's items, in the CRM's order
+        self.clients: dict[tuple[str, str], Client] = {}  # (kind, id) -> contact or company
+        self.client_details: dict[tuple[str, str], tuple[str, ...]] = {}  # (kind, id) -> phones and e-mails
+        self.deal_clients: dict[str, list[tuple[str, str]]] = defaultdict(list)  # deal id -> its (kind, id)
 
     # ================================================================== arranging (tests, not the port)
     def now(self) -> datetime:
@@ -197,6 +202,28 @@ class InMemoryCrm:
         self.stage_history[deal.id].append(stage.id)
         self._changes.append(deal.id)
         return deal
+
+    def add_client(
+        self,
+        kind: str,
+        responsible_id: str,
+        *,
+        deals: Sequence[str] = (),
+        details: Sequence[str] = (),
+        created_at: datetime | None = None,
+    ) -> Client:
+        """A contact or company (`kind`), linked to `deals`, with phones and e-mails (`details`)."""
+        client = Client(
+            kind="company" if kind == "company" else "contact",
+            id=self._new_id(),
+            responsible_id=responsible_id,
+            created_at=created_at or self.now(),
+        )
+        self.clients[(client.kind, client.id)] = client
+        self.client_details[(client.kind, client.id)] = tuple(details)
+        for deal_id in deals:
+            self.deal_clients[deal_id].append((client.kind, client.id))
+        return client
 
     def move(self, deal_id: str, stage_id: str, *, by: str | None) -> Deal:
         """A person (`by`) or a robot (`by=None`: the CRM names no user) moves a deal in the CRM."""
@@ -594,6 +621,28 @@ class InMemoryCrm:
                 by_id[made.id] = made
         self.reason_options = list(by_id.values())
         return self.list_reason_options()
+
+    def client_history(self, deal_id: str) -> ClientHistory:
+        """The deal's contacts and company, the clients sharing a phone or e-mail with them, their open deals."""
+        self._read("client_history")
+        own_keys = list(self.deal_clients.get(deal_id, []))
+        details = {item for key in own_keys for item in self.client_details.get(key, ())}
+        duplicate_keys = [
+            key for key, items in self.client_details.items() if key not in own_keys and details & set(items)
+        ]
+        keys = {*own_keys, *duplicate_keys}
+        open_deals = tuple(
+            deal
+            for other_id, linked in sorted(self.deal_clients.items())
+            if other_id != deal_id and keys & set(linked)
+            for deal in [self.deals.get(other_id)]
+            if deal is not None and deal.stage_semantics == "process"
+        )
+        return ClientHistory(
+            own=tuple(self.clients[key] for key in own_keys),
+            duplicates=tuple(self.clients[key] for key in duplicate_keys),
+            open_deals=open_deals,
+        )
 
 
 _: CrmClient = InMemoryCrm()  # mypy: the fake is a CrmClient

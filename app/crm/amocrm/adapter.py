@@ -34,6 +34,8 @@ from app.crm.errors import (
 from app.crm.port import (
     AUTOMATION,
     Call,
+    Client,
+    ClientHistory,
     Deal,
     DealChange,
     DealField,
@@ -65,6 +67,7 @@ EVENTS_WATERMARK = "amo_events_since"
 TASK_TYPE_CALL = 1
 NOTICE_TASK_HOURS = 4
 UTM_SOURCE = "UTM_SOURCE"  # the code of amoCRM's built-in tracking_data field "utm_source"
+CLIENT_SEARCHES = 3  # phones and e-mails looked up per new lead (each one request per entity type)
 SOURCE_MAX_LENGTH = 64  # what our tables keep of a source id
 SOURCE_SCAN_DAYS = 180
 SOURCE_SCAN_PAGES = 8
@@ -828,6 +831,78 @@ class AmoCrm:
                     yield self.deal_from_raw(raw)
 
     # ---- calls
+
+    # ---- clients (the repeat-client rule)
+
+    @staticmethod
+    def _client(entity: str, raw: Mapping[str, Any]) -> Client:
+        return Client(
+            kind="company" if entity == "companies" else "contact",
+            id=_text(raw.get("id")),
+            responsible_id=_text(raw.get("responsible_user_id")),
+            created_at=_ts(raw.get("created_at")),
+        )
+
+    @staticmethod
+    def _communications(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+        values: list[str] = []
+        for row in rows:
+            for field in row.get("custom_fields_values") or []:
+                if not isinstance(field, Mapping) or field.get("field_code") not in ("PHONE", "EMAIL"):
+                    continue
+                for item in field.get("values") or []:
+                    value = _text(item.get("value")) if isinstance(item, Mapping) else ""
+                    if value and value not in values:
+                        values.append(value)
+        return values
+
+    @staticmethod
+    def _linked_leads(rows: Sequence[Mapping[str, Any]]) -> list[int]:
+        ids: list[int] = []
+        for row in rows:
+            for lead in _mapping(row.get("_embedded")).get("leads") or []:
+                lead_id = _int(_mapping(lead).get("id"))
+                if lead_id is not None and lead_id not in ids:
+                    ids.append(lead_id)
+        return ids
+
+    def client_history(self, deal_id: str) -> ClientHistory:
+        """The lead's contacts and company (``GET /api/v4/leads/{id}?with=contacts``), read with their leads
+        (``GET /api/v4/contacts|companies?filter[id][]=…&with=leads``); others found by the first phones and
+        e-mails (``query=…``, which searches every filled field); then the open ones of all their leads
+        (``GET /api/v4/leads?filter[id][]=…``)."""
+        lead = self.rest.get(f"/api/v4/leads/{int(deal_id)}", {"with": "contacts"})
+        embedded = _mapping(_mapping(lead).get("_embedded"))
+        wanted = {
+            "contacts": [i for c in embedded.get("contacts") or [] if (i := _int(_mapping(c).get("id"))) is not None],
+            "companies": [i for c in embedded.get("companies") or [] if (i := _int(_mapping(c).get("id"))) is not None],
+        }
+        own: dict[str, list[dict[str, Any]]] = {"contacts": [], "companies": []}
+        for entity, ids in wanted.items():
+            if ids:
+                params = {"filter": {"id": ids[:BATCH_IDS]}, "with": "leads"}
+                own[entity] = list(self.rest.iter_pages(f"/api/v4/{entity}", entity, params))
+        seen = {(entity, _text(row.get("id"))) for entity, rows in own.items() for row in rows}
+        duplicates: dict[str, list[dict[str, Any]]] = {"contacts": [], "companies": []}
+        for value in self._communications([*own["contacts"], *own["companies"]])[:CLIENT_SEARCHES]:
+            for entity in ("contacts", "companies"):
+                for row in self.rest.iter_pages(f"/api/v4/{entity}", entity, {"query": value, "with": "leads"}):
+                    key = (entity, _text(row.get("id")))
+                    if key not in seen:
+                        seen.add(key)
+                        duplicates[entity].append(row)
+        every = [*own["contacts"], *own["companies"], *duplicates["contacts"], *duplicates["companies"]]
+        lead_ids = [lead_id for lead_id in self._linked_leads(every) if str(lead_id) != str(deal_id)]
+        open_deals = [
+            deal for deal in self.get_deals([str(i) for i in lead_ids]).values() if deal.stage_semantics == "process"
+        ]
+        return ClientHistory(
+            own=tuple(self._client(entity, row) for entity in ("contacts", "companies") for row in own[entity]),
+            duplicates=tuple(
+                self._client(entity, row) for entity in ("contacts", "companies") for row in duplicates[entity]
+            ),
+            open_deals=tuple(open_deals),
+        )
 
     def list_deal_calls(self, deal_id: str) -> list[Call]:
         """Call notes of the lead (call_in / call_out); ``params.link`` is the recording."""

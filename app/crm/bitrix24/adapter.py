@@ -27,6 +27,8 @@ from app.crm.errors import (
 )
 from app.crm.port import (
     Call,
+    Client,
+    ClientHistory,
     Deal,
     DealChange,
     DealField,
@@ -871,6 +873,115 @@ class Bitrix24Crm:
         result = self.rest.batch(commands)
         for key in commands:
             result.get(key)
+
+    # ---- clients (the repeat-client rule)
+
+    CLIENT_SELECT = ("ID", "ASSIGNED_BY_ID", "DATE_CREATE", "PHONE", "EMAIL")
+    DUPLICATE_VALUES = 20  # crm.duplicate.findbycomm takes at most 20 values
+
+    def _batch_or_raise(self, commands: dict[str, tuple[str, Mapping[str, Any] | None]]) -> Any:
+        if not commands:
+            return None
+        result = self.rest.batch(commands)
+        errors = result.errors()
+        if errors:
+            raise next(iter(errors.values()))
+        return result
+
+    def _client(self, kind: str, row: Mapping[str, Any]) -> Client:
+        return Client(
+            kind="company" if kind == "company" else "contact",
+            id=_text(row.get("ID")),
+            responsible_id=_text(row.get("ASSIGNED_BY_ID")),
+            created_at=parse_datetime(row.get("DATE_CREATE"), self.tz),
+        )
+
+    def _clients(self, contact_ids: Sequence[str], company_ids: Sequence[str]) -> dict[str, list[Mapping[str, Any]]]:
+        commands: dict[str, tuple[str, Mapping[str, Any] | None]] = {}
+        for kind, method, ids in (
+            ("contact", "crm.contact.list", contact_ids),
+            ("company", "crm.company.list", company_ids),
+        ):
+            for n, i in enumerate(range(0, len(ids), PAGE_SIZE)):
+                commands[f"{kind}{n}"] = (
+                    method,
+                    {"filter": {"@ID": list(ids[i : i + PAGE_SIZE])}, "select": list(self.CLIENT_SELECT), "start": -1},
+                )
+        result = self._batch_or_raise(commands)
+        rows: dict[str, list[Mapping[str, Any]]] = {"contact": [], "company": []}
+        for key in commands:
+            rows["company" if key.startswith("company") else "contact"].extend(result_rows(result.get(key), None))
+        return rows
+
+    @staticmethod
+    def _communications(rows: Sequence[Mapping[str, Any]], name: str) -> list[str]:
+        values = []
+        for row in rows:
+            items = row.get(name)
+            for item in items if isinstance(items, list) else []:
+                value = _text(item.get("VALUE")) if isinstance(item, Mapping) else ""
+                if value and value not in values:
+                    values.append(value)
+        return values
+
+    def client_history(self, deal_id: str) -> ClientHistory:
+        """The deal's contacts (crm.deal.contact.items.get) and company (the deal's COMPANY_ID), their duplicates
+        by phone and e-mail (crm.duplicate.findbycomm), and their open deals (crm.deal.list by CONTACT_ID and
+        COMPANY_ID): four batch requests at most."""
+        first = self._batch_or_raise(
+            {"deal": ("crm.deal.get", {"id": deal_id}), "contacts": ("crm.deal.contact.items.get", {"id": deal_id})}
+        )
+        deal = _mapping(first.get("deal"))
+        company = _text(deal.get("COMPANY_ID"))
+        own_contacts = [_text(row.get("CONTACT_ID")) for row in result_rows(first.get("contacts"), None)]
+        own_contacts = [cid for cid in dict.fromkeys(own_contacts) if cid and cid != "0"]
+        own_companies = [company] if company and company != "0" else []
+        own_rows = self._clients(own_contacts, own_companies)
+        rows = [*own_rows["contact"], *own_rows["company"]]
+        searches: dict[str, tuple[str, Mapping[str, Any] | None]] = {}
+        for kind in ("PHONE", "EMAIL"):
+            values = self._communications(rows, kind)[: self.DUPLICATE_VALUES]
+            if values:
+                searches[kind] = ("crm.duplicate.findbycomm", {"type": kind, "values": values})
+        found = self._batch_or_raise(searches)
+        duplicate_contacts: list[str] = []
+        duplicate_companies: list[str] = []
+        for key in searches:
+            answer = found.get(key)
+            if not isinstance(answer, Mapping):  # an empty result is an empty array
+                continue
+            for raw in answer.get("CONTACT") or []:
+                if str(raw) not in own_contacts and str(raw) not in duplicate_contacts:
+                    duplicate_contacts.append(str(raw))
+            for raw in answer.get("COMPANY") or []:
+                if str(raw) not in own_companies and str(raw) not in duplicate_companies:
+                    duplicate_companies.append(str(raw))
+        duplicate_rows = self._clients(duplicate_contacts, duplicate_companies)
+        contacts = [*own_contacts, *duplicate_contacts]
+        companies = [*own_companies, *duplicate_companies]
+        lists: dict[str, tuple[str, Mapping[str, Any] | None]] = {}
+        for key, field, ids in (("by_contact", "@CONTACT_ID", contacts), ("by_company", "@COMPANY_ID", companies)):
+            if ids:
+                flt = {field: ids[:PAGE_SIZE], "CLOSED": "N", "!ID": deal_id}
+                lists[key] = ("crm.deal.list", {"filter": flt, "select": list(self.DEAL_SELECT), "start": -1})
+        deals = self._batch_or_raise(lists)
+        open_deals: dict[str, Deal] = {}
+        for key in lists:
+            for raw in result_rows(deals.get(key), None):
+                other = self.deal_from_raw(raw)
+                if other.id != str(deal_id) and other.stage_semantics == "process":
+                    open_deals.setdefault(other.id, other)
+        return ClientHistory(
+            own=tuple(
+                [self._client("contact", row) for row in own_rows["contact"]]
+                + [self._client("company", row) for row in own_rows["company"]]
+            ),
+            duplicates=tuple(
+                [self._client("contact", row) for row in duplicate_rows["contact"]]
+                + [self._client("company", row) for row in duplicate_rows["company"]]
+            ),
+            open_deals=tuple(open_deals.values()),
+        )
 
     def list_deal_tasks(self, deal_id: str) -> list[Task]:
         """Tasks bound to the deal (tasks.task.list by UF_CRM_TASK, select always given)."""

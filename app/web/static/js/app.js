@@ -66,6 +66,7 @@
       ["qa_departments", "head_departments"].forEach(function (key) { fill(key, result.body.departments, s[key]); });
       form.elements.exempt_automation.checked = s.exempt_automation;
       form.elements.fine_deletions.checked = s.fine_deletions;
+      form.elements.repeat_clients.checked = s.repeat_clients;
       form.elements.review_sla_hours.value = s.review_sla_hours;
     });
   }
@@ -91,6 +92,7 @@
         head_departments: checked("head_departments"),
         exempt_automation: form.elements.exempt_automation.checked,
         fine_deletions: form.elements.fine_deletions.checked,
+        repeat_clients: form.elements.repeat_clients.checked,
         review_sla_hours: Number(form.elements.review_sla_hours.value)
       };
       api(config.settingsUrl, {
