@@ -2,7 +2,7 @@
 each exchange deal waited before it was claimed.
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-07
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from app.core.models import UtcDateTime
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
