@@ -66,6 +66,7 @@ class Demo:
             "B24_CLIENT_SECRET": self.portal.client_secret,
             "PUBLIC_URL": self.public_url,
             "SANDBOX_URL": self.url,
+            "B24_JS_URL": f"{self.public_url}/sandbox/api/v1/",
         }
 
     def stop(self) -> None:

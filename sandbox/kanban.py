@@ -6,10 +6,12 @@ sandbox's `Actor`, exactly like the tests do, so every move fires the same event
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request, send_file
 from flask.typing import ResponseReturnValue
 
 from app.core import i18n
@@ -18,6 +20,8 @@ from sandbox.sandbox import Sandbox
 from sandbox.state import Portal
 
 AUTOMATION = "automation"
+DEAL_TAB = "CRM_DEAL_DETAIL_TAB"
+BX24_JS = Path(__file__).parent / "static" / "bx24.js"
 _DEAL_LINK = re.compile(r"https://\S+/crm/deal/details/(\d+)/")
 
 i18n.register(
@@ -57,6 +61,18 @@ i18n.register(
         "kanban_failed": ("Не получилось:", "Failed:"),
         "kanban_empty": ("Нет сделок", "No deals"),
         "kanban_language": ("English", "Русский"),
+        "kanban_open_app": ("Контроль отказов", "Refusal Control"),
+        "kanban_open_app_hint": (
+            "Открыть приложение (очередь ОКК, биржа, отчёты, настройки) от имени выбранного сотрудника",
+            "Open the app (QA queue, exchange, reports, settings) as the chosen person",
+        ),
+        "kanban_tab_general": ("Общие", "General"),
+        "kanban_stage": ("Стадия", "Stage"),
+        "kanban_amount": ("Сумма", "Amount"),
+        "kanban_robot_cannot_open": (
+            "Робот не открывает страницы: выберите сотрудника.",
+            "A robot opens no pages: choose a person.",
+        ),
     }
 )
 JS_STRINGS = (
@@ -73,6 +89,10 @@ JS_STRINGS = (
     "kanban_app_not_installed",
     "kanban_failed",
     "kanban_empty",
+    "kanban_tab_general",
+    "kanban_stage",
+    "kanban_amount",
+    "kanban_robot_cannot_open",
 )
 
 bp = Blueprint(
@@ -145,9 +165,12 @@ def _fields(portal: Portal, lang: str) -> list[dict[str, Any]]:
 
 def _deal(portal: Portal, row: Any, field_names: list[str]) -> dict[str, Any]:
     uf = row.uf or {}
+    stage = portal.stage(row.stage_id)
     return {
         "id": str(row.id),
         "title": row.title,
+        "pipeline": str(row.category_id),
+        "stage": stage["NAME"] if stage else row.stage_id,
         "amount": row.opportunity,
         "currency": row.currency_id,
         "stage_id": row.stage_id,
@@ -262,8 +285,89 @@ def board() -> ResponseReturnValue:
             "users": _users(portal),
             "user": user,
             "notifications": _notifications(portal, user),
+            "deal_tabs": _deal_tabs(portal, lang),
+            "app": bool(portal.app_url) and portal.installed,
         }
     return jsonify(answer)
+
+
+def _deal_tabs(portal: Portal, lang: str) -> list[dict[str, str]]:
+    """The deal card's tabs that apps placed there (placement.bind CRM_DEAL_DETAIL_TAB), titled in `lang`."""
+    tabs = []
+    for placement in sorted(portal.placements.values(), key=lambda p: p.id):
+        if placement.placement != DEAL_TAB:
+            continue
+        titles = placement.lang_all.get(lang) if isinstance(placement.lang_all, dict) else None
+        title = titles.get("TITLE") if isinstance(titles, dict) else None
+        tabs.append({"id": str(placement.id), "title": str(title or placement.title or DEAL_TAB)})
+    return tabs
+
+
+@bp.get("/api/v1/")
+def bx24_library() -> ResponseReturnValue:
+    """The sandbox's BX24 library (sandbox/static/bx24.js): B24_JS_URL points the app's pages here in the demo."""
+    response = send_file(BX24_JS, mimetype="text/javascript", max_age=0)
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+@bp.get("/api/deal")
+def deal_card() -> ResponseReturnValue:
+    """One deal as its card shows it (any pipeline): what a deal link opened through BX24.openPath shows."""
+    sandbox = _sandbox()
+    lang = _lang()
+    with sandbox.lock:
+        portal = _portal(sandbox)
+        deal_id = _deal_id(portal, request.args.get("deal_id"))
+        names = [field["name"] for field in _fields(portal, lang)]
+        return jsonify(deal=_deal(portal, portal.deals[deal_id], names))
+
+
+@bp.post("/api/frame")
+def frame() -> ResponseReturnValue:
+    """What the portal POSTs into an app frame it opens for a person: the handler and the signed form.
+
+    `placement` DEFAULT is the app's own page (its handler: the app's address + /b24/app), CRM_DEAL_DETAIL_TAB
+    a deal card's tab (the handler placement.bind registered, PLACEMENT_OPTIONS {"ID": deal}). The page adds
+    DOMAIN, PROTOCOL, LANG and APP_SID to the URL, as the portal does, naming its own address."""
+    sandbox = _sandbox()
+    body = _body()
+    with sandbox.lock:
+        portal = _portal(sandbox)
+        user = _acting_user(portal, body.get("user"))
+        if user == AUTOMATION:
+            raise BadRequest("a robot opens no pages: choose a person")
+        placement = str(body.get("placement") or "DEFAULT")
+        options: Any = body.get("options") or {}
+        if not isinstance(options, dict):
+            raise BadRequest("options: give an object")
+        if placement == DEAL_TAB:
+            deal_id = _deal_id(portal, body.get("deal_id"))
+            bound = [p for p in portal.placements.values() if p.placement == DEAL_TAB]
+            if not bound:
+                raise BadRequest("no app placed a tab in the deal card")
+            handler = bound[0].handler
+            options = {"ID": str(deal_id)}
+        elif placement == "DEFAULT":
+            if not portal.app_url or not portal.installed:
+                raise BadRequest("the app is not installed")
+            handler = portal.app_url.rstrip("/") + "/b24/app"
+        else:
+            raise BadRequest(f"unknown placement {placement!r}")
+        tokens = sandbox.issue_tokens(portal, int(user))
+        fields = {
+            "AUTH_ID": tokens["access_token"],
+            "AUTH_EXPIRES": str(tokens["expires_in"]),
+            "REFRESH_ID": tokens["refresh_token"],
+            "SERVER_ENDPOINT": tokens["server_endpoint"],
+            "member_id": portal.member_id,
+            "APPLICATION_TOKEN": portal.application_token,
+            "status": portal.status,
+            "PLACEMENT": placement,
+            "PLACEMENT_OPTIONS": json.dumps(options, ensure_ascii=False) if options else "",
+        }
+        is_admin = bool(portal.users[int(user)].get("IS_ADMIN"))
+        return jsonify(url=handler, fields=fields, lang=portal.language, is_admin=is_admin)
 
 
 @bp.post("/api/move")

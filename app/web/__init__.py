@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
+from flask import Blueprint, Flask, request
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static/rc")
+
+
+def crm_of_page() -> dict[str, str]:
+    """`rc_crm` for the templates: the CRM whose frame shows the page (its body class; BX24.js only in Bitrix24)."""
+    return {"rc_crm": "amocrm" if request.path.startswith("/amocrm/") else "bitrix24"}
 
 
 def init_app(app: Flask) -> None:
@@ -12,6 +17,7 @@ def init_app(app: Flask) -> None:
     from app.web import api, exchange_api, reports_api, review_api, sandbox_proxy, taskcontrol_api
 
     app.register_blueprint(bp)
+    app.context_processor(crm_of_page)
     app.register_blueprint(api.bp)
     app.register_blueprint(reports_api.bp)
     app.register_blueprint(exchange_api.bp)
