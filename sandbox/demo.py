@@ -28,6 +28,7 @@ from flask import Flask
 from app.core.db import db
 from app.core.models import Portal
 from app.domain import audit
+from app.domain.penalties import update_cpl_settings
 from app.domain.settings import update_guard_settings
 from sandbox import Sandbox, TlsServer, requests_transport
 from sandbox.seed import HEAD_OF_SALES, QA_USERS
@@ -36,6 +37,15 @@ from sandbox.state import Portal as SandboxPortal
 log = logging.getLogger(__name__)
 
 DEMO_GUARD = {"qa_users": [str(user) for user in QA_USERS], "heads": [str(HEAD_OF_SALES)]}
+# The lead exchange's pool: a portal user who holds the leads nobody has taken yet (demo only; the seeded
+# portal of the tests keeps its 11 people).
+POOL_USER = 12
+# Lead costs by source, so a fine is never «0 ₽» in the demo.
+DEMO_CPL = {
+    "currency": "RUB",
+    "default": "3000",
+    "by_source": {"CALL": "4500", "WEB": "2500", "ADVERTISING": "3500", "EMAIL": "1500", "WEBFORM": "2000"},
+}
 
 
 class DemoError(RuntimeError):
@@ -99,6 +109,16 @@ def start(instance: Path, public_url: str, port: int = 0, deals: int = 30) -> De
         app_url=public_url,
         deals=deals,
     )
+    portal.users[POOL_USER] = {
+        **portal.users[2],
+        "ID": POOL_USER,
+        "NAME": "Биржа",
+        "LAST_NAME": "лидов",
+        "WORK_POSITION": "Пул лидов (биржа)",
+        "EMAIL": "pool@sandbox.local",
+        "IS_ADMIN": False,
+        "ACTIVE": True,
+    }
     server.start()
     sandbox.start_delivery_thread(transport=requests_transport(timeout=30))
     return Demo(sandbox, server, portal, _ca_bundle(Path(server.tls.ca_cert.parent), server.tls.ca_cert), public_url)
@@ -185,7 +205,9 @@ def install(app: Flask, demo: Demo, alive: Callable[[], bool], timeout: float = 
         row = db.session.scalar(sa.select(Portal).where(Portal.external_id == portal.member_id))
         assert row is not None
         update_guard_settings(row, DEMO_GUARD)
+        update_cpl_settings(row, DEMO_CPL)
         audit.record(row.id, "launcher", "settings", "demo guard settings", "QA 7, 8; head of sales 9")
+        audit.record(row.id, "launcher", "settings", "demo CPL table", "by source, default 3000 RUB")
         db.session.commit()
         portal_id = row.id
         db.session.remove()

@@ -67,6 +67,7 @@ i18n.register(
             "Open the app (QA queue, exchange, reports, settings) as the chosen person",
         ),
         "kanban_tab_general": ("Общие", "General"),
+        "kanban_new_deal": ("Новая входящая сделка", "New incoming deal"),
         "kanban_stage": ("Стадия", "Stage"),
         "kanban_amount": ("Сумма", "Amount"),
         "kanban_robot_cannot_open": (
@@ -410,6 +411,34 @@ def edit_deal() -> ResponseReturnValue:
             changes[userfield.field_name] = text
         _actor(sandbox, portal, user).update_deal(deal_id, changes)
         return jsonify(ok=True, deal=_deal(portal, portal.deals[deal_id], [f["name"] for f in _fields(portal, "ru")]))
+
+
+@bp.post("/api/new-deal")
+def new_deal() -> ResponseReturnValue:
+    """«Новая входящая сделка»: a lead arrives from the web form into the pipeline's first stage, created by the
+    acting person (a robot: by automation, for the portal's admin); the portal fires ONCRMDEALADD, so the lead
+    exchange and the duty rota can route it."""
+    sandbox = _sandbox()
+    body = _body()
+    with sandbox.lock:
+        portal = _portal(sandbox)
+        user = _acting_user(portal, body.get("user"))
+        category = _category(portal, body.get("pipeline"))
+        stages = portal.stages(category)
+        if not stages:
+            raise BadRequest(f"pipeline {category} has no stages")
+        number = portal.counters.get("deal", 0) + 1
+        responsible = sandbox.admin_id(portal) if user == AUTOMATION else int(user)
+        deal_id = _actor(sandbox, portal, user).create_deal(
+            TITLE=f"Входящая заявка с сайта №{number}",
+            CATEGORY_ID=str(category),
+            STAGE_ID=stages[0]["STATUS_ID"],
+            ASSIGNED_BY_ID=str(responsible),
+            SOURCE_ID="WEB",
+            OPPORTUNITY="120000.00",
+            CURRENCY_ID="RUB",
+        )
+        return jsonify(ok=True, deal_id=str(deal_id))
 
 
 def init_app(app: Flask) -> None:

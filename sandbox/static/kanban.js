@@ -443,6 +443,12 @@
     refresh();
   });
 
+  document.getElementById("sb-new-deal").addEventListener("click", function () {
+    post(config.newDeal, { user: state.user, pipeline: state.pipeline })
+      .catch(function (error) { showStatus(t.kanban_failed + " " + error.message, false); })
+      .then(refresh);
+  });
+
   refresh();
   window.setInterval(refresh, 1000);
 })();
