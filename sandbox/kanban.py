@@ -67,6 +67,9 @@ i18n.register(
             "Open the app (QA queue, exchange, reports, settings) as the chosen person",
         ),
         "kanban_tab_general": ("Общие", "General"),
+        "kanban_tasks": ("Задачи", "Tasks"),
+        "kanban_no_tasks": ("Открытых задач нет.", "No open tasks."),
+        "kanban_deadline": ("Крайний срок", "Deadline"),
         "kanban_new_deal": ("Новая входящая сделка", "New incoming deal"),
         "kanban_stage": ("Стадия", "Stage"),
         "kanban_amount": ("Сумма", "Amount"),
@@ -91,6 +94,8 @@ JS_STRINGS = (
     "kanban_failed",
     "kanban_empty",
     "kanban_tab_general",
+    "kanban_no_tasks",
+    "kanban_deadline",
     "kanban_stage",
     "kanban_amount",
     "kanban_robot_cannot_open",
@@ -201,6 +206,30 @@ def _notifications(portal: Portal, user: str) -> list[dict[str, Any]]:
     return answer
 
 
+def _tasks(portal: Portal, user: str) -> list[dict[str, Any]]:
+    """The acting person's open tasks, newest first (the robot: everyone's), with the deal each is bound to."""
+    wanted = None if user == AUTOMATION else int(user)
+    items = [
+        task
+        for task in portal.tasks.values()
+        if int(task.get("STATUS") or 0) != 5 and (wanted is None or int(task.get("RESPONSIBLE_ID") or 0) == wanted)
+    ]
+    items.sort(key=lambda task: int(task["ID"]), reverse=True)
+    answer = []
+    for task in items[:30]:
+        deals = [str(ref)[2:] for ref in task.get("UF_CRM_TASK") or [] if str(ref).startswith("D_")]
+        answer.append(
+            {
+                "id": str(task["ID"]),
+                "title": str(task.get("TITLE") or ""),
+                "user": _user_name(portal, int(task.get("RESPONSIBLE_ID") or 0)),
+                "deadline": task.get("DEADLINE"),
+                "deal_id": deals[0] if deals and deals[0].isdigit() else None,
+            }
+        )
+    return answer
+
+
 def _acting_user(portal: Portal, raw: Any) -> str:
     value = str(raw or "").strip()
     if value == AUTOMATION:
@@ -286,6 +315,7 @@ def board() -> ResponseReturnValue:
             "users": _users(portal),
             "user": user,
             "notifications": _notifications(portal, user),
+            "tasks": _tasks(portal, user),
             "deal_tabs": _deal_tabs(portal, lang),
             "app": bool(portal.app_url) and portal.installed,
         }

@@ -21,9 +21,16 @@
   var pipelineSelect = document.getElementById("sb-pipeline");
   var boardEl = document.getElementById("sb-board");
   var noticesEl = document.getElementById("sb-notices");
+  var tasksEl = document.getElementById("sb-tasks");
   var statusEl = document.getElementById("sb-status");
   var editor = document.getElementById("sb-editor");
-  var money = new Intl.NumberFormat(config.lang === "en" ? "en-US" : "ru-RU", { maximumFractionDigits: 2 });
+  var number = new Intl.NumberFormat(config.lang === "en" ? "en-US" : "ru-RU", { maximumFractionDigits: 2 });
+  var SYMBOLS = { RUB: "₽", USD: "$", EUR: "€" };
+
+  // «1 200 000 ₽», as the app writes money (₽/$/€, else the ISO code).
+  function money(amount, currency) {
+    return number.format(Number(amount)).replace(/\u202f/g, "\u00a0") + "\u00a0" + (SYMBOLS[currency] || currency);
+  }
 
   function el(tag, attrs, text) {
     var node = document.createElement(tag);
@@ -79,7 +86,7 @@
   function card(deal, stages) {
     var item = el("li", { "class": "sb-card", draggable: "true", "data-deal-id": deal.id, "data-stage": deal.stage_id });
     item.appendChild(el("div", { "class": "sb-title" }, deal.title));
-    item.appendChild(el("div", {}, money.format(Number(deal.amount)) + " " + deal.currency));
+    item.appendChild(el("div", {}, money(deal.amount, deal.currency)));
     item.appendChild(el("div", { "class": "sb-muted" }, t.kanban_responsible + ": " + deal.responsible));
     var select = el("select", { "aria-label": t.kanban_move_to + " " + deal.title, "class": "sb-move" });
     select.appendChild(el("option", { value: "" }, t.kanban_move_to));
@@ -179,6 +186,34 @@
     });
   }
 
+  function renderTasks(board) {
+    var key = state.user + JSON.stringify(board.tasks);
+    if (key === state.tasksKey) { return; }
+    var seen = state.tasksKey && state.tasksKey.indexOf(state.user) === 0 ? state.seenTasks : null;
+    state.tasksKey = key;
+    state.seenTasks = {};
+    tasksEl.innerHTML = "";
+    if (!board.tasks.length) { tasksEl.appendChild(el("li", { "class": "sb-muted" }, t.kanban_no_tasks)); }
+    board.tasks.forEach(function (task) {
+      state.seenTasks[task.id] = true;
+      var item = el("li", { "class": "sb-notice sb-task", "data-task-id": task.id });
+      if (seen && !seen[task.id]) { item.classList.add("sb-new"); }
+      var meta = task.user;
+      if (task.deadline) {
+        meta += " · " + t.kanban_deadline + ": " + new Date(task.deadline * 1000).toLocaleString(
+          config.lang === "en" ? "en-GB" : "ru-RU", { dateStyle: "short", timeStyle: "short" });
+      }
+      item.appendChild(el("div", { "class": "sb-muted" }, meta));
+      item.appendChild(el("div", { "class": "sb-message" }, task.title));
+      if (task.deal_id) {
+        var open = el("button", { type: "button" }, t.kanban_open);
+        open.addEventListener("click", function () { openEditor(task.deal_id, "notice"); });
+        item.appendChild(open);
+      }
+      tasksEl.appendChild(item);
+    });
+  }
+
   function renderControls(board) {
     var users = board.users.map(function (u) { return { value: u.id, label: u.name + " — " + u.position }; });
     users.push({ value: "automation", label: userSelect.getAttribute("data-automation-label") });
@@ -210,6 +245,7 @@
         renderControls(board);
         renderBoard(board);
         renderNotices(board);
+        renderTasks(board);
         boardEl.setAttribute("data-ready", "yes");
       })
       .catch(function (error) { showStatus(t.kanban_failed + " " + error.message, false); });
@@ -361,7 +397,7 @@
     state.editingDeal = deal;
     document.getElementById("sb-editor-title").textContent = t.kanban_editor_title + " #" + deal.id + ": " + deal.title;
     document.getElementById("sb-editor-meta").textContent = t.kanban_stage + ": " + deal.stage + " · " +
-      t.kanban_amount + ": " + money.format(Number(deal.amount)) + " " + deal.currency + " · " +
+      t.kanban_amount + ": " + money(deal.amount, deal.currency) + " · " +
       t.kanban_responsible + ": " + deal.responsible;
     var result = document.getElementById("sb-editor-result");
     result.textContent = "";
