@@ -68,6 +68,10 @@ i18n.register(
         ),
         "kanban_tab_general": ("Общие", "General"),
         "kanban_tasks": ("Задачи", "Tasks"),
+        "kanban_robot": ("Запустить робота", "Run a robot"),
+        "kanban_robot_running": ("Робот запущен…", "The robot is running…"),
+        "kanban_robot_done": ("Робот ответил:", "The robot answered:"),
+        "kanban_robot_done_empty": ("Робот выполнен.", "The robot is done."),
         "kanban_no_tasks": ("Открытых задач нет.", "No open tasks."),
         "kanban_deadline": ("Крайний срок", "Deadline"),
         "kanban_new_deal": ("Новая входящая сделка", "New incoming deal"),
@@ -95,6 +99,9 @@ JS_STRINGS = (
     "kanban_empty",
     "kanban_tab_general",
     "kanban_no_tasks",
+    "kanban_robot_running",
+    "kanban_robot_done",
+    "kanban_robot_done_empty",
     "kanban_deadline",
     "kanban_stage",
     "kanban_amount",
@@ -316,6 +323,7 @@ def board() -> ResponseReturnValue:
             "user": user,
             "notifications": _notifications(portal, user),
             "tasks": _tasks(portal, user),
+            "robots": _robots(portal, lang),
             "deal_tabs": _deal_tabs(portal, lang),
             "app": bool(portal.app_url) and portal.installed,
         }
@@ -469,6 +477,65 @@ def new_deal() -> ResponseReturnValue:
             CURRENCY_ID="RUB",
         )
         return jsonify(ok=True, deal_id=str(deal_id))
+
+
+def _label(value: Any, lang: str, fallback: str) -> str:
+    """A robot's name or a property's name: {"ru": ..., "en": ...} or plain text."""
+    if isinstance(value, dict):
+        return str(value.get(lang) or value.get("ru") or value.get("en") or fallback)
+    return str(value or fallback)
+
+
+def _robots(portal: Portal, lang: str) -> list[dict[str, str]]:
+    """The robots apps registered (bizproc.robot.add), as the automation rules editor lists them."""
+    return [
+        {"code": code, "name": _label(robot.name, lang, code)}
+        for code, robot in sorted(portal.robots.items())
+    ]
+
+
+@bp.post("/api/robot")
+def run_robot() -> ResponseReturnValue:
+    """«Запустить робота»: automation reaches an app's robot on a deal (its properties at their defaults);
+    the portal POSTs the robot's HANDLER. Answers the event token to ask for the result with."""
+    sandbox = _sandbox()
+    body = _body()
+    with sandbox.lock:
+        portal = _portal(sandbox)
+        deal_id = _deal_id(portal, body.get("deal_id"))
+        code = str(body.get("code") or "")
+        robot = portal.robots.get(code)
+        if robot is None:
+            raise BadRequest(f"no robot {code!r}")
+        properties = {
+            key: spec.get("Default", "")
+            for key, spec in (robot.properties or {}).items()
+            if isinstance(spec, dict)
+        }
+    token = sandbox.run_robot(portal, code, deal_id, properties)
+    return jsonify(ok=True, token=token)
+
+
+@bp.get("/api/robot")
+def robot_result() -> ResponseReturnValue:
+    """What the app answered a robot run with (bizproc.event.send), named as its return properties are."""
+    sandbox = _sandbox()
+    lang = _lang()
+    with sandbox.lock:
+        portal = _portal(sandbox)
+        run = portal.robot_runs.get(request.args.get("token") or "")
+        if run is None:
+            raise BadRequest("no such robot run")
+        if run.return_values is None:
+            return jsonify(done=False)
+        robot = portal.robots.get(run.code)
+        specs = (robot.return_properties if robot else None) or {}
+        values = [
+            {"name": _label((specs.get(key) or {}).get("Name"), lang, key), "value": str(value)}
+            for key, value in run.return_values.items()
+            if str(value) != ""
+        ]
+        return jsonify(done=True, values=values, log=list(run.log_messages))
 
 
 def init_app(app: Flask) -> None:

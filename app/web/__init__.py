@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, request
 
+from app.core import i18n
+
+i18n.register(
+    {
+        "frame_open_app": (
+            "Открыть приложение: очередь ОКК, биржа, отчёты, настройки",
+            "Open the app: QA queue, exchange, reports, settings",
+        ),
+    }
+)
+
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static/rc")
 
 

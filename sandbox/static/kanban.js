@@ -387,6 +387,7 @@
     });
     var general = tab === "general";
     document.getElementById("sb-editor-form").hidden = !general;
+    document.getElementById("sb-robot-form").hidden = !general || !state.board.robots.length;
     var box = document.getElementById("sb-deal-frame");
     box.hidden = general;
     if (general) { openFrameCleanup(box); } else { openFrame(box, "CRM_DEAL_DETAIL_TAB", { deal_id: deal.id }); }
@@ -407,6 +408,10 @@
     if (!state.board.fields.length) { fields.appendChild(el("p", {}, t.kanban_no_fields)); }
     state.board.fields.forEach(function (field) { fields.appendChild(fieldInput(field, deal.fields[field.name])); });
     document.getElementById("sb-editor-save").disabled = !state.board.fields.length;
+    var robots = document.getElementById("sb-robot");
+    robots.innerHTML = "";
+    state.board.robots.forEach(function (robot) { robots.appendChild(el("option", { value: robot.code }, robot.name)); });
+    document.getElementById("sb-robot-result").textContent = "";
     var tabs = document.getElementById("sb-deal-tabs");
     tabs.innerHTML = "";
     var list = [{ id: "general", title: t.kanban_tab_general }].concat(state.board.deal_tabs.map(function (item) {
@@ -465,6 +470,33 @@
         result.setAttribute("data-outcome", "failed");
       });
   });
+  function robotAnswer(token, result, tries) {
+    var query = new URLSearchParams({ token: token, lang: config.lang });
+    if (state.portal) { query.set("portal", state.portal); }
+    fetch(config.robot + "?" + query.toString(), { cache: "no-store" })
+      .then(function (response) { return response.json(); })
+      .then(function (answer) {
+        if (!answer.done) {
+          if (tries > 0) { window.setTimeout(function () { robotAnswer(token, result, tries - 1); }, 1000); }
+          return;
+        }
+        var parts = answer.values.map(function (item) { return item.name + ": " + item.value; });
+        result.textContent = parts.length ? t.kanban_robot_done + " " + parts.join("; ") : t.kanban_robot_done_empty;
+        result.setAttribute("data-outcome", "done");
+        refresh();
+      });
+  }
+
+  document.getElementById("sb-robot-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var result = document.getElementById("sb-robot-result");
+    result.textContent = t.kanban_robot_running;
+    result.removeAttribute("data-outcome");
+    post(config.robot, { deal_id: state.editing, code: document.getElementById("sb-robot").value })
+      .then(function (answer) { robotAnswer(answer.token, result, 60); })
+      .catch(function (error) { result.textContent = t.kanban_failed + " " + error.message; });
+  });
+
   document.getElementById("sb-editor-close").addEventListener("click", function () { editor.close(); });
 
   userSelect.addEventListener("change", function () {

@@ -110,6 +110,11 @@ def test_a_deal_link_in_the_queue_opens_the_deal_slider_with_the_review_tab(demo
     expect(page.locator("#sb-editor iframe")).to_have_attribute("data-height", DIGITS)
     shot(page, "deal-review-tab-ru")
 
+    # The app's own page from the deal's tab: BX24.openApplication opens it over the card.
+    tab.get_by_role("button", name="Открыть приложение: очередь ОКК, биржа, отчёты, настройки").click()
+    expect(page.locator("#sb-app")).to_be_visible()
+    expect(frame_of(page, "sb-app").locator("h1")).to_have_text("Контроль отказов")
+
 
 def test_the_pages_in_english(demo, page: Page):
     b24, url = demo

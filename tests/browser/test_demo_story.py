@@ -2,7 +2,8 @@
 gunicorn, the RQ worker, the sandbox portal over TLS, its events, the proxied kanban and its BX24 library), with
 the browser only: the guard sends a deal back, with a reason it lands in «Условный отказ»; QA opens the deal from
 her notice on the app's tab and runs the two-step review with its callback; the client denies, the deal goes back
-to sales under another manager with a fine; the head of sales sees it in the reports; a new web lead in the
+to sales under another manager with a fine, and a robot of the app runs on it; the head of sales sees the fine in
+the reports; a new web lead in the
 exchange pipeline is taken from the exchange. Screenshots of every step go to test-artifacts/demo/."""
 
 from __future__ import annotations
@@ -119,9 +120,16 @@ def test_the_readme_story_with_the_browser_only(demo_url: str, page: Page):
     shot(page, "06-review-done")
     editor.get_by_role("button", name="Закрыть").click()
 
-    # 4. Back in sales under another manager.
+    # 4. Back in sales under another manager; a robot of the app checks the deal's tasks.
     act_as(page, DMITRY)
     expect(card(page, deal_id)).to_contain_text("Дмитрий Попов", timeout=WAIT)
+    card(page, deal_id).locator(".sb-open").click()
+    editor.locator("#sb-robot").select_option(label="Проверить задачи")
+    editor.locator("#sb-robot-form").get_by_role("button", name="Запустить робота").click()
+    expect(page.locator("#sb-robot-result")).to_contain_text("Робот ответил:", timeout=WAIT)
+    expect(page.locator("#sb-robot-result")).to_contain_text("Есть открытая задача")
+    shot(page, "06b-robot")
+    editor.get_by_role("button", name="Закрыть").click()
 
     # 5. The head of sales: the fine in the reports.
     act_as(page, TATYANA)

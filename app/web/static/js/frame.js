@@ -71,6 +71,7 @@
     window.BX24.init(function () {
       bx = window.BX24;
       document.body.setAttribute("data-bx24", "ready");
+      document.querySelectorAll("[data-rc-when-bx24]").forEach(function (node) { node.hidden = false; });
       waiting.splice(0).forEach(function (callback) { callback(bx); });
       fit();
       if (window.ResizeObserver) { new window.ResizeObserver(fit).observe(document.body); }
