@@ -25,6 +25,7 @@ from tests.integration.conftest import make_b24
 from tests.integration.review_helpers import QA, case_in_review
 
 pytestmark = pytest.mark.browser
+ADMIN, HEAD = 1, 9
 DIGITS = re.compile(r"^\d+$")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 
@@ -55,6 +56,16 @@ def demo(app: Flask) -> Iterator[tuple[B24, str]]:
 def shot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def frame_shot(page: Page, selector: str, path: Path) -> None:
+    """The whole fitted frame: the window is made tall enough to show it all (Chromium paints no frame content
+    outside the window)."""
+    frame = page.locator(selector)
+    height = int(frame.get_attribute("data-height") or 0)
+    page.set_viewport_size({"width": 1400, "height": max(900, height + 200)})
+    frame.screenshot(path=str(path))
+    page.set_viewport_size({"width": 1400, "height": 900})
 
 
 def frame_of(page: Page, slider: str) -> FrameLocator:
@@ -133,3 +144,37 @@ def test_the_pages_in_english(demo, page: Page):
     page.locator("#sb-editor").get_by_role("tab", name="Refusal review").click()
     expect(frame_of(page, "sb-editor").locator("body")).to_have_attribute("data-bx24", "ready")
     shot(page, "deal-review-tab-en")
+
+
+@pytest.mark.parametrize("lang", ["ru", "en"])
+def test_every_page_in_its_frame_for_the_screenshots(demo, page: Page, lang: str):
+    """Each tab of the app's page (the admin's, and the head of sales' reports) and the review tab, fitted to
+    their frames, saved to test-artifacts/browser/pages-<lang>/ to be looked at."""
+    b24, url = demo
+    deal_id, _case = case_in_review(b24)
+    portal = b24.our_portal()
+    portal.language = lang
+    db.session.commit()
+    folder = ARTIFACTS / f"pages-{lang}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for user in (ADMIN, HEAD):
+        open_kanban(page, url, user, lang)
+        page.locator("#sb-open-app").click()
+        app_frame = frame_of(page, "sb-app")
+        expect(app_frame.locator("body")).to_have_attribute("data-bx24", "ready")
+        tabs = app_frame.locator('[role="tab"]')
+        for index in range(tabs.count()):
+            tab = tabs.nth(index)
+            name = tab.get_attribute("data-tab")
+            tab.click()
+            expect(tab).to_have_attribute("aria-selected", "true")
+            page.wait_for_timeout(1_000)  # the tab's data, then the frame's fit
+            expect(page.locator("#sb-app iframe")).to_have_attribute("data-height", DIGITS)
+            frame_shot(page, "#sb-app iframe", folder / f"app-{user}-{name}.png")
+        page.locator("#sb-app-close").click()
+    open_kanban(page, url, QA, lang)
+    page.locator(f'.sb-card[data-deal-id="{deal_id}"] .sb-open').click()
+    page.locator('#sb-deal-tabs [data-tab="app"]').click()
+    expect(frame_of(page, "sb-editor").locator("body")).to_have_attribute("data-bx24", "ready")
+    page.wait_for_timeout(1_000)
+    frame_shot(page, "#sb-editor iframe", folder / "deal-tab-qa.png")
