@@ -11,7 +11,18 @@ import re
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request, send_file
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 
 from app.core import i18n
@@ -32,11 +43,15 @@ i18n.register(
             "Выберите себя менеджером и перетащите сделку в «Сделка провалена» — приложение вернёт её "
             "на прежнюю стадию и пришлёт уведомление. Откройте сделку, укажите причину отказа и комментарий "
             "и снова закройте её как проигранную — она попадёт в «Условный отказ» на проверку ОКК. "
-            "Сотрудники ОКК и руководитель продаж закрывать сделки могут.",
+            "Сотрудники ОКК и руководитель продаж закрывать сделки могут. Задача на проверку приходит ОКК в панель "
+            "«Задачи»; кнопка «Контроль отказов» открывает страницы приложения от имени выбранного сотрудника, "
+            "вкладка «Проверка отказа» в карточке сделки — проверку этой сделки.",
             "This is an emulated Bitrix24 portal with the Refusal Control app installed. Act as a sales "
             "manager and drag a deal to “Deal lost”: the app moves it back and notifies you. Open the deal, "
             "fill in the refusal reason and comment, and close it as lost again: it lands in Conditional "
-            "refusal for QA to review. QA staff and the head of sales may close deals.",
+            "refusal for QA to review. QA staff and the head of sales may close deals. QA get the review task in "
+            "the Tasks panel; the Refusal Control button opens the app's pages as the chosen person, and the deal "
+            "card's Refusal review tab the review of that deal.",
         ),
         "kanban_you_are": ("Вы:", "You are:"),
         "kanban_automation": ("Робот / автоматизация", "Robot / automation"),
@@ -538,9 +553,18 @@ def robot_result() -> ResponseReturnValue:
         return jsonify(done=True, values=values, log=list(run.log_messages))
 
 
+def deal_page(deal_id: int) -> ResponseReturnValue:
+    """A deal's address on the portal (what CrmClient.deal_url links to): the kanban with that deal's card open."""
+    args: dict[str, Any] = {"deal": str(deal_id)}
+    if request.args.get("portal"):
+        args["portal"] = request.args["portal"]
+    return redirect(url_for("kanban.page", **args))
+
+
 def init_app(app: Flask) -> None:
-    """Serve the kanban from the sandbox WSGI app."""
+    """Serve the kanban from the sandbox WSGI app, and the portal's deal addresses."""
     app.register_blueprint(bp)
+    app.add_url_rule("/crm/deal/details/<int:deal_id>/", "deal_page", deal_page)
 
     @app.after_request
     def no_store(response: Response) -> Response:

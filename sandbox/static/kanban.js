@@ -9,6 +9,7 @@
     user: query.get("user") || window.localStorage.getItem("sb-user") || "2",
     pipeline: query.get("pipeline") || window.localStorage.getItem("sb-pipeline") || "0",
     portal: query.get("portal") || "",
+    openDeal: query.get("deal") || "",
     board: null,
     boardKey: "",
     noticesKey: "",
@@ -246,6 +247,12 @@
         renderBoard(board);
         renderNotices(board);
         renderTasks(board);
+        if (state.openDeal) {
+          // /crm/deal/details/<id>/ lands here with ?deal=<id>: that deal's card, as the portal shows it.
+          var dealId = state.openDeal;
+          state.openDeal = "";
+          openEditor(dealId, "general");
+        }
         boardEl.setAttribute("data-ready", "yes");
       })
       .catch(function (error) { showStatus(t.kanban_failed + " " + error.message, false); });

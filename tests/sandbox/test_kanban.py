@@ -169,3 +169,9 @@ def test_an_app_frame_is_signed_for_the_chosen_person_and_never_for_a_robot(
     assert no_tab.status_code == 400  # the app placed no tab in this portal's deal card
     library = kanban.get("/sandbox/api/v1/")
     assert library.status_code == 200 and "getInitData" in library.get_data(as_text=True)
+
+
+def test_a_deal_address_on_the_portal_opens_the_kanban_on_that_deal(kanban: FlaskClient, portal: Portal):
+    answer = kanban.get("/crm/deal/details/12/?IFRAME=Y&IFRAME_TYPE=SIDE_SLIDER")
+    assert answer.status_code == 302 and answer.headers["Location"].endswith("/sandbox/?deal=12")
+    assert kanban.get("/crm/deal/details/abc/").status_code == 404
