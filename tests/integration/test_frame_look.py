@@ -28,3 +28,14 @@ def test_an_amocrm_page_has_the_amocrm_look_and_no_bx24(app: Flask):
     html = page.get_data(as_text=True)
     assert 'class="rc-crm-amocrm"' in html
     assert "api/v1" not in html and "js/frame.js" in html
+
+
+def test_only_the_demo_lets_the_apps_own_address_frame_the_pages(app: Flask, installed: B24):
+    """The demo serves the sandbox kanban on the app's address (/sandbox), so there the pages may also be framed
+    by 'self'; anywhere else only the portal frames them."""
+    url = f"/b24/app?DOMAIN={installed.portal.domain}&LANG=ru"
+    page = installed.client.post(url, data=installed.frame(1))
+    assert page.headers["Content-Security-Policy"] == f"frame-ancestors https://{installed.portal.domain}"
+    app.config["SANDBOX_ENABLED"] = True
+    page = installed.client.post(url, data=installed.frame(1))
+    assert page.headers["Content-Security-Policy"] == f"frame-ancestors https://{installed.portal.domain} 'self'"
