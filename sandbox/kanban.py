@@ -383,7 +383,7 @@ def frame() -> ResponseReturnValue:
 
     `placement` DEFAULT is the app's own page (its handler: the app's address + /b24/app), CRM_DEAL_DETAIL_TAB
     a deal card's tab (the handler placement.bind registered, PLACEMENT_OPTIONS {"ID": deal}). The page adds
-    DOMAIN, PROTOCOL, LANG and APP_SID to the URL, as the portal does, naming its own address."""
+    DOMAIN, PROTOCOL, LANG (its own language) and APP_SID to the URL, as the portal does, naming its own address."""
     sandbox = _sandbox()
     body = _body()
     with sandbox.lock:
@@ -421,7 +421,7 @@ def frame() -> ResponseReturnValue:
             "PLACEMENT_OPTIONS": json.dumps(options, ensure_ascii=False) if options else "",
         }
         is_admin = bool(portal.users[int(user)].get("IS_ADMIN"))
-        return jsonify(url=handler, fields=fields, lang=portal.language, is_admin=is_admin)
+        return jsonify(url=handler, fields=fields, is_admin=is_admin)
 
 
 @bp.post("/api/move")

@@ -302,7 +302,7 @@
         var url = new URL(answer.url);
         url.searchParams.set("DOMAIN", window.location.host);
         url.searchParams.set("PROTOCOL", window.location.protocol === "https:" ? "1" : "0");
-        url.searchParams.set("LANG", answer.lang);
+        url.searchParams.set("LANG", config.lang);  // the person's interface language, as in Bitrix24
         url.searchParams.set("APP_SID", sid);
         var form = el("form", { method: "post", action: url.toString(), target: name, hidden: "" });
         Object.keys(answer.fields).forEach(function (key) {
@@ -321,7 +321,7 @@
   function initData(frame) {
     var fields = frame.answer.fields;
     return {
-      LANG: frame.answer.lang, DOMAIN: window.location.host, PROTOCOL: window.location.protocol === "https:" ? 1 : 0,
+      LANG: config.lang, DOMAIN: window.location.host, PROTOCOL: window.location.protocol === "https:" ? 1 : 0,
       PATH: "/rest", AUTH_ID: fields.AUTH_ID, AUTH_EXPIRES: fields.AUTH_EXPIRES, REFRESH_ID: fields.REFRESH_ID,
       MEMBER_ID: fields.member_id, IS_ADMIN: frame.answer.is_admin, INSTALL: false, FIRST_RUN: false,
       PLACEMENT: frame.placement, PLACEMENT_OPTIONS: fields.PLACEMENT_OPTIONS ? JSON.parse(fields.PLACEMENT_OPTIONS) : {}
