@@ -19,15 +19,17 @@
     if (bx) { callback(bx); } else if (available()) { waiting.push(callback); }
   }
 
+  // The frame's height follows the content both ways: measured on the body (the document's scroll height never
+  // drops below the frame's own height, so BX24.fitWindow alone would only ever grow it).
   function fit() {
     if (!bx || scheduled) { return; }
     scheduled = true;
     window.requestAnimationFrame(function () {
       scheduled = false;
-      var size = bx.getScrollSize();
-      if (size.scrollHeight === lastHeight) { return; }
-      lastHeight = size.scrollHeight;
-      bx.fitWindow();
+      var height = Math.ceil(document.body.getBoundingClientRect().height);
+      if (height <= 0 || height === lastHeight) { return; }
+      lastHeight = height;
+      bx.resizeWindow(document.documentElement.clientWidth || window.innerWidth, height);
     });
   }
 
