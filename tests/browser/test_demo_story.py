@@ -1,10 +1,10 @@
 """README "Try it", walked in a real Chromium against the real demo (`python -m app.local` with SANDBOX_ENABLED:
 gunicorn, the RQ worker, the sandbox portal over TLS, its events, the proxied kanban and its BX24 library), with
 the browser only: the guard sends a deal back, with a reason it lands in «Условный отказ»; QA opens the deal from
-her notice on the app's tab and runs the two-step review with its callback; the client denies, the deal goes back
-to sales under another manager with a fine, and a robot of the app runs on it; the head of sales sees the fine in
-the reports; a new web lead in the
-exchange pipeline is taken from the exchange. Screenshots of every step go to test-artifacts/demo/."""
+her review task on the app's tab and runs the two-step review with its callback; the client denies, the deal goes
+back to sales under another manager with a fine, and a robot of the app runs on it; the head of sales sees the
+fine in the reports; a new web lead in the exchange pipeline is taken from the exchange, one in the duty pipeline
+goes to the manager on duty. Screenshots of every step go to test-artifacts/demo/."""
 
 from __future__ import annotations
 
@@ -160,3 +160,12 @@ def test_the_readme_story_with_the_browser_only(demo_url: str, page: Page):
     page.locator("#sb-app-close").click()
     expect(card(page, lead_id)).to_contain_text("Дмитрий Попов", timeout=WAIT)
     shot(page, "09-taken")
+
+    # 7. The duty rota: a new lead in «Тендеры» goes to today's manager on duty (the demo's rota starts with Ольга).
+    page.locator("#sb-pipeline").select_option("2")
+    expect(page.locator('.sb-column[data-stage^="C2:"]').first).to_be_visible(timeout=WAIT)
+    with page.expect_response("**/sandbox/api/new-deal") as created:
+        page.get_by_role("button", name="Новая входящая сделка").click()
+    tender_id = created.value.json()["deal_id"]
+    expect(card(page, tender_id)).to_contain_text("Ольга Кузнецова", timeout=WAIT)
+    shot(page, "10-duty")
