@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, request
+from flask import Blueprint, Flask, has_request_context, request
 
 from app.core import i18n
 
@@ -20,7 +20,8 @@ bp = Blueprint("web", __name__, template_folder="templates", static_folder="stat
 
 def crm_of_page() -> dict[str, str]:
     """`rc_crm` for the templates: the CRM whose frame shows the page (its body class; BX24.js only in Bitrix24)."""
-    return {"rc_crm": "amocrm" if request.path.startswith("/amocrm/") else "bitrix24"}
+    amocrm = has_request_context() and request.path.startswith("/amocrm/")
+    return {"rc_crm": "amocrm" if amocrm else "bitrix24"}
 
 
 def init_app(app: Flask) -> None:
