@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: run test lint venv bench-ingest bench-guard amo-widget
+.PHONY: run test lint venv bench-ingest bench-guard amo-widget css
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,8 @@ amo-widget:
 # Guard latency and CRM requests per illegal move: sandbox portal over TLS, gunicorn, RQ worker processes.
 bench-guard: venv
 	$(PY) bench/guard.py $(BENCH_ARGS)
+
+# The Bitrix24 UI kit tokens for the pages (app/web/static/css/b24style.css, committed): needs Node and npm,
+# only when app/web/style/tokens.css or the kit's version changes.
+css:
+	cd app/web/style && npm ci --no-audit --no-fund && npm run build

@@ -41,8 +41,12 @@ _TOKEN_IN_BODY = re.compile(
 
 @bp.after_request
 def allow_framing_by_portal(response: Response) -> Response:
-    """Pages may be framed by the portal they belong to, and by nobody else."""
+    """Pages may be framed by the portal they belong to, and by nobody else. In the demo (SANDBOX_ENABLED) the
+    sandbox portal's pages are also served on the app's own address (/sandbox, app/web/sandbox_proxy.py), so
+    that address may frame them too."""
     origin = getattr(g, "frame_origin", None)
+    if origin and current_app.config.get("SANDBOX_ENABLED"):
+        origin = f"{origin} 'self'"
     response.headers["Content-Security-Policy"] = f"frame-ancestors {origin}" if origin else "frame-ancestors 'none'"
     return response
 

@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import certifi
@@ -27,15 +27,35 @@ from flask import Flask
 
 from app.core.db import db
 from app.core.models import Portal
-from app.domain import audit
+from app.domain import audit, exchange
+from app.domain.exchange import set_rota, update_exchange_settings
+from app.domain.penalties import update_cpl_settings
 from app.domain.settings import update_guard_settings
 from sandbox import Sandbox, TlsServer, requests_transport
-from sandbox.seed import HEAD_OF_SALES, QA_USERS
+from sandbox.seed import HEAD_OF_SALES, QA_USERS, SALES_MANAGERS
 from sandbox.state import Portal as SandboxPortal
 
 log = logging.getLogger(__name__)
 
 DEMO_GUARD = {"qa_users": [str(user) for user in QA_USERS], "heads": [str(HEAD_OF_SALES)]}
+# The lead exchange's pool: a portal user who holds the leads nobody has taken yet (demo only; the seeded
+# portal of the tests keeps its 11 people).
+POOL_USER = 12
+SALES_DEPARTMENT = 2
+# Lead costs by source, so a fine is never «0 ₽» in the demo.
+DEMO_CPL = {
+    "currency": "RUB",
+    "default": "3000",
+    "by_source": {"CALL": "4500", "WEB": "2500", "ADVERTISING": "3500", "EMAIL": "1500", "WEBFORM": "2000"},
+}
+# «Повторные продажи» routes new web leads to the lead exchange; «Тендеры» to the sales manager on duty
+# (a rota of the sales department for the next two weeks). «Общая» stays the guard's story.
+DEMO_EXCHANGE = {
+    "pipelines": {
+        "1": {"mode": "exchange", "pool_user": str(POOL_USER), "incoming_sources": ["WEB"], "cap": 20},
+        "2": {"mode": "duty", "pool_user": str(POOL_USER), "duty_department": str(SALES_DEPARTMENT)},
+    }
+}
 
 
 class DemoError(RuntimeError):
@@ -66,6 +86,7 @@ class Demo:
             "B24_CLIENT_SECRET": self.portal.client_secret,
             "PUBLIC_URL": self.public_url,
             "SANDBOX_URL": self.url,
+            "B24_JS_URL": f"{self.public_url}/sandbox/api/v1/",
         }
 
     def stop(self) -> None:
@@ -98,6 +119,17 @@ def start(instance: Path, public_url: str, port: int = 0, deals: int = 30) -> De
         app_url=public_url,
         deals=deals,
     )
+    portal.users[POOL_USER] = {
+        **portal.users[2],
+        "ID": POOL_USER,
+        "NAME": "Биржа",
+        "LAST_NAME": "лидов",
+        "WORK_POSITION": "Пул лидов (биржа)",
+        "EMAIL": "pool@sandbox.local",
+        "UF_DEPARTMENT": [1],
+        "IS_ADMIN": False,
+        "ACTIVE": True,
+    }
     server.start()
     sandbox.start_delivery_thread(transport=requests_transport(timeout=30))
     return Demo(sandbox, server, portal, _ca_bundle(Path(server.tls.ca_cert.parent), server.tls.ca_cert), public_url)
@@ -184,7 +216,17 @@ def install(app: Flask, demo: Demo, alive: Callable[[], bool], timeout: float = 
         row = db.session.scalar(sa.select(Portal).where(Portal.external_id == portal.member_id))
         assert row is not None
         update_guard_settings(row, DEMO_GUARD)
+        update_cpl_settings(row, DEMO_CPL)
+        update_exchange_settings(row, DEMO_EXCHANGE)
+        today = exchange.portal_day(row, datetime.now(UTC))
+        set_rota(
+            row.id,
+            str(SALES_DEPARTMENT),
+            {today + timedelta(days=n): str(SALES_MANAGERS[n % len(SALES_MANAGERS)]) for n in range(14)},
+        )
+        audit.record(row.id, "launcher", "settings", "demo exchange", "pipeline 1: exchange; pipeline 2: duty rota")
         audit.record(row.id, "launcher", "settings", "demo guard settings", "QA 7, 8; head of sales 9")
+        audit.record(row.id, "launcher", "settings", "demo CPL table", "by source, default 3000 RUB")
         db.session.commit()
         portal_id = row.id
         db.session.remove()

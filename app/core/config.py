@@ -89,6 +89,8 @@ def load_config(instance_path: Path, env: Mapping[str, str] | None = None) -> di
         "B24_CLIENT_ID": env.get("B24_CLIENT_ID", ""),
         "B24_CLIENT_SECRET": env.get("B24_CLIENT_SECRET", ""),
         "B24_OAUTH_SERVER": (env.get("B24_OAUTH_SERVER") or "https://oauth.bitrix.info").rstrip("/"),
+        # The BX24 JS library the Bitrix24 pages load (the demo points it at the sandbox's compatible shim).
+        "B24_JS_URL": env.get("B24_JS_URL") or "https://api.bitrix24.com/api/v1/",
         # Bitrix24 REST: per-portal rate limit (leaky bucket, reference/bitrix24.md section 12) and
         # the share of it we hold back so network jitter never trips QUERY_LIMIT_EXCEEDED.
         "B24_RATE": parse_float(env.get("B24_RATE"), 2.0),

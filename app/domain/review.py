@@ -67,10 +67,11 @@ MESSAGES: dict[str, Label] = {
         '"Refusal review" tab. {link}',
     ),
     "leaked": Label(
-        "Отказ по сделке «{title}» не подтвердился: клиент не отказывался. Сделка передана другому менеджеру, "
-        "вам начислен штраф {amount}. {link}",
+        # The fine itself is told once, in the ledger's wording (ledger.TEMPLATES), with its amount.
+        "Отказ по сделке «{title}» не подтвердился: клиент не отказывался. Сделка передана другому менеджеру. "
+        "{link}",
         'The refusal of "{title}" was not confirmed: the client did not refuse. The deal went to another '
-        "manager and you were fined {amount}. {link}",
+        "manager. {link}",
     ),
     "assigned": Label(
         "Вам передана сделка «{title}»: клиент готов продолжить работу. {link}",

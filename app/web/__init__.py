@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
+from flask import Blueprint, Flask, has_request_context, request
+
+from app.core import i18n
+
+i18n.register(
+    {
+        "frame_open_app": (
+            "Открыть приложение: очередь ОКК, биржа, отчёты, настройки",
+            "Open the app: QA queue, exchange, reports, settings",
+        ),
+    }
+)
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static/rc")
+
+
+def crm_of_page() -> dict[str, str]:
+    """`rc_crm` for the templates: the CRM whose frame shows the page (its body class; BX24.js only in Bitrix24)."""
+    amocrm = has_request_context() and request.path.startswith("/amocrm/")
+    return {"rc_crm": "amocrm" if amocrm else "bitrix24"}
 
 
 def init_app(app: Flask) -> None:
@@ -21,6 +38,7 @@ def init_app(app: Flask) -> None:
     )
 
     app.register_blueprint(bp)
+    app.context_processor(crm_of_page)
     app.register_blueprint(api.bp)
     app.register_blueprint(reports_api.bp)
     app.register_blueprint(exchange_api.bp)

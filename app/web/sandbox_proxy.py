@@ -18,8 +18,9 @@ from flask.typing import ResponseReturnValue
 bp = Blueprint("sandbox_proxy", __name__)
 TIMEOUT_SECONDS = 15
 _PASSED_HEADERS = ("Content-Type", "Cache-Control", "ETag", "Last-Modified")
-# The kanban's own paths under /sandbox/ (sandbox/kanban.py): its page, its three API calls, its assets.
-KANBAN_PATHS = frozenset({"", "api/board", "api/move", "api/deal"})
+# The kanban's own paths under /sandbox/ (sandbox/kanban.py): its page, its API calls, the sandbox's BX24
+# library (api/v1/, what B24_JS_URL names in the demo), its assets.
+KANBAN_PATHS = frozenset({"", "api/board", "api/move", "api/deal", "api/frame", "api/new-deal", "api/robot", "api/v1/"})
 _ASSET_SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 

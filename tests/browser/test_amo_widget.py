@@ -2,6 +2,7 @@
 
 import json
 import zipfile
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Error as PlaywrightError
@@ -155,6 +156,12 @@ def test_the_lead_tab_opens_our_page_with_a_verified_token(amo_installed: Amo, l
     frame.locator("#rc-open-app").click()
     expect(frame.locator("h1")).to_have_text("Контроль отказов", timeout=10_000)
     expect(frame.get_by_role("tab", name="Настройки")).to_be_visible()
+    # The same page as inside Bitrix24, in amoCRM's variant of the look and without BX24.
+    expect(frame.locator("body")).to_have_class("rc-crm-amocrm")
+    assert frame.locator("body").get_attribute("data-bx24") is None
+    artifacts = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(artifacts / "amocrm-main-page-ru.png"))
 
 
 def test_a_replayed_token_shows_an_error_in_the_tab(amo_installed: Amo, live_server, page: Page, tmp_path):

@@ -138,3 +138,40 @@ def test_notifications_are_the_acting_users_and_automation_sees_all(
     assert [(n["user_id"], n["message"], n["deal_id"]) for n in mine] == [("2", "for 2", "5")]
     everyone = kanban.get("/sandbox/api/board?user=automation").get_json()["notifications"]
     assert [n["user_id"] for n in everyone] == ["3", "2"]
+
+
+def test_a_new_incoming_deal_lands_in_the_first_stage_and_fires_the_add_event(
+    kanban: FlaskClient, sandbox: Sandbox, portal: Portal
+):
+    answer = kanban.post("/sandbox/api/new-deal", json={"user": "3", "pipeline": "0"})
+    assert answer.status_code == 200, answer.get_json()
+    deal = sandbox.deal(portal, int(answer.get_json()["deal_id"]))
+    assert deal["STAGE_ID"] == portal.stages(0)[0]["STATUS_ID"]
+    assert deal["SOURCE_ID"] == "WEB" and deal["ASSIGNED_BY_ID"] == "3"
+    assert deal["TITLE"].startswith("Входящая заявка с сайта")
+    robot = kanban.post("/sandbox/api/new-deal", json={"user": "automation", "pipeline": "0"})
+    assert sandbox.deal(portal, int(robot.get_json()["deal_id"]))["ASSIGNED_BY_ID"] == str(sandbox.admin_id(portal))
+
+
+def test_an_app_frame_is_signed_for_the_chosen_person_and_never_for_a_robot(
+    kanban: FlaskClient, sandbox: Sandbox, portal: Portal
+):
+    portal.app_url = "https://app.example.test"
+    answer = kanban.post("/sandbox/api/frame", json={"user": "7", "placement": "DEFAULT"})
+    assert answer.status_code == 200, answer.get_json()
+    body = answer.get_json()
+    assert body["url"] == "https://app.example.test/b24/app"
+    assert sandbox.access_tokens[body["fields"]["AUTH_ID"]].user_id == 7
+    assert body["fields"]["member_id"] == portal.member_id and body["fields"]["PLACEMENT"] == "DEFAULT"
+    robot = kanban.post("/sandbox/api/frame", json={"user": "automation"})
+    assert robot.status_code == 400 and "robot" in robot.get_json()["message"]
+    no_tab = kanban.post("/sandbox/api/frame", json={"user": "7", "placement": "CRM_DEAL_DETAIL_TAB", "deal_id": "1"})
+    assert no_tab.status_code == 400  # the app placed no tab in this portal's deal card
+    library = kanban.get("/sandbox/api/v1/")
+    assert library.status_code == 200 and "getInitData" in library.get_data(as_text=True)
+
+
+def test_a_deal_address_on_the_portal_opens_the_kanban_on_that_deal(kanban: FlaskClient, portal: Portal):
+    answer = kanban.get("/crm/deal/details/12/?IFRAME=Y&IFRAME_TYPE=SIDE_SLIDER")
+    assert answer.status_code == 302 and answer.headers["Location"].endswith("/sandbox/?deal=12")
+    assert kanban.get("/crm/deal/details/abc/").status_code == 404

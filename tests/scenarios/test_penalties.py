@@ -41,6 +41,7 @@ def test_a_fine_and_its_cancellation_each_reach_the_manager_once(crm: CrmDriver)
     ledger.sweep_notices()
     [notice] = [text for text in crm.notices(MANAGER) if text.startswith(FINED)]
     assert "1 500 ₽" in notice and "Поставка станков" in notice and crm.deal_url(deal_id) in notice
+    assert [text for text in crm.notices(MANAGER) if "штраф" in text] == [notice], "the fine is told once"
 
     assert appeal(crm, fine, MANAGER)[0] == 403, "a manager cannot cancel their own fine"
     assert appeal(crm, fine, HEAD, reason=" ")[0] == 400

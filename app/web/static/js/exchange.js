@@ -31,7 +31,7 @@
   var filters = document.getElementById("rc-exchange-filters");
 
   function dealCell(lot) {
-    return el("td", {}, [el("a", { href: lot.url, target: "_blank", rel: "noopener", text: lot.title || ("#" + lot.deal_id) })]);
+    return el("td", {}, [window.RCFrame.dealLink(el("a", { href: lot.url, text: lot.title || ("#" + lot.deal_id) }))]);
   }
 
   function loadLots() {

@@ -52,7 +52,7 @@
         row.dataset.overdue = item.overdue ? "true" : "false";
         var link = document.createElement("a");
         link.href = item.url;
-        link.target = "_top";
+        window.RCFrame.dealLink(link);
         link.textContent = item.title;
         cell(row, link);
         cell(row, item.due_at + " (" + (item.overdue ? config.text.overdue : config.text.left) + " " + item.sla + ")", "rc-sla");
