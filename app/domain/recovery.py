@@ -39,14 +39,14 @@ i18n.register(
             "Возвращено в продажи из ложных отказов: {count}; выиграно: {won}, на сумму {amount}.",
             "Returned to sales from false refusals: {count}; won: {won}, for {amount}.",
         ),
-        "col_recovered": ("Возвращено в продажи", "Returned to sales"),
-        "col_recovered_won": ("Выиграно после возврата", "Won after the return"),
-        "col_recovered_revenue": ("Выручка, {currency}", "Revenue, {currency}"),
-        "col_refused_by": ("Ложный отказ", "False refusal by"),
-        "col_returned_to": ("Передана", "Given to"),
-        "col_returned_on": ("Возвращена", "Returned on"),
-        "col_outcome": ("Итог", "Outcome"),
-        "col_closed_on": ("Закрыта", "Closed on"),
+        "recovered_col_recovered": ("Возвращено в продажи", "Returned to sales"),
+        "recovered_col_recovered_won": ("Выиграно после возврата", "Won after the return"),
+        "recovered_col_recovered_revenue": ("Выручка, {currency}", "Revenue, {currency}"),
+        "recovered_col_refused_by": ("Ложный отказ", "False refusal by"),
+        "recovered_col_returned_to": ("Передана", "Given to"),
+        "recovered_col_returned_on": ("Возвращена", "Returned on"),
+        "recovered_col_outcome": ("Итог", "Outcome"),
+        "recovered_col_closed_on": ("Закрыта", "Closed on"),
         "recovered_open": ("в работе", "in progress"),
         "recovered_won": ("выиграна", "won"),
         "recovered_lost": ("проиграна", "lost"),
@@ -219,7 +219,7 @@ TABLES = ("recovered", "recovered_deals")
 def tables(recovery: Recovery, language: str) -> dict[str, reports.Table]:
     """The section's tables (the page shows money with signs; the CSV gets plain numbers)."""
     t = lambda key: i18n.translate(key, language)  # noqa: E731
-    revenue = [t("col_recovered_revenue").format(currency=currency) for currency in recovery.currencies]
+    revenue = [t("recovered_col_recovered_revenue").format(currency=currency) for currency in recovery.currencies]
     fines = [t("col_penalties").format(currency=currency) for currency in recovery.currencies]
 
     def cells(row: dict[str, Any]) -> list[reports.Cell]:
@@ -234,7 +234,7 @@ def tables(recovery: Recovery, language: str) -> dict[str, reports.Table]:
         "recovered": reports.Table(
             "recovered",
             t("recovered_title"),
-            [t("col_manager"), t("col_recovered"), t("col_recovered_won"), *revenue, *fines],
+            [t("col_manager"), t("recovered_col_recovered"), t("recovered_col_recovered_won"), *revenue, *fines],
             [[row["name"], *cells(row)] for row in recovery.managers],
             [t("total"), *cells(recovery.totals)],
         ),
@@ -242,14 +242,14 @@ def tables(recovery: Recovery, language: str) -> dict[str, reports.Table]:
             "recovered_deals",
             t("recovered_deals_title"),
             [
-                t("col_returned_on"),
+                t("recovered_col_returned_on"),
                 t("col_deal"),
-                t("col_refused_by"),
-                t("col_returned_to"),
-                t("col_outcome"),
+                t("recovered_col_refused_by"),
+                t("recovered_col_returned_to"),
+                t("recovered_col_outcome"),
                 t("col_amount"),
                 t("col_currency"),
-                t("col_closed_on"),
+                t("recovered_col_closed_on"),
             ],
             [
                 [

@@ -896,21 +896,23 @@ class Bitrix24Crm:
             created_at=parse_datetime(row.get("DATE_CREATE"), self.tz),
         )
 
-    def _clients(self, contact_ids: Sequence[str], company_ids: Sequence[str]) -> dict[str, list[Mapping[str, Any]]]:
+    def _client_commands(
+        self, contact_ids: Sequence[str], company_ids: Sequence[str]
+    ) -> dict[str, tuple[str, Mapping[str, Any] | None]]:
         commands: dict[str, tuple[str, Mapping[str, Any] | None]] = {}
-        for kind, method, ids in (
-            ("contact", "crm.contact.list", contact_ids),
-            ("company", "crm.company.list", company_ids),
-        ):
+        lists = (("contact", "crm.contact.list", contact_ids), ("company", "crm.company.list", company_ids))
+        for kind, method, ids in lists:
             for n, i in enumerate(range(0, len(ids), PAGE_SIZE)):
-                commands[f"{kind}{n}"] = (
-                    method,
-                    {"filter": {"@ID": list(ids[i : i + PAGE_SIZE])}, "select": list(self.CLIENT_SELECT), "start": -1},
-                )
-        result = self._batch_or_raise(commands)
+                flt = {"@ID": list(ids[i : i + PAGE_SIZE])}
+                commands[f"{kind}{n}"] = (method, {"filter": flt, "select": list(self.CLIENT_SELECT), "start": -1})
+        return commands
+
+    @staticmethod
+    def _client_rows(result: Any, commands: Mapping[str, Any]) -> dict[str, list[Mapping[str, Any]]]:
         rows: dict[str, list[Mapping[str, Any]]] = {"contact": [], "company": []}
         for key in commands:
-            rows["company" if key.startswith("company") else "contact"].extend(result_rows(result.get(key), None))
+            if key.startswith(("contact", "company")):
+                rows["company" if key.startswith("company") else "contact"].extend(result_rows(result.get(key), None))
         return rows
 
     @staticmethod
@@ -936,7 +938,8 @@ class Bitrix24Crm:
         own_contacts = [_text(row.get("CONTACT_ID")) for row in result_rows(first.get("contacts"), None)]
         own_contacts = [cid for cid in dict.fromkeys(own_contacts) if cid and cid != "0"]
         own_companies = [company] if company and company != "0" else []
-        own_rows = self._clients(own_contacts, own_companies)
+        own_commands = self._client_commands(own_contacts, own_companies)
+        own_rows = self._client_rows(self._batch_or_raise(own_commands), own_commands)
         rows = [*own_rows["contact"], *own_rows["company"]]
         searches: dict[str, tuple[str, Mapping[str, Any] | None]] = {}
         for kind in ("PHONE", "EMAIL"):
@@ -956,18 +959,18 @@ class Bitrix24Crm:
             for raw in answer.get("COMPANY") or []:
                 if str(raw) not in own_companies and str(raw) not in duplicate_companies:
                     duplicate_companies.append(str(raw))
-        duplicate_rows = self._clients(duplicate_contacts, duplicate_companies)
         contacts = [*own_contacts, *duplicate_contacts]
         companies = [*own_companies, *duplicate_companies]
-        lists: dict[str, tuple[str, Mapping[str, Any] | None]] = {}
+        lists = self._client_commands(duplicate_contacts, duplicate_companies)  # one batch: the others and all deals
         for key, field, ids in (("by_contact", "@CONTACT_ID", contacts), ("by_company", "@COMPANY_ID", companies)):
             if ids:
                 flt = {field: ids[:PAGE_SIZE], "CLOSED": "N", "!ID": deal_id}
                 lists[key] = ("crm.deal.list", {"filter": flt, "select": list(self.DEAL_SELECT), "start": -1})
         deals = self._batch_or_raise(lists)
+        duplicate_rows = self._client_rows(deals, lists)
         open_deals: dict[str, Deal] = {}
-        for key in lists:
-            for raw in result_rows(deals.get(key), None):
+        for key in ("by_contact", "by_company"):
+            for raw in result_rows(deals.get(key), None) if key in lists else []:
                 other = self.deal_from_raw(raw)
                 if other.id != str(deal_id) and other.stage_semantics == "process":
                     open_deals.setdefault(other.id, other)
