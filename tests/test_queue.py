@@ -310,3 +310,36 @@ def test_an_inbox_event_put_back_does_not_count_as_an_attempt(app: Flask, worker
     assert row.attempts == 0 and row.status == InboxItem.PENDING
     job = Job.fetch(f"inbox-{inbox_id}", connection=get_redis())
     assert job.get_status() == JobStatus.SCHEDULED and job.retries_left == inbox.RETRY.max
+
+
+def test_the_events_worker_puts_back_a_portals_event_at_its_rate_limit_and_goes_on(app: Flask, monkeypatch):
+    """Two events of a portal whose CRM allows one request now and the next in 5 s, and one of another
+    portal: the second event is put back (not slept on for 5 s) and the other portal's runs meanwhile."""
+    from app.core import inbox
+    from app.core.db import db
+    from app.core.models import InboxItem
+    from app.crm.ratelimit import Bucket, limiter_for
+
+    done: list[str] = []
+
+    def one_crm_request(item: InboxItem) -> None:
+        limiter_for().acquire(f"b24:{item.portal_id}", Bucket(rate=0.2, burst=1))
+        done.append(item.dedupe_key)
+
+    monkeypatch.setitem(inbox.PROCESSORS, ("test", "ok"), one_crm_request)
+    limited, other = helpers.make_portal("limited"), helpers.make_portal("other")
+    first = inbox.accept("test", "ok", "limited-1", "body", limited.id)
+    second = inbox.accept("test", "ok", "limited-2", "body", limited.id)
+    inbox.accept("test", "ok", "other-1", "body", other.id)
+    started = time.monotonic()
+    make_worker(app, ["events"], hot=True).work(burst=True)
+    assert time.monotonic() - started < 3  # nobody slept for the 5 s slot
+    assert done == ["limited-1", "other-1"]
+    db.session.expire_all()
+    assert db.session.get(InboxItem, first).status == InboxItem.DONE
+    put_back = db.session.get(InboxItem, second)
+    assert put_back.status == InboxItem.PENDING and put_back.attempts == 0
+    job = Job.fetch(f"inbox-{second}", connection=get_redis())
+    assert job.get_status() == JobStatus.SCHEDULED and job.retries_left == inbox.RETRY.max
+    scheduled = get_queue("events").scheduled_job_registry.get_scheduled_time(job.id).timestamp()
+    assert 3 < scheduled - time.time() <= 7  # when the portal's next slot frees

@@ -28,7 +28,7 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
-from rq.utils import import_attribute
+from rq.utils import import_attribute, now
 from rq.worker import WorkerStatus
 
 from app.core.queue import (
@@ -239,6 +239,14 @@ class HotWorker(AppJobMixin, SimpleWorker):
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         return int(self.job_monitoring_interval) + self.heartbeat_grace
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ's worker heartbeat (its key's TTL, minutes), sent at most once a second: RQ sends it three times
+        per job, which at dozens of jobs a second is most of the worker's own Redis traffic."""
+        last = self.last_heartbeat
+        if timeout is None and pipeline is None and last is not None and (now() - last).total_seconds() < 1:
+            return
+        super().heartbeat(timeout, pipeline)
 
     def _report_loop(self) -> None:
         """The reporting thread: the supervisor every 0.25 s, the running job every job_monitoring_interval.

@@ -133,3 +133,75 @@ def test_the_in_process_child_killed_mid_job_its_job_is_retried_at_once(app: Fla
     # requeued by the supervisor when the child died, and run by the replacement child (RQ alone: 60-90 s)
     assert time.monotonic() - killed_at < 10
     assert Job.fetch("killed", connection=get_redis()).retries_left == 2
+
+
+def test_after_a_redis_restart_the_supervised_workers_go_on_with_new_events(
+    database_url: str, tmp_path: Path, app: Flask
+):
+    """Redis goes away and comes back empty-handed (a restart): the workers reconnect, or the supervisor
+    replaces a child that gave up, and an event queued afterwards is run."""
+    from app.core import embedded_redis
+    from tests.conftest import make_app
+
+    socket_path = Path("/tmp") / f"rc-sup-{tmp_path.name}.sock"
+    server = embedded_redis.start(socket_path)
+    redis_url = f"unix://{socket_path}"
+    outage_app = make_app(database_url, tmp_path, REDIS_URL=redis_url)
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTEST", "COV_"))}
+    env.update(
+        INSTANCE_PATH=str(tmp_path),
+        DATABASE_URL=app.config["DATABASE_URL"],
+        REDIS_URL=redis_url,
+        SECRET_KEY=app.config["SECRET_KEY"],
+        JOB_HEARTBEAT_SECONDS="1",
+        JOB_HEARTBEAT_GRACE_SECONDS="2",
+        WORKER_MAINTENANCE_SECONDS="2",
+        LOG_LEVEL="INFO",
+    )
+    log = tmp_path / "worker.log"
+    with log.open("ab") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "wsgi", "worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        with outage_app.app_context():
+            connection = get_redis(outage_app)
+            enqueue("events", "tests.reliability.jobs.pid", job_id="before")
+            wait_for(lambda: finished_on(connection, "before"), 30, "the first job", log)
+            server.terminate()
+            server.wait(timeout=10)
+            time.sleep(3)  # the workers meet a dead socket for a while
+            server = embedded_redis.start(socket_path)
+            deadline = time.monotonic() + 30
+            while True:  # the web side's enqueue after the restart (its connection reconnects)
+                try:
+                    enqueue("events", "tests.reliability.jobs.pid", job_id="after")
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            assert wait_for(lambda: finished_on(connection, "after"), 40, "the job after the restart", log)
+            assert worker.poll() is None  # the supervisor itself kept running
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def finished_on(connection: Any, job_id: str) -> Any:
+    try:
+        job = Job.fetch(job_id, connection=connection)
+    except Exception:
+        return None
+    return job.return_value() if job.get_status() == JobStatus.FINISHED else None
