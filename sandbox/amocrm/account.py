@@ -870,6 +870,21 @@ class AmoActor:
                 changes.append(("update", new, old))
             self.sandbox._fire(self.account, changes)
 
+    def lose_lead(self, lead_id: int, loss_reason_id: int | None) -> None:
+        """Close a lead as lost from its card, picking one of the account's loss reasons in the dialog amoCRM
+        shows when the account has them (``loss_reason_id`` on the lead)."""
+        with self.sandbox.lock:
+            lead = self.account.leads[int(lead_id)]
+            if loss_reason_id is not None and loss_reason_id not in self.account.loss_reasons:
+                raise KeyError(f"no loss reason {loss_reason_id}")
+            old, new = self.sandbox.apply_lead(
+                self.account,
+                int(lead_id),
+                {"status_id": LOST, "pipeline_id": lead["pipeline_id"], "loss_reason_id": loss_reason_id},
+                self.user_id,
+            )
+            self.sandbox._fire(self.account, [("update", new, old)])
+
     def delete_lead(self, lead_id: int) -> None:
         """Delete a lead from its card: it is gone from the API and a `leads[delete]` webhook goes out (with this
         user as modified_user_id), like the account's own delete."""

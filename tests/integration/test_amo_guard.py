@@ -74,3 +74,27 @@ def test_one_body_with_three_leads_gives_three_decisions(guarded: Amo):
         assert response.get_json()["duplicates"] == 3
     guarded.settle()
     assert len(notice_tasks(guarded, MANAGER)) == 2
+
+
+def test_a_loss_reason_picked_in_amocrm_counts_as_the_company_reason_of_that_name(guarded: Amo):
+    """The account has loss reasons («Дорого», «Купили у конкурентов»): a manager who closes a lead as lost with
+    «Дорого» in amoCRM's own dialog and a comment in ours lands in Conditional refusal with the reason «Дорого»; a
+    loss reason the company has no reason for counts as no reason."""
+    account = guarded.account
+    by_name = {name: rid for rid, name in account.loss_reasons.items()}
+    lead_id = new_lead(guarded)
+    fill_refusal(guarded, lead_id, MANAGER, reason=None, comment="Говорит, что дорого")
+    guarded.settle()
+    guarded.sandbox.act(account, MANAGER).lose_lead(lead_id, by_name["Дорого"])
+    guarded.settle()
+    [case] = cases(lead_id)
+    assert case.reason == "price"
+    assert guarded.sandbox.lead(account, lead_id)["status_id"] != LOST
+
+    other = new_lead(guarded, title="Другая сделка")
+    fill_refusal(guarded, other, MANAGER, reason=None, comment="Ушли к конкурентам")
+    guarded.settle()
+    guarded.sandbox.act(account, MANAGER).lose_lead(other, by_name["Купили у конкурентов"])
+    guarded.settle()
+    assert cases(other) == []
+    assert any("нельзя закрыть" in task["text"] for task in notice_tasks(guarded, MANAGER))

@@ -153,3 +153,15 @@ def test_inflected_forms_count_as_one_word_shown_in_the_commonest_form() -> None
     assert found[0] == ("подземная парковка", 4)
     assert reason_analytics.stem("парковку") == reason_analytics.stem("парковки") == "парковк"
     assert reason_analytics.stem("prices") == "price"
+
+
+def test_each_portal_has_its_own_reasons(portal: Portal) -> None:
+    from tests.helpers import make_portal
+
+    other = make_portal("another-portal", status="installed")
+    reasons.rename(portal, ADMIN, "price", "Слишком дорого", "")
+    reasons.set_retired(portal, ADMIN, "other", True)
+    db.session.commit()
+    assert reasons.name_of(other.id, "price", "ru") == "Дорого"
+    assert "other" in [choice["code"] for choice in reasons.choices(other.id, "ru")]
+    assert reasons.name_of(portal.id, "price", "ru") == "Слишком дорого"

@@ -187,6 +187,7 @@ class AmoCrm:
         self._raw_pipelines: dict[str, list[tuple[int, int]]] | None = None
         self.language = portal.language
         self._reasons_loaded = False
+        self._loss_reasons: dict[int, str] | None = None
 
     # ---- custom fields
 
@@ -230,6 +231,29 @@ class AmoCrm:
         if code is None:
             log.warning("unknown enum value", extra={"portal_id": self.portal_id, "field": name, "enum_id": enum_id})
         return code
+
+    def _loss_reason(self, raw: Mapping[str, Any]) -> str | None:
+        """A lead closed as lost with one of the account's loss reasons (the dialog amoCRM shows when the account
+        has them) and our field left empty: the company's reason of the same name, in either language. The loss
+        reasons are read once per client (``GET /api/v4/leads/loss_reasons``; the API cannot write them)."""
+        loss_reason_id = _int(raw.get("loss_reason_id"))
+        if loss_reason_id is None:
+            return None
+        if self._loss_reasons is None:
+            self._loss_reasons = {
+                int(item["id"]): _text(item.get("name"))
+                for item in self.rest.iter_pages("/api/v4/leads/loss_reasons", "loss_reasons")
+                if _int(item.get("id")) is not None
+            }
+        name = self._loss_reasons.get(loss_reason_id, "").strip().casefold()
+        if not name:
+            return None
+        rows = db.session.execute(
+            sa.select(RefusalReason.code, RefusalReason.name_ru, RefusalReason.name_en)
+            .where(RefusalReason.portal_id == self.portal_id)
+            .order_by(RefusalReason.retired, RefusalReason.sort)
+        ).all()
+        return next((str(code) for code, ru, en in rows if name in (ru.casefold(), en.casefold())), None)
 
     def _decode_text(self, raw: Mapping[str, Any], name: str) -> str:
         values = self._values(raw, name)
@@ -327,7 +351,7 @@ class AmoCrm:
             created_at=_ts(raw.get("created_at")),
             amount=_decimal(raw.get("price")) or Decimal("0"),
             source_id=self.source_of(raw),
-            refusal_reason=self._decode_enum(raw, "refusal_reason"),
+            refusal_reason=self._decode_enum(raw, "refusal_reason") or self._loss_reason(raw),
             refusal_comment=self._decode_text(raw, "refusal_comment"),
             qa_verdict=self._decode_enum(raw, "qa_verdict"),
             cpl=_decimal(cpl_values[0].get("value")) if cpl_values else None,
