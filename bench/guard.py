@@ -28,6 +28,11 @@ figures show the guard's own cost; `--portal-limit` keeps Bitrix24's 2 requests/
 a `--rate` the portal can serve: about 2 / requests per move).
 
     .venv/bin/python bench/guard.py [--deals 500] [--rate 10] [--workers 2] [--web-workers 2]
+
+`--bulk 100`: a group action instead. One manager sets 100 deals to lost at once, the portal at Bitrix24's
+production limit (2 requests/s, burst 50); printed: the time until every deal is back and its manager
+notified, HTTP requests per deal (echoes included), and any QUERY_LIMIT_EXCEEDED answers.
+Goals (DESIGN.md section 7): within 10 s, at most 0.15 requests per deal, no QUERY_LIMIT_EXCEEDED.
 """
 
 from __future__ import annotations
@@ -135,6 +140,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="RQ worker processes (default 2)")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn sync workers (default 2)")
     parser.add_argument("--portal-limit", action="store_true", help="keep Bitrix24's 2 requests/s, burst 50")
+    parser.add_argument(
+        "--bulk",
+        type=int,
+        default=0,
+        help="a group action instead: one manager sets this many deals to lost at once (portal limit kept)",
+    )
     parser.add_argument("--profile", action="store_true", help="run the guard jobs in-process under cProfile")
     parser.add_argument("--keep", action="store_true", help="keep the instance folder (logs, SQLite file)")
     return parser.parse_args(argv)
@@ -142,6 +153,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.bulk:
+        args.portal_limit = True  # a group action is measured at the production limit
+        args.deals = args.bulk
     import shutil
 
     from app import create_app
@@ -210,7 +224,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.profile:
                 profile_jobs(args, app, sandbox, portal, list(SALES_MANAGERS), children)
                 return 0
-            run(args, app, sandbox, portal, posts, list(SALES_MANAGERS))
+            if args.bulk:
+                run_bulk(args, app, sandbox, portal, list(SALES_MANAGERS))
+            else:
+                run(args, app, sandbox, portal, posts, list(SALES_MANAGERS))
     finally:
         sandbox_demo.stop()
         if redis_process is not None:
@@ -314,12 +331,7 @@ def run(args: argparse.Namespace, app: Any, sandbox: Any, portal: Any, posts: Po
     http_methods = Counter(call.method for call in calls if not call.in_batch)
     batched = Counter(call.method for call in calls if call.in_batch)
     echo_reads = max(0, http_methods.get("crm.deal.get", 0) - len(deals))
-    # The periodic reconciliation may run meanwhile (offline queue or sweep): not part of the guard.
-    reconciliation = (
-        http_methods.get("event.offline.get", 0)
-        + http_methods.get("event.offline.clear", 0)
-        + sum(1 for call in calls if call.in_batch and call.method == "crm.deal.list")
-    )
+    reconciliation = reconciliation_requests(calls)
     moves = len(deals)
     notices = len(sandbox.notifications(portal)) - notices_before
     back = sum(sandbox.stage_of(portal, int(deal_id)) == "PREPARATION" for deal_id, _ in deals)
@@ -346,6 +358,90 @@ def run(args: argparse.Namespace, app: Any, sandbox: Any, portal: Any, posts: Po
         f"{'met' if decision <= GOAL_CALLS_PER_MOVE else 'NOT MET'}; "
         f"with the echo re-read: {'met' if per_move <= GOAL_CALLS_PER_MOVE else 'NOT MET'}"
     )
+
+
+def reconciliation_requests(calls: list[Any]) -> int:
+    """Requests of the periodic reconciliation (offline queue or sweep) and task-control scans that may run
+    meanwhile: not part of the guard. The guard's own group reads are crm.deal.list by `@ID` in a batch."""
+    own_batches = {id(call) for call in calls if call.in_batch and _group_read(call)}
+    return sum(
+        1
+        for call in calls
+        if (not call.in_batch and call.method in ("event.offline.get", "event.offline.clear"))
+        or (call.in_batch and call.method == "crm.deal.list" and id(call) not in own_batches)
+    )
+
+
+def _group_read(call: Any) -> bool:
+    flt = call.params.get("filter") if isinstance(call.params, dict) else None
+    return isinstance(flt, dict) and "@ID" in flt
+
+
+def run_bulk(args: argparse.Namespace, app: Any, sandbox: Any, portal: Any, managers: list[int]) -> None:
+    """One manager selects `--bulk` deals in the list view and sets them all to lost (Bitrix24 fires one event
+    per deal) at the portal's production limit; time until every deal is back and its manager notified."""
+    manager = managers[0]
+    deal_ids: list[int] = []
+    for index in range(args.bulk):
+        deal_ids.append(
+            int(
+                sandbox.act(portal, manager).create_deal(
+                    TITLE=f"Bulk deal {index + 1}", STAGE_ID="PREPARATION", ASSIGNED_BY_ID=manager, OPPORTUNITY="1000"
+                )
+            )
+        )
+    wait_for("the app to see the new deals", lambda: not sandbox.pending_events() and inbox_open(app) == 0, 600)
+    time.sleep(1.0)
+    wait_for("the app to see the new deals", lambda: not sandbox.pending_events() and inbox_open(app) == 0, 600)
+    time.sleep(26.0)  # the portal's bucket drains (2/s) back to empty, as on a portal at rest
+    requests_before = sandbox.rest_calls(portal)
+    log_before = len(sandbox.calls(portal))
+    notices_before = len(sandbox.notifications(portal, manager))
+    start = time.time()
+    for deal_id in deal_ids:
+        sandbox.act(portal, manager).move_deal(deal_id, "LOSE")
+    moves_done = time.time()
+    back_at = notified_at = None
+    deadline = time.time() + 600
+    while time.time() < deadline and (back_at is None or notified_at is None):
+        if back_at is None and all(sandbox.stage_of(portal, deal_id) == "PREPARATION" for deal_id in deal_ids):
+            back_at = time.time()
+        if notified_at is None and len(sandbox.notifications(portal, manager)) - notices_before >= len(deal_ids):
+            notified_at = time.time()
+        time.sleep(0.02)
+    try:
+        wait_for("the echo events", lambda: not sandbox.pending_events() and inbox_open(app) == 0, 600)
+        time.sleep(1.0)
+        wait_for("the echo events", lambda: not sandbox.pending_events() and inbox_open(app) == 0, 600)
+    except RuntimeError as error:
+        print(f"NOT FINISHED: {error}")
+    settled = time.time()
+    calls = sandbox.calls(portal)[log_before:]
+    requests = sandbox.rest_calls(portal) - requests_before
+    reconciliation = reconciliation_requests(calls)
+    refused = sum(1 for call in calls if call.status == 503)
+    http_methods = Counter(call.method for call in calls if not call.in_batch)
+    batched = Counter(call.method for call in calls if call.in_batch)
+    back = sum(sandbox.stage_of(portal, deal_id) == "PREPARATION" for deal_id in deal_ids)
+    notices = len(sandbox.notifications(portal, manager)) - notices_before
+    guard_requests = requests - reconciliation
+    per_deal = guard_requests / len(deal_ids)
+
+    def since_start(moment: float | None) -> str:
+        return "never" if moment is None else f"{moment - start:.1f} s"
+
+    print(f"{len(deal_ids)} deals set to lost in {moves_done - start:.2f} s by one manager")
+    print(f"every deal back: {since_start(back_at)}; every notice received: {since_start(notified_at)}")
+    print(f"deals back in their stage: {back}/{len(deal_ids)}; notices received: {notices}")
+    print(f"all events (echoes included) settled {settled - start:.1f} s after the first move")
+    print(f"HTTP requests by method: {dict(http_methods)}; inside batches: {dict(batched)}")
+    print(
+        f"HTTP requests: {guard_requests} for {len(deal_ids)} deals = {per_deal:.3f} per deal, echoes included "
+        f"(reconciliation meanwhile, not counted: {reconciliation}); QUERY_LIMIT_EXCEEDED answers: {refused}"
+    )
+    done = max(back_at or float("inf"), notified_at or float("inf")) - start
+    print(f"goal every deal back and notified within 10 s: {'met' if done <= 10 else 'NOT MET'} ({done:.1f} s)")
+    print(f"goal <= 0.15 requests per deal: {'met' if per_deal <= 0.15 else 'NOT MET'}")
 
 
 if __name__ == "__main__":

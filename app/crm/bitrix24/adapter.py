@@ -5,14 +5,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from app.core.models import Portal
-from app.crm.bitrix24.batch import PAGE_SIZE, ListStream, result_rows
+from app.crm.bitrix24.batch import BATCH_LIMIT, PAGE_SIZE, BatchResult, ListStream, result_rows
 from app.crm.bitrix24.client import Bitrix24Rest, audio_type
 from app.crm.errors import (
     Bitrix24AuthError,
@@ -26,7 +26,9 @@ from app.crm.port import (
     Call,
     Deal,
     DealChange,
+    DealWrite,
     Department,
+    EchoWindow,
     NewTask,
     NewTodo,
     Notice,
@@ -38,13 +40,37 @@ from app.crm.port import (
     StageSpec,
     Task,
     User,
+    WriteOutcome,
 )
 
 log = logging.getLogger(__name__)
 
+# The event a write sends back leaves the portal's queue within the batch request's own time, or a little
+# after it (`ts` has whole seconds); later than this it is read like any other event.
+ECHO_SLACK_SECONDS = 2
+
 DEAL_ENTITY_TYPE_ID = 2
 CALL_ACTIVITY_TYPE_ID = 2
 TASK_COMPLETED = "5"
+
+
+@dataclass
+class _WritePlan:
+    """One DealWrite as batch commands: its change's keys first, then its notices' keys."""
+
+    index: int
+    write: DealWrite
+    commands: dict[str, tuple[str, Mapping[str, Any] | None]]
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def update(self) -> list[str]:
+        return [key for key in self.commands if key not in self.notices]
+
+
+def _not_run(plan: _WritePlan) -> WriteOutcome:
+    error = CrmError("the batch ran none of the write's commands")
+    return WriteOutcome(tuple(error for _ in range((plan.write.change is not None) + len(plan.notices))))
 
 
 def notice_tag(key: str) -> str:
@@ -518,6 +544,71 @@ class Bitrix24Crm:
             else:
                 outcomes.append(result.error(key) or CrmError(f"batch command {key!r} was not run"))
         return outcomes
+
+    def write_deals(self, writes: Sequence[DealWrite]) -> list[WriteOutcome]:
+        """Every write's commands (crm.deal.update / crm.item.update, then its notices) packed in order into
+        batch requests of at most 50 commands, each halted at its first failed command: the write that failed
+        gets the error (its notices are not sent), the writes after it go into the next request."""
+        outcomes: list[WriteOutcome | None] = [None] * len(writes)
+        plans: list[_WritePlan] = []
+        for index, write in enumerate(writes):
+            update = self._update_commands(write.deal_id, write.change) if write.change is not None else {}
+            plan = _WritePlan(index, write, {f"w{index}{key}": command for key, command in update.items()})
+            for number, notice in enumerate(write.notices):
+                plan.notices.append(f"w{index}n{number}")
+                plan.commands[f"w{index}n{number}"] = (
+                    "im.notify.system.add",
+                    self._notify_params(notice.user_id, notice.message, notice.key),
+                )
+            if plan.commands:
+                plans.append(plan)
+            else:
+                outcomes[index] = WriteOutcome((None,) if write.change is not None else ())
+        while plans:
+            chunk: list[_WritePlan] = []
+            size = 0
+            while plans and (not chunk or size + len(plans[0].commands) <= BATCH_LIMIT):
+                size += len(plans[0].commands)
+                chunk.append(plans.pop(0))
+            commands = {key: command for plan in chunk for key, command in plan.commands.items()}
+            result = self.rest.batch(commands, halt=True)
+            not_run = [
+                plan for plan in chunk if not any(k in result.result or k in result.result_error for k in plan.commands)
+            ]
+            if len(not_run) == len(chunk):
+                for plan in chunk:
+                    outcomes[plan.index] = _not_run(plan)
+                continue
+            for plan in chunk:
+                if plan not in not_run:
+                    outcomes[plan.index] = self._outcome(plan, result)
+            plans[:0] = not_run
+        return [outcome if outcome is not None else WriteOutcome(()) for outcome in outcomes]
+
+    @staticmethod
+    def _outcome(plan: _WritePlan, result: BatchResult) -> WriteOutcome:
+        change_error: Exception | None = None
+        for key in plan.update:
+            if change_error is None:
+                change_error = result.error(key) or (
+                    None if key in result.result else CrmError(f"batch command {key!r} was not run")
+                )
+        errors: list[Exception | None] = [change_error] if plan.write.change is not None else []
+        for key in plan.notices:
+            if change_error is not None:
+                errors.append(change_error)
+            elif key in result.result:
+                errors.append(None)
+            else:
+                errors.append(result.error(key) or CrmError(f"batch command {key!r} was not run"))
+        echo = None
+        # crm.deal.update alone fires exactly one ONCRMDEALUPDATE, stamped while the batch ran (or just after).
+        if change_error is None and [command for command, _ in (plan.commands[k] for k in plan.update)] == [
+            "crm.deal.update"
+        ]:
+            if result.started is not None and result.finished is not None:
+                echo = EchoWindow(int(result.started), int(result.finished) + 1 + ECHO_SLACK_SECONDS)
+        return WriteOutcome(tuple(errors), echo)
 
     # ---- tasks
 
