@@ -111,6 +111,7 @@ def process_deal_event(item: InboxItem) -> None:
         lead,
         waiting=lambda: _waiting(item),
         settled=lambda: inbox.is_done(item.id),
+        claimed=inbox.claim_rows,
         finished=inbox.finish_rows,
     )
 

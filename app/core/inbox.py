@@ -247,6 +247,19 @@ def is_done(inbox_id: int) -> bool:
     return status == InboxItem.DONE
 
 
+def claim_rows(inbox_ids: Sequence[int]) -> None:
+    """Count an attempt on rows a group took, before it reads their deals: from then on a delivery with the
+    same body is a new change to store (see `accept`), not a duplicate of a row nobody picked up."""
+    if not inbox_ids:
+        return
+    db.session.execute(
+        sa.update(InboxItem)
+        .where(InboxItem.id.in_(list(inbox_ids)), InboxItem.status != InboxItem.DONE)
+        .values(attempts=InboxItem.attempts + 1)
+    )
+    db.session.commit()
+
+
 def finish_rows(inbox_ids: Sequence[int]) -> None:
     """Mark rows decided by a group done (their own jobs then find them done and return without a CRM call)."""
     if not inbox_ids:

@@ -86,6 +86,7 @@ def deals_changed(
     *,
     waiting: Callable[[], Sequence[DealEvent]] = _no_events,
     settled: Callable[[], bool] = _never,
+    claimed: Callable[[list[int]], None] = _ignore,
     finished: Callable[[list[int]], None] = _ignore,
 ) -> dict[str, guard.Decision]:
     """Deals were created or changed: decide `lead`'s deal, and with it the other events `waiting` names (of the
@@ -93,7 +94,9 @@ def deals_changed(
 
     The lead's deal lock is waited for; then, if `settled` says another group decided the lead's event
     meanwhile, nothing else happens. The other deals are taken only if nobody holds their lock (a deal another
-    job is deciding is left to that job). Under the locks: what earlier decisions left pending is carried out,
+    job is deciding is left to that job); `claimed` gets the refs of the other events taken, before any deal
+    is read (from then on a delivery identical to one of them is a new change, not a duplicate). Under the
+    locks: what earlier decisions left pending is carried out,
     events that are the echo of our own write are recognised without a read, the other deals are read in one
     call, each is routed on the exchange and decided by the guard exactly as alone (its snapshot, idempotent
     effects, audit row), and then every planned write goes out together (`run_pending_effects_of`). `finished`
@@ -113,6 +116,9 @@ def deals_changed(
             elif len(events) < GROUP_DEALS and locks.try_take(event.deal_id):
                 events[event.deal_id] = [event]
         held = list(events)
+        others = [e.ref for d in held for e in events[d] if e.ref is not None and e is not lead]
+        if others:
+            claimed(others)
         routed = {d for d in held if any(e.routing for e in events[d]) and exchange.watches(portal, d)}
         if routed:
             directory.users(portal.id, crm)  # read before any write: no write transaction across a CRM call
