@@ -76,11 +76,13 @@ class Posts:
         def send(url: str, body: str) -> int:
             fields = urllib.parse.parse_qs(body)
             deal_id = (fields.get("data[FIELDS][ID]") or [""])[0]
+            member = (fields.get("auth[member_id]") or [""])[0]
             sent = time.time()
             status = int(inner(url, body))
             with self.lock:
                 if deal_id:
                     self.by_deal[deal_id].append(sent)
+                    self.by_deal[f"{member}:{deal_id}"].append(sent)
                 self.statuses[status] += 1
             return status
 
@@ -146,6 +148,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="a group action instead: one manager sets this many deals to lost at once (portal limit kept)",
     )
+    parser.add_argument(
+        "--portals",
+        type=int,
+        default=0,
+        help="this many installed portals: one makes the --bulk group action, each other one --moves single moves",
+    )
+    parser.add_argument("--moves", type=int, default=3, help="single moves per other portal with --portals")
     parser.add_argument("--profile", action="store_true", help="run the guard jobs in-process under cProfile")
     parser.add_argument("--keep", action="store_true", help="keep the instance folder (logs, SQLite file)")
     return parser.parse_args(argv)
@@ -153,6 +162,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.portals:
+        args.bulk = args.bulk or 100
     if args.bulk:
         args.portal_limit = True  # a group action is measured at the production limit
         args.deals = args.bulk
@@ -221,10 +232,13 @@ def main(argv: list[str] | None = None) -> int:
                 return all(child.poll() is None for child in children)
 
             demo.install(app, sandbox_demo, alive)
+            others = [install_another(app, sandbox_demo, alive, public_url) for _ in range(max(0, args.portals - 1))]
             if args.profile:
                 profile_jobs(args, app, sandbox, portal, list(SALES_MANAGERS), children)
                 return 0
-            if args.bulk:
+            if args.portals:
+                run_portals(args, app, sandbox, portal, others, posts, list(SALES_MANAGERS))
+            elif args.bulk:
                 run_bulk(args, app, sandbox, portal, list(SALES_MANAGERS))
             else:
                 run(args, app, sandbox, portal, posts, list(SALES_MANAGERS))
@@ -442,6 +456,110 @@ def run_bulk(args: argparse.Namespace, app: Any, sandbox: Any, portal: Any, mana
     done = max(back_at or float("inf"), notified_at or float("inf")) - start
     print(f"goal every deal back and notified within 10 s: {'met' if done <= 10 else 'NOT MET'} ({done:.1f} s)")
     print(f"goal <= 0.15 requests per deal: {'met' if per_deal <= 0.15 else 'NOT MET'}")
+
+
+def install_another(app: Any, sandbox_demo: Any, alive: Any, public_url: str) -> Any:
+    """One more portal on the same sandbox server with the app installed (the same application, another
+    member_id: what many customers of one Market app look like)."""
+    import dataclasses
+    import secrets
+
+    from sandbox import demo
+
+    first = sandbox_demo.portal
+    portal = sandbox_demo.sandbox.seed_portal(
+        domain=first.domain,
+        member_id=secrets.token_hex(16),
+        application_token=secrets.token_hex(16),
+        client_id=first.client_id,
+        client_secret=first.client_secret,
+        installed=False,
+        app_url=public_url,
+        deals=0,
+    )
+    demo.install(app, dataclasses.replace(sandbox_demo, portal=portal), alive)
+    return portal
+
+
+def run_portals(
+    args: argparse.Namespace,
+    app: Any,
+    sandbox: Any,
+    portal: Any,
+    others: list[Any],
+    posts: Posts,
+    managers: list[int],
+) -> None:
+    """One portal's manager sets `--bulk` deals to lost at once while each other portal's managers make
+    `--moves` single illegal moves spread over 10 s; the single moves' latency (event POST -> revert)."""
+    group_manager = managers[0]
+    group = [
+        int(
+            sandbox.act(portal, group_manager).create_deal(
+                TITLE=f"Bulk deal {n + 1}", STAGE_ID="PREPARATION", ASSIGNED_BY_ID=group_manager
+            )
+        )
+        for n in range(args.bulk)
+    ]
+    singles: list[tuple[Any, int, int]] = []
+    for index, other in enumerate(others):
+        for n in range(args.moves):
+            manager = managers[(index + n) % len(managers)]
+            deal_id = sandbox.act(other, manager).create_deal(
+                TITLE=f"Single deal {n + 1}", STAGE_ID="PREPARATION", ASSIGNED_BY_ID=manager
+            )
+            singles.append((other, int(deal_id), manager))
+    wait_for("the app to see the new deals", lambda: not sandbox.pending_events() and inbox_open(app) == 0, 900)
+    time.sleep(1.0)
+    wait_for("the app to see the new deals", lambda: not sandbox.pending_events() and inbox_open(app) == 0, 900)
+    time.sleep(26.0)  # every portal's bucket drains back to empty
+    logs_before = {p.member_id: len(sandbox.calls(p)) for p in [portal, *others]}
+    order = sorted(range(len(singles)), key=lambda i: (i * 7919) % len(singles))  # portals interleaved
+    start = time.time()
+    for deal_id in group:
+        sandbox.act(portal, group_manager).move_deal(deal_id, "LOSE")
+    moved_at: dict[tuple[str, int], float] = {}
+    for step, index in enumerate(order):
+        other, deal_id, manager = singles[index]
+        pause = start + step * 10.0 / len(order) - time.time()
+        if pause > 0:
+            time.sleep(pause)
+        moved_at[(other.member_id, deal_id)] = time.time()
+        sandbox.act(other, manager).move_deal(deal_id, "LOSE")
+    group_back = None
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        if group_back is None and all(sandbox.stage_of(portal, d) == "PREPARATION" for d in group):
+            group_back = time.time()
+        if group_back is not None and all(sandbox.stage_of(p, d) == "PREPARATION" for p, d, _ in singles):
+            break
+        time.sleep(0.05)
+    latencies = []
+    for other in others:
+        for call in sandbox.calls(other)[logs_before[other.member_id] :]:
+            if call.method != "crm.deal.update" or call.status != 200:
+                continue
+            key = (other.member_id, int(call.params.get("id") or call.params.get("ID") or 0))
+            if key not in moved_at:
+                continue
+            posted = posts.first_after(f"{key[0]}:{key[1]}", moved_at[key])
+            if posted is not None:
+                latencies.append(call.at - posted)
+                moved_at.pop(key)
+    latencies.sort()
+    back = sum(sandbox.stage_of(p, d) == "PREPARATION" for p, d, _ in singles)
+    print(
+        f"{len(others) + 1} portals; one sets {len(group)} deals to lost at once, "
+        f"the others make {len(singles)} single moves over 10 s"
+    )
+    print(f"group action: every deal back {'never' if group_back is None else f'{group_back - start:.1f} s'}")
+    print(f"single moves back: {back}/{len(singles)}; timed: {len(latencies)}")
+    if latencies:
+        p50, p95 = percentile(latencies, 0.50), percentile(latencies, 0.95)
+        print(
+            f"single-move latency (event POST -> revert): p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
+            f"max {latencies[-1] * 1000:.0f} ms; goal p95 < 1 s: {'met' if p95 < 1.0 else 'NOT MET'}"
+        )
 
 
 if __name__ == "__main__":
