@@ -33,6 +33,11 @@ a `--rate` the portal can serve: about 2 / requests per move).
 production limit (2 requests/s, burst 50); printed: the time until every deal is back and its manager
 notified, HTTP requests per deal (echoes included), and any QUERY_LIMIT_EXCEEDED answers.
 Goals (DESIGN.md section 7): within 10 s, at most 0.15 requests per deal, no QUERY_LIMIT_EXCEEDED.
+
+`--portals 50 [--moves 3]`: 50 installed portals of the one application; the first makes the `--bulk` group
+action (default 100 deals) while each other portal's managers make `--moves` single illegal moves spread over
+10 s; printed: when the group is back, and the p50/p95/max of the single moves (event POST -> revert).
+Goal (DESIGN.md section 7): single moves' p95 < 1 s.
 """
 
 from __future__ import annotations
