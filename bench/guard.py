@@ -28,6 +28,16 @@ figures show the guard's own cost; `--portal-limit` keeps Bitrix24's 2 requests/
 a `--rate` the portal can serve: about 2 / requests per move).
 
     .venv/bin/python bench/guard.py [--deals 500] [--rate 10] [--workers 2] [--web-workers 2]
+
+`--bulk 100`: a group action instead. One manager sets 100 deals to lost at once, the portal at Bitrix24's
+production limit (2 requests/s, burst 50); printed: the time until every deal is back and its manager
+notified, HTTP requests per deal (echoes included), and any QUERY_LIMIT_EXCEEDED answers.
+Goals (DESIGN.md section 7): within 10 s, at most 0.15 requests per deal, no QUERY_LIMIT_EXCEEDED.
+
+`--portals 50 [--moves 3]`: 50 installed portals of the one application; the first makes the `--bulk` group
+action (default 100 deals) while each other portal's managers make `--moves` single illegal moves spread over
+10 s; printed: when the group is back, and the p50/p95/max of the single moves (event POST -> revert).
+Goal (DESIGN.md section 7): single moves' p95 < 1 s.
 """
 
 from __future__ import annotations
@@ -71,11 +81,13 @@ class Posts:
         def send(url: str, body: str) -> int:
             fields = urllib.parse.parse_qs(body)
             deal_id = (fields.get("data[FIELDS][ID]") or [""])[0]
+            member = (fields.get("auth[member_id]") or [""])[0]
             sent = time.time()
             status = int(inner(url, body))
             with self.lock:
                 if deal_id:
                     self.by_deal[deal_id].append(sent)
+                    self.by_deal[f"{member}:{deal_id}"].append(sent)
                 self.statuses[status] += 1
             return status
 
@@ -141,6 +153,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="inprocess",
         help="events jobs in-process under the supervisor (default), or a fork per job (WORKER_IN_PROCESS=0)",
     )
+    parser.add_argument(
+        "--bulk",
+        type=int,
+        default=0,
+        help="a group action instead: one manager sets this many deals to lost at once (portal limit kept)",
+    )
+    parser.add_argument(
+        "--portals",
+        type=int,
+        default=0,
+        help="this many installed portals: one makes the --bulk group action, each other one --moves single moves",
+    )
+    parser.add_argument("--moves", type=int, default=3, help="single moves per other portal with --portals")
     parser.add_argument("--profile", action="store_true", help="run the guard jobs in-process under cProfile")
     parser.add_argument("--keep", action="store_true", help="keep the instance folder (logs, SQLite file)")
     return parser.parse_args(argv)
@@ -148,6 +173,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.portals:
+        args.bulk = args.bulk or 100
+    if args.bulk:
+        args.portal_limit = True  # a group action is measured at the production limit
+        args.deals = args.bulk
     import shutil
 
     from app import create_app
@@ -214,10 +244,16 @@ def main(argv: list[str] | None = None) -> int:
                 return all(child.poll() is None for child in children)
 
             demo.install(app, sandbox_demo, alive)
+            others = [install_another(app, sandbox_demo, alive, public_url) for _ in range(max(0, args.portals - 1))]
             if args.profile:
                 profile_jobs(args, app, sandbox, portal, list(SALES_MANAGERS), children)
                 return 0
-            run(args, app, sandbox, portal, posts, list(SALES_MANAGERS))
+            if args.portals:
+                run_portals(args, app, sandbox, portal, others, posts, list(SALES_MANAGERS))
+            elif args.bulk:
+                run_bulk(args, app, sandbox, portal, list(SALES_MANAGERS))
+            else:
+                run(args, app, sandbox, portal, posts, list(SALES_MANAGERS))
     finally:
         sandbox_demo.stop()
         if redis_process is not None:
@@ -321,12 +357,7 @@ def run(args: argparse.Namespace, app: Any, sandbox: Any, portal: Any, posts: Po
     http_methods = Counter(call.method for call in calls if not call.in_batch)
     batched = Counter(call.method for call in calls if call.in_batch)
     echo_reads = max(0, http_methods.get("crm.deal.get", 0) - len(deals))
-    # The periodic reconciliation may run meanwhile (offline queue or sweep): not part of the guard.
-    reconciliation = (
-        http_methods.get("event.offline.get", 0)
-        + http_methods.get("event.offline.clear", 0)
-        + sum(1 for call in calls if call.in_batch and call.method == "crm.deal.list")
-    )
+    reconciliation = reconciliation_requests(calls)
     moves = len(deals)
     notices = len(sandbox.notifications(portal)) - notices_before
     back = sum(sandbox.stage_of(portal, int(deal_id)) == "PREPARATION" for deal_id, _ in deals)
@@ -353,6 +384,194 @@ def run(args: argparse.Namespace, app: Any, sandbox: Any, portal: Any, posts: Po
         f"{'met' if decision <= GOAL_CALLS_PER_MOVE else 'NOT MET'}; "
         f"with the echo re-read: {'met' if per_move <= GOAL_CALLS_PER_MOVE else 'NOT MET'}"
     )
+
+
+def reconciliation_requests(calls: list[Any]) -> int:
+    """Requests of the periodic reconciliation (offline queue or sweep) and task-control scans that may run
+    meanwhile: not part of the guard. The guard's own group reads are crm.deal.list by `@ID` in a batch."""
+    own_batches = {id(call) for call in calls if call.in_batch and _group_read(call)}
+    return sum(
+        1
+        for call in calls
+        if (not call.in_batch and call.method in ("event.offline.get", "event.offline.clear"))
+        or (call.in_batch and call.method == "crm.deal.list" and id(call) not in own_batches)
+    )
+
+
+def _group_read(call: Any) -> bool:
+    flt = call.params.get("filter") if isinstance(call.params, dict) else None
+    return isinstance(flt, dict) and "@ID" in flt
+
+
+def run_bulk(args: argparse.Namespace, app: Any, sandbox: Any, portal: Any, managers: list[int]) -> None:
+    """One manager selects `--bulk` deals in the list view and sets them all to lost (Bitrix24 fires one event
+    per deal) at the portal's production limit; time until every deal is back and its manager notified."""
+    manager = managers[0]
+    deal_ids: list[int] = []
+    for index in range(args.bulk):
+        deal_ids.append(
+            int(
+                sandbox.act(portal, manager).create_deal(
+                    TITLE=f"Bulk deal {index + 1}", STAGE_ID="PREPARATION", ASSIGNED_BY_ID=manager, OPPORTUNITY="1000"
+                )
+            )
+        )
+    wait_for("the app to see the new deals", lambda: not sandbox.pending_events() and inbox_open(app) == 0, 600)
+    time.sleep(1.0)
+    wait_for("the app to see the new deals", lambda: not sandbox.pending_events() and inbox_open(app) == 0, 600)
+    time.sleep(26.0)  # the portal's bucket drains (2/s) back to empty, as on a portal at rest
+    requests_before = sandbox.rest_calls(portal)
+    log_before = len(sandbox.calls(portal))
+    notices_before = len(sandbox.notifications(portal, manager))
+    start = time.time()
+    for deal_id in deal_ids:
+        sandbox.act(portal, manager).move_deal(deal_id, "LOSE")
+    moves_done = time.time()
+    back_at = notified_at = None
+    deadline = time.time() + 600
+    while time.time() < deadline and (back_at is None or notified_at is None):
+        if back_at is None and all(sandbox.stage_of(portal, deal_id) == "PREPARATION" for deal_id in deal_ids):
+            back_at = time.time()
+        if notified_at is None and len(sandbox.notifications(portal, manager)) - notices_before >= len(deal_ids):
+            notified_at = time.time()
+        time.sleep(0.02)
+    try:
+        wait_for("the echo events", lambda: not sandbox.pending_events() and inbox_open(app) == 0, 600)
+        time.sleep(1.0)
+        wait_for("the echo events", lambda: not sandbox.pending_events() and inbox_open(app) == 0, 600)
+    except RuntimeError as error:
+        print(f"NOT FINISHED: {error}")
+    settled = time.time()
+    calls = sandbox.calls(portal)[log_before:]
+    requests = sandbox.rest_calls(portal) - requests_before
+    reconciliation = reconciliation_requests(calls)
+    refused = sum(1 for call in calls if call.status == 503)
+    http_methods = Counter(call.method for call in calls if not call.in_batch)
+    batched = Counter(call.method for call in calls if call.in_batch)
+    back = sum(sandbox.stage_of(portal, deal_id) == "PREPARATION" for deal_id in deal_ids)
+    notices = len(sandbox.notifications(portal, manager)) - notices_before
+    guard_requests = requests - reconciliation
+    per_deal = guard_requests / len(deal_ids)
+
+    def since_start(moment: float | None) -> str:
+        return "never" if moment is None else f"{moment - start:.1f} s"
+
+    print(f"{len(deal_ids)} deals set to lost in {moves_done - start:.2f} s by one manager")
+    print(f"every deal back: {since_start(back_at)}; every notice received: {since_start(notified_at)}")
+    print(f"deals back in their stage: {back}/{len(deal_ids)}; notices received: {notices}")
+    print(f"all events (echoes included) settled {settled - start:.1f} s after the first move")
+    print(f"HTTP requests by method: {dict(http_methods)}; inside batches: {dict(batched)}")
+    print(
+        f"HTTP requests: {guard_requests} for {len(deal_ids)} deals = {per_deal:.3f} per deal, echoes included "
+        f"(reconciliation meanwhile, not counted: {reconciliation}); QUERY_LIMIT_EXCEEDED answers: {refused}"
+    )
+    done = max(back_at or float("inf"), notified_at or float("inf")) - start
+    print(f"goal every deal back and notified within 10 s: {'met' if done <= 10 else 'NOT MET'} ({done:.1f} s)")
+    print(f"goal <= 0.15 requests per deal: {'met' if per_deal <= 0.15 else 'NOT MET'}")
+
+
+def install_another(app: Any, sandbox_demo: Any, alive: Any, public_url: str) -> Any:
+    """One more portal on the same sandbox server with the app installed (the same application, another
+    member_id: what many customers of one Market app look like)."""
+    import dataclasses
+    import secrets
+
+    from sandbox import demo
+
+    first = sandbox_demo.portal
+    portal = sandbox_demo.sandbox.seed_portal(
+        domain=first.domain,
+        member_id=secrets.token_hex(16),
+        application_token=secrets.token_hex(16),
+        client_id=first.client_id,
+        client_secret=first.client_secret,
+        installed=False,
+        app_url=public_url,
+        deals=0,
+    )
+    demo.install(app, dataclasses.replace(sandbox_demo, portal=portal), alive)
+    return portal
+
+
+def run_portals(
+    args: argparse.Namespace,
+    app: Any,
+    sandbox: Any,
+    portal: Any,
+    others: list[Any],
+    posts: Posts,
+    managers: list[int],
+) -> None:
+    """One portal's manager sets `--bulk` deals to lost at once while each other portal's managers make
+    `--moves` single illegal moves spread over 10 s; the single moves' latency (event POST -> revert)."""
+    group_manager = managers[0]
+    group = [
+        int(
+            sandbox.act(portal, group_manager).create_deal(
+                TITLE=f"Bulk deal {n + 1}", STAGE_ID="PREPARATION", ASSIGNED_BY_ID=group_manager
+            )
+        )
+        for n in range(args.bulk)
+    ]
+    singles: list[tuple[Any, int, int]] = []
+    for index, other in enumerate(others):
+        for n in range(args.moves):
+            manager = managers[(index + n) % len(managers)]
+            deal_id = sandbox.act(other, manager).create_deal(
+                TITLE=f"Single deal {n + 1}", STAGE_ID="PREPARATION", ASSIGNED_BY_ID=manager
+            )
+            singles.append((other, int(deal_id), manager))
+    wait_for("the app to see the new deals", lambda: not sandbox.pending_events() and inbox_open(app) == 0, 900)
+    time.sleep(1.0)
+    wait_for("the app to see the new deals", lambda: not sandbox.pending_events() and inbox_open(app) == 0, 900)
+    time.sleep(26.0)  # every portal's bucket drains back to empty
+    logs_before = {p.member_id: len(sandbox.calls(p)) for p in [portal, *others]}
+    order = sorted(range(len(singles)), key=lambda i: (i * 7919) % len(singles))  # portals interleaved
+    start = time.time()
+    for deal_id in group:
+        sandbox.act(portal, group_manager).move_deal(deal_id, "LOSE")
+    moved_at: dict[tuple[str, int], float] = {}
+    for step, index in enumerate(order):
+        other, deal_id, manager = singles[index]
+        pause = start + step * 10.0 / len(order) - time.time()
+        if pause > 0:
+            time.sleep(pause)
+        moved_at[(other.member_id, deal_id)] = time.time()
+        sandbox.act(other, manager).move_deal(deal_id, "LOSE")
+    group_back = None
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        if group_back is None and all(sandbox.stage_of(portal, d) == "PREPARATION" for d in group):
+            group_back = time.time()
+        if group_back is not None and all(sandbox.stage_of(p, d) == "PREPARATION" for p, d, _ in singles):
+            break
+        time.sleep(0.05)
+    latencies = []
+    for other in others:
+        for call in sandbox.calls(other)[logs_before[other.member_id] :]:
+            if call.method != "crm.deal.update" or call.status != 200:
+                continue
+            key = (other.member_id, int(call.params.get("id") or call.params.get("ID") or 0))
+            if key not in moved_at:
+                continue
+            posted = posts.first_after(f"{key[0]}:{key[1]}", moved_at[key])
+            if posted is not None:
+                latencies.append(call.at - posted)
+                moved_at.pop(key)
+    latencies.sort()
+    back = sum(sandbox.stage_of(p, d) == "PREPARATION" for p, d, _ in singles)
+    print(
+        f"{len(others) + 1} portals; one sets {len(group)} deals to lost at once, "
+        f"the others make {len(singles)} single moves over 10 s"
+    )
+    print(f"group action: every deal back {'never' if group_back is None else f'{group_back - start:.1f} s'}")
+    print(f"single moves back: {back}/{len(singles)}; timed: {len(latencies)}")
+    if latencies:
+        p50, p95 = percentile(latencies, 0.50), percentile(latencies, 0.95)
+        print(
+            f"single-move latency (event POST -> revert): p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
+            f"max {latencies[-1] * 1000:.0f} ms; goal p95 < 1 s: {'met' if p95 < 1.0 else 'NOT MET'}"
+        )
 
 
 if __name__ == "__main__":

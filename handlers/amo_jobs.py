@@ -48,18 +48,49 @@ i18n.register(
 )
 
 
+def lead_event(item: InboxItem) -> deal_events.DealEvent:
+    """The domain's view of a stored lead change (the hook's status and `last_modified` only tell our echo)."""
+    _account_id, change = LeadChange.from_json(item.body)
+    return deal_events.DealEvent(
+        change.lead_id,
+        is_new=change.action == "add",
+        stamp=int(change.last_modified) if change.last_modified else None,
+        stage_id=change.status_id or None,
+        ref=item.id,
+    )
+
+
+def _waiting(item: InboxItem) -> list[deal_events.DealEvent]:
+    found = []
+    for row in inbox.waiting_rows(item):
+        try:
+            found.append(lead_event(row))
+        except (ValueError, TypeError, KeyError):  # left to its own job, which records why
+            continue
+    return found
+
+
 def process_lead(item: InboxItem) -> None:
     """A lead changed: the lead exchange and duty rota route it (a new lead) or watch its responsible, then
-    the guard decides; both re-read the lead (the mover comes from the re-read lead's updated_by)."""
-    _account_id, change = LeadChange.from_json(item.body)
+    the guard decides; both re-read the lead (the mover comes from the re-read lead's updated_by). The
+    account's other lead changes already waiting are decided with it."""
+    lead = lead_event(item)
     portal = db.session.get(Portal, item.portal_id) if item.portal_id is not None else None
     if portal is None or portal.status != "installed":
         return
     try:
-        deal_events.deal_changed(portal, client_for(portal), change.lead_id, is_new=change.action == "add")
+        deal_events.deals_changed(
+            portal,
+            client_for(portal),
+            lead,
+            waiting=lambda: _waiting(item),
+            settled=lambda: inbox.is_done(item.id),
+        claimed=inbox.claim_rows,
+            finished=inbox.finish_rows,
+        )
     except AmoNotFound:
         db.session.rollback()
-        deal_events.deal_forgotten(portal.id, change.lead_id)
+        deal_events.deal_forgotten(portal.id, lead.deal_id)
 
 
 def process_lead_delete(item: InboxItem) -> None:
@@ -155,5 +186,6 @@ def write_note(effect: Effect, crm: CrmClient) -> str:
 def register_processors() -> None:
     """Tell the inbox which function handles which stored amoCRM call."""
     inbox.PROCESSORS[("amo", "lead")] = process_lead
+    inbox.GROUP_KINDS["amo"] = ("lead",)
     inbox.PROCESSORS[("amo", "lead_delete")] = process_lead_delete
     inbox.PROCESSORS[("amo", "dp_robot")] = process_dp_robot

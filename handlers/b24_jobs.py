@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from marshmallow import ValidationError
+
 from app.core import inbox
 from app.core.db import db
 from app.core.models import InboxItem, Portal
@@ -54,8 +56,43 @@ def process_robot(item: InboxItem) -> None:
         )
 
 
+GROUPED_EVENTS = ("ONCRMDEALUPDATE", "ONCRMDEALADD", "ONCRMDEALMOVETOCATEGORY")
+
+
+def deal_event(item: InboxItem) -> deal_events.DealEvent | None:
+    """The domain's view of a stored deal event (None for a body that names no deal)."""
+    event = parse_event(item.body)
+    if event.event not in GROUPED_EVENTS or not event.entity_id:
+        return None
+    stage = event.data.get("FIELDS", {}).get("STAGE_ID") if isinstance(event.data.get("FIELDS"), dict) else None
+    return deal_events.DealEvent(
+        event.entity_id,
+        is_new=event.event == "ONCRMDEALADD",
+        automation=not event.auth.has_user_token,
+        routing=event.event != "ONCRMDEALMOVETOCATEGORY",
+        stamp=int(event.ts) if event.ts.isdigit() else None,
+        stage_id=str(stage) if stage else None,
+        ref=item.id,
+    )
+
+
+def _waiting(item: InboxItem) -> list[deal_events.DealEvent]:
+    """The portal's other deal events already stored and not yet decided (bodies that do not parse are left to
+    their own jobs, which record why)."""
+    found = []
+    for row in inbox.waiting_rows(item):
+        try:
+            event = deal_event(row)
+        except ValidationError:
+            continue
+        if event is not None:
+            found.append(event)
+    return found
+
+
 def process_deal_event(item: InboxItem) -> None:
-    """A deal changed: re-read it and let the guard decide (robot-made changes carry no user token)."""
+    """A deal changed: re-read it and let the guard decide (robot-made changes carry no user token), together
+    with the portal's other deal events already waiting."""
     event = parse_event(item.body)
     assert item.portal_id is not None
     portal = db.session.get(Portal, item.portal_id)
@@ -66,13 +103,16 @@ def process_deal_event(item: InboxItem) -> None:
         by = (event.auth.user_id or None) if event.auth.has_user_token else AUTOMATION
         deal_events.deal_deleted(portal, client_for(portal), event.entity_id, by=by)
         return
-    deal_events.deal_changed(
+    lead = deal_event(item)
+    assert lead is not None
+    deal_events.deals_changed(
         portal,
         client_for(portal),
-        event.entity_id,
-        is_new=event.event == "ONCRMDEALADD",
-        automation=not event.auth.has_user_token,
-        routing=event.event != "ONCRMDEALMOVETOCATEGORY",
+        lead,
+        waiting=lambda: _waiting(item),
+        settled=lambda: inbox.is_done(item.id),
+        claimed=inbox.claim_rows,
+        finished=inbox.finish_rows,
     )
 
 
@@ -81,5 +121,6 @@ def register_processors() -> None:
     inbox.PROCESSORS[("b24", "ONAPPUNINSTALL")] = process_uninstall
     inbox.PROCESSORS[("b24", "ONAPPUPDATE")] = process_update
     inbox.PROCESSORS[("b24", "robot")] = process_robot
-    for event in ("ONCRMDEALUPDATE", "ONCRMDEALADD", "ONCRMDEALMOVETOCATEGORY", "ONCRMDEALDELETE"):
+    for event in (*GROUPED_EVENTS, "ONCRMDEALDELETE"):
         inbox.PROCESSORS[("b24", event)] = process_deal_event
+    inbox.GROUP_KINDS["b24"] = GROUPED_EVENTS

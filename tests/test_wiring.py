@@ -45,6 +45,8 @@ def test_every_stored_call_kind_has_its_processor(app: Flask):
         ("amo", "lead_delete"): amo_jobs.process_lead_delete,
         ("amo", "dp_robot"): amo_jobs.process_dp_robot,
     }
+    # Kinds whose waiting rows a deal event's job decides with it (a deletion is always decided alone).
+    assert inbox.GROUP_KINDS == {"b24": deal_events[:3], "amo": ("lead",)}
 
 
 def test_the_robots_are_the_apps_three(app: Flask):

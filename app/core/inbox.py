@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 InboxProcessor = Callable[[InboxItem], None]
 PROCESSORS: dict[tuple[str, str], InboxProcessor] = {}
+# Kinds whose rows may be processed together, per source (deal events: the processor of one row also takes the
+# rows of the same portal already waiting, see `waiting_rows`), filled by create_app.
+GROUP_KINDS: dict[str, tuple[str, ...]] = {}
+GROUP_ROWS = 100
 RETRY = Retry(max=5, interval=[5, 30, 120, 600, 1800])
 MAX_ATTEMPTS = RETRY.max + 1
 
@@ -217,6 +221,63 @@ def process(inbox_id: int) -> str:
     item.processed_at = utcnow()
     db.session.commit()
     return "done"
+
+
+def waiting_rows(item: InboxItem, limit: int = GROUP_ROWS) -> list[InboxItem]:
+    """Rows of `item`'s portal and source, of a kind that groups with it, stored and not yet finished (oldest
+    first, `item` left out): what the processor of `item` may decide together with it.
+
+    Nothing is marked: a row stays pending until its decision is complete (`finish_rows`), so a worker killed
+    mid-group leaves every row to its own job (retried) or to the sweep. Who decides which deal is settled by
+    the deal locks the group takes without waiting, as SKIP LOCKED would on a row lock."""
+    kinds = GROUP_KINDS.get(item.source, ())
+    if item.portal_id is None or item.kind not in kinds:
+        return []
+    return list(
+        db.session.scalars(
+            sa.select(InboxItem)
+            .where(
+                InboxItem.portal_id == item.portal_id,
+                InboxItem.source == item.source,
+                InboxItem.kind.in_(kinds),
+                InboxItem.status.in_([InboxItem.PENDING, InboxItem.QUEUED]),
+                InboxItem.id != item.id,
+            )
+            .order_by(InboxItem.id)
+            .limit(limit)
+        ).all()
+    )
+
+
+def is_done(inbox_id: int) -> bool:
+    """Whether a row is finished (read from the database, not the session's copy)."""
+    status = db.session.execute(sa.select(InboxItem.status).where(InboxItem.id == inbox_id)).scalar_one_or_none()
+    return status == InboxItem.DONE
+
+
+def claim_rows(inbox_ids: Sequence[int]) -> None:
+    """Count an attempt on rows a group took, before it reads their deals: from then on a delivery with the
+    same body is a new change to store (see `accept`), not a duplicate of a row nobody picked up."""
+    if not inbox_ids:
+        return
+    db.session.execute(
+        sa.update(InboxItem)
+        .where(InboxItem.id.in_(list(inbox_ids)), InboxItem.status != InboxItem.DONE)
+        .values(attempts=InboxItem.attempts + 1)
+    )
+    db.session.commit()
+
+
+def finish_rows(inbox_ids: Sequence[int]) -> None:
+    """Mark rows decided by a group done (their own jobs then find them done and return without a CRM call)."""
+    if not inbox_ids:
+        return
+    db.session.execute(
+        sa.update(InboxItem)
+        .where(InboxItem.id.in_(list(inbox_ids)), InboxItem.status != InboxItem.DONE)
+        .values(status=InboxItem.DONE, last_error="", processed_at=utcnow())
+    )
+    db.session.commit()
 
 
 def sweep(older_than: timedelta = timedelta(seconds=30)) -> int:

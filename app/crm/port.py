@@ -162,6 +162,37 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class DealWrite:
+    """A change to one deal and the notices that go with it (a notice is sent only when the change landed)."""
+
+    deal_id: str
+    change: DealChange | None
+    notices: tuple[Notice, ...] = ()
+
+
+@dataclass(frozen=True)
+class EchoWindow:
+    """When the CRM stamps the one deal event that a write of ours sends back to us (the event's own stamp:
+    Bitrix24 `ts`, amoCRM `last_modified`), in unix seconds, both ends included."""
+
+    earliest: int
+    latest: int
+
+    def holds(self, stamp: int) -> bool:
+        return self.earliest <= stamp <= self.latest
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    """What became of one DealWrite: one entry per write (the change first when there is one, then each
+    notice), None when it was carried out, else the error; `echo` when the change landed and the CRM sends
+    exactly one deal event back for it."""
+
+    errors: tuple[Exception | None, ...]
+    echo: EchoWindow | None = None
+
+
+@dataclass(frozen=True)
 class User:
     """A CRM user."""
 
@@ -333,6 +364,12 @@ class CrmClient(Protocol):
         """Write a change to a deal, then send notices, in as few requests as the CRM allows. Returns one
         entry per write (the change first, then each notice): None when it was carried out, else the
         error. Notices are not sent when the change failed (their entries then hold that error)."""
+        ...
+
+    def write_deals(self, writes: Sequence[DealWrite]) -> list[WriteOutcome]:
+        """Many deals' changes and their notices in as few requests as the CRM allows (Bitrix24: batches of
+        50 commands; amoCRM: one PATCH of many leads, then one POST of the notice tasks). One outcome per
+        write, in order; a failed write never stops the others."""
         ...
 
     def create_task(self, task: NewTask) -> str:

@@ -1,5 +1,6 @@
-"""One way for a deal event, whatever the CRM: one lock, one read of the deal, the exchange's rules, then the
-guard's, then the planned writes.
+"""One way for a deal event, whatever the CRM: the deal's lock, one read of the deal, the exchange's rules, then
+the guard's, then the planned writes. Events of one portal already waiting are decided together: one read of
+all their deals, all their writes packed into as few requests as the CRM allows.
 
 Handlers translate their CRM's wire format into these calls and nothing else; the rules work on the deal as
 re-read from the CRM and never trust a payload.
@@ -7,6 +8,9 @@ re-read from the CRM and never trust a payload.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 import sqlalchemy as sa
@@ -14,35 +18,183 @@ import sqlalchemy as sa
 from app.core import i18n
 from app.core.db import db
 from app.core.models import DealDeletion, DealSnapshot, Effect, Portal, RefusalCase, utcnow
+from app.crm.errors import PortalNeedsReinstall
 from app.crm.port import AUTOMATION, CrmClient, Deal
 from app.domain import audit, directory, exchange, guard, notices, penalties
-from app.domain.effects import as_planned, deal_lock, plan_effect, run_pending_effects
+from app.domain.effects import (
+    DealLockLost,
+    as_planned,
+    deal_lock,
+    deal_locks,
+    plan_effect,
+    run_pending_effects,
+    run_pending_effects_of,
+    take_echoes,
+)
 from app.domain.settings import guard_settings
 
+log = logging.getLogger(__name__)
+
 ALLOWED_TO_DELETE = ("qa", "head", "exempt")
+
+
+GROUP_DEALS = 50  # deals decided together: one Bitrix24 batch reads them, 50 deal writes fill one PATCH
+
+
+@dataclass(frozen=True)
+class DealEvent:
+    """One event about a deal, as a handler read it from its CRM's wire format.
+
+    `is_new`: the deal was created; `automation`: the change carried no user's token; `routing`: the exchange's
+    rules apply (not for a move to another pipeline). `stamp` and `stage_id` are what the event itself says
+    (Bitrix24 `ts`; amoCRM `last_modified` and `status_id`): never trusted for a decision, only to recognise the
+    echo of our own write. `ref` is the caller's id of the event (an inbox row)."""
+
+    deal_id: str
+    is_new: bool = False
+    automation: bool = False
+    routing: bool = True
+    stamp: int | None = None
+    stage_id: str | None = None
+    ref: int | None = None
+
+
+def _no_events() -> Sequence[DealEvent]:
+    return ()
+
+
+def _never() -> bool:
+    return False
+
+
+def _ignore(refs: list[int]) -> None:
+    return None
 
 
 def deal_changed(
     portal: Portal, crm: CrmClient, deal_id: str, *, is_new: bool, automation: bool = False, routing: bool = True
 ) -> guard.Decision:
-    """A deal was created or changed: under the deal's lock, finish what an earlier decision left pending, read
-    the deal once, route or watch it on the exchange (unless `routing` is off, as for a move to another
-    pipeline), let the guard decide on the deal as the exchange's writes will leave it, and carry out every
-    planned write. `automation`: the change carried no user's token."""
+    """A deal was created or changed: `deals_changed` for one deal."""
+    event = DealEvent(deal_id, is_new=is_new, automation=automation, routing=routing)
+    return deals_changed(portal, crm, event)[deal_id]
+
+
+def deals_changed(
+    portal: Portal,
+    crm: CrmClient,
+    lead: DealEvent,
+    *,
+    waiting: Callable[[], Sequence[DealEvent]] = _no_events,
+    settled: Callable[[], bool] = _never,
+    claimed: Callable[[list[int]], None] = _ignore,
+    finished: Callable[[list[int]], None] = _ignore,
+) -> dict[str, guard.Decision]:
+    """Deals were created or changed: decide `lead`'s deal, and with it the other events `waiting` names (of the
+    same portal, already stored: nothing waits for more to come), up to GROUP_DEALS deals.
+
+    The lead's deal lock is waited for; then, if `settled` says another group decided the lead's event
+    meanwhile, nothing else happens. The other deals are taken only if nobody holds their lock (a deal another
+    job is deciding is left to that job); `claimed` gets the refs of the other events taken, before any deal
+    is read (from then on a delivery identical to one of them is a new change, not a duplicate). Under the
+    locks: what earlier decisions left pending is carried out,
+    events that are the echo of our own write are recognised without a read, the other deals are read in one
+    call, each is routed on the exchange and decided by the guard exactly as alone (its snapshot, idempotent
+    effects, audit row), and then every planned write goes out together (`run_pending_effects_of`). `finished`
+    gets the refs of the events whose decision and writes are complete, before the locks are released. A
+    failure of one deal leaves its events to their own jobs; a failure of the lead's is raised at the end."""
     rules = guard.Guard(portal, crm)
-    routed = routing and exchange.watches(portal, deal_id)
-    if routed:
-        directory.users(portal.id, crm)  # read before any write: no write transaction across a CRM call
-    with deal_lock(portal.id, deal_id):
-        run_pending_effects(portal.id, deal_id, crm)
-        deal = crm.get_deal(deal_id)
+    decisions: dict[str, guard.Decision] = {}
+    failed: dict[str, Exception] = {}
+    with deal_locks(portal.id) as locks:
+        locks.wait_for(lead.deal_id)
+        if settled():
+            return {lead.deal_id: guard.Decision("already decided")}
+        events: dict[str, list[DealEvent]] = {lead.deal_id: [lead]}
+        for event in waiting():
+            if event.deal_id in events:
+                events[event.deal_id].append(event)
+            elif len(events) < GROUP_DEALS and locks.try_take(event.deal_id):
+                events[event.deal_id] = [event]
+        held = list(events)
+        others = [e.ref for d in held for e in events[d] if e.ref is not None and e is not lead]
+        if others:
+            claimed(others)
+        routed = {d for d in held if any(e.routing for e in events[d]) and exchange.watches(portal, d)}
         if routed:
-            exchange.apply_rules(portal, crm, deal, is_new=is_new, automation=automation)
-            deal = as_planned(portal.id, deal)
-            db.session.commit()
-        decision = rules.decide_deal(deal, automation)
+            directory.users(portal.id, crm)  # read before any write: no write transaction across a CRM call
+        failed.update(run_pending_effects_of(portal.id, held, crm))
+        to_read = []
+        for deal_id in held:
+            if deal_id in failed:
+                continue
+            if take_echoes(portal.id, deal_id, [(e.stamp, e.stage_id) for e in events[deal_id]]):
+                decisions[deal_id] = guard.Decision("own write")
+            else:
+                to_read.append(deal_id)
+        deals = _read(crm, to_read, lead.deal_id, failed)
+        for deal_id in to_read:
+            deal = deals.get(deal_id)
+            if deal is None:
+                continue
+            try:
+                decisions[deal_id] = _decide(portal, crm, rules, deal, events[deal_id], routed=deal_id in routed)
+            except (DealLockLost, PortalNeedsReinstall):
+                raise
+            except Exception as error:  # noqa: BLE001 - this deal's events stay with their own jobs
+                db.session.rollback()
+                failed[deal_id] = error
+                log.warning(
+                    "deal not decided in its group",
+                    extra={"portal_id": portal.id, "deal_id": deal_id, "error": f"{type(error).__name__}: {error}"},
+                )
+        written = [deal_id for deal_id in held if deal_id in decisions]
+        failed.update(run_pending_effects_of(portal.id, written, crm))
+        done = [e.ref for d in written if d not in failed for e in events[d] if e.ref is not None]
+        if done:
+            finished(done)
+    if lead.deal_id in failed:
+        raise failed[lead.deal_id]
+    if lead.deal_id not in decisions:
+        raise LookupError(f"deal {lead.deal_id} was not read")
+    return {deal_id: decision for deal_id, decision in decisions.items() if deal_id not in failed}
+
+
+def _read(crm: CrmClient, deal_ids: list[str], lead_id: str, failed: dict[str, Exception]) -> dict[str, Deal]:
+    """The deals, in one call; a deal the CRM no longer has is left out (the lead's error is kept for its job)."""
+    if not deal_ids:
+        return {}
+    if deal_ids == [lead_id]:
+        try:
+            return {lead_id: crm.get_deal(lead_id)}
+        except (DealLockLost, PortalNeedsReinstall):
+            raise
+        except Exception as error:  # noqa: BLE001 - raised for the lead at the end
+            failed[lead_id] = error
+            return {}
+    deals = crm.get_deals(deal_ids)
+    if lead_id in deal_ids and lead_id not in deals:
+        try:
+            deals[lead_id] = crm.get_deal(lead_id)  # its own error (gone, no access) for its job
+        except (DealLockLost, PortalNeedsReinstall):
+            raise
+        except Exception as error:  # noqa: BLE001 - raised for the lead at the end
+            failed[lead_id] = error
+    return deals
+
+
+def _decide(
+    portal: Portal, crm: CrmClient, rules: guard.Guard, deal: Deal, events: list[DealEvent], *, routed: bool
+) -> guard.Decision:
+    """One deal of a group, exactly as alone: the exchange's rules, then the guard's on the deal as the
+    exchange's writes will leave it; each committed."""
+    is_new = any(event.is_new for event in events)
+    automation = events[-1].automation
+    if routed:
+        exchange.apply_rules(portal, crm, deal, is_new=is_new, automation=automation)
+        deal = as_planned(portal.id, deal)
         db.session.commit()
-        run_pending_effects(portal.id, deal_id, crm)
+    decision = rules.decide_deal(deal, automation)
+    db.session.commit()
     return decision
 
 

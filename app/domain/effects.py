@@ -7,9 +7,11 @@ commit; a retried or duplicated job finds them done. Each effect kind is one fun
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import replace
 from typing import Any
@@ -22,7 +24,7 @@ from redis.exceptions import LockError, LockNotOwnedError
 from app.core.db import db, insert_ignore
 from app.core.models import Effect, utcnow
 from app.core.queue import get_redis
-from app.crm.port import CrmClient, Deal, DealChange, Notice
+from app.crm.port import CrmClient, Deal, DealChange, DealWrite, EchoWindow, Notice
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ class DealLockLost(RuntimeError):
     """The lease on a deal lapsed while its holder was still working (Redis unreachable, process frozen)."""
 
 
-_HELD_DEAL_LOCK: ContextVar[DealLock | None] = ContextVar("held_deal_lock", default=None)
+_HELD_DEAL_LOCK: ContextVar[DealLock | DealLocks | None] = ContextVar("held_deal_lock", default=None)
 
 
 class DealLock:
@@ -55,7 +57,7 @@ class DealLock:
         self.lost = False
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
-        self._context: Token[DealLock | None] | None = None
+        self._context: Token[DealLock | DealLocks | None] | None = None
 
     def __enter__(self) -> DealLock:
         if not self._lock.acquire():
@@ -104,6 +106,141 @@ def deal_lock(portal_id: int, deal_id: str) -> DealLock:
         lease=float(config["DEAL_LOCK_SECONDS"]),
         wait=float(config["DEAL_LOCK_WAIT_SECONDS"]),
     )
+
+
+class DealLocks:
+    """The locks of a group of deals decided together: each the same lease as a DealLock (same Redis key), all
+    renewed by one background thread. `wait_for` blocks like `deal_lock`; `try_take` never waits (a deal
+    another job holds is left to that job). Should any lease lapse, `check` raises DealLockLost."""
+
+    def __init__(self, client: redis.Redis, portal_id: int, lease: float, wait: float) -> None:
+        self.client = client
+        self.portal_id = portal_id
+        self.lease = lease
+        self.wait = wait
+        self.lost = False
+        self._locks: dict[str, Any] = {}
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+        self._context: Token[DealLock | DealLocks | None] | None = None
+
+    def _lock(self, deal_id: str, wait: float | None) -> Any:
+        name = f"rc:lock:deal:{self.portal_id}:{deal_id}"
+        return self.client.lock(name, timeout=self.lease, blocking_timeout=wait, thread_local=False)
+
+    def wait_for(self, deal_id: str) -> None:
+        """Take one deal's lock, waiting for it as long as a single decision would."""
+        lock = self._lock(deal_id, self.wait)
+        if not lock.acquire():
+            raise LockError(f"deal lock {self.portal_id}:{deal_id} not acquired within the wait time")
+        self._locks[deal_id] = lock
+
+    def try_take(self, deal_id: str) -> bool:
+        """Take one deal's lock only if nobody holds it."""
+        if deal_id in self._locks:
+            return True
+        lock = self._lock(deal_id, None)
+        if not lock.acquire(blocking=False):
+            return False
+        self._locks[deal_id] = lock
+        return True
+
+    @property
+    def held(self) -> list[str]:
+        return list(self._locks)
+
+    def __enter__(self) -> DealLocks:
+        self._renewer = threading.Thread(target=self._renew, name=f"renew deals of {self.portal_id}", daemon=True)
+        self._renewer.start()
+        self._context = _HELD_DEAL_LOCK.set(self)
+        return self
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            for deal_id, lock in list(self._locks.items()):
+                try:
+                    lock.reacquire()
+                except (LockError, redis.RedisError, OSError) as error:
+                    self.lost = True
+                    log.error("deal lock lease lost", extra={"deal_id": deal_id, "error": str(error)})
+                    return
+
+    def check(self) -> None:
+        """Raise DealLockLost if any lease lapsed."""
+        if self.lost:
+            raise DealLockLost(f"a deal lock of portal {self.portal_id} lapsed while the group was decided")
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if self._context is not None:
+            _HELD_DEAL_LOCK.reset(self._context)
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        for lock in self._locks.values():
+            try:
+                lock.release()
+            except LockNotOwnedError:
+                self.lost = True
+            except (redis.RedisError, OSError) as error:  # the lease runs out by itself
+                log.warning("deal lock not released", extra={"error": str(error)})
+        if exc_type is None:
+            self.check()
+
+
+def deal_locks(portal_id: int) -> DealLocks:
+    """The locks of a group of one portal's deals (see DealLocks)."""
+    config = current_app.config
+    return DealLocks(
+        get_redis(), portal_id, lease=float(config["DEAL_LOCK_SECONDS"]), wait=float(config["DEAL_LOCK_WAIT_SECONDS"])
+    )
+
+
+# ---- the echo of our own writes ----------------------------------------------------------------------------
+# A write of ours to a deal makes the CRM send a deal event back. The CRM says when it will stamp that event
+# (EchoWindow); we keep, per deal and for a minute, how many such events are due and within which stamps.
+# An event carrying a stamp inside a window (and, where the event names the stage, our stage) is our echo and
+# needs no read; any other event (no stamp, another stage, more events than echoes due) is read as usual.
+ECHO_SECONDS = 60
+
+
+def _echo_key(portal_id: int, deal_id: str) -> str:
+    return f"rc:echo:{portal_id}:{deal_id}"
+
+
+def expect_echo(portal_id: int, deal_id: str, stage_id: str | None, window: EchoWindow) -> None:
+    """Remember one echo due for our write of the deal (called under the deal's lock, after the write)."""
+    client = get_redis()
+    key = _echo_key(portal_id, deal_id)
+    raw = client.get(key)
+    due = json.loads(raw) if raw else []
+    due.append([window.earliest, window.latest, stage_id or ""])
+    client.set(key, json.dumps(due[-8:]), ex=ECHO_SECONDS)
+
+
+def take_echoes(portal_id: int, deal_id: str, stamps: Sequence[tuple[int | None, str | None]]) -> bool:
+    """True when every one of these events of the deal, each (stamp, stage it names or None), is the echo of a
+    write of ours; those echoes are then used up. Otherwise the echoes the events match are used up too (they
+    have arrived), and the caller reads the deal. Called under the deal's lock."""
+    client = get_redis()
+    key = _echo_key(portal_id, deal_id)
+    raw = client.get(key)
+    if not raw:
+        return False
+    due = json.loads(raw)
+    matched = 0
+    for stamp, stage in stamps:
+        for index, (earliest, latest, written) in enumerate(due):
+            if stamp is not None and earliest <= stamp <= latest and (not stage or not written or stage == written):
+                del due[index]
+                matched += 1
+                break
+    if not matched:
+        return False
+    if due:
+        client.set(key, json.dumps(due), keepttl=True)
+    else:
+        client.delete(key)
+    return matched == len(stamps)
 
 
 def check_deal_lock() -> None:
@@ -191,6 +328,95 @@ def run_pending_effects(portal_id: int, deal_id: str, crm: CrmClient) -> int:
         db.session.commit()
         index += 1
     return len(pending)
+
+
+CHANGE_KINDS = ("move", "assign")
+
+
+def run_pending_effects_of(portal_id: int, deal_ids: Sequence[str], crm: CrmClient) -> dict[str, Exception]:
+    """Carry out the pending effects of many deals (their locks held): each deal's leading move and/or
+    assignment and all its notices go to the CRM in one `write_deals` call for every deal; whatever else is
+    pending (tasks, to-dos, notes) follows deal by deal. Returns the deals whose effects did not all land, with
+    the first error; their effects stay pending for a retry."""
+    failed: dict[str, Exception] = {}
+    if not deal_ids:
+        return failed
+    pending = db.session.scalars(
+        sa.select(Effect)
+        .where(Effect.portal_id == portal_id, Effect.deal_id.in_(list(deal_ids)), Effect.status == Effect.PENDING)
+        .order_by(Effect.id)
+    ).all()
+    by_deal: dict[str, list[Effect]] = defaultdict(list)
+    for effect in pending:
+        by_deal[effect.deal_id].append(effect)
+    writes: list[DealWrite] = []
+    packed: list[tuple[list[Effect], list[Effect], str | None]] = []  # (changes, notices, stage written)
+    for deal_id, effects in by_deal.items():
+        changes: list[Effect] = []
+        for effect in effects:
+            if effect.kind not in CHANGE_KINDS or any(c.kind == effect.kind for c in changes):
+                break
+            changes.append(effect)
+        notices = [effect for effect in effects if effect.kind == "notify"]
+        if not changes and not notices:
+            continue
+        change = _merged_change(changes) if changes else None
+        writes.append(
+            DealWrite(
+                deal_id, change, tuple(Notice(n.payload["user_id"], n.payload["message"], n.key) for n in notices)
+            )
+        )
+        packed.append((changes, notices, change.stage_id if change is not None else None))
+    if writes:
+        check_deal_lock()
+        for changes, notices, _ in packed:
+            for effect in (*changes, *notices):
+                effect.attempts += 1
+        db.session.commit()
+        outcomes = crm.write_deals(writes)
+        for write, (changes, notices, stage_id), outcome in zip(writes, packed, outcomes, strict=True):
+            entries = list(outcome.errors)
+            change_error = entries.pop(0) if write.change is not None else None
+            if change_error is None:
+                for effect in changes:
+                    _mark_done(effect, _result_of(effect))
+            for effect, error in zip(
+                notices, entries if change_error is None else [change_error] * len(notices), strict=False
+            ):
+                if error is None:
+                    _mark_done(effect, str(effect.payload["user_id"]))
+            if write.change is not None and change_error is None and outcome.echo is not None:
+                expect_echo(portal_id, write.deal_id, stage_id, outcome.echo)
+            errors = [error for error in (change_error, *entries) if error is not None]
+            if errors:
+                failed.setdefault(write.deal_id, errors[0])
+        db.session.commit()
+    for deal_id in by_deal:
+        if deal_id in failed:
+            continue
+        try:
+            run_pending_effects(portal_id, deal_id, crm)
+        except DealLockLost:
+            raise
+        except Exception as error:  # noqa: BLE001 - the deal stays pending for its own job's retry
+            db.session.rollback()
+            failed[deal_id] = error
+    return failed
+
+
+def _merged_change(changes: Sequence[Effect]) -> DealChange:
+    stage_id = pipeline_id = responsible_id = None
+    for effect in changes:
+        if effect.kind == "move":
+            stage_id = effect.payload["stage_id"]
+            pipeline_id = effect.payload.get("pipeline_id")
+        else:
+            responsible_id = effect.payload["responsible_id"]
+    return DealChange(stage_id=stage_id, pipeline_id=pipeline_id, responsible_id=responsible_id)
+
+
+def _result_of(effect: Effect) -> str:
+    return str(effect.payload["stage_id"] if effect.kind == "move" else effect.payload["responsible_id"])
 
 
 def _mark_done(effect: Effect, result: str) -> None:

@@ -214,6 +214,7 @@ class Account:
     rate_limit: int | None = RATE_LIMIT
     recent: deque[float] = field(default_factory=deque)
     calls: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path, status)
+    lead_writes: dict[int, int] = field(default_factory=dict)  # lead id -> leads PATCHed (alone or in a list)
     loss_reasons: dict[int, str] = field(default_factory=dict)
     timezone: str = "Europe/Moscow"
 

@@ -477,6 +477,7 @@ def patch_leads(request: Request, lead_id: int | None) -> Answer:
     for lead, changes, item in planned:
         old, new = request.sandbox.apply_lead(request.account, lead["id"], changes, request.user_id)
         changed.append(("update", new, old))
+        request.account.lead_writes[new["id"]] = request.account.lead_writes.get(new["id"], 0) + 1
         answers.append(
             {
                 "id": new["id"],

@@ -104,7 +104,9 @@ def test_database_connections_killed_during_a_job_the_job_retries_and_nothing_is
     state = end_state(guarded, [deal_id])
     assert state.stages == {deal_id: "PREPARATION"}
     assert state.notices == {deal_id: 1}
-    assert db.session.scalar(sa.select(sa.func.max(InboxItem.attempts))) >= 2
+    # The decision holds no database connection while it waits for the CRM (its writes are prepared and its
+    # attempt committed before the batch), so the killed connections cost it a reconnect or one retry.
+    assert db.session.scalar(sa.select(sa.func.max(InboxItem.attempts))) in (1, 2)
     nothing_left_over()
 
 

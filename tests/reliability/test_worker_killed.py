@@ -221,3 +221,55 @@ def test_worker_killed_mid_decision_a_new_worker_finishes_it_once(
     assert {(effect.kind, effect.attempts) for effect in effects} == {("move", 2), ("notify", 2)}
     reverts = [call for call in b24.sandbox.call_log if call.method == "crm.deal.update" and call.in_batch]
     assert len(reverts) == (2 if revert_lands else 1)  # carried out by the dead worker's batch, then by ours
+
+
+def test_worker_killed_while_deciding_a_group_every_row_is_still_decided_once(portal_over_tls: B24, tmp_path: Path):
+    """Five deals set to lost at once: the first job takes the other four events as its group (their deal locks
+    held, an attempt counted on their rows) and is killed while the group's one read waits at the portal. No
+    row was marked done, so their jobs (the dead one retried, the others still queued) decide every deal once
+    as soon as the dead worker's leases lapse."""
+    b24 = portal_over_tls
+    deal_ids = [new_deal(b24, manager=2) for _ in range(5)]
+    ours = b24.our_portal()
+    directory.users(ours.id, client_for(ours))
+    directory.pipelines(ours.id, client_for(ours))
+    env = worker_env(b24.app, tmp_path)
+    first_log, second_log = tmp_path / "worker-1.log", tmp_path / "worker-2.log"
+    held = b24.sandbox.hold(b24.portal, "batch")  # the group's read (crm.deal.list of the five, in a batch)
+
+    for deal_id in deal_ids:
+        b24.sandbox.act(b24.portal, 2).move_deal(deal_id, "LOSE")
+    b24.deliver()
+    first = start_worker(env, first_log)
+    try:
+        wait_for(held.reached.is_set, 30, "the group's read to reach the portal", first_log)
+        killed = kill_session(first)
+    finally:
+        if first.poll() is None:
+            kill_session(first)
+    assert len(killed) >= 2
+    b24.sandbox.release_held()
+    db.session.expire_all()
+    rows = db.session.execute(
+        sa.select(InboxItem.status, InboxItem.attempts).where(InboxItem.kind == "ONCRMDEALUPDATE")
+    ).all()
+    assert [tuple(row) for row in rows] == [("pending", 1)] * 5, "all five claimed by the dead group, none done"
+    db.session.commit()
+
+    second = start_worker(env, second_log)
+    try:
+        wait_for(lambda: settled(b24), 40, "the new worker to decide every row", second_log)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        try:
+            second.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            kill_session(second)
+
+    state = end_state(b24, deal_ids)
+    assert state.stages == dict.fromkeys(deal_ids, "PREPARATION")
+    assert state.notices == dict.fromkeys(deal_ids, 1)
+    nothing_left_over()
+    db.session.expire_all()
+    effects = db.session.scalars(sa.select(Effect)).all()
+    assert len(effects) == 10 and {effect.attempts for effect in effects} == {1}, "each revert and notice sent once"

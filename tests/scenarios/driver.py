@@ -174,6 +174,7 @@ class CrmDriver(Protocol):
     def drop_next_delivery(self) -> None: ...
     def deal_writes(self, deal_id: str) -> int: ...
     def deal_reads(self, deal_id: str) -> int: ...
+    def http_requests(self) -> int: ...
 
 
 def qa_tasks(crm: CrmDriver, deal_id: str) -> list[CrmTask]:
@@ -553,6 +554,10 @@ class B24Driver(_Common):
     def deal_reads(self, deal_id: str) -> int:
         return self._calls("crm.deal.get", deal_id)
 
+    def http_requests(self) -> int:
+        """HTTP requests the portal served (a batch is one), as its rate limit counts them."""
+        return self.sandbox.rest_calls(self.crm_portal)
+
 
 # ---------------------------------------------------------------------------------------------- amoCRM
 
@@ -902,10 +907,14 @@ class AmoDriver(_Common):
 
     def deal_writes(self, deal_id: str) -> int:
         """Successful PATCHes of the lead (one by one, or in a PATCH /api/v4/leads batch)."""
-        return self.sandbox.api_calls(self.account, "PATCH", f"/api/v4/leads/{deal_id}")
+        return self.sandbox.account(self.account).lead_writes.get(int(deal_id), 0)
 
     def deal_reads(self, deal_id: str) -> int:
         return self.sandbox.api_calls(self.account, "GET", f"/api/v4/leads/{deal_id}")
+
+    def http_requests(self) -> int:
+        """API requests the account answered (429s included)."""
+        return self.sandbox.api_calls(self.account)
 
 
 def make_driver(kind: str, harness: B24 | Amo) -> CrmDriver:

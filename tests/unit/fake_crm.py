@@ -24,7 +24,9 @@ from app.crm.port import (
     Deal,
     DealChange,
     DealField,
+    DealWrite,
     Department,
+    EchoWindow,
     FieldOption,
     NewTask,
     NewTodo,
@@ -37,6 +39,7 @@ from app.crm.port import (
     StageSpec,
     Task,
     User,
+    WriteOutcome,
     reason_code_for_item,
 )
 
@@ -95,9 +98,13 @@ class InMemoryCrm:
         self.writes: list[Write] = []
         self.notices: list[Notice] = []  # every notice delivered, in order (a resent keyed one included)
         self.reads: dict[str, int] = defaultdict(int)  # calls per method name
+        self.batch_reads = 0  # get_deals calls (one request each, whatever the number of deals)
+        self.batch_writes = 0  # write_deals calls (one request per 50 deal writes)
+        self.read_deal_ids: list[str] = []  # every deal read, by get_deal or get_deals, in order
         self._inboxes: dict[str, list[Notice]] = defaultdict(list)
         self._changes: list[str] = []  # the CRM's queue of changed deal ids (one entry per change event)
         self._failures: dict[str, list[Exception]] = defaultdict(list)
+        self._refused: set[str] = set()  # deals whose writes fail (see refuse_writes_to)
         self._next_id = 100
         self.reason_options: list[FieldOption] = []  # the refusal-reason field's items, in the CRM's order
         self.clients: dict[tuple[str, str], Client] = {}  # (kind, id) -> contact or company
@@ -284,6 +291,10 @@ class InMemoryCrm:
         """Make the next call of a port method (`update_deal`, `notify`, `create_task`, ...) raise."""
         self._failures[method].append(error or CrmError("injected failure", code="FAKE", http_status=503))
 
+    def refuse_writes_to(self, deal_id: str) -> None:
+        """Every write to this deal fails from now on (a deal the CRM locked, a field it refuses)."""
+        self._refused.add(str(deal_id))
+
     # ================================================================== observing (tests, not the port)
     def inbox(self, user_id: str) -> list[str]:
         """The notices a user sees, oldest first; a keyed notice resent shows once."""
@@ -354,11 +365,14 @@ class InMemoryCrm:
     def get_deal(self, deal_id: str) -> Deal:
         """Re-read one deal (never trust a webhook payload)."""
         self._read("get_deal")
+        self.read_deal_ids.append(str(deal_id))
         return self._deal(deal_id)
 
     def get_deals(self, deal_ids: Sequence[str]) -> dict[str, Deal]:
         """Read many deals in as few calls as possible; missing ids are left out."""
         self._read("get_deals")
+        self.batch_reads += 1
+        self.read_deal_ids.extend(str(i) for i in dict.fromkeys(deal_ids))
         return {str(i): self.deals[str(i)] for i in dict.fromkeys(deal_ids) if str(i) in self.deals}
 
     def update_deal(self, deal_id: str, change: DealChange) -> None:
@@ -479,6 +493,40 @@ class InMemoryCrm:
                 outcomes.append(error)
             else:
                 outcomes.append(None)
+        return outcomes
+
+    def write_deals(self, writes: Sequence[DealWrite]) -> list[WriteOutcome]:
+        """Many deals' changes and their notices; one request per 50 writes (counted in `batch_writes`). A
+        change that lands sends one deal event back, stamped with the moment the fake gave it."""
+        self._maybe_fail("write_deals")
+        self.batch_writes += max(1, -(-len(writes) // 50))
+        outcomes = []
+        for write in writes:
+            errors: list[Exception | None] = []
+            echo = None
+            if write.change is not None:
+                try:
+                    self._maybe_fail("update_deal")
+                    if write.deal_id in self._refused:
+                        raise CrmError(f"deal {write.deal_id} refuses writes", code="FAKE", http_status=400)
+                    self._deal(write.deal_id)
+                    self.writes.append(Write("update_deal", write.deal_id, write.change))
+                    updated = self._apply(write.deal_id, write.change, self.app_user_id)
+                except CrmError as error:
+                    outcomes.append(WriteOutcome(tuple(error for _ in range(1 + len(write.notices)))))
+                    continue
+                errors.append(None)
+                assert updated.modified_at is not None
+                stamp = int(updated.modified_at.timestamp())
+                echo = EchoWindow(stamp, stamp)
+            for notice in write.notices:
+                try:
+                    self.notify(notice.user_id, notice.message, notice.key)
+                except CrmError as error:
+                    errors.append(error)
+                else:
+                    errors.append(None)
+            outcomes.append(WriteOutcome(tuple(errors), echo))
         return outcomes
 
     def create_task(self, task: NewTask) -> str:

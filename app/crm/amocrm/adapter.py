@@ -39,7 +39,9 @@ from app.crm.port import (
     Deal,
     DealChange,
     DealField,
+    DealWrite,
     Department,
+    EchoWindow,
     FieldKind,
     FieldOption,
     NewTask,
@@ -53,6 +55,7 @@ from app.crm.port import (
     StageSpec,
     Task,
     User,
+    WriteOutcome,
     item_of_reason_code,
     reason_code_for_item,
 )
@@ -71,6 +74,7 @@ CLIENT_SEARCHES = 3  # phones and e-mails looked up per new lead (each one reque
 SOURCE_MAX_LENGTH = 64  # what our tables keep of a source id
 SOURCE_SCAN_DAYS = 180
 SOURCE_SCAN_PAGES = 8
+LEAD_PATCH_BATCH = 50  # leads per PATCH /api/v4/leads: amoCRM takes up to 250, its SDK advises at most 50
 NOTICE_BATCH = 50  # tasks per POST: amoCRM takes up to 250, its SDK advises at most 50
 STATUS_INCOMING = 1  # status type of "Incoming leads" (Неразобранное)
 STATUS_FILTER_CHUNK = 40  # (pipeline, status) pairs per lead list request: keeps the URL near 4.5 KB
@@ -691,6 +695,89 @@ class AmoCrm:
         except CrmError as error:
             return [None, *([error] * len(notices))]
         return [None] * (1 + len(notices))
+
+    def write_deals(self, writes: Sequence[DealWrite]) -> list[WriteOutcome]:
+        """The changes as PATCH /api/v4/leads of up to 50 leads each (should amoCRM refuse a list, its leads
+        are sent one by one so that one bad lead fails alone), then the notices of every write whose change
+        landed as POSTs of up to 50 tasks. A PATCH that changed a lead fires one webhook back, stamped with the
+        lead's new `updated_at`."""
+        change_errors: dict[int, Exception | None] = {}
+        stamps: dict[int, int] = {}
+        patches: list[tuple[int, dict[str, Any]]] = []
+        for index, write in enumerate(writes):
+            if write.change is None:
+                continue
+            body = self.lead_patch(write.change)
+            if not body:
+                change_errors[index] = None
+            elif write.change.stage_id in (WON, LOST) and "pipeline_id" not in body:
+                try:  # the pipeline of a closing stage is read first (update_deal)
+                    self.update_deal(write.deal_id, write.change)
+                    change_errors[index] = None
+                except CrmError as error:
+                    change_errors[index] = error
+            else:
+                patches.append((index, {"id": int(write.deal_id), **body}))
+        for start in range(0, len(patches), LEAD_PATCH_BATCH):
+            chunk = patches[start : start + LEAD_PATCH_BATCH]
+            if len(chunk) > 1:
+                try:
+                    answer = self.rest.request("PATCH", "/api/v4/leads", body=[body for _, body in chunk])
+                except (AmoValidationError, AmoNotFound):
+                    pass  # one bad lead refuses the list: each lead alone below, so only it fails
+                except CrmError as error:
+                    for index, _ in chunk:
+                        change_errors[index] = error
+                    continue
+                else:
+                    rows = ((answer or {}).get("_embedded") or {}).get("leads") if isinstance(answer, dict) else None
+                    updated = {
+                        _int(row.get("id")): _int(row.get("updated_at")) for row in rows or [] if isinstance(row, dict)
+                    }
+                    for index, body in chunk:
+                        change_errors[index] = None
+                        if stamp := updated.get(body["id"]):
+                            stamps[index] = stamp
+                    continue
+            for index, body in chunk:  # one lead: its own address (amoCRM answers with the lead itself)
+                fields = {key: value for key, value in body.items() if key != "id"}
+                try:
+                    single = self.rest.request("PATCH", f"/api/v4/leads/{body['id']}", body=fields)
+                except CrmError as error:
+                    change_errors[index] = error
+                    continue
+                change_errors[index] = None
+                if isinstance(single, dict) and (stamp := _int(single.get("updated_at"))):
+                    stamps[index] = stamp
+        notices = [
+            (index, number, notice)
+            for index, write in enumerate(writes)
+            if change_errors.get(index) is None
+            for number, notice in enumerate(write.notices)
+        ]
+        notice_errors: dict[tuple[int, int], Exception | None] = {}
+        for start in range(0, len(notices), NOTICE_BATCH):
+            chunk_notices = notices[start : start + NOTICE_BATCH]
+            try:
+                self.rest.request(
+                    "POST", "/api/v4/tasks", body=[self._notice_task(n.user_id, n.message) for _, _, n in chunk_notices]
+                )
+                outcome: Exception | None = None
+            except CrmError as error:
+                outcome = error
+            for index, number, _ in chunk_notices:
+                notice_errors[(index, number)] = outcome
+        outcomes = []
+        for index, write in enumerate(writes):
+            change_error = change_errors.get(index)
+            errors: list[Exception | None] = [change_error] if write.change is not None else []
+            errors += [
+                change_error if change_error is not None else notice_errors.get((index, number))
+                for number in range(len(write.notices))
+            ]
+            echo = EchoWindow(stamps[index], stamps[index]) if index in stamps else None
+            outcomes.append(WriteOutcome(tuple(errors), echo))
+        return outcomes
 
     def _notice_task(self, user_id: str, message: str) -> dict[str, Any]:
         deadline = datetime.now(UTC) + timedelta(hours=NOTICE_TASK_HOURS)

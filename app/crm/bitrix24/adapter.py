@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from app.core.db import db
 from app.core.models import Portal, RefusalReason
-from app.crm.bitrix24.batch import PAGE_SIZE, ListStream, result_rows
+from app.crm.bitrix24.batch import BATCH_LIMIT, PAGE_SIZE, BatchResult, ListStream, result_rows
 from app.crm.bitrix24.client import Bitrix24Rest, audio_type
 from app.crm.errors import (
     Bitrix24AuthError,
@@ -32,7 +32,9 @@ from app.crm.port import (
     Deal,
     DealChange,
     DealField,
+    DealWrite,
     Department,
+    EchoWindow,
     FieldKind,
     FieldOption,
     NewTask,
@@ -46,15 +48,39 @@ from app.crm.port import (
     StageSpec,
     Task,
     User,
+    WriteOutcome,
     item_of_reason_code,
     reason_code_for_item,
 )
 
 log = logging.getLogger(__name__)
 
+# The event a write sends back leaves the portal's queue within the batch request's own time, or a little
+# after it (`ts` has whole seconds); later than this it is read like any other event.
+ECHO_SLACK_SECONDS = 2
+
 DEAL_ENTITY_TYPE_ID = 2
 CALL_ACTIVITY_TYPE_ID = 2
 TASK_COMPLETED = "5"
+
+
+@dataclass
+class _WritePlan:
+    """One DealWrite as batch commands: its change's keys first, then its notices' keys."""
+
+    index: int
+    write: DealWrite
+    commands: dict[str, tuple[str, Mapping[str, Any] | None]]
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def update(self) -> list[str]:
+        return [key for key in self.commands if key not in self.notices]
+
+
+def _not_run(plan: _WritePlan) -> WriteOutcome:
+    error = CrmError("the batch ran none of the write's commands")
+    return WriteOutcome(tuple(error for _ in range((plan.write.change is not None) + len(plan.notices))))
 
 
 def notice_tag(key: str) -> str:
@@ -668,6 +694,71 @@ class Bitrix24Crm:
                 outcomes.append(result.error(key) or CrmError(f"batch command {key!r} was not run"))
         return outcomes
 
+    def write_deals(self, writes: Sequence[DealWrite]) -> list[WriteOutcome]:
+        """Every write's commands (crm.deal.update / crm.item.update, then its notices) packed in order into
+        batch requests of at most 50 commands, each halted at its first failed command: the write that failed
+        gets the error (its notices are not sent), the writes after it go into the next request."""
+        outcomes: list[WriteOutcome | None] = [None] * len(writes)
+        plans: list[_WritePlan] = []
+        for index, write in enumerate(writes):
+            update = self._update_commands(write.deal_id, write.change) if write.change is not None else {}
+            plan = _WritePlan(index, write, {f"w{index}{key}": command for key, command in update.items()})
+            for number, notice in enumerate(write.notices):
+                plan.notices.append(f"w{index}n{number}")
+                plan.commands[f"w{index}n{number}"] = (
+                    "im.notify.system.add",
+                    self._notify_params(notice.user_id, notice.message, notice.key),
+                )
+            if plan.commands:
+                plans.append(plan)
+            else:
+                outcomes[index] = WriteOutcome((None,) if write.change is not None else ())
+        while plans:
+            chunk: list[_WritePlan] = []
+            size = 0
+            while plans and (not chunk or size + len(plans[0].commands) <= BATCH_LIMIT):
+                size += len(plans[0].commands)
+                chunk.append(plans.pop(0))
+            commands = {key: command for plan in chunk for key, command in plan.commands.items()}
+            result = self.rest.batch(commands, halt=True)
+            not_run = [
+                plan for plan in chunk if not any(k in result.result or k in result.result_error for k in plan.commands)
+            ]
+            if len(not_run) == len(chunk):
+                for plan in chunk:
+                    outcomes[plan.index] = _not_run(plan)
+                continue
+            for plan in chunk:
+                if plan not in not_run:
+                    outcomes[plan.index] = self._outcome(plan, result)
+            plans[:0] = not_run
+        return [outcome if outcome is not None else WriteOutcome(()) for outcome in outcomes]
+
+    @staticmethod
+    def _outcome(plan: _WritePlan, result: BatchResult) -> WriteOutcome:
+        change_error: Exception | None = None
+        for key in plan.update:
+            if change_error is None:
+                change_error = result.error(key) or (
+                    None if key in result.result else CrmError(f"batch command {key!r} was not run")
+                )
+        errors: list[Exception | None] = [change_error] if plan.write.change is not None else []
+        for key in plan.notices:
+            if change_error is not None:
+                errors.append(change_error)
+            elif key in result.result:
+                errors.append(None)
+            else:
+                errors.append(result.error(key) or CrmError(f"batch command {key!r} was not run"))
+        echo = None
+        # crm.deal.update alone fires exactly one ONCRMDEALUPDATE, stamped while the batch ran (or just after).
+        if change_error is None and [command for command, _ in (plan.commands[k] for k in plan.update)] == [
+            "crm.deal.update"
+        ]:
+            if result.started is not None and result.finished is not None:
+                echo = EchoWindow(int(result.started), int(result.finished) + 1 + ECHO_SLACK_SECONDS)
+        return WriteOutcome(tuple(errors), echo)
+
     # ---- tasks
 
     TASK_SELECT = ("ID", "TITLE", "RESPONSIBLE_ID", "CREATED_BY", "DEADLINE", "STATUS", "AUDITORS", "UF_CRM_TASK")
@@ -962,9 +1053,9 @@ class Bitrix24Crm:
         contacts = [*own_contacts, *duplicate_contacts]
         companies = [*own_companies, *duplicate_companies]
         lists = self._client_commands(duplicate_contacts, duplicate_companies)  # one batch: the others and all deals
-        for key, field, ids in (("by_contact", "@CONTACT_ID", contacts), ("by_company", "@COMPANY_ID", companies)):
+        for key, link, ids in (("by_contact", "@CONTACT_ID", contacts), ("by_company", "@COMPANY_ID", companies)):
             if ids:
-                flt = {field: ids[:PAGE_SIZE], "CLOSED": "N", "!ID": deal_id}
+                flt = {link: ids[:PAGE_SIZE], "CLOSED": "N", "!ID": deal_id}
                 lists[key] = ("crm.deal.list", {"filter": flt, "select": list(self.DEAL_SELECT), "start": -1})
         deals = self._batch_or_raise(lists)
         duplicate_rows = self._client_rows(deals, lists)

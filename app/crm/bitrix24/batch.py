@@ -69,6 +69,19 @@ class BatchResult:
     result_total: dict[str, int] = field(default_factory=dict)
     result_next: dict[str, int] = field(default_factory=dict)
     result_time: dict[str, Any] = field(default_factory=dict)
+    started: float | None = None  # the portal's clock (unix seconds) when the first request began
+    finished: float | None = None  # ... and when the last one ended (the answer's own ``time``)
+
+    def note_time(self, timing: Any) -> None:
+        """Widen [started, finished] by one answer's ``time`` object (``start``/``finish``)."""
+        if not isinstance(timing, Mapping):
+            return
+        try:
+            start, finish = float(timing["start"]), float(timing["finish"])
+        except (KeyError, TypeError, ValueError):
+            return
+        self.started = start if self.started is None else min(self.started, start)
+        self.finished = finish if self.finished is None else max(self.finished, finish)
 
     def merge(self, payload: Mapping[str, Any]) -> None:
         """Add one batch answer's ``result`` object."""

@@ -476,14 +476,16 @@ class Bitrix24Rest:
         items = list(commands.items())
         for start in range(0, len(items), BATCH_LIMIT):
             chunk = items[start : start + BATCH_LIMIT]
-            answer = self.call(
+            full = self.call_full(
                 "batch",
                 {
                     "halt": 1 if halt else 0,
                     "cmd": {key: build_command(method, params) for key, (method, params) in chunk},
                 },
             )
+            answer = full.get("result")
             merged.merge(answer if isinstance(answer, dict) else {})
+            merged.note_time(full.get("time"))
             if halt and merged.result_error:
                 break
         return merged
