@@ -78,6 +78,42 @@ STRINGS: dict[str, tuple[str, str]] = {
     ),
     "settings_loading": ("Загрузка…", "Loading…"),
     "settings_load_failed": ("Не удалось загрузить настройки:", "Could not load the settings:"),
+    "reports_load_failed": ("Не удалось построить отчёт:", "Could not build the report:"),
+    # a frame the page cannot be shown for (handlers.bitrix24.frame_refused)
+    "frame_bad_frame": (
+        "Страница открыта не из CRM или с неполными данными.",
+        "The page was not opened from the CRM, or its data is incomplete.",
+    ),
+    "frame_unknown_portal": (
+        "Приложение не установлено на этом портале.",
+        "The app is not installed on this portal.",
+    ),
+    "frame_not_installed": (
+        "Приложение удалено с этого портала.",
+        "The app was removed from this portal.",
+    ),
+    "frame_token_mismatch": (
+        "Не удалось подтвердить, что страницу открыл ваш портал.",
+        "We could not confirm that your portal opened this page.",
+    ),
+    "frame_user_unconfirmed": (
+        "Портал не подтвердил, кто открыл страницу: сеанс Битрикс24 мог истечь.",
+        "The portal did not confirm who opened the page: the Bitrix24 session may have expired.",
+    ),
+    "frame_install_unconfirmed": (
+        "Битрикс24 не подтвердил эту установку.",
+        "Bitrix24 did not confirm this installation.",
+    ),
+    "frame_wrong_placement": (
+        "Эта вкладка открывается только из карточки сделки.",
+        "This tab opens only from a deal card.",
+    ),
+    "frame_what_to_do": (
+        "Обновите страницу Битрикс24 и откройте приложение снова. Если не помогло — установите приложение "
+        "заново из Маркета или обратитесь к администратору портала.",
+        "Reload the Bitrix24 page and open the app again. If that does not help, install the app again from "
+        "the Market or ask the portal administrator.",
+    ),
 }
 
 

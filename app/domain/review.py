@@ -758,9 +758,11 @@ def _names(portal: Portal, crm: CrmClient) -> dict[str, str]:
     return {user.id: user.name for user in directory.users(portal.id, crm)}
 
 
-def case_view(portal: Portal, crm: CrmClient, case: RefusalCase, user_id: str, is_admin: bool) -> dict[str, Any]:
-    """Everything the review tab shows for a case, and what this user may do."""
-    language = portal.language
+def case_view(
+    portal: Portal, crm: CrmClient, case: RefusalCase, user_id: str, is_admin: bool, language: str | None = None
+) -> dict[str, Any]:
+    """Everything the review tab shows for a case, and what this user may do (in `language`, default the portal's)."""
+    language = language or portal.language
     settings = guard_settings(portal)
     role = directory.role_of(portal.id, crm, settings, user_id)
     deal = crm.get_deal(case.deal_id)
@@ -859,9 +861,9 @@ def case_view(portal: Portal, crm: CrmClient, case: RefusalCase, user_id: str, i
     }
 
 
-def queue_view(portal: Portal, crm: CrmClient, filters: dict[str, str]) -> dict[str, Any]:
-    """Open cases, overdue first (earliest deadline first), with the filter choices."""
-    language = portal.language
+def queue_view(portal: Portal, crm: CrmClient, filters: dict[str, str], language: str | None = None) -> dict[str, Any]:
+    """Open cases, overdue first (earliest deadline first), with the filter choices (in `language`)."""
+    language = language or portal.language
     query = sa.select(RefusalCase).where(
         RefusalCase.portal_id == portal.id,
         RefusalCase.state.in_(RefusalCase.OPEN_STATES),

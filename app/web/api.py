@@ -18,6 +18,7 @@ from app.crm.factory import client_for
 from app.domain import audit, directory
 from app.domain.catalog import REASONS
 from app.domain.settings import GuardSettings, as_dict, guard_settings, update_guard_settings
+from app.web.errors import page_language
 from app.web.permissions import ADMIN, require_role
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -33,7 +34,7 @@ def _directory(portal: Portal) -> dict[str, Any]:
         ],
         "departments": [{"id": d.id, "name": d.name} for d in crm.list_departments()],
         "pipelines": [{"id": p.id, "name": p.name} for p in directory.pipelines(portal.id, crm)],
-        "reasons": [{"code": code, "name": label.in_language(portal.language)} for code, label in REASONS.items()],
+        "reasons": [{"code": code, "name": label.in_language(page_language())} for code, label in REASONS.items()],
     }
 
 

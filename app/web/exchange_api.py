@@ -19,6 +19,7 @@ from app.crm.factory import client_for
 from app.crm.port import CrmClient
 from app.domain import audit, directory, exchange
 from app.web.api import save_settings
+from app.web.errors import page_language
 from app.web.permissions import ADMIN, require_role
 
 bp = Blueprint("exchange_api", __name__, url_prefix="/api/exchange")
@@ -43,11 +44,11 @@ def _lot_json(portal: Portal, crm: CrmClient, lot: ExchangeLot, now: datetime) -
         "url": crm.deal_url(lot.deal_id),
         "pipeline_id": lot.pipeline_id,
         "amount": str(amount),
-        "amount_text": i18n.money(amount, lot.currency, portal.language),
+        "amount_text": i18n.money(amount, lot.currency, page_language()),
         "source_id": lot.source_id,
         "department_id": lot.department_id,
         "pooled_at": lot.pooled_at.isoformat(),
-        "pooled_text": i18n.when(lot.pooled_at, portal.language, portal.timezone),
+        "pooled_text": i18n.when(lot.pooled_at, page_language(), portal.timezone),
         "age_hours": int((now - lot.pooled_at).total_seconds() // 3600),
         "status": lot.status,
     }

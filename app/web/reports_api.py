@@ -108,7 +108,7 @@ def report_view() -> ResponseReturnValue:
     period = _period(portal)
     names = reports.lookup_names(portal)
     report = reports.build_report(portal, period, names)
-    language = portal.language
+    language = access.language
     return render_template(
         "b24/report.html",
         lang=language,
@@ -228,7 +228,9 @@ def appeal_penalty(penalty_id: int) -> ResponseReturnValue:
         reversal = penalties.appeal(portal, penalty_id, identity.user_id, body["reason"][:2000])
     except penalties.OwnFineError:
         db.session.rollback()
-        return jsonify(error="forbidden", message=i18n.translate("appeal_own_fine", portal.language)), 403
+        own = i18n.translate("appeal_own_fine", portal.language)
+        text = i18n.translate("appeal_own_fine", access.language)
+        return jsonify(error="forbidden", code="own_fine", message=own, text=text), 403
     except penalties.AppealError as error:
         db.session.rollback()
         if str(error) == "no such penalty":

@@ -56,7 +56,7 @@ def get_case(case_id: int) -> ResponseReturnValue:
     identity, portal = access.identity, access.portal
     case = access.own(RefusalCase, case_id)
     try:
-        view = review.case_view(portal, client_for(portal), case, identity.user_id, identity.is_admin)
+        view = review.case_view(portal, client_for(portal), case, identity.user_id, identity.is_admin, access.language)
     except CrmError as error:
         return _crm_failed(error)
     return jsonify(view)
@@ -145,7 +145,7 @@ def queue() -> ResponseReturnValue:
         return jsonify(error="bad_request", message=f"state must be one of {', '.join(RefusalCase.OPEN_STATES)}"), 400
     access.require(*review.REVIEWER_ROLES, ADMIN, forbidden="the QA queue is for QA staff and heads of sales")
     try:
-        return jsonify(review.queue_view(portal, crm, filters))
+        return jsonify(review.queue_view(portal, crm, filters, access.language))
     except CrmError as error:
         return _crm_failed(error)
 

@@ -52,7 +52,7 @@
     api(config.settingsUrl).then(function (result) {
       var state = document.getElementById("rc-settings-state");
       if (!result.ok) {
-        state.textContent = config.text.loadFailed + " " + (result.body.message || result.status);
+        state.textContent = config.text.loadFailed + " " + window.RC.problem(result);
         return;
       }
       loaded = true;
@@ -101,13 +101,14 @@
         body: JSON.stringify(payload)
       }).then(function (response) {
         if (response.ok) {
+          window.RC.clearFields(form);
           result.textContent = config.text.saved;
           result.dataset.outcome = "saved";
           return;
         }
-        var fields = response.body.fields || {};
-        var lines = Object.keys(fields).map(function (key) { return key + ": " + [].concat(fields[key]).join("; "); });
-        result.textContent = config.text.invalid + " " + (lines.join(" · ") || response.body.message);
+        result.textContent = window.RC.explain(form, response, config.text.invalid, function (path) {
+          return path === "guarded_pipelines" ? form.querySelector('[data-list="pipelines"]') : null;
+        });
         result.dataset.outcome = "invalid";
       });
     });
@@ -116,18 +117,15 @@
   var cplForm = document.getElementById("rc-cpl");
   var cplLoaded = false;
 
-  function showErrors(target, response) {
-    var fields = response.body.fields || {};
-    var lines = [];
-    Object.keys(fields).forEach(function (key) {
-      var value = fields[key];
-      if (value && typeof value === "object" && !Array.isArray(value)) {
-        Object.keys(value).forEach(function (inner) { lines.push(key + "." + inner + ": " + [].concat(value[inner]).join("; ")); });
-      } else {
-        lines.push(key + ": " + [].concat(value).join("; "));
+  function showErrors(target, response, form) {
+    target.textContent = window.RC.explain(form, response, config.text.invalid, function (path) {
+      var parts = path.split(".");
+      if (parts.length === 2 && form) {
+        return form.querySelector('input[name="' + parts[0] + '"][data-key="' + parts[1] + '"]') ||
+          form.querySelector('[name="' + parts[0] + "_" + parts[1] + '"]');
       }
+      return null;
     });
-    target.textContent = config.text.invalid + " " + (lines.join(" · ") || response.body.message || response.status);
     target.dataset.outcome = "invalid";
   }
 
@@ -153,7 +151,7 @@
     if (cplLoaded || !cplForm) { return; }
     api(config.cplUrl).then(function (result) {
       var state = document.getElementById("rc-cpl-result");
-      if (!result.ok) { state.textContent = config.text.loadFailed + " " + (result.body.message || result.status); return; }
+      if (!result.ok) { state.textContent = config.text.loadFailed + " " + window.RC.problem(result); return; }
       cplLoaded = true;
       var s = result.body.settings;
       cplForm.elements.currency.value = s.currency;
@@ -185,8 +183,8 @@
           by_pipeline: amounts("by_pipeline")
         })
       }).then(function (response) {
-        if (response.ok) { result.textContent = config.text.saved; result.dataset.outcome = "saved"; return; }
-        showErrors(result, response);
+        if (response.ok) { window.RC.clearFields(cplForm); result.textContent = config.text.saved; result.dataset.outcome = "saved"; return; }
+        showErrors(result, response, cplForm);
       });
     });
   }
@@ -222,8 +220,8 @@
           monthly: { enabled: f.monthly_enabled.checked, day: Number(f.monthly_day.value), hour: Number(f.monthly_hour.value) }
         })
       }).then(function (response) {
-        if (response.ok) { result.textContent = config.text.saved; result.dataset.outcome = "saved"; return; }
-        showErrors(result, response);
+        if (response.ok) { window.RC.clearFields(scheduleForm); result.textContent = config.text.saved; result.dataset.outcome = "saved"; return; }
+        showErrors(result, response, scheduleForm);
       });
     });
   }
@@ -266,12 +264,12 @@
     }
     var state = document.getElementById("rc-report-state");
     state.textContent = config.text.loading;
-    fetch(config.reportViewUrl + periodQuery(), { headers: { "X-RC-Token": config.token } }).then(function (response) {
+    fetch(config.reportViewUrl + periodQuery(), { headers: { "X-RC-Token": config.token, "X-RC-Lang": window.RC.language } }).then(function (response) {
       return response.text().then(function (text) {
         if (!response.ok) {
-          var message = text;
-          try { message = JSON.parse(text).message; } catch (ignored) { /* not JSON */ }
-          state.textContent = config.text.loadFailed + " " + message;
+          var body = {};
+          try { body = JSON.parse(text); } catch (ignored) { /* not JSON */ }
+          state.textContent = config.text.reportFailed + " " + window.RC.problem({ body: body });
           return;
         }
         reportBox.innerHTML = text;
@@ -282,8 +280,12 @@
 
   function downloadCsv(name) {
     var url = config.reportCsvUrl.replace("TABLE", name) + periodQuery();
-    fetch(url, { headers: { "X-RC-Token": config.token } }).then(function (response) {
-      if (!response.ok) { return; }
+    fetch(url, { headers: { "X-RC-Token": config.token, "X-RC-Lang": window.RC.language } }).then(function (response) {
+      if (!response.ok) {
+        return response.json().catch(function () { return {}; }).then(function (body) {
+          document.getElementById("rc-report-state").textContent = window.RC.problem({ body: body });
+        });
+      }
       var disposition = response.headers.get("Content-Disposition") || "";
       var match = /filename="([^"]+)"/.exec(disposition);
       return response.blob().then(function (blob) {
@@ -323,7 +325,7 @@
         body: JSON.stringify({ reason: reason })
       }).then(function (response) {
         var state = document.getElementById("rc-report-state");
-        if (!response.ok) { state.textContent = response.body.message || response.status; return; }
+        if (!response.ok) { state.textContent = window.RC.problem(response); return; }
         loadReport(config.text.appealDone);
       });
     });

@@ -41,7 +41,7 @@
       if (value) { params.set(name, value); }
     });
     return api(config.lotsUrl + "?" + params.toString()).then(function (result) {
-      if (!result.ok) { say("rc-exchange-result", result.body.message || String(result.status), "error"); return; }
+      if (!result.ok) { say("rc-exchange-result", window.RC.problem(result), "error"); return; }
       var body = document.querySelector("#rc-exchange-lots tbody");
       body.textContent = "";
       result.body.lots.forEach(function (lot) {
@@ -67,14 +67,14 @@
 
   function claim(lotId) {
     api(config.lotUrl + "/" + lotId + "/claim", { method: "POST" }).then(function (result) {
-      say("rc-exchange-result", result.ok ? text.taken : (result.body.message || String(result.status)), result.ok ? "taken" : "refused");
+      say("rc-exchange-result", result.ok ? text.taken : window.RC.problem(result), result.ok ? "taken" : "refused");
       loadLots();
     });
   }
 
   function giveBack(lotId, reason) {
     api(config.lotUrl + "/" + lotId + "/return", { method: "POST", body: JSON.stringify({ reason: reason }) }).then(function (result) {
-      say("rc-exchange-result", result.ok ? text.returned : (result.body.message || String(result.status)), result.ok ? "returned" : "refused");
+      say("rc-exchange-result", result.ok ? text.returned : window.RC.problem(result), result.ok ? "returned" : "refused");
       loadLots();
     });
   }
@@ -122,7 +122,7 @@
   function loadSettings() {
     if (loaded) { return; }
     api(config.settingsUrl).then(function (result) {
-      if (!result.ok) { say("rc-exchange-settings-result", result.body.message || String(result.status), "error"); return; }
+      if (!result.ok) { say("rc-exchange-settings-result", window.RC.problem(result), "error"); return; }
       loaded = true;
       choices.users = result.body.users.filter(function (u) { return u.active; });
       choices.departments = result.body.departments;
@@ -155,8 +155,13 @@
       };
     });
     api(config.settingsUrl, { method: "PUT", body: JSON.stringify({ pipelines: pipelines }) }).then(function (result) {
-      if (result.ok) { say("rc-exchange-settings-result", text.saved, "saved"); return; }
-      say("rc-exchange-settings-result", text.invalid + " " + JSON.stringify(result.body.fields || result.body.message), "invalid");
+      if (result.ok) { window.RC.clearFields(form); say("rc-exchange-settings-result", text.saved, "saved"); return; }
+      say("rc-exchange-settings-result", window.RC.explain(form, result, text.invalid, function (path) {
+        var parts = path.split(".");
+        if (parts[0] !== "pipelines" || parts.length < 3) { return null; }
+        var block = form.querySelector('[data-pipeline="' + parts[1] + '"]');
+        return block ? block.querySelector('[name="' + parts[2] + '"]') || block.querySelector('[data-name="' + parts[2] + '"]') : null;
+      }), "invalid");
     });
   });
 
@@ -167,7 +172,7 @@
     api(config.rotaUrl + "?department_id=" + encodeURIComponent(department) + "&month=" + month).then(function (result) {
       var list = rotaForm.querySelector('[data-list="rota-days"]');
       list.textContent = "";
-      if (!result.ok) { say("rc-rota-result", result.body.message || String(result.status), "error"); return; }
+      if (!result.ok) { say("rc-rota-result", window.RC.problem(result), "error"); return; }
       var parts = month.split("-").map(Number);
       var days = new Date(parts[0], parts[1], 0).getDate();
       for (var day = 1; day <= days; day += 1) {
@@ -190,7 +195,10 @@
       method: "PUT",
       body: JSON.stringify({ department_id: rotaForm.elements.department_id.value, days: days })
     }).then(function (result) {
-      say("rc-rota-result", result.ok ? text.saved : text.invalid + " " + JSON.stringify(result.body.fields || result.body.message), result.ok ? "saved" : "invalid");
+      if (result.ok) { window.RC.clearFields(rotaForm); say("rc-rota-result", text.saved, "saved"); return; }
+      say("rc-rota-result", window.RC.explain(rotaForm, result, text.invalid, function (path) {
+        return rotaForm.querySelector('[data-day="' + path + '"]');
+      }), "invalid");
     });
   });
 

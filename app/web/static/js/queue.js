@@ -40,7 +40,7 @@
     api(config.queueUrl + "?" + query).then(function (result) {
       if (!result.ok) {
         table.hidden = true;
-        state.textContent = config.text.failed + " " + (result.body.message || result.status);
+        state.textContent = config.text.failed + " " + window.RC.problem(result);
         return;
       }
       fillFilters(result.body.filters);
@@ -93,14 +93,12 @@
         })
       }).then(function (response) {
         if (response.ok) {
+          window.RC.clearFields(settings);
           out.textContent = config.text.saved;
           out.dataset.outcome = "saved";
           return;
         }
-        var fields = response.body.fields || {};
-        out.textContent = config.text.invalid + " " + (Object.keys(fields).map(function (key) {
-          return key + ": " + [].concat(fields[key]).join("; ");
-        }).join(" · ") || response.body.message);
+        out.textContent = window.RC.explain(settings, response, config.text.invalid);
         out.dataset.outcome = "invalid";
       });
     });

@@ -84,11 +84,11 @@
   function play(call, item) {
     var button = item.querySelector("button");
     button.disabled = true;
-    fetch(config.recordingUrl.replace("CALL", encodeURIComponent(call.id)), { headers: { "X-RC-Token": config.token } })
+    fetch(config.recordingUrl.replace("CALL", encodeURIComponent(call.id)), { headers: { "X-RC-Token": config.token, "X-RC-Lang": window.RC.language } })
       .then(function (response) {
         if (!response.ok) {
           return response.json().catch(function () { return {}; }).then(function (body) {
-            throw new Error(body.message || String(response.status));
+            throw new Error(window.RC.problem({ body: body }));
           });
         }
         return response.blob();
@@ -160,7 +160,7 @@
     return api(config.caseUrl).then(function (result) {
       var state = document.getElementById("rc-review-state");
       if (!result.ok) {
-        state.textContent = config.text.loadFailed + " " + (result.body.message || result.status);
+        state.textContent = config.text.loadFailed + " " + window.RC.problem(result);
         return;
       }
       view = result.body;
@@ -192,7 +192,7 @@
     }).then(function (response) {
       busy = false;
       result.dataset.outcome = response.ok ? "done" : "failed";
-      result.textContent = response.ok ? config.text.done : config.text.failed + " " + (response.body.message || response.status);
+      result.textContent = response.ok ? (response.body.text || config.text.done) : config.text.failed + " " + window.RC.problem(response);
       if (response.ok) { form.reset(); }
       return load();
     }).catch(function () { busy = false; });

@@ -18,7 +18,7 @@
   function load() {
     api(config.reportUrl).then(function (answer) {
       if (answer.status === 403) { state.textContent = config.text.headsOnly; table.hidden = true; return; }
-      if (!answer.ok) { state.textContent = config.text.loadFailed + " " + (answer.body.message || answer.status); return; }
+      if (!answer.ok) { state.textContent = config.text.loadFailed + " " + window.RC.problem(answer); return; }
       var report = answer.body;
       state.textContent = report.scanned_at ? config.text.scannedAt + " " + report.scanned_at_text : report.scanned_at_text;
       var body = table.querySelector("tbody");
@@ -66,10 +66,8 @@
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify(payload)
       }).then(function (answer) {
-        if (answer.ok) { result.textContent = config.text.saved; result.dataset.outcome = "saved"; return; }
-        var fields = answer.body.fields || {};
-        var lines = Object.keys(fields).map(function (key) { return key + ": " + [].concat(fields[key]).join("; "); });
-        result.textContent = config.text.invalid + " " + (lines.join(" · ") || answer.body.message);
+        if (answer.ok) { window.RC.clearFields(form); result.textContent = config.text.saved; result.dataset.outcome = "saved"; return; }
+        result.textContent = window.RC.explain(form, answer, config.text.invalid);
         result.dataset.outcome = "invalid";
       });
     });
@@ -78,7 +76,7 @@
   document.querySelector('[data-tab="tasks"]').addEventListener("click", load);
   document.getElementById("rc-tc-rescan").addEventListener("click", function () {
     api(config.scanUrl, { method: "POST" }).then(function (answer) {
-      state.textContent = answer.body.message || String(answer.status);
+      state.textContent = answer.ok ? answer.body.message : window.RC.problem(answer);
     });
   });
 })();
