@@ -66,8 +66,10 @@ def frame_refused(status: int, reason: str, detail: str) -> ResponseReturnValue:
 
 
 def frame_language(frame: B24Frame, portal: Portal) -> str:
-    """The language of a page opened by a frame: the frame's `LANG` when the CRM sent one, else the portal's."""
-    return frame.lang if request.args.get("LANG") else (portal.language or "ru")
+    """The language of a page opened by a frame: English when the portal's language is English or the user's
+    Bitrix24 speaks English to him (the frame's `LANG=en`), else Russian."""
+    english = portal.language == "en" or (request.args.get("LANG") is not None and frame.lang == "en")
+    return "en" if english else "ru"
 
 
 def _raw_body() -> str:

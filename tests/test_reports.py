@@ -275,9 +275,17 @@ def test_csv_is_excel_ready_with_cyrillic_and_the_same_figures(client, portal):
     assert analytics[1] == ["Дорого", "2", "66,7", "1", "33,3", "33,4"]
     ledger = read_csv(client.get(f"/api/reports/ledger.csv{NOVEMBER}", headers=headers(portal)), ";")
     assert ledger[1:] == [
-        ["13.11.2026 13:00", "Мария Сидорова", "Сделка 7 (#107)", "Штраф", "2000,00", "RUB", "portal_default"],
+        [
+            "13.11.2026 13:00",
+            "Мария Сидорова",
+            "Сделка 7 (#107)",
+            "Штраф",
+            "2000,00",
+            "RUB",
+            "CPL портала по умолчанию",
+        ],
         ["02.12.2026 13:00", "Мария Сидорова", "Сделка 7 (#107)", "Отмена штрафа", "-2000,00", "RUB", "ошибка ОКК"],
-        ["04.11.2026 15:00", "Иван Петров", "Сделка 2 (#102)", "Штраф", "1000,00", "RUB", "portal_default"],
+        ["04.11.2026 15:00", "Иван Петров", "Сделка 2 (#102)", "Штраф", "1000,00", "RUB", "CPL портала по умолчанию"],
     ]
     sources = read_csv(client.get(f"/api/reports/sources.csv{NOVEMBER}", headers=headers(portal)), ";")
     assert sources[-1] == ["Электронная почта", "1", "0", "0", ""]

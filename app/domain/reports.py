@@ -35,6 +35,7 @@ from app.crm.errors import CrmError
 from app.domain import directory
 from app.domain.catalog import REASONS
 from app.domain.penalties import cpl_settings
+from app.domain.review_text import cpl_rule_text
 
 log = logging.getLogger(__name__)
 
@@ -1039,7 +1040,7 @@ def ledger_table(rows: list[Any], names: Names, language: str, timezone: str) ->
                 t(f"kind_{row.kind}"),
                 row.amount,
                 row.currency,
-                row.reason if row.kind == Penalty.REVERSAL else row.rule,
+                row.reason if row.kind == Penalty.REVERSAL else cpl_rule_text(row.rule, language, names.sources),
             ]
             for row in rows
         ],

@@ -21,7 +21,7 @@ from app.core.queue import enqueue
 from app.core.validation import json_body
 from app.crm.errors import CrmError
 from app.crm.factory import client_for
-from app.domain import directory, ledger, penalties, reports
+from app.domain import directory, ledger, penalties, reports, review_text
 from app.domain.settings import guard_settings
 from app.web import charts
 from app.web.api import save_settings
@@ -109,6 +109,7 @@ def report_view() -> ResponseReturnValue:
     names = reports.lookup_names(portal)
     report = reports.build_report(portal, period, names)
     language = access.language
+    pipelines = _pipeline_names(portal)
     return render_template(
         "b24/report.html",
         lang=language,
@@ -120,7 +121,16 @@ def report_view() -> ResponseReturnValue:
         ledger=ledger.ledger_rows(portal.id, period.start, period.end),
         users=names.users,
         viewer=identity.user_id,
+        rule_text=lambda rule: review_text.cpl_rule_text(rule, language, names.sources, pipelines),
     )
+
+
+def _pipeline_names(portal: Portal) -> dict[str, str]:
+    """Pipelines by id for the CPL rules of fines (empty when the CRM does not answer)."""
+    try:
+        return {pipeline.id: pipeline.name for pipeline in directory.pipelines(portal.id, client_for(portal))}
+    except CrmError:
+        return {}
 
 
 # A spreadsheet reads a cell that starts with one of these as a formula (OWASP "CSV injection").

@@ -83,15 +83,20 @@ def act(case_id: int, action: str) -> ResponseReturnValue:
         note=loaded["note"],
         params=loaded["params"],
     )
+    crm = client_for(portal)
     try:
-        case = review.Review(portal, client_for(portal), identity.user_id).perform(case_id, action_request)
+        case = review.Review(portal, crm, identity.user_id).perform(case_id, action_request)
     except review.ReviewError as error:
         db.session.rollback()
         return jsonify(error=error.code, message=error.message), error.status
     except CrmError as error:
         db.session.rollback()
         return _crm_failed(error)
-    return jsonify(ok=True, state=case.state)
+    try:
+        text = review.action_text(portal, crm, case, action, access.language)
+    except CrmError:
+        text = ""
+    return jsonify(ok=True, state=case.state, text=text)
 
 
 @bp.get("/cases/<int:case_id>/calls/<call_id>/recording")

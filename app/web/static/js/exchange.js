@@ -34,6 +34,15 @@
     return el("td", {}, [el("a", { href: lot.url, target: "_blank", rel: "noopener", text: lot.title || ("#" + lot.deal_id) })]);
   }
 
+  var sourcesFilled = false;
+
+  function fillSources(sources) {
+    if (sourcesFilled) { return; }
+    sourcesFilled = true;
+    var select = filters.elements.source;
+    sources.forEach(function (source) { select.appendChild(el("option", { value: source.id, text: source.name })); });
+  }
+
   function loadLots() {
     var params = new URLSearchParams();
     ["source", "min_amount", "max_amount"].forEach(function (name) {
@@ -42,6 +51,7 @@
     });
     return api(config.lotsUrl + "?" + params.toString()).then(function (result) {
       if (!result.ok) { say("rc-exchange-result", window.RC.problem(result), "error"); return; }
+      fillSources(result.body.sources || []);
       var body = document.querySelector("#rc-exchange-lots tbody");
       body.textContent = "";
       result.body.lots.forEach(function (lot) {
@@ -49,7 +59,7 @@
         take.addEventListener("click", function () { claim(lot.id); });
         body.appendChild(el("tr", { "data-lot": lot.id }, [
           dealCell(lot), el("td", { text: lot.pooled_text }), el("td", { text: lot.amount_text }),
-          el("td", { text: lot.source_id }), el("td", {}, [take])
+          el("td", { text: lot.source_name }), el("td", {}, [take])
         ]));
       });
       document.getElementById("rc-exchange-empty").hidden = result.body.lots.length > 0;
@@ -80,6 +90,7 @@
   }
 
   filters.addEventListener("submit", function (event) { event.preventDefault(); loadLots(); });
+  filters.elements.source.addEventListener("change", loadLots);
   var exchangeTab = document.querySelector('[data-tab="exchange"]');
   if (exchangeTab) { exchangeTab.addEventListener("click", loadLots); }
 
@@ -88,7 +99,7 @@
   var rotaForm = document.getElementById("rc-rota");
   if (!form || !config.isAdmin) { return; }
   var loaded = false;
-  var choices = { users: [], departments: [] };
+  var choices = { users: [], departments: [], sources: [] };
 
   function options(select, items, selected, withNone) {
     select.textContent = "";
@@ -114,7 +125,15 @@
     });
     block.querySelector('[name="cap"]').value = current.cap || 20;
     block.querySelector('[name="idle_days"]').value = current.idle_days || 3;
-    block.querySelector('[name="incoming_sources"]').value = (current.incoming_sources || []).join(", ");
+    var chosen = current.incoming_sources || [];
+    var list = block.querySelector('[data-list="incoming_sources"]');
+    choices.sources.concat(chosen.filter(function (id) {
+      return !choices.sources.some(function (source) { return source.id === id; });
+    }).map(function (id) { return { id: id, name: id }; })).forEach(function (source) {
+      var box = el("input", { type: "checkbox", name: "incoming_sources", value: source.id });
+      box.checked = chosen.indexOf(source.id) >= 0;
+      list.appendChild(el("label", { class: "rc-choice" }, [box, document.createTextNode(" " + source.name)]));
+    });
     block.querySelector('[name="large_threshold"]').value = current.large_threshold || "";
     return block;
   }
@@ -126,6 +145,7 @@
       loaded = true;
       choices.users = result.body.users.filter(function (u) { return u.active; });
       choices.departments = result.body.departments;
+      choices.sources = result.body.sources || [];
       var list = form.querySelector('[data-list="exchange-pipelines"]');
       list.textContent = "";
       result.body.pipelines.forEach(function (pipeline) {
@@ -147,7 +167,7 @@
         pool_user: value("pool_user") || null,
         cap: Number(value("cap")),
         idle_days: Number(value("idle_days")),
-        incoming_sources: value("incoming_sources").split(",").map(function (s) { return s.trim(); }).filter(Boolean),
+        incoming_sources: Array.prototype.map.call(block.querySelectorAll('input[name="incoming_sources"]:checked'), function (box) { return box.value; }),
         duty_department: value("duty_department") || null,
         large_threshold: value("large_threshold") || null,
         commercial_department: value("commercial_department") || null,

@@ -51,7 +51,7 @@
     text("f-in_refusal", k.in_refusal);
     text("f-amount", k.amount);
     text("f-source", k.source);
-    text("f-cpl", k.cpl);
+    text("f-cpl", k.cpl_rule ? k.cpl + " (" + k.cpl_rule + ")" : k.cpl);
     text("f-qa", k.qa_user.name);
     text("f-due", k.due_at);
     text("f-verdict", k.verdict);
@@ -79,6 +79,10 @@
     var reviewer = view.role === "qa" || view.role === "head";
     document.getElementById("rc-read-only").hidden = reviewer || !view.case.open;
     document.getElementById("rc-closed").hidden = view.case.open;
+    document.getElementById("rc-summary").textContent = view.case.summary || "";
+    var next = document.getElementById("rc-next-step");
+    next.hidden = !view.case.next_step;
+    next.querySelector("span").textContent = view.case.next_step || "";
   }
 
   function play(call, item) {
