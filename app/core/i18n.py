@@ -79,6 +79,17 @@ STRINGS: dict[str, tuple[str, str]] = {
     "settings_loading": ("Загрузка…", "Loading…"),
     "settings_load_failed": ("Не удалось загрузить настройки:", "Could not load the settings:"),
     "reports_load_failed": ("Не удалось построить отчёт:", "Could not build the report:"),
+    # what an empty table of the reports says (each its own: never a bare «данных нет» beside a full table)
+    "reports_empty_managers": ("За период отказов на проверке не было.", "No refusals were reviewed in this period."),
+    "reports_empty_analytics": (
+        "Подтверждённых отказов нет ни в этом, ни в предыдущем периоде.",
+        "No refusal was confirmed in this period or the one before.",
+    ),
+    "reports_empty_reasons": ("За период отказов с причиной не было.", "No refusals with a reason in this period."),
+    "reports_empty_sources": ("За период отказов по источникам не было.", "No refusals by lead source in this period."),
+    "reports_empty_weeks": ("В периоде нет ни одной недели.", "The period has no weeks."),
+    "reports_empty_deletions": ("За период сделки не удаляли.", "No deals were deleted in this period."),
+    "reports_empty_ledger": ("За период штрафов не было.", "No fines in this period."),
     # a frame the page cannot be shown for (handlers.bitrix24.frame_refused)
     "frame_bad_frame": (
         "Страница открыта не из CRM или с неполными данными.",

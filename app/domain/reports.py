@@ -23,7 +23,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from babel.dates import format_date
 from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import flag_modified
@@ -66,7 +65,6 @@ i18n.register(
         "reports_weeks": ("По неделям", "By week"),
         "reports_analytics": ("Почему отказываются клиенты", "Why clients refuse"),
         "reports_ledger": ("Журнал штрафов", "Penalty ledger"),
-        "reports_empty": ("За этот период данных нет.", "No data for this period."),
         "col_manager": ("Менеджер", "Manager"),
         "col_cases": ("Отказов на проверке", "Refusals reviewed"),
         "col_confirmed": ("Подтверждено", "Confirmed"),
@@ -202,8 +200,8 @@ class Period:
     def label(self, language: str) -> str:
         locale = "en" if language == "en" else "ru"
         if self.first == self.last:
-            return format_date(self.first, "medium", locale=locale)
-        return f"{format_date(self.first, 'medium', locale=locale)} – {format_date(self.last, 'medium', locale=locale)}"
+            return i18n.day(self.first, locale)
+        return f"{i18n.day(self.first, locale)} – {i18n.day(self.last, locale)}"
 
     def as_dict(self) -> dict[str, str]:
         return {"from": self.first.isoformat(), "to": self.last.isoformat(), "timezone": self.timezone}

@@ -57,7 +57,7 @@ MESSAGES = _rules(
     ),
     (
         "heads_only",
-        r"(reports and penalty appeals are for heads of sales only|the task report is for heads of sales .*"
+        r"(reports and penalty appeals are for heads of sales .*|the task report is for heads of sales .*"
         r"|only an admin or a head can .*)",
         "Этот раздел доступен руководителям отдела продаж и администратору портала.",
         "This section is for heads of sales and the portal administrator.",

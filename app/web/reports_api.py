@@ -51,7 +51,7 @@ def is_head(portal: Portal, user_id: str) -> bool:
         return False
 
 
-HEADS_ONLY = "reports and penalty appeals are for heads of sales only"
+HEADS_ONLY = "reports and penalty appeals are for heads of sales and the portal administrator"
 
 
 def _period(portal: Portal) -> reports.Period:
@@ -64,7 +64,7 @@ def _period(portal: Portal) -> reports.Period:
 @bp.get("/reports")
 def report_data() -> ResponseReturnValue:
     """Every figure of the period as JSON (heads only)."""
-    portal = require_role("head", forbidden=HEADS_ONLY).portal
+    portal = require_role("head", ADMIN, forbidden=HEADS_ONLY).portal
     report = reports.build_report(portal, _period(portal), reports.lookup_names(portal))
     return jsonify(reports.report_json(report))
 
@@ -76,25 +76,25 @@ def _charts(report: reports.Report, language: str) -> dict[str, Any]:
             t("chart_trend"),
             [date.fromisoformat(row["week"]).strftime("%d.%m") for row in report.weeks],
             [
-                charts.Series(t("chart_cases"), [row["cases"] for row in report.weeks]),
-                charts.Series(t("col_confirmed"), [row["confirmed"] for row in report.weeks]),
-                charts.Series(t("col_leaks"), [row["leaks"] for row in report.weeks]),
+                charts.Series(t("chart_cases"), [row["cases"] for row in report.weeks], "cases"),
+                charts.Series(t("col_confirmed"), [row["confirmed"] for row in report.weeks], "confirmed"),
+                charts.Series(t("col_leaks"), [row["leaks"] for row in report.weeks], "leaks"),
             ],
         ),
         "managers": charts.bar_chart(
             t("chart_managers"),
             [row["name"] for row in report.managers],
             [
-                charts.Series(t("chart_cases"), [row["cases"] for row in report.managers]),
-                charts.Series(t("col_leaks"), [row["leaks"] for row in report.managers]),
+                charts.Series(t("chart_cases"), [row["cases"] for row in report.managers], "cases"),
+                charts.Series(t("col_leaks"), [row["leaks"] for row in report.managers], "leaks"),
             ],
         ),
         "reasons": charts.bar_chart(
             t("chart_reasons"),
             [row["name"] for row in report.reasons],
             [
-                charts.Series(t("col_claimed"), [row["claimed"] for row in report.reasons]),
-                charts.Series(t("col_confirmed"), [row["confirmed"] for row in report.reasons]),
+                charts.Series(t("col_claimed"), [row["claimed"] for row in report.reasons], "claimed"),
+                charts.Series(t("col_confirmed"), [row["confirmed"] for row in report.reasons], "confirmed"),
             ],
         ),
     }
@@ -103,7 +103,7 @@ def _charts(report: reports.Report, language: str) -> dict[str, Any]:
 @bp.get("/reports/view")
 def report_view() -> ResponseReturnValue:
     """The reports tab's content for the period: tables, SVG charts and the ledger (heads only)."""
-    access = require_role("head", forbidden=HEADS_ONLY)
+    access = require_role("head", ADMIN, forbidden=HEADS_ONLY)
     identity, portal = access.identity, access.portal
     period = _period(portal)
     names = reports.lookup_names(portal)
@@ -177,7 +177,7 @@ def csv_bytes(table: reports.Table, language: str) -> bytes:
 @bp.get("/reports/<name>.csv")
 def report_csv(name: str) -> ResponseReturnValue:
     """One table of the period as a CSV download (heads only)."""
-    portal = require_role("head", forbidden=HEADS_ONLY).portal
+    portal = require_role("head", ADMIN, forbidden=HEADS_ONLY).portal
     if name not in CSV_TABLES:
         abort(404, description=f"no table {name!r}; tables: {', '.join(CSV_TABLES)}")
     period = _period(portal)
@@ -199,7 +199,7 @@ def report_csv(name: str) -> ResponseReturnValue:
 @bp.get("/reports/ledger")
 def ledger_data() -> ResponseReturnValue:
     """Fines issued in the period with their cancellations (heads only)."""
-    portal = require_role("head", forbidden=HEADS_ONLY).portal
+    portal = require_role("head", ADMIN, forbidden=HEADS_ONLY).portal
     period = _period(portal)
     rows = ledger.ledger_rows(portal.id, period.start, period.end, request.args.get("manager") or None)
     return jsonify(
