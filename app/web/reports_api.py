@@ -42,13 +42,18 @@ i18n.register(
 )
 
 
-def is_head(portal: Portal, user_id: str) -> bool:
-    """Whether the user is a head of sales on this portal (False when the CRM cannot say)."""
+def page_role(portal: Portal, user_id: str) -> str:
+    """The user's role on this portal (head, qa, exempt, manager); `manager` when the CRM cannot say."""
     try:
-        return directory.role_of(portal.id, client_for(portal), guard_settings(portal), user_id) == "head"
+        return directory.role_of(portal.id, client_for(portal), guard_settings(portal), user_id)
     except (CrmError, ValueError):
         log.warning("role check failed", extra={"portal_id": portal.id})
-        return False
+        return "manager"
+
+
+def is_head(portal: Portal, user_id: str) -> bool:
+    """Whether the user is a head of sales on this portal (False when the CRM cannot say)."""
+    return page_role(portal, user_id) == "head"
 
 
 HEADS_ONLY = "reports and penalty appeals are for heads of sales and the portal administrator"
@@ -330,5 +335,9 @@ def put_schedule() -> ResponseReturnValue:
 
 @bp.app_context_processor
 def inject_roles() -> dict[str, object]:
-    """Templates ask `is_head(portal, user_id)` to show the reports tab, and `portal_today(portal)`."""
-    return {"is_head": is_head, "portal_today": lambda portal: reports.today(portal).isoformat()}
+    """Templates ask `page_role(portal, user_id)` / `is_head(...)` for the tabs to show, and `portal_today(portal)`."""
+    return {
+        "is_head": is_head,
+        "page_role": page_role,
+        "portal_today": lambda portal: reports.today(portal).isoformat(),
+    }

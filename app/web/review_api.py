@@ -141,14 +141,16 @@ def recording(case_id: int, call_id: str) -> ResponseReturnValue:
 
 @bp.get("/queue")
 def queue() -> ResponseReturnValue:
-    """Open cases for QA staff, heads and admins, overdue first; filters pipeline, manager, qa, state."""
+    """Open cases, overdue first; filters pipeline, manager, qa, state. QA staff, heads and admins see every
+    case; anyone else (a sales manager) only his own («Мои отказы»)."""
     access = require_role()
     portal = access.portal
     crm = client_for(portal)
     filters = {key: request.args.get(key, "").strip() for key in ("pipeline", "manager", "qa", "state")}
     if filters["state"] and filters["state"] not in RefusalCase.OPEN_STATES:
         return jsonify(error="bad_request", message=f"state must be one of {', '.join(RefusalCase.OPEN_STATES)}"), 400
-    access.require(*review.REVIEWER_ROLES, ADMIN, forbidden="the QA queue is for QA staff and heads of sales")
+    if not access.has(*review.REVIEWER_ROLES, ADMIN):
+        filters["manager"] = access.user_id
     try:
         return jsonify(review.queue_view(portal, crm, filters, access.language))
     except CrmError as error:

@@ -15,8 +15,42 @@
       });
       if (tab.dataset.tab === "settings") { loadSettings(); loadCpl(); loadSchedule(); }
       if (tab.dataset.tab === "reports") { loadReport(); }
+      if (tab.dataset.tab === "status") { loadStatus(); }
     });
   });
+
+  // Start on the role's first tab once every page script has hooked its tabs.
+  window.addEventListener("load", function () {
+    var start = document.querySelector('[data-tab][aria-selected="true"]');
+    if (start) { start.click(); }
+  });
+
+  // ---- the install's health (admins)
+  function loadStatus() {
+    var state = document.getElementById("rc-portal-status");
+    var list = document.getElementById("rc-health");
+    if (!state || !list) { return; }
+    api(config.statusUrl).then(function (result) {
+      if (!result.ok) { state.textContent = window.RC.problem(result); return; }
+      list.textContent = "";
+      var attention = [];
+      result.body.items.forEach(function (item) {
+        var row = document.createElement("div");
+        row.dataset.health = item.key;
+        row.dataset.ok = item.ok ? "true" : "false";
+        var dt = document.createElement("dt");
+        dt.textContent = item.label;
+        var dd = document.createElement("dd");
+        dd.textContent = item.value;
+        row.appendChild(dt);
+        row.appendChild(dd);
+        list.appendChild(row);
+        if (!item.ok) { attention.push(item.label); }
+      });
+      state.textContent = attention.length ? config.text.healthAttention + " " + attention.join(", ") + "." : config.text.healthOk;
+      state.dataset.healthy = attention.length ? "false" : "true";
+    });
+  }
 
   var form = document.getElementById("rc-settings");
   var loaded = false;
@@ -49,13 +83,14 @@
 
   function loadSettings() {
     if (loaded || !form) { return; }
+    loaded = true;  // one load at a time: a second click never overwrites what the user is typing
     api(config.settingsUrl).then(function (result) {
       var state = document.getElementById("rc-settings-state");
       if (!result.ok) {
+        loaded = false;
         state.textContent = config.text.loadFailed + " " + window.RC.problem(result);
         return;
       }
-      loaded = true;
       state.textContent = "";
       var s = result.body.settings;
       var activeUsers = result.body.users.filter(function (u) { return u.active; });
@@ -149,10 +184,10 @@
 
   function loadCpl() {
     if (cplLoaded || !cplForm) { return; }
+    cplLoaded = true;
     api(config.cplUrl).then(function (result) {
       var state = document.getElementById("rc-cpl-result");
-      if (!result.ok) { state.textContent = config.text.loadFailed + " " + window.RC.problem(result); return; }
-      cplLoaded = true;
+      if (!result.ok) { cplLoaded = false; state.textContent = config.text.loadFailed + " " + window.RC.problem(result); return; }
       var s = result.body.settings;
       cplForm.elements.currency.value = s.currency;
       cplForm.elements["default"].value = s["default"];
@@ -194,9 +229,9 @@
 
   function loadSchedule() {
     if (scheduleLoaded || !scheduleForm) { return; }
+    scheduleLoaded = true;
     api(config.scheduleUrl).then(function (result) {
-      if (!result.ok) { return; }
-      scheduleLoaded = true;
+      if (!result.ok) { scheduleLoaded = false; return; }
       var s = result.body.settings;
       ["weekly", "monthly"].forEach(function (kind) {
         scheduleForm.elements[kind + "_enabled"].checked = s[kind].enabled;

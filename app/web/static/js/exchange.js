@@ -140,9 +140,9 @@
 
   function loadSettings() {
     if (loaded) { return; }
+    loaded = true;
     api(config.settingsUrl).then(function (result) {
-      if (!result.ok) { say("rc-exchange-settings-result", window.RC.problem(result), "error"); return; }
-      loaded = true;
+      if (!result.ok) { loaded = false; say("rc-exchange-settings-result", window.RC.problem(result), "error"); return; }
       choices.users = result.body.users.filter(function (u) { return u.active; });
       choices.departments = result.body.departments;
       choices.sources = result.body.sources || [];

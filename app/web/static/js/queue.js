@@ -15,6 +15,7 @@
     filled = true;
     Object.keys(choices).forEach(function (key) {
       var select = filters.elements[key];
+      if (!select) { return; }
       choices[key].forEach(function (item) {
         var option = document.createElement("option");
         option.value = item.id;
@@ -74,9 +75,12 @@
   var settings = document.getElementById("rc-review-settings");
   var settingsTab = document.querySelector('[data-tab="settings"]');
   if (settings && settingsTab) {
+    var settingsLoaded = false;
     settingsTab.addEventListener("click", function () {
+      if (settingsLoaded) { return; }
+      settingsLoaded = true;
       api(config.settingsUrl).then(function (result) {
-        if (!result.ok) { return; }
+        if (!result.ok) { settingsLoaded = false; return; }
         settings.elements.callback_interval_minutes.value = result.body.settings.callback_interval_minutes;
         settings.elements.callback_attempts.value = result.body.settings.callback_attempts;
       });

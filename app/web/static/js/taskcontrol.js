@@ -44,9 +44,9 @@
 
   function loadSettings() {
     if (!form || settingsLoaded) { return; }
+    settingsLoaded = true;
     api(config.settingsUrl).then(function (answer) {
-      if (!answer.ok) { return; }
-      settingsLoaded = true;
+      if (!answer.ok) { settingsLoaded = false; return; }
       flags.forEach(function (name) { form.elements[name].checked = answer.body.settings[name]; });
       numbers.forEach(function (name) { form.elements[name].value = answer.body.settings[name]; });
     });
