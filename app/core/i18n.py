@@ -75,6 +75,30 @@ STRINGS: dict[str, tuple[str, str]] = {
         "none — nobody gets the reports and decides unreachable clients",
     ),
     "health_ok": ("Всё в порядке.", "Everything is fine."),
+    "tc_refreshed": ("Проверка закончена, отчёт обновлён.", "The scan is done; the report is up to date."),
+    "tc_still_running": (
+        "Проверка ещё идёт: отчёт обновится при следующем открытии вкладки.",
+        "The scan is still running: the report will update the next time you open the tab.",
+    ),
+    "rota_saved": (
+        "График сохранён: дежурных дней в месяце — {days}.",
+        "The rota is saved: duty days this month: {days}.",
+    ),
+    "exchange_saved": ("Маршрутизация сохранена для всех воронок.", "Routing is saved for every pipeline."),
+    "weekdays_short": ("Пн Вт Ср Чт Пт Сб Вс", "Mon Tue Wed Thu Fri Sat Sun"),
+    "rota_today": ("сегодня", "today"),
+    "exchange_group_routing": ("Раздача новых сделок", "Routing new deals"),
+    "exchange_group_routing_hint": (
+        "Биржа: новые сделки ждут у пользователя «Биржа лидов», менеджеры берут их сами. "
+        "Дежурный: сделки сразу получает дежурный менеджер дня.",
+        "Exchange: new deals wait with the pool user and managers take them. Duty: the manager on duty gets them.",
+    ),
+    "exchange_group_limits": ("Ограничения", "Limits"),
+    "exchange_group_large": ("Крупные сделки", "Large deals"),
+    "exchange_group_large_hint": (
+        "От этой суммы сделка идёт в коммерческий отдел, минуя биржу. Пусто — не разделять.",
+        "From this amount a deal goes to the commercial department, not the exchange. Empty: no split.",
+    ),
     "health_attention": ("Требует внимания:", "Needs attention:"),
     "tab_settings": ("Настройки", "Settings"),
     "settings_pipelines": ("Контролируемые воронки", "Guarded pipelines"),

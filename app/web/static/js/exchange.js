@@ -152,7 +152,7 @@
         list.appendChild(pipelineBlock(pipeline, result.body.settings.pipelines[pipeline.id] || {}));
       });
       options(rotaForm.elements.department_id, choices.departments, "", false);
-      if (!rotaForm.elements.month.value) { rotaForm.elements.month.value = new Date().toISOString().slice(0, 7); }
+      if (!rotaForm.elements.month.value) { rotaForm.elements.month.value = config.today.slice(0, 7); }
       loadRota();
     });
   }
@@ -175,7 +175,7 @@
       };
     });
     api(config.settingsUrl, { method: "PUT", body: JSON.stringify({ pipelines: pipelines }) }).then(function (result) {
-      if (result.ok) { window.RC.clearFields(form); say("rc-exchange-settings-result", text.saved, "saved"); return; }
+      if (result.ok) { window.RC.clearFields(form); say("rc-exchange-settings-result", text.exchangeSaved, "saved"); return; }
       say("rc-exchange-settings-result", window.RC.explain(form, result, text.invalid, function (path) {
         var parts = path.split(".");
         if (parts[0] !== "pipelines" || parts.length < 3) { return null; }
@@ -193,15 +193,37 @@
       var list = rotaForm.querySelector('[data-list="rota-days"]');
       list.textContent = "";
       if (!result.ok) { say("rc-rota-result", window.RC.problem(result), "error"); return; }
+      // A month calendar: weeks from Monday, each day its number, its weekday and who is on duty; today marked.
       var parts = month.split("-").map(Number);
       var days = new Date(parts[0], parts[1], 0).getDate();
+      var offset = (new Date(parts[0], parts[1] - 1, 1).getDay() + 6) % 7;
+      var weekdays = text.weekdays.split(" ");
+      var calendar = el("table", { class: "rc-table rc-rota-calendar" });
+      calendar.appendChild(el("thead", {}, [el("tr", {}, weekdays.map(function (name) { return el("th", { scope: "col", text: name }); }))]));
+      var body = el("tbody");
+      var row = el("tr");
+      for (var blank = 0; blank < offset; blank += 1) { row.appendChild(el("td", { class: "rc-rota-blank" })); }
       for (var day = 1; day <= days; day += 1) {
-        var iso = month + "-" + (day < 10 ? "0" : "") + day;
-        var select = el("select", { "data-day": iso, "aria-label": iso });
+        var dd = (day < 10 ? "0" : "") + day;
+        var iso = month + "-" + dd;
+        var weekday = weekdays[(offset + day - 1) % 7];
+        var shown = dd + "." + month.slice(5, 7) + "." + month.slice(0, 4);
+        var select = el("select", { "data-day": iso, "aria-label": weekday + ", " + shown });
         options(select, choices.users, result.body.days[iso] || "", true);
         select.options[0].textContent = text.nobody;
-        list.appendChild(el("label", { class: "rc-rota-day" }, [document.createTextNode(iso + " "), select]));
+        var head = el("div", { class: "rc-rota-date", text: String(day) });
+        var cell = el("td", { "data-date": iso }, [head, select]);
+        if (iso === config.today) {
+          cell.className = "rc-today";
+          cell.setAttribute("aria-current", "date");
+          head.appendChild(el("span", { class: "rc-today-mark", text: " · " + text.today }));
+        }
+        row.appendChild(cell);
+        if ((offset + day) % 7 === 0) { body.appendChild(row); row = el("tr"); }
       }
+      if (row.children.length) { body.appendChild(row); }
+      calendar.appendChild(body);
+      list.appendChild(calendar);
     });
   }
 
@@ -215,7 +237,12 @@
       method: "PUT",
       body: JSON.stringify({ department_id: rotaForm.elements.department_id.value, days: days })
     }).then(function (result) {
-      if (result.ok) { window.RC.clearFields(rotaForm); say("rc-rota-result", text.saved, "saved"); return; }
+      if (result.ok) {
+        window.RC.clearFields(rotaForm);
+        var onDuty = Object.keys(days).filter(function (key) { return days[key]; }).length;
+        say("rc-rota-result", text.rotaSaved.replace("{days}", onDuty), "saved");
+        return;
+      }
       say("rc-rota-result", window.RC.explain(rotaForm, result, text.invalid, function (path) {
         return rotaForm.querySelector('[data-day="' + path + '"]');
       }), "invalid");

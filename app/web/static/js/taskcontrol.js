@@ -15,12 +15,16 @@
     row.appendChild(td);
   }
 
-  function load() {
-    api(config.reportUrl).then(function (answer) {
-      if (answer.status === 403) { state.textContent = config.text.headsOnly; table.hidden = true; return; }
-      if (!answer.ok) { state.textContent = config.text.loadFailed + " " + window.RC.problem(answer); return; }
+  var shown = null;  // scanned_at of the report on screen
+
+  function load(after) {
+    return api(config.reportUrl).then(function (answer) {
+      if (answer.status === 403) { state.textContent = config.text.headsOnly; table.hidden = true; return null; }
+      if (!answer.ok) { state.textContent = config.text.loadFailed + " " + window.RC.problem(answer); return null; }
       var report = answer.body;
-      state.textContent = report.scanned_at ? config.text.scannedAt + " " + report.scanned_at_text : report.scanned_at_text;
+      shown = report.scanned_at;
+      state.textContent = (after ? after + " " : "") +
+        (report.scanned_at ? config.text.scannedAt + " " + report.scanned_at_text : report.scanned_at_text);
       var body = table.querySelector("tbody");
       body.textContent = "";
       report.managers.forEach(function (manager) {
@@ -33,7 +37,23 @@
         body.appendChild(row);
       });
       table.hidden = report.managers.length === 0;
+      return report.scanned_at;
     });
+  }
+
+  // After «Проверить сейчас»: ask for the report every few seconds until a newer scan is in (about a minute
+  // at most), then show it; no «обновите через минуту».
+  function refreshWhenScanned(before, triesLeft) {
+    if (triesLeft <= 0) { state.textContent = config.text.stillRunning; return; }
+    setTimeout(function () {
+      api(config.reportUrl).then(function (answer) {
+        if (answer.ok && answer.body.scanned_at && answer.body.scanned_at !== before) {
+          load(config.text.refreshed);
+        } else {
+          refreshWhenScanned(before, triesLeft - 1);
+        }
+      });
+    }, config.pollMs || 3000);
   }
 
   // Admins: the task-control section of the settings tab.
@@ -73,10 +93,12 @@
     });
   }
 
-  document.querySelector('[data-tab="tasks"]').addEventListener("click", load);
+  document.querySelector('[data-tab="tasks"]').addEventListener("click", function () { load(); });
   document.getElementById("rc-tc-rescan").addEventListener("click", function () {
+    var before = shown;
     api(config.scanUrl, { method: "POST" }).then(function (answer) {
       state.textContent = answer.ok ? answer.body.message : window.RC.problem(answer);
+      if (answer.ok) { refreshWhenScanned(before, 20); }
     });
   });
 })();
