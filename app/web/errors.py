@@ -366,6 +366,12 @@ FIELD_MESSAGES = _rules(
         "1 (Monday) to 7 (Sunday).",
     ),
     ("range", r"(?P<min>\d+) to (?P<max>\d+)", "От {min} до {max}.", "{min} to {max}."),
+    (
+        "length",
+        r"Length must be (?P<n>\d+)\.",
+        "Нужно ровно {n} символа, например RUB.",
+        "Exactly {n} characters, e.g. RUB.",
+    ),
     ("choice", r"Must be one of: .*", "Выберите значение из списка.", "Choose a value from the list."),
     ("required", r"Shorter than minimum length 1\.|Length must be .*", "Заполните поле.", "Fill in this field."),
     (

@@ -126,3 +126,25 @@ def test_a_frame_the_app_cannot_verify_is_a_page_in_its_language(
     expect(page.locator("html")).to_have_attribute("lang", language)
     post_frame(page, f"{live_server.url}/b24/placement/deal-tab?LANG={language}", {"member_id": ""})
     expect(page.locator("#rc-frame-error")).to_have_text(words["bad_frame"])
+
+
+@pytest.mark.parametrize("language", ["ru", "en"])
+def test_cpl_errors_name_the_field_and_the_source(b24: B24, live_server: LiveServer, page: Page, language: str):
+    words = TEXT[language]
+    open_app(page, live_server, b24, 1, language)
+    page.get_by_role("tab", name=words["settings"]).click()
+    cpl = page.locator("#rc-cpl")
+    web = cpl.locator('input[name="by_source"][data-key="WEB"]')
+    expect(web).to_be_visible()
+    cpl.locator('input[name="currency"]').fill("RU")
+    web.fill("дорого")
+    cpl.get_by_role("button", name=words["save"]).click()
+    result = page.locator("#rc-cpl-result")
+    if language == "ru":
+        expect(result).to_contain_text("Нужно ровно 3 символа, например RUB.")
+        expect(result).to_contain_text("Веб-сайт: Введите число, например 1500 или 1500,50.")
+    else:
+        expect(result).to_contain_text("Exactly 3 characters, e.g. RUB.")
+        expect(result).to_contain_text("Веб-сайт: Enter a number, e.g. 1500 or 1500.50.")
+    expect(cpl.locator('.rc-field-error[data-field="by_source.WEB"]')).to_be_visible()
+    assert "{" not in result.inner_text() and "by_source" not in result.inner_text()
