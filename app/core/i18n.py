@@ -87,6 +87,10 @@ STRINGS: dict[str, tuple[str, str]] = {
     "exchange_saved": ("Маршрутизация сохранена для всех воронок.", "Routing is saved for every pipeline."),
     "weekdays_short": ("Пн Вт Ср Чт Пт Сб Вс", "Mon Tue Wed Thu Fri Sat Sun"),
     "rota_today": ("сегодня", "today"),
+    "weekdays_full": (
+        "понедельник вторник среда четверг пятница суббота воскресенье",
+        "Monday Tuesday Wednesday Thursday Friday Saturday Sunday",
+    ),
     "exchange_group_routing": ("Раздача новых сделок", "Routing new deals"),
     "exchange_group_routing_hint": (
         "Биржа: новые сделки ждут у пользователя «Биржа лидов», менеджеры берут их сами. "

@@ -1008,7 +1008,7 @@ def queue_view(portal: Portal, crm: CrmClient, filters: dict[str, str], language
                 "manager": names.get(case.manager_id, case.manager_id),
                 "qa_user": names.get(case.qa_user_id or "", case.qa_user_id or "—"),
                 "state": case.state,
-                "state_label": i18n.translate(f"review_state_{case.state}", language),
+                "state_label": state_label(case, language),
                 "reason": REASONS[case.reason].in_language(language) if case.reason in REASONS else case.reason,
                 "due_at": i18n.when(case.review_due_at, language, portal.timezone),
                 "seconds_left": int(left.total_seconds()) if left is not None else None,

@@ -23,6 +23,7 @@ WORDS = {
         "settings": "Настройки",
         "groups": ["Раздача новых сделок", "Входящие источники", "Ограничения", "Крупные сделки"],
         "weekdays": ["Пн", "Вт", "Ср", "Чт", "Пт", "Сб", "Вс"],
+        "monday": "понедельник",
         "today": "сегодня",
         "rota_save": "Сохранить график",
         "rota_saved": "График сохранён: дежурных дней в месяце — 1.",
@@ -34,6 +35,7 @@ WORDS = {
         "settings": "Settings",
         "groups": ["Routing new deals", "Incoming sources", "Limits", "Large deals"],
         "weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
+        "monday": "Monday",
         "today": "today",
         "rota_save": "Save the rota",
         "rota_saved": "The rota is saved: duty days this month: 1.",
@@ -81,6 +83,19 @@ def test_routing_groups_rota_calendar_and_a_self_refreshing_tasks_tab(app, live_
         expect(page.locator("#rc-rota-result")).to_have_text(words["rota_saved"])
         department = rota.locator('select[name="department_id"]').input_value()
         assert exchange.rota(harness.our_portal().id, department, today, today) == {today: "3"}
+
+        schedule = page.locator("#rc-schedule")
+        weekday = schedule.locator('select[name="weekly_weekday"]')
+        expect(weekday.locator("option").first).to_have_text(words["monday"])
+        weekday.select_option("5")
+        schedule.locator('select[name="weekly_hour"]').select_option(label="18:00")
+        schedule.get_by_role("button").click()
+        expect(page.locator("#rc-schedule-result")).to_have_attribute("data-outcome", "saved")
+        assert reports.report_schedule(harness.our_portal())["weekly"] == {
+            **reports.report_schedule(harness.our_portal())["weekly"],
+            "weekday": 5,
+            "hour": 18,
+        }
 
         page.get_by_role("tab", name=words["tasks"]).click()
         expect(page.locator("#rc-tc-report")).to_have_class(re.compile(r"\brc-table\b"))
