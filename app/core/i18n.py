@@ -54,6 +54,10 @@ STRINGS: dict[str, tuple[str, str]] = {
     "health_title": ("Состояние приложения на портале", "The app on this portal"),
     "health_install": ("Установка", "Installation"),
     "health_events": ("События CRM", "CRM events"),
+    "health_install_retry": (
+        "откройте приложение из Маркета ещё раз — установка повторится и дойдёт до конца.",
+        "open the app from the Market again: the installation is repeated and finished.",
+    ),
     "health_last_event": ("последнее получено {when}", "last received {when}"),
     "health_no_events": ("ещё не приходили", "none received yet"),
     "health_backlog": ("Обработка событий", "Event processing"),

@@ -61,7 +61,7 @@ def get_status() -> ResponseReturnValue:
     settings = guard_settings(portal)
     installed = portal.status == "installed"
     state_key = portal.status if portal.status in ("installed", "installing", "uninstalled") else "install_failed"
-    install_text = t(f"status_{state_key}") + (f" {portal.status_detail}" if state_key == "install_failed" else "")
+    install_text = t(f"status_{state_key}") + (" " + t("health_install_retry") if state_key == "install_failed" else "")
     if portal.status == "needs_reinstall":
         install_text = t("needs_reinstall")
     guarded = settings.guarded_pipelines
