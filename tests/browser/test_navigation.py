@@ -57,6 +57,8 @@ def test_each_role_sees_its_tabs_and_starts_where_it_works(app, live_server, pag
                     harness.sandbox.deal(portal, deal_id)["TITLE"]
                 )
                 expect(page.locator('#rc-queue-filters select[name="manager"]')).to_have_count(0)
+                expect(page.locator('#rc-queue th[data-col="manager"]')).to_have_count(0)
+                expect(page.locator("#rc-queue tbody tr").first.locator("td")).to_have_count(5)
                 expect(page.locator("#rc-tc-rescan")).to_have_count(0)
         post_frame(page, f"{live_server.url}/b24/app?DOMAIN={portal.domain}&LANG={language}", harness.frame(ADMIN))
         page.get_by_role("tab", name=TABS[language][ADMIN][1]).click()

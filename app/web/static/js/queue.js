@@ -5,6 +5,8 @@
   var config = JSON.parse(document.getElementById("rc-queue-config").textContent);
   var filters = document.getElementById("rc-queue-filters");
   var filled = false;
+  // «Мои отказы» of a sales manager has no manager column: every case there is his.
+  var withManager = Boolean(document.querySelector('#rc-queue th[data-col="manager"]'));
 
   function api(url, options) {
     return window.RC.api(token, url, options);
@@ -58,7 +60,7 @@
         cell(row, link);
         cell(row, item.due_at + " (" + (item.overdue ? config.text.overdue : config.text.left) + " " + item.sla + ")", "rc-sla");
         cell(row, item.state_label + (item.callback_at ? " · " + config.text.callback + " " + item.callback_at : ""));
-        cell(row, item.manager);
+        if (withManager) { cell(row, item.manager); }
         cell(row, item.qa_user);
         cell(row, item.reason);
         body.appendChild(row);
