@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, jsonify, render_template
+from flask import Blueprint, render_template
 from flask.typing import ResponseReturnValue
 
 from app.domain import review
 from handlers.b24_payloads import B24Frame
-from handlers.bitrix24 import VerifiedFrame, allow_framing_by_portal, verify_frame
+from handlers.bitrix24 import VerifiedFrame, allow_framing_by_portal, frame_language, frame_refused, verify_frame
 
 PLACEMENT = "CRM_DEAL_DETAIL_TAB"
 
@@ -44,14 +44,18 @@ def deal_tab() -> ResponseReturnValue:
     deal_id = deal_id_from_options(verified.frame.placement_options)
     case = review.latest_case_for(portal.id, deal_id) if deal_id else None
     return render_template(
-        "b24/deal_tab.html", lang=portal.language, token=verified.token(), case=case, deal_id=deal_id
+        "b24/deal_tab.html",
+        lang=frame_language(verified.frame, portal),
+        token=verified.token(),
+        case=case,
+        deal_id=deal_id,
     )
 
 
 def _deal_tab_frame(frame: B24Frame) -> ResponseReturnValue | None:
     """400 unless the frame is this placement with a deal ID in its options."""
     if frame.placement != PLACEMENT:
-        return jsonify(error="bad_request", message=f"this page is the {PLACEMENT} placement"), 400
+        return frame_refused(400, "wrong_placement", f"this page is the {PLACEMENT} placement")
     if deal_id_from_options(frame.placement_options) is None:
-        return jsonify(error="bad_request", message="PLACEMENT_OPTIONS has no deal ID"), 400
+        return frame_refused(400, "wrong_placement", "PLACEMENT_OPTIONS has no deal ID")
     return None

@@ -60,6 +60,22 @@ def _bad_request(error: ValidationError) -> ResponseReturnValue:
     return jsonify(error="bad_request", message="invalid payload", fields=error_fields(error)), 400
 
 
+def frame_refused(status: int, reason: str, detail: str) -> ResponseReturnValue:
+    """A frame the page cannot be shown for: an HTML page in the frame's language (`LANG`) saying why and what
+    to do (reasons: bad_frame, unknown_portal, token_mismatch, not_installed, user_unconfirmed, wrong_placement);
+    the English `detail` goes to the log."""
+    log.warning("bitrix24 frame refused", extra={"reason": detail, "path": request.path})
+    lang = "en" if (request.args.get("LANG") or "").lower()[:2] == "en" else "ru"
+    return render_template("b24/frame_error.html", lang=lang, reason=reason), status
+
+
+def frame_language(frame: B24Frame, portal: Portal) -> str:
+    """The language of a page opened by a frame: English when the portal's language is English or the user's
+    Bitrix24 speaks English to him (the frame's `LANG=en`), else Russian."""
+    english = portal.language == "en" or (request.args.get("LANG") is not None and frame.lang == "en")
+    return "en" if english else "ru"
+
+
 def _raw_body() -> str:
     """The body as text; MAX_CONTENT_LENGTH caps it while it is read, chunked or not (app/core/limits.py)."""
     return request.get_data(cache=True, as_text=True)
@@ -241,13 +257,13 @@ def install() -> ResponseReturnValue:
     try:
         frame = parse_frame(request.form.to_dict(), request.args.to_dict())
     except ValidationError as error:
-        return _bad_request(error)
+        return frame_refused(400, "bad_frame", f"invalid frame: {error_fields(error)}")
     info = b24_verify.app_info(frame.auth_id)
     if info is None or info.member_id != frame.member_id:
-        return _unauthorized("the portal did not confirm this installation")
+        return frame_refused(401, "install_unconfirmed", "the portal did not confirm this installation")
     user = b24_verify.user_at(info.client_endpoint, frame.auth_id)
     if user is None:
-        return _unauthorized("the portal did not confirm the user")
+        return frame_refused(401, "user_unconfirmed", "the portal did not confirm the user")
     if not user.is_admin:
         return _admin_only(frame, info.client_endpoint, user.user_id)
     portal = _portal(frame.member_id) or Portal(crm=Portal.BITRIX24, external_id=frame.member_id, settings={})
@@ -352,21 +368,21 @@ def verify_frame(
     try:
         frame = parse_frame(request.form.to_dict(), request.args.to_dict())
     except ValidationError as error:
-        return _bad_request(error)
+        return frame_refused(400, "bad_frame", f"invalid frame: {error_fields(error)}")
     portal = _portal(frame.member_id)
     if portal is None:
-        return _unauthorized("unknown portal")
+        return frame_refused(401, "unknown_portal", "unknown portal")
     if installed_only or (portal.application_token and frame.application_token):
         if not same_secret(frame.application_token, portal.application_token):
-            return _unauthorized("application token does not match")
+            return frame_refused(401, "token_mismatch", "application token does not match")
     if installed_only and portal.status == "uninstalled":
-        return _unauthorized("the app is not installed on this portal")
+        return frame_refused(401, "not_installed", "the app is not installed on this portal")
     refused = check(frame) if check is not None else None
     if refused is not None:
         return refused
     user = b24_verify.current_user(portal, frame.auth_id)
     if user is None:
-        return _unauthorized("the portal did not confirm the user")
+        return frame_refused(401, "user_unconfirmed", "the portal did not confirm the user")
     g.portal_id = portal.id
     g.frame_origin = f"https://{portal.domain}"
     return VerifiedFrame(frame, portal, user)
@@ -379,6 +395,5 @@ def app_frame() -> ResponseReturnValue:
     if not isinstance(verified, VerifiedFrame):
         return verified
     portal = verified.portal
-    return render_template(
-        "b24/app.html", portal=portal, token=verified.token(), lang=portal.language, user=verified.user
-    )
+    language = frame_language(verified.frame, portal)
+    return render_template("b24/app.html", portal=portal, token=verified.token(), lang=language, user=verified.user)

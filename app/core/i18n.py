@@ -50,6 +50,64 @@ STRINGS: dict[str, tuple[str, str]] = {
     "status_install_failed": ("Установка не завершена:", "Installation did not finish:"),
     "status_uninstalled": ("Приложение удалено с портала.", "The app was removed from the portal."),
     "tab_status": ("Состояние", "Status"),
+    "tab_my_cases": ("Мои отказы", "My refusals"),
+    "health_title": ("Состояние приложения на портале", "The app on this portal"),
+    "health_install": ("Установка", "Installation"),
+    "health_events": ("События CRM", "CRM events"),
+    "health_install_retry": (
+        "откройте приложение из Маркета ещё раз — установка повторится и дойдёт до конца.",
+        "open the app from the Market again: the installation is repeated and finished.",
+    ),
+    "health_last_event": ("последнее получено {when}", "last received {when}"),
+    "health_no_events": ("ещё не приходили", "none received yet"),
+    "health_backlog": ("Обработка событий", "Event processing"),
+    "health_backlog_value": (
+        "ждут обработки: {waiting}, не обработаны из-за ошибки: {failed}",
+        "waiting: {waiting}, given up after errors: {failed}",
+    ),
+    "health_qa": ("Сотрудники ОКК", "QA staff"),
+    "health_heads": ("Руководители продаж", "Heads of sales"),
+    "health_pipelines": ("Контролируемые воронки", "Guarded pipelines"),
+    "health_pipelines_count": ("выбрано: {count}", "chosen: {count}"),
+    "health_yes": ("назначены", "assigned"),
+    "health_qa_missing": (
+        "не назначены — проверки отказов некому проводить (вкладка «Настройки»)",
+        "none — nobody reviews refusals (the Settings tab)",
+    ),
+    "health_heads_missing": (
+        "не назначены — отчёты и решения по недоступным клиентам некому получать",
+        "none — nobody gets the reports and decides unreachable clients",
+    ),
+    "health_ok": ("Всё в порядке.", "Everything is fine."),
+    "tc_refreshed": ("Проверка закончена, отчёт обновлён.", "The scan is done; the report is up to date."),
+    "tc_still_running": (
+        "Проверка ещё идёт: отчёт обновится при следующем открытии вкладки.",
+        "The scan is still running: the report will update the next time you open the tab.",
+    ),
+    "rota_saved": (
+        "График сохранён: дежурных дней в месяце — {days}.",
+        "The rota is saved: duty days this month: {days}.",
+    ),
+    "exchange_saved": ("Маршрутизация сохранена для всех воронок.", "Routing is saved for every pipeline."),
+    "weekdays_short": ("Пн Вт Ср Чт Пт Сб Вс", "Mon Tue Wed Thu Fri Sat Sun"),
+    "rota_today": ("сегодня", "today"),
+    "weekdays_full": (
+        "понедельник вторник среда четверг пятница суббота воскресенье",
+        "Monday Tuesday Wednesday Thursday Friday Saturday Sunday",
+    ),
+    "exchange_group_routing": ("Раздача новых сделок", "Routing new deals"),
+    "exchange_group_routing_hint": (
+        "Биржа: новые сделки ждут у пользователя «Биржа лидов», менеджеры берут их сами. "
+        "Дежурный: сделки сразу получает дежурный менеджер дня.",
+        "Exchange: new deals wait with the pool user and managers take them. Duty: the manager on duty gets them.",
+    ),
+    "exchange_group_limits": ("Ограничения", "Limits"),
+    "exchange_group_large": ("Крупные сделки", "Large deals"),
+    "exchange_group_large_hint": (
+        "От этой суммы сделка идёт в коммерческий отдел, минуя биржу. Пусто — не разделять.",
+        "From this amount a deal goes to the commercial department, not the exchange. Empty: no split.",
+    ),
+    "health_attention": ("Требует внимания:", "Needs attention:"),
     "tab_settings": ("Настройки", "Settings"),
     "settings_pipelines": ("Контролируемые воронки", "Guarded pipelines"),
     "settings_all_pipelines": ("Все воронки", "All pipelines"),
@@ -78,6 +136,53 @@ STRINGS: dict[str, tuple[str, str]] = {
     ),
     "settings_loading": ("Загрузка…", "Loading…"),
     "settings_load_failed": ("Не удалось загрузить настройки:", "Could not load the settings:"),
+    "reports_load_failed": ("Не удалось построить отчёт:", "Could not build the report:"),
+    # what an empty table of the reports says (each its own: never a bare «данных нет» beside a full table)
+    "reports_empty_managers": ("За период отказов на проверке не было.", "No refusals were reviewed in this period."),
+    "reports_empty_analytics": (
+        "Подтверждённых отказов нет ни в этом, ни в предыдущем периоде.",
+        "No refusal was confirmed in this period or the one before.",
+    ),
+    "reports_empty_reasons": ("За период отказов с причиной не было.", "No refusals with a reason in this period."),
+    "reports_empty_sources": ("За период отказов по источникам не было.", "No refusals by lead source in this period."),
+    "reports_empty_weeks": ("В периоде нет ни одной недели.", "The period has no weeks."),
+    "reports_empty_deletions": ("За период сделки не удаляли.", "No deals were deleted in this period."),
+    "reports_empty_ledger": ("За период штрафов не было.", "No fines in this period."),
+    # a frame the page cannot be shown for (handlers.bitrix24.frame_refused)
+    "frame_bad_frame": (
+        "Страница открыта не из CRM или с неполными данными.",
+        "The page was not opened from the CRM, or its data is incomplete.",
+    ),
+    "frame_unknown_portal": (
+        "Приложение не установлено на этом портале.",
+        "The app is not installed on this portal.",
+    ),
+    "frame_not_installed": (
+        "Приложение удалено с этого портала.",
+        "The app was removed from this portal.",
+    ),
+    "frame_token_mismatch": (
+        "Не удалось подтвердить, что страницу открыл ваш портал.",
+        "We could not confirm that your portal opened this page.",
+    ),
+    "frame_user_unconfirmed": (
+        "Портал не подтвердил, кто открыл страницу: сеанс Битрикс24 мог истечь.",
+        "The portal did not confirm who opened the page: the Bitrix24 session may have expired.",
+    ),
+    "frame_install_unconfirmed": (
+        "Битрикс24 не подтвердил эту установку.",
+        "Bitrix24 did not confirm this installation.",
+    ),
+    "frame_wrong_placement": (
+        "Эта вкладка открывается только из карточки сделки.",
+        "This tab opens only from a deal card.",
+    ),
+    "frame_what_to_do": (
+        "Обновите страницу Битрикс24 и откройте приложение снова. Если не помогло — установите приложение "
+        "заново из Маркета или обратитесь к администратору портала.",
+        "Reload the Bitrix24 page and open the app again. If that does not help, install the app again from "
+        "the Market or ask the portal administrator.",
+    ),
 }
 
 

@@ -258,7 +258,12 @@ i18n.register(
         "exchange_pool_user": ("Пользователь «Биржа лидов»", "Pool user"),
         "exchange_cap": ("Лимит открытых сделок на менеджера", "Open deals per manager, at most"),
         "exchange_idle_days": ("Вернуть на биржу без активности, дней", "Return when idle for, days"),
-        "exchange_sources": ("Входящие источники (коды через запятую)", "Incoming sources (codes, comma-separated)"),
+        "exchange_sources": ("Входящие источники", "Incoming sources"),
+        "exchange_sources_hint": (
+            "Не отмечено ни одного — входящими считаются сделки из любого источника.",
+            "None ticked: deals from every source count as incoming.",
+        ),
+        "exchange_all_sources": ("Все источники", "All sources"),
         "exchange_threshold": ("Крупная сделка от суммы", "Large deal from amount"),
         "exchange_commercial": ("Коммерческий отдел", "Commercial department"),
         "exchange_commercial_route": ("Крупные сделки", "Large deals go to"),

@@ -39,8 +39,15 @@ class CplSettingsSchema(Schema):
 
     @validates("by_source", "by_pipeline")
     def check_tables(self, value: dict[str, str], data_key: str) -> None:
-        for amount in value.values():
-            _amount(amount)
+        """Each wrong amount is named by its key (the source or pipeline), so the page marks that row."""
+        problems: dict[str, list[str]] = {}
+        for key, amount in value.items():
+            try:
+                _amount(amount)
+            except ValidationError as error:
+                problems[key] = [str(message) for message in error.messages]
+        if problems:
+            raise ValidationError(problems)
 
 
 def _amount(value: Any) -> Decimal:

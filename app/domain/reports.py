@@ -23,7 +23,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from babel.dates import format_date
 from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import flag_modified
@@ -34,6 +33,7 @@ from app.core.models import CaseEvent, DealDeletion, Penalty, Portal, RefusalCas
 from app.crm.errors import CrmError
 from app.domain import directory, reason_analytics, reasons
 from app.domain.penalties import cpl_settings
+from app.domain.review_text import cpl_rule_text
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,6 @@ i18n.register(
         "reports_weeks": ("По неделям", "By week"),
         "reports_analytics": ("Почему отказываются клиенты", "Why clients refuse"),
         "reports_ledger": ("Журнал штрафов", "Penalty ledger"),
-        "reports_empty": ("За этот период данных нет.", "No data for this period."),
         "col_manager": ("Менеджер", "Manager"),
         "col_cases": ("Отказов на проверке", "Refusals reviewed"),
         "col_confirmed": ("Подтверждено", "Confirmed"),
@@ -200,8 +199,8 @@ class Period:
     def label(self, language: str) -> str:
         locale = "en" if language == "en" else "ru"
         if self.first == self.last:
-            return format_date(self.first, "medium", locale=locale)
-        return f"{format_date(self.first, 'medium', locale=locale)} – {format_date(self.last, 'medium', locale=locale)}"
+            return i18n.day(self.first, locale)
+        return f"{i18n.day(self.first, locale)} – {i18n.day(self.last, locale)}"
 
     def as_dict(self) -> dict[str, str]:
         return {"from": self.first.isoformat(), "to": self.last.isoformat(), "timezone": self.timezone}
@@ -1044,7 +1043,7 @@ def ledger_table(rows: list[Any], names: Names, language: str, timezone: str) ->
                 t(f"kind_{row.kind}"),
                 row.amount,
                 row.currency,
-                row.reason if row.kind == Penalty.REVERSAL else row.rule,
+                row.reason if row.kind == Penalty.REVERSAL else cpl_rule_text(row.rule, language, names.sources),
             ]
             for row in rows
         ],

@@ -24,11 +24,11 @@ from sqlalchemy.orm.attributes import flag_modified
 
 from app.core import i18n
 from app.core.db import db
-from app.core.models import CaseEvent, DealSnapshot, Effect, Portal, RefusalCase, ReviewCallback, utcnow
+from app.core.models import CaseEvent, DealSnapshot, Effect, Penalty, Portal, RefusalCase, ReviewCallback, utcnow
 from app.core.queue import enqueue, get_queue, get_redis, replace_scheduled
 from app.crm.errors import CrmError
 from app.crm.port import CrmClient, Deal, NewTodo, Stage, client_for
-from app.domain import audit, directory, reasons, recovery, review_text  # noqa: F401 - review_text registers the strings
+from app.domain import audit, directory, reasons, recovery, review_text
 from app.domain.catalog import VERDICTS, Label
 from app.domain.effects import deal_lock, plan_effect, run_pending_effects
 from app.domain.guard import add_case_event, end_case_work, refusal_stage_for, remember
@@ -757,13 +757,122 @@ def duration_text(delta: timedelta, language: str) -> str:
     return format_timedelta(delta, granularity="minute", locale="en" if language == "en" else "ru")
 
 
+def _source_names(portal: Portal) -> dict[str, str]:
+    """The portal's lead sources by id (empty when the CRM cannot say: the ids are shown then)."""
+    from app.domain.reports import lead_sources
+
+    try:
+        return {source.id: source.name for source in lead_sources(portal)}
+    except CrmError:
+        return {}
+
+
 def _names(portal: Portal, crm: CrmClient) -> dict[str, str]:
     return {user.id: user.name for user in directory.users(portal.id, crm)}
 
 
-def case_view(portal: Portal, crm: CrmClient, case: RefusalCase, user_id: str, is_admin: bool) -> dict[str, Any]:
-    """Everything the review tab shows for a case, and what this user may do."""
-    language = portal.language
+def state_label(case: RefusalCase, language: str) -> str:
+    """The case's status as the tab shows it: after «не подтверждают» / «записей нет» it says a call is needed."""
+    if case.state == RefusalCase.AWAITING_REVIEW and recordings_verdict(case) in STEP1[1:]:
+        return i18n.translate("review_state_needs_callback", language)
+    return i18n.translate(f"review_state_{case.state}", language)
+
+
+def next_step(case: RefusalCase, role: str, names: dict[str, str], language: str, timezone: str) -> str:
+    """What happens next on an open case (matching the status and the buttons shown); "" once it is closed."""
+    t = lambda key, **values: i18n.translate(key, language).format(**values)  # noqa: E731
+    if case.closed_at is not None:
+        return ""
+    if case.state == RefusalCase.UNREACHABLE:
+        return t("next_head_decides")
+    if role not in REVIEWER_ROLES:
+        return ""
+    if case.state == RefusalCase.AWAITING_REVIEW:
+        return t("next_schedule") if recordings_verdict(case) in STEP1[1:] else t("next_listen")
+    if case.state == RefusalCase.CALLBACK_SCHEDULED:
+        callback = active_callback(case)
+        if callback is not None:
+            when = i18n.when(callback.due_at, language, timezone)
+            return t("next_call", when=when, name=names.get(callback.assignee_id, callback.assignee_id))
+        return t("next_schedule")
+    if case.state == RefusalCase.CONFIRMED:
+        return t("next_decide")
+    return ""
+
+
+def _last_event(case: RefusalCase, *actions: str) -> CaseEvent | None:
+    return next((event for event in reversed(timeline(case)) if event.action in actions), None)
+
+
+def summary(portal: Portal, case: RefusalCase, names: dict[str, str], language: str) -> str:
+    """The outcome of a finished review in one or two sentences: what happened, the new manager, the fine."""
+    t = lambda key, **values: i18n.translate(key, language).format(**values)  # noqa: E731
+    if case.closed_at is None:
+        return ""
+    reason = reasons.name_of(portal.id, case.reason, language)
+    if case.state == RefusalCase.CLOSED_LOST:
+        in_crm = _last_event(case, "closed_lost_in_crm", "close_lost")
+        if in_crm is not None and in_crm.action == "closed_lost_in_crm":
+            return t("summary_in_crm", who=review_text.actor_name(in_crm.actor, names, language))
+        return t("summary_closed_lost", reason=reason)
+    if case.state == RefusalCase.WIN_BACK:
+        event = _last_event(case, "offer_again", "returned_in_crm")
+        if event is not None and event.action == "returned_in_crm":
+            return t("summary_returned_in_crm", who=review_text.actor_name(event.actor, names, language))
+        stage = (event.note.split("; ", 1)[0] if event is not None else "") or "—"
+        return t("summary_win_back", stage=stage, manager=names.get(case.manager_id, case.manager_id))
+    if case.state == RefusalCase.LEAKED:
+        event = _last_event(case, "return_to_sales")
+        parts = event.note.split("; ", 2) if event is not None else []
+        stage = parts[0] if parts else "—"
+        manager = names.get(parts[1], parts[1]) if len(parts) > 1 else "—"
+        said = t("summary_leaked", stage=stage, manager=manager)
+        fines = list(
+            db.session.scalars(
+                sa.select(Penalty)
+                .where(Penalty.portal_id == portal.id, Penalty.case_id == case.id)
+                .order_by(Penalty.id)
+            )
+        )
+        fine = next((row for row in fines if row.kind == Penalty.PENALTY), None)
+        if fine is not None:
+            amount = i18n.money(fine.amount, fine.currency, language)
+            leaker = names.get(fine.manager_id, fine.manager_id)
+            cancelled = any(row.kind == Penalty.REVERSAL for row in fines)
+            said += " " + t("summary_fine_cancelled" if cancelled else "summary_fine", leaker=leaker, amount=amount)
+        return said
+    if case.state == RefusalCase.WITHDRAWN:
+        event = _last_event(case, "withdrawn")
+        return t("summary_deleted" if event is not None and event.note == "deleted" else "summary_withdrawn")
+    return ""
+
+
+def action_text(portal: Portal, crm: CrmClient, case: RefusalCase, action: str, language: str) -> str:
+    """What an action just did, said to the user who pressed the button."""
+    t = lambda key, **values: i18n.translate(key, language).format(**values)  # noqa: E731
+    names = _names(portal, crm)
+    if case.closed_at is not None:
+        return summary(portal, case, names, language)
+    callback = active_callback(case)
+    if action == "schedule_callback" and callback is not None:
+        when = i18n.when(callback.due_at, language, portal.timezone)
+        return t("did_schedule_callback", when=when, name=names.get(callback.assignee_id, callback.assignee_id))
+    if action == "no_answer":
+        attempts = review_settings(portal).callback_attempts
+        if case.state == RefusalCase.UNREACHABLE or callback is None:
+            return t("did_unreachable", attempts=attempts)
+        when = i18n.when(callback.due_at, language, portal.timezone)
+        name = names.get(callback.assignee_id, callback.assignee_id)
+        return t("did_no_answer", attempt=callback.attempt - 1, attempts=attempts, when=when, name=name)
+    key = f"did_{action}"
+    return t(key) if key in i18n.STRINGS else ""
+
+
+def case_view(
+    portal: Portal, crm: CrmClient, case: RefusalCase, user_id: str, is_admin: bool, language: str | None = None
+) -> dict[str, Any]:
+    """Everything the review tab shows for a case, and what this user may do (in `language`, default the portal's)."""
+    language = language or portal.language
     settings = guard_settings(portal)
     role = directory.role_of(portal.id, crm, settings, user_id)
     deal = crm.get_deal(case.deal_id)
@@ -782,11 +891,15 @@ def case_view(portal: Portal, crm: CrmClient, case: RefusalCase, user_id: str, i
         return table[code].in_language(language) if code and code in table else (code or "—")
 
     can_listen = role in REVIEWER_ROLES or is_admin or user_id == case.manager_id
+    sources = _source_names(portal)
+    pipelines = {p.id: p.name for p in directory.pipelines(portal.id, crm)}
     return {
         "case": {
             "id": case.id,
             "state": case.state,
-            "state_label": i18n.translate(f"review_state_{case.state}", language),
+            "state_label": state_label(case, language),
+            "next_step": next_step(case, role, names, language, portal.timezone),
+            "summary": summary(portal, case, names, language),
             "open": case.closed_at is None,
             "manager": person(case.manager_id),
             "qa_user": person(case.qa_user_id),
@@ -798,8 +911,9 @@ def case_view(portal: Portal, crm: CrmClient, case: RefusalCase, user_id: str, i
             "overdue": case.closed_at is None and case.review_due_at is not None and case.review_due_at < now,
             "in_refusal": duration_text(in_refusal, language),
             "amount": i18n.money(deal.amount, deal.currency, language),
-            "source": deal.source_id or "—",
+            "source": sources.get(deal.source_id, deal.source_id) if deal.source_id else "—",
             "cpl": i18n.money(cpl.amount, cpl.currency, language),
+            "cpl_rule": review_text.cpl_rule_text(cpl.rule, language, sources, pipelines),
             "verdict": label(VERDICTS, deal.qa_verdict) if deal.qa_verdict else "",
             "recordings_verdict": recordings_verdict(case),
             "unanswered": unanswered_attempts(case),
@@ -832,12 +946,12 @@ def case_view(portal: Portal, crm: CrmClient, case: RefusalCase, user_id: str, i
         "timeline": [
             {
                 "at": i18n.when(event.created_at, language, portal.timezone),
-                "actor": person(event.actor)["name"],
+                "actor": review_text.actor_name(event.actor, names, language),
                 "action": event.action,
                 "action_label": i18n.translate(f"review_event_{event.action}", language)
                 if f"review_event_{event.action}" in i18n.STRINGS
                 else event.action,
-                "note": event.note,
+                "note": review_text.timeline_note(event.action, event.note, names, language),
             }
             for event in timeline(case)
         ],
@@ -862,9 +976,9 @@ def case_view(portal: Portal, crm: CrmClient, case: RefusalCase, user_id: str, i
     }
 
 
-def queue_view(portal: Portal, crm: CrmClient, filters: dict[str, str]) -> dict[str, Any]:
-    """Open cases, overdue first (earliest deadline first), with the filter choices."""
-    language = portal.language
+def queue_view(portal: Portal, crm: CrmClient, filters: dict[str, str], language: str | None = None) -> dict[str, Any]:
+    """Open cases, overdue first (earliest deadline first), with the filter choices (in `language`)."""
+    language = language or portal.language
     query = sa.select(RefusalCase).where(
         RefusalCase.portal_id == portal.id,
         RefusalCase.state.in_(RefusalCase.OPEN_STATES),
@@ -898,7 +1012,7 @@ def queue_view(portal: Portal, crm: CrmClient, filters: dict[str, str]) -> dict[
                 "manager": names.get(case.manager_id, case.manager_id),
                 "qa_user": names.get(case.qa_user_id or "", case.qa_user_id or "—"),
                 "state": case.state,
-                "state_label": i18n.translate(f"review_state_{case.state}", language),
+                "state_label": state_label(case, language),
                 "reason": reason_names.get(case.reason, case.reason),
                 "due_at": i18n.when(case.review_due_at, language, portal.timezone),
                 "seconds_left": int(left.total_seconds()) if left is not None else None,

@@ -65,7 +65,10 @@ i18n.register(
         "tc_scanned_at": ("Последняя проверка:", "Last scan:"),
         "tc_never": ("Проверки ещё не было.", "No scan yet."),
         "tc_rescan": ("Проверить сейчас", "Scan now"),
-        "tc_rescan_queued": ("Проверка запущена, обновите через минуту.", "Scan queued; refresh in a minute."),
+        "tc_rescan_queued": (
+            "Проверка запущена: отчёт обновится сам, как только она закончится.",
+            "Scan started: the report updates itself as soon as it is done.",
+        ),
         "tc_manager": ("Менеджер", "Manager"),
         "tc_open_deals": ("Открытых сделок", "Open deals"),
         "tc_without_tasks": ("Без задач", "Without tasks"),

@@ -28,6 +28,7 @@ def init_app(app: Flask) -> None:
     """Register templates and static assets."""
     from app.web import (
         api,
+        errors,
         exchange_api,
         reasons_api,
         reports_api,
@@ -46,4 +47,14 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(taskcontrol_api.bp)
     app.register_blueprint(requirements_api.bp)
     app.register_blueprint(reasons_api.bp)
+    errors.install(
+        app,
+        api.bp,
+        reports_api.bp,
+        exchange_api.bp,
+        review_api.bp,
+        taskcontrol_api.bp,
+        requirements_api.bp,
+        reasons_api.bp,
+    )
     sandbox_proxy.init_app(app)

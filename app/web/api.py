@@ -6,12 +6,14 @@ import copy
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
+from app.core import i18n
 from app.core.db import db
-from app.core.models import Portal
+from app.core.models import InboxItem, Portal
 from app.core.validation import error_fields, json_body
 from app.crm.errors import CrmError
 from app.crm.factory import client_for
@@ -33,6 +35,71 @@ def _directory(portal: Portal) -> dict[str, Any]:
         "departments": [{"id": d.id, "name": d.name} for d in crm.list_departments()],
         "pipelines": [{"id": p.id, "name": p.name} for p in directory.pipelines(portal.id, crm)],
     }
+
+
+@bp.get("/status")
+def get_status() -> ResponseReturnValue:
+    """The install's health for the admin's status tab: the install, the events, the people the guard needs."""
+    access = require_role(ADMIN, forbidden="only a portal administrator can see the settings")
+    portal, language = access.portal, access.language
+    t = lambda key, **values: i18n.translate(key, language).format(**values)  # noqa: E731
+    counts = dict(
+        db.session.execute(
+            sa.select(InboxItem.status, sa.func.count())
+            .where(InboxItem.portal_id == portal.id)
+            .group_by(InboxItem.status)
+        ).all()
+    )
+    last_event = db.session.scalar(
+        sa.select(sa.func.max(InboxItem.received_at)).where(InboxItem.portal_id == portal.id)
+    )
+    backlog = int(counts.get(InboxItem.PENDING, 0)) + int(counts.get(InboxItem.QUEUED, 0))
+    failed = int(counts.get(InboxItem.FAILED, 0))
+    settings = guard_settings(portal)
+    installed = portal.status == "installed"
+    state_key = portal.status if portal.status in ("installed", "installing", "uninstalled") else "install_failed"
+    install_text = t(f"status_{state_key}") + (" " + t("health_install_retry") if state_key == "install_failed" else "")
+    if portal.status == "needs_reinstall":
+        install_text = t("needs_reinstall")
+    guarded = settings.guarded_pipelines
+    items = [
+        {"key": "install", "label": t("health_install"), "value": install_text, "ok": installed},
+        {
+            "key": "events",
+            "label": t("health_events"),
+            "value": t("health_last_event", when=i18n.when(last_event, language, portal.timezone))
+            if last_event
+            else t("health_no_events"),
+            "ok": last_event is not None,
+        },
+        {
+            "key": "backlog",
+            "label": t("health_backlog"),
+            "value": t("health_backlog_value", waiting=backlog, failed=failed),
+            "ok": failed == 0,
+        },
+        {
+            "key": "qa",
+            "label": t("health_qa"),
+            "value": t("health_yes") if settings.qa_users or settings.qa_departments else t("health_qa_missing"),
+            "ok": bool(settings.qa_users or settings.qa_departments),
+        },
+        {
+            "key": "heads",
+            "label": t("health_heads"),
+            "value": t("health_yes") if settings.heads or settings.head_departments else t("health_heads_missing"),
+            "ok": bool(settings.heads or settings.head_departments),
+        },
+        {
+            "key": "pipelines",
+            "label": t("health_pipelines"),
+            "value": t("settings_all_pipelines")
+            if guarded == "all"
+            else t("health_pipelines_count", count=len(guarded)),
+            "ok": guarded == "all" or len(guarded) > 0,
+        },
+    ]
+    return jsonify(status=portal.status, healthy=all(item["ok"] for item in items), items=items)
 
 
 @bp.get("/settings")

@@ -9,8 +9,16 @@ from decimal import Decimal
 from markupsafe import Markup, escape
 
 PALETTE = ("#0969da", "#d1242f", "#1a7f37", "#9a6700", "#8250df")
-WIDTH, HEIGHT = 720, 280
-LEFT, RIGHT, TOP, BOTTOM = 48, 16, 36, 64
+# One colour per meaning on every chart: «Утечки» is the same red wherever it is drawn.
+MEANING_COLOURS = {
+    "cases": "#2fc6f6",
+    "claimed": "#a8adb4",
+    "confirmed": "#7bab00",
+    "leaks": "#e03b3b",
+}
+WIDTH, HEIGHT = 720, 300
+# Room on the left for the value axis and for the first rotated category label, below for the labels.
+LEFT, RIGHT, TOP, BOTTOM = 72, 16, 56, 76
 
 
 @dataclass(frozen=True)
@@ -19,6 +27,11 @@ class Series:
 
     name: str
     values: Sequence[int | Decimal]
+    meaning: str = ""
+
+    def colour(self, index: int) -> str:
+        """The series' colour: its meaning's (the same on every chart), else the palette's by position."""
+        return MEANING_COLOURS.get(self.meaning) or PALETTE[index % len(PALETTE)]
 
 
 def _scale(series: Sequence[Series]) -> float:
@@ -41,12 +54,14 @@ def _frame(kind: str, title: str, body: list[str], series: Sequence[Series], top
         label = f"{value:g}"
         grid.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{WIDTH - RIGHT}" y2="{y:.1f}" stroke="#d0d7de"/>')
         grid.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11">{escape(label)}</text>')
-    legend = []
+    legend = [
+        f'<text class="rc-chart-title" x="{LEFT}" y="20" font-size="15" font-weight="600">{escape(title)}</text>'
+    ]
     x = LEFT
     for index, item in enumerate(series):
-        color = PALETTE[index % len(PALETTE)]
-        legend.append(f'<rect x="{x}" y="10" width="12" height="12" fill="{color}"/>')
-        legend.append(f'<text x="{x + 16}" y="20" font-size="12">{escape(item.name)}</text>')
+        color = item.colour(index)
+        legend.append(f'<rect x="{x}" y="32" width="12" height="12" fill="{color}"/>')
+        legend.append(f'<text x="{x + 16}" y="42" font-size="12">{escape(item.name)}</text>')
         x += 28 + 8 * len(item.name)
     # Every text interpolated below went through escape(); the rest are numbers and constants.
     return Markup(  # noqa: S704
@@ -82,7 +97,7 @@ def bar_chart(title: str, categories: Sequence[str], series: Sequence[Series]) -
             y = TOP + plot_height - height
             body.append(
                 f'<rect class="rc-bar" x="{x:.1f}" y="{y:.1f}" width="{max(bar - 2, 1):.1f}" height="{height:.1f}" '
-                f'fill="{PALETTE[number % len(PALETTE)]}"><title>{escape(category)} — {escape(item.name)}: '
+                f'fill="{item.colour(number)}"><title>{escape(category)} — {escape(item.name)}: '
                 f"{value:g}</title></rect>"
             )
         body.append(_label(category, x0 + group * 0.4))
@@ -98,7 +113,7 @@ def line_chart(title: str, categories: Sequence[str], series: Sequence[Series]) 
     offset = plot_width / 2 if len(categories) == 1 else 0
     body = []
     for number, item in enumerate(series):
-        color = PALETTE[number % len(PALETTE)]
+        color = item.colour(number)
         points = [
             (LEFT + offset + step * index, TOP + plot_height - plot_height * float(value) / top)
             for index, value in enumerate(item.values)

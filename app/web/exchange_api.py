@@ -17,8 +17,9 @@ from app.core.validation import json_body
 from app.crm.errors import CrmError
 from app.crm.factory import client_for
 from app.crm.port import CrmClient
-from app.domain import audit, directory, exchange
+from app.domain import audit, directory, exchange, reports
 from app.web.api import save_settings
+from app.web.errors import page_language
 from app.web.permissions import ADMIN, require_role
 
 bp = Blueprint("exchange_api", __name__, url_prefix="/api/exchange")
@@ -34,7 +35,17 @@ def _decimal_arg(name: str) -> Decimal | None:
         abort(400, description=f"{name}: not a number")
 
 
-def _lot_json(portal: Portal, crm: CrmClient, lot: ExchangeLot, now: datetime) -> dict[str, Any]:
+def _sources(portal: Portal) -> dict[str, str]:
+    """The portal's lead sources by id (empty when the CRM does not answer: the ids are shown then)."""
+    try:
+        return {source.id: source.name for source in reports.lead_sources(portal)}
+    except CrmError:
+        return {}
+
+
+def _lot_json(
+    portal: Portal, crm: CrmClient, lot: ExchangeLot, now: datetime, sources: dict[str, str]
+) -> dict[str, Any]:
     amount = Decimal(lot.amount or "0")
     return {
         "id": lot.id,
@@ -43,11 +54,12 @@ def _lot_json(portal: Portal, crm: CrmClient, lot: ExchangeLot, now: datetime) -
         "url": crm.deal_url(lot.deal_id),
         "pipeline_id": lot.pipeline_id,
         "amount": str(amount),
-        "amount_text": i18n.money(amount, lot.currency, portal.language),
+        "amount_text": i18n.money(amount, lot.currency, page_language()),
         "source_id": lot.source_id,
+        "source_name": sources.get(lot.source_id or "", lot.source_id or "—"),
         "department_id": lot.department_id,
         "pooled_at": lot.pooled_at.isoformat(),
-        "pooled_text": i18n.when(lot.pooled_at, portal.language, portal.timezone),
+        "pooled_text": i18n.when(lot.pooled_at, page_language(), portal.timezone),
         "age_hours": int((now - lot.pooled_at).total_seconds() // 3600),
         "status": lot.status,
     }
@@ -75,6 +87,7 @@ def list_lots() -> ResponseReturnValue:
     if pipeline:
         query = query.where(ExchangeLot.pipeline_id == pipeline)
     now = utcnow()
+    sources = _sources(portal)
     lots = []
     for lot in db.session.scalars(query.order_by(ExchangeLot.pooled_at, ExchangeLot.id)):
         if lot.department_id and role not in ("admin", "head") and lot.department_id not in member_of:
@@ -82,7 +95,7 @@ def list_lots() -> ResponseReturnValue:
         amount = Decimal(lot.amount or "0")
         if (low is not None and amount < low) or (high is not None and amount > high):
             continue
-        lots.append(_lot_json(portal, crm, lot, now))
+        lots.append(_lot_json(portal, crm, lot, now, sources))
     mine = db.session.scalars(
         sa.select(ExchangeLot)
         .where(
@@ -92,7 +105,12 @@ def list_lots() -> ResponseReturnValue:
         )
         .order_by(ExchangeLot.taken_at)
     )
-    return jsonify(lots=lots, mine=[_lot_json(portal, crm, lot, now) for lot in mine], role=role)
+    return jsonify(
+        lots=lots,
+        mine=[_lot_json(portal, crm, lot, now, sources) for lot in mine],
+        role=role,
+        sources=[{"id": key, "name": name} for key, name in sources.items()],
+    )
 
 
 @bp.post("/lots/<int:lot_id>/claim")
@@ -157,6 +175,7 @@ def get_settings() -> ResponseReturnValue:
         users=[{"id": u.id, "name": u.name, "active": u.active, "departments": list(u.department_ids)} for u in users],
         departments=[{"id": d.id, "name": d.name, "head_id": d.head_id} for d in departments],
         pipelines=[{"id": p.id, "name": p.name} for p in pipelines],
+        sources=[{"id": key, "name": name} for key, name in _sources(portal).items()],
     )
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import NoReturn, TypeVar
 
-from flask import abort, jsonify, make_response
+from flask import abort, g, jsonify, make_response
 
 from app.core.db import Base
 from app.core.models import Portal, for_portal
@@ -28,6 +28,7 @@ from app.crm.errors import CrmError
 from app.crm.factory import client_for
 from app.domain import directory
 from app.domain.settings import guard_settings
+from app.web.errors import page_language
 
 ADMIN = "admin"
 Row = TypeVar("Row", bound=Base)
@@ -49,6 +50,11 @@ class Access:
     @property
     def user_id(self) -> str:
         return self.identity.user_id
+
+    @property
+    def language(self) -> str:
+        """The language of the page that called (app.web.errors.page_language)."""
+        return page_language()
 
     @property
     def is_admin(self) -> bool:
@@ -86,6 +92,7 @@ class Access:
 def require_role(*roles: str, forbidden: str = "") -> Access:
     """The caller, who must hold one of `roles` (none: any signed-in user of the portal); see the module."""
     identity, portal = require_session()
+    g.rc_portal_language = portal.language
     access = Access(identity, portal)
     if roles:
         access.require(*roles, forbidden=forbidden)

@@ -21,7 +21,7 @@ from app.core.queue import enqueue
 from app.core.validation import json_body
 from app.crm.errors import CrmError
 from app.crm.factory import client_for
-from app.domain import directory, exchange, ledger, penalties, recovery, reports
+from app.domain import directory, exchange, ledger, penalties, recovery, reports, review_text
 from app.domain.settings import guard_settings
 from app.web import charts
 from app.web.api import save_settings
@@ -42,16 +42,21 @@ i18n.register(
 )
 
 
-def is_head(portal: Portal, user_id: str) -> bool:
-    """Whether the user is a head of sales on this portal (False when the CRM cannot say)."""
+def page_role(portal: Portal, user_id: str) -> str:
+    """The user's role on this portal (head, qa, exempt, manager); `manager` when the CRM cannot say."""
     try:
-        return directory.role_of(portal.id, client_for(portal), guard_settings(portal), user_id) == "head"
+        return directory.role_of(portal.id, client_for(portal), guard_settings(portal), user_id)
     except (CrmError, ValueError):
         log.warning("role check failed", extra={"portal_id": portal.id})
-        return False
+        return "manager"
 
 
-HEADS_ONLY = "reports and penalty appeals are for heads of sales only"
+def is_head(portal: Portal, user_id: str) -> bool:
+    """Whether the user is a head of sales on this portal (False when the CRM cannot say)."""
+    return page_role(portal, user_id) == "head"
+
+
+HEADS_ONLY = "reports and penalty appeals are for heads of sales and the portal administrator"
 
 
 def _period(portal: Portal) -> reports.Period:
@@ -64,7 +69,7 @@ def _period(portal: Portal) -> reports.Period:
 @bp.get("/reports")
 def report_data() -> ResponseReturnValue:
     """Every figure of the period as JSON (heads only)."""
-    portal = require_role("head", forbidden=HEADS_ONLY).portal
+    portal = require_role("head", ADMIN, forbidden=HEADS_ONLY).portal
     report = reports.build_report(portal, _period(portal), reports.lookup_names(portal))
     return jsonify(reports.report_json(report))
 
@@ -76,25 +81,25 @@ def _charts(report: reports.Report, language: str) -> dict[str, Any]:
             t("chart_trend"),
             [date.fromisoformat(row["week"]).strftime("%d.%m") for row in report.weeks],
             [
-                charts.Series(t("chart_cases"), [row["cases"] for row in report.weeks]),
-                charts.Series(t("col_confirmed"), [row["confirmed"] for row in report.weeks]),
-                charts.Series(t("col_leaks"), [row["leaks"] for row in report.weeks]),
+                charts.Series(t("chart_cases"), [row["cases"] for row in report.weeks], "cases"),
+                charts.Series(t("col_confirmed"), [row["confirmed"] for row in report.weeks], "confirmed"),
+                charts.Series(t("col_leaks"), [row["leaks"] for row in report.weeks], "leaks"),
             ],
         ),
         "managers": charts.bar_chart(
             t("chart_managers"),
             [row["name"] for row in report.managers],
             [
-                charts.Series(t("chart_cases"), [row["cases"] for row in report.managers]),
-                charts.Series(t("col_leaks"), [row["leaks"] for row in report.managers]),
+                charts.Series(t("chart_cases"), [row["cases"] for row in report.managers], "cases"),
+                charts.Series(t("col_leaks"), [row["leaks"] for row in report.managers], "leaks"),
             ],
         ),
         "reasons": charts.bar_chart(
             t("chart_reasons"),
             [row["name"] for row in report.reasons],
             [
-                charts.Series(t("col_claimed"), [row["claimed"] for row in report.reasons]),
-                charts.Series(t("col_confirmed"), [row["confirmed"] for row in report.reasons]),
+                charts.Series(t("col_claimed"), [row["claimed"] for row in report.reasons], "claimed"),
+                charts.Series(t("col_confirmed"), [row["confirmed"] for row in report.reasons], "confirmed"),
             ],
         ),
     }
@@ -103,12 +108,13 @@ def _charts(report: reports.Report, language: str) -> dict[str, Any]:
 @bp.get("/reports/view")
 def report_view() -> ResponseReturnValue:
     """The reports tab's content for the period: tables, SVG charts and the ledger (heads only)."""
-    access = require_role("head", forbidden=HEADS_ONLY)
+    access = require_role("head", ADMIN, forbidden=HEADS_ONLY)
     identity, portal = access.identity, access.portal
     period = _period(portal)
     names = reports.lookup_names(portal)
     report = reports.build_report(portal, period, names)
-    language = portal.language
+    language = access.language
+    pipelines = _pipeline_names(portal)
     return render_template(
         "b24/report.html",
         lang=language,
@@ -120,24 +126,33 @@ def report_view() -> ResponseReturnValue:
         ledger=ledger.ledger_rows(portal.id, period.start, period.end),
         users=names.users,
         viewer=identity.user_id,
-        **_team_sections(portal, period, names),
+        rule_text=lambda rule: review_text.cpl_rule_text(rule, language, names.sources, pipelines),
+        **_team_sections(portal, period, names, language),
     )
 
 
-def _team_sections(portal: Portal, period: reports.Period, names: reports.Names) -> dict[str, Any]:
+def _team_sections(portal: Portal, period: reports.Period, names: reports.Names, language: str) -> dict[str, Any]:
     """The sections of the reports page that follow the team's results: the revenue returned from false
     refusals (figures and tables) and the lead exchange per manager."""
     saved = recovery.build(portal, period, names)
     return {
         "recovery": saved,
-        "recovery_tables": recovery.tables(saved, portal.language),
-        "exchange_table": _exchange_table(portal, period, names),
+        "recovery_tables": recovery.tables(saved, language),
+        "exchange_table": _exchange_table(portal, period, names, language),
     }
 
 
-def _exchange_table(portal: Portal, period: reports.Period, names: reports.Names) -> reports.Table:
+def _exchange_table(portal: Portal, period: reports.Period, names: reports.Names, language: str) -> reports.Table:
     rows = exchange.claim_stats(portal.id, period.start, period.end)
-    return exchange.stats_table(rows, names.users, portal.language)
+    return exchange.stats_table(rows, names.users, language)
+
+
+def _pipeline_names(portal: Portal) -> dict[str, str]:
+    """Pipelines by id for the CPL rules of fines (empty when the CRM does not answer)."""
+    try:
+        return {pipeline.id: pipeline.name for pipeline in directory.pipelines(portal.id, client_for(portal))}
+    except CrmError:
+        return {}
 
 
 # A spreadsheet reads a cell that starts with one of these as a formula (OWASP "CSV injection").
@@ -184,7 +199,7 @@ def csv_bytes(table: reports.Table, language: str) -> bytes:
 @bp.get("/reports/<name>.csv")
 def report_csv(name: str) -> ResponseReturnValue:
     """One table of the period as a CSV download (heads only)."""
-    portal = require_role("head", forbidden=HEADS_ONLY).portal
+    portal = require_role("head", ADMIN, forbidden=HEADS_ONLY).portal
     if name not in CSV_TABLES:
         abort(404, description=f"no table {name!r}; tables: {', '.join(CSV_TABLES)}")
     period = _period(portal)
@@ -196,7 +211,7 @@ def report_csv(name: str) -> ResponseReturnValue:
     elif name in recovery.TABLES:
         table = recovery.tables(recovery.build(portal, period, names), language)[name]
     elif name == "exchange":
-        table = _exchange_table(portal, period, names)
+        table = _exchange_table(portal, period, names, language)
     else:
         table = reports.tables(reports.build_report(portal, period, names), language)[name]
     filename = f"refusal-control-{name}-{period.first.isoformat()}-{period.last.isoformat()}.csv"
@@ -210,7 +225,7 @@ def report_csv(name: str) -> ResponseReturnValue:
 @bp.get("/reports/ledger")
 def ledger_data() -> ResponseReturnValue:
     """Fines issued in the period with their cancellations (heads only)."""
-    portal = require_role("head", forbidden=HEADS_ONLY).portal
+    portal = require_role("head", ADMIN, forbidden=HEADS_ONLY).portal
     period = _period(portal)
     rows = ledger.ledger_rows(portal.id, period.start, period.end, request.args.get("manager") or None)
     return jsonify(
@@ -249,7 +264,9 @@ def appeal_penalty(penalty_id: int) -> ResponseReturnValue:
         reversal = penalties.appeal(portal, penalty_id, identity.user_id, body["reason"][:2000])
     except penalties.OwnFineError:
         db.session.rollback()
-        return jsonify(error="forbidden", message=i18n.translate("appeal_own_fine", portal.language)), 403
+        own = i18n.translate("appeal_own_fine", portal.language)
+        text = i18n.translate("appeal_own_fine", access.language)
+        return jsonify(error="forbidden", code="own_fine", message=own, text=text), 403
     except penalties.AppealError as error:
         db.session.rollback()
         if str(error) == "no such penalty":
@@ -339,5 +356,9 @@ def put_schedule() -> ResponseReturnValue:
 
 @bp.app_context_processor
 def inject_roles() -> dict[str, object]:
-    """Templates ask `is_head(portal, user_id)` to show the reports tab, and `portal_today(portal)`."""
-    return {"is_head": is_head, "portal_today": lambda portal: reports.today(portal).isoformat()}
+    """Templates ask `page_role(portal, user_id)` / `is_head(...)` for the tabs to show, and `portal_today(portal)`."""
+    return {
+        "is_head": is_head,
+        "page_role": page_role,
+        "portal_today": lambda portal: reports.today(portal).isoformat(),
+    }

@@ -56,7 +56,7 @@ def get_case(case_id: int) -> ResponseReturnValue:
     identity, portal = access.identity, access.portal
     case = access.own(RefusalCase, case_id)
     try:
-        view = review.case_view(portal, client_for(portal), case, identity.user_id, identity.is_admin)
+        view = review.case_view(portal, client_for(portal), case, identity.user_id, identity.is_admin, access.language)
     except CrmError as error:
         return _crm_failed(error)
     return jsonify(view)
@@ -83,15 +83,20 @@ def act(case_id: int, action: str) -> ResponseReturnValue:
         note=loaded["note"],
         params=loaded["params"],
     )
+    crm = client_for(portal)
     try:
-        case = review.Review(portal, client_for(portal), identity.user_id).perform(case_id, action_request)
+        case = review.Review(portal, crm, identity.user_id).perform(case_id, action_request)
     except review.ReviewError as error:
         db.session.rollback()
         return jsonify(error=error.code, message=error.message), error.status
     except CrmError as error:
         db.session.rollback()
         return _crm_failed(error)
-    return jsonify(ok=True, state=case.state)
+    try:
+        text = review.action_text(portal, crm, case, action, access.language)
+    except CrmError:
+        text = ""
+    return jsonify(ok=True, state=case.state, text=text)
 
 
 @bp.get("/cases/<int:case_id>/calls/<call_id>/recording")
@@ -136,16 +141,18 @@ def recording(case_id: int, call_id: str) -> ResponseReturnValue:
 
 @bp.get("/queue")
 def queue() -> ResponseReturnValue:
-    """Open cases for QA staff, heads and admins, overdue first; filters pipeline, manager, qa, state."""
+    """Open cases, overdue first; filters pipeline, manager, qa, state. QA staff, heads and admins see every
+    case; anyone else (a sales manager) only his own («Мои отказы»)."""
     access = require_role()
     portal = access.portal
     crm = client_for(portal)
     filters = {key: request.args.get(key, "").strip() for key in ("pipeline", "manager", "qa", "state")}
     if filters["state"] and filters["state"] not in RefusalCase.OPEN_STATES:
         return jsonify(error="bad_request", message=f"state must be one of {', '.join(RefusalCase.OPEN_STATES)}"), 400
-    access.require(*review.REVIEWER_ROLES, ADMIN, forbidden="the QA queue is for QA staff and heads of sales")
+    if not access.has(*review.REVIEWER_ROLES, ADMIN):
+        filters["manager"] = access.user_id
     try:
-        return jsonify(review.queue_view(portal, crm, filters))
+        return jsonify(review.queue_view(portal, crm, filters, access.language))
     except CrmError as error:
         return _crm_failed(error)
 

@@ -23,11 +23,12 @@ def _require_head() -> Access:
 @bp.get("/report")
 def get_report() -> ResponseReturnValue:
     """The last scan's report: per manager open deals, deals without tasks, overdue tasks, oldest overdue."""
-    portal = _require_head().portal
+    access = _require_head()
+    portal = access.portal
     report = taskcontrol.overdue_report(portal)
     if report is None:
-        return jsonify(scanned_at=None, scanned_at_text=i18n.translate("tc_never", portal.language), managers=[])
-    language, zone = portal.language, portal.timezone
+        return jsonify(scanned_at=None, scanned_at_text=i18n.translate("tc_never", access.language), managers=[])
+    language, zone = access.language, portal.timezone
     managers = []
     for row in report["managers"]:
         oldest = row["oldest_overdue"]
@@ -51,11 +52,12 @@ def get_report() -> ResponseReturnValue:
 @bp.post("/scan")
 def post_scan() -> ResponseReturnValue:
     """Queue a scan now (heads and admins); 202."""
-    portal = _require_head().portal
+    access = _require_head()
+    portal = access.portal
     if portal.status != "installed":
         return jsonify(error="conflict", message="the app is not installed on this portal"), 409
     queued = taskcontrol.queue_scan(portal.id)
-    return jsonify(queued=queued, message=i18n.translate("tc_rescan_queued", portal.language)), 202
+    return jsonify(queued=queued, message=i18n.translate("tc_rescan_queued", access.language)), 202
 
 
 @bp.get("/settings")

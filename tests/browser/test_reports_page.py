@@ -124,9 +124,19 @@ def test_a_head_sees_the_deals_a_manager_deleted(app, live_server, page: Page):
         deleted_at = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)  # 12:30 in Moscow
         db.session.add(
             DealDeletion(
-                portal_id=ours.id, deal_id="931", deleted_by="2", role="manager", violation=True, known=True,
-                title="Монтаж — ООО «Меридиан»", amount="1200000", currency="RUB", pipeline_id="0",
-                stage_id="EXECUTING", responsible_id="2", deleted_at=deleted_at,
+                portal_id=ours.id,
+                deal_id="931",
+                deleted_by="2",
+                role="manager",
+                violation=True,
+                known=True,
+                title="Монтаж — ООО «Меридиан»",
+                amount="1200000",
+                currency="RUB",
+                pipeline_id="0",
+                stage_id="EXECUTING",
+                responsible_id="2",
+                deleted_at=deleted_at,
             )
         )
         db.session.commit()
@@ -139,6 +149,42 @@ def test_a_head_sees_the_deals_a_manager_deleted(app, live_server, page: Page):
         expect(cells.nth(0)).to_have_text("07.12.2026 12:30")
         expect(cells.nth(1)).to_have_text("Ольга Кузнецова")  # a name, never a user id
         expect(cells.nth(2)).to_have_text("Монтаж — ООО «Меридиан»")
-        expect(cells.nth(3)).to_have_text("1 200 000")
-        expect(cells.nth(5)).to_have_text("да")
+        expect(cells.nth(3)).to_have_text("1 200 000\u00a0₽")
+        expect(cells.nth(4)).to_have_text("да")
         expect(page.locator("#rc-table-managers tbody td").last).to_have_text("1")
+
+
+@pytest.mark.parametrize(("language", "tab"), [("ru", "Отчёты"), ("en", "Reports")])
+def test_an_admin_has_the_reports_with_titled_charts_one_colour_per_meaning(
+    app, live_server, page: Page, language, tab
+):
+    import re
+
+    import responses
+
+    from app.core import i18n
+
+    sandbox, portal = make_b24(app)
+    harness = B24(app=app, client=app.test_client(), sandbox=sandbox, portal=portal)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mount_responses(sandbox, mock, passthru=(live_server.url,))
+        ours = harness.install()
+        configure_guard(ours)
+        seed_cases(ours.id)
+        post_frame(page, f"{live_server.url}/b24/app?DOMAIN={portal.domain}&LANG={language}", harness.frame(1))
+        page.get_by_role("tab", name=tab).click()
+        expect(page.locator("#rc-table-managers")).to_be_visible(timeout=10_000)
+        for key in ("chart_trend", "chart_managers", "chart_reasons"):
+            expect(page.locator(".rc-chart-title", has_text=i18n.translate(key, language))).to_be_visible()
+        leaks = i18n.translate("col_leaks", language)
+        colours = page.evaluate(
+            """(leaks) => Array.from(document.querySelectorAll("svg.rc-chart")).flatMap((svg) =>
+                 Array.from(svg.querySelectorAll("text")).filter((t) => t.textContent === leaks)
+                   .map((t) => t.previousElementSibling.getAttribute("fill")))""",
+            leaks,
+        )
+        assert len(colours) == 2 and len(set(colours)) == 1, colours
+        period = page.locator("#rc-report-period-label").inner_text()
+        assert re.fullmatch(r"\d\d\.\d\d\.\d{4}( – \d\d\.\d\d\.\d{4})?", period), period
+        expect(page.locator("#rc-report")).not_to_contain_text("г..")
+        assert all("данных нет" not in text for text in page.locator("[data-empty]").all_inner_texts())

@@ -192,7 +192,7 @@ def test_a_forged_frame_post_gets_401(portal: B24, live_server: LiveServer, page
     with page.expect_response(re.compile(r".*/b24/placement/deal-tab.*")) as answer:
         open_tab(page, live_server, portal, QA, deal_id, APPLICATION_TOKEN="0" * 32)
     assert answer.value.status == 401
-    expect(page.locator("body")).to_contain_text("application token does not match")
+    expect(page.locator("#rc-frame-error")).to_have_text("Не удалось подтвердить, что страницу открыл ваш портал.")
 
 
 def test_the_qa_queue_shows_overdue_first_and_filters(portal: B24, live_server: LiveServer, page: Page):

@@ -33,7 +33,9 @@ def test_admin_picks_qa_staff_by_name_and_saves(app, live_server, page: Page):
 
         page.locator('input[name="review_sla_hours"]').fill("0")
         page.locator("#rc-settings").get_by_role("button", name="Сохранить").click()
-        expect(page.locator("#rc-settings-result")).to_contain_text("review_sla_hours")
+        expect(page.locator("#rc-settings-result")).to_have_text(
+            "Исправьте ошибки: Срок проверки ОКК, часов: Допустимо от 1 до 720."
+        )
         assert guard_settings(harness.our_portal()).review_sla_hours == 36
 
 
@@ -58,5 +60,5 @@ def test_admin_changes_task_control_settings(app, live_server, page: Page):
 
         form.locator('input[name="scan_interval_minutes"]').fill("5")
         form.get_by_role("button", name="Сохранить").click()
-        expect(page.locator("#rc-tc-settings-result")).to_contain_text("scan_interval_minutes")
+        expect(page.locator("#rc-tc-settings-result")).to_contain_text("Допустимо от 15 до 1440.")
         assert taskcontrol_settings(harness.our_portal()).scan_interval_minutes == 60

@@ -147,7 +147,7 @@ def test_the_weekly_report_run_twice_notifies_each_head_once(scheduled: B24):
     scheduled.work()
     for head in (HEAD, SECOND_HEAD):
         [summary] = messages(scheduled, head)
-        assert "Еженедельный отчёт" in summary and "16 нояб. 2026 г. – 22 нояб. 2026 г." in summary
+        assert "Еженедельный отчёт" in summary and "за 16.11.2026 – 22.11.2026" in summary
         assert "утечек — 1" in summary and "1 500 ₽" in summary
         assert f"https://{scheduled.portal.domain}/marketplace/app/17/" in summary  # app.info ID of the app
     keys = db.session.scalars(sa.select(ReportDelivery.period_key).distinct()).all()

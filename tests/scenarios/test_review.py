@@ -196,7 +196,11 @@ def test_a_manager_sees_the_tab_read_only_and_cannot_act(crm: CrmDriver):
     answer = manager.post("recordings_confirm")
     assert answer.status_code == 403 and "QA" in answer.get_json()["message"]
     assert the_case(deal_id).state == RefusalCase.AWAITING_REVIEW
-    assert manager.get("/api/review/queue").status_code == 403
+    own = manager.get("/api/review/queue")  # «Мои отказы»: his own open cases, nobody else's
+    assert own.status_code == 200
+    assert [case["deal_id"] for case in own.get_json()["cases"]] == [str(deal_id)]
+    other = Reviewer(crm, OTHER_MANAGER, deal_id).get("/api/review/queue")
+    assert other.status_code == 200 and other.get_json()["cases"] == []
 
 
 def test_a_deal_without_a_case_says_so(crm: CrmDriver):

@@ -15,8 +15,42 @@
       });
       if (tab.dataset.tab === "settings") { loadSettings(); loadCpl(); loadSchedule(); }
       if (tab.dataset.tab === "reports") { loadReport(); }
+      if (tab.dataset.tab === "status") { loadStatus(); }
     });
   });
+
+  // Start on the role's first tab once every page script has hooked its tabs.
+  window.addEventListener("load", function () {
+    var start = document.querySelector('[data-tab][aria-selected="true"]');
+    if (start) { start.click(); }
+  });
+
+  // ---- the install's health (admins)
+  function loadStatus() {
+    var state = document.getElementById("rc-portal-status");
+    var list = document.getElementById("rc-health");
+    if (!state || !list) { return; }
+    api(config.statusUrl).then(function (result) {
+      if (!result.ok) { state.textContent = window.RC.problem(result); return; }
+      list.textContent = "";
+      var attention = [];
+      result.body.items.forEach(function (item) {
+        var row = document.createElement("div");
+        row.dataset.health = item.key;
+        row.dataset.ok = item.ok ? "true" : "false";
+        var dt = document.createElement("dt");
+        dt.textContent = item.label;
+        var dd = document.createElement("dd");
+        dd.textContent = item.value;
+        row.appendChild(dt);
+        row.appendChild(dd);
+        list.appendChild(row);
+        if (!item.ok) { attention.push(item.label); }
+      });
+      state.textContent = attention.length ? config.text.healthAttention + " " + attention.join(", ") + "." : config.text.healthOk;
+      state.dataset.healthy = attention.length ? "false" : "true";
+    });
+  }
 
   var form = document.getElementById("rc-settings");
   var loaded = false;
@@ -49,13 +83,14 @@
 
   function loadSettings() {
     if (loaded || !form) { return; }
+    loaded = true;  // one load at a time: a second click never overwrites what the user is typing
     api(config.settingsUrl).then(function (result) {
       var state = document.getElementById("rc-settings-state");
       if (!result.ok) {
-        state.textContent = config.text.loadFailed + " " + (result.body.message || result.status);
+        loaded = false;
+        state.textContent = config.text.loadFailed + " " + window.RC.problem(result);
         return;
       }
-      loaded = true;
       state.textContent = "";
       var s = result.body.settings;
       var activeUsers = result.body.users.filter(function (u) { return u.active; });
@@ -101,13 +136,14 @@
         body: JSON.stringify(payload)
       }).then(function (response) {
         if (response.ok) {
+          window.RC.clearFields(form);
           result.textContent = config.text.saved;
           result.dataset.outcome = "saved";
           return;
         }
-        var fields = response.body.fields || {};
-        var lines = Object.keys(fields).map(function (key) { return key + ": " + [].concat(fields[key]).join("; "); });
-        result.textContent = config.text.invalid + " " + (lines.join(" · ") || response.body.message);
+        result.textContent = window.RC.explain(form, response, config.text.invalid, function (path) {
+          return path === "guarded_pipelines" ? form.querySelector('[data-list="pipelines"]') : null;
+        });
         result.dataset.outcome = "invalid";
       });
     });
@@ -116,18 +152,15 @@
   var cplForm = document.getElementById("rc-cpl");
   var cplLoaded = false;
 
-  function showErrors(target, response) {
-    var fields = response.body.fields || {};
-    var lines = [];
-    Object.keys(fields).forEach(function (key) {
-      var value = fields[key];
-      if (value && typeof value === "object" && !Array.isArray(value)) {
-        Object.keys(value).forEach(function (inner) { lines.push(key + "." + inner + ": " + [].concat(value[inner]).join("; ")); });
-      } else {
-        lines.push(key + ": " + [].concat(value).join("; "));
+  function showErrors(target, response, form) {
+    target.textContent = window.RC.explain(form, response, config.text.invalid, function (path) {
+      var parts = path.split(".");
+      if (parts.length === 2 && form) {
+        return form.querySelector('input[name="' + parts[0] + '"][data-key="' + parts[1] + '"]') ||
+          form.querySelector('[name="' + parts[0] + "_" + parts[1] + '"]');
       }
+      return null;
     });
-    target.textContent = config.text.invalid + " " + (lines.join(" · ") || response.body.message || response.status);
     target.dataset.outcome = "invalid";
   }
 
@@ -151,10 +184,10 @@
 
   function loadCpl() {
     if (cplLoaded || !cplForm) { return; }
+    cplLoaded = true;
     api(config.cplUrl).then(function (result) {
       var state = document.getElementById("rc-cpl-result");
-      if (!result.ok) { state.textContent = config.text.loadFailed + " " + (result.body.message || result.status); return; }
-      cplLoaded = true;
+      if (!result.ok) { cplLoaded = false; state.textContent = config.text.loadFailed + " " + window.RC.problem(result); return; }
       var s = result.body.settings;
       cplForm.elements.currency.value = s.currency;
       cplForm.elements["default"].value = s["default"];
@@ -185,8 +218,8 @@
           by_pipeline: amounts("by_pipeline")
         })
       }).then(function (response) {
-        if (response.ok) { result.textContent = config.text.saved; result.dataset.outcome = "saved"; return; }
-        showErrors(result, response);
+        if (response.ok) { window.RC.clearFields(cplForm); result.textContent = config.text.saved; result.dataset.outcome = "saved"; return; }
+        showErrors(result, response, cplForm);
       });
     });
   }
@@ -196,9 +229,9 @@
 
   function loadSchedule() {
     if (scheduleLoaded || !scheduleForm) { return; }
+    scheduleLoaded = true;
     api(config.scheduleUrl).then(function (result) {
-      if (!result.ok) { return; }
-      scheduleLoaded = true;
+      if (!result.ok) { scheduleLoaded = false; return; }
       var s = result.body.settings;
       ["weekly", "monthly"].forEach(function (kind) {
         scheduleForm.elements[kind + "_enabled"].checked = s[kind].enabled;
@@ -222,8 +255,8 @@
           monthly: { enabled: f.monthly_enabled.checked, day: Number(f.monthly_day.value), hour: Number(f.monthly_hour.value) }
         })
       }).then(function (response) {
-        if (response.ok) { result.textContent = config.text.saved; result.dataset.outcome = "saved"; return; }
-        showErrors(result, response);
+        if (response.ok) { window.RC.clearFields(scheduleForm); result.textContent = config.text.saved; result.dataset.outcome = "saved"; return; }
+        showErrors(result, response, scheduleForm);
       });
     });
   }
@@ -266,12 +299,12 @@
     }
     var state = document.getElementById("rc-report-state");
     state.textContent = config.text.loading;
-    fetch(config.reportViewUrl + periodQuery(), { headers: { "X-RC-Token": config.token } }).then(function (response) {
+    fetch(config.reportViewUrl + periodQuery(), { headers: { "X-RC-Token": config.token, "X-RC-Lang": window.RC.language } }).then(function (response) {
       return response.text().then(function (text) {
         if (!response.ok) {
-          var message = text;
-          try { message = JSON.parse(text).message; } catch (ignored) { /* not JSON */ }
-          state.textContent = config.text.loadFailed + " " + message;
+          var body = {};
+          try { body = JSON.parse(text); } catch (ignored) { /* not JSON */ }
+          state.textContent = config.text.reportFailed + " " + window.RC.problem({ body: body });
           return;
         }
         reportBox.innerHTML = text;
@@ -282,8 +315,12 @@
 
   function downloadCsv(name) {
     var url = config.reportCsvUrl.replace("TABLE", name) + periodQuery();
-    fetch(url, { headers: { "X-RC-Token": config.token } }).then(function (response) {
-      if (!response.ok) { return; }
+    fetch(url, { headers: { "X-RC-Token": config.token, "X-RC-Lang": window.RC.language } }).then(function (response) {
+      if (!response.ok) {
+        return response.json().catch(function () { return {}; }).then(function (body) {
+          document.getElementById("rc-report-state").textContent = window.RC.problem({ body: body });
+        });
+      }
       var disposition = response.headers.get("Content-Disposition") || "";
       var match = /filename="([^"]+)"/.exec(disposition);
       return response.blob().then(function (blob) {
@@ -323,7 +360,7 @@
         body: JSON.stringify({ reason: reason })
       }).then(function (response) {
         var state = document.getElementById("rc-report-state");
-        if (!response.ok) { state.textContent = response.body.message || response.status; return; }
+        if (!response.ok) { state.textContent = window.RC.problem(response); return; }
         loadReport(config.text.appealDone);
       });
     });

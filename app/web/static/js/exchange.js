@@ -34,6 +34,15 @@
     return el("td", {}, [window.RCFrame.dealLink(el("a", { href: lot.url, text: lot.title || ("#" + lot.deal_id) }))]);
   }
 
+  var sourcesFilled = false;
+
+  function fillSources(sources) {
+    if (sourcesFilled) { return; }
+    sourcesFilled = true;
+    var select = filters.elements.source;
+    sources.forEach(function (source) { select.appendChild(el("option", { value: source.id, text: source.name })); });
+  }
+
   function loadLots() {
     var params = new URLSearchParams();
     ["source", "min_amount", "max_amount"].forEach(function (name) {
@@ -41,7 +50,8 @@
       if (value) { params.set(name, value); }
     });
     return api(config.lotsUrl + "?" + params.toString()).then(function (result) {
-      if (!result.ok) { say("rc-exchange-result", result.body.message || String(result.status), "error"); return; }
+      if (!result.ok) { say("rc-exchange-result", window.RC.problem(result), "error"); return; }
+      fillSources(result.body.sources || []);
       var body = document.querySelector("#rc-exchange-lots tbody");
       body.textContent = "";
       result.body.lots.forEach(function (lot) {
@@ -49,7 +59,7 @@
         take.addEventListener("click", function () { claim(lot.id); });
         body.appendChild(el("tr", { "data-lot": lot.id }, [
           dealCell(lot), el("td", { text: lot.pooled_text }), el("td", { text: lot.amount_text }),
-          el("td", { text: lot.source_id }), el("td", {}, [take])
+          el("td", { text: lot.source_name }), el("td", {}, [take])
         ]));
       });
       document.getElementById("rc-exchange-empty").hidden = result.body.lots.length > 0;
@@ -67,19 +77,20 @@
 
   function claim(lotId) {
     api(config.lotUrl + "/" + lotId + "/claim", { method: "POST" }).then(function (result) {
-      say("rc-exchange-result", result.ok ? text.taken : (result.body.message || String(result.status)), result.ok ? "taken" : "refused");
+      say("rc-exchange-result", result.ok ? text.taken : window.RC.problem(result), result.ok ? "taken" : "refused");
       loadLots();
     });
   }
 
   function giveBack(lotId, reason) {
     api(config.lotUrl + "/" + lotId + "/return", { method: "POST", body: JSON.stringify({ reason: reason }) }).then(function (result) {
-      say("rc-exchange-result", result.ok ? text.returned : (result.body.message || String(result.status)), result.ok ? "returned" : "refused");
+      say("rc-exchange-result", result.ok ? text.returned : window.RC.problem(result), result.ok ? "returned" : "refused");
       loadLots();
     });
   }
 
   filters.addEventListener("submit", function (event) { event.preventDefault(); loadLots(); });
+  filters.elements.source.addEventListener("change", loadLots);
   var exchangeTab = document.querySelector('[data-tab="exchange"]');
   if (exchangeTab) { exchangeTab.addEventListener("click", loadLots); }
 
@@ -88,7 +99,7 @@
   var rotaForm = document.getElementById("rc-rota");
   if (!form || !config.isAdmin) { return; }
   var loaded = false;
-  var choices = { users: [], departments: [] };
+  var choices = { users: [], departments: [], sources: [] };
 
   function options(select, items, selected, withNone) {
     select.textContent = "";
@@ -114,25 +125,34 @@
     });
     block.querySelector('[name="cap"]').value = current.cap || 20;
     block.querySelector('[name="idle_days"]').value = current.idle_days || 3;
-    block.querySelector('[name="incoming_sources"]').value = (current.incoming_sources || []).join(", ");
+    var chosen = current.incoming_sources || [];
+    var list = block.querySelector('[data-list="incoming_sources"]');
+    choices.sources.concat(chosen.filter(function (id) {
+      return !choices.sources.some(function (source) { return source.id === id; });
+    }).map(function (id) { return { id: id, name: id }; })).forEach(function (source) {
+      var box = el("input", { type: "checkbox", name: "incoming_sources", value: source.id });
+      box.checked = chosen.indexOf(source.id) >= 0;
+      list.appendChild(el("label", { class: "rc-choice" }, [box, document.createTextNode(" " + source.name)]));
+    });
     block.querySelector('[name="large_threshold"]').value = current.large_threshold || "";
     return block;
   }
 
   function loadSettings() {
     if (loaded) { return; }
+    loaded = true;
     api(config.settingsUrl).then(function (result) {
-      if (!result.ok) { say("rc-exchange-settings-result", result.body.message || String(result.status), "error"); return; }
-      loaded = true;
+      if (!result.ok) { loaded = false; say("rc-exchange-settings-result", window.RC.problem(result), "error"); return; }
       choices.users = result.body.users.filter(function (u) { return u.active; });
       choices.departments = result.body.departments;
+      choices.sources = result.body.sources || [];
       var list = form.querySelector('[data-list="exchange-pipelines"]');
       list.textContent = "";
       result.body.pipelines.forEach(function (pipeline) {
         list.appendChild(pipelineBlock(pipeline, result.body.settings.pipelines[pipeline.id] || {}));
       });
       options(rotaForm.elements.department_id, choices.departments, "", false);
-      if (!rotaForm.elements.month.value) { rotaForm.elements.month.value = new Date().toISOString().slice(0, 7); }
+      if (!rotaForm.elements.month.value) { rotaForm.elements.month.value = config.today.slice(0, 7); }
       loadRota();
     });
   }
@@ -147,7 +167,7 @@
         pool_user: value("pool_user") || null,
         cap: Number(value("cap")),
         idle_days: Number(value("idle_days")),
-        incoming_sources: value("incoming_sources").split(",").map(function (s) { return s.trim(); }).filter(Boolean),
+        incoming_sources: Array.prototype.map.call(block.querySelectorAll('input[name="incoming_sources"]:checked'), function (box) { return box.value; }),
         duty_department: value("duty_department") || null,
         large_threshold: value("large_threshold") || null,
         commercial_department: value("commercial_department") || null,
@@ -155,8 +175,13 @@
       };
     });
     api(config.settingsUrl, { method: "PUT", body: JSON.stringify({ pipelines: pipelines }) }).then(function (result) {
-      if (result.ok) { say("rc-exchange-settings-result", text.saved, "saved"); return; }
-      say("rc-exchange-settings-result", text.invalid + " " + JSON.stringify(result.body.fields || result.body.message), "invalid");
+      if (result.ok) { window.RC.clearFields(form); say("rc-exchange-settings-result", text.exchangeSaved, "saved"); return; }
+      say("rc-exchange-settings-result", window.RC.explain(form, result, text.invalid, function (path) {
+        var parts = path.split(".");
+        if (parts[0] !== "pipelines" || parts.length < 3) { return null; }
+        var block = form.querySelector('[data-pipeline="' + parts[1] + '"]');
+        return block ? block.querySelector('[name="' + parts[2] + '"]') || block.querySelector('[data-name="' + parts[2] + '"]') : null;
+      }), "invalid");
     });
   });
 
@@ -167,16 +192,38 @@
     api(config.rotaUrl + "?department_id=" + encodeURIComponent(department) + "&month=" + month).then(function (result) {
       var list = rotaForm.querySelector('[data-list="rota-days"]');
       list.textContent = "";
-      if (!result.ok) { say("rc-rota-result", result.body.message || String(result.status), "error"); return; }
+      if (!result.ok) { say("rc-rota-result", window.RC.problem(result), "error"); return; }
+      // A month calendar: weeks from Monday, each day its number, its weekday and who is on duty; today marked.
       var parts = month.split("-").map(Number);
       var days = new Date(parts[0], parts[1], 0).getDate();
+      var offset = (new Date(parts[0], parts[1] - 1, 1).getDay() + 6) % 7;
+      var weekdays = text.weekdays.split(" ");
+      var calendar = el("table", { class: "rc-table rc-rota-calendar" });
+      calendar.appendChild(el("thead", {}, [el("tr", {}, weekdays.map(function (name) { return el("th", { scope: "col", text: name }); }))]));
+      var body = el("tbody");
+      var row = el("tr");
+      for (var blank = 0; blank < offset; blank += 1) { row.appendChild(el("td", { class: "rc-rota-blank" })); }
       for (var day = 1; day <= days; day += 1) {
-        var iso = month + "-" + (day < 10 ? "0" : "") + day;
-        var select = el("select", { "data-day": iso, "aria-label": iso });
+        var dd = (day < 10 ? "0" : "") + day;
+        var iso = month + "-" + dd;
+        var weekday = weekdays[(offset + day - 1) % 7];
+        var shown = dd + "." + month.slice(5, 7) + "." + month.slice(0, 4);
+        var select = el("select", { "data-day": iso, "aria-label": weekday + ", " + shown });
         options(select, choices.users, result.body.days[iso] || "", true);
         select.options[0].textContent = text.nobody;
-        list.appendChild(el("label", { class: "rc-rota-day" }, [document.createTextNode(iso + " "), select]));
+        var head = el("div", { class: "rc-rota-date", text: String(day) });
+        var cell = el("td", { "data-date": iso }, [head, select]);
+        if (iso === config.today) {
+          cell.className = "rc-today";
+          cell.setAttribute("aria-current", "date");
+          head.appendChild(el("span", { class: "rc-today-mark", text: " · " + text.today }));
+        }
+        row.appendChild(cell);
+        if ((offset + day) % 7 === 0) { body.appendChild(row); row = el("tr"); }
       }
+      if (row.children.length) { body.appendChild(row); }
+      calendar.appendChild(body);
+      list.appendChild(calendar);
     });
   }
 
@@ -190,7 +237,15 @@
       method: "PUT",
       body: JSON.stringify({ department_id: rotaForm.elements.department_id.value, days: days })
     }).then(function (result) {
-      say("rc-rota-result", result.ok ? text.saved : text.invalid + " " + JSON.stringify(result.body.fields || result.body.message), result.ok ? "saved" : "invalid");
+      if (result.ok) {
+        window.RC.clearFields(rotaForm);
+        var onDuty = Object.keys(days).filter(function (key) { return days[key]; }).length;
+        say("rc-rota-result", text.rotaSaved.replace("{days}", onDuty), "saved");
+        return;
+      }
+      say("rc-rota-result", window.RC.explain(rotaForm, result, text.invalid, function (path) {
+        return rotaForm.querySelector('[data-day="' + path + '"]');
+      }), "invalid");
     });
   });
 

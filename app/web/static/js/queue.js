@@ -5,6 +5,8 @@
   var config = JSON.parse(document.getElementById("rc-queue-config").textContent);
   var filters = document.getElementById("rc-queue-filters");
   var filled = false;
+  // «Мои отказы» of a sales manager has no manager column: every case there is his.
+  var withManager = Boolean(document.querySelector('#rc-queue th[data-col="manager"]'));
 
   function api(url, options) {
     return window.RC.api(token, url, options);
@@ -15,6 +17,7 @@
     filled = true;
     Object.keys(choices).forEach(function (key) {
       var select = filters.elements[key];
+      if (!select) { return; }
       choices[key].forEach(function (item) {
         var option = document.createElement("option");
         option.value = item.id;
@@ -40,7 +43,7 @@
     api(config.queueUrl + "?" + query).then(function (result) {
       if (!result.ok) {
         table.hidden = true;
-        state.textContent = config.text.failed + " " + (result.body.message || result.status);
+        state.textContent = config.text.failed + " " + window.RC.problem(result);
         return;
       }
       fillFilters(result.body.filters);
@@ -57,7 +60,7 @@
         cell(row, link);
         cell(row, item.due_at + " (" + (item.overdue ? config.text.overdue : config.text.left) + " " + item.sla + ")", "rc-sla");
         cell(row, item.state_label + (item.callback_at ? " · " + config.text.callback + " " + item.callback_at : ""));
-        cell(row, item.manager);
+        if (withManager) { cell(row, item.manager); }
         cell(row, item.qa_user);
         cell(row, item.reason);
         body.appendChild(row);
@@ -74,9 +77,12 @@
   var settings = document.getElementById("rc-review-settings");
   var settingsTab = document.querySelector('[data-tab="settings"]');
   if (settings && settingsTab) {
+    var settingsLoaded = false;
     settingsTab.addEventListener("click", function () {
+      if (settingsLoaded) { return; }
+      settingsLoaded = true;
       api(config.settingsUrl).then(function (result) {
-        if (!result.ok) { return; }
+        if (!result.ok) { settingsLoaded = false; return; }
         settings.elements.callback_interval_minutes.value = result.body.settings.callback_interval_minutes;
         settings.elements.callback_attempts.value = result.body.settings.callback_attempts;
       });
@@ -93,14 +99,12 @@
         })
       }).then(function (response) {
         if (response.ok) {
+          window.RC.clearFields(settings);
           out.textContent = config.text.saved;
           out.dataset.outcome = "saved";
           return;
         }
-        var fields = response.body.fields || {};
-        out.textContent = config.text.invalid + " " + (Object.keys(fields).map(function (key) {
-          return key + ": " + [].concat(fields[key]).join("; ");
-        }).join(" · ") || response.body.message);
+        out.textContent = window.RC.explain(settings, response, config.text.invalid);
         out.dataset.outcome = "invalid";
       });
     });

@@ -51,7 +51,7 @@
     text("f-in_refusal", k.in_refusal);
     text("f-amount", k.amount);
     text("f-source", k.source);
-    text("f-cpl", k.cpl);
+    text("f-cpl", k.cpl_rule ? k.cpl + " (" + k.cpl_rule + ")" : k.cpl);
     text("f-qa", k.qa_user.name);
     text("f-due", k.due_at);
     text("f-verdict", k.verdict);
@@ -79,16 +79,20 @@
     var reviewer = view.role === "qa" || view.role === "head";
     document.getElementById("rc-read-only").hidden = reviewer || !view.case.open;
     document.getElementById("rc-closed").hidden = view.case.open;
+    document.getElementById("rc-summary").textContent = view.case.summary || "";
+    var next = document.getElementById("rc-next-step");
+    next.hidden = !view.case.next_step;
+    next.querySelector("span").textContent = view.case.next_step || "";
   }
 
   function play(call, item) {
     var button = item.querySelector("button");
     button.disabled = true;
-    fetch(config.recordingUrl.replace("CALL", encodeURIComponent(call.id)), { headers: { "X-RC-Token": config.token } })
+    fetch(config.recordingUrl.replace("CALL", encodeURIComponent(call.id)), { headers: { "X-RC-Token": config.token, "X-RC-Lang": window.RC.language } })
       .then(function (response) {
         if (!response.ok) {
           return response.json().catch(function () { return {}; }).then(function (body) {
-            throw new Error(body.message || String(response.status));
+            throw new Error(window.RC.problem({ body: body }));
           });
         }
         return response.blob();
@@ -160,7 +164,7 @@
     return api(config.caseUrl).then(function (result) {
       var state = document.getElementById("rc-review-state");
       if (!result.ok) {
-        state.textContent = config.text.loadFailed + " " + (result.body.message || result.status);
+        state.textContent = config.text.loadFailed + " " + window.RC.problem(result);
         return;
       }
       view = result.body;
@@ -192,8 +196,13 @@
     }).then(function (response) {
       busy = false;
       result.dataset.outcome = response.ok ? "done" : "failed";
-      result.textContent = response.ok ? config.text.done : config.text.failed + " " + (response.body.message || response.status);
+      result.textContent = response.ok ? (response.body.text || config.text.done) : config.text.failed + " " + window.RC.problem(response);
       if (response.ok) { form.reset(); }
+      // A refused action keeps what the user entered; only a case or deal that moved on is reloaded.
+      if (!response.ok && response.status !== 409) {
+        form.querySelectorAll("button").forEach(function (button) { button.disabled = false; });
+        return null;
+      }
       return load();
     }).catch(function () { busy = false; });
   }

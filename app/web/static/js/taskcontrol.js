@@ -15,12 +15,16 @@
     row.appendChild(td);
   }
 
-  function load() {
-    api(config.reportUrl).then(function (answer) {
-      if (answer.status === 403) { state.textContent = config.text.headsOnly; table.hidden = true; return; }
-      if (!answer.ok) { state.textContent = config.text.loadFailed + " " + (answer.body.message || answer.status); return; }
+  var shown = null;  // scanned_at of the report on screen
+
+  function load(after) {
+    return api(config.reportUrl).then(function (answer) {
+      if (answer.status === 403) { state.textContent = config.text.headsOnly; table.hidden = true; return null; }
+      if (!answer.ok) { state.textContent = config.text.loadFailed + " " + window.RC.problem(answer); return null; }
       var report = answer.body;
-      state.textContent = report.scanned_at ? config.text.scannedAt + " " + report.scanned_at_text : report.scanned_at_text;
+      shown = report.scanned_at;
+      state.textContent = (after ? after + " " : "") +
+        (report.scanned_at ? config.text.scannedAt + " " + report.scanned_at_text : report.scanned_at_text);
       var body = table.querySelector("tbody");
       body.textContent = "";
       report.managers.forEach(function (manager) {
@@ -33,7 +37,23 @@
         body.appendChild(row);
       });
       table.hidden = report.managers.length === 0;
+      return report.scanned_at;
     });
+  }
+
+  // After «Проверить сейчас»: ask for the report every few seconds until a newer scan is in (about a minute
+  // at most), then show it; no «обновите через минуту».
+  function refreshWhenScanned(before, triesLeft) {
+    if (triesLeft <= 0) { state.textContent = config.text.stillRunning; return; }
+    setTimeout(function () {
+      api(config.reportUrl).then(function (answer) {
+        if (answer.ok && answer.body.scanned_at && answer.body.scanned_at !== before) {
+          load(config.text.refreshed);
+        } else {
+          refreshWhenScanned(before, triesLeft - 1);
+        }
+      });
+    }, config.pollMs || 3000);
   }
 
   // Admins: the task-control section of the settings tab.
@@ -44,9 +64,9 @@
 
   function loadSettings() {
     if (!form || settingsLoaded) { return; }
+    settingsLoaded = true;
     api(config.settingsUrl).then(function (answer) {
-      if (!answer.ok) { return; }
-      settingsLoaded = true;
+      if (!answer.ok) { settingsLoaded = false; return; }
       flags.forEach(function (name) { form.elements[name].checked = answer.body.settings[name]; });
       numbers.forEach(function (name) { form.elements[name].value = answer.body.settings[name]; });
     });
@@ -66,19 +86,19 @@
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify(payload)
       }).then(function (answer) {
-        if (answer.ok) { result.textContent = config.text.saved; result.dataset.outcome = "saved"; return; }
-        var fields = answer.body.fields || {};
-        var lines = Object.keys(fields).map(function (key) { return key + ": " + [].concat(fields[key]).join("; "); });
-        result.textContent = config.text.invalid + " " + (lines.join(" · ") || answer.body.message);
+        if (answer.ok) { window.RC.clearFields(form); result.textContent = config.text.saved; result.dataset.outcome = "saved"; return; }
+        result.textContent = window.RC.explain(form, answer, config.text.invalid);
         result.dataset.outcome = "invalid";
       });
     });
   }
 
-  document.querySelector('[data-tab="tasks"]').addEventListener("click", load);
+  document.querySelector('[data-tab="tasks"]').addEventListener("click", function () { load(); });
   document.getElementById("rc-tc-rescan").addEventListener("click", function () {
+    var before = shown;
     api(config.scanUrl, { method: "POST" }).then(function (answer) {
-      state.textContent = answer.body.message || String(answer.status);
+      state.textContent = answer.ok ? answer.body.message : window.RC.problem(answer);
+      if (answer.ok) { refreshWhenScanned(before, 20); }
     });
   });
 })();
