@@ -148,6 +148,31 @@ STRINGS: dict[str, tuple[str, str]] = {
     "reports_empty_weeks": ("В периоде нет ни одной недели.", "The period has no weeks."),
     "reports_empty_deletions": ("За период сделки не удаляли.", "No deals were deleted in this period."),
     "reports_empty_ledger": ("За период штрафов не было.", "No fines in this period."),
+    "reports_empty_missing_fields": (
+        "За период переходов, отклонённых из-за незаполненных полей, не было.",
+        "No moves were refused for missing fields in this period.",
+    ),
+    "reports_empty_comment_terms": (
+        "За период комментариев к отказам не было.",
+        "No refusal comments in this period.",
+    ),
+    "reports_empty_stages": (
+        "За период отказов ни с одной стадии не было.",
+        "No refusals from any stage in this period.",
+    ),
+    "reports_empty_recovered": (
+        "За период сделки после ложных отказов в продажи не возвращали.",
+        "No deals were returned to sales after a false refusal in this period.",
+    ),
+    "reports_empty_recovered_deals": (
+        "Возвращённых в продажи сделок за период нет.",
+        "No deals returned to sales in this period.",
+    ),
+    "reports_empty_comments": ("Комментариев к отказам за период нет.", "No refusal comments in this period."),
+    "reports_empty_exchange": (
+        "За период сделки с биржи лидов не брали.",
+        "No deals were taken from the lead exchange in this period.",
+    ),
     # a frame the page cannot be shown for (handlers.bitrix24.frame_refused)
     "frame_bad_frame": (
         "Страница открыта не из CRM или с неполными данными.",

@@ -117,7 +117,7 @@ def missing_fields_table(portal: Portal, period: reports.Period, names: reports.
 @bp.get("/reports/missing_fields.csv")
 def missing_fields_csv() -> ResponseReturnValue:
     """The report section as a CSV download (heads only)."""
-    portal = require_role("head", forbidden=HEADS_ONLY).portal
+    portal = require_role("head", ADMIN, forbidden=HEADS_ONLY).portal
     try:
         period = reports.parse_period(portal, request.args.get("from"), request.args.get("to"))
     except reports.PeriodError as error:
@@ -137,7 +137,7 @@ def inject_report() -> dict[str, object]:
     table of the caller's portal (the reports view already checked that he is a head)."""
 
     def missing_fields_report(period: reports.Period) -> reports.Table:
-        portal = require_role("head", forbidden=HEADS_ONLY).portal
+        portal = require_role("head", ADMIN, forbidden=HEADS_ONLY).portal
         return missing_fields_table(portal, period, reports.lookup_names(portal))
 
     return {"missing_fields_report": missing_fields_report}
