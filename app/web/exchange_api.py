@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, jsonify, request
@@ -269,8 +270,9 @@ def stats() -> ResponseReturnValue:
         end = date.fromisoformat(request.args.get("to", "")) if request.args.get("to") else None
     except ValueError:
         return jsonify(error="bad_request", message="from/to: expected YYYY-MM-DD"), 400
-    end_at = datetime.combine(end, datetime.min.time(), UTC) if end else utcnow() + timedelta(seconds=1)
-    start_at = datetime.combine(start, datetime.min.time(), UTC) if start else end_at - timedelta(days=30)
+    zone = ZoneInfo(reports.zone_name(portal))  # the dates are the portal's calendar days
+    end_at = datetime.combine(end, datetime.min.time(), zone) if end else utcnow() + timedelta(seconds=1)
+    start_at = datetime.combine(start, datetime.min.time(), zone) if start else end_at - timedelta(days=30)
     rows = exchange.claim_stats(portal.id, start_at, end_at)
     return jsonify(
         managers=[
