@@ -59,6 +59,7 @@ from app.crm.port import (
     item_of_reason_code,
     reason_code_for_item,
 )
+from app.crm.reason_items import stored_reason_items
 
 log = logging.getLogger(__name__)
 
@@ -209,11 +210,7 @@ class AmoCrm:
         if self._reasons_loaded:
             return
         self._reasons_loaded = True
-        rows = db.session.execute(
-            sa.select(RefusalReason.code, RefusalReason.crm_item_id).where(
-                RefusalReason.portal_id == self.portal_id, RefusalReason.crm_item_id.is_not(None)
-            )
-        ).all()
+        rows = stored_reason_items(self.portal_id)
         mapping = self._enum.setdefault("refusal_reason", {})
         codes = self._enum_codes.setdefault("refusal_reason", {})
         for code, item in rows:

@@ -11,10 +11,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import sqlalchemy as sa
-
-from app.core.db import db
-from app.core.models import Portal, RefusalReason
+from app.core.models import Portal
 from app.crm.bitrix24.batch import BATCH_LIMIT, PAGE_SIZE, BatchResult, ListStream, result_rows
 from app.crm.bitrix24.client import Bitrix24Rest, audio_type
 from app.crm.errors import (
@@ -52,6 +49,7 @@ from app.crm.port import (
     item_of_reason_code,
     reason_code_for_item,
 )
+from app.crm.reason_items import stored_reason_items
 
 log = logging.getLogger(__name__)
 
@@ -256,11 +254,7 @@ class Bitrix24Crm:
         if self._reasons_loaded:
             return
         self._reasons_loaded = True
-        rows = db.session.execute(
-            sa.select(RefusalReason.code, RefusalReason.crm_item_id).where(
-                RefusalReason.portal_id == self.portal_id, RefusalReason.crm_item_id.is_not(None)
-            )
-        ).all()
+        rows = stored_reason_items(self.portal_id)
         mapping = self._enum.setdefault("refusal_reason", {})
         codes = self._enum_codes.setdefault("refusal_reason", {})
         for code, item in rows:
