@@ -259,7 +259,7 @@ def test_csv_is_excel_ready_with_cyrillic_and_the_same_figures(client, portal):
             "Подтверждено",
             "Утечки",
             "Доля утечек, %",
-            "Штрафы, RUB",
+            "Штрафы, ₽",
             "Проверка ОКК, ч",
             "Удалено сделок",
         ],

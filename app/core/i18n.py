@@ -271,9 +271,14 @@ def money(amount: Decimal | float | int | None, currency: str, language: str) ->
     value = Decimal(str(amount))
     pattern = "#,##0" if value == value.to_integral_value() else "#,##0.00"
     text = format_decimal(value, format=pattern, locale=_locale(language))
-    code = (currency or "").strip().upper()
-    sign = CURRENCY_SIGNS.get(code, code)
+    sign = currency_sign(currency)
     return f"{text}\u00a0{sign}" if sign else text
+
+
+def currency_sign(currency: str) -> str:
+    """«₽», «$» or «€» for roubles, dollars and euros; any other currency its ISO code («KZT»)."""
+    code = (currency or "").strip().upper()
+    return CURRENCY_SIGNS.get(code, code)
 
 
 def init_app(app: Flask) -> None:

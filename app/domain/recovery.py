@@ -219,8 +219,9 @@ TABLES = ("recovered", "recovered_deals")
 def tables(recovery: Recovery, language: str) -> dict[str, reports.Table]:
     """The section's tables (the page shows money with signs; the CSV gets plain numbers)."""
     t = lambda key: i18n.translate(key, language)  # noqa: E731
-    revenue = [t("recovered_col_recovered_revenue").format(currency=currency) for currency in recovery.currencies]
-    fines = [t("col_penalties").format(currency=currency) for currency in recovery.currencies]
+    signs = [i18n.currency_sign(currency) for currency in recovery.currencies]
+    revenue = [t("recovered_col_recovered_revenue").format(currency=sign) for sign in signs]
+    fines = [t("col_penalties").format(currency=sign) for sign in signs]
 
     def cells(row: dict[str, Any]) -> list[reports.Cell]:
         return [

@@ -663,7 +663,7 @@ TABLES = ("managers", "reasons", "sources", "weeks", "analytics", "deletions", *
 def tables(report: Report, language: str) -> dict[str, Table]:
     """The report's tables in display order."""
     t = lambda key: i18n.translate(key, language)  # noqa: E731
-    money = [t("col_penalties").format(currency=currency) for currency in report.currencies]
+    money = [t("col_penalties").format(currency=i18n.currency_sign(currency)) for currency in report.currencies]
     counts = [t("col_cases"), t("col_confirmed"), t("col_leaks"), t("col_leak_rate")]
 
     def count_cells(row: dict[str, Any]) -> list[Cell]:

@@ -46,11 +46,11 @@ def test_a_returned_deal_won_later_is_revenue_returned_from_a_false_refusal(crm:
 
     managers = report_csv(crm, "recovered")
     assert managers[0][:3] == ["Менеджер", "Возвращено в продажи", "Выиграно после возврата"]
-    assert "Выручка, RUB" in managers[0] and "Штрафы, RUB" in managers[0]
+    assert "Выручка, ₽" in managers[0] and "Штрафы, ₽" in managers[0]
     [leaker] = [line for line in managers[1:] if line[0] == crm.user_name(MANAGER)]
     by_column = dict(zip(managers[0], leaker, strict=True))
     assert by_column["Возвращено в продажи"] == "1" and by_column["Выиграно после возврата"] == "1"
-    assert by_column["Выручка, RUB"] == "150000,00" and by_column["Штрафы, RUB"] == "1500,00"
+    assert by_column["Выручка, ₽"] == "150000,00" and by_column["Штрафы, ₽"] == "1500,00"
     deals = report_csv(crm, "recovered_deals")
     [listed] = deals[1:]
     assert "Поставка станков" in listed and crm.user_name(MANAGER) in listed and "выиграна" in listed
@@ -72,4 +72,4 @@ def test_a_returned_deal_that_is_lost_again_brings_no_revenue(crm: CrmDriver):
     [leaker] = [line for line in managers[1:] if line[0] == crm.user_name(OTHER_MANAGER)]
     by_column = dict(zip(managers[0], leaker, strict=True))
     assert by_column["Возвращено в продажи"] == "1" and by_column["Выиграно после возврата"] == "0"
-    assert by_column["Выручка, RUB"] == "0,00"
+    assert by_column["Выручка, ₽"] == "0,00"
