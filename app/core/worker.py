@@ -276,10 +276,18 @@ class HotWorker(AppJobMixin, SimpleWorker):
                 except Exception:
                     log.warning("job heartbeat failed", extra={"job_id": job.id}, exc_info=True)
 
-    def execute_job(self, job: Job, queue: Queue) -> None:
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        # Report from the start: an idle worker waiting for its first job is alive, not silent.
+        self._start_reporter()
+        return bool(super().work(*args, **kwargs))
+
+    def _start_reporter(self) -> None:
         if self._reporter is None:
             self._reporter = threading.Thread(target=self._report_loop, name="job-reporter", daemon=True)
             self._reporter.start()
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        self._start_reporter()
         self.prepare_execution(job)
         timeout = job.timeout if job.timeout and job.timeout > 0 else self.queue_class.DEFAULT_TIMEOUT
         if self.watch is not None:

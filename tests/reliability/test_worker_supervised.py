@@ -205,3 +205,17 @@ def finished_on(connection: Any, job_id: str) -> Any:
     except Exception:
         return None
     return job.return_value() if job.get_status() == JobStatus.FINISHED else None
+
+
+def test_an_idle_child_waiting_for_its_first_job_is_not_taken_for_a_silent_one(app: Flask, supervised, tmp_path: Path):
+    supervised()
+    log = tmp_path / "worker.log"
+    wait_for(lambda: log.exists() and log.stat().st_size > 0, 30, "the worker to start", log)
+    time.sleep(6)  # three times the stall limit (JOB_HEARTBEAT_SECONDS 1 + half of the grace 2) with no job
+    assert enqueue("events", "tests.reliability.jobs.pid", job_id="idle-0") is not None
+    first = wait_for(lambda: finished("idle-0"), 30, "the first job", log)
+    assert "worker child silent" not in log.read_text()
+    time.sleep(6)
+    assert enqueue("events", "tests.reliability.jobs.pid", job_id="idle-1") is not None
+    assert wait_for(lambda: finished("idle-1"), 30, "the second job", log) == first  # the same child, never replaced
+    assert "worker child silent" not in log.read_text()
