@@ -21,6 +21,10 @@ lint: venv
 	$(VENV)/bin/lint-imports
 	$(PY) -m mypy
 
+# Two pytest-xdist workers (one per core); each has its own Redis database and PostgreSQL database
+# (tests/conftest.py). `make test PYTEST_ARGS=` runs in one process.
+PYTEST_ARGS ?= -n 2 --dist worksteal
+
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 

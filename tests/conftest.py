@@ -18,9 +18,21 @@ from app.core import db as database
 from app.core.db import Base
 from app.core.worker import make_worker
 
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _worker_redis_url(base: str, worker: str) -> str:
+    """Each pytest-xdist worker (gw0, gw1, …) gets its own Redis database, counting down from the base one."""
+    if not worker.startswith("gw"):
+        return base
+    head, _, number = base.rpartition("/")
+    return f"{head}/{int(number or 0) - int(worker[2:])}"
+
+
+TEST_REDIS_URL = _worker_redis_url(
+    os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"), os.environ.get("PYTEST_XDIST_WORKER", "")
+)
 TEST_POSTGRES_SERVER = os.environ.get("TEST_POSTGRES_SERVER", "postgresql://postgres@127.0.0.1:5432")
-TEST_POSTGRES_DB = os.environ.get("TEST_POSTGRES_DB", f"refusal_control_test_{os.getpid()}")
+TEST_POSTGRES_DB = os.environ.get("TEST_POSTGRES_DB", "refusal_control_test") + f"_{os.getpid()}"
 
 
 def _recreate_postgres_database(name: str) -> str:

@@ -43,6 +43,13 @@ class LiveServer:
         self.thread.join(timeout=5)
 
 
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Pages run on SQLite only: what they show does not depend on the database, which the other suites
+    cover on both kinds (the demo-story test runs the real `make run` stack)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'browser.sqlite3'}"
+
+
 @pytest.fixture
 def live_server(app: Flask) -> Iterator[LiveServer]:
     """The test app served over HTTP in a background thread."""
