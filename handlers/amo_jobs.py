@@ -10,6 +10,7 @@ from typing import Any
 from app.core import i18n, inbox
 from app.core.db import db
 from app.core.models import Effect, InboxItem, Portal
+from app.core.timezones import zone_name
 from app.crm.amocrm import AmoCrm
 from app.crm.errors import AmoNotFound
 from app.crm.factory import client_for
@@ -126,7 +127,7 @@ def outcome_text(portal: Portal, robot: Robot, values: dict[str, Any]) -> str:
         return _text(key, language) if key in i18n.STRINGS else outcome
     if robot.code == "rc_callback":
         deadline = datetime.fromisoformat(str(values["deadline"]))
-        return _text("dp_callback_done", language, when=i18n.when(deadline, language, portal.timezone or "UTC"))
+        return _text("dp_callback_done", language, when=i18n.when(deadline, language, zone_name(portal)))
     if robot.code == "rc_check_tasks":
         has_open = _text("dp_yes" if values.get("has_open_task") == "Y" else "dp_no", language)
         return _text("dp_check_tasks", language, has_open=has_open, overdue=str(values.get("overdue_count", 0)))

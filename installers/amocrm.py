@@ -12,7 +12,6 @@ import logging
 import secrets
 from collections.abc import Callable
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import current_app
 
@@ -21,7 +20,7 @@ from app.core.models import Portal
 from app.crm.amocrm import AmoRest
 from app.crm.amocrm.adapter import AmoCrm
 from app.crm.errors import CrmError
-from app.domain import reasons
+from app.domain import reasons, timezones
 from app.domain.catalog import FIELD_LABELS, VERDICTS, Label
 from app.domain.stages import known_stage, refusal_stage_spec, stages_lock
 from installers.steps import install, set_setting
@@ -153,15 +152,8 @@ def ensure_webhooks(rest: AmoRest, portal: Portal) -> str:
 def read_account(rest: AmoRest, portal: Portal) -> str:
     """The account's time zone (``GET /api/v4/account?with=datetime_settings``): "today", report periods and
     callback times are the account's, not the server's (reference/amocrm.md pitfall 8)."""
-    answer = rest.get("/api/v4/account", {"with": "datetime_settings"})
-    settings = (answer or {}).get("datetime_settings") if isinstance(answer, dict) else None
-    zone = str((settings or {}).get("timezone") or "") if isinstance(settings, dict) else ""
-    try:
-        ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        return f"time zone unknown, keeping {portal.timezone}"
-    portal.timezone = zone
-    return zone
+    timezones.refresh(portal, AmoCrm(portal, rest), force=True)
+    return portal.timezone
 
 
 STEP_FUNCTIONS: dict[str, Callable[[AmoRest, Portal], str]] = {

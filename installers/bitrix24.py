@@ -15,7 +15,7 @@ from app.core.models import InboxItem, Portal
 from app.crm.bitrix24 import Bitrix24Rest
 from app.crm.bitrix24.adapter import Bitrix24Crm
 from app.crm.errors import ActivityAlreadyInstalled, CrmError, PortalNeedsReinstall
-from app.domain import audit, reasons
+from app.domain import audit, reasons, timezones
 from app.domain.catalog import (
     DEAL_TAB,
     FIELD_LABELS,
@@ -249,13 +249,15 @@ STEP_FUNCTIONS: dict[str, Callable[[Bitrix24Rest, Portal], str]] = {
 
 
 def _read_licence(rest: Bitrix24Rest, portal: Portal) -> None:
-    """The licence decides the portal's REST limits (Enterprise: 5 req/s, burst 250), see app.crm.ratelimit."""
+    """The licence decides the portal's REST limits (Enterprise: 5 req/s, burst 250), see app.crm.ratelimit;
+    the portal's time zone (``profile`` and ``server.time``) decides every date the app computes or shows."""
     info = rest.call("app.info")
     if isinstance(info, dict):
         if info.get("LICENSE"):
             set_setting(portal, "b24_license", str(info["LICENSE"]))
         if info.get("ID"):
             set_setting(portal, "b24_app_id", str(info["ID"]))
+    timezones.refresh(portal, Bitrix24Crm(portal, rest), force=True)
 
 
 def run_install(portal_id: int) -> str:

@@ -4,9 +4,24 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime, timedelta, timezone
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime, tzinfo
+from zoneinfo import ZoneInfo
 
-PORTAL_TZ = timezone(timedelta(hours=3))  # portals in the sandbox live in Moscow time
+PORTAL_TZ = ZoneInfo("Europe/Moscow")  # a portal's time zone unless it is given another (Portal.time_zone)
+_zone: ContextVar[tzinfo] = ContextVar("portal_zone", default=PORTAL_TZ)
+
+
+@contextmanager
+def portal_zone(name: str) -> Iterator[None]:
+    """Dates written and read inside are in this portal's zone (a REST call answers in its portal's zone)."""
+    token = _zone.set(ZoneInfo(name))
+    try:
+        yield
+    finally:
+        _zone.reset(token)
 
 
 class Clock:
@@ -39,7 +54,7 @@ def iso(ts: float | None) -> str | None:
     """Unix time as Bitrix24 writes dates: ISO 8601 with the portal's offset, seconds precision."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, PORTAL_TZ).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(ts, _zone.get()).isoformat(timespec="seconds")
 
 
 def parse_date(value: object) -> float | None:
@@ -51,7 +66,7 @@ def parse_date(value: object) -> float | None:
     text = str(value).strip()
     for fmt in ("%d.%m.%Y %H:%M:%S", "%d.%m.%Y"):
         try:
-            return datetime.strptime(text, fmt).replace(tzinfo=PORTAL_TZ).timestamp()
+            return datetime.strptime(text, fmt).replace(tzinfo=_zone.get()).timestamp()
         except ValueError:
             continue
     try:
@@ -59,5 +74,5 @@ def parse_date(value: object) -> float | None:
     except ValueError:
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=PORTAL_TZ)
+        parsed = parsed.replace(tzinfo=_zone.get())
     return parsed.astimezone(UTC).timestamp()

@@ -329,10 +329,16 @@ def profile(ctx: CallContext, p: dict[str, Any]) -> Answer:
             "NAME": user["NAME"],
             "LAST_NAME": user["LAST_NAME"],
             "PERSONAL_GENDER": user.get("PERSONAL_GENDER", ""),
-            "TIME_ZONE": "Europe/Moscow",
-            "TIME_ZONE_OFFSET": 10800,
+            # The user's own zone; empty while he follows the portal's (the documented answer shows "").
+            "TIME_ZONE": user.get("TIME_ZONE", ""),
         }
     )
+
+
+@method("server.time", "app")
+def server_time(ctx: CallContext, p: dict[str, Any]) -> Answer:
+    """The portal's time with its UTC offset, ``YYYY-MM-DDThh:mm:ss±hh:mm`` (scope basic)."""
+    return Answer(iso(ctx.sandbox.clock.now()))
 
 
 @method("user.get", "user")

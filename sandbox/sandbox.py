@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sandbox import ops
-from sandbox.clock import Clock, iso
+from sandbox.clock import Clock, iso, portal_zone
 from sandbox.context import CallContext
 from sandbox.errors import RestError
 from sandbox.events import Delivery, OutgoingEvent, Transport, form_body, requests_transport
@@ -347,29 +347,38 @@ class Sandbox:
 
     def handle_rest(self, host: str | None, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Answer POST /rest/<method>.json: (HTTP status, JSON body)."""
-        from sandbox import rest
-
         method = method.lower().removesuffix(".json")
         started = time.time()
         params = dict(params)
         with self.lock:
             try:
                 ctx = self._authenticate(host, params, method)
-                portal = ctx.portal
-                if not portal.bucket.take(self.clock.now()):
-                    raise RestError(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
-                portal.rest_calls[method] = portal.rest_calls.get(method, 0) + 1
-                portal.counters["http_requests"] = portal.counters.get("http_requests", 0) + 1
-                if method == "batch":
-                    result = rest.batch(ctx, params, self._time)
-                    self._log(ctx, params, 200)
-                    return 200, {"result": result, "time": self._time(started, time.time())}
-                answer = rest.dispatch(ctx, params)
             except RestError as error:
-                if "ctx" in locals():
-                    self._log(ctx, params, error.status)
                 return error.status, {**error.body(), **error.extra}
-            self._log(ctx, params, 200)
+            with portal_zone(ctx.portal.time_zone):
+                return self._answer(ctx, method, params, started)
+
+    def _answer(
+        self, ctx: CallContext, method: str, params: dict[str, Any], started: float
+    ) -> tuple[int, dict[str, Any]]:
+        """The answer of one authenticated call (under the lock, dates in its portal's time zone)."""
+        from sandbox import rest
+
+        portal = ctx.portal
+        try:
+            if not portal.bucket.take(self.clock.now()):
+                raise RestError(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
+            portal.rest_calls[method] = portal.rest_calls.get(method, 0) + 1
+            portal.counters["http_requests"] = portal.counters.get("http_requests", 0) + 1
+            if method == "batch":
+                result = rest.batch(ctx, params, self._time)
+                self._log(ctx, params, 200)
+                return 200, {"result": result, "time": self._time(started, time.time())}
+            answer = rest.dispatch(ctx, params)
+        except RestError as error:
+            self._log(ctx, params, error.status)
+            return error.status, {**error.body(), **error.extra}
+        self._log(ctx, params, 200)
         body: dict[str, Any] = {"result": answer.result}
         if answer.next is not None:
             body["next"] = answer.next

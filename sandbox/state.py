@@ -311,6 +311,7 @@ class Portal:
     reject_local_handlers: bool = False
     app_url: str | None = None  # where robot HANDLERs must live (None = anywhere)
     language: str = "ru"
+    time_zone: str = "Europe/Moscow"  # the portal's zone (its settings): dates are written with its offset
     users: dict[int, dict[str, Any]] = field(default_factory=dict)
     departments: dict[int, dict[str, Any]] = field(default_factory=dict)
     categories: dict[int, dict[str, Any]] = field(default_factory=dict)

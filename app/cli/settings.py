@@ -15,7 +15,7 @@ from app.core.db import db
 from app.core.models import Portal
 from app.crm.errors import CrmError
 from app.crm.port import client_for
-from app.domain import requirements
+from app.domain import requirements, timezones
 from app.domain.settings import as_dict, guard_settings, update_guard_settings
 
 settings_cli = AppGroup("settings", help="Show or change a portal's guard settings.")
@@ -36,7 +36,11 @@ def _find_portal(ref: str) -> Portal:
 def show_command(portal: str) -> None:
     """Print the settings of PORTAL as JSON (the guard's keys and stage_requirements)."""
     row = _find_portal(portal)
-    shown = {**as_dict(guard_settings(row)), requirements.SECTION: requirements.stage_requirements(row)}
+    shown = {
+        **as_dict(guard_settings(row)),
+        requirements.SECTION: requirements.stage_requirements(row),
+        timezones.FIELD: timezones.state(row)["time_zone"],
+    }
     click.echo(json.dumps(shown, ensure_ascii=False, indent=2))
 
 
@@ -59,7 +63,8 @@ def _set_requirements(row: Portal, value: Any) -> dict[str, Any]:
 @click.argument("portal")
 @click.argument("assignments", nargs=-1, required=True)
 def set_command(portal: str, assignments: tuple[str, ...]) -> None:
-    """Set keys of PORTAL: key=JSON ... (e.g. qa_users='["5","7"]' review_sla_hours=48, or
+    """Set keys of PORTAL: key=JSON ... (e.g. qa_users='["5","7"]' review_sla_hours=48, time_zone=Asia/Novosibirsk
+    (empty: as the CRM reports it), or
     stage_requirements='{"PREPAYMENT_INVOICE": {"required": ["OPPORTUNITY", "UF_CRM_INVOICE_NO"]}}')."""
     row = _find_portal(portal)
     changes: dict[str, Any] = {}
@@ -70,8 +75,15 @@ def set_command(portal: str, assignments: tuple[str, ...]) -> None:
         try:
             changes[key] = json.loads(raw)
         except json.JSONDecodeError as error:
-            raise click.ClickException(f"{key}: not valid JSON ({error.msg})") from error
+            if key != timezones.FIELD:
+                raise click.ClickException(f"{key}: not valid JSON ({error.msg})") from error
+            changes[key] = raw  # time_zone=Asia/Novosibirsk, no quotes needed
     stored: dict[str, Any] = {}
+    if timezones.FIELD in changes:
+        try:
+            stored[timezones.FIELD] = timezones.set_override(row, changes.pop(timezones.FIELD))["time_zone"]
+        except ValidationError as error:
+            raise click.ClickException(json.dumps(error.messages, ensure_ascii=False)) from error
     if requirements.SECTION in changes:
         stored[requirements.SECTION] = _set_requirements(row, changes.pop(requirements.SECTION))
     if changes or not stored:

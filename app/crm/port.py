@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -287,6 +287,15 @@ class Recording:
 
 
 @dataclass(frozen=True)
+class CrmTimeZone:
+    """The time zone the CRM reports for the portal or account: an IANA name where it names one, and the UTC
+    offset it reports now (Bitrix24 names only the admin's own zone; its server time carries the offset)."""
+
+    name: str | None
+    offset: timedelta | None = None
+
+
+@dataclass(frozen=True)
 class DealPage:
     """Deals from a scan, with the cursor to continue from."""
 
@@ -434,6 +443,10 @@ class CrmClient(Protocol):
     def client_history(self, deal_id: str) -> ClientHistory:
         """The deal's contacts and company, their duplicates by phone and e-mail, and the open deals of all of
         them (this deal left out), in as few calls as the CRM allows."""
+        ...
+
+    def time_zone(self) -> CrmTimeZone:
+        """The portal's or account's own time zone as the CRM reports it."""
         ...
 
 

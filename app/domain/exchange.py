@@ -22,7 +22,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -33,6 +32,7 @@ from app.core import i18n
 from app.core.db import db
 from app.core.models import DealSnapshot, DutyDay, ExchangeClaim, ExchangeLot, Portal, utcnow
 from app.core.queue import get_redis
+from app.core.timezones import local_day
 from app.crm.errors import CrmError
 from app.crm.port import AUTOMATION, CrmClient, Deal
 from app.domain import audit, directory
@@ -427,7 +427,7 @@ def _active_user(portal_id: int, crm: CrmClient, user_id: str) -> bool:
 
 def portal_day(portal: Portal, moment: datetime) -> date:
     """The calendar day of a moment in the portal's time zone."""
-    return moment.astimezone(ZoneInfo(portal.timezone or "Europe/Moscow")).date()
+    return local_day(portal, moment)
 
 
 def duty_user(portal: Portal, department_id: str, moment: datetime) -> str | None:

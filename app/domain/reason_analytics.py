@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from app.core import i18n
 from app.core.db import db
 from app.core.models import Portal, RefusalCase
+from app.core.timezones import zone_name
 from app.domain import directory, reasons, review_text  # noqa: F401 - review_text registers the state names
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ def build(portal: Portal, facts: Sequence[CaseOutcome], users: dict[str, str]) -
             "title": case.deal_title or f"#{case.deal_id}",
             "url": deal_url(case.deal_id),
             "at": case.opened_at.isoformat(),
-            "at_text": i18n.when(case.opened_at, language, portal.timezone),
+            "at_text": i18n.when(case.opened_at, language, zone_name(portal)),
             "manager_id": case.manager_id,
             "manager": users.get(case.manager_id, case.manager_id),
             "reason": case.reason,

@@ -14,7 +14,7 @@ from app.core.models import DealSnapshot, Effect, Portal, utcnow
 from app.core.queue import enqueue
 from app.crm.errors import CrmError, PortalNeedsReinstall
 from app.crm.port import CrmClient, Deal, client_for
-from app.domain import effects, guard, reasons, stages
+from app.domain import effects, guard, reasons, stages, timezones
 
 log = logging.getLogger(__name__)
 OVERLAP = timedelta(minutes=5)
@@ -37,8 +37,8 @@ def reconcile_all() -> int:
 
 
 def reconcile_portal(portal_id: int) -> dict[str, int]:
-    """Finish pending effects, give pipelines created since install their Conditional refusal stage, then sweep
-    deals modified since the watermark and decide the changed ones."""
+    """Finish pending effects, give pipelines created since install their Conditional refusal stage, read the
+    CRM's time zone (once a day), then sweep deals modified since the watermark and decide the changed ones."""
     portal = db.session.get(Portal, portal_id)
     if portal is None or portal.status != "installed":
         return {}
@@ -48,6 +48,9 @@ def reconcile_portal(portal_id: int) -> dict[str, int]:
         counts["effects"] = _finish_effects(portal, crm)
         counts["pipelines"] = _adopt_new_pipelines(portal, crm)
         counts["reasons"] = int(reasons.sync_quietly(portal, crm))
+        if timezones.refresh(portal, crm):
+            counts["time_zone"] = 1
+            db.session.commit()
         deal_guard = guard.Guard(portal, crm)
 
         def decide_changed(deal_ids: list[str]) -> None:

@@ -27,7 +27,7 @@ from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import flag_modified
 
-from app.core import i18n
+from app.core import i18n, timezones
 from app.core.db import db, insert_ignore
 from app.core.models import CaseEvent, DealDeletion, Penalty, Portal, RefusalCase, ReportDelivery, utcnow
 from app.crm.errors import CrmError
@@ -207,16 +207,13 @@ class Period:
 
 
 def zone_name(portal: Portal) -> str:
-    try:
-        ZoneInfo(portal.timezone or "")
-    except (ValueError, KeyError):
-        return "Europe/Moscow"
-    return portal.timezone
+    """The portal's time zone name (app.core.timezones, the one helper)."""
+    return timezones.zone_name(portal)
 
 
 def today(portal: Portal, now: datetime | None = None) -> date:
     """The portal's local date."""
-    return (now or utcnow()).astimezone(ZoneInfo(zone_name(portal))).date()
+    return timezones.local_today(portal, now or utcnow())
 
 
 def parse_period(portal: Portal, start: str | None, end: str | None, now: datetime | None = None) -> Period:

@@ -26,6 +26,7 @@ from app.core import i18n
 from app.core.db import db
 from app.core.models import CaseEvent, DealSnapshot, Effect, Penalty, Portal, RefusalCase, ReviewCallback, utcnow
 from app.core.queue import enqueue, get_queue, get_redis, replace_scheduled
+from app.core.timezones import portal_zone, zone_name
 from app.crm.errors import CrmError
 from app.crm.port import CrmClient, Deal, NewTodo, Stage, client_for
 from app.domain import audit, directory, reasons, recovery, review_text
@@ -427,7 +428,7 @@ class Review:
 
     # -- callbacks ---------------------------------------------------------------------------
     def _schedule(self, case: RefusalCase, deal: Deal, params: dict[str, str], note: str) -> Any:
-        due = parse_local_time(params.get("at", ""), self.portal.timezone)
+        due = parse_local_time(params.get("at", ""), zone_name(self.portal))
         now = utcnow()
         if due <= now:
             raise ReviewError(400, "the callback time must be in the future", "bad_request")
@@ -441,7 +442,7 @@ class Review:
         self._close_callback(case, ReviewCallback.CANCELLED, "rescheduled")
         callback = self._new_callback(case, deal, assignee, due, attempt, note)
         case.state = RefusalCase.CALLBACK_SCHEDULED
-        when = i18n.when(due, self.language, self.portal.timezone)
+        when = i18n.when(due, self.language, zone_name(self.portal))
         add_case_event(case, self.user_id, "schedule_callback", f"{when}; {assignee}" + (f"; {note}" if note else ""))
         audit.record(self.portal.id, self.user_id, "schedule callback", "scheduled", when, deal_id=deal.id)
         return lambda: _schedule_job(self.portal.id, case.id, callback.id, due)
@@ -502,7 +503,7 @@ class Review:
         assignee = current.assignee_id if current is not None else (case.qa_user_id or self.user_id)
         due = utcnow() + timedelta(minutes=self.review.callback_interval_minutes)
         callback = self._new_callback(case, deal, assignee, due, attempts + 1, "")
-        when = i18n.when(due, self.language, self.portal.timezone)
+        when = i18n.when(due, self.language, zone_name(self.portal))
         add_case_event(case, self.user_id, "no_answer", f"{attempts}/{limit}; {when}" + (f"; {note}" if note else ""))
         return lambda: _schedule_job(self.portal.id, case.id, callback.id, due)
 
@@ -855,13 +856,13 @@ def action_text(portal: Portal, crm: CrmClient, case: RefusalCase, action: str, 
         return summary(portal, case, names, language)
     callback = active_callback(case)
     if action == "schedule_callback" and callback is not None:
-        when = i18n.when(callback.due_at, language, portal.timezone)
+        when = i18n.when(callback.due_at, language, zone_name(portal))
         return t("did_schedule_callback", when=when, name=names.get(callback.assignee_id, callback.assignee_id))
     if action == "no_answer":
         attempts = review_settings(portal).callback_attempts
         if case.state == RefusalCase.UNREACHABLE or callback is None:
             return t("did_unreachable", attempts=attempts)
-        when = i18n.when(callback.due_at, language, portal.timezone)
+        when = i18n.when(callback.due_at, language, zone_name(portal))
         name = names.get(callback.assignee_id, callback.assignee_id)
         return t("did_no_answer", attempt=callback.attempt - 1, attempts=attempts, when=when, name=name)
     key = f"did_{action}"
@@ -898,7 +899,7 @@ def case_view(
             "id": case.id,
             "state": case.state,
             "state_label": state_label(case, language),
-            "next_step": next_step(case, role, names, language, portal.timezone),
+            "next_step": next_step(case, role, names, language, zone_name(portal)),
             "summary": summary(portal, case, names, language),
             "open": case.closed_at is None,
             "manager": person(case.manager_id),
@@ -906,8 +907,8 @@ def case_view(
             "reason": case.reason,
             "reason_label": reasons.name_of(portal.id, case.reason, language),
             "comment": case.comment,
-            "opened_at": i18n.when(case.opened_at, language, portal.timezone),
-            "due_at": i18n.when(case.review_due_at, language, portal.timezone),
+            "opened_at": i18n.when(case.opened_at, language, zone_name(portal)),
+            "due_at": i18n.when(case.review_due_at, language, zone_name(portal)),
             "overdue": case.closed_at is None and case.review_due_at is not None and case.review_due_at < now,
             "in_refusal": duration_text(in_refusal, language),
             "amount": i18n.money(deal.amount, deal.currency, language),
@@ -935,7 +936,7 @@ def case_view(
                 "id": call.id,
                 "direction": call.direction,
                 "user": person(call.user_id),
-                "started_at": i18n.when(call.started_at, language, portal.timezone),
+                "started_at": i18n.when(call.started_at, language, zone_name(portal)),
                 "duration": duration_text(timedelta(seconds=call.duration_seconds), language),
                 "phone": call.phone,
                 "has_recording": bool(call.recording_url),
@@ -945,7 +946,7 @@ def case_view(
         ],
         "timeline": [
             {
-                "at": i18n.when(event.created_at, language, portal.timezone),
+                "at": i18n.when(event.created_at, language, zone_name(portal)),
                 "actor": review_text.actor_name(event.actor, names, language),
                 "action": event.action,
                 "action_label": i18n.translate(f"review_event_{event.action}", language)
@@ -959,7 +960,7 @@ def case_view(
         if callback is None
         else {
             "id": callback.id,
-            "at": i18n.when(callback.due_at, language, portal.timezone),
+            "at": i18n.when(callback.due_at, language, zone_name(portal)),
             "assignee": person(callback.assignee_id),
             "attempt": callback.attempt,
             "status": callback.status,
@@ -971,7 +972,7 @@ def case_view(
             "default_assignee": case.qa_user_id or user_id,
             "managers": [person(user) for user in sales_candidates(portal, crm, case.manager_id)],
             "reasons": reasons.choices(portal.id, language),
-            "now_local": now.astimezone(ZoneInfo(portal.timezone)).strftime("%Y-%m-%dT%H:%M"),
+            "now_local": now.astimezone(portal_zone(portal)).strftime("%Y-%m-%dT%H:%M"),
         },
     }
 
@@ -1014,11 +1015,11 @@ def queue_view(portal: Portal, crm: CrmClient, filters: dict[str, str], language
                 "state": case.state,
                 "state_label": state_label(case, language),
                 "reason": reason_names.get(case.reason, case.reason),
-                "due_at": i18n.when(case.review_due_at, language, portal.timezone),
+                "due_at": i18n.when(case.review_due_at, language, zone_name(portal)),
                 "seconds_left": int(left.total_seconds()) if left is not None else None,
                 "overdue": left is not None and left.total_seconds() < 0,
                 "sla": duration_text(abs(left), language) if left is not None else "—",
-                "callback_at": i18n.when(callback.due_at, language, portal.timezone) if callback else "",
+                "callback_at": i18n.when(callback.due_at, language, zone_name(portal)) if callback else "",
             }
         )
     open_cases = sa.select(RefusalCase).where(RefusalCase.portal_id == portal.id, RefusalCase.closed_at.is_(None))

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
@@ -29,6 +29,7 @@ from app.core import i18n
 from app.core.db import db, insert_ignore
 from app.core.models import Effect, Portal, TaskNotice, TaskReport, utcnow
 from app.core.queue import enqueue, get_redis
+from app.core.timezones import portal_zone, zone_name
 from app.crm.errors import CrmError, PortalNeedsReinstall
 from app.crm.port import AUTOMATION, CrmClient, Deal, NewTask, Task, client_for
 from app.domain import audit, directory, effects, guard
@@ -200,10 +201,7 @@ def update_taskcontrol_settings(portal: Portal, changes: dict[str, Any]) -> Task
 
 
 def _zone(portal: Portal) -> ZoneInfo:
-    try:
-        return ZoneInfo(portal.timezone or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
+    return portal_zone(portal)
 
 
 def local_day(portal: Portal, moment: datetime) -> date:
@@ -402,7 +400,7 @@ class Scanner:
             "tc_notice_overdue",
             self.language,
             title=task.title,
-            deadline=i18n.when(task.deadline, self.language, self.portal.timezone),
+            deadline=i18n.when(task.deadline, self.language, zone_name(self.portal)),
             responsible=self.names.get(task.responsible_id, task.responsible_id),
             link=self.crm.deal_url(task.deal_id),
         )
@@ -469,7 +467,7 @@ class Scanner:
         """The heads' daily digest, on the first scan at or after the digest hour (portal time)."""
         if self.now.astimezone(_zone(self.portal)).hour < self.settings.digest_hour:
             return
-        text = digest_text(report, self.language, self.portal.timezone)
+        text = digest_text(report, self.language, zone_name(self.portal))
         for head in heads:
             self._plan(f"digest:{head}:{self.day}", head, "digest", text, None, None)
 

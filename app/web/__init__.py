@@ -36,6 +36,7 @@ def init_app(app: Flask) -> None:
         review_api,
         sandbox_proxy,
         taskcontrol_api,
+        timezone_api,
     )
 
     app.register_blueprint(bp)
@@ -47,6 +48,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(taskcontrol_api.bp)
     app.register_blueprint(requirements_api.bp)
     app.register_blueprint(reasons_api.bp)
+    app.register_blueprint(timezone_api.bp)
     errors.install(
         app,
         api.bp,
@@ -56,5 +58,6 @@ def init_app(app: Flask) -> None:
         taskcontrol_api.bp,
         requirements_api.bp,
         reasons_api.bp,
+        timezone_api.bp,
     )
     sandbox_proxy.init_app(app)

@@ -14,6 +14,7 @@ from marshmallow import ValidationError
 from app.core import i18n
 from app.core.db import db
 from app.core.models import InboxItem, Portal
+from app.core.timezones import zone_name
 from app.core.validation import error_fields, json_body
 from app.crm.errors import CrmError
 from app.crm.factory import client_for
@@ -67,7 +68,7 @@ def get_status() -> ResponseReturnValue:
         {
             "key": "events",
             "label": t("health_events"),
-            "value": t("health_last_event", when=i18n.when(last_event, language, portal.timezone))
+            "value": t("health_last_event", when=i18n.when(last_event, language, zone_name(portal)))
             if last_event
             else t("health_no_events"),
             "ok": last_event is not None,

@@ -351,6 +351,12 @@ MESSAGES = _rules(
 # Messages about one field (marshmallow's and the domain's validators).
 FIELD_MESSAGES = _rules(
     ("required", r"Missing data for required field\.", "Заполните поле.", "Fill in this field."),
+    (
+        "time_zone",
+        r"Unknown time zone\.",
+        "Неизвестный часовой пояс: укажите его как Europe/Moscow или Asia/Novosibirsk.",
+        "Unknown time zone: write it as Europe/Moscow or Asia/Novosibirsk.",
+    ),
     ("unknown_field", r"Unknown field\.", "Неизвестное поле.", "Unknown field."),
     (
         "range",

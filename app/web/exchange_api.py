@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, jsonify, request
@@ -14,6 +13,7 @@ from flask.typing import ResponseReturnValue
 from app.core import i18n
 from app.core.db import db
 from app.core.models import ExchangeLot, Portal, utcnow
+from app.core.timezones import portal_zone, zone_name
 from app.core.validation import json_body
 from app.crm.errors import CrmError
 from app.crm.factory import client_for
@@ -60,7 +60,7 @@ def _lot_json(
         "source_name": sources.get(lot.source_id or "", lot.source_id or "—"),
         "department_id": lot.department_id,
         "pooled_at": lot.pooled_at.isoformat(),
-        "pooled_text": i18n.when(lot.pooled_at, page_language(), portal.timezone),
+        "pooled_text": i18n.when(lot.pooled_at, page_language(), zone_name(portal)),
         "age_hours": int((now - lot.pooled_at).total_seconds() // 3600),
         "status": lot.status,
     }
@@ -270,7 +270,7 @@ def stats() -> ResponseReturnValue:
         end = date.fromisoformat(request.args.get("to", "")) if request.args.get("to") else None
     except ValueError:
         return jsonify(error="bad_request", message="from/to: expected YYYY-MM-DD"), 400
-    zone = ZoneInfo(reports.zone_name(portal))  # the dates are the portal's calendar days
+    zone = portal_zone(portal)  # the dates are the portal's calendar days
     end_at = datetime.combine(end, datetime.min.time(), zone) if end else utcnow() + timedelta(seconds=1)
     start_at = datetime.combine(start, datetime.min.time(), zone) if start else end_at - timedelta(days=30)
     rows = exchange.claim_stats(portal.id, start_at, end_at)

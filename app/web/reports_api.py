@@ -18,6 +18,7 @@ from app.core import i18n
 from app.core.db import db
 from app.core.models import Portal
 from app.core.queue import enqueue
+from app.core.timezones import zone_label
 from app.core.validation import json_body
 from app.crm.errors import CrmError
 from app.crm.factory import client_for
@@ -119,6 +120,7 @@ def report_view() -> ResponseReturnValue:
         "b24/report.html",
         lang=language,
         timezone=reports.zone_name(portal),
+        timezone_label=zone_label(reports.zone_name(portal), language, period.end),
         period=period,
         report=report,
         tables=reports.tables(report, language),

@@ -8,6 +8,7 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
 from app.core import i18n
+from app.core.timezones import zone_name
 from app.domain import taskcontrol
 from app.web.api import save_settings
 from app.web.permissions import ADMIN, Access, require_role
@@ -28,7 +29,7 @@ def get_report() -> ResponseReturnValue:
     report = taskcontrol.overdue_report(portal)
     if report is None:
         return jsonify(scanned_at=None, scanned_at_text=i18n.translate("tc_never", access.language), managers=[])
-    language, zone = access.language, portal.timezone
+    language, zone = access.language, zone_name(portal)
     managers = []
     for row in report["managers"]:
         oldest = row["oldest_overdue"]

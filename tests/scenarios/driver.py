@@ -110,6 +110,7 @@ class CrmDriver(Protocol):
     def user_name(self, user_id: int) -> str: ...
     def department_id(self, name: str) -> str: ...
     def set_clock(self, moment: datetime) -> None: ...
+    def set_time_zone(self, zone: str) -> None: ...
 
     # -- pipelines, stages, deals
     def pipeline_id(self, name: str = "main") -> str: ...
@@ -289,6 +290,11 @@ class B24Driver(_Common):
         """The portal's clock stands at `moment` (its rate limit is off: the token bucket refills by this clock)."""
         self.sandbox.clock = ManualClock(moment.timestamp())
         self.sandbox.set_rate_limit(self.crm_portal, enabled=False)
+
+    def set_time_zone(self, zone: str) -> None:
+        """The portal lives in `zone` (its settings) and its admin names it as his own (``profile``)."""
+        self.crm_portal.time_zone = zone
+        self.crm_portal.users[ADMIN]["TIME_ZONE"] = zone
 
     def pipeline_id(self, name: str = "main") -> str:
         return self._PIPELINES.get(name, name)
@@ -608,6 +614,10 @@ class AmoDriver(_Common):
         """The account's clock stands at `moment` (its 7 req/s limit is off: it counts requests by this clock)."""
         self.sandbox.clock = ManualClock(moment.timestamp())
         self.account.rate_limit = None
+
+    def set_time_zone(self, zone: str) -> None:
+        """The account's time zone (its settings, ``datetime_settings.timezone``)."""
+        self.account.timezone = zone
 
     def _pipelines(self) -> list[int]:
         return sorted(self.account.pipelines, key=lambda pid: self.account.pipelines[pid]["sort"])

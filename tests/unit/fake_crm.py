@@ -21,6 +21,7 @@ from app.crm.port import (
     Client,
     ClientHistory,
     CrmClient,
+    CrmTimeZone,
     Deal,
     DealChange,
     DealField,
@@ -110,6 +111,7 @@ class InMemoryCrm:
         self.clients: dict[tuple[str, str], Client] = {}  # (kind, id) -> contact or company
         self.client_details: dict[tuple[str, str], tuple[str, ...]] = {}  # (kind, id) -> phones and e-mails
         self.deal_clients: dict[str, list[tuple[str, str]]] = defaultdict(list)  # deal id -> its (kind, id)
+        self.zone = CrmTimeZone("Europe/Moscow", timedelta(hours=3))  # what time_zone() reports
 
     # ================================================================== arranging (tests, not the port)
     def now(self) -> datetime:
@@ -691,6 +693,11 @@ class InMemoryCrm:
             duplicates=tuple(self.clients[key] for key in duplicate_keys),
             open_deals=open_deals,
         )
+
+    def time_zone(self) -> CrmTimeZone:
+        """The zone the CRM reports (`zone`, set by a test)."""
+        self._read("time_zone")
+        return self.zone
 
 
 _: CrmClient = InMemoryCrm()  # mypy: the fake is a CrmClient

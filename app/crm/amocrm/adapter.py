@@ -36,6 +36,7 @@ from app.crm.port import (
     Call,
     Client,
     ClientHistory,
+    CrmTimeZone,
     Deal,
     DealChange,
     DealField,
@@ -81,6 +82,15 @@ STATUS_INCOMING = 1  # status type of "Incoming leads" (Неразобранно
 STATUS_FILTER_CHUNK = 40  # (pipeline, status) pairs per lead list request: keeps the URL near 4.5 KB
 TASK_TITLE_LENGTH = 250
 STATUS_COLOR = "#ffce5a"  # the status colour of stages we add: amoCRM allows a fixed palette, this is its orange
+
+
+def _offset(value: Any) -> timedelta | None:
+    """An offset written ``+07:00`` / ``-04:00``."""
+    text = str(value or "").strip()
+    if len(text) != 6 or text[0] not in "+-" or text[3] != ":" or not (text[1:3] + text[4:]).isdigit():
+        return None
+    delta = timedelta(hours=int(text[1:3]), minutes=int(text[4:]))
+    return -delta if text[0] == "-" else delta
 
 
 # ---------------------------------------------------------------- value decoding
@@ -1066,3 +1076,11 @@ class AmoCrm:
             if _text(info.get("text")) == text:
                 return _text(note.get("id"))
         return None
+
+    def time_zone(self) -> CrmTimeZone:
+        """``GET /api/v4/account?with=datetime_settings``: ``timezone`` (an IANA name) and ``timezone_offset``
+        (``+07:00``)."""
+        answer = _mapping(self.rest.get("/api/v4/account", {"with": "datetime_settings"}))
+        settings = _mapping(answer.get("datetime_settings"))
+        name = str(settings.get("timezone") or "") or None
+        return CrmTimeZone(name, _offset(settings.get("timezone_offset")))

@@ -6,12 +6,13 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from app.core.models import Portal
+from app.core.timezones import portal_zone
 from app.crm.bitrix24.batch import BATCH_LIMIT, PAGE_SIZE, BatchResult, ListStream, result_rows
 from app.crm.bitrix24.client import Bitrix24Rest, audio_type
 from app.crm.errors import (
@@ -26,6 +27,7 @@ from app.crm.port import (
     Call,
     Client,
     ClientHistory,
+    CrmTimeZone,
     Deal,
     DealChange,
     DealField,
@@ -199,11 +201,13 @@ def _refused(error: Bitrix24Error) -> bool:
     return not isinstance(error, Bitrix24AuthError | Bitrix24Throttled | InternalServerError)
 
 
-def _zone(name: str | None) -> ZoneInfo:
+def _server_offset(value: Any) -> timedelta | None:
+    """The UTC offset of ``server.time``'s answer (``YYYY-MM-DDThh:mm:ss±hh:mm``)."""
     try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return moment.utcoffset()
 
 
 def stage_entity(pipeline_id: str) -> str:
@@ -233,7 +237,7 @@ class Bitrix24Crm:
     def __init__(self, portal: Portal, rest: Bitrix24Rest | None = None) -> None:
         self.portal_id = portal.id
         self.rest = rest or Bitrix24Rest(portal.id)
-        self.tz = _zone(portal.timezone)
+        self.tz = portal_zone(portal)
         self.domain = portal.domain
         self.offline_events = bool((portal.settings or {}).get("offline_events"))
         fields = (portal.settings or {}).get("b24_fields") or {}
@@ -1153,3 +1157,11 @@ class Bitrix24Crm:
             close=response.close,
             length=int(length) if length and length.isdigit() else None,
         )
+
+    def time_zone(self) -> CrmTimeZone:
+        """One batch of ``profile`` (the token user's own ``TIME_ZONE``, empty when he follows the portal's)
+        and ``server.time`` (the portal's time with its UTC offset)."""
+        result = self.rest.batch({"profile": ("profile", None), "time": ("server.time", None)})
+        profile = result.result.get("profile")
+        name = str(profile.get("TIME_ZONE") or "") if isinstance(profile, Mapping) else ""
+        return CrmTimeZone(name or None, _server_offset(result.result.get("time")))
