@@ -31,6 +31,7 @@ drains its bucket.
 from __future__ import annotations
 
 import math
+import random
 import re
 import time
 from collections.abc import Mapping
@@ -222,3 +223,17 @@ def amo_bucket(settings: Mapping[str, Any] | None, app: Flask | None = None) -> 
 def acquire(key: str, bucket: Bucket | None = None, *, app: Flask | None = None) -> float:
     """Block until a request under `key` may be sent (default bucket from the config)."""
     return limiter_for(app).acquire(key, bucket or bucket_for(None, app))
+
+
+def retry_delay(
+    attempt: int, retry_after: float | None, *, attempts: int, base_delay: float, max_delay: float
+) -> float | None:
+    """Seconds to sleep before retry number `attempt` (1-based) after the CRM refused for its limit, or None
+    to give up: the CRM's own Retry-After when it names one we can wait for, else exponential backoff with
+    jitter."""
+    if attempt >= attempts:
+        return None
+    if retry_after is not None:
+        return retry_after if retry_after <= max_delay else None
+    delay = min(max_delay, base_delay * 2 ** (attempt - 1))
+    return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography

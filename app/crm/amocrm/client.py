@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import random
 import socket
 import time
 from collections.abc import Iterator, Mapping
@@ -61,7 +60,7 @@ from app.crm.errors import (
 )
 from app.crm.hosts import ForeignHost, amo_account_host, origin_of, require_amo_host, require_same_origin
 from app.crm.oauth import NEEDS_REINSTALL, TokenKeeper
-from app.crm.ratelimit import Bucket, amo_bucket, amo_key, limiter_for
+from app.crm.ratelimit import Bucket, amo_bucket, amo_key, limiter_for, retry_delay
 
 if TYPE_CHECKING:
     from requests.adapters import _HostParams, _PoolKwargs  # the stubs' types (not importable at runtime)
@@ -401,12 +400,14 @@ class AmoRest:
     # ---- the request loop
 
     def _backoff(self, attempt: int, error: AmoThrottled) -> float | None:
-        if attempt >= self.retry_attempts:
-            return None
-        if error.retry_after is not None:
-            return error.retry_after if error.retry_after <= self.retry_max_delay else None
-        delay = min(self.retry_max_delay, self.retry_base_delay * 2 ** (attempt - 1))
-        return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
+        """Seconds to sleep before retry number `attempt` (1-based), or None to give up."""
+        return retry_delay(
+            attempt,
+            error.retry_after,
+            attempts=self.retry_attempts,
+            base_delay=self.retry_base_delay,
+            max_delay=self.retry_max_delay,
+        )
 
     def _send(
         self, auth: _AccountAuth, method: str, path: str, params: Mapping[str, Any] | None, body: Any

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -79,7 +78,7 @@ from app.crm.errors import (
 )
 from app.crm.hosts import ForeignHost, origin_of, require_same_origin
 from app.crm.oauth import NEEDS_REINSTALL, TokenKeeper
-from app.crm.ratelimit import Bucket, bucket_for, limiter_for, portal_key
+from app.crm.ratelimit import Bucket, bucket_for, limiter_for, portal_key, retry_delay
 
 log = logging.getLogger(__name__)
 
@@ -326,12 +325,13 @@ class Bitrix24Rest:
 
     def _backoff(self, attempt: int, error: Bitrix24Throttled) -> float | None:
         """Seconds to sleep before retry number `attempt` (1-based), or None to give up."""
-        if attempt >= self.retry_attempts:
-            return None
-        if error.retry_after is not None:
-            return error.retry_after if error.retry_after <= self.retry_max_delay else None
-        delay = min(self.retry_max_delay, self.retry_base_delay * 2 ** (attempt - 1))
-        return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
+        return retry_delay(
+            attempt,
+            error.retry_after,
+            attempts=self.retry_attempts,
+            base_delay=self.retry_base_delay,
+            max_delay=self.retry_max_delay,
+        )
 
     def _send(self, auth: _PortalAuth, method: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
         """One HTTP request after a rate-limiter slot; SDK errors become CrmErrors."""
