@@ -436,6 +436,11 @@ class CrmClient(Protocol):
         them (this deal left out), in as few calls as the CRM allows."""
         ...
 
+    def order_stages(self, pipeline_id: str, stage_ids: Sequence[str]) -> None:
+        """Move the named in-progress stages of a pipeline, in this order, after its other in-progress stages
+        (the final ones stay last); stages already in place are not written."""
+        ...
+
 
 ClientFactory = Callable[["Portal"], CrmClient]
 _factory: list[ClientFactory] = []
