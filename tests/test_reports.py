@@ -16,9 +16,9 @@ import pytest
 import sqlalchemy as sa
 
 from app.core.db import db
-from app.core.models import CaseEvent, Penalty, RefusalCase
+from app.core.models import AuditEntry, CaseEvent, Penalty, RefusalCase
 from app.core.security import Identity, issue_token
-from app.domain import penalties, reports
+from app.domain import penalties, reports, requirements
 from app.domain.settings import update_guard_settings
 from tests.helpers import make_portal
 
@@ -145,6 +145,25 @@ def portal(app, monkeypatch):
     add_case(row, 9, MANAGER_A, "no_budget", "WEB", "2026-10-15T10:00", [("2026-10-15T12:00", confirmed)])
     add_case(row, 10, MANAGER_A, "price", "WEB", "2026-10-20T10:00", [("2026-10-20T12:00", confirmed)])
     add_case(row, 11, MANAGER_B, "no_budget", "WEB", "2026-10-21T10:00", [("2026-10-21T12:00", confirmed)])
+    # moves refused for missing fields: the robot's (22:00 UTC on 31 Oct is 1 Nov in Moscow) counts for the
+    # deal's manager; 21:30 UTC on 30 Nov is December
+    for moment, actor in (
+        ("2026-10-31T22:00", "automation"),
+        ("2026-11-15T10:00", MANAGER_A),
+        ("2026-11-30T21:30", MANAGER_A),
+    ):
+        db.session.add(
+            AuditEntry(
+                portal_id=row.id,
+                deal_id="150",
+                actor=actor,
+                attempted=requirements.ATTEMPTED,
+                outcome=requirements.OUTCOME,
+                reason="required fields are not filled in",
+                details={"manager_id": MANAGER_A, "stage_id": "C0:EXECUTING", "missing": ["OPPORTUNITY"]},
+                created_at=at(moment),
+            )
+        )
     db.session.commit()
     monkeypatch.setattr(reports, "lookup_names", lambda portal: NAMES)
     return row
@@ -173,6 +192,7 @@ def test_every_figure_of_the_period_matches_the_hand_count(client, portal):
         "penalties": {"RUB": "1000.00"},
         "turnaround_hours": "3.0",
         "deletions": 0,
+        "missing_fields": 2,
     }
     assert by_manager["3"] == {
         "manager_id": "3",
@@ -184,6 +204,7 @@ def test_every_figure_of_the_period_matches_the_hand_count(client, portal):
         "penalties": {"RUB": "0.00"},  # the 2000 fine was cancelled (in December: it still leaves November)
         "turnaround_hours": "11.3",  # (6 + 4 + 24) / 3
         "deletions": 0,
+        "missing_fields": 0,
     }
     assert body["totals"] == {
         "cases": 7,
@@ -193,6 +214,7 @@ def test_every_figure_of_the_period_matches_the_hand_count(client, portal):
         "penalties": {"RUB": "1000.00"},
         "turnaround_hours": "8.0",  # (4 + 2 + 6 + 4 + 24) / 5
         "deletions": 0,
+        "missing_fields": 2,
     }
     assert [
         (r["reason"], r["claimed"], r["confirmed"], r["confirm_rate"], r["share_of_confirmed"]) for r in body["reasons"]
@@ -262,10 +284,11 @@ def test_csv_is_excel_ready_with_cyrillic_and_the_same_figures(client, portal):
             "Штрафы, ₽",
             "Проверка ОКК, ч",
             "Удалено сделок",
+            "Отклонено переходов: не заполнены поля",
         ],
-        ["Иван Петров", "4", "1", "1", "50,0", "1000,00", "3,0", "0"],
-        ["Мария Сидорова", "3", "2", "1", "33,3", "0,00", "11,3", "0"],
-        ["Итого", "7", "3", "2", "40,0", "1000,00", "8,0", "0"],
+        ["Иван Петров", "4", "1", "1", "50,0", "1000,00", "3,0", "0", "2"],
+        ["Мария Сидорова", "3", "2", "1", "33,3", "0,00", "11,3", "0", "0"],
+        ["Итого", "7", "3", "2", "40,0", "1000,00", "8,0", "0", "2"],
     ]
     reasons = read_csv(client.get(f"/api/reports/reasons.csv{NOVEMBER}", headers=headers(portal)), ";")
     assert reasons[1] == ["Дорого", "5", "2", "40,0", "66,7"]
@@ -296,7 +319,8 @@ def test_english_csv_uses_commas_and_decimal_points(client, portal):
     db.session.commit()
     rows = read_csv(client.get(f"/api/reports/managers.csv{NOVEMBER}", headers=headers(portal)), ",")
     assert rows[0][:2] == ["Manager", "Refusals reviewed"]
-    assert rows[1] == ["Иван Петров", "4", "1", "1", "50.0", "1000.00", "3.0", "0"]
+    assert rows[0][-1] == "Moves refused: fields missing"
+    assert rows[1] == ["Иван Петров", "4", "1", "1", "50.0", "1000.00", "3.0", "0", "2"]
 
 
 def test_the_page_fragment_shows_the_same_figures_and_the_charts(client, portal):

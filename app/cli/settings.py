@@ -3,6 +3,7 @@ validates and stores them), and its stage requirements (`stage_requirements=JSON
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -15,10 +16,13 @@ from app.core.db import db
 from app.core.models import Portal
 from app.crm.errors import CrmError
 from app.crm.port import client_for
-from app.domain import requirements, timezones
+from app.domain import audit, requirements, timezones
+from app.domain.settings import SECTION as guard_section
 from app.domain.settings import as_dict, guard_settings, update_guard_settings
+from app.web.api import settings_diff
 
 settings_cli = AppGroup("settings", help="Show or change a portal's guard settings.")
+CLI_ACTOR = "cli"  # the audit rows' actor for a change made from the command line
 
 
 def _find_portal(ref: str) -> Portal:
@@ -59,6 +63,26 @@ def _set_requirements(row: Portal, value: Any) -> dict[str, Any]:
         raise click.ClickException(json.dumps(error.messages, ensure_ascii=False)) from error
 
 
+def _effective(row: Portal) -> dict[str, Any]:
+    """The portal's settings with the guard's defaults filled in, so an audit names only what a save changed."""
+    return {
+        **copy.deepcopy(dict(row.settings or {})),
+        guard_section: as_dict(guard_settings(row)),
+        requirements.SECTION: requirements.stage_requirements(row),
+    }
+
+
+def _audit(row: Portal, before: dict[str, Any], keys: list[str]) -> None:
+    """One audit row per changed setting, as the settings page records a save: the actor is "cli", the
+    details name the setting with its old and new value (`changed`, the page's shape)."""
+    changed = settings_diff(before, _effective(row))
+    if not changed:
+        audit.record(row.id, CLI_ACTOR, "change settings", "saved, nothing changed", details_keys=keys, changed={})
+    for name, change in changed.items():
+        attempted = "change stage requirements" if name.startswith(f"{requirements.SECTION}.") else "change settings"
+        audit.record(row.id, CLI_ACTOR, attempted, "saved", setting=name, details_keys=keys, changed={name: change})
+
+
 @settings_cli.command("set")
 @click.argument("portal")
 @click.argument("assignments", nargs=-1, required=True)
@@ -67,6 +91,7 @@ def set_command(portal: str, assignments: tuple[str, ...]) -> None:
     (empty: as the CRM reports it), or
     stage_requirements='{"PREPAYMENT_INVOICE": {"required": ["OPPORTUNITY", "UF_CRM_INVOICE_NO"]}}')."""
     row = _find_portal(portal)
+    before = _effective(row)
     changes: dict[str, Any] = {}
     for assignment in assignments:
         key, sep, raw = assignment.partition("=")
@@ -78,6 +103,7 @@ def set_command(portal: str, assignments: tuple[str, ...]) -> None:
             if key != timezones.FIELD:
                 raise click.ClickException(f"{key}: not valid JSON ({error.msg})") from error
             changes[key] = raw  # time_zone=Asia/Novosibirsk, no quotes needed
+    keys = sorted(changes)
     stored: dict[str, Any] = {}
     if timezones.FIELD in changes:
         try:
@@ -91,5 +117,6 @@ def set_command(portal: str, assignments: tuple[str, ...]) -> None:
             stored = {**as_dict(update_guard_settings(row, changes)), **stored}
         except ValidationError as error:
             raise click.ClickException(json.dumps(error.messages, ensure_ascii=False)) from error
+    _audit(row, before, keys)
     db.session.commit()
     click.echo(json.dumps(stored, ensure_ascii=False, indent=2))

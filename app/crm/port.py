@@ -449,6 +449,11 @@ class CrmClient(Protocol):
         """The portal's or account's own time zone as the CRM reports it."""
         ...
 
+    def order_stages(self, pipeline_id: str, stage_ids: Sequence[str]) -> None:
+        """Move the named in-progress stages of a pipeline, in this order, after its other in-progress stages
+        (the final ones stay last); stages already in place are not written."""
+        ...
+
 
 ClientFactory = Callable[["Portal"], CrmClient]
 _factory: list[ClientFactory] = []

@@ -31,7 +31,7 @@ from app.core import i18n, timezones
 from app.core.db import db, insert_ignore
 from app.core.models import CaseEvent, DealDeletion, Penalty, Portal, RefusalCase, ReportDelivery, utcnow
 from app.crm.errors import CrmError
-from app.domain import directory, reason_analytics, reasons
+from app.domain import directory, reason_analytics, reasons, requirement_refusals
 from app.domain.penalties import cpl_settings
 from app.domain.review_text import cpl_rule_text
 
@@ -72,6 +72,7 @@ i18n.register(
         "col_penalties": ("Штрафы, {currency}", "Penalties, {currency}"),
         "col_turnaround": ("Проверка ОКК, ч", "QA turnaround, h"),
         "col_deletions": ("Удалено сделок", "Deals deleted"),
+        "col_missing_fields": ("Отклонено переходов: не заполнены поля", "Moves refused: fields missing"),
         "col_deleted_by": ("Кто удалил", "Deleted by"),
         "col_violation": ("Нарушение", "Violation"),
         "reports_deletions": ("Удалённые сделки", "Deleted deals"),
@@ -494,6 +495,9 @@ def build_report(portal: Portal, period: Period, names: Names | None = None) -> 
         if deletion.violation:
             deletions_by_manager[deletion.deleted_by] += 1
             by_manager.setdefault(deletion.deleted_by, Counts())
+    missing_by_manager = requirement_refusals.refusals_by_manager(portal.id, period.start, period.end)
+    for manager_id in missing_by_manager:
+        by_manager.setdefault(manager_id, Counts())
 
     def counts_row(counts: Counts) -> dict[str, Any]:
         return {
@@ -511,6 +515,7 @@ def build_report(portal: Portal, period: Period, names: Names | None = None) -> 
             "penalties": _money(penalties_by_manager.get(manager_id, {}), currencies),
             "turnaround_hours": counts.turnaround_hours,
             "deletions": deletions_by_manager.get(manager_id, 0),
+            "missing_fields": missing_by_manager.get(manager_id, 0),
         }
         for manager_id, counts in by_manager.items()
     ]
@@ -523,6 +528,7 @@ def build_report(portal: Portal, period: Period, names: Names | None = None) -> 
         "penalties": _money(penalty_total, currencies),
         "turnaround_hours": total.turnaround_hours,
         "deletions": sum(deletions_by_manager.values()),
+        "missing_fields": sum(missing_by_manager.values()),
     }
     reasons: list[dict[str, Any]] = [
         {
@@ -673,9 +679,16 @@ def tables(report: Report, language: str) -> dict[str, Table]:
         "managers": Table(
             "managers",
             t("reports_managers"),
-            [t("col_manager"), *counts, *money, t("col_turnaround"), t("col_deletions")],
+            [t("col_manager"), *counts, *money, t("col_turnaround"), t("col_deletions"), t("col_missing_fields")],
             [
-                [row["name"], *count_cells(row), *money_cells(row), row["turnaround_hours"], row["deletions"]]
+                [
+                    row["name"],
+                    *count_cells(row),
+                    *money_cells(row),
+                    row["turnaround_hours"],
+                    row["deletions"],
+                    row["missing_fields"],
+                ]
                 for row in report.managers
             ],
             [
@@ -684,6 +697,7 @@ def tables(report: Report, language: str) -> dict[str, Table]:
                 *money_cells(report.totals),
                 report.totals["turnaround_hours"],
                 report.totals["deletions"],
+                report.totals["missing_fields"],
             ],
         ),
         "deletions": Table(

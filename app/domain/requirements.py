@@ -25,24 +25,21 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import sqlalchemy as sa
 from marshmallow import ValidationError
 from sqlalchemy.orm.attributes import flag_modified
 
 from app.core import i18n
-from app.core.db import db
-from app.core.models import AuditEntry, Portal
+from app.core.models import Portal
 from app.core.queue import get_redis
 from app.crm.port import AUTOMATION, CrmClient, Deal, DealField
 from app.domain import audit, directory, effects, guard
+from app.domain.requirement_refusals import ATTEMPTED, OUTCOME
+from app.domain.requirement_refusals import refusal_counts as refusal_counts
 
 SECTION = "stage_requirements"
-ATTEMPTED = "enter stage"
-OUTCOME = "reverted"
 MAX_STAGES = 200
 MAX_FIELDS = 50
 MAX_CODE = 100
@@ -313,37 +310,3 @@ def first_seen_rule(deal_guard: guard.Guard, deal: Deal, mover: str, role: str) 
     if not previous or previous == deal.stage_id:
         return None
     return stage_requirements_rule(deal_guard, deal, previous, deal.pipeline_id, mover, role)
-
-
-# ------------------------------------------------------------------------------------------ reports
-
-
-def refusal_counts(portal_id: int, start: datetime, end: datetime) -> list[dict[str, Any]]:
-    """Moves refused for missing fields in [start, end): one row per manager and stage, the most refused
-    first, with how often each field was missing (`fields`: {label: count}, most often first)."""
-    rows = db.session.scalars(
-        sa.select(AuditEntry).where(
-            AuditEntry.portal_id == portal_id,
-            AuditEntry.attempted == ATTEMPTED,
-            AuditEntry.outcome == OUTCOME,
-            AuditEntry.created_at >= start,
-            AuditEntry.created_at < end,
-        )
-    )
-    grouped: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in rows:
-        details = row.details or {}
-        manager = str(details.get("manager_id") or row.actor)
-        stage_id = str(details.get("stage_id") or "")
-        entry = grouped.setdefault(
-            (manager, stage_id),
-            {"manager_id": manager, "stage_id": stage_id, "pipeline_id": str(details.get("pipeline_id") or ""),
-             "count": 0, "fields": {}},
-        )  # fmt: skip
-        entry["count"] += 1
-        for label in details.get("missing_labels") or details.get("missing") or []:
-            entry["fields"][str(label)] = entry["fields"].get(str(label), 0) + 1
-    result = sorted(grouped.values(), key=lambda item: (-item["count"], item["manager_id"], item["stage_id"]))
-    for item in result:
-        item["fields"] = dict(sorted(item["fields"].items(), key=lambda pair: (-pair[1], pair[0])))
-    return result

@@ -30,6 +30,7 @@ def init_app(app: Flask) -> None:
         api,
         errors,
         exchange_api,
+        playbook_api,
         reasons_api,
         reports_api,
         requirements_api,
@@ -49,6 +50,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(requirements_api.bp)
     app.register_blueprint(reasons_api.bp)
     app.register_blueprint(timezone_api.bp)
+    app.register_blueprint(playbook_api.bp)
     errors.install(
         app,
         api.bp,
@@ -59,5 +61,6 @@ def init_app(app: Flask) -> None:
         requirements_api.bp,
         reasons_api.bp,
         timezone_api.bp,
+        playbook_api.bp,
     )
     sandbox_proxy.init_app(app)

@@ -632,6 +632,37 @@ def add_statuses(request: Request, pipeline_id: int) -> Answer:
     return 200, {"_total_items": len(created), "_embedded": {"statuses": created}}
 
 
+def patch_status(request: Request, pipeline_id: int, status_id: int) -> Answer:
+    """Edit one status (`name`, `sort`, `color`); the system statuses (Incoming leads, 142, 143) are not
+    editable."""
+    request.require_admin()
+    pipeline = request.account.pipelines.get(pipeline_id)
+    status = (pipeline or {}).get("statuses", {}).get(status_id) if pipeline else None
+    if status is None:
+        raise problem(404, "Not Found", "Status not found")
+    body = request.body
+    if not isinstance(body, dict):
+        raise validation_error([("InvalidType", "body", "This value should be of type object.")])
+    if status_id in (142, 143) or status.get("type") == 1:
+        raise validation_error([("NotEditable", "id", "This status cannot be edited.")])
+    if "name" in body:
+        name = str(body.get("name") or "").strip()
+        if not name:
+            raise validation_error([("NotBlank", "name", "This value should not be blank.")])
+        status["name"] = name
+    if "sort" in body:
+        sort = _int(body.get("sort"))
+        if sort is None:
+            raise validation_error([("InvalidType", "sort", "This value should be of type int.")])
+        status["sort"] = sort
+    if "color" in body:
+        color = str(body.get("color") or "")
+        if color not in STATUS_COLORS:
+            raise validation_error([("NotSupportedChoice", "color", "The value you selected is not valid.")])
+        status["color"] = color
+    return 200, dict(status)
+
+
 # ---------------------------------------------------------------- custom fields
 
 
@@ -1072,6 +1103,7 @@ ROUTES: list[Route] = [
     ("POST", re.compile(r"/api/v4/leads/pipelines"), add_pipelines),
     ("GET", re.compile(r"/api/v4/leads/pipelines/(\d+)"), get_pipeline),
     ("POST", re.compile(r"/api/v4/leads/pipelines/(\d+)/statuses"), add_statuses),
+    ("PATCH", re.compile(r"/api/v4/leads/pipelines/(\d+)/statuses/(\d+)"), patch_status),
     ("GET", re.compile(r"/api/v4/leads/custom_fields"), list_fields),
     ("POST", re.compile(r"/api/v4/leads/custom_fields"), add_fields),
     ("PATCH", re.compile(r"/api/v4/leads/custom_fields/(\d+)"), patch_field),

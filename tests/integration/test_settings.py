@@ -2,8 +2,11 @@
 
 import json
 
+import sqlalchemy as sa
+
 from app.cli.settings import settings_cli
 from app.core.db import db
+from app.core.models import AuditEntry
 from app.core.security import Identity, issue_token
 from app.domain.settings import guard_settings
 from tests.integration.b24 import B24
@@ -77,3 +80,35 @@ def test_cli_shows_and_sets_settings(installed: B24):
     assert bad.exit_code != 0 and "not valid JSON" in bad.output
     unknown = runner.invoke(settings_cli, ["show", "no-such-portal"])
     assert unknown.exit_code != 0 and "no portal" in unknown.output
+
+
+def test_cli_set_audits_each_changed_setting_as_cli_with_old_and_new_value(installed: B24):
+    portal = installed.our_portal()
+    runner = installed.app.test_cli_runner()
+    result = runner.invoke(settings_cli, ["set", portal.external_id, "review_sla_hours=12", 'qa_users=["7"]'])
+    assert result.exit_code == 0, result.output
+    rows = db.session.scalars(
+        sa.select(AuditEntry).where(AuditEntry.portal_id == portal.id, AuditEntry.attempted == "change settings")
+    ).all()
+    by_setting = {row.details["setting"]: row for row in rows}
+    assert set(by_setting) == {"guard.review_sla_hours", "guard.qa_users"}
+    assert all(row.actor == "cli" and row.outcome == "saved" for row in rows)
+    assert by_setting["guard.review_sla_hours"].details["changed"] == {"guard.review_sla_hours": {"from": 24, "to": 12}}
+    assert by_setting["guard.qa_users"].details["changed"]["guard.qa_users"]["to"] == ["7"]
+
+    again = runner.invoke(settings_cli, ["set", portal.external_id, "review_sla_hours=12"])
+    assert again.exit_code == 0, again.output
+    last = db.session.scalars(sa.select(AuditEntry).order_by(AuditEntry.id.desc())).first()
+    assert last is not None and last.actor == "cli" and last.outcome == "saved, nothing changed"
+
+    refused = runner.invoke(settings_cli, ["set", portal.external_id, "review_sla_hours=-5"])
+    assert refused.exit_code != 0
+    db.session.rollback()
+    assert (
+        db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(AuditEntry)
+            .where(AuditEntry.portal_id == portal.id, AuditEntry.actor == "cli")
+        )
+        == 3
+    )

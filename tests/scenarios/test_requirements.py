@@ -124,7 +124,7 @@ def test_the_cli_sets_stage_requirements(crm: CrmDriver):
     value = json.dumps({late: {"required": [crm.amount_field, invoice]}})
     result = runner.invoke(settings_cli, ["set", crm.portal().external_id, f"stage_requirements={value}"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["stage_requirements"] == {late: {"required": [crm.amount_field, invoice]}}
+    assert json.loads(result.stdout)["stage_requirements"] == {late: {"required": [crm.amount_field, invoice]}}
     db.session.expire_all()
     assert requirements.required_for(crm.portal(), late) == [crm.amount_field, invoice]
     bad = runner.invoke(settings_cli, ["set", crm.portal().external_id, 'stage_requirements={"X": {"required": 1}}'])

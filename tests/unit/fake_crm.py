@@ -445,6 +445,18 @@ class InMemoryCrm:
         self.writes.append(Write("ensure_stage", pipeline_id, spec))
         return stage_id
 
+    def order_stages(self, pipeline_id: str, stage_ids: Sequence[str]) -> None:
+        """The named in-progress stages, in this order, after the others; the final ones last; sorts renumbered."""
+        self._maybe_fail("order_stages")
+        pipeline = self.pipelines[pipeline_id]
+        named = [stage for wanted in stage_ids for stage in pipeline.stages if stage.id == wanted]
+        others = [stage for stage in pipeline.stages if stage not in named and stage.semantics == "process"]
+        final = [stage for stage in pipeline.stages if stage.semantics != "process"]
+        ordered = [*others, *named, *final]
+        stages = tuple(replace(stage, sort=(index + 1) * 10) for index, stage in enumerate(ordered))
+        self.pipelines[pipeline_id] = replace(pipeline, stages=stages)
+        self.writes.append(Write("order_stages", pipeline_id, list(stage_ids)))
+
     def list_users(self) -> list[User]:
         """Every user of the portal."""
         self._read("list_users")

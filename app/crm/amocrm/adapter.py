@@ -647,6 +647,25 @@ class AmoCrm:
             raise CrmError(f"pipeline {pipeline_id}: the status was not created")
         return _text(made[0].get("id"))
 
+    def order_stages(self, pipeline_id: str, stage_ids: Sequence[str]) -> None:
+        """GET the pipeline; PATCH .../statuses/{id} with the new `sort` of each named status that is not where
+        it should be (142 and 143 always come last by themselves)."""
+        pipeline = self.rest.get(f"/api/v4/leads/pipelines/{int(pipeline_id)}")
+        statuses = [s for s in (_mapping(_mapping(pipeline).get("_embedded")).get("statuses") or []) if s]
+        by_id = {_text(s.get("id")): s for s in statuses}
+        named = [by_id[stage_id] for stage_id in stage_ids if stage_id in by_id and stage_id not in (WON, LOST)]
+        named_ids = {_text(s.get("id")) for s in named}
+        others = [s for s in statuses if _text(s.get("id")) not in (WON, LOST) and _text(s.get("id")) not in named_ids]
+        sort = max((_int(s.get("sort")) or 0 for s in others), default=0)
+        for row in named:
+            sort += 10
+            if (_int(row.get("sort")) or 0) != sort:
+                self.rest.request(
+                    "PATCH",
+                    f"/api/v4/leads/pipelines/{int(pipeline_id)}/statuses/{int(_text(row.get('id')))}",
+                    body={"sort": sort},
+                )
+
     # ---- people
 
     def list_users(self) -> list[User]:

@@ -215,6 +215,10 @@ def stage_entity(pipeline_id: str) -> str:
     return "DEAL_STAGE" if pipeline_id == "0" else f"DEAL_STAGE_{pipeline_id}"
 
 
+def _min_sort(statuses: Sequence[Mapping[str, Any]]) -> int:
+    return min(int(_text(s.get("SORT")) or 0) for s in statuses)
+
+
 def _sort_before_final(statuses: Sequence[Mapping[str, Any]]) -> int:
     """A SORT value after the last in-progress stage and before the first final one."""
     final = [int(_text(s.get("SORT")) or 0) for s in statuses if s.get("SEMANTICS") in ("S", "F")]
@@ -530,6 +534,26 @@ class Bitrix24Crm:
                 },
             )
         return wanted
+
+    def order_stages(self, pipeline_id: str, stage_ids: Sequence[str]) -> None:
+        """crm.status.list of the funnel; crm.status.update of the SORT of each named stage (then of the final
+        stages, when the named ones would reach them) that is not where it should be."""
+        entity = stage_entity(pipeline_id)
+        statuses = result_rows(
+            self.rest.call("crm.status.list", {"filter": {"ENTITY_ID": entity}, "order": {"SORT": "ASC"}}), None
+        )
+        by_id = {_text(s.get("STATUS_ID")): s for s in statuses}
+        named = [by_id[stage_id] for stage_id in stage_ids if stage_id in by_id]
+        final = [s for s in statuses if s.get("SEMANTICS") in ("S", "F")]
+        others = [s for s in statuses if s not in named and s not in final]
+        sort = max((int(_text(s.get("SORT")) or 0) for s in others), default=0)
+        wanted: list[tuple[Mapping[str, Any], int]] = []
+        for status in [*named, *(final if final and _min_sort(final) <= sort + 10 * len(named) else [])]:
+            sort += 10
+            wanted.append((status, sort))
+        for target, value in wanted:
+            if int(_text(target.get("SORT")) or 0) != value:
+                self.rest.call("crm.status.update", {"id": _text(target.get("ID")), "fields": {"SORT": value}})
 
     @staticmethod
     def _stage(row: Mapping[str, Any], pipeline_id: str) -> Stage:

@@ -1,0 +1,139 @@
+"""Stage playbook on both CRMs: the admin installs the nine-status preset into a new pipeline (its stages are
+created in the CRM, in order, before the app's Conditional refusal stage; a second install creates nothing),
+edits the steps and criteria per stage, and the deal's tab shows, for the deal's current stage, the steps, the
+criteria and what this deal still lacks for the next stage."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from app.core.db import db
+from app.core.models import AuditEntry, utcnow
+from app.crm.port import client_for
+from app.domain import playbook, stages, taskcontrol
+from tests.scenarios.driver import ADMIN, MANAGER, B24Driver, CrmDriver
+
+URL = "/api/stage-playbook"
+PRESET_URL = "/api/stage-playbook/preset"
+WORKING = [item.name.ru for item in playbook.PRESET if not item.won]
+REFUSAL = "Условный отказ"
+INVOICE = "Номер счёта"
+
+
+def install_preset(crm: CrmDriver, pipeline: str, user: int = ADMIN, admin: bool = True) -> Any:
+    return crm.client.post(PRESET_URL, json={"pipeline_id": pipeline}, headers=crm.token(user, admin=admin))
+
+
+def ref(crm: CrmDriver, stage_id: str) -> str:
+    """How the driver names a stage of a new pipeline: its code on Bitrix24, its id on amoCRM."""
+    return stage_id.split(":")[-1] if isinstance(crm, B24Driver) else stage_id
+
+
+def new_pipeline_with_refusal_stage(crm: CrmDriver) -> str:
+    """A pipeline the admin added after install, already noticed by the app (it has «Условный отказ»)."""
+    pipeline = crm.new_pipeline()
+    stages.ensure_refusal_stage(crm.portal(), client_for(crm.portal()), pipeline)
+    return pipeline
+
+
+def test_the_preset_creates_its_stages_in_a_new_pipeline_in_order_once(crm: CrmDriver):
+    pipeline = new_pipeline_with_refusal_stage(crm)
+    assert not set(WORKING) & set(crm.stage_names(pipeline))
+
+    answer = install_preset(crm, pipeline)
+    assert answer.status_code == 200, answer.get_json()
+    body = answer.get_json()["settings"]
+    assert len(body["created"]) == 8
+    names = crm.stage_names(pipeline)
+    placed = [names.index(name) for name in WORKING]
+    assert placed == sorted(placed), names  # in the preset's order
+    assert names.index(REFUSAL) > placed[-1], names  # the app's own stage after them
+    assert names.count(REFUSAL) == 1
+
+    # Every preset stage, and the pipeline's won stage, has its steps and criteria.
+    texts = playbook.stage_playbook(crm.portal())
+    ids = body["stage_ids"]
+    assert set(ids) == {item.code for item in playbook.PRESET}
+    assert texts[ids["RC_PB_OFFER"]]["criteria"].startswith("Клиент получил КП")
+    assert "Попросить отзыв" in texts[ids["WON"]]["steps"]
+    audit = db.session.scalars(
+        sa.select(AuditEntry).where(AuditEntry.attempted == "install stage playbook preset")
+    ).one()
+    assert audit.actor == str(ADMIN) and audit.details["pipeline_id"] == pipeline
+
+    again = install_preset(crm, pipeline)
+    assert again.status_code == 200 and again.get_json()["settings"]["created"] == []
+    assert [crm.stage_names(pipeline).count(name) for name in WORKING] == [1] * 8
+
+
+def test_only_an_admin_installs_the_preset_into_a_pipeline_that_exists(crm: CrmDriver):
+    pipeline = crm.new_pipeline()
+    assert install_preset(crm, pipeline, user=MANAGER, admin=False).status_code == 403
+    missing = install_preset(crm, "987654")
+    assert missing.status_code == 400 and "pipeline_id" in missing.get_json()["fields"]
+    assert not set(WORKING) & set(crm.stage_names(pipeline))
+
+
+def test_the_admin_edits_steps_and_criteria_per_stage(crm: CrmDriver):
+    late = crm.stage_id("late working")
+    admin = crm.token(ADMIN, admin=True)
+    page = crm.client.get(URL, headers=admin)
+    assert page.status_code == 200
+    main = next(p for p in page.get_json()["pipelines"] if p["id"] == crm.pipeline_id("main"))
+    assert late in [stage["id"] for stage in main["stages"]]
+    assert [item["name"] for item in page.get_json()["preset"]][:2] == ["Новое обращение", "Квалификация"]
+
+    wanted = {late: {"steps": "Позвонить ЛПР\nОтправить КП", "criteria": "КП согласовано"}}
+    saved = crm.client.put(URL, json={"stage_playbook": wanted}, headers=admin)
+    assert saved.status_code == 200, saved.get_json()
+    db.session.expire_all()
+    assert playbook.stage_playbook(crm.portal()) == wanted
+    row = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.attempted == "change stage playbook")).one()
+    assert row.details["changed"][f"stage_playbook.{late}"]["to"] == wanted[late]
+
+    bad = crm.client.put(URL, json={"stage_playbook": {late: {"steps": 5}, "NO_SUCH": {"steps": "x"}}}, headers=admin)
+    assert bad.status_code == 400
+    assert late in bad.get_json()["fields"]["stage_playbook"]
+    unknown = crm.client.put(URL, json={"stage_playbook": {"NO_SUCH_STAGE": {"steps": "x"}}}, headers=admin)
+    assert unknown.status_code == 400 and "NO_SUCH_STAGE" in unknown.get_json()["fields"]["stage_playbook"]
+    assert crm.client.put(URL, json={"stage_playbook": {}}, headers=crm.token(MANAGER)).status_code == 403
+    db.session.expire_all()
+    assert playbook.stage_playbook(crm.portal()) == wanted
+
+
+def test_the_deal_tab_shows_the_stage_steps_and_what_this_deal_still_lacks(crm: CrmDriver):
+    pipeline = new_pipeline_with_refusal_stage(crm)
+    ids = install_preset(crm, pipeline).get_json()["settings"]["stage_ids"]
+    invoice = crm.add_deal_field(INVOICE)
+    required = {"stage_requirements": {ids["RC_PB_CONTRACT"]: {"required": [invoice]}}}
+    admin = crm.token(ADMIN, admin=True)
+    assert crm.client.put("/api/stage-requirements", json=required, headers=admin).status_code == 200
+    deal = crm.new_deal(pipeline=pipeline, stage=ref(crm, ids["RC_PB_NEGOTIATE"]), title="Поставка станков")
+    taskcontrol.update_taskcontrol_settings(crm.portal(), {"require_task_to_advance": True})
+    db.session.commit()
+
+    view = crm.client.get(f"/api/deals/{deal}/playbook", headers=crm.token(MANAGER))
+    assert view.status_code == 200, view.get_json()
+    body = view.get_json()
+    assert body["stage"]["name"] == "Переговоры"
+    assert body["steps"].startswith("Согласовать цену, сроки и условия")
+    assert body["criteria"] == "Условия согласованы, клиент готов подписать договор"
+    assert body["next_stage"] == {"id": ids["RC_PB_CONTRACT"], "name": "Договор"}
+    assert body["missing_fields"] == [{"code": invoice, "label": INVOICE}]
+    assert (body["needs_task"], body["has_open_task"], body["ready"]) == (True, False, False)
+
+    crm.fill_field(deal, invoice, "С-118", by=MANAGER)
+    crm.create_task(deal, MANAGER, utcnow() + timedelta(days=2), "Отправить договор", by=MANAGER)
+    crm.settle()
+    body = crm.client.get(f"/api/deals/{deal}/playbook", headers=crm.token(MANAGER)).get_json()
+    assert (body["missing_fields"], body["has_open_task"], body["ready"]) == ([], True, True)
+
+    # The last working stage leads to won; a deal the CRM does not have is a 404.
+    last = crm.new_deal(pipeline=pipeline, stage=ref(crm, ids["RC_PB_INVOICE"]))
+    body = crm.client.get(f"/api/deals/{last}/playbook", headers=crm.token(MANAGER)).get_json()
+    assert body["next_stage"]["id"] == ids["WON"]
+    assert crm.client.get("/api/deals/99999999/playbook", headers=crm.token(MANAGER)).status_code == 404
+    assert crm.client.get(f"/api/deals/{deal}/playbook").status_code == 401
