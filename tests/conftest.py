@@ -19,7 +19,6 @@ from app.core.db import Base
 from app.core.worker import make_worker
 
 
-
 def _worker_redis_url(base: str, worker: str) -> str:
     """Each pytest-xdist worker (gw0, gw1, …) gets its own Redis database, counting down from the base one."""
     if not worker.startswith("gw"):
