@@ -15,7 +15,7 @@ from app.core.db import db
 from app.core.models import Portal
 from app.crm.errors import CrmError
 from app.crm.port import client_for
-from app.domain import requirements
+from app.domain import postpone, requirements
 from app.domain.settings import as_dict, guard_settings, update_guard_settings
 
 settings_cli = AppGroup("settings", help="Show or change a portal's guard settings.")
@@ -36,7 +36,11 @@ def _find_portal(ref: str) -> Portal:
 def show_command(portal: str) -> None:
     """Print the settings of PORTAL as JSON (the guard's keys and stage_requirements)."""
     row = _find_portal(portal)
-    shown = {**as_dict(guard_settings(row)), requirements.SECTION: requirements.stage_requirements(row)}
+    shown = {
+        **as_dict(guard_settings(row)),
+        requirements.SECTION: requirements.stage_requirements(row),
+        postpone.RETURN_STAGE: postpone.return_stages(row),
+    }
     click.echo(json.dumps(shown, ensure_ascii=False, indent=2))
 
 
@@ -55,12 +59,26 @@ def _set_requirements(row: Portal, value: Any) -> dict[str, Any]:
         raise click.ClickException(json.dumps(error.messages, ensure_ascii=False)) from error
 
 
+def _set_return_stages(row: Portal, value: Any) -> dict[str, str]:
+    """Store postpone_return_stage, checked against the CRM's pipelines when the CRM answers."""
+    try:
+        postpone.validate_return_stages(value)
+        try:
+            return postpone.update_return_stages(row, value, client_for(row))
+        except CrmError as error:
+            click.echo(f"warning: the CRM did not answer ({error.code}); pipelines and stages not checked", err=True)
+        return postpone.update_return_stages(row, value)
+    except ValidationError as error:
+        raise click.ClickException(json.dumps(error.messages, ensure_ascii=False)) from error
+
+
 @settings_cli.command("set")
 @click.argument("portal")
 @click.argument("assignments", nargs=-1, required=True)
 def set_command(portal: str, assignments: tuple[str, ...]) -> None:
     """Set keys of PORTAL: key=JSON ... (e.g. qa_users='["5","7"]' review_sla_hours=48, or
-    stage_requirements='{"PREPAYMENT_INVOICE": {"required": ["OPPORTUNITY", "UF_CRM_INVOICE_NO"]}}')."""
+    stage_requirements='{"PREPAYMENT_INVOICE": {"required": ["OPPORTUNITY", "UF_CRM_INVOICE_NO"]}}', or
+    postpone_return_stage='{"0": "PREPARATION"}': where a postponed deal of each pipeline comes back on its day)."""
     row = _find_portal(portal)
     changes: dict[str, Any] = {}
     for assignment in assignments:
@@ -74,6 +92,8 @@ def set_command(portal: str, assignments: tuple[str, ...]) -> None:
     stored: dict[str, Any] = {}
     if requirements.SECTION in changes:
         stored[requirements.SECTION] = _set_requirements(row, changes.pop(requirements.SECTION))
+    if postpone.RETURN_STAGE in changes:
+        stored[postpone.RETURN_STAGE] = _set_return_stages(row, changes.pop(postpone.RETURN_STAGE))
     if changes or not stored:
         try:
             stored = {**as_dict(update_guard_settings(row, changes)), **stored}
