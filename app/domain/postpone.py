@@ -322,7 +322,9 @@ def _entered(
         audit.record(portal.id, actor, ATTEMPTED, "allowed", "exempt", deal_id=deal.id, missing=problems)
         return guard.Decision("allowed", "exempt")
     target, pipeline = deal_guard._way_back(deal, previous_stage or None, previous_pipeline or None)
-    key = f"postpone:{deal.id}:{guard._stamp(deal)}"
+    # The CRM's stamps have whole seconds: two refused entries within one second differ by mover or by what
+    # was missing, and a retried decision makes the same key.
+    key = f"postpone:{deal.id}:{guard._stamp(deal)}:{actor}:{len(problems)}:{deal.postpone_date}:{deal.postpone_reason}"
     guard.remember(portal.id, deal, stage_id=target, pipeline_id=pipeline)
     payload: dict[str, Any] = {"stage_id": target}
     if pipeline != deal.pipeline_id:
