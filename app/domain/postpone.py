@@ -85,7 +85,7 @@ i18n.register(
         "postpone_report_won": ("Выиграны после возврата", "Won after return"),
         "postpone_report_won_amount": ("Сумма выигранных", "Won amount"),
         "postpone_report_waiting": ("Ждут даты", "Waiting"),
-        "postpone_report_total": ("Всего", "Total"),
+        "reports_empty_postponed": ("За период сделки не откладывались.", "No deals were postponed in the period."),
     }
 )
 
@@ -558,7 +558,7 @@ def report_rows(portal_id: int, start: datetime, end: datetime) -> list[dict[str
         entry = grouped.setdefault(
             row.manager_id,
             {"manager_id": row.manager_id, "postponed": 0, "returned": 0, "won": 0, "won_amount": Decimal("0"),
-             "waiting": 0},
+             "currency": "", "waiting": 0},
         )  # fmt: skip
         entry["postponed"] += 1
         if row.state == Postponement.WAITING:
@@ -568,4 +568,5 @@ def report_rows(portal_id: int, start: datetime, end: datetime) -> list[dict[str
             if semantics == "success":
                 entry["won"] += 1
                 entry["won_amount"] += _amount(amount)
+                entry["currency"] = entry["currency"] or row.currency
     return sorted(grouped.values(), key=lambda item: (-item["postponed"], item["manager_id"]))

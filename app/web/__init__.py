@@ -30,6 +30,7 @@ def init_app(app: Flask) -> None:
         api,
         errors,
         exchange_api,
+        postpone_api,
         reasons_api,
         reports_api,
         requirements_api,
@@ -47,6 +48,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(taskcontrol_api.bp)
     app.register_blueprint(requirements_api.bp)
     app.register_blueprint(reasons_api.bp)
+    app.register_blueprint(postpone_api.bp)
     errors.install(
         app,
         api.bp,
@@ -56,5 +58,6 @@ def init_app(app: Flask) -> None:
         taskcontrol_api.bp,
         requirements_api.bp,
         reasons_api.bp,
+        postpone_api.bp,
     )
     sandbox_proxy.init_app(app)

@@ -36,8 +36,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from zoneinfo import ZoneInfo
 from typing import Any, ClassVar, Protocol
+from zoneinfo import ZoneInfo
 
 from flask import Flask
 from flask.testing import FlaskClient

@@ -102,7 +102,11 @@ def test_a_postponed_deal_stays_and_is_no_refusal_case_or_fine(crm: CrmDriver):
     assert crm.stage_of(deal) == "postponed"
     assert crm.notices(MANAGER) == []
     [row] = audit_rows(deal, postpone.ATTEMPTED)
-    assert (row.outcome, row.details["due_date"], row.details["reason_code"]) == ("postponed", day.isoformat(), "no_money_now")
+    assert (row.outcome, row.details["due_date"], row.details["reason_code"]) == (
+        "postponed",
+        day.isoformat(),
+        "no_money_now",
+    )
     db.session.expire_all()
     assert db.session.scalar(sa.select(sa.func.count()).select_from(RefusalCase)) == 0
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Penalty)) == 0
