@@ -56,7 +56,7 @@ def _wire(app: Flask) -> None:
     from app.cli import settings as settings_cli
     from app.cli import worker as worker_cli
     from app.crm import factory, port
-    from app.domain import effects, exchange, guard, requirements, review, robots, taskcontrol
+    from app.domain import effects, exchange, guard, postpone, requirements, review, robots, stages, taskcontrol
     from handlers import amo_jobs
 
     port.use_client_factory(factory.client_for)
@@ -79,13 +79,17 @@ def _wire(app: Flask) -> None:
     for robot in (exchange.PUT_ON_EXCHANGE_ROBOT, taskcontrol.CHECK_TASKS_ROBOT, taskcontrol.CALLBACK_ROBOT):
         robots.register(robot)
     # Rules the guard applies to a move between working stages or to won, in order (the first that decides
-    # wins): a stage's required fields, then the next-step rule of task control.
-    for rule in (requirements.stage_requirements_rule, taskcontrol.forward_move_rule):
+    # wins): a stage's required fields, «Отложено» (reason and return date), then the next-step rule of task control.
+    for rule in (requirements.stage_requirements_rule, postpone.postpone_rule, taskcontrol.forward_move_rule):
         if rule not in guard.PROCESS_MOVE_RULES:
             guard.PROCESS_MOVE_RULES.append(rule)
     # Rules for a deal first seen after install in a working or won stage (created or imported there).
-    if requirements.first_seen_rule not in guard.FIRST_SEEN_RULES:
-        guard.FIRST_SEEN_RULES.append(requirements.first_seen_rule)
+    for first_seen in (requirements.first_seen_rule, postpone.first_seen_rule):
+        if first_seen not in guard.FIRST_SEEN_RULES:
+            guard.FIRST_SEEN_RULES.append(first_seen)
+    # The stages besides Conditional refusal that a pipeline created after install gets when the app notices it.
+    if postpone.adopt_hook not in stages.PIPELINE_HOOKS:
+        stages.PIPELINE_HOOKS.append(postpone.adopt_hook)
     app.config.setdefault("PERIODIC_JOBS", jobs.PERIODIC_JOBS)
     # Inbox processors (which function handles which stored call) and the CRM-facing routes.
     handlers.init_app(app)

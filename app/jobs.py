@@ -15,7 +15,7 @@ from app.core import inbox, schedule
 from app.core.health import HEARTBEAT_KEY
 from app.core.queue import get_redis
 from app.core.schedule import PeriodicJob
-from app.domain import exchange, ledger, reconcile, reports, review, taskcontrol
+from app.domain import exchange, ledger, postpone, reconcile, reports, review, taskcontrol
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,11 @@ def deliver_penalty_notices(portal_id: int, deal_id: str) -> int:
     return ledger.deliver_notices(portal_id, deal_id)
 
 
+def return_postponed(postponement_id: int) -> str:
+    """A postponed deal's return day has come: the task for its manager, the move back when one is set."""
+    return postpone.return_postponed(postponement_id)
+
+
 def install_bitrix24(portal_id: int) -> Any:
     """Install or repair the app in a Bitrix24 portal."""
     from installers import bitrix24
@@ -105,4 +110,5 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("scheduled-reports", reports.send_scheduled_reports, timedelta(minutes=15)),
     PeriodicJob("exchange-idle", exchange.return_idle_all, timedelta(hours=1)),
     PeriodicJob("taskcontrol", taskcontrol.scan_due_portals, timedelta(minutes=5)),
+    PeriodicJob("postpone-returns", postpone.return_due_all, timedelta(minutes=15)),
 )

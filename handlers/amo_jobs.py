@@ -86,7 +86,7 @@ def process_lead(item: InboxItem) -> None:
             lead,
             waiting=lambda: _waiting(item),
             settled=lambda: inbox.is_done(item.id),
-        claimed=inbox.claim_rows,
+            claimed=inbox.claim_rows,
             finished=inbox.finish_rows,
         )
     except AmoNotFound:

@@ -20,14 +20,14 @@ from app.core.models import Portal
 from app.crm.amocrm import AmoRest
 from app.crm.amocrm.adapter import AmoCrm
 from app.crm.errors import CrmError
-from app.domain import reasons, timezones
-from app.domain.catalog import FIELD_LABELS, VERDICTS, Label
+from app.domain import postpone, reasons, timezones
+from app.domain.catalog import FIELD_LABELS, POSTPONE_REASONS, VERDICTS, Label
 from app.domain.stages import known_stage, refusal_stage_spec, stages_lock
 from installers.steps import install, set_setting
 
 log = logging.getLogger(__name__)
 
-STEPS = ("account", "statuses", "fields", "webhooks")
+STEPS = ("account", "statuses", "postpone", "fields", "webhooks")
 WEBHOOK_SETTINGS = ("add_lead", "update_lead", "status_lead", "responsible_lead", "delete_lead")
 WEBHOOK_SECRET = "amo_webhook_secret"  # noqa: S105 - the settings key, not a secret
 DP_SECRET = "amo_dp_secret"  # noqa: S105 - the settings key, not a secret
@@ -36,6 +36,8 @@ FIELDS: dict[str, dict[str, Any]] = {
     "refusal_comment": {"code": "RC_COMMENT", "type": "textarea"},
     "qa_verdict": {"code": "RC_VERDICT", "type": "select", "options": VERDICTS},
     "cpl": {"code": "RC_CPL", "type": "numeric"},
+    "postpone_reason": {"code": "RC_POSTPONE_REASON", "type": "select", "options": POSTPONE_REASONS},
+    "postpone_date": {"code": "RC_POSTPONE_DATE", "type": "date"},
 }
 
 
@@ -156,9 +158,15 @@ def read_account(rest: AmoRest, portal: Portal) -> str:
     return portal.timezone
 
 
+def ensure_postpone(rest: AmoRest, portal: Portal) -> str:
+    """«Отложено» in every pipeline, after Conditional refusal (its two fields are among FIELDS)."""
+    return postpone.ensure_stages(portal, AmoCrm(portal, rest))
+
+
 STEP_FUNCTIONS: dict[str, Callable[[AmoRest, Portal], str]] = {
     "account": read_account,
     "statuses": ensure_statuses,
+    "postpone": ensure_postpone,
     "fields": ensure_fields,
     "webhooks": ensure_webhooks,
 }

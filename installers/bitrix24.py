@@ -15,10 +15,11 @@ from app.core.models import InboxItem, Portal
 from app.crm.bitrix24 import Bitrix24Rest
 from app.crm.bitrix24.adapter import Bitrix24Crm
 from app.crm.errors import ActivityAlreadyInstalled, CrmError, PortalNeedsReinstall
-from app.domain import audit, reasons, timezones
+from app.domain import audit, postpone, reasons, timezones
 from app.domain.catalog import (
     DEAL_TAB,
     FIELD_LABELS,
+    POSTPONE_REASONS,
     VERDICTS,
     Label,
 )
@@ -37,8 +38,10 @@ FIELDS: dict[str, dict[str, Any]] = {
     "refusal_comment": {"name": "RC_COMMENT", "type": "string", "settings": {"ROWS": 4}},
     "qa_verdict": {"name": "RC_VERDICT", "type": "enumeration", "options": VERDICTS},
     "cpl": {"name": "RC_CPL", "type": "double", "settings": {"PRECISION": 2}},
+    "postpone_reason": {"name": "RC_POSTPONE_REASON", "type": "enumeration", "options": POSTPONE_REASONS},
+    "postpone_date": {"name": "RC_POSTPONE_DATE", "type": "date"},
 }
-STEPS = ("stages", "fields", "events", "placement", "robots")
+STEPS = ("stages", "postpone", "fields", "events", "placement", "robots")
 
 
 def handler_url(path: str) -> str:
@@ -239,8 +242,14 @@ def ensure_robots(rest: Bitrix24Rest, portal: Portal) -> str:
     return f"{created} robots added, {updated} updated"
 
 
+def ensure_postpone(rest: Bitrix24Rest, portal: Portal) -> str:
+    """«Отложено» in every pipeline, after Conditional refusal (its two fields are among FIELDS)."""
+    return postpone.ensure_stages(portal, Bitrix24Crm(portal, rest))
+
+
 STEP_FUNCTIONS: dict[str, Callable[[Bitrix24Rest, Portal], str]] = {
     "stages": ensure_stages,
+    "postpone": ensure_postpone,
     "fields": ensure_fields,
     "events": ensure_events,
     "placement": ensure_placement,

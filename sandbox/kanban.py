@@ -503,10 +503,7 @@ def _label(value: Any, lang: str, fallback: str) -> str:
 
 def _robots(portal: Portal, lang: str) -> list[dict[str, str]]:
     """The robots apps registered (bizproc.robot.add), as the automation rules editor lists them."""
-    return [
-        {"code": code, "name": _label(robot.name, lang, code)}
-        for code, robot in sorted(portal.robots.items())
-    ]
+    return [{"code": code, "name": _label(robot.name, lang, code)} for code, robot in sorted(portal.robots.items())]
 
 
 @bp.post("/api/robot")
@@ -523,9 +520,7 @@ def run_robot() -> ResponseReturnValue:
         if robot is None:
             raise BadRequest(f"no robot {code!r}")
         properties = {
-            key: spec.get("Default", "")
-            for key, spec in (robot.properties or {}).items()
-            if isinstance(spec, dict)
+            key: spec.get("Default", "") for key, spec in (robot.properties or {}).items() if isinstance(spec, dict)
         }
     token = sandbox.run_robot(portal, code, deal_id, properties)
     return jsonify(ok=True, token=token)

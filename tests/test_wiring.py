@@ -7,7 +7,7 @@ from flask import Flask
 from app import jobs
 from app.core import inbox
 from app.crm import factory, port
-from app.domain import effects, exchange, guard, requirements, review, robots, taskcontrol
+from app.domain import effects, exchange, guard, postpone, requirements, review, robots, stages, taskcontrol
 from handlers import amo_jobs, b24_jobs
 
 
@@ -30,8 +30,13 @@ def test_the_guard_applies_its_move_rules_once_however_many_apps_are_built(app: 
     from app import create_app
 
     create_app({"PERIODIC_JOBS": (), "DATABASE_URL": app.config["DATABASE_URL"]})
-    assert guard.PROCESS_MOVE_RULES == [requirements.stage_requirements_rule, taskcontrol.forward_move_rule]
-    assert guard.FIRST_SEEN_RULES == [requirements.first_seen_rule]
+    assert guard.PROCESS_MOVE_RULES == [
+        requirements.stage_requirements_rule,
+        postpone.postpone_rule,
+        taskcontrol.forward_move_rule,
+    ]
+    assert guard.FIRST_SEEN_RULES == [requirements.first_seen_rule, postpone.first_seen_rule]
+    assert stages.PIPELINE_HOOKS == [postpone.adopt_hook]
 
 
 def test_every_stored_call_kind_has_its_processor(app: Flask):
@@ -76,6 +81,7 @@ def test_the_production_app_schedules_every_periodic_job_by_function(tmp_path):
         "scheduled-reports",
         "exchange-idle",
         "taskcontrol",
+        "postpone-returns",
     }
 
 

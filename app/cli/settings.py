@@ -16,7 +16,7 @@ from app.core.db import db
 from app.core.models import Portal
 from app.crm.errors import CrmError
 from app.crm.port import client_for
-from app.domain import audit, requirements, timezones
+from app.domain import audit, postpone, requirements, timezones
 from app.domain.settings import SECTION as guard_section
 from app.domain.settings import as_dict, guard_settings, update_guard_settings
 from app.web.api import settings_diff
@@ -44,6 +44,7 @@ def show_command(portal: str) -> None:
         **as_dict(guard_settings(row)),
         requirements.SECTION: requirements.stage_requirements(row),
         timezones.FIELD: timezones.state(row)["time_zone"],
+        postpone.RETURN_STAGE: postpone.return_stages(row),
     }
     click.echo(json.dumps(shown, ensure_ascii=False, indent=2))
 
@@ -81,6 +82,17 @@ def _audit(row: Portal, before: dict[str, Any], keys: list[str]) -> None:
     for name, change in changed.items():
         attempted = "change stage requirements" if name.startswith(f"{requirements.SECTION}.") else "change settings"
         audit.record(row.id, CLI_ACTOR, attempted, "saved", setting=name, details_keys=keys, changed={name: change})
+def _set_return_stages(row: Portal, value: Any) -> dict[str, str]:
+    """Store postpone_return_stage, checked against the CRM's pipelines when the CRM answers."""
+    try:
+        postpone.validate_return_stages(value)
+        try:
+            return postpone.update_return_stages(row, value, client_for(row))
+        except CrmError as error:
+            click.echo(f"warning: the CRM did not answer ({error.code}); pipelines and stages not checked", err=True)
+        return postpone.update_return_stages(row, value)
+    except ValidationError as error:
+        raise click.ClickException(json.dumps(error.messages, ensure_ascii=False)) from error
 
 
 @settings_cli.command("set")
@@ -88,8 +100,9 @@ def _audit(row: Portal, before: dict[str, Any], keys: list[str]) -> None:
 @click.argument("assignments", nargs=-1, required=True)
 def set_command(portal: str, assignments: tuple[str, ...]) -> None:
     """Set keys of PORTAL: key=JSON ... (e.g. qa_users='["5","7"]' review_sla_hours=48, time_zone=Asia/Novosibirsk
-    (empty: as the CRM reports it), or
-    stage_requirements='{"PREPAYMENT_INVOICE": {"required": ["OPPORTUNITY", "UF_CRM_INVOICE_NO"]}}')."""
+    (empty: as the CRM reports it),
+    stage_requirements='{"PREPAYMENT_INVOICE": {"required": ["OPPORTUNITY", "UF_CRM_INVOICE_NO"]}}', or
+    postpone_return_stage='{"0": "PREPARATION"}': where a postponed deal of each pipeline comes back on its day)."""
     row = _find_portal(portal)
     before = _effective(row)
     changes: dict[str, Any] = {}
@@ -112,6 +125,8 @@ def set_command(portal: str, assignments: tuple[str, ...]) -> None:
             raise click.ClickException(json.dumps(error.messages, ensure_ascii=False)) from error
     if requirements.SECTION in changes:
         stored[requirements.SECTION] = _set_requirements(row, changes.pop(requirements.SECTION))
+    if postpone.RETURN_STAGE in changes:
+        stored[postpone.RETURN_STAGE] = _set_return_stages(row, changes.pop(postpone.RETURN_STAGE))
     if changes or not stored:
         try:
             stored = {**as_dict(update_guard_settings(row, changes)), **stored}

@@ -507,3 +507,31 @@ class RefusalReason(Base):
     def name(self, language: str) -> str:
         """The name in the portal's language (Russian unless English is asked for)."""
         return (self.name_en or self.name_ru) if language == "en" else (self.name_ru or self.name_en)
+
+
+class Postponement(Base):
+    """A deal put off in «Отложено» with a reason and a return day: waiting until that day, then returned to its
+    manager (a task, and a move to the pipeline's return stage when one is set), or ended without a return (the
+    deal left «Отложено» some other way, or was deleted). One row per stay in the stage."""
+
+    __tablename__ = "postponements"
+
+    WAITING = "waiting"
+    RETURNED = "returned"  # by the app on its day, or moved back to work by a person before it
+    ENDED = "ended"  # left «Отложено» for won, lost or refusal, or the deal is gone
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    portal_id: Mapped[int] = mapped_column(sa.ForeignKey("portals.id", ondelete="CASCADE"), index=True)
+    deal_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    title: Mapped[str] = mapped_column(sa.String(255), default="")
+    pipeline_id: Mapped[str] = mapped_column(sa.String(64), default="")
+    manager_id: Mapped[str] = mapped_column(sa.String(64), index=True)  # the deal's responsible when postponed
+    postponed_by: Mapped[str] = mapped_column(sa.String(64), default="")
+    reason: Mapped[str] = mapped_column(sa.String(64), default="")
+    due_date: Mapped[date] = mapped_column(sa.Date, index=True)
+    postponed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    state: Mapped[str] = mapped_column(sa.String(16), default=WAITING, index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    ended_how: Mapped[str] = mapped_column(sa.String(32), default="")  # "on date", "by hand", "lost", "gone", ...
+    amount: Mapped[str] = mapped_column(sa.String(32), default="0")
+    currency: Mapped[str] = mapped_column(sa.String(8), default="")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -94,6 +94,8 @@ class Deal:
     # Every field of the deal by its code (Bitrix24 field names such as OPPORTUNITY or UF_CRM_…; amoCRM
     # "name", "price" and custom field ids), each as its non-empty values in text ("" and nulls left out).
     values: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False, hash=False)
+    postpone_reason: str | None = None  # the code of the «Отложено» reason (catalog.POSTPONE_REASONS)
+    postpone_date: date | None = None  # the day the postponed deal comes back, in the portal's calendar
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,19 @@ FIELD_LABELS: dict[str, Label] = {
     "refusal_comment": Label("Комментарий к отказу", "Refusal comment"),
     "qa_verdict": Label("Вердикт ОКК", "QA verdict"),
     "cpl": Label("Стоимость лида (CPL)", "Lead cost (CPL)"),
+    "postpone_reason": Label("Причина переноса", "Postpone reason"),
+    "postpone_date": Label("Дата возврата к сделке", "Return date"),
 }
 
 DEAL_TAB = Label("Проверка отказа", "Refusal review")
+
+POSTPONE_STAGE = Label("Отложено", "Postponed")
+POSTPONE_STAGE_CODE = "RC_POSTPONED"
+POSTPONE_STAGE_COLOR = "#A7B4C2"
+
+POSTPONE_REASONS: dict[str, Label] = {
+    "no_money_now": Label("Нет денег сейчас", "No money now"),
+    "no_need_now": Label("Нет потребности сейчас", "No need now"),
+    "not_relevant": Label("Неактуально", "Not relevant"),
+    "no_contact": Label("Нет связи", "No contact"),
+}

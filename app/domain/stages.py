@@ -9,7 +9,7 @@ portal, and record the stage in ``portal.settings["refusal_stages"]``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import sqlalchemy as sa
@@ -25,6 +25,9 @@ from app.domain.catalog import REFUSAL_STAGE, REFUSAL_STAGE_CODE, REFUSAL_STAGE_
 log = logging.getLogger(__name__)
 SETTING = "refusal_stages"
 LOCK_SECONDS = 120
+# The other stages the app keeps in every pipeline (fn(portal, crm, pipeline id), filled by create_app): called
+# for a pipeline the app has just noticed, and by the reconciliation for every pipeline (a no-op when known).
+PIPELINE_HOOKS: list[Callable[[Portal, CrmClient, str], None]] = []
 
 
 def refusal_stage_spec(language: str) -> StageSpec:
@@ -72,6 +75,8 @@ def ensure_refusal_stage(portal: Portal, crm: CrmClient, pipeline_id: str) -> st
         db.session.commit()
     directory.forget_pipelines(portal.id)
     log.info("refusal stage added", extra={"portal_id": portal.id, "pipeline_id": pipeline_id, "stage": stage_id})
+    for hook in PIPELINE_HOOKS:
+        hook(portal, crm, pipeline_id)
     return stage_id
 
 
@@ -83,6 +88,9 @@ def adopt_new_pipelines(portal: Portal, crm: CrmClient) -> int:
         if known_stage(portal, pipeline.id) is None:
             ensure_refusal_stage(portal, crm, pipeline.id)
             added += 1
+        else:
+            for hook in PIPELINE_HOOKS:
+                hook(portal, crm, pipeline.id)
     return added
 
 

@@ -31,6 +31,7 @@ def init_app(app: Flask) -> None:
         errors,
         exchange_api,
         playbook_api,
+        postpone_api,
         reasons_api,
         reports_api,
         requirements_api,
@@ -51,6 +52,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(reasons_api.bp)
     app.register_blueprint(timezone_api.bp)
     app.register_blueprint(playbook_api.bp)
+    app.register_blueprint(postpone_api.bp)
     errors.install(
         app,
         api.bp,
@@ -62,5 +64,6 @@ def init_app(app: Flask) -> None:
         reasons_api.bp,
         timezone_api.bp,
         playbook_api.bp,
+        postpone_api.bp,
     )
     sandbox_proxy.init_app(app)

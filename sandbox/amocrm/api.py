@@ -201,9 +201,7 @@ def lead_wire(request: Request, lead: Mapping[str, Any]) -> dict[str, Any]:
         "_links": {"self": request.href(f"/api/v4/leads/{lead['id']}")},
         "_embedded": {
             "tags": [],
-            "companies": [
-                {"id": lead["company_id"], "_links": request.href(f"/api/v4/companies/{lead['company_id']}")}
-            ]
+            "companies": [{"id": lead["company_id"], "_links": request.href(f"/api/v4/companies/{lead['company_id']}")}]
             if lead.get("company_id")
             else [],
             **({"contacts": _lead_contacts(request, lead)} if _with(request, "contacts") else {}),

@@ -92,9 +92,7 @@ def test_a_head_sees_the_moves_refused_for_missing_fields(app, live_server, page
         post_frame(page, f"{live_server.url}/b24/app?DOMAIN={portal.domain}&LANG=ru", harness.frame(HEAD))
         page.get_by_role("tab", name="Отчёты").click()
         section = page.locator('[data-table="missing_fields"]')
-        expect(section.locator("h2")).to_have_text(
-            "Переходы, отклонённые из-за незаполненных полей", timeout=10_000
-        )
+        expect(section.locator("h2")).to_have_text("Переходы, отклонённые из-за незаполненных полей", timeout=10_000)
         cells = section.locator("tbody td")
         expect(cells.nth(0)).to_have_text("Ольга Кузнецова")  # a name, never a user id
         expect(cells.nth(1)).to_contain_text("В работе")

@@ -20,19 +20,26 @@ def test_install_creates_status_fields_and_webhook(amo: Amo):
         working = [
             s["sort"]
             for s in amo.account.pipelines[int(pipeline_id)]["statuses"].values()
-            if s["id"] < 142 or s["id"] > 143
+            if (s["id"] < 142 or s["id"] > 143) and s["name"] != "Отложено"
         ]
         assert status["sort"] == max(working) and status["sort"] < 10000
+        postponed = amo.account.pipelines[int(pipeline_id)]["statuses"][
+            int(portal.settings["postpone_stages"][pipeline_id])
+        ]
+        assert postponed["name"] == "Отложено" and postponed["sort"] == status["sort"] + 10
     fields = portal.settings["amo_fields"]
-    assert set(fields) == {"refusal_reason", "refusal_comment", "qa_verdict", "cpl"}
+    assert set(fields) == {"refusal_reason", "refusal_comment", "qa_verdict", "cpl", "postpone_reason", "postpone_date"}
     types = {key: amo.account.custom_fields[spec["field"]]["type"] for key, spec in fields.items()}
     assert types == {
         "refusal_reason": "select",
         "refusal_comment": "textarea",
         "qa_verdict": "select",
         "cpl": "numeric",
+        "postpone_reason": "select",
+        "postpone_date": "date",
     }
     assert len(fields["refusal_reason"]["enum"]) == 7
+    assert set(fields["postpone_reason"]["enum"]) == {"no_money_now", "no_need_now", "not_relevant", "no_contact"}
     [hook] = amo.account.webhooks.values()
     assert hook.destination.endswith("/amocrm/webhooks/" + portal.settings["amo_webhook_secret"])
     assert set(hook.settings) == {"add_lead", "update_lead", "status_lead", "responsible_lead", "delete_lead"}
@@ -112,6 +119,7 @@ def test_install_takes_the_accounts_time_zone(amo: Amo):
     assert [step["step"] for step in portal.settings["install"]["steps"]] == [
         "account",
         "statuses",
+        "postpone",
         "fields",
         "webhooks",
     ]

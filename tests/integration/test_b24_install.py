@@ -59,10 +59,16 @@ def test_install_adds_one_stage_per_pipeline_fields_bindings_and_robots(b24: B24
         ordered = sorted(statuses, key=lambda s: int(s["SORT"]))
         position = ordered.index(stage)
         assert all(s["SEMANTICS"] not in ("S", "F") for s in ordered[:position]), "before the final stages"
-        assert all(s["SEMANTICS"] in ("S", "F") for s in ordered[position + 1 :]), "right before the final stages"
+        after = ordered[position + 1 :]  # «Отложено» (our other stage), then the final stages
+        assert after[0]["STATUS_ID"].endswith("RC_POSTPONED") and after[0]["NAME"] == "Отложено"
+        assert all(s["SEMANTICS"] in ("S", "F") for s in after[1:]), "right before the final stages"
     fields = {f["FIELD_NAME"]: f for f in b24.sandbox.call(b24.portal, "crm.deal.userfield.list", {})[1]["result"]}
     for name in ("UF_CRM_RC_REASON", "UF_CRM_RC_COMMENT", "UF_CRM_RC_VERDICT", "UF_CRM_RC_CPL"):
         assert name in fields
+    assert fields["UF_CRM_RC_POSTPONE_DATE"]["USER_TYPE_ID"] == "date"
+    assert [item["VALUE"] for item in fields["UF_CRM_RC_POSTPONE_REASON"]["LIST"]] == [
+        "Нет денег сейчас", "Нет потребности сейчас", "Неактуально", "Нет связи",
+    ]  # fmt: skip
     assert {item["XML_ID"] for item in fields["UF_CRM_RC_REASON"]["LIST"]} >= {"price", "other", "bought_elsewhere"}
     bound = {(b.event, b.handler) for b in b24.sandbox.event_bindings(b24.portal) if not b.offline}
     for event in ("ONCRMDEALUPDATE", "ONCRMDEALADD", "ONCRMDEALMOVETOCATEGORY", "ONCRMDEALDELETE", "ONAPPUNINSTALL"):

@@ -35,8 +35,9 @@ import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from typing import Any, ClassVar, Protocol
+from zoneinfo import ZoneInfo
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -44,6 +45,7 @@ from werkzeug.test import TestResponse
 
 from app.core.models import Portal
 from app.core.security import Identity, issue_token
+from app.domain import postpone
 from app.domain.guard import refusal_stage_for
 from installers.amo_widget import render_manifest
 from sandbox import ManualClock
@@ -134,6 +136,7 @@ class CrmDriver(Protocol):
     def reassign(self, deal_id: str, to: int, by: int) -> None: ...
     def delete(self, deal_id: str, by: int | None) -> None: ...
     def fill_refusal(self, deal_id: str, by: int, reason: str | None = "price", comment: str = "") -> None: ...
+    def fill_postpone(self, deal_id: str, by: int, reason: str | None, day: date | None) -> None: ...
     def add_deal_field(self, label: str) -> str: ...
     def fill_field(self, deal_id: str, code: str, value: str, by: int) -> None: ...
     def set_amount(self, deal_id: str, amount: int, by: int) -> None: ...
@@ -237,6 +240,13 @@ class _Common(ABC):
         for name in (*OPEN_STAGES, "won", "lost", "refusal"):
             if self.stage_id(name, pipeline) == stage:
                 return name
+        if stage == postpone.known_stage(self.portal(), self.pipeline_id(pipeline)):
+            return "postponed"
+        return stage
+
+    def _postponed_stage(self, pipeline: str) -> str:
+        stage = postpone.known_stage(self.portal(), self.pipeline_id(pipeline))
+        assert stage, f"no «Отложено» stage in pipeline {pipeline}"
         return stage
 
 
@@ -317,6 +327,8 @@ class B24Driver(_Common):
             stage = refusal_stage_for(self.portal(), category)
             assert stage, f"no Conditional refusal stage in pipeline {category}"
             return stage
+        if name == "postponed":
+            return self._postponed_stage(pipeline)
         code = self._CODES.get(name, name)
         return code if category == "0" else f"C{category}:{code}"
 
@@ -384,6 +396,15 @@ class B24Driver(_Common):
 
     def fill_refusal(self, deal_id: str, by: int, reason: str | None = "price", comment: str = "") -> None:
         b24_fill_refusal(self.harness, int(deal_id), by, reason, comment)
+
+    def fill_postpone(self, deal_id: str, by: int, reason: str | None, day: date | None) -> None:
+        """The manager picks the postpone reason and the return date in the deal card (the date as REST gives it)."""
+        fields = self.portal().settings["b24_fields"]
+        item = fields["postpone_reason"]["enum"][reason] if reason else ""
+        stamp = datetime.combine(day, time(), ZoneInfo(self.portal().timezone)).isoformat() if day else ""
+        self._actor(by).update_deal(
+            int(deal_id), {fields["postpone_reason"]["field"]: item, fields["postpone_date"]["field"]: stamp}
+        )
 
     def add_deal_field(self, label: str) -> str:
         """The admin adds a text user field to deals (crm.deal.userfield.add); its code is UF_CRM_…."""
@@ -656,6 +677,8 @@ class AmoDriver(_Common):
             stage = refusal_stage_for(self.portal(), pipeline_id)
             assert stage, f"no Conditional refusal status in pipeline {pipeline_id}"
             return stage
+        if name == "postponed":
+            return self._postponed_stage(pipeline)
         if name in OPEN_STAGES:
             statuses = self.account.pipelines[int(pipeline_id)]["statuses"].values()
             working = sorted(
@@ -732,6 +755,21 @@ class AmoDriver(_Common):
 
     def fill_refusal(self, deal_id: str, by: int, reason: str | None = "price", comment: str = "") -> None:
         amo_fill_refusal(self.harness, int(deal_id), by, reason, comment)
+
+    def fill_postpone(self, deal_id: str, by: int, reason: str | None, day: date | None) -> None:
+        """The manager picks the postpone reason and the return date in the lead card (a date field holds the unix
+        time of the day's midnight in the account's time zone)."""
+        fields = self.portal().settings["amo_fields"]
+        midnight = datetime.combine(day, time(), ZoneInfo(self.portal().timezone)) if day else None
+        self.sandbox.act(self.account, by).set_fields(
+            int(deal_id),
+            {
+                fields["postpone_reason"]["field"]: {"enum_id": fields["postpone_reason"]["enum"][reason]}
+                if reason
+                else None,
+                fields["postpone_date"]["field"]: str(int(midnight.timestamp())) if midnight else None,
+            },
+        )
 
     def add_deal_field(self, label: str) -> str:
         """The admin adds a text field to leads (POST /api/v4/leads/custom_fields); its code is its id."""

@@ -29,9 +29,7 @@ def set_requirements(crm: CrmDriver, wanted: dict[str, list[str]]) -> Any:
 
 def refusals(deal_id: str) -> list[AuditEntry]:
     db.session.expire_all()
-    query = sa.select(AuditEntry).where(
-        AuditEntry.deal_id == deal_id, AuditEntry.attempted == requirements.ATTEMPTED
-    )
+    query = sa.select(AuditEntry).where(AuditEntry.deal_id == deal_id, AuditEntry.attempted == requirements.ATTEMPTED)
     return list(db.session.scalars(query))
 
 

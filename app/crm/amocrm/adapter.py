@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from sqlalchemy.orm.attributes import flag_modified
@@ -26,6 +27,7 @@ from sqlalchemy.orm.attributes import flag_modified
 from app.core.db import db
 from app.core.models import Portal, RefusalReason
 from app.crm.amocrm.client import PAGE_LIMIT, AmoRest
+from app.crm.days import parse_day
 from app.crm.errors import (
     AmoNotFound,
     AmoValidationError,
@@ -201,6 +203,10 @@ class AmoCrm:
         }
         self._raw_pipelines: dict[str, list[tuple[int, int]]] | None = None
         self.language = portal.language
+        try:
+            self.zone = ZoneInfo(portal.timezone or "UTC")
+        except (ZoneInfoNotFoundError, ValueError):
+            self.zone = ZoneInfo("UTC")
         self._reasons_loaded = False
         self._loss_reasons: dict[int, str] | None = None
 
@@ -370,7 +376,13 @@ class AmoCrm:
             # (a move, a field, a new responsible), which is the closest documented equivalent.
             last_activity_at=_ts(raw.get("updated_at")),
             values=lead_values(raw),
+            postpone_reason=self._decode_enum(raw, "postpone_reason"),
+            postpone_date=self._decode_day(raw, "postpone_date"),
         )
+
+    def _decode_day(self, raw: Mapping[str, Any], name: str) -> date | None:
+        values = self._values(raw, name)
+        return parse_day(values[0].get("value"), self.zone) if values else None
 
     @staticmethod
     def source_of(raw: Mapping[str, Any]) -> str:

@@ -6,7 +6,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,6 +15,7 @@ from app.core.models import Portal
 from app.core.timezones import portal_zone
 from app.crm.bitrix24.batch import BATCH_LIMIT, PAGE_SIZE, BatchResult, ListStream, result_rows
 from app.crm.bitrix24.client import Bitrix24Rest, audio_type
+from app.crm.days import parse_day
 from app.crm.errors import (
     Bitrix24AuthError,
     Bitrix24Error,
@@ -377,7 +378,13 @@ class Bitrix24Crm:
             moved_at=parse_datetime(raw.get("MOVED_TIME"), self.tz),
             last_activity_at=parse_datetime(raw.get("LAST_ACTIVITY_TIME"), self.tz),
             values=field_values(raw),
+            postpone_reason=self._decode_enum("postpone_reason", raw),
+            postpone_date=self._decode_day("postpone_date", raw),
         )
+
+    def _decode_day(self, name: str, raw: Mapping[str, Any]) -> date | None:
+        field_name = self._field.get(name)
+        return parse_day(raw.get(field_name), self.tz) if field_name else None
 
     def get_deal(self, deal_id: str) -> Deal:
         """Re-read one deal."""

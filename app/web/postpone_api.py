@@ -1,0 +1,135 @@
+"""«Отложено» on the pages: the admin's settings section (the stage a postponed deal of each pipeline comes back
+to on its day) and the heads' report section "postponed deals" (postponed, came back, won after return) with its
+CSV."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, abort, jsonify, request
+from flask.typing import ResponseReturnValue
+from marshmallow import ValidationError
+
+from app.core import i18n
+from app.core.models import Portal
+from app.crm.errors import CrmError
+from app.crm.factory import client_for
+from app.domain import directory, postpone, reports
+from app.web.api import save_settings
+from app.web.permissions import ADMIN, crm_unavailable, require_role
+from app.web.reports_api import HEADS_ONLY, csv_bytes
+
+log = logging.getLogger(__name__)
+bp = Blueprint("postpone_api", __name__, url_prefix="/api")
+TABLE = "postponed"
+
+
+@bp.get("/postpone-settings")
+def get_postpone_settings() -> ResponseReturnValue:
+    """The setting and every pipeline with the working stages a deal may come back to (admins only)."""
+    portal = require_role(ADMIN, forbidden="only a portal administrator can see the settings").portal
+    crm = client_for(portal)
+    try:
+        pipelines = directory.pipelines(portal.id, crm)
+        allowed = postpone.returnable_stages(portal, crm)
+    except CrmError as error:
+        crm_unavailable(error)
+    return jsonify(
+        settings={postpone.RETURN_STAGE: postpone.return_stages(portal)},
+        pipelines=[
+            {
+                "id": pipeline.id,
+                "name": pipeline.name,
+                "stages": [{"id": stage_id, "name": name} for stage_id, name in allowed.get(pipeline.id, [])],
+            }
+            for pipeline in pipelines
+        ],
+    )
+
+
+def _store(portal: Portal, changes: dict[str, Any]) -> dict[str, str]:
+    unknown = sorted(set(changes) - {postpone.RETURN_STAGE})
+    if unknown or postpone.RETURN_STAGE not in changes:
+        raise ValidationError({key: ["unknown field"] for key in unknown} or {postpone.RETURN_STAGE: ["required"]})
+    try:
+        return postpone.update_return_stages(portal, changes[postpone.RETURN_STAGE], client_for(portal))
+    except CrmError as error:
+        crm_unavailable(error)
+
+
+@bp.put("/postpone-settings")
+def put_postpone_settings() -> ResponseReturnValue:
+    """Store `{"postpone_return_stage": {pipeline id: stage id}}` (admins only); 400 names each pipeline whose
+    stage is not one of its working stages."""
+    return save_settings(
+        _store,
+        lambda _portal, stored: {postpone.RETURN_STAGE: stored},
+        forbidden="only a portal administrator can change the settings",
+        invalid="invalid postpone settings",
+        audit_action="change postpone settings",
+    )
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def postponed_table(portal: Portal, period: reports.Period, names: reports.Names) -> reports.Table:
+    """Deals postponed in the period, per manager: how many, came back, won after return (with the amount),
+    still waiting."""
+    t = lambda key: i18n.translate(key, portal.language)  # noqa: E731
+    rows: list[list[reports.Cell]] = []
+    for item in postpone.report_rows(portal.id, period.start, period.end):
+        rows.append(
+            [
+                names.users.get(item["manager_id"], item["manager_id"]),
+                item["postponed"],
+                item["returned"],
+                item["won"],
+                item["won_amount"],
+                item["currency"] or "RUB",
+                item["waiting"],
+            ]
+        )
+    return reports.Table(
+        name=TABLE,
+        title=t("postpone_report_title"),
+        columns=[
+            t("postpone_report_manager"),
+            t("postpone_report_postponed"),
+            t("postpone_report_returned"),
+            t("postpone_report_won"),
+            t("postpone_report_won_amount"),
+            t("col_currency"),
+            t("postpone_report_waiting"),
+        ],
+        rows=rows,
+    )
+
+
+@bp.get("/reports/postponed.csv")
+def postponed_csv() -> ResponseReturnValue:
+    """The report section as a CSV download (heads only)."""
+    portal = require_role("head", ADMIN, forbidden=HEADS_ONLY).portal
+    try:
+        period = reports.parse_period(portal, request.args.get("from"), request.args.get("to"))
+    except reports.PeriodError as error:
+        abort(400, description=str(error))
+    table = postponed_table(portal, period, reports.lookup_names(portal))
+    filename = f"refusal-control-{TABLE}-{period.first.isoformat()}-{period.last.isoformat()}.csv"
+    return Response(
+        csv_bytes(table, portal.language),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
+    )
+
+
+@bp.app_context_processor
+def inject_report() -> dict[str, object]:
+    """`postponed_report(period)` for the reports tab's partial (b24/postponed_report.html)."""
+
+    def postponed_report(period: reports.Period) -> reports.Table:
+        portal = require_role("head", ADMIN, forbidden=HEADS_ONLY).portal
+        return postponed_table(portal, period, reports.lookup_names(portal))
+
+    return {"postponed_report": postponed_report}
