@@ -17,6 +17,8 @@ from app.crm.bitrix24.adapter import Bitrix24Crm
 from app.crm.errors import ActivityAlreadyInstalled, CrmError, PortalNeedsReinstall
 from app.domain import audit, reasons
 from app.domain.catalog import (
+    ABC_ANSWERS,
+    ABC_CLASSES,
     DEAL_TAB,
     FIELD_LABELS,
     VERDICTS,
@@ -37,6 +39,10 @@ FIELDS: dict[str, dict[str, Any]] = {
     "refusal_comment": {"name": "RC_COMMENT", "type": "string", "settings": {"ROWS": 4}},
     "qa_verdict": {"name": "RC_VERDICT", "type": "enumeration", "options": VERDICTS},
     "cpl": {"name": "RC_CPL", "type": "double", "settings": {"PRECISION": 2}},
+    "abc_need": {"name": "RC_ABC_NEED", "type": "enumeration", "options": ABC_ANSWERS},
+    "abc_budget": {"name": "RC_ABC_BUDGET", "type": "enumeration", "options": ABC_ANSWERS},
+    "abc_urgency": {"name": "RC_ABC_URGENCY", "type": "enumeration", "options": ABC_ANSWERS},
+    "abc_class": {"name": "RC_ABC_CLASS", "type": "enumeration", "options": ABC_CLASSES},
 }
 STEPS = ("stages", "fields", "events", "placement", "robots")
 
@@ -77,7 +83,8 @@ def _enum_list(options: dict[str, Label], language: str) -> list[dict[str, Any]]
 
 
 def ensure_fields(rest: Bitrix24Rest, portal: Portal) -> str:
-    """The four deal fields; enumeration items are matched by XML_ID (our reason codes) and completed."""
+    """Our deal fields (refusal, QA verdict, CPL, ABC qualification); enumeration items are matched by XML_ID
+    (our reason codes) and completed."""
     mapping: dict[str, dict[str, Any]] = {}
     created = 0
     for key, spec in FIELDS.items():

@@ -76,6 +76,7 @@ def test_the_production_app_schedules_every_periodic_job_by_function(tmp_path):
         "scheduled-reports",
         "exchange-idle",
         "taskcontrol",
+        "abc-idle",
     }
 
 
