@@ -55,7 +55,7 @@ i18n.register(
         "abc_col_conversion": ("Конверсия, %", "Conversion, %"),
         "abc_col_refusals": ("Условные отказы", "Conditional refusals"),
         "abc_col_leaks": ("Утечки", "Leaks"),
-        "abc_report_empty": ("В периоде сделкам не присвоен класс.", "No deal got a class in the period."),
+        "reports_empty_abc": ("В периоде сделкам не присвоен класс.", "No deal got a class in the period."),
         "abc_report_definitions": (
             "Сделки — получившие класс в периоде (по дню в часовом поясе портала), по их нынешнему классу. "
             "Выиграно — из них выигранные; конверсия = выиграно / сделки. Условные отказы и утечки — сколько из этих "
@@ -338,6 +338,6 @@ def table(rows: list[ClassRow], language: str) -> reports.Table:
             t("abc_col_refusals"),
             t("abc_col_leaks"),
         ],
-        [[row.abc_class, *cells(row)] for row in rows],
-        [t("total"), *cells(total)],
+        [[row.abc_class, *cells(row)] for row in rows] if total.deals else [],
+        [t("total"), *cells(total)] if total.deals else None,
     )

@@ -135,6 +135,7 @@ class CrmDriver(Protocol):
     def fill_refusal(self, deal_id: str, by: int, reason: str | None = "price", comment: str = "") -> None: ...
     def add_deal_field(self, label: str) -> str: ...
     def fill_field(self, deal_id: str, code: str, value: str, by: int) -> None: ...
+    def qualify(self, deal_id: str, by: int | None, **answers: str | None) -> None: ...
     def set_amount(self, deal_id: str, amount: int, by: int) -> None: ...
     def stage_of(self, deal_id: str) -> str: ...
     def pipeline_of(self, deal_id: str) -> str: ...
@@ -392,6 +393,16 @@ class B24Driver(_Common):
 
     def set_amount(self, deal_id: str, amount: int, by: int) -> None:
         self._actor(by).update_deal(int(deal_id), {"OPPORTUNITY": f"{amount}.00"})
+
+    def qualify(self, deal_id: str, by: int | None, **answers: str | None) -> None:
+        """The manager picks the ABC answers in the deal card: need=, budget=, urgency= "yes"/"no" (None clears),
+        class_= a class ("A", "B", "C") typed into the class field by hand."""
+        fields = self.portal().settings["b24_fields"]
+        values: dict[str, Any] = {}
+        for name, answer in answers.items():
+            spec = fields[f"abc_{name.rstrip('_')}"]
+            values[spec["field"]] = spec["enum"][answer] if answer else ""
+        self._actor(by).update_deal(int(deal_id), values)
 
     def _deal(self, deal_id: str) -> dict[str, Any]:
         return self.sandbox.deal(self.crm_portal, int(deal_id))
@@ -743,6 +754,15 @@ class AmoDriver(_Common):
 
     def set_amount(self, deal_id: str, amount: int, by: int) -> None:
         self._actor(by).set_price(int(deal_id), amount)
+
+    def qualify(self, deal_id: str, by: int | None, **answers: str | None) -> None:
+        """The manager picks the ABC answers in the lead card (see B24Driver.qualify)."""
+        fields = self.portal().settings["amo_fields"]
+        values: dict[int, Any] = {}
+        for name, answer in answers.items():
+            spec = fields[f"abc_{name.rstrip('_')}"]
+            values[int(spec["field"])] = {"enum_id": spec["enum"][answer]} if answer else None
+        self._actor(by).set_fields(int(deal_id), values)
 
     def _lead(self, deal_id: str) -> dict[str, Any]:
         return self.sandbox.lead(self.account, int(deal_id))
