@@ -102,8 +102,9 @@ def apply(portal: Portal, deal: Deal, now: datetime | None = None) -> str | None
     wanted = classify(deal.abc_need, deal.abc_budget, deal.abc_urgency)
     held = deal.abc_class or ""
     if wanted != held:
-        stamp = int((deal.modified_at or now).timestamp())
-        plan_effect(portal.id, deal.id, f"abc:{deal.id}:{stamp}:{wanted or '-'}", "update", {"abc_class": wanted})
+        # One write per decision: a later decision (another change) plans its own, even back to an earlier class.
+        key = f"abc:{deal.id}:{now.isoformat()}:{held or '-'}:{wanted or '-'}"
+        plan_effect(portal.id, deal.id, key, "update", {"abc_class": wanted})
         audit.record(
             portal.id,
             "app",

@@ -110,6 +110,7 @@ class CrmDriver(Protocol):
     def user_name(self, user_id: int) -> str: ...
     def department_id(self, name: str) -> str: ...
     def set_clock(self, moment: datetime) -> None: ...
+    def wait(self, seconds: float) -> None: ...
 
     # -- pipelines, stages, deals
     def pipeline_id(self, name: str = "main") -> str: ...
@@ -226,6 +227,10 @@ class _Common(ABC):
 
     def work(self) -> None:
         self.harness.work()
+
+    def wait(self, seconds: float) -> None:
+        """Time passes in the CRM (its clock must stand still: `set_clock` first)."""
+        self.harness.sandbox.clock.advance(seconds)
 
     def token(self, user_id: int, admin: bool = False) -> dict[str, str]:
         return {"X-RC-Token": issue_token(Identity(self.portal().id, str(user_id), is_admin=admin))}
