@@ -15,7 +15,7 @@ from app.core import inbox, schedule
 from app.core.health import HEARTBEAT_KEY
 from app.core.queue import get_redis
 from app.core.schedule import PeriodicJob
-from app.domain import exchange, ledger, postpone, reconcile, reports, review, taskcontrol
+from app.domain import abc, exchange, ledger, postpone, reconcile, reports, review, taskcontrol
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,27 @@ def install_amocrm(portal_id: int) -> Any:
     return amocrm.run_install(portal_id)
 
 
+def install_fields(portal_id: int) -> str:
+    """Our deal fields on an installed portal, again (the installers' fields step, under the install lock): a
+    portal installed before a field was added (ABC qualification) gets it from the reconciliation."""
+    from app.core.db import db
+    from app.core.models import Portal
+    from installers import amocrm, bitrix24
+
+    portal = db.session.get(Portal, portal_id)
+    if portal is None or portal.status != "installed":
+        return "not installed"
+    with get_redis().lock(f"rc:lock:install:{portal.crm}:{portal_id}", timeout=600, blocking_timeout=600):
+        db.session.refresh(portal)
+        if portal.crm == Portal.BITRIX24:
+            detail = bitrix24.ensure_fields(bitrix24.Bitrix24Rest(portal_id), portal)
+        else:
+            detail = amocrm.ensure_fields(amocrm.AmoRest(portal_id), portal)
+        db.session.commit()
+    log.info("deal fields repaired", extra={"portal_id": portal_id, "detail": detail})
+    return detail
+
+
 # The periodic jobs (app.core.schedule keeps their next slot scheduled; create_app installs this table).
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("heartbeat", record_heartbeat, timedelta(minutes=1)),
@@ -111,4 +132,5 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("exchange-idle", exchange.return_idle_all, timedelta(hours=1)),
     PeriodicJob("taskcontrol", taskcontrol.scan_due_portals, timedelta(minutes=5)),
     PeriodicJob("postpone-returns", postpone.return_due_all, timedelta(minutes=15)),
+    PeriodicJob("abc-idle", abc.notify_idle_all, timedelta(minutes=15)),
 )

@@ -1,9 +1,9 @@
 """amoCRM installer: one call for install and repair. It lists before it creates, so a rerun creates nothing.
 
-Steps: a Conditional refusal status in every pipeline (before 142 won and 143 lost), four lead fields
-(reason, comment, QA verdict, CPL) with their option ids stored in ``settings["amo_fields"]``, the
-webhooks to ``/amocrm/webhooks/<per-account secret>``, and the per-account secret the Digital Pipeline
-robots' actions carry (``settings["amo_dp_secret"]``, see handlers/amocrm.py).
+Steps: a Conditional refusal status in every pipeline (before 142 won and 143 lost), the lead fields
+(reason, comment, QA verdict, CPL; ABC need, budget, urgency and class) with their option ids stored in
+``settings["amo_fields"]``, the webhooks to ``/amocrm/webhooks/<per-account secret>``, and the per-account
+secret the Digital Pipeline robots' actions carry (``settings["amo_dp_secret"]``, see handlers/amocrm.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from app.crm.amocrm import AmoRest
 from app.crm.amocrm.adapter import AmoCrm
 from app.crm.errors import CrmError
 from app.domain import postpone, reasons, timezones
-from app.domain.catalog import FIELD_LABELS, POSTPONE_REASONS, VERDICTS, Label
+from app.domain.catalog import ABC_ANSWERS, ABC_CLASSES, FIELD_LABELS, POSTPONE_REASONS, VERDICTS, Label
 from app.domain.stages import known_stage, refusal_stage_spec, stages_lock
 from installers.steps import install, set_setting
 
@@ -38,6 +38,10 @@ FIELDS: dict[str, dict[str, Any]] = {
     "cpl": {"code": "RC_CPL", "type": "numeric"},
     "postpone_reason": {"code": "RC_POSTPONE_REASON", "type": "select", "options": POSTPONE_REASONS},
     "postpone_date": {"code": "RC_POSTPONE_DATE", "type": "date"},
+    "abc_need": {"code": "RC_ABC_NEED", "type": "select", "options": ABC_ANSWERS},
+    "abc_budget": {"code": "RC_ABC_BUDGET", "type": "select", "options": ABC_ANSWERS},
+    "abc_urgency": {"code": "RC_ABC_URGENCY", "type": "select", "options": ABC_ANSWERS},
+    "abc_class": {"code": "RC_ABC_CLASS", "type": "select", "options": ABC_CLASSES},
 }
 
 
@@ -86,7 +90,8 @@ def _match_enums(enums: list[dict[str, Any]], options: dict[str, Label]) -> dict
 
 
 def ensure_fields(rest: AmoRest, portal: Portal) -> str:
-    """The four lead fields (found by code); missing select options are added to an existing field."""
+    """Our lead fields (found by code: refusal, QA verdict, CPL, ABC qualification); missing select options are
+    added to an existing field."""
     existing = {f.get("code"): f for f in rest.iter_pages("/api/v4/leads/custom_fields", "custom_fields")}
     missing = [key for key, spec in FIELDS.items() if spec["code"] not in existing]
     if missing:

@@ -17,6 +17,8 @@ from app.crm.bitrix24.adapter import Bitrix24Crm
 from app.crm.errors import ActivityAlreadyInstalled, CrmError, PortalNeedsReinstall
 from app.domain import audit, postpone, reasons, timezones
 from app.domain.catalog import (
+    ABC_ANSWERS,
+    ABC_CLASSES,
     DEAL_TAB,
     FIELD_LABELS,
     POSTPONE_REASONS,
@@ -40,6 +42,10 @@ FIELDS: dict[str, dict[str, Any]] = {
     "cpl": {"name": "RC_CPL", "type": "double", "settings": {"PRECISION": 2}},
     "postpone_reason": {"name": "RC_POSTPONE_REASON", "type": "enumeration", "options": POSTPONE_REASONS},
     "postpone_date": {"name": "RC_POSTPONE_DATE", "type": "date"},
+    "abc_need": {"name": "RC_ABC_NEED", "type": "enumeration", "options": ABC_ANSWERS},
+    "abc_budget": {"name": "RC_ABC_BUDGET", "type": "enumeration", "options": ABC_ANSWERS},
+    "abc_urgency": {"name": "RC_ABC_URGENCY", "type": "enumeration", "options": ABC_ANSWERS},
+    "abc_class": {"name": "RC_ABC_CLASS", "type": "enumeration", "options": ABC_CLASSES},
 }
 STEPS = ("stages", "postpone", "fields", "events", "placement", "robots")
 
@@ -80,7 +86,8 @@ def _enum_list(options: dict[str, Label], language: str) -> list[dict[str, Any]]
 
 
 def ensure_fields(rest: Bitrix24Rest, portal: Portal) -> str:
-    """The four deal fields; enumeration items are matched by XML_ID (our reason codes) and completed."""
+    """Our deal fields (refusal, QA verdict, CPL, ABC qualification); enumeration items are matched by XML_ID
+    (our reason codes) and completed."""
     mapping: dict[str, dict[str, Any]] = {}
     created = 0
     for key, spec in FIELDS.items():

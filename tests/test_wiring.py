@@ -82,6 +82,7 @@ def test_the_production_app_schedules_every_periodic_job_by_function(tmp_path):
         "exchange-idle",
         "taskcontrol",
         "postpone-returns",
+        "abc-idle",
     }
 
 

@@ -22,7 +22,10 @@ STRINGS: dict[str, tuple[str, str]] = {
         "Adding the Conditional refusal stage, fields, event bindings, the deal-card tab and robots to the CRM.",
     ),
     "step_stages": ("Стадия «Условный отказ» во всех воронках", "Conditional refusal stage in every pipeline"),
-    "step_fields": ("Поля: причина, комментарий, вердикт ОКК, CPL", "Fields: reason, comment, QA verdict, CPL"),
+    "step_fields": (
+        "Поля: причина, комментарий, вердикт ОКК, CPL, квалификация ABC",
+        "Fields: reason, comment, QA verdict, CPL, ABC qualification",
+    ),
     "step_events": ("Подписки на события сделок", "Deal event bindings"),
     "step_placement": ("Вкладка «Проверка отказа» в карточке сделки", "Refusal review tab in the deal card"),
     "step_robots": ("Роботы для автоматизации", "Automation robots"),

@@ -535,3 +535,29 @@ class Postponement(Base):
     ended_how: Mapped[str] = mapped_column(sa.String(32), default="")  # "on date", "by hand", "lost", "gone", ...
     amount: Mapped[str] = mapped_column(sa.String(32), default="0")
     currency: Mapped[str] = mapped_column(sa.String(8), default="")
+
+
+class DealClass(Base):
+    """A deal's ABC class (app.domain.abc) as last computed from its need, budget and urgency, and what the
+    reports by class and the A-idle notice need: the class since when, the deal's outcome, its last activity."""
+
+    __tablename__ = "deal_classes"
+    __table_args__ = (sa.UniqueConstraint("portal_id", "deal_id", name="uq_deal_classes_deal"),)
+
+    OPEN = "open"
+    WON = "won"
+    LOST = "lost"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    portal_id: Mapped[int] = mapped_column(sa.ForeignKey("portals.id", ondelete="CASCADE"), index=True)
+    deal_id: Mapped[str] = mapped_column(sa.String(64))
+    abc_class: Mapped[str] = mapped_column(sa.String(1), default="")  # "A", "B", "C"; "" unclassified
+    title: Mapped[str] = mapped_column(sa.String(255), default="")
+    pipeline_id: Mapped[str] = mapped_column(sa.String(64), default="")
+    responsible_id: Mapped[str] = mapped_column(sa.String(64), default="")
+    outcome: Mapped[str] = mapped_column(sa.String(16), default=OPEN)
+    classified_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)  # when it got its class
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_activity_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    idle_notified_for: Mapped[datetime | None] = mapped_column(UtcDateTime)  # the activity an idle notice was for
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)

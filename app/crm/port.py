@@ -91,6 +91,12 @@ class Deal:
     qa_verdict: str | None = None
     cpl: Decimal | None = None
     last_activity_at: datetime | None = None
+    # ABC qualification (app.domain.abc): the need, budget and urgency answers ("yes", "no", None unanswered)
+    # and the class field as the CRM holds it ("A", "B", "C", None empty); all None where the fields are not installed.
+    abc_need: str | None = None
+    abc_budget: str | None = None
+    abc_urgency: str | None = None
+    abc_class: str | None = None
     # Every field of the deal by its code (Bitrix24 field names such as OPPORTUNITY or UF_CRM_…; amoCRM
     # "name", "price" and custom field ids), each as its non-empty values in text ("" and nulls left out).
     values: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False, hash=False)
@@ -139,6 +145,7 @@ class DealChange:
     refusal_reason: str | None = None
     refusal_comment: str | None = None
     qa_verdict: str | None = None
+    abc_class: str | None = None  # "A", "B", "C"; "" empties the class field
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,15 @@ FIELD_LABELS: dict[str, Label] = {
     "cpl": Label("Стоимость лида (CPL)", "Lead cost (CPL)"),
     "postpone_reason": Label("Причина переноса", "Postpone reason"),
     "postpone_date": Label("Дата возврата к сделке", "Return date"),
+    "abc_need": Label("Потребность", "Need"),
+    "abc_budget": Label("Бюджет", "Budget"),
+    "abc_urgency": Label("Срочность", "Urgency"),
+    "abc_class": Label("Класс ABC", "ABC class"),
 }
+
+# ABC qualification (article 001): the three yes/no answers the manager records at first contact, and the class.
+ABC_ANSWERS: dict[str, Label] = {"yes": Label("Да", "Yes"), "no": Label("Нет", "No")}
+ABC_CLASSES: dict[str, Label] = {"A": Label("A", "A"), "B": Label("B", "B"), "C": Label("C", "C")}
 
 DEAL_TAB = Label("Проверка отказа", "Refusal review")
 

@@ -20,7 +20,7 @@ from app.core.db import db
 from app.core.models import DealDeletion, DealSnapshot, Effect, Portal, RefusalCase, utcnow
 from app.crm.errors import PortalNeedsReinstall
 from app.crm.port import AUTOMATION, CrmClient, Deal
-from app.domain import audit, directory, exchange, guard, notices, penalties
+from app.domain import abc, audit, directory, exchange, guard, notices, penalties
 from app.domain.effects import (
     DealLockLost,
     as_planned,
@@ -186,7 +186,8 @@ def _decide(
     portal: Portal, crm: CrmClient, rules: guard.Guard, deal: Deal, events: list[DealEvent], *, routed: bool
 ) -> guard.Decision:
     """One deal of a group, exactly as alone: the exchange's rules, then the guard's on the deal as the
-    exchange's writes will leave it; each committed."""
+    exchange's writes will leave it, then its ABC class (written only when the class field holds another);
+    each committed."""
     is_new = any(event.is_new for event in events)
     automation = events[-1].automation
     if routed:
@@ -194,6 +195,8 @@ def _decide(
         deal = as_planned(portal.id, deal)
         db.session.commit()
     decision = rules.decide_deal(deal, automation)
+    db.session.commit()
+    abc.apply(portal, deal)
     db.session.commit()
     return decision
 

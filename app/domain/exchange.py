@@ -30,7 +30,7 @@ from sqlalchemy.orm.attributes import flag_modified
 
 from app.core import i18n
 from app.core.db import db
-from app.core.models import DealSnapshot, DutyDay, ExchangeClaim, ExchangeLot, Portal, utcnow
+from app.core.models import DealClass, DealSnapshot, DutyDay, ExchangeClaim, ExchangeLot, Portal, utcnow
 from app.core.queue import get_redis
 from app.core.timezones import local_day
 from app.crm.errors import CrmError
@@ -1128,3 +1128,24 @@ PUT_ON_EXCHANGE_ROBOT = Robot(
     properties={"reason": RobotProperty("Причина", "Reason", "string")},
     return_properties={"outcome": RobotProperty("Результат", "Outcome", "string")},
 )
+
+
+def open_lots(portal_id: int, *, source: str = "", pipeline: str = "") -> list[tuple[ExchangeLot, str]]:
+    """The pool's open lots as the exchange lists them, each with its ABC class (app.domain.abc; "" none): class A
+    first, then B, C and the unclassified, each oldest first (the time it was pooled)."""
+    rank = sa.case({"A": 0, "B": 1, "C": 2}, value=DealClass.abc_class, else_=3)
+    query = (
+        sa.select(ExchangeLot, sa.func.coalesce(DealClass.abc_class, ""))
+        .outerjoin(
+            DealClass, sa.and_(DealClass.portal_id == ExchangeLot.portal_id, DealClass.deal_id == ExchangeLot.deal_id)
+        )
+        .where(ExchangeLot.portal_id == portal_id, ExchangeLot.status == ExchangeLot.OPEN)
+    )
+    if source:
+        query = query.where(ExchangeLot.source_id == source)
+    if pipeline:
+        query = query.where(ExchangeLot.pipeline_id == pipeline)
+    return [
+        (lot, str(abc_class))
+        for lot, abc_class in db.session.execute(query.order_by(rank, ExchangeLot.pooled_at, ExchangeLot.id))
+    ]

@@ -14,7 +14,7 @@ from app.core.models import DealSnapshot, Effect, Portal, utcnow
 from app.core.queue import enqueue
 from app.crm.errors import CrmError, PortalNeedsReinstall
 from app.crm.port import CrmClient, Deal, client_for
-from app.domain import effects, guard, reasons, stages, timezones
+from app.domain import abc, effects, guard, reasons, stages, timezones
 
 log = logging.getLogger(__name__)
 OVERLAP = timedelta(minutes=5)
@@ -51,6 +51,7 @@ def reconcile_portal(portal_id: int) -> dict[str, int]:
         if timezones.refresh(portal, crm):
             counts["time_zone"] = 1
             db.session.commit()
+        counts["fields"] = int(_repair_fields(portal))
         deal_guard = guard.Guard(portal, crm)
 
         def decide_changed(deal_ids: list[str]) -> None:
@@ -98,6 +99,22 @@ def _adopt_new_pipelines(portal: Portal, crm: CrmClient) -> int:
     except CrmError as error:
         log.warning("new pipelines not adopted", extra={"portal_id": portal.id, "code": error.code})
         return 0
+
+
+def _repair_fields(portal: Portal) -> bool:
+    """A portal installed before the ABC fields existed gets them (the installers' fields step, as a job)."""
+    if abc.installed(portal):
+        return False
+    enqueue(
+        "default",
+        "app.jobs.install_fields",
+        portal.id,
+        job_id=f"install-fields-{portal.id}",
+        unique=True,
+        result_ttl=0,
+        failure_ttl=600,
+    )
+    return True
 
 
 def _finish_effects(portal: Portal, crm: CrmClient) -> int:

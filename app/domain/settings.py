@@ -40,6 +40,8 @@ class GuardSettingsSchema(Schema):
     review_sla_hours = fields.Integer(load_default=24, validate=validate.Range(min=1, max=720))
     fine_deletions = fields.Boolean(load_default=False)
     repeat_clients = fields.Boolean(load_default=True)
+    abc_a_idle_hours = fields.Integer(load_default=24, validate=validate.Range(min=0, max=720))
+    abc_a_idle_heads = fields.Boolean(load_default=False)
 
     @validates("guarded_pipelines")
     def check_pipelines(self, value: Any, data_key: str) -> None:
@@ -65,6 +67,8 @@ class GuardSettings:
     review_sla_hours: int
     fine_deletions: bool = False  # a manager who deletes a deal is fined its CPL, like a leak
     repeat_clients: bool = True  # a new deal of a known client goes to the client's manager, not the exchange
+    abc_a_idle_hours: int = 24  # a class A deal idle this long notifies its manager (app.domain.abc); 0 = off
+    abc_a_idle_heads: bool = False  # ... and the heads of sales
 
     def guards(self, pipeline_id: str) -> bool:
         """Whether moves in this pipeline are guarded."""
@@ -84,6 +88,8 @@ def _to_model(loaded: dict[str, Any]) -> GuardSettings:
         review_sla_hours=loaded["review_sla_hours"],
         fine_deletions=loaded["fine_deletions"],
         repeat_clients=loaded["repeat_clients"],
+        abc_a_idle_hours=loaded["abc_a_idle_hours"],
+        abc_a_idle_heads=loaded["abc_a_idle_heads"],
     )
 
 
@@ -118,6 +124,8 @@ def as_dict(settings: GuardSettings) -> dict[str, Any]:
         "review_sla_hours": settings.review_sla_hours,
         "fine_deletions": settings.fine_deletions,
         "repeat_clients": settings.repeat_clients,
+        "abc_a_idle_hours": settings.abc_a_idle_hours,
+        "abc_a_idle_heads": settings.abc_a_idle_heads,
     }
 
 

@@ -18,7 +18,7 @@ from app.core.validation import json_body
 from app.crm.errors import CrmError
 from app.crm.factory import client_for
 from app.crm.port import CrmClient
-from app.domain import audit, directory, exchange, reports
+from app.domain import abc, audit, directory, exchange, reports
 from app.web.api import save_settings
 from app.web.errors import page_language
 from app.web.permissions import ADMIN, require_role
@@ -45,7 +45,7 @@ def _sources(portal: Portal) -> dict[str, str]:
 
 
 def _lot_json(
-    portal: Portal, crm: CrmClient, lot: ExchangeLot, now: datetime, sources: dict[str, str]
+    portal: Portal, crm: CrmClient, lot: ExchangeLot, now: datetime, sources: dict[str, str], abc_class: str = ""
 ) -> dict[str, Any]:
     amount = Decimal(lot.amount or "0")
     return {
@@ -63,12 +63,14 @@ def _lot_json(
         "pooled_text": i18n.when(lot.pooled_at, page_language(), zone_name(portal)),
         "age_hours": int((now - lot.pooled_at).total_seconds() // 3600),
         "status": lot.status,
+        "abc_class": abc_class,
     }
 
 
 @bp.get("/lots")
 def list_lots() -> ResponseReturnValue:
-    """Open pool deals the user may take (oldest first, filters: source, pipeline, min/max amount), and his own."""
+    """Open pool deals the user may take (class A, B, C, then unclassified, each oldest first; filters: source,
+    pipeline, min/max amount), and his own."""
     access = require_role()
     identity, portal = access.identity, access.portal
     crm = client_for(portal)
@@ -82,21 +84,16 @@ def list_lots() -> ResponseReturnValue:
         )
     except CrmError as error:
         return jsonify(error="crm_unavailable", message=f"the CRM did not answer: {error.code}"), 502
-    query = sa.select(ExchangeLot).where(ExchangeLot.portal_id == portal.id, ExchangeLot.status == ExchangeLot.OPEN)
-    if source:
-        query = query.where(ExchangeLot.source_id == source)
-    if pipeline:
-        query = query.where(ExchangeLot.pipeline_id == pipeline)
     now = utcnow()
     sources = _sources(portal)
     lots = []
-    for lot in db.session.scalars(query.order_by(ExchangeLot.pooled_at, ExchangeLot.id)):
+    for lot, abc_class in exchange.open_lots(portal.id, source=source, pipeline=pipeline):
         if lot.department_id and role not in ("admin", "head") and lot.department_id not in member_of:
             continue
         amount = Decimal(lot.amount or "0")
         if (low is not None and amount < low) or (high is not None and amount > high):
             continue
-        lots.append(_lot_json(portal, crm, lot, now, sources))
+        lots.append(_lot_json(portal, crm, lot, now, sources, abc_class))
     mine = db.session.scalars(
         sa.select(ExchangeLot)
         .where(
@@ -105,10 +102,11 @@ def list_lots() -> ResponseReturnValue:
             ExchangeLot.holder_id == identity.user_id,
         )
         .order_by(ExchangeLot.taken_at)
-    )
+    ).all()
+    classes = abc.classes_of(portal.id, [lot.deal_id for lot in mine])
     return jsonify(
         lots=lots,
-        mine=[_lot_json(portal, crm, lot, now, sources) for lot in mine],
+        mine=[_lot_json(portal, crm, lot, now, sources, classes.get(lot.deal_id, "")) for lot in mine],
         role=role,
         sources=[{"id": key, "name": name} for key, name in sources.items()],
     )

@@ -22,7 +22,7 @@ from app.core.timezones import zone_label
 from app.core.validation import json_body
 from app.crm.errors import CrmError
 from app.crm.factory import client_for
-from app.domain import directory, exchange, ledger, penalties, recovery, reports, review_text
+from app.domain import abc, directory, exchange, ledger, penalties, recovery, reports, review_text
 from app.domain.settings import guard_settings
 from app.web import charts
 from app.web.api import save_settings
@@ -30,7 +30,7 @@ from app.web.permissions import ADMIN, require_role
 
 log = logging.getLogger(__name__)
 bp = Blueprint("reports_api", __name__, url_prefix="/api")
-CSV_TABLES = (*reports.TABLES, "ledger", *recovery.TABLES, "exchange")
+CSV_TABLES = (*reports.TABLES, "ledger", *recovery.TABLES, "exchange", *abc.TABLES)
 ADMIN_ONLY = "only a portal administrator can change these settings"
 
 i18n.register(
@@ -135,12 +135,13 @@ def report_view() -> ResponseReturnValue:
 
 def _team_sections(portal: Portal, period: reports.Period, names: reports.Names, language: str) -> dict[str, Any]:
     """The sections of the reports page that follow the team's results: the revenue returned from false
-    refusals (figures and tables) and the lead exchange per manager."""
+    refusals (figures and tables), the lead exchange per manager, and the deals by ABC class."""
     saved = recovery.build(portal, period, names)
     return {
         "recovery": saved,
         "recovery_tables": recovery.tables(saved, language),
         "exchange_table": _exchange_table(portal, period, names, language),
+        "abc_table": abc.table(abc.by_class(portal.id, period), language),
     }
 
 
@@ -214,6 +215,8 @@ def report_csv(name: str) -> ResponseReturnValue:
         table = recovery.tables(recovery.build(portal, period, names), language)[name]
     elif name == "exchange":
         table = _exchange_table(portal, period, names, language)
+    elif name in abc.TABLES:
+        table = abc.table(abc.by_class(portal.id, period), language)
     else:
         table = reports.tables(reports.build_report(portal, period, names), language)[name]
     filename = f"refusal-control-{name}-{period.first.isoformat()}-{period.last.isoformat()}.csv"

@@ -28,7 +28,18 @@ def test_install_creates_status_fields_and_webhook(amo: Amo):
         ]
         assert postponed["name"] == "Отложено" and postponed["sort"] == status["sort"] + 10
     fields = portal.settings["amo_fields"]
-    assert set(fields) == {"refusal_reason", "refusal_comment", "qa_verdict", "cpl", "postpone_reason", "postpone_date"}
+    assert set(fields) == {
+        "refusal_reason",
+        "refusal_comment",
+        "qa_verdict",
+        "cpl",
+        "postpone_reason",
+        "postpone_date",
+        "abc_need",
+        "abc_budget",
+        "abc_urgency",
+        "abc_class",
+    }
     types = {key: amo.account.custom_fields[spec["field"]]["type"] for key, spec in fields.items()}
     assert types == {
         "refusal_reason": "select",
@@ -37,9 +48,14 @@ def test_install_creates_status_fields_and_webhook(amo: Amo):
         "cpl": "numeric",
         "postpone_reason": "select",
         "postpone_date": "date",
+        "abc_need": "select",
+        "abc_budget": "select",
+        "abc_urgency": "select",
+        "abc_class": "select",
     }
     assert len(fields["refusal_reason"]["enum"]) == 7
     assert set(fields["postpone_reason"]["enum"]) == {"no_money_now", "no_need_now", "not_relevant", "no_contact"}
+    assert set(fields["abc_need"]["enum"]) == {"yes", "no"} and set(fields["abc_class"]["enum"]) == {"A", "B", "C"}
     [hook] = amo.account.webhooks.values()
     assert hook.destination.endswith("/amocrm/webhooks/" + portal.settings["amo_webhook_secret"])
     assert set(hook.settings) == {"add_lead", "update_lead", "status_lead", "responsible_lead", "delete_lead"}

@@ -113,6 +113,7 @@ class CrmDriver(Protocol):
     def department_id(self, name: str) -> str: ...
     def set_clock(self, moment: datetime) -> None: ...
     def set_time_zone(self, zone: str) -> None: ...
+    def wait(self, seconds: float) -> None: ...
 
     # -- pipelines, stages, deals
     def pipeline_id(self, name: str = "main") -> str: ...
@@ -139,6 +140,7 @@ class CrmDriver(Protocol):
     def fill_postpone(self, deal_id: str, by: int, reason: str | None, day: date | None) -> None: ...
     def add_deal_field(self, label: str) -> str: ...
     def fill_field(self, deal_id: str, code: str, value: str, by: int) -> None: ...
+    def qualify(self, deal_id: str, by: int | None, **answers: str | None) -> None: ...
     def set_amount(self, deal_id: str, amount: int, by: int) -> None: ...
     def stage_of(self, deal_id: str) -> str: ...
     def pipeline_of(self, deal_id: str) -> str: ...
@@ -229,6 +231,10 @@ class _Common(ABC):
 
     def work(self) -> None:
         self.harness.work()
+
+    def wait(self, seconds: float) -> None:
+        """Time passes in the CRM (its clock must stand still: `set_clock` first)."""
+        self.harness.sandbox.clock.advance(seconds)
 
     def token(self, user_id: int, admin: bool = False) -> dict[str, str]:
         return {"X-RC-Token": issue_token(Identity(self.portal().id, str(user_id), is_admin=admin))}
@@ -419,6 +425,16 @@ class B24Driver(_Common):
 
     def set_amount(self, deal_id: str, amount: int, by: int) -> None:
         self._actor(by).update_deal(int(deal_id), {"OPPORTUNITY": f"{amount}.00"})
+
+    def qualify(self, deal_id: str, by: int | None, **answers: str | None) -> None:
+        """The manager picks the ABC answers in the deal card: need=, budget=, urgency= "yes"/"no" (None clears),
+        class_= a class ("A", "B", "C") typed into the class field by hand."""
+        fields = self.portal().settings["b24_fields"]
+        values: dict[str, Any] = {}
+        for name, answer in answers.items():
+            spec = fields[f"abc_{name.rstrip('_')}"]
+            values[spec["field"]] = spec["enum"][answer] if answer else ""
+        self._actor(by).update_deal(int(deal_id), values)
 
     def _deal(self, deal_id: str) -> dict[str, Any]:
         return self.sandbox.deal(self.crm_portal, int(deal_id))
@@ -791,6 +807,15 @@ class AmoDriver(_Common):
 
     def set_amount(self, deal_id: str, amount: int, by: int) -> None:
         self._actor(by).set_price(int(deal_id), amount)
+
+    def qualify(self, deal_id: str, by: int | None, **answers: str | None) -> None:
+        """The manager picks the ABC answers in the lead card (see B24Driver.qualify)."""
+        fields = self.portal().settings["amo_fields"]
+        values: dict[int, Any] = {}
+        for name, answer in answers.items():
+            spec = fields[f"abc_{name.rstrip('_')}"]
+            values[int(spec["field"])] = {"enum_id": spec["enum"][answer]} if answer else None
+        self._actor(by).set_fields(int(deal_id), values)
 
     def _lead(self, deal_id: str) -> dict[str, Any]:
         return self.sandbox.lead(self.account, int(deal_id))

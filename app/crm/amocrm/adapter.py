@@ -375,6 +375,10 @@ class AmoCrm:
             # amoCRM keeps no "last activity" time on a lead; `updated_at` moves with every change to it
             # (a move, a field, a new responsible), which is the closest documented equivalent.
             last_activity_at=_ts(raw.get("updated_at")),
+            abc_need=self._decode_enum(raw, "abc_need"),
+            abc_budget=self._decode_enum(raw, "abc_budget"),
+            abc_urgency=self._decode_enum(raw, "abc_urgency"),
+            abc_class=self._decode_enum(raw, "abc_class"),
             values=lead_values(raw),
             postpone_reason=self._decode_enum(raw, "postpone_reason"),
             postpone_date=self._decode_day(raw, "postpone_date"),
@@ -429,6 +433,8 @@ class AmoCrm:
             values.append(self._encode_text("refusal_comment", change.refusal_comment))
         if change.qa_verdict is not None:
             values.append(self._encode_enum("qa_verdict", change.qa_verdict))
+        if change.abc_class is not None:
+            values.append(self._encode_enum("abc_class", change.abc_class))
         if values:
             body["custom_fields_values"] = values
         return body

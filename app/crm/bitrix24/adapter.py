@@ -377,6 +377,10 @@ class Bitrix24Crm:
             moved_by_id=_optional_id(raw.get("MOVED_BY_ID")),
             moved_at=parse_datetime(raw.get("MOVED_TIME"), self.tz),
             last_activity_at=parse_datetime(raw.get("LAST_ACTIVITY_TIME"), self.tz),
+            abc_need=self._decode_enum("abc_need", raw),
+            abc_budget=self._decode_enum("abc_budget", raw),
+            abc_urgency=self._decode_enum("abc_urgency", raw),
+            abc_class=self._decode_enum("abc_class", raw),
             values=field_values(raw),
             postpone_reason=self._decode_enum("postpone_reason", raw),
             postpone_date=self._decode_day("postpone_date", raw),
@@ -426,6 +430,8 @@ class Bitrix24Crm:
             fields[self._require_field("refusal_comment")] = change.refusal_comment
         if change.qa_verdict is not None:
             fields[self._require_field("qa_verdict")] = self._encode_enum("qa_verdict", change.qa_verdict)
+        if change.abc_class is not None:
+            fields[self._require_field("abc_class")] = self._encode_enum("abc_class", change.abc_class)
         return fields
 
     def _update_commands(self, deal_id: str, change: DealChange) -> dict[str, tuple[str, Mapping[str, Any] | None]]:

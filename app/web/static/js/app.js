@@ -103,6 +103,8 @@
       form.elements.fine_deletions.checked = s.fine_deletions;
       form.elements.repeat_clients.checked = s.repeat_clients;
       form.elements.review_sla_hours.value = s.review_sla_hours;
+      form.elements.abc_a_idle_hours.value = s.abc_a_idle_hours;
+      form.elements.abc_a_idle_heads.checked = s.abc_a_idle_heads;
     });
   }
 
@@ -128,7 +130,9 @@
         exempt_automation: form.elements.exempt_automation.checked,
         fine_deletions: form.elements.fine_deletions.checked,
         repeat_clients: form.elements.repeat_clients.checked,
-        review_sla_hours: Number(form.elements.review_sla_hours.value)
+        review_sla_hours: Number(form.elements.review_sla_hours.value),
+        abc_a_idle_hours: Number(form.elements.abc_a_idle_hours.value),
+        abc_a_idle_heads: form.elements.abc_a_idle_heads.checked
       };
       api(config.settingsUrl, {
         method: "PUT",

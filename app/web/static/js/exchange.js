@@ -58,7 +58,8 @@
         var take = el("button", { type: "button", "data-take": lot.id, text: text.take });
         take.addEventListener("click", function () { claim(lot.id); });
         body.appendChild(el("tr", { "data-lot": lot.id }, [
-          dealCell(lot), el("td", { text: lot.pooled_text }), el("td", { text: lot.amount_text }),
+          dealCell(lot), el("td", { "data-class": lot.abc_class, text: lot.abc_class || "—" }),
+          el("td", { text: lot.pooled_text }), el("td", { text: lot.amount_text }),
           el("td", { text: lot.source_name }), el("td", {}, [take])
         ]));
       });
@@ -69,7 +70,10 @@
         var reason = el("input", { type: "text", name: "reason", placeholder: text.reason, "aria-label": text.reason });
         var give = el("button", { type: "button", "data-return": lot.id, text: text.give_back });
         give.addEventListener("click", function () { giveBack(lot.id, reason.value); });
-        mine.appendChild(el("tr", { "data-lot": lot.id }, [dealCell(lot), el("td", { text: lot.amount_text }), el("td", {}, [reason, give])]));
+        mine.appendChild(el("tr", { "data-lot": lot.id }, [
+          dealCell(lot), el("td", { "data-class": lot.abc_class, text: lot.abc_class || "—" }),
+          el("td", { text: lot.amount_text }), el("td", {}, [reason, give])
+        ]));
       });
       document.getElementById("rc-exchange-mine-empty").hidden = result.body.mine.length > 0;
     });
