@@ -12,6 +12,7 @@ i18n.register(
             "Открыть приложение: очередь ОКК, биржа, отчёты, настройки",
             "Open the app: QA queue, exchange, reports, settings",
         ),
+        "frame_open_reports": ("Открыть в отчётах", "Open in reports"),
     }
 )
 
