@@ -72,7 +72,6 @@ def frame_of(page: Page, slider: str) -> FrameLocator:
     return page.frame_locator(f"#{slider} iframe")
 
 
-
 def fitted_height(page: Page, app_frame: FrameLocator) -> int:
     """The frame's height once it has settled on its content's (the page fills in after its data arrives)."""
     iframe = page.locator("#sb-app iframe")
@@ -83,6 +82,7 @@ def fitted_height(page: Page, app_frame: FrameLocator) -> int:
             return height
         page.wait_for_timeout(100)
     raise AssertionError(f"the frame stayed {height}px high for {content}px of content")
+
 
 def open_kanban(page: Page, url: str, user: int, lang: str = "ru") -> None:
     page.set_viewport_size({"width": 1400, "height": 900})

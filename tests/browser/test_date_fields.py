@@ -49,7 +49,9 @@ def us_page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
-@pytest.mark.parametrize(("language", "tab", "wrong"), [("ru", "Отчёты", "Введите дату"), ("en", "Reports", "Enter the date")])
+@pytest.mark.parametrize(
+    ("language", "tab", "wrong"), [("ru", "Отчёты", "Введите дату"), ("en", "Reports", "Enter the date")]
+)
 def test_the_report_period_is_day_first_in_an_american_browser(
     portal: B24, live_server: LiveServer, us_page: Page, language: str, tab: str, wrong: str
 ):
