@@ -49,6 +49,8 @@ def deal_tab() -> ResponseReturnValue:
         token=verified.token(),
         case=case,
         deal_id=deal_id,
+        portal=portal,
+        user=verified.user,
     )
 
 

@@ -388,12 +388,33 @@ def verify_frame(
     return VerifiedFrame(frame, portal, user)
 
 
+def requested_tab(frame: B24Frame) -> str:
+    """The tab a caller asked the main page to open: `BX24.openApplication({tab: "reports"})` reaches the app
+    frame as `PLACEMENT=DEFAULT` with `PLACEMENT_OPTIONS='{"tab":"reports"}'` (a JSON string). "" when none
+    or not readable; the page shows it only when the user has that tab."""
+    if frame.placement != "DEFAULT" or not frame.placement_options:
+        return ""
+    try:
+        options = json.loads(frame.placement_options)
+    except ValueError:
+        return ""
+    tab = options.get("tab") if isinstance(options, dict) else None
+    return tab if isinstance(tab, str) and tab.isidentifier() else ""
+
+
 @bp.post("/app")
 def app_frame() -> ResponseReturnValue:
-    """The main app page inside the portal."""
+    """The main app page inside the portal, on the tab `BX24.openApplication` asked for (else the role's first)."""
     verified = verify_frame(installed_only=False)
     if not isinstance(verified, VerifiedFrame):
         return verified
     portal = verified.portal
     language = frame_language(verified.frame, portal)
-    return render_template("b24/app.html", portal=portal, token=verified.token(), lang=language, user=verified.user)
+    return render_template(
+        "b24/app.html",
+        portal=portal,
+        token=verified.token(),
+        lang=language,
+        user=verified.user,
+        open_tab=requested_tab(verified.frame),
+    )

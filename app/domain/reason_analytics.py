@@ -138,9 +138,12 @@ class CaseOutcome(Protocol):
     def confirmed(self) -> bool: ...
 
 
-def build(portal: Portal, facts: Sequence[CaseOutcome], users: dict[str, str]) -> dict[str, Any]:
-    """The comment and stage analytics of the cases the report counts (`facts`, opened in its period)."""
-    language = portal.language
+def build(
+    portal: Portal, facts: Sequence[CaseOutcome], users: dict[str, str], language: str | None = None
+) -> dict[str, Any]:
+    """The comment and stage analytics of the cases the report counts (`facts`, opened in its period), with
+    reason names in `language` (else the portal's)."""
+    language = language or portal.language
     confirmed = {fact.id: fact.confirmed for fact in facts}
     cases: list[RefusalCase] = []
     ids = list(confirmed)

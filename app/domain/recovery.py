@@ -125,9 +125,10 @@ def _amount(text: str) -> Decimal:
         return Decimal("0.00")
 
 
-def build(portal: Portal, period: reports.Period, names: reports.Names) -> Recovery:
-    """The figures of the «revenue returned from false refusals» section for one period."""
-    language = portal.language
+def build(portal: Portal, period: reports.Period, names: reports.Names, language: str | None = None) -> Recovery:
+    """The figures of the «revenue returned from false refusals» section for one period (names in `language`,
+    else the portal's)."""
+    language = language or portal.language
     in_period = sa.or_(
         sa.and_(RecoveredDeal.returned_at >= period.start, RecoveredDeal.returned_at < period.end),
         sa.and_(RecoveredDeal.closed_at >= period.start, RecoveredDeal.closed_at < period.end),

@@ -467,10 +467,11 @@ def reason_label(portal_id: int, code: str, language: str) -> str:
     return reasons.name_of(portal_id, code, language)
 
 
-def build_report(portal: Portal, period: Period, names: Names | None = None) -> Report:
-    """Every figure of the reports page for one period."""
+def build_report(portal: Portal, period: Period, names: Names | None = None, language: str | None = None) -> Report:
+    """Every figure of the reports page for one period; names and the headline in `language` (the page's;
+    the portal's when not given)."""
     names = names or Names()
-    language = portal.language
+    language = language or portal.language
     facts = case_facts(portal.id, period.start, period.end)
     issued = fines(portal.id, period.start, period.end)
     currencies = sorted({fine.currency for fine in issued}) or [cpl_settings(portal)["currency"].upper()]
@@ -579,8 +580,8 @@ def build_report(portal: Portal, period: Period, names: Names | None = None) -> 
         reasons=reasons,
         sources=sources,
         weeks=weeks,
-        analytics=analytics(portal, period, facts),
-        reason_analytics=reason_analytics.build(portal, facts, names.users),
+        analytics=analytics(portal, period, facts, language),
+        reason_analytics=reason_analytics.build(portal, facts, names.users, language),
         deletions=[
             {
                 "deal_id": deletion.deal_id,
@@ -598,9 +599,10 @@ def build_report(portal: Portal, period: Period, names: Names | None = None) -> 
     )
 
 
-def analytics(portal: Portal, period: Period, facts: list[CaseFacts]) -> dict[str, Any]:
-    """The confirmed reasons of the period against the period before: what clients refuse for, and the trend."""
-    language = portal.language
+def analytics(portal: Portal, period: Period, facts: list[CaseFacts], language: str | None = None) -> dict[str, Any]:
+    """The confirmed reasons of the period against the period before: what clients refuse for, and the trend
+    (reason names and the headline in `language`, else the portal's)."""
+    language = language or portal.language
     previous = period.previous()
     before = case_facts(portal.id, previous.start, previous.end)
     now_counts: dict[str, int] = defaultdict(int)

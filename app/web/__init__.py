@@ -12,6 +12,18 @@ i18n.register(
             "Открыть приложение: очередь ОКК, биржа, отчёты, настройки",
             "Open the app: QA queue, exchange, reports, settings",
         ),
+        "frame_open_reports": ("Открыть в отчётах", "Open in reports"),
+        "date_placeholder": ("ДД.ММ.ГГГГ", "DD.MM.YYYY"),
+        "datetime_placeholder": ("ДД.ММ.ГГГГ ЧЧ:ММ", "DD.MM.YYYY HH:MM"),
+        "date_invalid": (
+            "Введите дату в виде ДД.ММ.ГГГГ, например 08.12.2026.",
+            "Enter the date as DD.MM.YYYY, e.g. 08.12.2026.",
+        ),
+        "datetime_invalid": (
+            "Введите дату и время в виде ДД.ММ.ГГГГ ЧЧ:ММ, например 08.12.2026 18:48.",
+            "Enter the date and time as DD.MM.YYYY HH:MM, e.g. 08.12.2026 18:48.",
+        ),
+        "date_pick": ("Выбрать в календаре", "Pick on a calendar"),
     }
 )
 

@@ -74,10 +74,10 @@ def put_postpone_settings() -> ResponseReturnValue:
 # ------------------------------------------------------------------------------------------ report
 
 
-def postponed_table(portal: Portal, period: reports.Period, names: reports.Names) -> reports.Table:
+def postponed_table(portal: Portal, period: reports.Period, names: reports.Names, language: str) -> reports.Table:
     """Deals postponed in the period, per manager: how many, came back, won after return (with the amount),
-    still waiting."""
-    t = lambda key: i18n.translate(key, portal.language)  # noqa: E731
+    still waiting; in the page's language."""
+    t = lambda key: i18n.translate(key, language)  # noqa: E731
     rows: list[list[reports.Cell]] = []
     for item in postpone.report_rows(portal.id, period.start, period.end):
         rows.append(
@@ -110,15 +110,16 @@ def postponed_table(portal: Portal, period: reports.Period, names: reports.Names
 @bp.get("/reports/postponed.csv")
 def postponed_csv() -> ResponseReturnValue:
     """The report section as a CSV download (heads only)."""
-    portal = require_role("head", ADMIN, forbidden=HEADS_ONLY).portal
+    access = require_role("head", ADMIN, forbidden=HEADS_ONLY)
+    portal = access.portal
     try:
         period = reports.parse_period(portal, request.args.get("from"), request.args.get("to"))
     except reports.PeriodError as error:
         abort(400, description=str(error))
-    table = postponed_table(portal, period, reports.lookup_names(portal))
+    table = postponed_table(portal, period, reports.lookup_names(portal), access.language)
     filename = f"refusal-control-{TABLE}-{period.first.isoformat()}-{period.last.isoformat()}.csv"
     return Response(
-        csv_bytes(table, portal.language),
+        csv_bytes(table, access.language),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
     )
@@ -129,7 +130,7 @@ def inject_report() -> dict[str, object]:
     """`postponed_report(period)` for the reports tab's partial (b24/postponed_report.html)."""
 
     def postponed_report(period: reports.Period) -> reports.Table:
-        portal = require_role("head", ADMIN, forbidden=HEADS_ONLY).portal
-        return postponed_table(portal, period, reports.lookup_names(portal))
+        access = require_role("head", ADMIN, forbidden=HEADS_ONLY)
+        return postponed_table(access.portal, period, reports.lookup_names(access.portal), access.language)
 
     return {"postponed_report": postponed_report}

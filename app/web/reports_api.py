@@ -70,8 +70,9 @@ def _period(portal: Portal) -> reports.Period:
 @bp.get("/reports")
 def report_data() -> ResponseReturnValue:
     """Every figure of the period as JSON (heads only)."""
-    portal = require_role("head", ADMIN, forbidden=HEADS_ONLY).portal
-    report = reports.build_report(portal, _period(portal), reports.lookup_names(portal))
+    access = require_role("head", ADMIN, forbidden=HEADS_ONLY)
+    portal = access.portal
+    report = reports.build_report(portal, _period(portal), reports.lookup_names(portal), access.language)
     return jsonify(reports.report_json(report))
 
 
@@ -113,8 +114,8 @@ def report_view() -> ResponseReturnValue:
     identity, portal = access.identity, access.portal
     period = _period(portal)
     names = reports.lookup_names(portal)
-    report = reports.build_report(portal, period, names)
     language = access.language
+    report = reports.build_report(portal, period, names, language)
     pipelines = _pipeline_names(portal)
     return render_template(
         "b24/report.html",
@@ -136,7 +137,7 @@ def report_view() -> ResponseReturnValue:
 def _team_sections(portal: Portal, period: reports.Period, names: reports.Names, language: str) -> dict[str, Any]:
     """The sections of the reports page that follow the team's results: the revenue returned from false
     refusals (figures and tables), the lead exchange per manager, and the deals by ABC class."""
-    saved = recovery.build(portal, period, names)
+    saved = recovery.build(portal, period, names, language)
     return {
         "recovery": saved,
         "recovery_tables": recovery.tables(saved, language),
@@ -201,24 +202,26 @@ def csv_bytes(table: reports.Table, language: str) -> bytes:
 
 @bp.get("/reports/<name>.csv")
 def report_csv(name: str) -> ResponseReturnValue:
-    """One table of the period as a CSV download (heads only)."""
-    portal = require_role("head", ADMIN, forbidden=HEADS_ONLY).portal
+    """One table of the period as a CSV download (heads only), in the language of the page that asked for it
+    (`X-RC-Lang`): its headers, names, separators and decimal commas."""
+    access = require_role("head", ADMIN, forbidden=HEADS_ONLY)
+    portal = access.portal
     if name not in CSV_TABLES:
         abort(404, description=f"no table {name!r}; tables: {', '.join(CSV_TABLES)}")
     period = _period(portal)
     names = reports.lookup_names(portal)
-    language = portal.language
+    language = access.language
     if name == "ledger":
         rows = ledger.ledger_rows(portal.id, period.start, period.end)
         table = reports.ledger_table(rows, names, language, period.timezone)
     elif name in recovery.TABLES:
-        table = recovery.tables(recovery.build(portal, period, names), language)[name]
+        table = recovery.tables(recovery.build(portal, period, names, language), language)[name]
     elif name == "exchange":
         table = _exchange_table(portal, period, names, language)
     elif name in abc.TABLES:
         table = abc.table(abc.by_class(portal.id, period), language)
     else:
-        table = reports.tables(reports.build_report(portal, period, names), language)[name]
+        table = reports.tables(reports.build_report(portal, period, names, language), language)[name]
     filename = f"refusal-control-{name}-{period.first.isoformat()}-{period.last.isoformat()}.csv"
     return Response(
         csv_bytes(table, language),

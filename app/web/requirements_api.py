@@ -80,10 +80,12 @@ def put_requirements() -> ResponseReturnValue:
 # ------------------------------------------------------------------------------------------ report
 
 
-def missing_fields_table(portal: Portal, period: reports.Period, names: reports.Names) -> reports.Table:
+def missing_fields_table(
+    portal: Portal, period: reports.Period, names: reports.Names, language: str | None = None
+) -> reports.Table:
     """Moves refused for missing fields in the period: per manager and stage, with the fields most often
-    missing."""
-    language = portal.language
+    missing (in `language`, else the portal's)."""
+    language = language or portal.language
     t = lambda key: i18n.translate(key, language)  # noqa: E731
     stage_names: dict[str, str] = {}
     try:
@@ -117,15 +119,16 @@ def missing_fields_table(portal: Portal, period: reports.Period, names: reports.
 @bp.get("/reports/missing_fields.csv")
 def missing_fields_csv() -> ResponseReturnValue:
     """The report section as a CSV download (heads only)."""
-    portal = require_role("head", ADMIN, forbidden=HEADS_ONLY).portal
+    access = require_role("head", ADMIN, forbidden=HEADS_ONLY)
+    portal = access.portal
     try:
         period = reports.parse_period(portal, request.args.get("from"), request.args.get("to"))
     except reports.PeriodError as error:
         abort(400, description=str(error))
-    table = missing_fields_table(portal, period, reports.lookup_names(portal))
+    table = missing_fields_table(portal, period, reports.lookup_names(portal), access.language)
     filename = f"refusal-control-{TABLE}-{period.first.isoformat()}-{period.last.isoformat()}.csv"
     return Response(
-        csv_bytes(table, portal.language),
+        csv_bytes(table, access.language),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
     )
@@ -137,7 +140,7 @@ def inject_report() -> dict[str, object]:
     table of the caller's portal (the reports view already checked that he is a head)."""
 
     def missing_fields_report(period: reports.Period) -> reports.Table:
-        portal = require_role("head", ADMIN, forbidden=HEADS_ONLY).portal
-        return missing_fields_table(portal, period, reports.lookup_names(portal))
+        access = require_role("head", ADMIN, forbidden=HEADS_ONLY)
+        return missing_fields_table(access.portal, period, reports.lookup_names(access.portal), access.language)
 
     return {"missing_fields_report": missing_fields_report}

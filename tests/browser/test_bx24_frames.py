@@ -193,3 +193,38 @@ def test_every_page_in_its_frame_for_the_screenshots(demo, page: Page, lang: str
     expect(frame_of(page, "sb-editor").locator("body")).to_have_attribute("data-bx24", "ready")
     page.wait_for_timeout(1_000)
     frame_shot(page, "#sb-editor iframe", folder / "deal-tab-qa.png")
+
+
+def test_open_application_opens_the_tab_it_asks_for(demo, page: Page):
+    """BX24.openApplication({tab}) reaches the app frame as PLACEMENT_OPTIONS: the portal admin's «Открыть в
+    отчётах» on the deal's tab opens the main page on the reports (he would start on the settings); a tab the user
+    does not have is ignored."""
+    b24, url = demo
+    deal_id, _case = case_in_review(b24)
+    open_kanban(page, url, ADMIN)
+    page.locator(f'.sb-card[data-deal-id="{deal_id}"] .sb-open').click()
+    page.locator('#sb-deal-tabs [data-tab="app"]').click()
+    tab = frame_of(page, "sb-editor")
+    expect(tab.locator("body")).to_have_attribute("data-bx24", "ready")
+    tab.get_by_role("button", name="Открыть в отчётах").click()
+    app_frame = frame_of(page, "sb-app")
+    expect(app_frame.get_by_role("tab", name="Отчёты")).to_have_attribute("aria-selected", "true")
+    expect(app_frame.locator("#tab-reports")).to_be_visible()
+    expect(app_frame.locator("#rc-table-managers, [data-empty='managers']").first).to_be_visible(timeout=10_000)
+    expect(app_frame.locator("#tab-settings")).to_be_hidden()
+    page.locator("#sb-app-close").click()
+    page.locator("#sb-editor-close").click()
+
+    # QA has no reports tab: the button is not offered, and a request for a tab he lacks opens his own first tab.
+    open_kanban(page, url, QA)
+    page.locator(f'.sb-card[data-deal-id="{deal_id}"] .sb-open').click()
+    page.locator('#sb-deal-tabs [data-tab="app"]').click()
+    tab = frame_of(page, "sb-editor")
+    expect(tab.locator("body")).to_have_attribute("data-bx24", "ready")
+    expect(tab.get_by_role("button", name="Открыть приложение: очередь ОКК, биржа, отчёты, настройки")).to_be_visible()
+    expect(tab.get_by_role("button", name="Открыть в отчётах")).to_have_count(0)
+    tab.locator("body").evaluate("() => window.BX24.openApplication({tab: 'settings'})")
+    app_frame = frame_of(page, "sb-app")
+    expect(app_frame.get_by_role("tab", name="Очередь ОКК")).to_have_attribute("aria-selected", "true")
+    expect(app_frame.locator("#tab-queue")).to_be_visible()
+    expect(app_frame.locator("#tab-settings")).to_have_count(0)

@@ -188,3 +188,38 @@ def test_an_admin_has_the_reports_with_titled_charts_one_colour_per_meaning(
         assert re.fullmatch(r"\d\d\.\d\d\.\d{4}( – \d\d\.\d\d\.\d{4})?", period), period
         expect(page.locator("#rc-report")).not_to_contain_text("г..")
         assert all("данных нет" not in text for text in page.locator("[data-empty]").all_inner_texts())
+
+
+def test_an_english_page_on_a_russian_portal_gets_its_headline_and_csv_in_english(app, live_server, page: Page):
+    """The page's language (the user's, LANG=en) wins over the portal's for the headline and every download."""
+    import re
+
+    import responses
+
+    sandbox, portal = make_b24(app)
+    harness = B24(app=app, client=app.test_client(), sandbox=sandbox, portal=portal)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mount_responses(sandbox, mock, passthru=(live_server.url,))
+        ours = harness.install()
+        configure_guard(ours)
+        seed_cases(ours.id)
+        assert db.session.get(type(ours), ours.id).language == "ru"
+        post_frame(page, f"{live_server.url}/b24/app?DOMAIN={portal.domain}&LANG=en", harness.frame(HEAD))
+        page.get_by_role("tab", name="Reports").click()
+        expect(page.locator("#rc-table-managers")).to_be_visible(timeout=10_000)
+        expect(page.locator("#rc-analytics-headline")).to_have_text(
+            re.compile(r'^50 % of confirmed refusals are for the reason "(No budget|Price too high)"\.$')
+        )
+        expect(page.locator("#rc-table-reasons")).to_contain_text("Price too high")
+        expect(page.locator("#rc-report")).not_to_contain_text("Дорого")
+
+        for table, header in (("managers", "Manager,"), ("missing_fields", "Manager,"), ("ledger", "Date,")):
+            with page.expect_download() as download_info:
+                page.locator(f'[data-csv="{table}"]').click()
+            text = open(download_info.value.path(), "rb").read().decode("utf-8-sig")
+            assert text.splitlines()[0].startswith(header), (table, text.splitlines()[0])
+            assert not any("\u0400" <= char <= "\u04ff" for char in text.splitlines()[0]), text
+        with page.expect_download() as download_info:
+            page.locator('[data-csv="managers"]').click()
+        text = open(download_info.value.path(), "rb").read().decode("utf-8-sig")
+        assert text.splitlines()[-1] == "Total,3,2,1,33.3,1500.00,1.0,0"

@@ -175,8 +175,11 @@ _FIELD_KINDS: dict[str, FieldKind] = {
     "crm_deal": "link",
 }
 # Fields a person never fills in on the card (the stage itself, the pipeline, the contacts list that
-# crm.deal.get does not return), besides those crm.deal.fields marks read-only.
-_NOT_REQUIRABLE = frozenset({"STAGE_ID", "CATEGORY_ID", "CONTACT_IDS", "CONTACT_ID", "IS_RECURRING"})
+# crm.deal.get does not return, the "amount typed by hand" flag the card sets itself and crm.deal.fields titles
+# only by its code), besides those crm.deal.fields marks read-only.
+_NOT_REQUIRABLE = frozenset(
+    {"STAGE_ID", "CATEGORY_ID", "CONTACT_IDS", "CONTACT_ID", "IS_RECURRING", "IS_MANUAL_OPPORTUNITY"}
+)
 
 
 def deal_fields_from(answer: Any) -> list[DealField]:

@@ -290,18 +290,27 @@
     return [new Date(today.getFullYear(), today.getMonth(), 1), today];
   }
 
+  // The period's fields show day-first dates (datefield.js); the server gets ISO.
   function periodQuery() {
-    return "?from=" + encodeURIComponent(periodForm.elements.from.value) + "&to=" + encodeURIComponent(periodForm.elements.to.value);
+    var f = periodForm.elements;
+    return "?from=" + encodeURIComponent(window.RCDate.iso(f.from) || "") + "&to=" + encodeURIComponent(window.RCDate.iso(f.to) || "");
+  }
+
+  function setPeriod(range) {
+    window.RCDate.set(periodForm.elements.from, iso(range[0]));
+    window.RCDate.set(periodForm.elements.to, iso(range[1]));
   }
 
   function loadReport(doneMessage) {
     if (!periodForm) { return; }
-    if (!periodForm.elements.from.value) {
-      var range = preset("this_month");
-      periodForm.elements.from.value = iso(range[0]);
-      periodForm.elements.to.value = iso(range[1]);
-    }
+    if (!periodForm.elements.from.value) { setPeriod(preset("this_month")); }
     var state = document.getElementById("rc-report-state");
+    var fromOk = window.RCDate.check(periodForm.elements.from);
+    var toOk = window.RCDate.check(periodForm.elements.to);
+    if (!fromOk || !toOk) {
+      state.textContent = periodForm.elements[fromOk ? "to" : "from"].getAttribute("data-rc-date-invalid");
+      return;
+    }
     state.textContent = config.text.loading;
     fetch(config.reportViewUrl + periodQuery(), { headers: { "X-RC-Token": config.token, "X-RC-Lang": window.RC.language } }).then(function (response) {
       return response.text().then(function (text) {
@@ -342,9 +351,7 @@
     periodForm.addEventListener("submit", function (event) { event.preventDefault(); loadReport(""); });
     periodForm.querySelectorAll("[data-preset]").forEach(function (button) {
       button.addEventListener("click", function () {
-        var range = preset(button.dataset.preset);
-        periodForm.elements.from.value = iso(range[0]);
-        periodForm.elements.to.value = iso(range[1]);
+        setPeriod(preset(button.dataset.preset));
         loadReport();
       });
     });

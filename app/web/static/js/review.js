@@ -38,8 +38,7 @@
       }
     });
     var at = document.querySelector('input[name="at"]');
-    at.min = c.now_local;
-    if (!at.value) { at.value = c.now_local; }
+    if (!at.value) { window.RCDate.set(at, c.now_local); }
   }
 
   function renderFacts() {
@@ -178,17 +177,28 @@
     });
   }
 
-  function submit(form, action) {
+  // `strict`: the action needs the form's day-first date fields (sent in ISO); a wrong one stops it with its sentence.
+  function submit(form, action, strict) {
     if (busy) { return; }
-    busy = true;
-    form.querySelectorAll("button").forEach(function (button) { button.disabled = true; });
     var params = {};
     var note = "";
+    var wrong = null;
     Array.prototype.forEach.call(form.elements, function (element) {
       if (!element.name || element.closest("[hidden]")) { return; }
-      if (element.name === "note") { note = element.value; } else { params[element.name] = element.value; }
+      if (element.hasAttribute("data-rc-date")) {
+        if (strict && !window.RCDate.check(element)) { wrong = wrong || element; return; }
+        params[element.name] = window.RCDate.iso(element) || element.value;
+      } else if (element.name === "note") { note = element.value; } else { params[element.name] = element.value; }
     });
     var result = document.getElementById("rc-action-result");
+    if (wrong) {
+      result.dataset.outcome = "failed";
+      result.textContent = config.text.failed + " " + wrong.getAttribute("data-rc-date-invalid");
+      wrong.focus();
+      return;
+    }
+    busy = true;
+    form.querySelectorAll("button").forEach(function (button) { button.disabled = true; });
     api(config.actionUrl.replace("ACTION", action), {
       method: "POST",
       headers: { "Content-Type": "application/json" },
@@ -211,7 +221,7 @@
     form.addEventListener("submit", function (event) {
       event.preventDefault();
       var button = event.submitter;
-      if (button && button.dataset.action) { submit(form, button.dataset.action); }
+      if (button && button.dataset.action) { submit(form, button.dataset.action, !button.formNoValidate); }
     });
   });
 
