@@ -26,7 +26,8 @@ from app.core.security import Identity, issue_token, require_identity, same_secr
 from app.core.validation import json_body
 from app.crm.amocrm import AmoRest, account_host, checked_host, oauth_token_request, store_token_answer
 from app.crm.errors import AmoError, AmoTokenRevoked, AmoUnauthorized, CrmError, CrmUnavailable, PortalNeedsReinstall
-from app.domain import audit, review
+from app.crm.factory import client_for
+from app.domain import audit, review, timezones
 from app.domain.robots import REGISTRY
 from handlers import amo_verify
 from handlers.amo_payloads import parse_dp, parse_hook
@@ -547,6 +548,8 @@ def app_page() -> ResponseReturnValue:
     g.frame_origin = f"https://{portal.domain}"
     if portal.status == "uninstalled":
         return _error(401, "unauthorized", "the integration is not installed in this account")
+    if timezones.read_on_first_open(portal, client_for(portal)):
+        db.session.commit()
     user = SimpleNamespace(user_id=str(payload.get("u") or ""), is_admin=bool(payload.get("a")))
     identity = Identity(portal.id, user.user_id, is_admin=user.is_admin, issued_at=int(payload["o"]))
     token = issue_token(identity)

@@ -22,8 +22,9 @@ from app.core.models import Portal
 from app.core.queue import enqueue
 from app.core.security import Identity, issue_token, require_identity, same_secret
 from app.core.validation import error_fields
+from app.crm.factory import client_for
 from app.crm.hosts import origin_of
-from app.domain import audit
+from app.domain import audit, timezones
 from app.domain.robots import REGISTRY
 from handlers import b24_verify
 from handlers.b24_payloads import B24Event, B24Frame, parse_event, parse_frame, parse_robot_call
@@ -409,6 +410,8 @@ def app_frame() -> ResponseReturnValue:
     if not isinstance(verified, VerifiedFrame):
         return verified
     portal = verified.portal
+    if timezones.read_on_first_open(portal, client_for(portal)):
+        db.session.commit()
     language = frame_language(verified.frame, portal)
     return render_template(
         "b24/app.html",

@@ -10,7 +10,8 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -772,10 +773,11 @@ class Sandbox:
         return [n for n in items if user_id is None or n.user_id == user_id]
 
     def deal(self, portal: str | Portal, deal_id: int) -> dict[str, Any]:
-        """A deal as crm.deal.get would return it."""
+        """A deal as crm.deal.get would return it (dates with the portal's offset)."""
         with self.lock:
             portal = self.portal(portal)
-            return portal.deal_wire(ops.get_deal(portal, deal_id))
+            with portal_zone(portal.time_zone):
+                return portal.deal_wire(ops.get_deal(portal, deal_id))
 
     def stage_of(self, portal: str | Portal, deal_id: int) -> str:
         """A deal's current STAGE_ID."""
@@ -827,6 +829,12 @@ class Actor:
         self.user_id = user_id
         self.automation = automation
 
+    @contextmanager
+    def _acting(self) -> Iterator[None]:
+        """Under the sandbox's lock, dates typed and shown in the portal's own zone, as its UI does."""
+        with self.sandbox.lock, portal_zone(self.portal.time_zone):
+            yield
+
     def _who(self, deal_id: int | None = None) -> tuple[int | None, int]:
         if not self.automation:
             assert self.user_id is not None
@@ -839,13 +847,13 @@ class Actor:
 
     def create_deal(self, **fields: Any) -> int:
         """Create a deal (fields by Bitrix24 name, e.g. TITLE=..., STAGE_ID=..., CATEGORY_ID=...)."""
-        with self.sandbox.lock:
+        with self._acting():
             author, actor = self._who()
             return ops.create_deal(self.sandbox, self.portal, fields, author, actor)
 
     def update_deal(self, deal_id: int, fields: Mapping[str, Any]) -> None:
         """Edit a deal card (a STAGE_ID of another funnel moves it there)."""
-        with self.sandbox.lock:
+        with self._acting():
             author, actor = self._who(deal_id)
             upper = {str(k).upper(): v for k, v in fields.items()}
             stage = upper.get("STAGE_ID")
@@ -859,25 +867,25 @@ class Actor:
 
     def move_deal(self, deal_id: int, stage_id: str) -> None:
         """Drag a deal to a stage on the kanban (another funnel's stage: a funnel change)."""
-        with self.sandbox.lock:
+        with self._acting():
             author, actor = self._who(deal_id)
             ops.move_deal(self.sandbox, self.portal, deal_id, stage_id, author, actor)
 
     def delete_deal(self, deal_id: int) -> None:
         """Delete a deal."""
-        with self.sandbox.lock:
+        with self._acting():
             author, _actor = self._who(deal_id)
             ops.delete_deal(self.sandbox, self.portal, deal_id, author)
 
     def create_task(self, **fields: Any) -> int:
         """Create a task (UPPERCASE fields like tasks.task.add)."""
-        with self.sandbox.lock:
+        with self._acting():
             author, actor = self._who()
             return int(ops.create_task(self.sandbox, self.portal, fields, author, actor)["ID"])
 
     def update_task(self, task_id: int, **fields: Any) -> None:
         """Edit a task (STATUS=5 completes it)."""
-        with self.sandbox.lock:
+        with self._acting():
             author, _actor = self._who()
             ops.update_task(self.sandbox, self.portal, task_id, fields, author)
 
@@ -887,6 +895,6 @@ class Actor:
 
     def make_call(self, deal_id: int, **options: Any) -> dict[str, Any]:
         """Make a phone call on a deal (activity, statistics row, recording)."""
-        with self.sandbox.lock:
+        with self._acting():
             _author, actor = self._who(deal_id)
             return ops.add_call(self.sandbox, self.portal, deal_id, actor, **options)

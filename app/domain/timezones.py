@@ -13,10 +13,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from marshmallow import ValidationError
+from redis.exceptions import RedisError
 from sqlalchemy.orm.attributes import flag_modified
 
 from app.core import i18n
+from app.core.db import db
 from app.core.models import Portal, utcnow
+from app.core.queue import get_redis
 from app.core.timezones import DEFAULT_ZONE, valid_zone, zone_for_offset, zone_label, zone_name
 from app.crm.errors import CrmError, PortalNeedsReinstall
 from app.crm.port import CrmClient, CrmTimeZone
@@ -25,6 +28,8 @@ log = logging.getLogger(__name__)
 SECTION = "time_zone"
 FIELD = "time_zone"
 REFRESH_EVERY = timedelta(hours=24)
+FIRST_READ_KEY = "rc:lock:tz-first-read:{portal_id}"  # one attempt at a time, and at most one per pause
+FIRST_READ_PAUSE_SECONDS = 600
 UNKNOWN = "Unknown time zone."
 
 i18n.register(
@@ -102,6 +107,31 @@ def refresh(portal: Portal, crm: CrmClient, now: datetime | None = None, force: 
     chosen = from_crm(reported, str(stored.get("crm") or portal.timezone or ""), moment)
     _store(portal, {**stored, "crm": chosen or stored.get("crm"), "checked_at": moment.isoformat()})
     return True
+
+
+def never_read(portal: Portal) -> bool:
+    """Whether the portal's zone was never read from its CRM (installed before zones were read, or the install
+    could not read it): it is then Moscow by default, not the CRM's."""
+    return not _stored(portal).get("checked_at")
+
+
+def read_on_first_open(portal: Portal, crm: CrmClient) -> bool:
+    """The app's page opens for an installed portal whose zone was never read: read it from the CRM now, so the
+    page already shows it. One page at a time tries, at most once per pause while the CRM does not answer (the
+    daily reconciliation tries too). True when a zone was read and stored (the caller commits)."""
+    if portal.status != "installed" or not never_read(portal):
+        return False
+    try:
+        key = FIRST_READ_KEY.format(portal_id=portal.id)
+        if not get_redis().set(key, "1", nx=True, ex=FIRST_READ_PAUSE_SECONDS):
+            return False
+    except RedisError as error:
+        log.warning("time zone first read not coordinated", extra={"portal_id": portal.id, "error": str(error)})
+    try:
+        return refresh(portal, crm, force=True)
+    except PortalNeedsReinstall:
+        db.session.refresh(portal)  # flagged in the token store's own session: the page shows the banner
+        return False
 
 
 def set_override(portal: Portal, value: Any) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from app.core.models import Portal
 from app.core.security import Identity, issue_token
 from app.domain import postpone
 from app.domain.guard import refusal_stage_for
+from handlers.amo_verify import issue_ticket
 from installers.amo_widget import render_manifest
 from sandbox import ManualClock
 from sandbox.amocrm import api as amo_api
@@ -159,6 +160,7 @@ class CrmDriver(Protocol):
     def deal_tasks(self, deal_id: str) -> list[CrmTask]: ...
     def callback_todos(self, deal_id: str) -> list[CrmTask]: ...
     def open_review_page(self, user_id: int, deal_id: str) -> TestResponse: ...
+    def open_app(self, user_id: int) -> TestResponse: ...
 
     # -- tasks (task control)
     def create_task(
@@ -536,6 +538,10 @@ class B24Driver(_Common):
     def open_review_page(self, user_id: int, deal_id: str) -> TestResponse:
         return open_tab(self.harness, user_id, deal_id)
 
+    def open_app(self, user_id: int) -> TestResponse:
+        """The app's main page as Bitrix24 opens it (a signed frame POST; the portal says whether he is an admin)."""
+        return self.client.post(f"/b24/app?DOMAIN={self.crm_portal.domain}&LANG=ru", data=self.harness.frame(user_id))
+
     def create_task(
         self,
         deal_id: str,
@@ -906,6 +912,11 @@ class AmoDriver(_Common):
 
     def open_review_page(self, user_id: int, deal_id: str) -> TestResponse:
         return open_lead_tab(self.harness, user_id, deal_id)
+
+    def open_app(self, user_id: int) -> TestResponse:
+        """The app's main page as the widget opens it: a ticket for the user (amoCRM says whether he is an admin)."""
+        ticket = issue_ticket(self.portal().id, str(user_id), bool(self.account.users[user_id]["rights"]["is_admin"]))
+        return self.client.get(f"/amocrm/app?ticket={ticket}")
 
     def create_task(
         self,

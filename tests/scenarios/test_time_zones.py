@@ -4,7 +4,9 @@ callbacks, duty days, the callback robot and the reports' period use it, not Mos
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+import csv
+import io
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -14,7 +16,7 @@ from app.cli.settings import settings_cli
 from app.core.db import db
 from app.core.models import ReviewCallback, utcnow
 from app.crm.factory import client_for
-from app.domain import timezones
+from app.domain import recovery, timezones
 from tests.integration.b24 import configure_guard
 from tests.scenarios.driver import ADMIN, HEAD, MANAGER, OTHER_MANAGER, QA, CrmDriver
 from tests.scenarios.steps import Reviewer, case_in_review
@@ -141,3 +143,78 @@ def test_an_admin_overrides_the_zone_from_the_command_line(novosibirsk: CrmDrive
     assert wrong.exit_code != 0 and "Unknown time zone" in wrong.output
     db.session.expire_all()
     assert novosibirsk.portal().timezone == "America/New_York"
+
+
+def installed_before_zones_were_read(crm: CrmDriver) -> None:
+    """Our row as an install made before the app read zones left it: Moscow by default, nothing read."""
+    portal = crm.portal()
+    portal.settings = {key: value for key, value in (portal.settings or {}).items() if key != timezones.SECTION}
+    portal.timezone = "Europe/Moscow"
+    db.session.commit()
+
+
+def test_the_first_page_opened_reads_the_zone_the_install_did_not(novosibirsk: CrmDriver):
+    installed_before_zones_were_read(novosibirsk)
+    assert timezones.never_read(novosibirsk.portal())
+
+    page = novosibirsk.open_app(HEAD)
+    assert page.status_code == 200, page.get_data(as_text=True)
+    assert novosibirsk.portal().timezone == "Asia/Novosibirsk"
+    report = novosibirsk.client.get("/api/reports", headers=novosibirsk.token(HEAD)).get_json()
+    assert report["period"]["timezone"] == "Asia/Novosibirsk"
+    admin_page = novosibirsk.open_app(ADMIN).get_data(as_text=True)
+    assert '<strong id="rc-tz-current">Новосибирск (UTC+7)</strong>' in admin_page
+    assert '<span id="rc-tz-crm">Новосибирск (UTC+7)</span>' in admin_page
+
+    # Read once: later pages do not ask the CRM again (the daily reconciliation follows its changes).
+    novosibirsk.set_time_zone("Asia/Omsk")
+    assert novosibirsk.open_app(HEAD).status_code == 200
+    assert novosibirsk.portal().timezone == "Asia/Novosibirsk"
+
+
+def test_a_page_opened_after_the_zone_was_read_keeps_the_admins_choice(novosibirsk: CrmDriver):
+    headers = novosibirsk.token(ADMIN, admin=True)
+    assert novosibirsk.client.put("/api/time-zone", json={"time_zone": "Asia/Omsk"}, headers=headers).status_code == 200
+    novosibirsk.set_time_zone("America/New_York")
+    assert novosibirsk.open_app(ADMIN).status_code == 200
+    assert novosibirsk.portal().timezone == "Asia/Omsk"
+    assert zone_settings(novosibirsk)["crm"] == "Asia/Novosibirsk", "read at install, not again on every page"
+
+
+def recovered_deals_csv(crm: CrmDriver, day: date) -> list[dict[str, str]]:
+    """The «returned from false refusals» deals of one portal day, as the CSV download lists them."""
+    answer = crm.client.get(
+        f"/api/reports/recovered_deals.csv?from={day.isoformat()}&to={day.isoformat()}", headers=crm.token(HEAD)
+    )
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    return list(csv.DictReader(io.StringIO(answer.get_data(as_text=True).lstrip("\ufeff")), delimiter=";"))
+
+
+def test_the_reports_csv_dates_are_the_portals_days(novosibirsk: CrmDriver, monkeypatch: pytest.MonkeyPatch):
+    # QA finds the refusal false and returns the deal to sales (the callback typed in Novosibirsk time).
+    deal_id, _case = case_in_review(novosibirsk)
+    qa = Reviewer(novosibirsk, QA, deal_id)
+    qa.act("recordings_none")
+    at = (utcnow() + timedelta(minutes=30)).astimezone(NOVOSIBIRSK).strftime("%Y-%m-%dT%H:%M:%S")
+    qa.act("schedule_callback", at=at, assignee=str(QA))
+    qa.act("client_denies", "Клиент ждёт КП", stage_id=novosibirsk.stage_id("late working"))
+    novosibirsk.settle()
+    utc_day = datetime.now(UTC).date() + timedelta(days=1)
+    closed = datetime.combine(utc_day, time(22, 30), UTC)  # 05:30 of the next day in Novosibirsk
+    novosibirsk.set_clock(closed)  # the CRM moves the deal then
+    monkeypatch.setattr(recovery, "utcnow", lambda: closed)  # and the app sees it then
+    novosibirsk.move(deal_id, "won", by=novosibirsk.responsible(deal_id))
+    novosibirsk.settle()
+    local_day = utc_day + timedelta(days=1)
+
+    [row] = recovered_deals_csv(novosibirsk, local_day)
+    assert row["Закрыта"] == local_day.strftime("%d.%m.%Y")
+
+    # The same close in a New York portal is still the UTC day there (17:30 or 18:30).
+    headers = novosibirsk.token(ADMIN, admin=True)
+    assert (
+        novosibirsk.client.put("/api/time-zone", json={"time_zone": "America/New_York"}, headers=headers).status_code
+        == 200
+    )
+    [row] = recovered_deals_csv(novosibirsk, utc_day)
+    assert row["Закрыта"] == utc_day.strftime("%d.%m.%Y")

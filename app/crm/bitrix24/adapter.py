@@ -1200,8 +1200,12 @@ class Bitrix24Crm:
 
     def time_zone(self) -> CrmTimeZone:
         """One batch of ``profile`` (the token user's own ``TIME_ZONE``, empty when he follows the portal's)
-        and ``server.time`` (the portal's time with its UTC offset)."""
+        and ``server.time`` (the portal's time with its UTC offset). Without the portal's own clock nothing is
+        known (the user's zone alone may be his own, not the portal's): its error is raised."""
         result = self.rest.batch({"profile": ("profile", None), "time": ("server.time", None)})
+        failed = result.error("time")
+        if failed is not None:
+            raise failed
         profile = result.result.get("profile")
         name = str(profile.get("TIME_ZONE") or "") if isinstance(profile, Mapping) else ""
         return CrmTimeZone(name or None, _server_offset(result.result.get("time")))
