@@ -120,14 +120,14 @@ def _refusal(portal: Portal, deal: Deal, language: str) -> dict[str, Any]:
         ),
     ]
     if case.comment:
-        facts.append(_fact("comment", i18n.translate("pbw_refusal_comment", language), case.comment))
-    facts.append(
+        rows.append(_fact("comment", i18n.translate("pbw_refusal_comment", language), case.comment))
+    rows.append(
         _fact("since", i18n.translate("pbw_refusal_since", language), i18n.when(case.opened_at, language, zone))
     )
     return {
         "kind": "refusal",
         "title": i18n.translate("pbw_refusal_title", language),
-        "facts": facts,
+        "facts": rows,
         "next": [
             i18n.translate(f"pbw_refusal_{case.state}", language),
             i18n.translate("pbw_refusal_outcomes", language),
@@ -145,7 +145,7 @@ def _postponed(portal: Portal, pipeline: Pipeline | None, deal: Deal, language: 
         _fact("date", i18n.translate("pbw_postponed_date", language), i18n.day(due, language)),
     ]
     if row is not None:
-        facts.append(
+        rows.append(
             _fact(
                 "since",
                 i18n.translate("pbw_postponed_since", language),
