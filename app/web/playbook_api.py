@@ -48,7 +48,7 @@ def get_playbook() -> ResponseReturnValue:
     return jsonify(
         settings=playbook.stage_playbook(portal),
         pipelines=_pipelines(portal),
-        preset=playbook.preset_view(portal.language),
+        preset=playbook.preset_view(page_language()),
     )
 
 
