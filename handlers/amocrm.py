@@ -551,10 +551,11 @@ def app_page() -> ResponseReturnValue:
     if timezones.read_on_first_open(portal, client_for(portal)):
         db.session.commit()
     user = SimpleNamespace(user_id=str(payload.get("u") or ""), is_admin=bool(payload.get("a")))
-    identity = Identity(portal.id, user.user_id, is_admin=user.is_admin, issued_at=int(payload["o"]))
-    token = issue_token(identity)
     lead_id = str(payload.get("l") or "")
-    if lead_id.isdigit():
+    lead_id = lead_id if lead_id.isdigit() else ""
+    identity = Identity(portal.id, user.user_id, is_admin=user.is_admin, issued_at=int(payload["o"]), deal_id=lead_id)
+    token = issue_token(identity)
+    if lead_id:
         case = review.latest_case_for(portal.id, lead_id)
         return render_template(
             "b24/deal_tab.html",

@@ -46,7 +46,7 @@ def deal_tab() -> ResponseReturnValue:
     return render_template(
         "b24/deal_tab.html",
         lang=frame_language(verified.frame, portal),
-        token=verified.token(),
+        token=verified.token(deal_id or ""),
         case=case,
         deal_id=deal_id,
         portal=portal,

@@ -350,9 +350,11 @@ class VerifiedFrame:
     portal: Portal
     user: b24_verify.FrameUser
 
-    def token(self) -> str:
-        """The signed identity the page sends back as a header."""
-        return issue_token(Identity(portal_id=self.portal.id, user_id=self.user.user_id, is_admin=self.user.is_admin))
+    def token(self, deal_id: str = "") -> str:
+        """The signed identity the page sends back as a header (naming the deal for a deal card's tab)."""
+        return issue_token(
+            Identity(portal_id=self.portal.id, user_id=self.user.user_id, is_admin=self.user.is_admin, deal_id=deal_id)
+        )
 
 
 def verify_frame(

@@ -15,6 +15,10 @@ Roles are re-read on every request, never carried:
   loses the rights of every token he holds as soon as the CRM tells us (his next frame or widget open), and
   in any case when his session ends; his settings are refused with 403.
 - an uninstalled portal's tokens stop working: 401 on every API.
+
+A deal card's tab token also names the deal the CRM opened the tab for (`d`: the Bitrix24 frame's
+PLACEMENT_OPTIONS ID, the amoCRM widget's lead); endpoints about one deal (the stage playbook) answer only for
+that deal. A token traded for another keeps no deal unless the new page is that deal's tab again.
 """
 
 from __future__ import annotations
@@ -42,12 +46,14 @@ class Identity:
     """Who is using a page: the portal (tenant) and the CRM user.
 
     `issued_at`: epoch seconds when the CRM last vouched for the user (the session's start); None means now.
+    `deal_id`: the deal whose card tab the page is ("" for any other page).
     """
 
     portal_id: int
     user_id: str
     is_admin: bool = False
     issued_at: int | None = None
+    deal_id: str = ""
 
 
 def _serializer() -> URLSafeTimedSerializer:
@@ -93,6 +99,8 @@ def issue_token(identity: Identity) -> str:
     issued_at = int(time.time()) if identity.issued_at is None else identity.issued_at
     remember_admin(identity.portal_id, identity.user_id, identity.is_admin)
     payload: dict[str, Any] = {"p": identity.portal_id, "u": identity.user_id, "a": identity.is_admin, "o": issued_at}
+    if identity.deal_id:
+        payload["d"] = identity.deal_id
     return _serializer().dumps(payload)
 
 
@@ -113,6 +121,7 @@ def read_token(token: str, max_age: int = TOKEN_MAX_AGE_SECONDS) -> Identity | N
         user_id=str(payload.get("u", "")),
         is_admin=bool(payload.get("a")),
         issued_at=issued_at,
+        deal_id=str(payload.get("d") or ""),
     )
 
 

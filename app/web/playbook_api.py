@@ -14,10 +14,12 @@ from app.crm.errors import AmoNotFound, CrmError, NotFound
 from app.crm.factory import client_for
 from app.domain import directory, playbook
 from app.web.api import save_settings
+from app.web.errors import page_language
 from app.web.permissions import ADMIN, crm_unavailable, require_role
 
 bp = Blueprint("playbook_api", __name__, url_prefix="/api")
 ADMINS_ONLY = "only a portal administrator can change the settings"
+NOT_THIS_DEAL = "this page was opened for another deal; open the deal's own card"
 
 
 def _pipelines(portal: Portal) -> list[dict[str, Any]]:
@@ -46,7 +48,7 @@ def get_playbook() -> ResponseReturnValue:
     return jsonify(
         settings=playbook.stage_playbook(portal),
         pipelines=_pipelines(portal),
-        preset=playbook.preset_view(portal.language),
+        preset=playbook.preset_view(page_language()),
     )
 
 
@@ -109,15 +111,23 @@ def install_preset() -> ResponseReturnValue:
 
 @bp.get("/deals/<deal_id>/playbook")
 def deal_playbook(deal_id: str) -> ResponseReturnValue:
-    """The deal tab's view: the deal's stage, its steps and criteria, and what the deal still lacks to move on
-    (any user of the portal: the tab is shown to whoever opens the deal card)."""
-    portal = require_role().portal
+    """The deal tab's view: the deal's stage, its steps and criteria, and what the deal still lacks to move on.
+
+    Only for the deal whose card tab the caller's token was issued for (the CRM opened that tab for him): 403
+    for any other id, so a user of the portal cannot read other deals by changing the id. The waiting deal's
+    own facts (the refusal reason and comment, the postpone reason and date) go to its responsible manager and
+    to QA staff, heads, exempt users and admins; anyone else reads only what happens in that stage."""
+    access = require_role()
+    portal = access.portal
     if not deal_id.isdigit():
         abort(404, description="no such deal")
+    if access.identity.deal_id != deal_id:
+        abort(403, description=NOT_THIS_DEAL)
     crm = client_for(portal)
     try:
         deal = crm.get_deal(deal_id)
-        return jsonify(playbook.deal_view(portal, crm, deal))
+        facts = deal.responsible_id == access.user_id or access.has(ADMIN, "qa", "head", "exempt")
+        return jsonify(playbook.deal_view(portal, crm, deal, page_language(), facts=facts))
     except (NotFound, AmoNotFound):
         abort(404, description="no such deal")
     except CrmError as error:

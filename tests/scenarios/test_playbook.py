@@ -1,7 +1,9 @@
-"""Stage playbook on both CRMs: the admin installs the nine-status preset into a new pipeline (its stages are
-created in the CRM, in order, before the app's Conditional refusal stage; a second install creates nothing),
-edits the steps and criteria per stage, and the deal's tab shows, for the deal's current stage, the steps, the
-criteria and what this deal still lacks for the next stage."""
+"""Stage playbook on both CRMs: the admin installs the nine-status preset into a new pipeline (its working stages
+are created in the CRM, in order, before the app's Conditional refusal and «Отложено» stages, «Отложено» filled in
+but never duplicated; a second install creates nothing), edits the steps and criteria per stage, and the deal's
+tab shows, for the deal's current stage, the steps, the criteria and what this deal still lacks for the next
+stage; for a deal in «Условный отказ» or «Отложено», what applies there. The tab's token names its deal: the
+playbook of any other deal is refused."""
 
 from __future__ import annotations
 
@@ -12,15 +14,26 @@ import sqlalchemy as sa
 
 from app.core.db import db
 from app.core.models import AuditEntry, utcnow
+from app.core.security import Identity, issue_token
 from app.crm.port import client_for
-from app.domain import playbook, stages, taskcontrol
-from tests.scenarios.driver import ADMIN, MANAGER, B24Driver, CrmDriver
+from app.domain import playbook, postpone, reports, stages, taskcontrol
+from tests.scenarios.driver import ADMIN, MANAGER, OTHER_MANAGER, QA, B24Driver, CrmDriver
+from tests.scenarios.steps import case_in_review
 
 URL = "/api/stage-playbook"
 PRESET_URL = "/api/stage-playbook/preset"
-WORKING = [item.name.ru for item in playbook.PRESET if not item.won]
+WORKING = [item.name.ru for item in playbook.PRESET if not item.won and not item.postponed]
 REFUSAL = "Условный отказ"
 INVOICE = "Номер счёта"
+
+
+def tab(crm: CrmDriver, user: int, deal: str, admin: bool = False) -> dict[str, str]:
+    """The token of the deal card's tab the CRM opened for `user` on `deal`."""
+    return {"X-RC-Token": issue_token(Identity(crm.portal().id, str(user), is_admin=admin, deal_id=deal))}
+
+
+def playbook_of(crm: CrmDriver, deal: str, user: int = MANAGER, lang: str = "ru") -> Any:
+    return crm.client.get(f"/api/deals/{deal}/playbook", headers={**tab(crm, user, deal), "X-RC-Lang": lang})
 
 
 def install_preset(crm: CrmDriver, pipeline: str, user: int = ADMIN, admin: bool = True) -> Any:
@@ -46,18 +59,21 @@ def test_the_preset_creates_its_stages_in_a_new_pipeline_in_order_once(crm: CrmD
     answer = install_preset(crm, pipeline)
     assert answer.status_code == 200, answer.get_json()
     body = answer.get_json()["settings"]
-    assert len(body["created"]) == 8
+    assert len(body["created"]) == 7
     names = crm.stage_names(pipeline)
     placed = [names.index(name) for name in WORKING]
     assert placed == sorted(placed), names  # in the preset's order
-    assert names.index(REFUSAL) > placed[-1], names  # the app's own stage after them
-    assert names.count(REFUSAL) == 1
+    assert names.index(REFUSAL) > placed[-1], names  # the app's own stages after them
+    assert names.index("Отложено") > names.index(REFUSAL), names
+    assert names.count(REFUSAL) == 1 and names.count("Отложено") == 1  # «Отложено» is the app's, not a copy
 
     # Every preset stage, and the pipeline's won stage, has its steps and criteria.
     texts = playbook.stage_playbook(crm.portal())
     ids = body["stage_ids"]
     assert set(ids) == {item.code for item in playbook.PRESET}
-    assert texts[ids["RC_PB_OFFER"]]["criteria"].startswith("Клиент получил КП")
+    assert ids["RC_POSTPONED"] == postpone.known_stage(crm.portal(), pipeline)
+    assert texts[ids["RC_PB_OFFER"]]["criteria"].startswith("КП получено ЛПР")
+    assert "дату, когда вернуться" in texts[ids["RC_POSTPONED"]]["steps"]
     assert "Попросить отзыв" in texts[ids["WON"]]["steps"]
     audit = db.session.scalars(
         sa.select(AuditEntry).where(AuditEntry.attempted == "install stage playbook preset")
@@ -66,7 +82,7 @@ def test_the_preset_creates_its_stages_in_a_new_pipeline_in_order_once(crm: CrmD
 
     again = install_preset(crm, pipeline)
     assert again.status_code == 200 and again.get_json()["settings"]["created"] == []
-    assert [crm.stage_names(pipeline).count(name) for name in WORKING] == [1] * 8
+    assert [crm.stage_names(pipeline).count(name) for name in [*WORKING, "Отложено"]] == [1] * 8
 
 
 def test_only_an_admin_installs_the_preset_into_a_pipeline_that_exists(crm: CrmDriver):
@@ -115,12 +131,13 @@ def test_the_deal_tab_shows_the_stage_steps_and_what_this_deal_still_lacks(crm: 
     taskcontrol.update_taskcontrol_settings(crm.portal(), {"require_task_to_advance": True})
     db.session.commit()
 
-    view = crm.client.get(f"/api/deals/{deal}/playbook", headers=crm.token(MANAGER))
+    view = playbook_of(crm, deal)
     assert view.status_code == 200, view.get_json()
     body = view.get_json()
-    assert body["stage"]["name"] == "Переговоры"
-    assert body["steps"].startswith("Согласовать цену, сроки и условия")
-    assert body["criteria"] == "Условия согласованы, клиент готов подписать договор"
+    assert body["stage"]["name"] == "Переговоры и согласование"
+    assert body["steps"].startswith("Согласовать цену, объём, сроки")
+    assert body["criteria"].startswith("Условия согласованы с ЛПР")
+    assert body["waiting"] is None
     assert body["next_stage"] == {"id": ids["RC_PB_CONTRACT"], "name": "Договор"}
     assert body["missing_fields"] == [{"code": invoice, "label": INVOICE}]
     assert (body["needs_task"], body["has_open_task"], body["ready"]) == (True, False, False)
@@ -128,12 +145,83 @@ def test_the_deal_tab_shows_the_stage_steps_and_what_this_deal_still_lacks(crm: 
     crm.fill_field(deal, invoice, "С-118", by=MANAGER)
     crm.create_task(deal, MANAGER, utcnow() + timedelta(days=2), "Отправить договор", by=MANAGER)
     crm.settle()
-    body = crm.client.get(f"/api/deals/{deal}/playbook", headers=crm.token(MANAGER)).get_json()
+    body = playbook_of(crm, deal).get_json()
     assert (body["missing_fields"], body["has_open_task"], body["ready"]) == ([], True, True)
 
-    # The last working stage leads to won; a deal the CRM does not have is a 404.
+    # The last working stage leads to won (never to «Отложено»); a deal the CRM does not have is a 404.
     last = crm.new_deal(pipeline=pipeline, stage=ref(crm, ids["RC_PB_INVOICE"]))
-    body = crm.client.get(f"/api/deals/{last}/playbook", headers=crm.token(MANAGER)).get_json()
+    body = playbook_of(crm, last).get_json()
     assert body["next_stage"]["id"] == ids["WON"]
-    assert crm.client.get("/api/deals/99999999/playbook", headers=crm.token(MANAGER)).status_code == 404
+    assert playbook_of(crm, "99999999").status_code == 404
     assert crm.client.get(f"/api/deals/{deal}/playbook").status_code == 401
+
+
+def test_a_token_reads_only_the_playbook_of_the_deal_whose_tab_it_was_issued_for(crm: CrmDriver):
+    mine = crm.new_deal(manager=MANAGER, stage="working", title="Своя сделка")
+    other = crm.new_deal(manager=OTHER_MANAGER, stage="working", title="Чужая сделка")
+    assert playbook_of(crm, mine).status_code == 200
+    # The tab of his own deal, asked about another deal: refused, nothing of that deal in the answer.
+    crafted = crm.client.get(f"/api/deals/{other}/playbook", headers=tab(crm, MANAGER, mine))
+    assert crafted.status_code == 403
+    assert "Чужая" not in crafted.get_data(as_text=True)
+    # A token of the main page (no deal) and an admin's main-page token are refused too.
+    assert crm.client.get(f"/api/deals/{other}/playbook", headers=crm.token(MANAGER)).status_code == 403
+    assert crm.client.get(f"/api/deals/{other}/playbook", headers=crm.token(ADMIN, admin=True)).status_code == 403
+
+
+def test_a_deal_in_conditional_refusal_shows_the_review_and_what_happens_next(crm: CrmDriver):
+    deal, _case = case_in_review(crm)
+    body = playbook_of(crm, deal).get_json()
+    assert body["stage"]["name"] == REFUSAL
+    assert body["next_stage"] is None and body["ready"] is False
+    waiting = body["waiting"]
+    assert waiting["kind"] == "refusal" and waiting["title"] == "Сделка на проверке ОКК"
+    facts = {fact["key"]: fact["value"] for fact in waiting["facts"]}
+    assert facts["state"] == "Ожидает проверки"
+    assert facts["reason"] == "Дорого"
+    assert facts["comment"] == "Клиент сказал, что дорого"
+    assert waiting["next"][0].startswith("Сейчас: сотрудник ОКК прослушивает записи")
+    assert any("штраф в размере стоимости лида" in line for line in waiting["next"])
+    assert any("проверка будет отозвана" in line for line in waiting["next"])
+
+    english = playbook_of(crm, deal, lang="en").get_json()["waiting"]
+    assert english["title"] == "The deal is under QA review"
+    assert {fact["key"]: fact["value"] for fact in english["facts"]}["state"] == "Awaiting review"
+
+    # QA sees the facts; another manager who got this deal's tab sees what happens, not the client's words.
+    assert playbook_of(crm, deal, user=QA).get_json()["waiting"]["facts"]
+    stranger = playbook_of(crm, deal, user=OTHER_MANAGER).get_json()["waiting"]
+    assert stranger["facts"] == [] and stranger["next"] == waiting["next"]
+
+
+def test_a_postponed_deal_shows_the_reason_the_return_date_and_what_happens_on_it(crm: CrmDriver):
+    deal = crm.new_deal(manager=MANAGER, stage="working", title="Поставка станков")
+    day = reports.today(crm.portal()) + timedelta(days=4)
+    crm.fill_postpone(deal, by=MANAGER, reason="no_money_now", day=day)
+    crm.settle()
+    crm.move(deal, "postponed", by=MANAGER)
+    crm.settle()
+    assert crm.stage_of(deal) == "postponed"
+    shown = day.strftime("%d.%m.%Y")
+
+    waiting = playbook_of(crm, deal).get_json()["waiting"]
+    assert waiting["kind"] == "postponed" and waiting["title"] == "Сделка отложена"
+    facts = {fact["key"]: fact["value"] for fact in waiting["facts"]}
+    assert (facts["reason"], facts["date"]) == ("Нет денег сейчас", shown)
+    assert waiting["next"][0].startswith(f"{shown} ответственный за сделку получит задачу «Вернуться к сделке»")
+    assert waiting["next"][1].startswith("Сделка останется в «Отложено»")
+
+    # With a return stage set for the pipeline, the tab names it.
+    portal = crm.portal()
+    back = crm.stage_id("late working")
+    postpone.update_return_stages(portal, {crm.pipeline_id("main"): back})
+    db.session.commit()
+    waiting = playbook_of(crm, deal).get_json()["waiting"]
+    assert waiting["next"][1] == f"В тот же день сделка вернётся на стадию «{stage_name(crm, back)}»."
+    english = playbook_of(crm, deal, lang="en").get_json()["waiting"]
+    assert english["next"][0].startswith(f'{shown}: the deal\'s responsible gets the task "Return to the deal"')
+
+
+def stage_name(crm: CrmDriver, stage_id: str) -> str:
+    pipeline = next(p for p in client_for(crm.portal()).list_pipelines() if p.id == crm.pipeline_id("main"))
+    return next(stage.name for stage in pipeline.stages if stage.id == stage_id)

@@ -7,7 +7,7 @@ import pytest
 from marshmallow import ValidationError
 
 from app.core.models import Portal
-from app.domain import directory, playbook
+from app.domain import directory, playbook, postpone
 from tests.unit.conftest import MAIN
 from tests.unit.fake_crm import InMemoryCrm
 
@@ -34,12 +34,34 @@ def test_the_next_stage_skips_conditional_refusal_and_ends_with_won(portal: Port
 
 def test_the_preset_creates_its_working_stages_once_before_conditional_refusal(portal: Portal, crm: InMemoryCrm):
     first = playbook.install_preset(portal, crm, MAIN)
-    assert len(first.created) == 8 and first.stage_ids["WON"] == "WON"
+    assert len(first.created) == 7 and first.stage_ids["WON"] == "WON"
+    assert "RC_POSTPONED" not in first.stage_ids  # the portal has no «Отложено»: none is created
     order = [stage.id for stage in sorted(crm.pipelines[MAIN].stages, key=lambda stage: stage.sort)]
-    working = [first.stage_ids[item.code] for item in playbook.PRESET if not item.won]
+    working = [first.stage_ids[item.code] for item in playbook.PRESET if not item.won and not item.postponed]
     assert order == ["NEW", "WORKING", "LATE", *working, "REFUSAL", "WON", "LOSE"]
     again = playbook.install_preset(portal, crm, MAIN)
     assert again.created == [] and again.stage_ids == first.stage_ids
-    assert len(playbook.stage_playbook(portal)) == 9
+    assert len(playbook.stage_playbook(portal)) == 8
     with pytest.raises(ValidationError):
         playbook.install_preset(portal, crm, "404")
+
+
+def test_the_preset_fills_in_the_apps_postponed_stage_and_never_leads_a_deal_there(portal: Portal, crm: InMemoryCrm):
+    postpone.ensure_stages(portal, crm)
+    postponed = postpone.known_stage(portal, MAIN)
+    installed = playbook.install_preset(portal, crm, MAIN)
+    assert installed.stage_ids["RC_POSTPONED"] == postponed and postponed not in installed.created
+    order = [stage.id for stage in sorted(crm.pipelines[MAIN].stages, key=lambda stage: stage.sort)]
+    assert order.count(postponed) == 1 and order.index(postponed) == order.index("REFUSAL") + 1
+    assert playbook.stage_playbook(portal)[postponed]["steps"].startswith("Указать причину переноса")
+    pipeline = directory.pipelines(portal.id, crm)[0]
+    last = installed.stage_ids["RC_PB_INVOICE"]
+    assert playbook.next_stage(portal, pipeline, last).id == "WON"
+    assert playbook.next_stage(portal, pipeline, postponed) is None
+
+
+def test_every_preset_text_exists_in_both_languages():
+    for item in playbook.PRESET:
+        for label in (item.name, item.steps, item.criteria):
+            assert label.ru and label.en and label.ru != label.en
+            assert label.ru.count("\n") == label.en.count("\n"), item.code

@@ -42,11 +42,43 @@
     }
     show("rc-pb-missing-box", missing.children.length > 0);
     show("rc-pb-ready", view.ready);
-    if (view.stage.semantics !== "process") {
+    renderWaiting(view.waiting);
+    if (view.waiting) {
+      state.textContent = "";
+    } else if (view.stage.semantics !== "process") {
       state.textContent = config.text.final;
     } else {
       state.textContent = view.steps || view.criteria ? "" : config.text.none;
     }
+  }
+
+  // A deal in «Условный отказ» or «Отложено»: what applies there instead of a next stage.
+  function renderWaiting(waiting) {
+    var box = document.getElementById("rc-pb-waiting");
+    box.dataset.kind = waiting ? waiting.kind : "";
+    show("rc-pb-waiting", Boolean(waiting));
+    if (!waiting) { return; }
+    document.getElementById("rc-pb-waiting-title").textContent = waiting.title;
+    var facts = document.getElementById("rc-pb-waiting-facts");
+    facts.textContent = "";
+    waiting.facts.forEach(function (fact) {
+      var row = document.createElement("div");
+      row.dataset.fact = fact.key;
+      var term = document.createElement("dt");
+      term.textContent = fact.label;
+      var value = document.createElement("dd");
+      value.textContent = fact.value;
+      row.appendChild(term);
+      row.appendChild(value);
+      facts.appendChild(row);
+    });
+    var next = document.getElementById("rc-pb-waiting-next");
+    next.textContent = "";
+    waiting.next.forEach(function (line) {
+      var item = document.createElement("li");
+      item.textContent = line;
+      next.appendChild(item);
+    });
   }
 
   window.RC.api(config.token, config.url).then(function (answer) {

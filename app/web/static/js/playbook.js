@@ -1,5 +1,5 @@
 // Settings tab (admins): the seller's steps and the criteria to move on, per pipeline and stage, and the
-// nine-status preset installed into a chosen pipeline.
+// preset (our example of a B2B sale in nine statuses) installed into a chosen pipeline.
 (function () {
   "use strict";
   var form = document.getElementById("rc-pb-settings");
@@ -69,11 +69,24 @@
     });
   }
 
+  // The preset's statuses with their texts, so the admin reads what he installs.
   function renderPreset(preset) {
     presetList.textContent = "";
     preset.forEach(function (item) {
       var entry = document.createElement("li");
-      entry.textContent = item.name;
+      entry.dataset.preset = item.code;
+      var name = document.createElement("strong");
+      name.className = "rc-pb-preset-name";
+      name.textContent = item.name;
+      entry.appendChild(name);
+      if (item.postponed) { entry.appendChild(document.createTextNode(" (" + config.text.presetPostponed + ")")); }
+      [["steps", config.text.steps], ["criteria", config.text.criteria]].forEach(function (part) {
+        var text = document.createElement("p");
+        text.className = "rc-pb-preset-" + part[0];
+        text.style.whiteSpace = "pre-line";
+        text.textContent = part[1] + ": " + (part[0] === "steps" ? "\n" : "") + item[part[0]];
+        entry.appendChild(text);
+      });
       presetList.appendChild(entry);
     });
   }
