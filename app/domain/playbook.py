@@ -8,8 +8,8 @@ CRM-agnostic: only the CrmClient port and the database.
   its playbook is shared by all of them.
 * A preset of nine statuses (`PRESET`: eight working stages and won, each with steps and criteria) can be
   installed into a pipeline: its working stages are created in the CRM where the pipeline has none of that
-  code or name (`ensure_stage`), put in the preset's order before the app's Conditional refusal stage
-  (`order_stages`), and their texts stored; stages the pipeline already had keep their place.
+  code or name (`ensure_stage`), put in the preset's order before the app's own stages, Conditional refusal
+  then «Отложено» (`order_stages`), and their texts stored; stages the pipeline already had keep their place.
 * `deal_view` is what the deal's tab shows for the deal's current stage: its steps and criteria, the next stage,
   the fields that stage requires and this deal has not filled in (`app.domain.requirements`), and, when the
   next-step rule is on (`app.domain.taskcontrol`), whether the deal has an open task.
@@ -27,7 +27,7 @@ from sqlalchemy.orm.attributes import flag_modified
 from app.core import i18n
 from app.core.models import Portal
 from app.crm.port import CrmClient, Deal, Pipeline, Stage, StageSpec
-from app.domain import directory, requirements, stages, taskcontrol
+from app.domain import directory, postpone, requirements, stages, taskcontrol
 from app.domain.catalog import Label
 
 SECTION = "stage_playbook"
@@ -314,9 +314,9 @@ def install_preset(portal: Portal, crm: CrmClient, pipeline_id: str) -> Installe
         for item in PRESET:
             if not item.won:
                 stage_ids[item.code] = crm.ensure_stage(pipeline.id, preset_spec(item, language))
-        own = stages.known_stage(portal, pipeline.id)
+        own = [stages.known_stage(portal, pipeline.id), postpone.known_stage(portal, pipeline.id)]
         working = [stage_ids[item.code] for item in PRESET if not item.won]
-        crm.order_stages(pipeline.id, [*working, *([own] if own else [])])
+        crm.order_stages(pipeline.id, [*working, *(stage for stage in own if stage)])
     directory.forget_pipelines(portal.id)
     won = next((stage for stage in pipeline.stages if stage.semantics == "success"), None)
     if won is not None:
@@ -341,8 +341,9 @@ def _pipeline(portal: Portal, crm: CrmClient, pipeline_id: str) -> Pipeline | No
 
 def playbook_stages(portal: Portal, pipeline: Pipeline) -> list[Stage]:
     """The stages of a pipeline a playbook is kept for, in order: working stages (the app's Conditional
-    refusal left out) and won."""
+    refusal and «Отложено» left out) and won."""
     own = set(((portal.settings or {}).get(stages.SETTING) or {}).values())
+    own |= set(((portal.settings or {}).get(postpone.STAGES) or {}).values())
     return [
         stage
         for stage in sorted(pipeline.stages, key=lambda stage: stage.sort)
@@ -352,7 +353,7 @@ def playbook_stages(portal: Portal, pipeline: Pipeline) -> list[Stage]:
 
 def next_stage(portal: Portal, pipeline: Pipeline, stage_id: str) -> Stage | None:
     """The stage a deal in `stage_id` moves on to: the next working stage, after the last one won; None for a
-    closed deal or a stage the playbook does not follow (Conditional refusal)."""
+    closed deal or a stage the playbook does not follow (Conditional refusal, «Отложено»)."""
     ordered = playbook_stages(portal, pipeline)
     index = next((i for i, stage in enumerate(ordered) if stage.id == stage_id), None)
     if index is None or ordered[index].semantics != "process":
