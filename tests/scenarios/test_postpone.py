@@ -121,7 +121,7 @@ def test_on_its_day_the_deal_comes_back_to_its_manager_once_and_a_later_win_is_r
     setting = json.dumps({main: working})
     result = runner.invoke(settings_cli, ["set", str(crm.portal().id), f"postpone_return_stage={setting}"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["postpone_return_stage"] == {main: working}
+    assert json.loads(result.stdout)["postpone_return_stage"] == {main: working}  # stderr carries the audit log
 
     deal = crm.new_deal(stage="late working", title="Поставка станков", amount=320000)
     day = portal_today(crm) + timedelta(days=3)
