@@ -4,7 +4,8 @@ CRM-agnostic: only the CrmClient port and the database.
 
 * `scan_portal` streams open tasks / to-dos, then open deals (`CrmClient.iter_open_work`), marks deals
   that have a next step in a bitmap (flat memory), and plans notices: a deal without an open task to
-  its responsible (a deal waiting in «Отложено» is not one: its return task comes on its return day), an overdue task to its responsible, creator and auditors, a daily digest to heads.
+  its responsible (a deal waiting in «Отложено» is not one: its return task comes on its return day), an
+  overdue task to its responsible, creator and auditors, a daily digest to heads.
 * A notice is a `TaskNotice` row unique per object, user and day: a second scan run or a second
   worker inserts nothing. Rows are claimed atomically by one sender and sent as one digest per user.
 * The optional next-step rule `require_task_to_advance` reverts a forward move, or a close as won, of a deal

@@ -1,6 +1,6 @@
 """Stage playbook on both CRMs: the admin installs the nine-status preset into a new pipeline (its stages are
-created in the CRM, in order, before the app's Conditional refusal stage; a second install creates nothing),
-edits the steps and criteria per stage, and the deal's tab shows, for the deal's current stage, the steps, the
+created in the CRM, in order, before the app's Conditional refusal and «Отложено» stages; a second install creates
+nothing), edits the steps and criteria per stage, and the deal's tab shows, for the deal's current stage, the steps, the
 criteria and what this deal still lacks for the next stage."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ URL = "/api/stage-playbook"
 PRESET_URL = "/api/stage-playbook/preset"
 WORKING = [item.name.ru for item in playbook.PRESET if not item.won]
 REFUSAL = "Условный отказ"
+POSTPONED = "Отложено"
 INVOICE = "Номер счёта"
 
 
@@ -137,3 +138,24 @@ def test_the_deal_tab_shows_the_stage_steps_and_what_this_deal_still_lacks(crm: 
     assert body["next_stage"]["id"] == ids["WON"]
     assert crm.client.get("/api/deals/99999999/playbook", headers=crm.token(MANAGER)).status_code == 404
     assert crm.client.get(f"/api/deals/{deal}/playbook").status_code == 401
+
+
+def test_the_preset_keeps_postponed_with_conditional_refusal_after_the_working_stages(crm: CrmDriver):
+    # A pipeline the app noticed after install has both of the app's stages: «Условный отказ», then «Отложено».
+    pipeline = new_pipeline_with_refusal_stage(crm)
+    assert crm.stage_names(pipeline).index(REFUSAL) < crm.stage_names(pipeline).index(POSTPONED)
+
+    answer = install_preset(crm, pipeline)
+    assert answer.status_code == 200, answer.get_json()
+    names = crm.stage_names(pipeline)
+    last_working = max(names.index(name) for name in WORKING)
+    assert last_working < names.index(REFUSAL) < names.index(POSTPONED), names
+    assert names.count(POSTPONED) == 1
+
+    # In the deal's tab the last working stage leads on to won, never to «Отложено».
+    ids = answer.get_json()["settings"]["stage_ids"]
+    deal = crm.new_deal(stage=ref(crm, ids["RC_PB_INVOICE"]), pipeline=pipeline)
+    crm.settle()
+    view = crm.client.get(f"/api/deals/{deal}/playbook", headers=crm.token(MANAGER))
+    assert view.status_code == 200, view.get_json()
+    assert view.get_json()["next_stage"]["id"] == ids["WON"]
