@@ -56,7 +56,7 @@ REPORT = {
         "columns": ["Manager", "Postponed", "Came back", "Won after return", "Won amount", "Waiting"],
         "money": r"^1,200,000\s₽$",
         "csv": "Download CSV",
-        "row": "Менеджер Иван,3,2,1,1200000,RUB,1"  # an English CSV is comma-separated,
+        "row": "Менеджер Иван,3,2,1,1200000,RUB,1",  # an English CSV is comma-separated
     },
 }  # fmt: skip
 
