@@ -90,6 +90,9 @@ def _wire(app: Flask) -> None:
     # The stages besides Conditional refusal that a pipeline created after install gets when the app notices it.
     if postpone.adopt_hook not in stages.PIPELINE_HOOKS:
         stages.PIPELINE_HOOKS.append(postpone.adopt_hook)
+    # Followers of every deal as read: a postponed deal's return date moved, a returned deal won.
+    if postpone.deal_seen not in guard.SEEN_HOOKS:
+        guard.SEEN_HOOKS.append(postpone.deal_seen)
     app.config.setdefault("PERIODIC_JOBS", jobs.PERIODIC_JOBS)
     # Inbox processors (which function handles which stored call) and the CRM-facing routes.
     handlers.init_app(app)

@@ -82,6 +82,8 @@ def _audit(row: Portal, before: dict[str, Any], keys: list[str]) -> None:
     for name, change in changed.items():
         attempted = "change stage requirements" if name.startswith(f"{requirements.SECTION}.") else "change settings"
         audit.record(row.id, CLI_ACTOR, attempted, "saved", setting=name, details_keys=keys, changed={name: change})
+
+
 def _set_return_stages(row: Portal, value: Any) -> dict[str, str]:
     """Store postpone_return_stage, checked against the CRM's pipelines when the CRM answers."""
     try:

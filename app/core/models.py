@@ -535,6 +535,9 @@ class Postponement(Base):
     ended_how: Mapped[str] = mapped_column(sa.String(32), default="")  # "on date", "by hand", "lost", "gone", ...
     amount: Mapped[str] = mapped_column(sa.String(32), default="0")
     currency: Mapped[str] = mapped_column(sa.String(8), default="")
+    # The deal's move to won after its return (app.domain.postpone.deal_seen): when, and the amount it was won for.
+    won_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    won_amount: Mapped[str] = mapped_column(sa.String(32), default="")
 
 
 class DealClass(Base):

@@ -35,6 +35,9 @@ PROCESS_MOVE_RULES: list[Callable[[Guard, Deal, str, str, str, str], Decision | 
 # Rules for a deal the app sees for the first time in an in-progress or won stage after install (created
 # there, imported, or moved while its events were lost): fn(guard, deal, mover, role) -> Decision or None.
 FIRST_SEEN_RULES: list[Callable[[Guard, Deal, str, str], Decision | None]] = []
+# Followers of a deal as read from the CRM (fn(portal id, deal)), called by `remember` like recovery.deal_seen;
+# filled by create_app.
+SEEN_HOOKS: list[Callable[[int, Deal], None]] = []
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ def remember(portal_id: int, deal: Deal, stage_id: str | None = None, pipeline_i
     db.session.add(snapshot)
     if stage_id is None:  # the deal as it is (not as our write will leave it): a recovered deal won or lost
         recovery.deal_seen(portal_id, deal)
+        for hook in SEEN_HOOKS:
+            hook(portal_id, deal)
 
 
 def snapshot_of(portal_id: int, deal_id: str) -> DealSnapshot | None:

@@ -463,8 +463,9 @@ def _pipeline(portal: Portal, crm: CrmClient, pipeline_id: str) -> Pipeline | No
 
 def playbook_stages(portal: Portal, pipeline: Pipeline) -> list[Stage]:
     """The stages of a pipeline a playbook is kept for, in order: working stages (the app's Conditional
-    refusal left out) and won."""
+    refusal and «Отложено» left out) and won."""
     own = set(((portal.settings or {}).get(stages.SETTING) or {}).values())
+    own |= set(((portal.settings or {}).get(postpone.STAGES) or {}).values())
     return [
         stage
         for stage in sorted(pipeline.stages, key=lambda stage: stage.sort)

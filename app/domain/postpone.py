@@ -18,8 +18,12 @@ CRM-agnostic: only the CrmClient port and the database.
   pipeline ({pipeline id: stage id}), the deal moves back there. Audited "postpone return". A deal moved back
   to work by a person before its day counts as returned ("by hand"); one that left for won, lost or refusal,
   or is gone, ends without a return.
-* `report_rows`: per manager, the deals postponed in a period, how many came back and how many of those are
-  won, with their amounts.
+* `deal_seen` (a hook of guard.remember, on every deal as read): a return date changed in the CRM while the deal
+  waits moves its return to the new day (audited "postpone date"); a returned deal's move to won is recorded on
+  its row (`won_at`, `won_amount`), and undone if the deal is reopened or lost.
+* `report_rows`: per manager, the deals postponed in a period, how many came back and how many of those were won
+  after their return (the recorded win, not the deal's last state), with their amounts.
+* Task control (app.domain.taskcontrol) never counts a deal in «Отложено» as a deal without an open task.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from sqlalchemy.orm.attributes import flag_modified
 
 from app.core import i18n
 from app.core.db import db
-from app.core.models import DealSnapshot, Portal, Postponement, utcnow
+from app.core.models import Portal, Postponement, utcnow
 from app.core.queue import enqueue
 from app.crm.errors import CrmError, NotFound, PortalNeedsReinstall
 from app.crm.port import AUTOMATION, CrmClient, Deal, StageSpec, client_for
@@ -50,6 +54,7 @@ STAGES = "postpone_stages"  # {pipeline id: stage id}
 RETURN_STAGE = "postpone_return_stage"  # {pipeline id: stage id}
 ATTEMPTED = "postpone"
 RETURN_ATTEMPTED = "postpone return"
+DATE_ATTEMPTED = "postpone date"
 TASK_HOUR = 10  # the return task is due at 10:00 of the return day (portal time), or an hour from now if later
 MAX_PIPELINES = 200
 
@@ -515,6 +520,52 @@ def _return(portal: Portal, crm: CrmClient, row: Postponement, deal: Deal) -> st
     return "returned"
 
 
+def deal_seen(portal_id: int, deal: Deal) -> None:
+    """guard.remember's hook for a deal as just read from the CRM (every webhook and reconciliation): a return
+    date changed in the CRM while the deal waits in «Отложено» is the new day of its return (earlier or later);
+    a deal back from «Отложено» that is won records the win (when, and for how much), a win undone (reopened or
+    lost) clears it."""
+    row = db.session.scalar(
+        sa.select(Postponement)
+        .where(
+            Postponement.portal_id == portal_id,
+            Postponement.deal_id == deal.id,
+            Postponement.state.in_((Postponement.WAITING, Postponement.RETURNED)),
+        )
+        .order_by(Postponement.id.desc())
+        .limit(1)
+    )
+    if row is None:
+        return
+    if row.state == Postponement.WAITING:
+        portal = db.session.get(Portal, portal_id)
+        moved = deal.postpone_date is not None and deal.postpone_date != row.due_date
+        if portal is not None and moved and deal.stage_id == known_stage(portal, deal.pipeline_id):
+            assert deal.postpone_date is not None
+            before, row.due_date = row.due_date, deal.postpone_date
+            audit.record(
+                portal_id,
+                deal.modified_by_id or AUTOMATION,
+                DATE_ATTEMPTED,
+                "return date moved",
+                f"{before.isoformat()} -> {row.due_date.isoformat()}",
+                deal_id=deal.id,
+                postponement_id=row.id,
+                before=before.isoformat(),
+                due_date=row.due_date.isoformat(),
+            )
+        return
+    if deal.stage_semantics == "success":
+        if row.won_at is None:
+            ended = row.ended_at or row.postponed_at
+            row.won_at = deal.moved_at if deal.moved_at is not None and deal.moved_at >= ended else utcnow()
+        row.won_amount = str(deal.amount)
+        row.currency = deal.currency[:8] or row.currency
+    elif row.won_at is not None:
+        row.won_at = None
+        row.won_amount = ""
+
+
 def adopt_hook(portal: Portal, crm: CrmClient, pipeline_id: str) -> None:
     """app.domain.stages' hook for a pipeline the app has just noticed; a CRM refusal is logged and tried again
     by the next event or reconciliation."""
@@ -540,21 +591,17 @@ def _amount(text: str | None) -> Decimal:
 
 def report_rows(portal_id: int, start: datetime, end: datetime) -> list[dict[str, Any]]:
     """Deals postponed in [start, end), per manager (the most first): how many, how many came back to work, how
-    many of those are won now and for how much, how many still wait."""
-    rows = db.session.execute(
-        sa.select(Postponement, DealSnapshot.stage_semantics, DealSnapshot.amount)
-        .outerjoin(
-            DealSnapshot,
-            sa.and_(DealSnapshot.portal_id == Postponement.portal_id, DealSnapshot.deal_id == Postponement.deal_id),
-        )
-        .where(
+    many of those were won after their return (the recorded move to won, see `deal_seen`) and for how much, how
+    many still wait."""
+    rows = db.session.scalars(
+        sa.select(Postponement).where(
             Postponement.portal_id == portal_id,
             Postponement.postponed_at >= start,
             Postponement.postponed_at < end,
         )
     ).all()
     grouped: dict[str, dict[str, Any]] = {}
-    for row, semantics, amount in rows:
+    for row in rows:
         entry = grouped.setdefault(
             row.manager_id,
             {"manager_id": row.manager_id, "postponed": 0, "returned": 0, "won": 0, "won_amount": Decimal("0"),
@@ -565,8 +612,8 @@ def report_rows(portal_id: int, start: datetime, end: datetime) -> list[dict[str
             entry["waiting"] += 1
         if row.state == Postponement.RETURNED:
             entry["returned"] += 1
-            if semantics == "success":
+            if row.won_at is not None:
                 entry["won"] += 1
-                entry["won_amount"] += _amount(amount)
+                entry["won_amount"] += _amount(row.won_amount)
                 entry["currency"] = entry["currency"] or row.currency
     return sorted(grouped.values(), key=lambda item: (-item["postponed"], item["manager_id"]))

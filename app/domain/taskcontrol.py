@@ -4,7 +4,8 @@ CRM-agnostic: only the CrmClient port and the database.
 
 * `scan_portal` streams open tasks / to-dos, then open deals (`CrmClient.iter_open_work`), marks deals
   that have a next step in a bitmap (flat memory), and plans notices: a deal without an open task to
-  its responsible, an overdue task to its responsible, creator and auditors, a daily digest to heads.
+  its responsible (a deal waiting in «Отложено» is not one: its return task comes on its return day), an
+  overdue task to its responsible, creator and auditors, a daily digest to heads.
 * A notice is a `TaskNotice` row unique per object, user and day: a second scan run or a second
   worker inserts nothing. Rows are claimed atomically by one sender and sent as one digest per user.
 * The optional next-step rule `require_task_to_advance` reverts a forward move, or a close as won, of a deal
@@ -32,7 +33,7 @@ from app.core.queue import enqueue, get_redis
 from app.core.timezones import portal_zone, zone_name
 from app.crm.errors import CrmError, PortalNeedsReinstall
 from app.crm.port import AUTOMATION, CrmClient, Deal, NewTask, Task, client_for
-from app.domain import audit, directory, effects, guard
+from app.domain import audit, directory, effects, guard, postpone
 from app.domain.robots import Robot, RobotInvocation, RobotProperty
 from app.domain.settings import guard_settings
 
@@ -342,6 +343,7 @@ class Scanner:
         self.guard = guard_settings(portal)
         self.language = portal.language
         self.refusal_stages = set(((portal.settings or {}).get("refusal_stages") or {}).values())
+        self.postponed_stages = set(((portal.settings or {}).get(postpone.STAGES) or {}).values())
         self.stats: dict[str, ManagerStats] = {}
         self.buffer: list[dict[str, Any]] = []
         self.counts = {"tasks": 0, "overdue": 0, "deals": 0, "without_tasks": 0, "planned": 0}
@@ -417,8 +419,8 @@ class Scanner:
         self.counts["deals"] += 1
         stats = self._manager(deal.responsible_id)
         stats.open_deals += 1
-        if deal.id in marked:
-            return
+        if deal.id in marked or deal.stage_id in self.postponed_stages:
+            return  # a next step, or a wait in «Отложено» whose return task is due on its day
         self.counts["without_tasks"] += 1
         stats.deals_without_tasks += 1
         url = self.crm.deal_url(deal.id)

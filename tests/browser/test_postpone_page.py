@@ -10,7 +10,7 @@ import responses
 from playwright.sync_api import Page, expect
 
 from app.core.db import db
-from app.core.models import DealSnapshot, Postponement
+from app.core.models import Postponement
 from app.domain import postpone
 from sandbox.mount import mount_responses
 from tests.browser.conftest import post_frame
@@ -79,14 +79,8 @@ def test_a_head_sees_postponed_returned_and_won_deals(app, live_server, page: Pa
                     portal_id=ours.id, deal_id=deal_id, title=f"Сделка {deal_id}", pipeline_id="0",
                     manager_id=str(MANAGER), postponed_by=str(MANAGER), reason="no_money_now",
                     due_date=moment.date() + timedelta(days=3), postponed_at=moment, state=state,
-                    ended_how="on date" if state == "returned" else "", amount="1200000", currency="RUB",
-                )
-            )  # fmt: skip
-            db.session.add(
-                DealSnapshot(
-                    portal_id=ours.id, deal_id=deal_id, pipeline_id="0", stage_id="WON" if won else "PREPARATION",
-                    stage_semantics="success" if won else "process", responsible_id=str(MANAGER),
-                    amount="1200000", currency="RUB",
+                    ended_how="on date" if state == "returned" else "", amount="900000", currency="RUB",
+                    won_at=moment + timedelta(minutes=1) if won else None, won_amount="1200000" if won else "",
                 )
             )  # fmt: skip
         db.session.commit()

@@ -24,6 +24,7 @@ URL = "/api/stage-playbook"
 PRESET_URL = "/api/stage-playbook/preset"
 WORKING = [item.name.ru for item in playbook.PRESET if not item.won and not item.postponed]
 REFUSAL = "Условный отказ"
+POSTPONED = "Отложено"
 INVOICE = "Номер счёта"
 
 
@@ -225,3 +226,22 @@ def test_a_postponed_deal_shows_the_reason_the_return_date_and_what_happens_on_i
 def stage_name(crm: CrmDriver, stage_id: str) -> str:
     pipeline = next(p for p in client_for(crm.portal()).list_pipelines() if p.id == crm.pipeline_id("main"))
     return next(stage.name for stage in pipeline.stages if stage.id == stage_id)
+def test_the_preset_keeps_postponed_with_conditional_refusal_after_the_working_stages(crm: CrmDriver):
+    # A pipeline the app noticed after install has both of the app's stages: «Условный отказ», then «Отложено».
+    pipeline = new_pipeline_with_refusal_stage(crm)
+    assert crm.stage_names(pipeline).index(REFUSAL) < crm.stage_names(pipeline).index(POSTPONED)
+
+    answer = install_preset(crm, pipeline)
+    assert answer.status_code == 200, answer.get_json()
+    names = crm.stage_names(pipeline)
+    last_working = max(names.index(name) for name in WORKING)
+    assert last_working < names.index(REFUSAL) < names.index(POSTPONED), names
+    assert names.count(POSTPONED) == 1
+
+    # In the deal's tab the last working stage leads on to won, never to «Отложено».
+    ids = answer.get_json()["settings"]["stage_ids"]
+    deal = crm.new_deal(manager=MANAGER, stage=ref(crm, ids["RC_PB_INVOICE"]), pipeline=pipeline)
+    crm.settle()
+    view = crm.client.get(f"/api/deals/{deal}/playbook", headers=tab(crm, MANAGER, deal))
+    assert view.status_code == 200, view.get_json()
+    assert view.get_json()["next_stage"]["id"] == ids["WON"]

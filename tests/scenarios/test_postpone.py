@@ -2,8 +2,9 @@
 entering it without a reason or a return date, or with a date already past, comes back with a notice naming what
 is missing (robots too); a complete entry stays, is audited, and is never a refusal, a case or a fine; on the
 return day the manager gets the task «Вернуться к сделке …» and, with `postpone_return_stage` set for the
-pipeline (CLI), the deal moves back there, once however often the job runs; the report counts postponed,
-returned and won deals per manager."""
+pipeline (CLI), the deal moves back there, once however often the job runs; a return date changed in the card
+while the deal waits is the new day; task control leaves a waiting deal alone; the report counts postponed,
+returned and won-after-return deals per manager, the win as recorded when the deal moved to won."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ import sqlalchemy as sa
 from app.cli.settings import settings_cli
 from app.core.db import db
 from app.core.models import AuditEntry, Penalty, Postponement, RefusalCase, utcnow
-from app.domain import postpone, reports
-from tests.scenarios.driver import MANAGER, CrmDriver
+from app.domain import postpone, reports, taskcontrol
+from tests.scenarios.driver import HEAD, MANAGER, CrmDriver
 
 TASK = "Вернуться к сделке «Поставка станков»"
 
@@ -120,7 +121,7 @@ def test_on_its_day_the_deal_comes_back_to_its_manager_once_and_a_later_win_is_r
     setting = json.dumps({main: working})
     result = runner.invoke(settings_cli, ["set", str(crm.portal().id), f"postpone_return_stage={setting}"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["postpone_return_stage"] == {main: working}
+    assert json.loads(result.stdout)["postpone_return_stage"] == {main: working}  # stderr carries the audit log
 
     deal = crm.new_deal(stage="late working", title="Поставка станков", amount=320000)
     day = portal_today(crm) + timedelta(days=3)
@@ -176,3 +177,89 @@ def test_without_a_return_stage_the_task_alone_and_a_deal_moved_back_by_hand_cou
     now = utcnow()
     [row] = postpone.report_rows(crm.portal().id, now - timedelta(hours=1), now + timedelta(hours=1))
     assert (row["postponed"], row["returned"], row["won"]) == (2, 2, 0)
+
+
+def report_now(crm: CrmDriver) -> list[dict]:
+    now = utcnow()
+    db.session.expire_all()
+    return postpone.report_rows(crm.portal().id, now - timedelta(hours=1), now + timedelta(hours=1))
+
+
+def test_task_control_does_not_chase_a_deal_waiting_in_postponed(crm: CrmDriver):
+    waiting = crm.new_deal(stage="working", title="Отложенная поставка")
+    crm.new_deal(stage="working", title="Сделка без шага")
+    day = portal_today(crm) + timedelta(days=4)
+    postpone_deal(crm, waiting, day)
+    assert crm.stage_of(waiting) == "postponed" and crm.deal_tasks(waiting) == []
+
+    taskcontrol.scan_portal(crm.portal().id)
+    db.session.expire_all()
+    told = "\n".join(crm.notices(MANAGER))
+    assert "«Сделка без шага» без открытой задачи" in told  # the scan did run and notify
+    assert "Отложенная поставка" not in told
+    report = taskcontrol.overdue_report(crm.portal()) or {"managers": []}
+    [row] = [row for row in report["managers"] if row["user_id"] == str(MANAGER)]
+    assert waiting not in [deal["id"] for deal in row["deals"]]
+
+    # On its day the return task is its next step; until then no notice, on any scan.
+    postpone.return_due_all(now=morning_of(crm, day))
+    crm.settle()
+    assert return_tasks(crm, waiting) == ["Вернуться к сделке «Отложенная поставка»"]
+    taskcontrol.scan_portal(crm.portal().id)
+    assert "Отложенная поставка" not in "\n".join(crm.notices(MANAGER))
+
+
+def test_a_return_date_moved_earlier_in_the_card_is_honoured_on_the_new_day(crm: CrmDriver):
+    deal = crm.new_deal(stage="working", title="Поставка станков")
+    today = portal_today(crm)
+    first, earlier = today + timedelta(days=10), today + timedelta(days=2)
+    postpone_deal(crm, deal, first)
+
+    # The client called: the manager moves the return date earlier while the deal sits in «Отложено».
+    crm.fill_postpone(deal, by=MANAGER, reason="no_money_now", day=earlier)
+    crm.settle()
+    assert crm.stage_of(deal) == "postponed"
+    [moved] = audit_rows(deal, postpone.DATE_ATTEMPTED)
+    assert (moved.details["before"], moved.details["due_date"]) == (first.isoformat(), earlier.isoformat())
+
+    assert postpone.return_due_all(now=morning_of(crm, earlier - timedelta(days=1))) == 0
+    assert postpone.return_due_all(now=morning_of(crm, earlier)) == 1
+    crm.settle()
+    assert return_tasks(crm, deal) == [TASK]
+    [task] = [t for t in crm.deal_tasks(deal) if t.title.split("\n")[0] == TASK]
+    zone = ZoneInfo(reports.zone_name(crm.portal()))
+    assert task.deadline is not None and task.deadline.astimezone(zone).date() == earlier
+    # The old day brings nothing more.
+    assert postpone.return_due_all(now=morning_of(crm, first)) == 0
+    crm.settle()
+    assert return_tasks(crm, deal) == [TASK]
+
+
+def test_won_after_return_counts_the_recorded_move_to_won_once(crm: CrmDriver):
+    deal = crm.new_deal(stage="working", title="Поставка станков", amount=150000)
+    today = portal_today(crm)
+    # Postponed, taken back to work by hand, postponed again, returned on its day: two stays, one deal.
+    postpone_deal(crm, deal, today + timedelta(days=5))
+    crm.move(deal, "working", by=MANAGER)
+    crm.settle()
+    postpone_deal(crm, deal, today + timedelta(days=3))
+    postpone.return_due_all(now=morning_of(crm, today + timedelta(days=3)))
+    crm.settle()
+    [row] = report_now(crm)
+    assert (row["postponed"], row["returned"], row["won"]) == (2, 2, 0)
+
+    crm.set_amount(deal, 480000, by=MANAGER)
+    crm.settle()
+    crm.move(deal, "won", by=MANAGER)
+    crm.settle()
+    [row] = report_now(crm)
+    assert (row["postponed"], row["returned"], row["won"], row["won_amount"]) == (2, 2, 1, 480000)
+    db.session.expire_all()
+    [won] = db.session.scalars(sa.select(Postponement).where(Postponement.won_at.is_not(None))).all()
+    assert won.ended_how == "on date"  # the win belongs to the stay it came back from
+
+    # The deal deleted later: its win after the return stays in the report.
+    crm.delete(deal, by=HEAD)
+    crm.settle()
+    [row] = report_now(crm)
+    assert (row["won"], row["won_amount"]) == (1, 480000)
