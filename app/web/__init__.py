@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Flask, has_request_context, request
 
 from app.core import i18n
+from app.web import page_strings  # noqa: F401  (registers its strings)
 
 i18n.register(
     {

@@ -38,7 +38,7 @@ def _scale(series: Sequence[Series]) -> float:
     """The top of the value axis: the largest value rounded up to a readable step."""
     top = max((float(value) for s in series for value in s.values), default=0.0)
     if top <= 0:
-        return 1.0
+        return 5.0  # counts: ticks 0, 1, … 5, never «0.2 отказа»
     for step in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10000):
         if top <= step * 5:
             return float(step * 5)
@@ -126,3 +126,16 @@ def line_chart(title: str, categories: Sequence[str], series: Sequence[Series]) 
     for index, category in enumerate(categories):
         body.append(_label(category, LEFT + offset + step * index + 4))
     return _frame("line", title, body, series, top)
+
+
+def has_data(series: Sequence[Series]) -> bool:
+    """Whether any series has a value other than zero (an all-zero chart is only empty axes)."""
+    return any(float(value) for item in series for value in item.values)
+
+
+def empty(kind: str, title: str, note: str) -> Markup:
+    """In place of a chart with nothing to draw: its title and a sentence saying why it is empty."""
+    return Markup(  # noqa: S704
+        f'<div class="rc-chart-empty" data-chart="{kind}" data-empty-chart="{kind}" role="note">'
+        f'<strong>{escape(title)}</strong><span class="rc-note">{escape(note)}</span></div>'
+    )

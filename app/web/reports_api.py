@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, make_response, render_template, request
 from flask.typing import ResponseReturnValue
+from markupsafe import Markup
 from marshmallow import ValidationError
 from redis.exceptions import RedisError
 
@@ -76,10 +78,26 @@ def report_data() -> ResponseReturnValue:
     return jsonify(reports.report_json(report))
 
 
+def _chart(
+    draw: Callable[[str, list[str], list[charts.Series]], Markup],
+    name: str,
+    title: str,
+    categories: list[str],
+    series: list[charts.Series],
+    language: str,
+) -> Markup:
+    """The chart, or, when the period gives it nothing but zeros, its title and a sentence saying so."""
+    if not categories or not charts.has_data(series):
+        return charts.empty(name, title, i18n.translate("chart_empty", language))
+    return draw(title, categories, series)
+
+
 def _charts(report: reports.Report, language: str) -> dict[str, Any]:
     t = lambda key: i18n.translate(key, language)  # noqa: E731
     return {
-        "trend": charts.line_chart(
+        "trend": _chart(
+            charts.line_chart,
+            "trend",
             t("chart_trend"),
             [date.fromisoformat(row["week"]).strftime("%d.%m") for row in report.weeks],
             [
@@ -87,22 +105,29 @@ def _charts(report: reports.Report, language: str) -> dict[str, Any]:
                 charts.Series(t("col_confirmed"), [row["confirmed"] for row in report.weeks], "confirmed"),
                 charts.Series(t("col_leaks"), [row["leaks"] for row in report.weeks], "leaks"),
             ],
+            language,
         ),
-        "managers": charts.bar_chart(
+        "managers": _chart(
+            charts.bar_chart,
+            "managers",
             t("chart_managers"),
             [row["name"] for row in report.managers],
             [
                 charts.Series(t("chart_cases"), [row["cases"] for row in report.managers], "cases"),
                 charts.Series(t("col_leaks"), [row["leaks"] for row in report.managers], "leaks"),
             ],
+            language,
         ),
-        "reasons": charts.bar_chart(
+        "reasons": _chart(
+            charts.bar_chart,
+            "reasons",
             t("chart_reasons"),
             [row["name"] for row in report.reasons],
             [
                 charts.Series(t("col_claimed"), [row["claimed"] for row in report.reasons], "claimed"),
                 charts.Series(t("col_confirmed"), [row["confirmed"] for row in report.reasons], "confirmed"),
             ],
+            language,
         ),
     }
 

@@ -69,7 +69,11 @@ def test_everyone_sees_todays_and_this_weeks_manager_on_duty(
             monday + timedelta(days=n) for n in range(7) if monday + timedelta(days=n) not in (today, other_day)
         )
         expect(panel.locator(f'tr[data-day="{empty.isoformat()}"] td')).to_have_text(nobody)
-        expect(panel.locator(f'tr[data-day="{monday.isoformat()}"] th')).to_have_text(monday.strftime("%d.%m.%Y"))
+        # Each day of the week with its weekday: «Пн, 07.12.2026».
+        monday_label = "Пн" if lang == "ru" else "Mon"
+        expect(panel.locator(f'tr[data-day="{monday.isoformat()}"] th')).to_have_text(
+            f"{monday_label}, {monday.strftime('%d.%m.%Y')}"
+        )
 
 
 def seed_results(portal_id: int) -> None:

@@ -168,6 +168,11 @@
     target.dataset.outcome = "invalid";
   }
 
+  // «3000» for a whole amount, not the API's «3000.00»; kopecks stay («1500.50»).
+  function plainAmount(value) {
+    return value ? String(value).replace(/\.0+$/, "") : "";
+  }
+
   function amountRows(name, items, values) {
     var list = cplForm.querySelector('[data-amounts="' + name + '"]');
     list.textContent = "";
@@ -180,7 +185,7 @@
       input.dataset.key = item.id;
       input.inputMode = "decimal";
       input.size = 10;
-      input.value = values[item.id] || "";
+      input.value = plainAmount(values[item.id]);
       label.appendChild(input);
       list.appendChild(label);
     });
@@ -194,7 +199,7 @@
       if (!result.ok) { cplLoaded = false; state.textContent = config.text.loadFailed + " " + window.RC.problem(result); return; }
       var s = result.body.settings;
       cplForm.elements.currency.value = s.currency;
-      cplForm.elements["default"].value = s["default"];
+      cplForm.elements["default"].value = plainAmount(s["default"]);
       amountRows("by_source", result.body.sources, s.by_source);
       amountRows("by_pipeline", result.body.pipelines, s.by_pipeline);
     });

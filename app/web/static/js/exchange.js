@@ -155,8 +155,12 @@
       result.body.pipelines.forEach(function (pipeline) {
         list.appendChild(pipelineBlock(pipeline, result.body.settings.pipelines[pipeline.id] || {}));
       });
-      options(rotaForm.elements.department_id, choices.departments, "", false);
-      if (!rotaForm.elements.month.value) { rotaForm.elements.month.value = config.today.slice(0, 7); }
+      // The rota opens on the department a pipeline routes to the manager on duty (the one being planned).
+      var routed = result.body.pipelines.map(function (pipeline) {
+        return result.body.settings.pipelines[pipeline.id] || {};
+      }).filter(function (current) { return current.mode === "duty" && current.duty_department; });
+      options(rotaForm.elements.department_id, choices.departments, routed.length ? routed[0].duty_department : "", false);
+      monthOptions(rotaForm.elements.month);
       loadRota();
     });
   }
@@ -188,6 +192,21 @@
       }), "invalid");
     });
   });
+
+  // Months by name («Декабрь 2026»), from two months back to a year ahead; the portal's current month first chosen.
+  function monthOptions(select) {
+    if (select.options.length) { return; }
+    var names = text.months.split(" ");
+    var year = Number(config.today.slice(0, 4));
+    var month = Number(config.today.slice(5, 7)) - 1;
+    for (var shift = -2; shift <= 12; shift += 1) {
+      var index = year * 12 + month + shift;
+      var value = Math.floor(index / 12) + "-" + (index % 12 < 9 ? "0" : "") + (index % 12 + 1);
+      var option = el("option", { value: value, text: names[index % 12] + " " + Math.floor(index / 12) });
+      option.selected = shift === 0;
+      select.appendChild(option);
+    }
+  }
 
   function loadRota() {
     var department = rotaForm.elements.department_id.value;

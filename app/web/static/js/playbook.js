@@ -54,8 +54,11 @@
         var title = document.createElement("h3");
         title.textContent = stage.name;
         row.appendChild(title);
-        row.appendChild(area(stage, "steps", config.text.steps, texts.steps));
-        row.appendChild(area(stage, "criteria", config.text.criteria, texts.criteria));
+        var fields = document.createElement("div");
+        fields.className = "rc-grid";
+        fields.appendChild(area(stage, "steps", config.text.steps, texts.steps));
+        fields.appendChild(area(stage, "criteria", config.text.criteria, texts.criteria));
+        row.appendChild(fields);
         group.appendChild(row);
       });
       box.appendChild(group);

@@ -1,0 +1,19 @@
+"""Strings of the page details found in the walk through every page (issue #20): month names for the rota's
+month picker and the note a chart shows when the period has nothing to draw."""
+
+from __future__ import annotations
+
+from app.core import i18n
+
+i18n.register(
+    {
+        "months_full": (
+            "Январь Февраль Март Апрель Май Июнь Июль Август Сентябрь Октябрь Ноябрь Декабрь",
+            "January February March April May June July August September October November December",
+        ),
+        "chart_empty": (
+            "За период нечего показать: график появится, когда в периоде будут отказы.",
+            "Nothing to show for the period: the chart appears once the period has refusals.",
+        ),
+    }
+)
