@@ -7,6 +7,7 @@ Verify before touching state, persist, enqueue, answer: amoCRM drops webhook ans
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -27,6 +28,7 @@ from app.core.validation import json_body
 from app.crm.amocrm import AmoRest, account_host, checked_host, oauth_token_request, store_token_answer
 from app.crm.errors import AmoError, AmoTokenRevoked, AmoUnauthorized, CrmError, CrmUnavailable, PortalNeedsReinstall
 from app.domain import audit, review
+from app.domain.reports import AMO_WIDGET_CODE
 from app.domain.robots import REGISTRY
 from handlers import amo_verify
 from handlers.amo_payloads import parse_dp, parse_hook
@@ -42,6 +44,7 @@ WEBHOOK_SECRET = "amo_webhook_secret"  # noqa: S105 - the settings key, not a se
 # writes it into the hidden `secret` field of the action form; amoCRM then sends it back with every DP
 # webhook as `action[settings][widget][settings][secret]`, which we compare with the stored one.
 DP_SECRET = "amo_dp_secret"  # noqa: S105 - the settings key, not a secret
+WIDGET_CODE = re.compile(r"[a-z0-9_]{1,64}")  # what amoCRM names a widget (self.get_settings().widget_code)
 
 i18n.register(
     {
@@ -522,11 +525,23 @@ def widget_session() -> ResponseReturnValue:
         return _error(401, "unauthorized", "unknown account")
     payload = json_body()
     lead_id = str((payload or {}).get("lead_id") or "")
+    remember_widget_code(portal, str((payload or {}).get("widget_code") or ""))
     ticket = amo_verify.issue_ticket(
         portal.id, str(claims.get("user_id") or ""), bool(claims.get("is_admin")), lead_id if lead_id.isdigit() else ""
     )
     response = jsonify(url=_app_url(ticket))
     return _cors(response, f"https://{portal.domain}")
+
+
+def remember_widget_code(portal: Portal, code: str) -> None:
+    """Keep the code amoCRM gave our widget in this account (the left-menu page's address names it, and the
+    scheduled summaries link to that page). Only a plain code is kept; a change is committed at once."""
+    settings = dict(portal.settings or {})
+    if not WIDGET_CODE.fullmatch(code) or settings.get(AMO_WIDGET_CODE) == code:
+        return
+    settings[AMO_WIDGET_CODE] = code
+    portal.settings = settings
+    db.session.commit()
 
 
 def _app_url(ticket: str) -> str:

@@ -152,6 +152,10 @@ i18n.register(
             'The most confirmed reason is "{reason}" ({share} %).',
         ),
         "summary_link": ("Отчёт: {link}", "Report: {link}"),
+        "summary_exchange": (
+            "Биржа лидов: взято сделок — {taken}, выиграно — {won}, возвращено на биржу — {returned}.",
+            "Lead exchange: deals taken {taken}, won {won}, returned to the exchange {returned}.",
+        ),
     }
 )
 
@@ -875,8 +879,19 @@ def due_reports(portal: Portal, now: datetime) -> list[Due]:
     return [item for item in due if portal.installed_at is None or portal.installed_at < item.period.end]
 
 
+AMO_WIDGET_CODE = "amo_widget_code"  # the account's code of our widget, told by the widget itself
+AMO_MENU_ITEM = "refusal_control"  # our left-menu section (widget manifest `left_menu`)
+
+
 def report_link(portal: Portal) -> str:
-    """Where a head opens the reports page: the app inside the portal."""
+    """Where a head opens the reports page: the app inside the portal (amoCRM: our left-menu page, the
+    `widget_page` location at /widget_page/{widget code}/{section}/; before the widget has told its code, the
+    account's integrations settings, where the widget's settings window opens the same page)."""
+    if portal.crm == Portal.AMOCRM:
+        code = (portal.settings or {}).get(AMO_WIDGET_CODE)
+        if code:
+            return f"https://{portal.domain}/widget_page/{code}/{AMO_MENU_ITEM}/"
+        return f"https://{portal.domain}/settings/widgets/"
     app_id = (portal.settings or {}).get("b24_app_id")
     if app_id:
         # The portal opens an installed app at /marketplace/app/<its numeric ID from app.info>/.
@@ -905,6 +920,20 @@ def summary_text(portal: Portal, due: Due, report: Report) -> str:
     top = report.analytics["rows"][0] if report.analytics["rows"] else None
     if top is not None and top["confirmed"]:
         parts.append(t("summary_top_reason").format(reason=top["name"], share=i18n.number(top["share"], language)))
+    from app.domain import exchange, recovery  # they build on this module
+
+    saved = recovery.summary_line(portal, due.period)
+    if saved:
+        parts.append(saved)
+    taken = exchange.claim_stats(portal.id, due.period.start, due.period.end)
+    if taken:
+        parts.append(
+            t("summary_exchange").format(
+                taken=i18n.number(sum(row.taken for row in taken), language),
+                won=i18n.number(sum(row.won for row in taken), language),
+                returned=i18n.number(sum(row.returned + row.auto_returned for row in taken), language),
+            )
+        )
     parts.append(t("summary_link").format(link=report_link(portal)))
     return " ".join(parts)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from dataclasses import asdict
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -70,8 +71,17 @@ def _period(portal: Portal) -> reports.Period:
 def report_data() -> ResponseReturnValue:
     """Every figure of the period as JSON (heads only)."""
     portal = require_role("head", ADMIN, forbidden=HEADS_ONLY).portal
-    report = reports.build_report(portal, _period(portal), reports.lookup_names(portal))
-    return jsonify(reports.report_json(report))
+    period = _period(portal)
+    names = reports.lookup_names(portal)
+    report = reports.build_report(portal, period, names)
+    stats = exchange.claim_stats(portal.id, period.start, period.end)
+    return jsonify(
+        {
+            **reports.report_json(report),
+            "recovery": recovery.recovery_json(recovery.build(portal, period, names)),
+            "exchange": [{**asdict(row), "name": names.users.get(row.manager_id, row.manager_id)} for row in stats],
+        }
+    )
 
 
 def _charts(report: reports.Report, language: str) -> dict[str, Any]:
