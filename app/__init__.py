@@ -56,7 +56,7 @@ def _wire(app: Flask) -> None:
     from app.cli import settings as settings_cli
     from app.cli import worker as worker_cli
     from app.crm import factory, port
-    from app.domain import effects, exchange, guard, requirements, review, robots, taskcontrol
+    from app.domain import effects, exchange, guard, recovery, reports, requirements, review, robots, taskcontrol
     from handlers import amo_jobs
 
     port.use_client_factory(factory.client_for)
@@ -86,6 +86,10 @@ def _wire(app: Flask) -> None:
     # Rules for a deal first seen after install in a working or won stage (created or imported there).
     if requirements.first_seen_rule not in guard.FIRST_SEEN_RULES:
         guard.FIRST_SEEN_RULES.append(requirements.first_seen_rule)
+    # What the scheduled summary says besides the refusals: the money saved, then the lead exchange.
+    for line in (recovery.summary_line, exchange.summary_line):
+        if line not in reports.SUMMARY_LINES:
+            reports.SUMMARY_LINES.append(line)
     app.config.setdefault("PERIODIC_JOBS", jobs.PERIODIC_JOBS)
     # Inbox processors (which function handles which stored call) and the CRM-facing routes.
     handlers.init_app(app)

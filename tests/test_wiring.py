@@ -7,7 +7,7 @@ from flask import Flask
 from app import jobs
 from app.core import inbox
 from app.crm import factory, port
-from app.domain import effects, exchange, guard, requirements, review, robots, taskcontrol
+from app.domain import effects, exchange, guard, recovery, reports, requirements, review, robots, taskcontrol
 from handlers import amo_jobs, b24_jobs
 
 
@@ -32,6 +32,7 @@ def test_the_guard_applies_its_move_rules_once_however_many_apps_are_built(app: 
     create_app({"PERIODIC_JOBS": (), "DATABASE_URL": app.config["DATABASE_URL"]})
     assert guard.PROCESS_MOVE_RULES == [requirements.stage_requirements_rule, taskcontrol.forward_move_rule]
     assert guard.FIRST_SEEN_RULES == [requirements.first_seen_rule]
+    assert reports.SUMMARY_LINES == [recovery.summary_line, exchange.summary_line]
 
 
 def test_every_stored_call_kind_has_its_processor(app: Flask):

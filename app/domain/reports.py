@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -152,10 +153,6 @@ i18n.register(
             'The most confirmed reason is "{reason}" ({share} %).',
         ),
         "summary_link": ("Отчёт: {link}", "Report: {link}"),
-        "summary_exchange": (
-            "Биржа лидов: взято сделок — {taken}, выиграно — {won}, возвращено на биржу — {returned}.",
-            "Lead exchange: deals taken {taken}, won {won}, returned to the exchange {returned}.",
-        ),
     }
 )
 
@@ -899,6 +896,11 @@ def report_link(portal: Portal) -> str:
     return f"https://{portal.domain}/marketplace/installed/"
 
 
+# Sentences other sections add to the scheduled summary, before its link (filled by create_app: the money saved,
+# the lead exchange); each returns "" when it has nothing to say for the period.
+SUMMARY_LINES: list[Callable[[Portal, Period], str]] = []
+
+
 def summary_text(portal: Portal, due: Due, report: Report) -> str:
     """The notification a head gets: the period's figures, the top confirmed reason and a link."""
     language = portal.language
@@ -920,20 +922,7 @@ def summary_text(portal: Portal, due: Due, report: Report) -> str:
     top = report.analytics["rows"][0] if report.analytics["rows"] else None
     if top is not None and top["confirmed"]:
         parts.append(t("summary_top_reason").format(reason=top["name"], share=i18n.number(top["share"], language)))
-    from app.domain import exchange, recovery  # they build on this module
-
-    saved = recovery.summary_line(portal, due.period)
-    if saved:
-        parts.append(saved)
-    taken = exchange.claim_stats(portal.id, due.period.start, due.period.end)
-    if taken:
-        parts.append(
-            t("summary_exchange").format(
-                taken=i18n.number(sum(row.taken for row in taken), language),
-                won=i18n.number(sum(row.won for row in taken), language),
-                returned=i18n.number(sum(row.returned + row.auto_returned for row in taken), language),
-            )
-        )
+    parts += [line for summary_line in SUMMARY_LINES if (line := summary_line(portal, due.period))]
     parts.append(t("summary_link").format(link=report_link(portal)))
     return " ".join(parts)
 
