@@ -56,7 +56,19 @@ def _wire(app: Flask) -> None:
     from app.cli import settings as settings_cli
     from app.cli import worker as worker_cli
     from app.crm import factory, port
-    from app.domain import effects, exchange, guard, postpone, requirements, review, robots, stages, taskcontrol
+    from app.domain import (
+        effects,
+        exchange,
+        guard,
+        postpone,
+        recovery,
+        reports,
+        requirements,
+        review,
+        robots,
+        stages,
+        taskcontrol,
+    )
     from handlers import amo_jobs
 
     port.use_client_factory(factory.client_for)
@@ -93,6 +105,10 @@ def _wire(app: Flask) -> None:
     # Followers of every deal as read: a postponed deal's return date moved, a returned deal won.
     if postpone.deal_seen not in guard.SEEN_HOOKS:
         guard.SEEN_HOOKS.append(postpone.deal_seen)
+    # What the scheduled summary says besides the refusals: the money saved, then the lead exchange.
+    for line in (recovery.summary_line, exchange.summary_line):
+        if line not in reports.SUMMARY_LINES:
+            reports.SUMMARY_LINES.append(line)
     app.config.setdefault("PERIODIC_JOBS", jobs.PERIODIC_JOBS)
     # Inbox processors (which function handles which stored call) and the CRM-facing routes.
     handlers.init_app(app)

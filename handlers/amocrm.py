@@ -7,6 +7,7 @@ Verify before touching state, persist, enqueue, answer: amoCRM drops webhook ans
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -28,6 +29,7 @@ from app.crm.amocrm import AmoRest, account_host, checked_host, oauth_token_requ
 from app.crm.errors import AmoError, AmoTokenRevoked, AmoUnauthorized, CrmError, CrmUnavailable, PortalNeedsReinstall
 from app.crm.factory import client_for
 from app.domain import audit, review, timezones
+from app.domain.reports import AMO_WIDGET_CODE
 from app.domain.robots import REGISTRY
 from handlers import amo_verify
 from handlers.amo_payloads import parse_dp, parse_hook
@@ -43,6 +45,7 @@ WEBHOOK_SECRET = "amo_webhook_secret"  # noqa: S105 - the settings key, not a se
 # writes it into the hidden `secret` field of the action form; amoCRM then sends it back with every DP
 # webhook as `action[settings][widget][settings][secret]`, which we compare with the stored one.
 DP_SECRET = "amo_dp_secret"  # noqa: S105 - the settings key, not a secret
+WIDGET_CODE = re.compile(r"[a-z0-9_]{1,64}")  # what amoCRM names a widget (self.get_settings().widget_code)
 
 i18n.register(
     {
@@ -104,6 +107,24 @@ i18n.register(
             "изменено: попросите администратора подключить её.",
             "Only an amoCRM account administrator can connect or reconnect the integration. Nothing was changed: "
             "ask an administrator to connect it.",
+        ),
+        "amo_frame_link_expired": (
+            "Ссылка на страницу устарела или уже открыта.",
+            "The link to this page has expired or was already used.",
+        ),
+        "amo_frame_unknown_portal": (
+            "Этот аккаунт amoCRM не подключён к «Контролю отказов».",
+            "This amoCRM account is not connected to Refusal Control.",
+        ),
+        "amo_frame_not_installed": (
+            "Интеграция отключена в этом аккаунте amoCRM.",
+            "The integration was disconnected from this amoCRM account.",
+        ),
+        "amo_frame_what_to_do": (
+            "Обновите страницу amoCRM и откройте вкладку сделки или раздел «Контроль отказов» снова. Если не "
+            "помогло — попросите администратора аккаунта переподключить интеграцию.",
+            "Reload the amoCRM page and open the lead tab or the Refusal Control section again. If that does not "
+            "help, ask the account administrator to reconnect the integration.",
         ),
         "amo_open_app_failed": (
             "Не удалось открыть приложение. Откройте вкладку сделки заново.",
@@ -523,15 +544,41 @@ def widget_session() -> ResponseReturnValue:
         return _error(401, "unauthorized", "unknown account")
     payload = json_body()
     lead_id = str((payload or {}).get("lead_id") or "")
+    remember_widget_code(portal, str((payload or {}).get("widget_code") or ""))
     ticket = amo_verify.issue_ticket(
         portal.id, str(claims.get("user_id") or ""), bool(claims.get("is_admin")), lead_id if lead_id.isdigit() else ""
     )
-    response = jsonify(url=_app_url(ticket))
+    response = jsonify(url=_app_url(ticket, portal.language))
     return _cors(response, f"https://{portal.domain}")
 
 
-def _app_url(ticket: str) -> str:
-    return f"{current_app.config['PUBLIC_URL']}/amocrm/app?{urlencode({'ticket': ticket})}"
+def remember_widget_code(portal: Portal, code: str) -> None:
+    """Keep the code amoCRM gave our widget in this account (the left-menu page's address names it, and the
+    scheduled summaries link to that page). Only a plain code is kept; a change is committed at once."""
+    settings = dict(portal.settings or {})
+    if not WIDGET_CODE.fullmatch(code) or settings.get(AMO_WIDGET_CODE) == code:
+        return
+    settings[AMO_WIDGET_CODE] = code
+    portal.settings = settings
+    db.session.commit()
+
+
+def _app_url(ticket: str, language: str = "ru") -> str:
+    """Our page for a ticket; `lang` (the account's language) lets a refusal speak it even once the ticket is
+    spent or has expired."""
+    query = urlencode({"ticket": ticket, "lang": "en" if language == "en" else "ru"})
+    return f"{current_app.config['PUBLIC_URL']}/amocrm/app?{query}"
+
+
+def frame_refused(status: int, reason: str, detail: str, language: str | None = None) -> ResponseReturnValue:
+    """A page inside amoCRM that cannot be shown: an HTML page in the account's language (else the `lang` of
+    the link) saying why and what to do, as Bitrix24's frames do (reasons: link_expired, unknown_portal,
+    not_installed); the English `detail` goes to the log. A program asking for JSON gets the JSON error."""
+    if request.accept_mimetypes.best_match(["application/json", "text/html"]) == "application/json":
+        return _error(status, "unauthorized" if status == 401 else "not_found", detail)
+    log.warning("amocrm frame refused", extra={"reason": detail, "path": request.path})
+    lang = language or ("en" if (request.args.get("lang") or "").lower() == "en" else "ru")
+    return render_template("amocrm/frame_error.html", lang=lang, reason=reason), status
 
 
 @bp.get("/app")
@@ -540,14 +587,14 @@ def app_page() -> ResponseReturnValue:
     ticket names one (the lead-card tab), else the main page (QA queue, exchange, settings, reports)."""
     payload = amo_verify.redeem_ticket(request.args.get("ticket", ""))
     if payload is None:
-        return _error(401, "unauthorized", "the link has expired; reopen the tab in amoCRM")
+        return frame_refused(401, "link_expired", "the link has expired; reopen the tab in amoCRM")
     portal = db.session.get(Portal, payload["p"])
     if portal is None or portal.crm != Portal.AMOCRM:
-        return _error(404, "not_found", "account not found")
+        return frame_refused(404, "unknown_portal", "account not found")
     g.portal_id = portal.id
     g.frame_origin = f"https://{portal.domain}"
     if portal.status == "uninstalled":
-        return _error(401, "unauthorized", "the integration is not installed in this account")
+        return frame_refused(401, "not_installed", "the integration is not installed in this account", portal.language)
     if timezones.read_on_first_open(portal, client_for(portal)):
         db.session.commit()
     user = SimpleNamespace(user_id=str(payload.get("u") or ""), is_admin=bool(payload.get("a")))
@@ -577,4 +624,4 @@ def app_ticket() -> ResponseReturnValue:
     if portal is None or portal.crm != Portal.AMOCRM or portal.status == "uninstalled":
         return _error(404, "not_found", "account not found")
     ticket = amo_verify.issue_ticket(portal.id, identity.user_id, identity.is_admin, issued_at=identity.issued_at)
-    return jsonify(url=_app_url(ticket))
+    return jsonify(url=_app_url(ticket, portal.language))

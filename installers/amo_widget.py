@@ -2,7 +2,8 @@
 
 The archive holds manifest.json (with the Digital Pipeline `dp.webhook_url` pointing at our backend),
 script.js (with our backend address written in), i18n/ru.json and i18n/en.json, and the logos amoCRM asks
-for in images/ (drawn here, so the repository holds no binaries; logo_dp.png is the Digital Pipeline one).
+for in images/ (drawn here, so the repository holds no binaries; logo_dp.png is the Digital Pipeline one,
+left_menu.svg the icon of our left-menu section, manifest `left_menu`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ LOGOS: dict[str, tuple[int, int]] = {
     "logo_medium.png": (240, 84),
     "logo_main.png": (400, 272),
 }
+# The left-menu section (manifest `left_menu`, location `widget_page`): its code and its icon.
+LEFT_MENU_ITEM = "refusal_control"
+LEFT_MENU_ICON = "images/left_menu.svg"
 ORANGE = (0xFF, 0xA9, 0x00)
 WHITE = (0xFF, 0xFF, 0xFF)
 
@@ -57,6 +61,15 @@ def png(width: int, height: int) -> bytes:
         + chunk(b"IHDR", header)
         + chunk(b"IDAT", zlib.compress(b"".join(rows), 9))
         + chunk(b"IEND", b"")
+    )
+
+
+def menu_icon() -> str:
+    """The left-menu icon: the logo's white "stop" bar on an orange disc, as SVG."""
+    return (
+        '<svg xmlns="http://www.w3.org/2000/svg" width="24" height="24" viewBox="0 0 24 24">'
+        '<circle cx="12" cy="12" r="11" fill="#ffa900"/><rect x="5" y="10" width="14" height="4" fill="#ffffff"/>'
+        "</svg>"
     )
 
 
@@ -91,9 +104,12 @@ def check_sources() -> dict[str, object]:
     widget = manifest["widget"]
     if sorted(widget["locale"]) != sorted(LOCALES):
         raise ValueError("manifest locales must be ru and en")
-    for location in ("lcard-0", "card_sdk", "digital_pipeline"):
+    for location in ("lcard-0", "card_sdk", "settings", "digital_pipeline", "widget_page"):
         if location not in manifest["locations"]:
             raise ValueError(f"manifest lacks the {location} location")
+    menu = manifest.get("left_menu") or {}
+    if list(menu) != [LEFT_MENU_ITEM] or menu[LEFT_MENU_ITEM] != {"title": "left_menu.title", "icon": LEFT_MENU_ICON}:
+        raise ValueError(f"manifest left_menu must be the one section {LEFT_MENU_ITEM} with its title and icon")
     dp = manifest["dp"]
     if dp.get("webhook_url") != f"{BACKEND_MARK}{DP_PATH}" or not isinstance(dp.get("action_multiple"), bool):
         raise ValueError("manifest dp block needs webhook_url (backend mark + DP path) and action_multiple")
@@ -117,6 +133,10 @@ def check_sources() -> dict[str, object]:
         for key in ("loading", "error", "choose"):
             if not strings["dp_form"].get(key):
                 raise ValueError(f"i18n/{locale}.json lacks dp_form.{key}")
+        for section, keys in (("main", ("title", "loading")), ("left_menu", ("title",))):
+            for key in keys:
+                if not strings[section].get(key):
+                    raise ValueError(f"i18n/{locale}.json lacks {section}.{key}")
     return manifest
 
 
@@ -131,6 +151,7 @@ def build(out: Path, backend_url: str) -> Path:
             archive.write(SOURCE / "i18n" / f"{locale}.json", f"i18n/{locale}.json")
         for name, (width, height) in LOGOS.items():
             archive.writestr(f"images/{name}", png(width, height))
+        archive.writestr(LEFT_MENU_ICON, menu_icon())
     return out
 
 

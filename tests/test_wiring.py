@@ -7,7 +7,19 @@ from flask import Flask
 from app import jobs
 from app.core import inbox
 from app.crm import factory, port
-from app.domain import effects, exchange, guard, postpone, requirements, review, robots, stages, taskcontrol
+from app.domain import (
+    effects,
+    exchange,
+    guard,
+    postpone,
+    recovery,
+    reports,
+    requirements,
+    review,
+    robots,
+    stages,
+    taskcontrol,
+)
 from handlers import amo_jobs, b24_jobs
 
 
@@ -37,6 +49,7 @@ def test_the_guard_applies_its_move_rules_once_however_many_apps_are_built(app: 
     ]
     assert guard.FIRST_SEEN_RULES == [requirements.first_seen_rule, postpone.first_seen_rule]
     assert stages.PIPELINE_HOOKS == [postpone.adopt_hook]
+    assert reports.SUMMARY_LINES == [recovery.summary_line, exchange.summary_line]
 
 
 def test_every_stored_call_kind_has_its_processor(app: Flask):

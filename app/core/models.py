@@ -191,6 +191,7 @@ class RecoveredDeal(Base):
     OPEN = "open"
     WON = "won"
     LOST = "lost"
+    DELETED = "deleted"  # deleted in the CRM while still in work: it no longer counts as in progress
 
     id: Mapped[int] = mapped_column(primary_key=True)
     portal_id: Mapped[int] = mapped_column(sa.ForeignKey("portals.id", ondelete="CASCADE"), index=True)

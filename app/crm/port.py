@@ -163,11 +163,16 @@ class FieldOption:
 
 @dataclass(frozen=True)
 class Notice:
-    """A notice for a user; notices with the same non-empty key replace each other (a resent notice shows once)."""
+    """A notice for a user; notices with the same non-empty key replace each other (a resent notice shows once).
+    `deal_id`: the deal the notice is about (amoCRM attaches it to that lead). `parts`: a digest of several deals
+    split into one notice per line, for a CRM that attaches each line to its own deal instead of sending
+    `message` as one (amoCRM); a part without a deal goes out unattached."""
 
     user_id: str
     message: str
     key: str = ""
+    deal_id: str = ""
+    parts: tuple[Notice, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -371,9 +376,10 @@ class CrmClient(Protocol):
         """The address of the deal's card in the CRM, for links in notices."""
         ...
 
-    def notify(self, user_id: str, message: str, key: str = "") -> None:
+    def notify(self, user_id: str, message: str, key: str = "", deal_id: str = "") -> None:
         """Tell a user something in the CRM (notification, or a task where there is none). A repeated
-        notice with the same non-empty `key` replaces the earlier one instead of adding a second."""
+        notice with the same non-empty `key` replaces the earlier one instead of adding a second; a notice
+        about a deal (`deal_id`) is attached to it where the CRM keeps notes on deals (amoCRM)."""
         ...
 
     def update_deal_and_notify(
@@ -435,8 +441,8 @@ class CrmClient(Protocol):
         """
         ...
 
-    def notify_many(self, notices: Sequence[tuple[str, str]]) -> None:
-        """Send several (user id, message) notifications in as few calls as possible."""
+    def notify_many(self, notices: Sequence[Notice]) -> None:
+        """Send several notices in as few calls as possible (keys are not used here)."""
         ...
 
     def list_reason_options(self) -> list[FieldOption]:

@@ -20,7 +20,7 @@ from app.core.db import db
 from app.core.models import DealDeletion, DealSnapshot, Effect, Portal, RefusalCase, utcnow
 from app.crm.errors import PortalNeedsReinstall
 from app.crm.port import AUTOMATION, CrmClient, Deal
-from app.domain import abc, audit, directory, exchange, guard, notices, penalties
+from app.domain import abc, audit, directory, exchange, guard, notices, penalties, recovery
 from app.domain.effects import (
     DealLockLost,
     as_planned,
@@ -202,8 +202,10 @@ def _decide(
 
 
 def deal_forgotten(portal_id: int, deal_id: str) -> None:
-    """A deal we can no longer read (gone without a delete event): forget what we remembered of it."""
-    guard.forget_deal(portal_id, deal_id)
+    """A deal we can no longer read (gone without a delete event): forget what we remembered of it; a deal
+    returned to sales is no longer in progress."""
+    recovery.deal_deleted(portal_id, deal_id)
+    guard.forget_deal(portal_id, deal_id)  # commits both
 
 
 def deal_deleted(portal: Portal, crm: CrmClient, deal_id: str, *, by: str | None) -> DealDeletion:
@@ -269,6 +271,7 @@ def _record_deletion(
     db.session.add(deletion)
     db.session.flush()
     _drop_deal_writes(portal.id, deal_id)
+    recovery.deal_deleted(portal.id, deal_id, deletion.deleted_at)
     case = guard.open_case_for(portal.id, deal_id)
     if case is not None:
         case.state = RefusalCase.WITHDRAWN

@@ -361,11 +361,7 @@ def run_pending_effects_of(portal_id: int, deal_ids: Sequence[str], crm: CrmClie
         if not changes and not notices:
             continue
         change = _merged_change(changes) if changes else None
-        writes.append(
-            DealWrite(
-                deal_id, change, tuple(Notice(n.payload["user_id"], n.payload["message"], n.key) for n in notices)
-            )
-        )
+        writes.append(DealWrite(deal_id, change, tuple(_notice(n) for n in notices)))
         packed.append((changes, notices, change.stage_id if change is not None else None))
     if writes:
         check_deal_lock()
@@ -404,6 +400,11 @@ def run_pending_effects_of(portal_id: int, deal_ids: Sequence[str], crm: CrmClie
     return failed
 
 
+def _notice(effect: Effect) -> Notice:
+    """A planned notice, about the deal it was planned for."""
+    return Notice(effect.payload["user_id"], effect.payload["message"], effect.key, deal_id=effect.deal_id)
+
+
 def _merged_change(changes: Sequence[Effect]) -> DealChange:
     stage_id = pipeline_id = responsible_id = None
     for effect in changes:
@@ -439,7 +440,7 @@ def _carry_out_together(move: Effect, notices: list[Effect], crm: CrmClient) -> 
     outcomes = crm.update_deal_and_notify(
         move.deal_id,
         _move_change(move.payload),
-        [Notice(n.payload["user_id"], n.payload["message"], n.key) for n in notices],
+        [_notice(n) for n in notices],
     )
     results = [move.payload["stage_id"], *(n.payload["user_id"] for n in notices)]
     failure: Exception | None = None
@@ -474,7 +475,7 @@ def assign(effect: Effect, crm: CrmClient) -> str:
 
 def notify(effect: Effect, crm: CrmClient) -> str:
     """Notify a user; resent under the same key, the CRM replaces rather than repeats it."""
-    crm.notify(effect.payload["user_id"], effect.payload["message"], key=effect.key)
+    crm.notify(effect.payload["user_id"], effect.payload["message"], key=effect.key, deal_id=effect.deal_id)
     return str(effect.payload["user_id"])
 
 

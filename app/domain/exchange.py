@@ -39,7 +39,7 @@ from app.domain import audit, directory
 from app.domain.catalog import Label
 from app.domain.effects import deal_lock, plan_effect, run_pending_effects
 from app.domain.guard import remember
-from app.domain.reports import Cell, Table
+from app.domain.reports import Cell, Period, Table
 from app.domain.robots import Robot, RobotInvocation, RobotProperty
 from app.domain.settings import guard_settings
 
@@ -238,6 +238,10 @@ i18n.register(
         "exchange_empty": ("На бирже нет сделок.", "No deals on the exchange."),
         "exchange_mine_empty": ("Вы не взяли ни одной сделки с биржи.", "You have not taken any deal."),
         "exchange_take": ("Взять", "Take"),
+        "summary_exchange": (
+            "Биржа лидов: взято сделок — {taken}, выиграно — {won}, возвращено на биржу — {returned}.",
+            "Lead exchange: deals taken {taken}, won {won}, returned to the exchange {returned}.",
+        ),
         "exchange_return": ("Вернуть на биржу", "Return to the exchange"),
         "exchange_reason": ("Причина возврата", "Reason for returning"),
         "exchange_col_deal": ("Сделка", "Deal"),
@@ -1016,6 +1020,19 @@ class ManagerExchangeStats:
 
 
 ENDINGS = (ExchangeClaim.RETURNED, ExchangeClaim.AUTO_RETURNED, ExchangeClaim.WON, ExchangeClaim.LOST)
+
+
+def summary_line(portal: Portal, period: Period) -> str:
+    """The scheduled summary's sentence on the lead exchange in the period ("" when nobody took a deal)."""
+    stats = claim_stats(portal.id, period.start, period.end)
+    if not stats:
+        return ""
+    language = portal.language
+    return i18n.translate("summary_exchange", language).format(
+        taken=i18n.number(sum(row.taken for row in stats), language),
+        won=i18n.number(sum(row.won for row in stats), language),
+        returned=i18n.number(sum(row.returned + row.auto_returned for row in stats), language),
+    )
 
 
 def claim_stats(portal_id: int, start: datetime, end: datetime) -> list[ManagerExchangeStats]:

@@ -50,6 +50,11 @@ i18n.register(
         "recovered_open": ("в работе", "in progress"),
         "recovered_won": ("выиграна", "won"),
         "recovered_lost": ("проиграна", "lost"),
+        "recovered_deleted": ("удалена", "deleted"),
+        "summary_recovered": (
+            "Возвращено в продажи из ложных отказов: {count}, выиграно: {won} на {amount}.",
+            "Returned to sales from false refusals: {count}, won: {won} for {amount}.",
+        ),
         "recovered_definitions": (
             "Возвращено — сделки, возвращённые в продажи в периоде после ложного отказа (клиент не отказывался). "
             "Выиграно — такие сделки, выигранные в периоде (когда бы их ни вернули), выручка — их сумма при выигрыше. "
@@ -101,6 +106,60 @@ def deal_seen(portal_id: int, deal: Deal) -> None:
             row.closed_at = None
         elif row.closed_at is None:
             row.closed_at = deal.moved_at if deal.moved_at and deal.moved_at >= row.returned_at else utcnow()
+
+
+def deal_deleted(portal_id: int, deal_id: str, at: datetime | None = None) -> None:
+    """A recovered deal deleted in the CRM (or gone from it) while still in work is no longer in progress: it
+    ends as deleted, with no revenue. One already won or lost keeps its outcome."""
+    rows = db.session.scalars(
+        sa.select(RecoveredDeal).where(
+            RecoveredDeal.portal_id == portal_id,
+            RecoveredDeal.deal_id == deal_id,
+            RecoveredDeal.outcome == RecoveredDeal.OPEN,
+        )
+    ).all()
+    for row in rows:
+        row.outcome = RecoveredDeal.DELETED
+        row.closed_at = at or utcnow()
+
+
+def summary_line(portal: Portal, period: reports.Period) -> str:
+    """The scheduled summary's sentence on the money saved in the period ("" when nothing was returned)."""
+    language = portal.language
+    recovery = build(portal, period, reports.Names())
+    totals = recovery.totals
+    if not totals["recovered"] and not totals["won"]:
+        return ""
+    amount = " + ".join(
+        i18n.money(value, currency, language) for currency, value in totals["revenue"].items() if value
+    ) or i18n.money(Decimal(0), recovery.currencies[0], language)
+    return i18n.translate("summary_recovered", language).format(
+        count=i18n.number(totals["recovered"], language), won=i18n.number(totals["won"], language), amount=amount
+    )
+
+
+def recovery_json(recovery: Recovery) -> dict[str, Any]:
+    """The section's figures as JSON-able data (decimals as strings, dates as ISO 8601)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return str(value)
+        if isinstance(value, datetime):
+            return value.isoformat()
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [plain(item) for item in value]
+        return value
+
+    return plain(
+        {
+            "currencies": recovery.currencies,
+            "managers": recovery.managers,
+            "totals": recovery.totals,
+            "deals": recovery.deals,
+        }
+    )
 
 
 # -- report ------------------------------------------------------------------------------------------

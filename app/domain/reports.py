@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -888,13 +889,29 @@ def due_reports(portal: Portal, now: datetime) -> list[Due]:
     return [item for item in due if portal.installed_at is None or portal.installed_at < item.period.end]
 
 
+AMO_WIDGET_CODE = "amo_widget_code"  # the account's code of our widget, told by the widget itself
+AMO_MENU_ITEM = "refusal_control"  # our left-menu section (widget manifest `left_menu`)
+
+
 def report_link(portal: Portal) -> str:
-    """Where a head opens the reports page: the app inside the portal."""
+    """Where a head opens the reports page: the app inside the portal (amoCRM: our left-menu page, the
+    `widget_page` location at /widget_page/{widget code}/{section}/; before the widget has told its code, the
+    account's integrations settings, where the widget's settings window opens the same page)."""
+    if portal.crm == Portal.AMOCRM:
+        code = (portal.settings or {}).get(AMO_WIDGET_CODE)
+        if code:
+            return f"https://{portal.domain}/widget_page/{code}/{AMO_MENU_ITEM}/"
+        return f"https://{portal.domain}/settings/widgets/"
     app_id = (portal.settings or {}).get("b24_app_id")
     if app_id:
         # The portal opens an installed app at /marketplace/app/<its numeric ID from app.info>/.
         return f"https://{portal.domain}/marketplace/app/{app_id}/"
     return f"https://{portal.domain}/marketplace/installed/"
+
+
+# Sentences other sections add to the scheduled summary, before its link (filled by create_app: the money saved,
+# the lead exchange); each returns "" when it has nothing to say for the period.
+SUMMARY_LINES: list[Callable[[Portal, Period], str]] = []
 
 
 def summary_text(portal: Portal, due: Due, report: Report) -> str:
@@ -918,6 +935,7 @@ def summary_text(portal: Portal, due: Due, report: Report) -> str:
     top = report.analytics["rows"][0] if report.analytics["rows"] else None
     if top is not None and top["confirmed"]:
         parts.append(t("summary_top_reason").format(reason=top["name"], share=i18n.number(top["share"], language)))
+    parts += [line for summary_line in SUMMARY_LINES if (line := summary_line(portal, due.period))]
     parts.append(t("summary_link").format(link=report_link(portal)))
     return " ".join(parts)
 

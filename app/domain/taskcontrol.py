@@ -32,7 +32,7 @@ from app.core.models import Effect, Portal, TaskNotice, TaskReport, utcnow
 from app.core.queue import enqueue, get_redis
 from app.core.timezones import portal_zone, zone_name
 from app.crm.errors import CrmError, PortalNeedsReinstall
-from app.crm.port import AUTOMATION, CrmClient, Deal, NewTask, Task, client_for
+from app.crm.port import AUTOMATION, CrmClient, Deal, NewTask, Notice, Task, client_for
 from app.domain import audit, directory, effects, guard, postpone
 from app.domain.robots import Robot, RobotInvocation, RobotProperty
 from app.domain.settings import guard_settings
@@ -549,7 +549,14 @@ def send_notices(portal: Portal, crm: CrmClient) -> int:
     by_user: dict[str, list[TaskNotice]] = {}
     for notice in sorted(claimed, key=lambda n: (n.kind != "digest", n.id)):
         by_user.setdefault(notice.user_id, []).append(notice)
-    messages = [(user_id, compose([n.text for n in rows], portal.language)) for user_id, rows in by_user.items()]
+    messages = [
+        Notice(
+            user_id,
+            compose([n.text for n in rows], portal.language),
+            parts=tuple(Notice(user_id, n.text, deal_id=n.deal_id or "") for n in rows),
+        )
+        for user_id, rows in by_user.items()
+    ]
     try:
         crm.notify_many(messages)
     except CrmError:

@@ -6,6 +6,7 @@ import csv
 import io
 import logging
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -74,8 +75,17 @@ def report_data() -> ResponseReturnValue:
     """Every figure of the period as JSON (heads only)."""
     access = require_role("head", ADMIN, forbidden=HEADS_ONLY)
     portal = access.portal
-    report = reports.build_report(portal, _period(portal), reports.lookup_names(portal), access.language)
-    return jsonify(reports.report_json(report))
+    period = _period(portal)
+    names = reports.lookup_names(portal)
+    report = reports.build_report(portal, period, names, access.language)
+    stats = exchange.claim_stats(portal.id, period.start, period.end)
+    return jsonify(
+        {
+            **reports.report_json(report),
+            "recovery": recovery.recovery_json(recovery.build(portal, period, names, access.language)),
+            "exchange": [{**asdict(row), "name": names.users.get(row.manager_id, row.manager_id)} for row in stats],
+        }
+    )
 
 
 def _chart(

@@ -51,6 +51,14 @@ RUNTIME = """
   widget.callbacks.render();
   widget.callbacks.bind_actions();
   if ("%(area)s" === "digital_pipeline") { widget.callbacks.dpSettings(); }
+  // The settings window passes its body as a jQuery object; the left-menu page calls initMenuPage.
+  if ("%(area)s" === "settings") {
+    var modal = document.querySelector(".widget-settings__modal-body");
+    widget.callbacks.settings({0: modal, length: 1, jquery: "3.7.1"});
+  }
+  if ("%(area)s" === "widget_page") {
+    widget.callbacks.initMenuPage({location: "widget_page", item_code: "refusal_control"});
+  }
   window.__rcWidget = widget;
 </script>
 </body></html>
@@ -71,6 +79,16 @@ DP_FIELD = """
 </div>
 """
 DP_PAGE = "https://acme.amocrm.ru/leads/pipeline/1/?dp=1"
+# The widget's settings window (amoCRM → Integrations → our widget): its description area is ours.
+SETTINGS_PAGE = "https://acme.amocrm.ru/settings/widgets/"
+SETTINGS_WINDOW = """
+<div class="modal widget-settings"><div class="widget-settings__modal-body">
+  <div class="widget-settings__desc-space"><p>Описание</p></div>
+</div></div>
+"""
+# Our left-menu section (location widget_page): amoCRM gives the page a work area named after the widget.
+MENU_PAGE = f"https://acme.amocrm.ru/widget_page/{WIDGET_CODE}/refusal_control/"
+MENU_WORK_AREA = '<div id="work_area"><div id="work-area-%(code)s"></div></div>'
 
 
 @pytest.fixture
@@ -148,7 +166,7 @@ def test_the_lead_tab_opens_our_page_with_a_verified_token(amo_installed: Amo, l
     expect(frame.locator("#rc-no-case")).to_be_visible(timeout=10_000)
     [sent] = page.evaluate("window.__rc.sent")
     assert sent["url"] == f"{BACKEND}/amocrm/widget/session"
-    assert json.loads(sent["data"]) == {"lead_id": "5"}
+    assert json.loads(sent["data"]) == {"lead_id": "5", "widget_code": WIDGET_CODE}
     # Clicking the tab again keeps the open page; it does not spend another token.
     page.get_by_text("Проверка отказа").click()
     assert len(page.evaluate("window.__rc.sent")) == 1
@@ -227,7 +245,10 @@ def test_the_archive_has_what_amocrm_needs(tmp_path):
         ru = json.loads(zipped.read("i18n/ru.json"))
     assert {"manifest.json", "script.js", *(f"i18n/{locale}.json" for locale in LOCALES)} <= names
     assert {"images/logo_min.png", "images/logo_main.png", "images/logo.png", "images/logo_dp.png"} <= names
-    assert {"lcard-0", "card_sdk", "digital_pipeline"} <= set(manifest["locations"])
+    assert {"lcard-0", "card_sdk", "settings", "digital_pipeline", "widget_page"} <= set(manifest["locations"])
+    assert manifest["left_menu"] == {"refusal_control": {"title": "left_menu.title", "icon": "images/left_menu.svg"}}
+    assert "images/left_menu.svg" in names and ru["left_menu"]["title"] == "Контроль отказов"
+    assert "initMenuPage" in script
     dp = manifest["dp"]
     assert dp["webhook_url"] == "https://rc.example.com/amocrm/dp/robots" and dp["action_multiple"] is False
     assert list(dp["settings"]) == ["robot", "reason", "days", "hour", "text", "secret"]
@@ -237,3 +258,37 @@ def test_the_archive_has_what_amocrm_needs(tmp_path):
     assert (SOURCE / "script.js").exists()
     with pytest.raises(ValueError):
         build(tmp_path / "bad.zip", "ftp://nope")
+
+
+def test_the_settings_window_opens_the_main_page(amo_installed: Amo, live_server, page: Page, tmp_path):
+    amo = amo_installed
+    amo.app.config["PUBLIC_URL"] = BACKEND
+    token = amo.sandbox.widget_token(amo.account, 1, "https://app.example.test")
+    widget_page(page, live_server.url, [token], tmp_path, SETTINGS_PAGE, "settings", SETTINGS_WINDOW)
+    frame = page.frame_locator(".widget-settings__desc-space .rc-widget-main iframe.rc-widget-frame")
+    expect(frame.locator("h1")).to_have_text("Контроль отказов", timeout=10_000)
+    expect(frame.get_by_role("tab", name="Настройки")).to_be_visible()
+    [sent] = page.evaluate("window.__rc.sent")
+    assert json.loads(sent["data"]) == {"lead_id": "", "widget_code": WIDGET_CODE}
+    assert page.locator(".widget-settings__desc-space p").first.text_content() == "Описание", "amoCRM's text stays"
+    assert amo.our_portal().settings["amo_widget_code"] == WIDGET_CODE, "the summaries can link our page"
+
+
+def test_the_left_menu_page_opens_the_main_page(amo_installed: Amo, live_server, page: Page, tmp_path):
+    amo = amo_installed
+    amo.app.config["PUBLIC_URL"] = BACKEND
+    token = amo.sandbox.widget_token(amo.account, 2, "https://app.example.test")  # a manager
+    widget_page(page, live_server.url, [token], tmp_path, MENU_PAGE, "widget_page", MENU_WORK_AREA)
+    frame = page.frame_locator(f"#work-area-{WIDGET_CODE} iframe.rc-widget-frame")
+    expect(frame.locator("h1")).to_have_text("Контроль отказов", timeout=10_000)
+    expect(frame.get_by_role("tab", name="Биржа лидов")).to_be_visible()
+    expect(frame.get_by_role("tab", name="Настройки")).to_have_count(0)  # a manager is no admin
+
+
+def test_the_left_menu_page_says_so_when_it_cannot_open(amo_installed: Amo, live_server, page: Page, tmp_path):
+    amo = amo_installed
+    amo.app.config["PUBLIC_URL"] = BACKEND
+    widget_page(page, live_server.url, ["forged"], tmp_path, MENU_PAGE, "widget_page", MENU_WORK_AREA)
+    expect(page.locator(f"#work-area-{WIDGET_CODE} .rc-widget-error")).to_contain_text(
+        "Не удалось открыть", timeout=10_000
+    )

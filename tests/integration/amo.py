@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 
 from app.core.db import db
 from app.core.models import Portal
+from app.crm.amocrm.adapter import NOTICE_MARK
 from sandbox.amocrm import Account, AmoSandbox, flask_client_transport
 from tests.conftest import run_jobs
 
@@ -129,9 +130,15 @@ def new_lead(
 
 
 def notice_tasks(amo: Amo, user_id: int) -> list[dict[str, Any]]:
-    """The notices a user got: tasks without a lead (amoCRM has no notification API)."""
-    return [t for t in amo.sandbox.tasks_for(amo.account, user_id=user_id) if t["entity_type"] is None]
+    """The notices a user got (amoCRM has no notification API): tasks linked to the lead they are about, marked
+    as the app's notices, and tasks without a lead for the others."""
+    return [
+        t
+        for t in amo.sandbox.tasks_for(amo.account, user_id=user_id)
+        if t["entity_type"] is None or str(t["text"]).endswith(NOTICE_MARK)
+    ]
 
 
 def qa_tasks(amo: Amo, lead_id: int) -> list[dict[str, Any]]:
-    return amo.sandbox.tasks_for(amo.account, lead_id=lead_id)
+    """The lead's tasks, not the app's notices."""
+    return [t for t in amo.sandbox.tasks_for(amo.account, lead_id=lead_id) if not str(t["text"]).endswith(NOTICE_MARK)]

@@ -1,5 +1,5 @@
-"""amoCRM-only guard cases: the two API calls per decision and several leads in one webhook body. The scenarios
-shared with Bitrix24 are in tests/scenarios/test_guard.py."""
+"""amoCRM-only guard cases: the API calls per decision (a read, a write, the notice's note and task) and several
+leads in one webhook body. The scenarios shared with Bitrix24 are in tests/scenarios/test_guard.py."""
 
 import time
 
@@ -31,7 +31,7 @@ def cases(lead_id: int) -> list[RefusalCase]:
     return list(db.session.scalars(sa.select(RefusalCase).where(RefusalCase.deal_id == str(lead_id))))
 
 
-def test_the_guard_takes_two_calls_read_and_write(guarded: Amo):
+def test_the_guard_reads_once_writes_once_and_notifies_on_the_lead(guarded: Amo):
     lead_id = new_lead(guarded)
     guarded.sandbox.act(guarded.account, MANAGER).move_lead(lead_id, LOST)
     guarded.settle()  # warms the directory cache (users, pipelines)
@@ -44,7 +44,8 @@ def test_the_guard_takes_two_calls_read_and_write(guarded: Amo):
     assert calls == [
         ("GET", f"/api/v4/leads/{lead_id}"),
         ("PATCH", f"/api/v4/leads/{lead_id}"),
-        ("POST", "/api/v4/tasks"),  # the notice
+        ("POST", "/api/v4/leads/notes"),  # the notice on the lead
+        ("POST", "/api/v4/tasks"),  # and the manager's task linked to it
     ]
 
 

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from app.core import inbox
 from app.core.db import db
 from app.core.models import AuditEntry, ExchangeLot, InboxItem
+from app.crm.amocrm.adapter import NOTICE_MARK
 from app.domain import exchange
 from installers.amo_widget import render_manifest
 from sandbox.amocrm import DigitalPipelineAction
@@ -201,8 +202,14 @@ def test_the_apps_own_move_into_the_status_fires_the_action_too(account: Amo):
     amo.sandbox.act(amo.account, MANAGER).move_lead(lead_id, LOST)
     amo.settle()
     assert amo.status(lead_id) == amo.statuses()["Переговоры"]
-    assert len(notes(amo, lead_id)) == 2
-    callbacks = [t for t in amo.sandbox.tasks_for(amo.account, lead_id=lead_id) if t["responsible_user_id"] == MANAGER]
+    robot_notes = [text for text in notes(amo, lead_id) if text.startswith("Контроль отказов: ")]
+    assert len(robot_notes) == 2
+    assert any("нельзя закрыть" in text for text in notes(amo, lead_id)), "and the guard's notice on the lead"
+    callbacks = [
+        t
+        for t in amo.sandbox.tasks_for(amo.account, lead_id=lead_id)
+        if t["responsible_user_id"] == MANAGER and not t["text"].endswith(NOTICE_MARK)
+    ]
     assert len(callbacks) == 2
 
 

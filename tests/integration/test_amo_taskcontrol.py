@@ -35,8 +35,8 @@ def link(amo: Amo, lead_id: int) -> str:
     return f"https://{amo.account.domain}/leads/detail/{lead_id}"
 
 
-def test_notices_are_open_tasks_without_a_lead_naming_a_task_by_its_first_line(tc: Amo):
-    new_lead(tc, title="Сделка без шага")
+def test_notices_are_open_tasks_on_their_lead_naming_a_task_by_its_first_line(tc: Amo):
+    bare = new_lead(tc, title="Сделка без шага")
     late = new_lead(tc, manager=OTHER_MANAGER, title="Сделка с просрочкой")
     tc.sandbox.act(tc.account, HEAD).add_task(
         late, "Согласовать договор\nпо почте", time.time() - 2 * DAY, responsible=OTHER_MANAGER
@@ -44,7 +44,7 @@ def test_notices_are_open_tasks_without_a_lead_naming_a_task_by_its_first_line(t
     scan(tc)
     [notice] = notice_tasks(tc, MANAGER)
     assert "Сделка без шага" in notice["text"]
-    assert notice["entity_type"] is None and notice["is_completed"] is False
+    assert (notice["entity_type"], notice["entity_id"], notice["is_completed"]) == ("leads", bare, False)
     assert notice["complete_till"] > time.time()
     for user_id in (OTHER_MANAGER, HEAD):
         text = texts(tc, user_id)

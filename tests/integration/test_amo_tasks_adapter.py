@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from app.crm.amocrm import AmoCrm
-from app.crm.port import Deal, Task
+from app.crm.port import Deal, Notice, Task
 from sandbox.amocrm import api
 from tests.integration.amo import HEAD, MANAGER, OTHER_MANAGER, QA, Amo, new_lead
 
@@ -175,7 +175,7 @@ def test_iter_open_work_never_exceeds_seven_requests_a_second(amo_installed: Amo
 def test_notices_go_out_fifty_tasks_to_a_request(amo_installed: Amo, sent):
     amo = amo_installed
     sent.clear()
-    crm(amo).notify_many([(str(MANAGER), f"Уведомление {index}") for index in range(120)])
+    crm(amo).notify_many([Notice(str(MANAGER), f"Уведомление {index}") for index in range(120)])
     posts = [s for m, p, _q, s in sent if (m, p) == ("POST", "/api/v4/tasks")]
     assert posts == [200, 200, 200]
     notices = [t for t in amo.sandbox.tasks_for(amo.account, user_id=MANAGER) if t["entity_type"] is None]

@@ -45,6 +45,7 @@ from werkzeug.test import TestResponse
 
 from app.core.models import Portal
 from app.core.security import Identity, issue_token
+from app.crm.amocrm.adapter import NOTICE_MARK as AMO_NOTICE_MARK
 from app.domain import postpone
 from app.domain.guard import refusal_stage_for
 from handlers.amo_verify import issue_ticket
@@ -157,6 +158,8 @@ class CrmDriver(Protocol):
 
     # -- what people get
     def notices(self, user_id: int) -> list[str]: ...
+    def notice_deals(self, user_id: int) -> list[str | None]: ...
+    def notices_on(self, deal_id: str) -> list[str]: ...
     def deal_tasks(self, deal_id: str) -> list[CrmTask]: ...
     def callback_todos(self, deal_id: str) -> list[CrmTask]: ...
     def open_review_page(self, user_id: int, deal_id: str) -> TestResponse: ...
@@ -499,6 +502,21 @@ class B24Driver(_Common):
         return [
             n.message.replace("\xa0", " ").replace("\u202f", " ")
             for n in self.sandbox.notifications(self.crm_portal, user_id)
+        ]
+
+    def notice_deals(self, user_id: int) -> list[str | None]:
+        """The deal each of the user's notices opens (the deal card it links), None for one about no deal."""
+        return [
+            match.group(1) if (match := re.search(r"/crm/deal/details/(\d+)/", n.message)) else None
+            for n in self.sandbox.notifications(self.crm_portal, user_id)
+        ]
+
+    def notices_on(self, deal_id: str) -> list[str]:
+        """Bitrix24 keeps no notice on the deal itself: the notices that link the deal's card."""
+        return [
+            n.message.replace("\xa0", " ").replace("\u202f", " ")
+            for n in self.sandbox.notifications(self.crm_portal)
+            if f"/crm/deal/details/{deal_id}/" in n.message
         ]
 
     def deal_tasks(self, deal_id: str) -> list[CrmTask]:
@@ -884,13 +902,32 @@ class AmoDriver(_Common):
     def make_call(self, deal_id: str, by: int, duration: int = 42) -> None:
         self.sandbox.act(self.account, by).make_call(int(deal_id), duration=duration)
 
+    def _notice_tasks(self, user_id: int | None = None) -> list[tuple[str, str | None]]:
+        """amoCRM has no notification API: our notices are tasks for the user, (text, lead): a notice about a
+        lead is a task linked to it whose text is that of a note on the lead (plus the app's mark), any other a
+        task without a lead."""
+        found: list[tuple[str, str | None]] = []
+        for task in sorted(self.sandbox.tasks_for(self.account, user_id=user_id), key=lambda t: t["id"]):
+            text = str(task["text"])
+            if task["entity_type"] is None:
+                found.append((text, None))
+            elif text.endswith(AMO_NOTICE_MARK):
+                lead = str(task["entity_id"])
+                message = text.removesuffix(AMO_NOTICE_MARK).removesuffix("\n")
+                assert message in self._notes(lead), "a notice task on a lead comes with its note on the lead"
+                found.append((message, lead))
+        return found
+
     def notices(self, user_id: int) -> list[str]:
-        """amoCRM has no notification API: our notices are tasks without a lead."""
-        return [
-            str(t["text"]).replace("\xa0", " ").replace("\u202f", " ")
-            for t in self.sandbox.tasks_for(self.account, user_id=user_id)
-            if t["entity_type"] is None
-        ]
+        return [text.replace("\xa0", " ").replace("\u202f", " ") for text, _ in self._notice_tasks(user_id)]
+
+    def notice_deals(self, user_id: int) -> list[str | None]:
+        """The lead each of the user's notice tasks is linked to (None: a task without a lead)."""
+        return [lead for _, lead in self._notice_tasks(user_id)]
+
+    def notices_on(self, deal_id: str) -> list[str]:
+        """The notes on the lead (its timeline)."""
+        return [text.replace("\xa0", " ").replace("\u202f", " ") for text in self._notes(deal_id)]
 
     def _task(self, row: dict[str, Any]) -> CrmTask:
         return CrmTask(
@@ -903,7 +940,12 @@ class AmoDriver(_Common):
         )
 
     def deal_tasks(self, deal_id: str) -> list[CrmTask]:
-        rows = self.sandbox.tasks_for(self.account, lead_id=int(deal_id))
+        """The lead's tasks, not our notices (those are `notices`)."""
+        rows = [
+            row
+            for row in self.sandbox.tasks_for(self.account, lead_id=int(deal_id))
+            if not str(row["text"]).endswith(AMO_NOTICE_MARK)
+        ]
         return [self._task(row) for row in sorted(rows, key=lambda r: r["id"])]
 
     def callback_todos(self, deal_id: str) -> list[CrmTask]:

@@ -73,3 +73,68 @@ def test_a_returned_deal_that_is_lost_again_brings_no_revenue(crm: CrmDriver):
     by_column = dict(zip(managers[0], leaker, strict=True))
     assert by_column["Возвращено в продажи"] == "1" and by_column["Выиграно после возврата"] == "0"
     assert by_column["Выручка, ₽"] == "0,00"
+
+
+def test_the_money_saved_and_the_exchange_are_in_the_reports_json(crm: CrmDriver):
+    deal_id, _case, _fine = returned_to_sales(crm, MANAGER)
+    crm.settle()
+    new_manager = crm.responsible(deal_id)
+    crm.move(deal_id, "won", by=new_manager)
+    crm.settle()
+
+    today = reports.today(crm.portal()).isoformat()
+    answer = crm.client.get(f"/api/reports?from={today}&to={today}", headers=crm.token(HEAD))
+    assert answer.status_code == 200
+    data = answer.get_json()
+    saved = data["recovery"]
+    assert saved["totals"]["recovered"] == 1 and saved["totals"]["won"] == 1
+    assert saved["totals"]["revenue"] == {"RUB": "150000.00"}
+    [row] = saved["managers"]
+    assert (row["manager_id"], row["name"], row["won"]) == (str(MANAGER), crm.user_name(MANAGER), 1)
+    [deal] = saved["deals"]
+    assert (deal["deal_id"], deal["outcome"]) == (deal_id, "won")
+    assert data["exchange"] == [], "nobody took a deal from the exchange in the period"
+
+
+def test_a_returned_deal_deleted_later_is_no_longer_in_progress(crm: CrmDriver):
+    deal_id, _case, _fine = returned_to_sales(crm, MANAGER)
+    crm.settle()
+    assert recovered(deal_id).outcome == "open"
+
+    crm.delete(deal_id, by=HEAD)
+    crm.settle()
+
+    row = recovered(deal_id)
+    assert row.outcome == "deleted" and row.closed_at is not None
+    deals = report_csv(crm, "recovered_deals")
+    [listed] = deals[1:]
+    assert "удалена" in listed and "в работе" not in listed
+    managers = report_csv(crm, "recovered")
+    [leaker] = [line for line in managers[1:] if line[0] == crm.user_name(MANAGER)]
+    by_column = dict(zip(managers[0], leaker, strict=True))
+    assert by_column["Возвращено в продажи"] == "1" and by_column["Выручка, ₽"] == "0,00"
+
+
+def test_the_scheduled_summary_tells_the_money_saved_and_links_the_app_inside_the_crm(crm: CrmDriver):
+    deal_id, _case, _fine = returned_to_sales(crm, MANAGER)
+    crm.settle()
+    crm.move(deal_id, "won", by=crm.responsible(deal_id))
+    crm.settle()
+    portal = crm.portal()
+    if crm.name == "amocrm":  # the widget tells its code when a page opens (the lead tab, settings, the menu)
+        portal.settings = {**portal.settings, reports.AMO_WIDGET_CODE: "rc_widget"}
+        db.session.commit()
+    today = reports.today(portal).isoformat()
+    period = reports.parse_period(portal, today, today)
+
+    summary = reports.summary_text(
+        portal, reports.Due("weekly", period, "weekly:test"), reports.build_report(portal, period)
+    )
+
+    summary = summary.replace("\u00a0", " ")
+    assert "Возвращено в продажи из ложных отказов: 1, выиграно: 1 на 150 000 ₽." in summary
+    link = summary.rsplit("Отчёт: ", 1)[1]
+    if crm.name == "amocrm":
+        assert link == f"https://{portal.domain}/widget_page/rc_widget/refusal_control/"
+    else:
+        assert link.startswith(f"https://{portal.domain}/marketplace/")

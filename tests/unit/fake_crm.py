@@ -481,11 +481,11 @@ class InMemoryCrm:
         """The address of the deal's card in the CRM, for links in notices."""
         return f"https://{self.domain}/crm/deal/details/{deal_id}/"
 
-    def notify(self, user_id: str, message: str, key: str = "") -> None:
+    def notify(self, user_id: str, message: str, key: str = "", deal_id: str = "") -> None:
         """Tell a user something in the CRM. A repeated notice with the same non-empty `key` replaces the
         earlier one instead of adding a second."""
         self._maybe_fail("notify")
-        notice = Notice(user_id, message, key)
+        notice = Notice(user_id, message, key, deal_id)
         self.writes.append(Write("notify", user_id, notice))
         self._deliver(notice)
 
@@ -657,12 +657,11 @@ class InMemoryCrm:
             if self.deals[deal_id].stage_semantics == "process":
                 yield self.deals[deal_id]
 
-    def notify_many(self, notices: Sequence[tuple[str, str]]) -> None:
-        """Send several (user id, message) notifications in as few calls as possible."""
+    def notify_many(self, notices: Sequence[Notice]) -> None:
+        """Send several notifications in as few calls as possible."""
         self._maybe_fail("notify_many")
-        for user_id, message in notices:
-            notice = Notice(user_id, message)
-            self.writes.append(Write("notify", user_id, notice))
+        for notice in notices:
+            self.writes.append(Write("notify", notice.user_id, notice))
             self._deliver(notice)
 
     def list_reason_options(self) -> list[FieldOption]:

@@ -1,5 +1,7 @@
-// Refusal Control widget for amoCRM / Kommo: a lead-card tab (lcard-0 + card_sdk) that opens our page, and
-// the Digital Pipeline action that runs our robots (digital_pipeline + manifest `dp`).
+// Refusal Control widget for amoCRM / Kommo: a lead-card tab (lcard-0 + card_sdk) that opens our page, the
+// main page (QA queue, reports, exchange, settings) in the widget's settings window (`settings`) and in our
+// left-menu section (`widget_page` + manifest `left_menu`, rendered by `initMenuPage` into
+// #work-area-{widget_code}), and the Digital Pipeline action that runs our robots (digital_pipeline + `dp`).
 // The backend address is written in by the build (`make amo-widget`, from PUBLIC_URL).
 define([], function () {
   "use strict";
@@ -26,8 +28,13 @@ define([], function () {
       return card && card.id ? String(card.id) : "";
     }
 
-    function show(message, kind) {
-      var target = body();
+    function mainText(key) {
+      var strings = self.i18n("main") || {};
+      return strings[key] || key;
+    }
+
+    function show(message, kind, where) {
+      var target = where || body();
       if (!target) { return; }
       target.textContent = "";
       var note = document.createElement("p");
@@ -36,10 +43,10 @@ define([], function () {
       target.appendChild(note);
     }
 
-    function open() {
-      var target = body();
+    // Our page in a frame inside `target`: the lead's review when `lead` names one, else the main page.
+    function openInto(target, lead, title, loading) {
       if (!target || target.querySelector("iframe.rc-widget-frame")) { return; }
-      show(text("loading"), "loading");
+      show(loading, "loading", target);
       // $authorizedAjax adds X-Auth-Token: a disposable JWT our backend verifies and never accepts twice.
       self.$authorizedAjax({
         url: BACKEND_URL + "/amocrm/widget/session",
@@ -47,21 +54,47 @@ define([], function () {
         method: "POST",
         contentType: "application/json",
         dataType: "json",
-        data: JSON.stringify({ lead_id: leadId() })
+        data: JSON.stringify({ lead_id: lead, widget_code: code() || "" })
       }).then(function (answer) {
         if (!answer || !answer.url) { throw new Error("no url"); }
         target.textContent = "";
         var frame = document.createElement("iframe");
         frame.className = "rc-widget-frame";
         frame.src = answer.url;
-        frame.title = text("title");
+        frame.title = title;
         frame.style.width = "100%";
         frame.style.minHeight = "640px";
         frame.style.border = "0";
         target.appendChild(frame);
       }, function () {
-        show(text("error"), "error");
+        show(text("error"), "error", target);
       });
+    }
+
+    function open() {
+      openInto(body(), leadId(), text("title"), text("loading"));
+    }
+
+    // The main page in a box of its own inside `parent` (the settings window, the left-menu work area).
+    function openMain(parent) {
+      if (!parent) { return; }
+      var box = parent.querySelector(".rc-widget-main");
+      if (!box) {
+        box = document.createElement("div");
+        box.className = "rc-widget-main";
+        parent.appendChild(box);
+      }
+      openInto(box, "", mainText("title"), mainText("loading"));
+    }
+
+    // amoCRM passes the settings window's body (jQuery) to `callbacks.settings`; the description area of the
+    // window is where a widget puts its own content.
+    function settingsArea(modalBody) {
+      var node = modalBody && modalBody.jquery ? modalBody[0] : modalBody;
+      if (node && node.querySelector) {
+        return node.querySelector(".widget-settings__desc-space") || node;
+      }
+      return document.querySelector(".widget-settings__desc-space");
     }
 
     // ---- Digital Pipeline: the action form (manifest `dp.settings`) amoCRM shows for our widget.
@@ -163,7 +196,17 @@ define([], function () {
         }
         return true;
       },
-      settings: function () { return true; },
+      settings: function (modalBody) {
+        openMain(settingsArea(modalBody));
+        return true;
+      },
+      // The left-menu section (manifest `left_menu`): amoCRM opens its page and calls this with
+      // {location: "widget_page", item_code, subitem_code}; the page's body is #work-area-{widget_code}.
+      initMenuPage: function (params) {
+        if (params && params.location && params.location !== "widget_page") { return true; }
+        openMain(document.getElementById("work-area-" + code()));
+        return true;
+      },
       dpSettings: function () {
         setUpDpForm();
         return true;

@@ -80,6 +80,8 @@ SOURCE_SCAN_DAYS = 180
 SOURCE_SCAN_PAGES = 8
 LEAD_PATCH_BATCH = 50  # leads per PATCH /api/v4/leads: amoCRM takes up to 250, its SDK advises at most 50
 NOTICE_BATCH = 50  # tasks per POST: amoCRM takes up to 250, its SDK advises at most 50
+# The last line of a notice's task linked to a lead: tells the app's notices from the lead's real next steps.
+NOTICE_MARK = "— Контроль отказов / Refusal Control"
 STATUS_INCOMING = 1  # status type of "Incoming leads" (Неразобранное)
 STATUS_FILTER_CHUNK = 40  # (pipeline, status) pairs per lead list request: keeps the URL near 4.5 KB
 TASK_TITLE_LENGTH = 250
@@ -126,6 +128,11 @@ def _decimal(value: Any) -> Decimal | None:
         return Decimal(str(value))
     except InvalidOperation:
         return None
+
+
+def is_notice_task(row: Mapping[str, Any]) -> bool:
+    """Whether a task of ``GET /api/v4/tasks`` is one of the app's notices (not a step in the lead's work)."""
+    return _text(row.get("text")).rstrip().endswith(NOTICE_MARK)
 
 
 def semantics_of(status_id: str) -> StageSemantics:
@@ -713,37 +720,83 @@ class AmoCrm:
         """The lead card."""
         return f"https://{self.domain}/leads/detail/{deal_id}"
 
-    def notify(self, user_id: str, message: str, key: str = "") -> None:
-        """amoCRM has no notification API (reference/amocrm.md section 10): a task for the user is the notice.
+    def notify(self, user_id: str, message: str, key: str = "", deal_id: str = "") -> None:
+        """amoCRM has no notification API (reference/amocrm.md section 10): a notice about a lead is a common
+        note on that lead plus a task for the user linked to it; any other notice is a task bound to nothing.
         Tasks have no tag, so `key` cannot make a resent notice replace the first one here."""
-        self.rest.request("POST", "/api/v4/tasks", body=[self._notice_task(user_id, message)])
+        [error] = self._send_notices([Notice(user_id, message, key, deal_id=deal_id)])
+        if error is not None:
+            raise error
 
-    def notify_many(self, notices: Sequence[tuple[str, str]]) -> None:
-        """Several notices as tasks, NOTICE_BATCH to a POST (amoCRM takes a list of tasks in one request)."""
-        for start in range(0, len(notices), NOTICE_BATCH):
-            chunk = notices[start : start + NOTICE_BATCH]
-            self.rest.request("POST", "/api/v4/tasks", body=[self._notice_task(user, text) for user, text in chunk])
+    def notify_many(self, notices: Sequence[Notice]) -> None:
+        """Several notices: their notes in lists of NOTICE_BATCH, then their tasks likewise (a digest goes out
+        as its parts, each attached to its lead); raises the first error."""
+        for error in self._send_notices(notices):
+            if error is not None:
+                raise error
+
+    def _send_notices(self, notices: Sequence[Notice]) -> list[Exception | None]:
+        """Every notice as notes on its lead (``POST /api/v4/leads/notes``, a list of ``note_type: common``) and
+        tasks (``POST /api/v4/tasks``, a list; linked to the lead by ``entity_type: leads`` and ``entity_id``),
+        NOTICE_BATCH to a request. A notice whose lead amoCRM refuses (deleted since) still reaches the user as
+        a task bound to nothing. One entry per notice: None when it was sent, else the error."""
+        items: list[tuple[int, Notice]] = []
+        for index, notice in enumerate(notices):
+            items += [(index, part) for part in notice.parts] if notice.parts else [(index, notice)]
+        errors: dict[int, Exception] = {}
+        attached: dict[int, bool] = {}
+        noted = [number for number, (_, item) in enumerate(items) if item.deal_id.isdigit()]
+        for start in range(0, len(noted), NOTICE_BATCH):
+            chunk = noted[start : start + NOTICE_BATCH]
+            try:
+                self.rest.request("POST", "/api/v4/leads/notes", body=[self._notice_note(items[n][1]) for n in chunk])
+            except (AmoValidationError, AmoNotFound):
+                for number in chunk:  # one lead gone refuses the list: each note alone, so only it falls back
+                    try:
+                        self.rest.request("POST", "/api/v4/leads/notes", body=[self._notice_note(items[number][1])])
+                    except (AmoValidationError, AmoNotFound):
+                        attached[number] = False
+                    except CrmError as error:
+                        errors.setdefault(items[number][0], error)
+                    else:
+                        attached[number] = True
+            except CrmError as error:
+                for number in chunk:
+                    errors.setdefault(items[number][0], error)
+            else:
+                attached.update(dict.fromkeys(chunk, True))
+        tasks = [
+            (index, self._notice_task(item.user_id, item.message, item.deal_id if attached.get(number) else ""))
+            for number, (index, item) in enumerate(items)
+            if index not in errors
+        ]
+        for start in range(0, len(tasks), NOTICE_BATCH):
+            chunk_tasks = tasks[start : start + NOTICE_BATCH]
+            try:
+                self.rest.request("POST", "/api/v4/tasks", body=[task for _, task in chunk_tasks])
+            except CrmError as error:
+                for index, _ in chunk_tasks:
+                    errors.setdefault(index, error)
+        return [errors.get(index) for index in range(len(notices))]
 
     def update_deal_and_notify(
         self, deal_id: str, change: DealChange, notices: Sequence[Notice]
     ) -> list[Exception | None]:
-        """The change, then every notice in one POST of tasks; notices are not sent when the change failed."""
+        """The change, then every notice (its notes in one POST, its tasks in another); notices are not sent when
+        the change failed."""
         try:
             self.update_deal(deal_id, change)
         except CrmError as error:
             return [error] * (1 + len(notices))
         if not notices:
             return [None]
-        try:
-            self.notify_many([(notice.user_id, notice.message) for notice in notices])
-        except CrmError as error:
-            return [None, *([error] * len(notices))]
-        return [None] * (1 + len(notices))
+        return [None, *self._send_notices(notices)]
 
     def write_deals(self, writes: Sequence[DealWrite]) -> list[WriteOutcome]:
         """The changes as PATCH /api/v4/leads of up to 50 leads each (should amoCRM refuse a list, its leads
         are sent one by one so that one bad lead fails alone), then the notices of every write whose change
-        landed as POSTs of up to 50 tasks. A PATCH that changed a lead fires one webhook back, stamped with the
+        landed: their notes on the leads as POSTs of up to 50 notes, then their tasks as POSTs of up to 50 tasks
+        (`_send_notices`). A PATCH that changed a lead fires one webhook back, stamped with the
         lead's new `updated_at`."""
         change_errors: dict[int, Exception | None] = {}
         stamps: dict[int, int] = {}
@@ -799,18 +852,8 @@ class AmoCrm:
             if change_errors.get(index) is None
             for number, notice in enumerate(write.notices)
         ]
-        notice_errors: dict[tuple[int, int], Exception | None] = {}
-        for start in range(0, len(notices), NOTICE_BATCH):
-            chunk_notices = notices[start : start + NOTICE_BATCH]
-            try:
-                self.rest.request(
-                    "POST", "/api/v4/tasks", body=[self._notice_task(n.user_id, n.message) for _, _, n in chunk_notices]
-                )
-                outcome: Exception | None = None
-            except CrmError as error:
-                outcome = error
-            for index, number, _ in chunk_notices:
-                notice_errors[(index, number)] = outcome
+        sent = self._send_notices([notice for _, _, notice in notices])
+        notice_errors = {(index, number): error for (index, number, _), error in zip(notices, sent, strict=True)}
         outcomes = []
         for index, write in enumerate(writes):
             change_error = change_errors.get(index)
@@ -823,14 +866,23 @@ class AmoCrm:
             outcomes.append(WriteOutcome(tuple(errors), echo))
         return outcomes
 
-    def _notice_task(self, user_id: str, message: str) -> dict[str, Any]:
+    def _notice_task(self, user_id: str, message: str, deal_id: str = "") -> dict[str, Any]:
+        """A notice's task: bound to nothing, or linked to its lead and marked as the app's notice (so it never
+        counts as the lead's next step nor as its overdue task)."""
         deadline = datetime.now(UTC) + timedelta(hours=NOTICE_TASK_HOURS)
-        return {
+        task: dict[str, Any] = {
             "text": message,
             "complete_till": int(deadline.timestamp()),
             "responsible_user_id": int(user_id),
             "task_type_id": TASK_TYPE_CALL,
         }
+        if deal_id:
+            task.update(text=f"{message}\n{NOTICE_MARK}", entity_type="leads", entity_id=int(deal_id))
+        return task
+
+    @staticmethod
+    def _notice_note(notice: Notice) -> dict[str, Any]:
+        return {"entity_id": int(notice.deal_id), "note_type": "common", "params": {"text": notice.message}}
 
     # ---- tasks
 
@@ -896,7 +948,7 @@ class AmoCrm:
         return any(isinstance(row, dict) and not row.get("is_completed") for row in rows)
 
     def list_deal_tasks(self, deal_id: str) -> list[Task]:
-        """Tasks of the lead (``filter[entity_type]=leads&filter[entity_id][]``)."""
+        """Tasks of the lead (``filter[entity_type]=leads&filter[entity_id][]``), not the app's notices."""
         params = {"filter": {"entity_type": "leads", "entity_id": [int(deal_id)]}}
         return [
             Task(
@@ -909,6 +961,7 @@ class AmoCrm:
                 created_by=_text(row.get("created_by")) or None,
             )
             for row in self.rest.iter_pages("/api/v4/tasks", "tasks", params)
+            if not is_notice_task(row)
         ]
 
     # ---- task control
@@ -925,7 +978,7 @@ class AmoCrm:
         end of an all-day task too) has passed.
         """
         lead_id = _int(row.get("entity_id"))
-        if row.get("entity_type") != "leads" or not lead_id or row.get("is_completed"):
+        if row.get("entity_type") != "leads" or not lead_id or row.get("is_completed") or is_notice_task(row):
             return None
         deadline = _ts(row.get("complete_till"))
         lines = _text(row.get("text")).strip().splitlines()

@@ -697,8 +697,8 @@ class Bitrix24Crm:
             params["TAG"] = notice_tag(key)
         return params
 
-    def notify(self, user_id: str, message: str, key: str = "") -> None:
-        """A system notification to a user (im.notify.system.add)."""
+    def notify(self, user_id: str, message: str, key: str = "", deal_id: str = "") -> None:
+        """A system notification to a user (im.notify.system.add); its text links the deal it is about."""
         self.rest.call("im.notify.system.add", self._notify_params(user_id, message, key))
 
     def update_deal_and_notify(
@@ -991,11 +991,12 @@ class Bitrix24Crm:
             elif (task := self._open_task(row)) is not None:
                 yield task
 
-    def notify_many(self, notices: Sequence[tuple[str, str]]) -> None:
-        """im.notify.system.add for each notice, 50 to a batch request; fails on the first error."""
+    def notify_many(self, notices: Sequence[Notice]) -> None:
+        """im.notify.system.add for each notice (a digest as one message), 50 to a batch request; fails on the
+        first error."""
         commands: dict[str, tuple[str, Mapping[str, Any] | None]] = {
-            f"n{index}": ("im.notify.system.add", {"USER_ID": user_id, "MESSAGE": message})
-            for index, (user_id, message) in enumerate(notices)
+            f"n{index}": ("im.notify.system.add", {"USER_ID": notice.user_id, "MESSAGE": notice.message})
+            for index, notice in enumerate(notices)
         }
         if not commands:
             return
