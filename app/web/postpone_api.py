@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify, request
+from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
@@ -18,7 +18,7 @@ from app.crm.factory import client_for
 from app.domain import directory, postpone, reports
 from app.web.api import save_settings
 from app.web.permissions import ADMIN, crm_unavailable, require_role
-from app.web.reports_api import HEADS_ONLY, csv_bytes
+from app.web.reports_api import HEADS_ONLY, section_csv
 
 log = logging.getLogger(__name__)
 bp = Blueprint("postpone_api", __name__, url_prefix="/api")
@@ -110,19 +110,7 @@ def postponed_table(portal: Portal, period: reports.Period, names: reports.Names
 @bp.get("/reports/postponed.csv")
 def postponed_csv() -> ResponseReturnValue:
     """The report section as a CSV download (heads only)."""
-    access = require_role("head", ADMIN, forbidden=HEADS_ONLY)
-    portal = access.portal
-    try:
-        period = reports.parse_period(portal, request.args.get("from"), request.args.get("to"))
-    except reports.PeriodError as error:
-        abort(400, description=str(error))
-    table = postponed_table(portal, period, reports.lookup_names(portal), access.language)
-    filename = f"refusal-control-{TABLE}-{period.first.isoformat()}-{period.last.isoformat()}.csv"
-    return Response(
-        csv_bytes(table, access.language),
-        mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
-    )
+    return section_csv(TABLE, postponed_table)
 
 
 @bp.app_context_processor

@@ -257,12 +257,29 @@ def report_csv(name: str) -> ResponseReturnValue:
         table = abc.table(abc.by_class(portal.id, period), language)
     else:
         table = reports.tables(reports.build_report(portal, period, names, language), language)[name]
+    return csv_download(name, period, table, language)
+
+
+def csv_download(name: str, period: reports.Period, table: reports.Table, language: str) -> Response:
+    """A table as a CSV attachment named after it and the period."""
     filename = f"refusal-control-{name}-{period.first.isoformat()}-{period.last.isoformat()}.csv"
     return Response(
         csv_bytes(table, language),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
     )
+
+
+SectionTable = Callable[[Portal, reports.Period, reports.Names, str], reports.Table]
+
+
+def section_csv(name: str, build: SectionTable) -> Response:
+    """A report section's table of the period (`from`/`to`) as a CSV download, heads only, in the page's
+    language."""
+    access = require_role("head", ADMIN, forbidden=HEADS_ONLY)
+    period = _period(access.portal)
+    table = build(access.portal, period, reports.lookup_names(access.portal), access.language)
+    return csv_download(name, period, table, access.language)
 
 
 @bp.get("/reports/ledger")
