@@ -68,8 +68,7 @@ MESSAGES: dict[str, Label] = {
     ),
     "leaked": Label(
         # The fine itself is told once, in the ledger's wording (ledger.TEMPLATES), with its amount.
-        "Отказ по сделке «{title}» не подтвердился: клиент не отказывался. Сделка передана другому менеджеру. "
-        "{link}",
+        "Отказ по сделке «{title}» не подтвердился: клиент не отказывался. Сделка передана другому менеджеру. {link}",
         'The refusal of "{title}" was not confirmed: the client did not refuse. The deal went to another '
         "manager. {link}",
     ),

@@ -54,9 +54,7 @@ def _frame(kind: str, title: str, body: list[str], series: Sequence[Series], top
         label = f"{value:g}"
         grid.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{WIDTH - RIGHT}" y2="{y:.1f}" stroke="#d0d7de"/>')
         grid.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11">{escape(label)}</text>')
-    legend = [
-        f'<text class="rc-chart-title" x="{LEFT}" y="20" font-size="15" font-weight="600">{escape(title)}</text>'
-    ]
+    legend = [f'<text class="rc-chart-title" x="{LEFT}" y="20" font-size="15" font-weight="600">{escape(title)}</text>']
     x = LEFT
     for index, item in enumerate(series):
         color = item.colour(index)
