@@ -362,6 +362,7 @@ def run_pending_effects_of(portal_id: int, deal_ids: Sequence[str], crm: CrmClie
         by_deal[effect.deal_id].append(effect)
     writes: list[DealWrite] = []
     packed: list[tuple[list[Effect], list[Effect], str | None]] = []  # (changes, notices, stage written)
+    landed: set[int] = set()  # id() of the effects carried out here
     for deal_id, effects in by_deal.items():
         changes: list[Effect] = []
         for effect in effects:
@@ -391,18 +392,26 @@ def run_pending_effects_of(portal_id: int, deal_ids: Sequence[str], crm: CrmClie
             if change_error is None:
                 for effect in changes:
                     _mark_done(effect, _result_of(effect))
+                    landed.add(id(effect))
             for effect, error in zip(
                 notices, entries if change_error is None else [change_error] * len(notices), strict=False
             ):
                 if error is None:
                     _mark_done(effect, str(effect.payload["user_id"]))
+                    landed.add(id(effect))
             if write.change is not None and change_error is None and outcome.echo is not None:
                 expect_echo(portal_id, write.deal_id, stage_id, outcome.echo)
             errors = [error for error in (change_error, *entries) if error is not None]
             if errors:
                 failed.setdefault(write.deal_id, errors[0])
-        db.session.commit()
-    failed.update(_run_remaining(portal_id, [deal_id for deal_id in by_deal if deal_id not in failed], crm))
+    # Which deals still have something pending (none, for a revert), told without reloading the expired rows.
+    rest = [
+        deal_id
+        for deal_id, effects in by_deal.items()
+        if deal_id not in failed and any(id(effect) not in landed for effect in effects)
+    ]
+    db.session.commit()
+    failed.update(_run_remaining(portal_id, rest, crm))
     return failed
 
 
