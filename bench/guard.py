@@ -323,6 +323,75 @@ def profile_jobs(
         )
     stats.sort_stats("tottime").print_stats(40)
     stats.sort_stats("cumulative").print_stats(60)
+    count_round_trips(sandbox, portal, worker, managers)
+
+
+def count_round_trips(sandbox: Any, portal: Any, worker: Any, managers: list[int], moves: int = 20) -> None:
+    """Decide `moves` more single moves in the worker (no profiler) and print its SQL statements and Redis round
+    trips per move (decision and echo), each by the app's two innermost frames that made it."""
+    import threading
+    import traceback
+
+    import redis
+    import sqlalchemy as sa
+
+    from app.core.db import db
+
+    counts: dict[str, Counter[str]] = {"sql": Counter(), "redis": Counter()}
+    worker_thread = threading.current_thread()
+
+    def site() -> str:
+        frames = [
+            f"{Path(frame.filename).relative_to(ROOT)}:{frame.lineno} {frame.name}"
+            for frame in traceback.extract_stack(limit=60)
+            if frame.filename.startswith(str(ROOT))
+            and "/bench/" not in frame.filename
+            and "/.venv/" not in frame.filename
+        ]
+        return " < ".join(reversed(frames[-2:])) or "rq"
+
+    def on_sql(*_: Any) -> None:
+        if threading.current_thread() is worker_thread:
+            counts["sql"][site()] += 1
+
+    original_command, original_pipeline = redis.Redis.execute_command, redis.client.Pipeline.execute
+
+    def command(self: Any, *args: Any, **options: Any) -> Any:
+        if threading.current_thread() is worker_thread and not isinstance(self, redis.client.Pipeline):
+            counts["redis"][f"{args[0]} {site()}"] += 1
+        return original_command(self, *args, **options)
+
+    def pipeline(self: Any, *args: Any, **options: Any) -> Any:
+        if threading.current_thread() is worker_thread:
+            counts["redis"][f"PIPELINE {site()}"] += 1
+        return original_pipeline(self, *args, **options)
+
+    deals = []
+    for index in range(moves):
+        manager = managers[index % len(managers)]
+        deal_id = sandbox.act(portal, manager).create_deal(
+            TITLE=f"Counted deal {index + 1}", STAGE_ID="PREPARATION", ASSIGNED_BY_ID=manager
+        )
+        deals.append((deal_id, manager))
+    sandbox.deliver()
+    worker.work(burst=True)
+    with worker.flask_app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "before_cursor_execute", on_sql)
+    redis.Redis.execute_command, redis.client.Pipeline.execute = command, pipeline  # type: ignore[method-assign]
+    try:
+        for deal_id, manager in deals:
+            sandbox.act(portal, manager).move_deal(deal_id, "LOSE")
+            for _ in range(2):  # the decision, then its echo
+                sandbox.deliver()
+                worker.work(burst=True)
+    finally:
+        redis.Redis.execute_command, redis.client.Pipeline.execute = original_command, original_pipeline  # type: ignore[method-assign]
+        sa.event.remove(engine, "before_cursor_execute", on_sql)
+    for kind, found in counts.items():
+        print(f"{kind}: {sum(found.values()) / moves:.1f} per move (decision + echo), by call site:")
+        for where, count in found.most_common(40):
+            print(f"  {count / moves:5.2f}  {where}")
 
 
 def worker_cpu(children: list[Any]) -> float:

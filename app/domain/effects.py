@@ -381,7 +381,12 @@ def run_pending_effects_of(portal_id: int, deal_ids: Sequence[str], crm: CrmClie
         packed.append((changes, notices, change.stage_id if change is not None else None))
     if writes:
         check_deal_lock()
+        results: dict[int, str] = {}  # read before the commit expires the rows (no reload per row after it)
         for changes, notices, _ in packed:
+            for effect in changes:
+                results[id(effect)] = _result_of(effect)
+            for effect in notices:
+                results[id(effect)] = str(effect.payload["user_id"])
             for effect in (*changes, *notices):
                 effect.attempts += 1
         db.session.commit()
@@ -391,26 +396,26 @@ def run_pending_effects_of(portal_id: int, deal_ids: Sequence[str], crm: CrmClie
             change_error = entries.pop(0) if write.change is not None else None
             if change_error is None:
                 for effect in changes:
-                    _mark_done(effect, _result_of(effect))
+                    _mark_done(effect, results[id(effect)])
                     landed.add(id(effect))
             for effect, error in zip(
                 notices, entries if change_error is None else [change_error] * len(notices), strict=False
             ):
                 if error is None:
-                    _mark_done(effect, str(effect.payload["user_id"]))
+                    _mark_done(effect, results[id(effect)])
                     landed.add(id(effect))
             if write.change is not None and change_error is None and outcome.echo is not None:
                 expect_echo(portal_id, write.deal_id, stage_id, outcome.echo)
             errors = [error for error in (change_error, *entries) if error is not None]
             if errors:
                 failed.setdefault(write.deal_id, errors[0])
+        db.session.commit()
     # Which deals still have something pending (none, for a revert), told without reloading the expired rows.
     rest = [
         deal_id
         for deal_id, effects in by_deal.items()
         if deal_id not in failed and any(id(effect) not in landed for effect in effects)
     ]
-    db.session.commit()
     failed.update(_run_remaining(portal_id, rest, crm))
     return failed
 
