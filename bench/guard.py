@@ -326,9 +326,12 @@ def profile_jobs(
     count_round_trips(sandbox, portal, worker, managers)
 
 
-def count_round_trips(sandbox: Any, portal: Any, worker: Any, managers: list[int], moves: int = 20) -> None:
-    """Decide `moves` more single moves in the worker (no profiler) and print its SQL statements and Redis round
-    trips per move (decision and echo), each by the app's two innermost frames that made it."""
+def count_round_trips(
+    sandbox: Any, portal: Any, worker: Any, managers: list[int], moves: int = 20, timed: int = 60
+) -> None:
+    """Decide `timed` more single moves in the worker (no profiler) and print its CPU per move; then `moves` more,
+    printing its SQL statements and Redis round trips per move (decision and echo), each by the app's two
+    innermost frames that made it."""
     import threading
     import traceback
 
@@ -367,7 +370,7 @@ def count_round_trips(sandbox: Any, portal: Any, worker: Any, managers: list[int
         return original_pipeline(self, *args, **options)
 
     deals = []
-    for index in range(moves):
+    for index in range(moves + timed):
         manager = managers[index % len(managers)]
         deal_id = sandbox.act(portal, manager).create_deal(
             TITLE=f"Counted deal {index + 1}", STAGE_ID="PREPARATION", ASSIGNED_BY_ID=manager
@@ -375,6 +378,19 @@ def count_round_trips(sandbox: Any, portal: Any, worker: Any, managers: list[int
         deals.append((deal_id, manager))
     sandbox.deliver()
     worker.work(burst=True)
+    cpu = 0.0
+    for deal_id, manager in deals[moves:]:  # no profiler, no counting: the worker thread's own CPU per move
+        sandbox.act(portal, manager).move_deal(deal_id, "LOSE")
+        for _ in range(2):
+            sandbox.deliver()
+            started = time.thread_time()
+            worker.work(burst=True)
+            cpu += time.thread_time() - started
+    print(
+        f"worker thread CPU, no profiler: {cpu / max(1, timed) * 1000:.1f} ms per move over {timed} single moves "
+        "(the decision and the echo's job, each in a burst run of the in-process worker)"
+    )
+    deals = deals[:moves]
     with worker.flask_app.app_context():
         engine = db.engine
     sa.event.listen(engine, "before_cursor_execute", on_sql)
