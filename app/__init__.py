@@ -87,6 +87,14 @@ def _wire(app: Flask) -> None:
             amo_jobs.NOTE_EFFECT: amo_jobs.write_note,
         }
     )
+    # Kinds whose effects of a group of deals go to the CRM in one packed call.
+    effects.EFFECT_PACKS.update(
+        {
+            "qa_task": guard.create_qa_tasks,
+            "complete_task": guard.complete_qa_tasks,
+            "complete_todo": guard.complete_callback_todos,
+        }
+    )
     # The automation robots the installer registers in each CRM.
     for robot in (exchange.PUT_ON_EXCHANGE_ROBOT, taskcontrol.CHECK_TASKS_ROBOT, taskcontrol.CALLBACK_ROBOT):
         robots.register(robot)

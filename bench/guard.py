@@ -166,7 +166,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="this many installed portals: one makes the --bulk group action, each other one --moves single moves",
     )
     parser.add_argument("--moves", type=int, default=3, help="single moves per other portal with --portals")
-    parser.add_argument("--profile", action="store_true", help="run the guard jobs in-process under cProfile")
+    parser.add_argument(
+        "--profile", action="store_true", help="decide --deals single moves one by one in-process under cProfile"
+    )
+    parser.add_argument("--profile-out", default="", help="with --profile: also write the pstats file here")
     parser.add_argument("--keep", action="store_true", help="keep the instance folder (logs, SQLite file)")
     return parser.parse_args(argv)
 
@@ -224,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         env.update(B24_RATE="1000", B24_BURST="1000")
     config: dict[str, Any] = {k: env[k] for k in ("INSTANCE_PATH", "DATABASE_URL", "REDIS_URL")}
     config.update(LOG_LEVEL="WARNING", PUBLIC_URL=public_url)
+    if not args.portal_limit:
+        config.update(B24_RATE=1000.0, B24_BURST=1000)  # this process's own app (the --profile jobs) too
     os.environ["REQUESTS_CA_BUNDLE"] = env["REQUESTS_CA_BUNDLE"]
     app = create_app(config)
     with app.app_context():
@@ -253,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             elif args.bulk:
                 run_bulk(args, app, sandbox, portal, list(SALES_MANAGERS))
             else:
-                run(args, app, sandbox, portal, posts, list(SALES_MANAGERS))
+                run(args, app, sandbox, portal, posts, list(SALES_MANAGERS), children)
     finally:
         sandbox_demo.stop()
         if redis_process is not None:
@@ -287,22 +292,155 @@ def profile_jobs(
         )
         deal_ids.append((deal_id, manager))
     sandbox.deliver()
-    make_worker(app, simple=True).work(burst=True)
-    for deal_id, manager in deal_ids:
+    worker = make_worker(app, hot=True)  # the events queue's in-process worker, as `flask worker` runs it
+    worker.work(burst=True)
+    profiler = cProfile.Profile(time.thread_time)  # CPU of this thread (the worker), not the sandbox's threads
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for deal_id, manager in deal_ids:  # single moves: each decided alone, then its echo
         sandbox.act(portal, manager).move_deal(deal_id, "LOSE")
-    delivered = sandbox.deliver()
-    print(f"delivered {len(delivered)} events: {Counter(d.status for d in delivered)}")
-    profiler = cProfile.Profile()
-    started = time.perf_counter()
-    profiler.enable()
-    make_worker(app, simple=True).work(burst=True)
-    profiler.disable()
-    elapsed = time.perf_counter() - started
-    print(f"{len(deal_ids)} guard jobs in-process: {elapsed / len(deal_ids) * 1000:.0f} ms per job")
-    pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
+        sandbox.deliver()
+        profiler.enable()
+        worker.work(burst=True)
+        profiler.disable()
+        sandbox.deliver()
+        profiler.enable()
+        worker.work(burst=True)
+        profiler.disable()
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    back = sum(sandbox.stage_of(portal, deal_id) == "PREPARATION" for deal_id, _ in deal_ids)
+    print(
+        f"{len(deal_ids)} single moves decided in-process, {back} back: {elapsed / len(deal_ids) * 1000:.1f} ms per "
+        f"move wall, {cpu / len(deal_ids) * 1000:.1f} ms CPU of this process per move (the sandbox portal included)"
+    )
+    stats = pstats.Stats(profiler)
+    if args.profile_out:
+        stats.dump_stats(args.profile_out)
+    jobs = [(key, value) for key, value in stats.stats.items() if key[2] == "perform_job" and "app/core" in key[0]]  # type: ignore[attr-defined]
+    if jobs:
+        calls, cumulative = jobs[0][1][1], jobs[0][1][3]
+        print(
+            f"worker thread CPU inside perform_job: {cumulative / len(deal_ids) * 1000:.1f} ms per move ({calls} jobs)"
+        )
+    stats.sort_stats("tottime").print_stats(40)
+    stats.sort_stats("cumulative").print_stats(60)
+    count_round_trips(sandbox, portal, worker, managers)
 
 
-def run(args: argparse.Namespace, app: Any, sandbox: Any, portal: Any, posts: Posts, managers: list[int]) -> None:
+def count_round_trips(
+    sandbox: Any, portal: Any, worker: Any, managers: list[int], moves: int = 20, timed: int = 60
+) -> None:
+    """Decide `timed` more single moves in the worker (no profiler) and print its CPU per move; then `moves` more,
+    printing its SQL statements and Redis round trips per move (decision and echo), each by the app's two
+    innermost frames that made it."""
+    import threading
+    import traceback
+
+    import redis
+    import sqlalchemy as sa
+
+    from app.core.db import db
+
+    counts: dict[str, Counter[str]] = {"sql": Counter(), "redis": Counter()}
+    worker_thread = threading.current_thread()
+
+    def site() -> str:
+        frames = [
+            f"{Path(frame.filename).relative_to(ROOT)}:{frame.lineno} {frame.name}"
+            for frame in traceback.extract_stack(limit=60)
+            if frame.filename.startswith(str(ROOT))
+            and "/bench/" not in frame.filename
+            and "/.venv/" not in frame.filename
+        ]
+        return " < ".join(reversed(frames[-2:])) or "rq"
+
+    def on_sql(*_: Any) -> None:
+        if threading.current_thread() is worker_thread:
+            counts["sql"][site()] += 1
+
+    original_command, original_pipeline = redis.Redis.execute_command, redis.client.Pipeline.execute
+
+    def command(self: Any, *args: Any, **options: Any) -> Any:
+        if threading.current_thread() is worker_thread and not isinstance(self, redis.client.Pipeline):
+            counts["redis"][f"{args[0]} {site()}"] += 1
+        return original_command(self, *args, **options)
+
+    def pipeline(self: Any, *args: Any, **options: Any) -> Any:
+        if threading.current_thread() is worker_thread:
+            counts["redis"][f"PIPELINE {site()}"] += 1
+        return original_pipeline(self, *args, **options)
+
+    deals = []
+    for index in range(moves + timed):
+        manager = managers[index % len(managers)]
+        deal_id = sandbox.act(portal, manager).create_deal(
+            TITLE=f"Counted deal {index + 1}", STAGE_ID="PREPARATION", ASSIGNED_BY_ID=manager
+        )
+        deals.append((deal_id, manager))
+    sandbox.deliver()
+    worker.work(burst=True)
+    cpu = 0.0
+    for deal_id, manager in deals[moves:]:  # no profiler, no counting: the worker thread's own CPU per move
+        sandbox.act(portal, manager).move_deal(deal_id, "LOSE")
+        for _ in range(2):
+            sandbox.deliver()
+            started = time.thread_time()
+            worker.work(burst=True)
+            cpu += time.thread_time() - started
+    print(
+        f"worker thread CPU, no profiler: {cpu / max(1, timed) * 1000:.1f} ms per move over {timed} single moves "
+        "(the decision and the echo's job, each in a burst run of the in-process worker)"
+    )
+    deals = deals[:moves]
+    with worker.flask_app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "before_cursor_execute", on_sql)
+    redis.Redis.execute_command, redis.client.Pipeline.execute = command, pipeline  # type: ignore[method-assign]
+    try:
+        for deal_id, manager in deals:
+            sandbox.act(portal, manager).move_deal(deal_id, "LOSE")
+            for _ in range(2):  # the decision, then its echo
+                sandbox.deliver()
+                worker.work(burst=True)
+    finally:
+        redis.Redis.execute_command, redis.client.Pipeline.execute = original_command, original_pipeline  # type: ignore[method-assign]
+        sa.event.remove(engine, "before_cursor_execute", on_sql)
+    for kind, found in counts.items():
+        print(f"{kind}: {sum(found.values()) / moves:.1f} per move (decision + echo), by call site:")
+        for where, count in found.most_common(40):
+            print(f"  {count / moves:5.2f}  {where}")
+
+
+def worker_cpu(children: list[Any]) -> float:
+    """CPU seconds (user + system) the worker processes have used so far: each `flask worker` supervisor, its
+    live children and grandchildren, and the children that already ended (forked work-horses, a replaced hot
+    child), as the kernel counts them for the parent that waited for them."""
+    import psutil
+
+    total = 0.0
+    for child in children:
+        try:
+            root = psutil.Process(child.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for proc in tree:
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def run(
+    args: argparse.Namespace,
+    app: Any,
+    sandbox: Any,
+    portal: Any,
+    posts: Posts,
+    managers: list[int],
+    children: list[Any] | None = None,
+) -> None:
     """Create the deals, make the illegal moves, wait for the guard, print the figures."""
     deals: list[tuple[str, int]] = []
     for index in range(args.deals):
@@ -318,6 +456,7 @@ def run(args: argparse.Namespace, app: Any, sandbox: Any, portal: Any, posts: Po
     requests_before = sandbox.rest_calls(portal)
     log_before = len(sandbox.calls(portal))
     notices_before = len(sandbox.notifications(portal))
+    cpu_before = worker_cpu(children or [])
     moved_at: dict[str, float] = {}
     start = time.time()
     for index, (deal_id, manager) in enumerate(deals):
@@ -339,6 +478,11 @@ def run(args: argparse.Namespace, app: Any, sandbox: Any, portal: Any, posts: Po
     except RuntimeError as error:
         print(f"NOT FINISHED: {error}")
     finished = time.time()
+    cpu_used = worker_cpu(children or []) - cpu_before
+    print(
+        f"worker processes' CPU (user + sys) from the first move until settled: {cpu_used:.2f} s = "
+        f"{cpu_used / max(1, len(deals)) * 1000:.1f} ms per move (its decision and its echo's job)"
+    )
 
     calls = sandbox.calls(portal)[log_before:]  # the log keeps 20 000 entries: enough for 2 000 moves
     requests = sandbox.rest_calls(portal) - requests_before

@@ -15,7 +15,7 @@ from app.crm.factory import client_for
 from app.crm.port import AUTOMATION
 from app.domain import deal_events
 from app.domain.robots import REGISTRY, RobotInvocation
-from handlers.b24_payloads import parse_event, parse_robot_call
+from handlers.b24_payloads import B24Event, parse_event, parse_robot_call
 from installers import bitrix24 as installer
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,10 @@ def process_robot(item: InboxItem) -> None:
 GROUPED_EVENTS = ("ONCRMDEALUPDATE", "ONCRMDEALADD", "ONCRMDEALMOVETOCATEGORY")
 
 
-def deal_event(item: InboxItem) -> deal_events.DealEvent | None:
-    """The domain's view of a stored deal event (None for a body that names no deal)."""
-    event = parse_event(item.body)
+def deal_event(item: InboxItem, event: B24Event | None = None) -> deal_events.DealEvent | None:
+    """The domain's view of a stored deal event (None for a body that names no deal); `event`: its body already
+    parsed."""
+    event = event if event is not None else parse_event(item.body)
     if event.event not in GROUPED_EVENTS or not event.entity_id:
         return None
     stage = event.data.get("FIELDS", {}).get("STAGE_ID") if isinstance(event.data.get("FIELDS"), dict) else None
@@ -103,7 +104,7 @@ def process_deal_event(item: InboxItem) -> None:
         by = (event.auth.user_id or None) if event.auth.has_user_token else AUTOMATION
         deal_events.deal_deleted(portal, client_for(portal), event.entity_id, by=by)
         return
-    lead = deal_event(item)
+    lead = deal_event(item, event)
     assert lead is not None
     deal_events.deals_changed(
         portal,

@@ -216,9 +216,12 @@ def process(inbox_id: int) -> str:
             item.status = InboxItem.FAILED
         db.session.commit()
         raise
-    item.status = InboxItem.DONE
-    item.last_error = ""
-    item.processed_at = utcnow()
+    # By id: the processor's commits expired `item`, and setting its attributes would read the row back first.
+    db.session.execute(
+        sa.update(InboxItem)
+        .where(InboxItem.id == inbox_id)
+        .values(status=InboxItem.DONE, last_error="", processed_at=utcnow())
+    )
     db.session.commit()
     return "done"
 

@@ -265,6 +265,15 @@ class NewTask:
 
 
 @dataclass(frozen=True)
+class TaskCompletion:
+    """A task, or a to-do made by `create_todo` (`kind` "todo"), to mark completed with `result` as its outcome."""
+
+    task_id: str
+    result: str = ""
+    kind: Literal["task", "todo"] = "task"
+
+
+@dataclass(frozen=True)
 class Call:
     """A phone call linked to a deal, with its recording when there is one."""
 
@@ -398,6 +407,18 @@ class CrmClient(Protocol):
 
     def create_task(self, task: NewTask) -> str:
         """Create a task linked to a deal; returns its id."""
+        ...
+
+    def create_tasks(self, tasks: Sequence[NewTask]) -> list[str | Exception]:
+        """Many tasks, each linked to its deal, in as few requests as the CRM allows (Bitrix24: batches of 50
+        `tasks.task.add`; amoCRM: POSTs of 50 tasks). One entry per task, in order: its id, or the error that
+        kept it from being created; a failed task never stops the others."""
+        ...
+
+    def complete_tasks(self, completions: Sequence[TaskCompletion]) -> list[Exception | None]:
+        """Many tasks and to-dos completed in as few requests as the CRM allows (Bitrix24: batches of 50;
+        amoCRM: PATCHes of 50 tasks), each as `complete_task` / `complete_todo` would (one already completed or
+        gone is not an error). One entry per completion, in order: None when done, else the error."""
         ...
 
     def list_deal_tasks(self, deal_id: str) -> list[Task]:

@@ -102,10 +102,11 @@ def deals_changed(
     effects, audit row), and then every planned write goes out together (`run_pending_effects_of`). `finished`
     gets the refs of the events whose decision and writes are complete, before the locks are released. A
     failure of one deal leaves its events to their own jobs; a failure of the lead's is raised at the end."""
+    portal_id = portal.id  # read once: every commit below expires `portal`, and each read would reload it
     rules = guard.Guard(portal, crm)
     decisions: dict[str, guard.Decision] = {}
     failed: dict[str, Exception] = {}
-    with deal_locks(portal.id) as locks:
+    with deal_locks(portal_id) as locks:
         locks.wait_for(lead.deal_id)
         if settled():
             return {lead.deal_id: guard.Decision("already decided")}
@@ -121,13 +122,13 @@ def deals_changed(
             claimed(others)
         routed = {d for d in held if any(e.routing for e in events[d]) and exchange.watches(portal, d)}
         if routed:
-            directory.users(portal.id, crm)  # read before any write: no write transaction across a CRM call
-        failed.update(run_pending_effects_of(portal.id, held, crm))
+            directory.users(portal_id, crm)  # read before any write: no write transaction across a CRM call
+        failed.update(run_pending_effects_of(portal_id, held, crm))
         to_read = []
         for deal_id in held:
             if deal_id in failed:
                 continue
-            if take_echoes(portal.id, deal_id, [(e.stamp, e.stage_id) for e in events[deal_id]]):
+            if take_echoes(portal_id, deal_id, [(e.stamp, e.stage_id) for e in events[deal_id]]):
                 decisions[deal_id] = guard.Decision("own write")
             else:
                 to_read.append(deal_id)
@@ -145,10 +146,10 @@ def deals_changed(
                 failed[deal_id] = error
                 log.warning(
                     "deal not decided in its group",
-                    extra={"portal_id": portal.id, "deal_id": deal_id, "error": f"{type(error).__name__}: {error}"},
+                    extra={"portal_id": portal_id, "deal_id": deal_id, "error": f"{type(error).__name__}: {error}"},
                 )
         written = [deal_id for deal_id in held if deal_id in decisions]
-        failed.update(run_pending_effects_of(portal.id, written, crm))
+        failed.update(run_pending_effects_of(portal_id, written, crm))
         done = [e.ref for d in written if d not in failed for e in events[d] if e.ref is not None]
         if done:
             finished(done)

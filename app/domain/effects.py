@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 
 EffectKind = Callable[[Effect, CrmClient], str]
 EFFECT_KINDS: dict[str, EffectKind] = {}
+# Kinds whose effects of many deals go to the CRM in one packed call (a group of deals decided together):
+# ``fn(effects, crm) -> [result or error, one per effect]``, each effect carried out as its EFFECT_KINDS function
+# would on a first attempt. Registered by create_app.
+EffectPack = Callable[[Sequence[Effect], CrmClient], list[str | Exception]]
+EFFECT_PACKS: dict[str, EffectPack] = {}
 
 
 class DealLockLost(RuntimeError):
@@ -310,24 +315,29 @@ def run_pending_effects(portal_id: int, deal_id: str, crm: CrmClient) -> int:
     ).all()
     index = 0
     while index < len(pending):
-        effect = pending[index]
-        notices: list[Effect] = []
-        if effect.kind == "move":
-            for following in pending[index + 1 :]:
-                if following.kind != "notify":
-                    break
-                notices.append(following)
-        if notices:
-            _carry_out_together(effect, notices, crm)
-            index += 1 + len(notices)
-            continue
-        check_deal_lock()
-        effect.attempts += 1
-        db.session.commit()
-        _mark_done(effect, _carry_out(effect, crm))
-        db.session.commit()
-        index += 1
+        index += _run_step(pending, index, crm)
     return len(pending)
+
+
+def _run_step(pending: Sequence[Effect], index: int, crm: CrmClient) -> int:
+    """Carry out the effect at `index` (a move with the notices right after it as one request); returns how
+    many effects it took. Raises the CRM's error, the effect left pending."""
+    effect = pending[index]
+    notices: list[Effect] = []
+    if effect.kind == "move":
+        for following in pending[index + 1 :]:
+            if following.kind != "notify":
+                break
+            notices.append(following)
+    if notices:
+        _carry_out_together(effect, notices, crm)
+        return 1 + len(notices)
+    check_deal_lock()
+    effect.attempts += 1
+    db.session.commit()
+    _mark_done(effect, _carry_out(effect, crm))
+    db.session.commit()
+    return 1
 
 
 CHANGE_KINDS = ("move", "assign")
@@ -336,7 +346,8 @@ CHANGE_KINDS = ("move", "assign")
 def run_pending_effects_of(portal_id: int, deal_ids: Sequence[str], crm: CrmClient) -> dict[str, Exception]:
     """Carry out the pending effects of many deals (their locks held): each deal's leading move and/or
     assignment and all its notices go to the CRM in one `write_deals` call for every deal; whatever else is
-    pending (tasks, to-dos, notes) follows deal by deal. Returns the deals whose effects did not all land, with
+    pending follows in rounds (`_run_remaining`): QA tasks and task / to-do completions packed across deals,
+    other kinds deal by deal. Returns the deals whose effects did not all land, with
     the first error; their effects stay pending for a retry."""
     failed: dict[str, Exception] = {}
     if not deal_ids:
@@ -351,6 +362,7 @@ def run_pending_effects_of(portal_id: int, deal_ids: Sequence[str], crm: CrmClie
         by_deal[effect.deal_id].append(effect)
     writes: list[DealWrite] = []
     packed: list[tuple[list[Effect], list[Effect], str | None]] = []  # (changes, notices, stage written)
+    landed: set[int] = set()  # id() of the effects carried out here
     for deal_id, effects in by_deal.items():
         changes: list[Effect] = []
         for effect in effects:
@@ -365,7 +377,12 @@ def run_pending_effects_of(portal_id: int, deal_ids: Sequence[str], crm: CrmClie
         packed.append((changes, notices, change.stage_id if change is not None else None))
     if writes:
         check_deal_lock()
+        results: dict[int, str] = {}  # read before the commit expires the rows (no reload per row after it)
         for changes, notices, _ in packed:
+            for effect in changes:
+                results[id(effect)] = _result_of(effect)
+            for effect in notices:
+                results[id(effect)] = str(effect.payload["user_id"])
             for effect in (*changes, *notices):
                 effect.attempts += 1
         db.session.commit()
@@ -375,28 +392,89 @@ def run_pending_effects_of(portal_id: int, deal_ids: Sequence[str], crm: CrmClie
             change_error = entries.pop(0) if write.change is not None else None
             if change_error is None:
                 for effect in changes:
-                    _mark_done(effect, _result_of(effect))
+                    _mark_done(effect, results[id(effect)])
+                    landed.add(id(effect))
             for effect, error in zip(
                 notices, entries if change_error is None else [change_error] * len(notices), strict=False
             ):
                 if error is None:
-                    _mark_done(effect, str(effect.payload["user_id"]))
+                    _mark_done(effect, results[id(effect)])
+                    landed.add(id(effect))
             if write.change is not None and change_error is None and outcome.echo is not None:
                 expect_echo(portal_id, write.deal_id, stage_id, outcome.echo)
             errors = [error for error in (change_error, *entries) if error is not None]
             if errors:
                 failed.setdefault(write.deal_id, errors[0])
         db.session.commit()
-    for deal_id in by_deal:
-        if deal_id in failed:
-            continue
-        try:
-            run_pending_effects(portal_id, deal_id, crm)
-        except DealLockLost:
-            raise
-        except Exception as error:  # noqa: BLE001 - the deal stays pending for its own job's retry
-            db.session.rollback()
+    # Which deals still have something pending (none, for a revert), told without reloading the expired rows.
+    rest = [
+        deal_id
+        for deal_id, effects in by_deal.items()
+        if deal_id not in failed and any(id(effect) not in landed for effect in effects)
+    ]
+    failed.update(_run_remaining(portal_id, rest, crm))
+    return failed
+
+
+def _run_remaining(portal_id: int, deal_ids: Sequence[str], crm: CrmClient) -> dict[str, Exception]:
+    """Whatever is still pending for these deals, each deal's effects in order, in rounds: in each round every
+    deal's next effect is carried out, and those of a packed kind (EFFECT_PACKS: QA tasks, task and to-do
+    completions) go to the CRM together, one packed call per kind. An effect retried after an attempt whose
+    answer may have been lost runs alone (its kind looks for what that attempt did). A deal whose effect fails
+    stops there, the effect pending for its own job's retry; returns those deals with their error."""
+    failed: dict[str, Exception] = {}
+    if not deal_ids:
+        return failed
+    queues: dict[str, list[Effect]] = defaultdict(list)
+    for effect in db.session.scalars(
+        sa.select(Effect)
+        .where(Effect.portal_id == portal_id, Effect.deal_id.in_(list(deal_ids)), Effect.status == Effect.PENDING)
+        .order_by(Effect.id)
+    ):
+        queues[effect.deal_id].append(effect)
+
+    def settle(deal_id: str, taken: int = 0, error: Exception | None = None) -> None:
+        if error is not None:
             failed[deal_id] = error
+            queues.pop(deal_id, None)
+            return
+        del queues[deal_id][:taken]
+        if not queues[deal_id]:
+            del queues[deal_id]
+
+    while queues:
+        packs: dict[str, list[Effect]] = defaultdict(list)
+        for deal_id, queue in list(queues.items()):
+            head = queue[0]
+            if head.kind in EFFECT_PACKS and not head.attempts:
+                packs[head.kind].append(head)
+                continue
+            try:
+                settle(deal_id, _run_step(queue, 0, crm))
+            except DealLockLost:
+                raise
+            except Exception as error:  # noqa: BLE001 - the deal stays pending for its own job's retry
+                db.session.rollback()
+                settle(deal_id, error=error)
+        for kind, effects in packs.items():
+            check_deal_lock()
+            for effect in effects:
+                effect.attempts += 1
+            db.session.commit()
+            try:
+                outcomes = EFFECT_PACKS[kind](effects, crm)
+            except DealLockLost:
+                raise
+            except Exception as error:  # noqa: BLE001 - the request failed as a whole: every deal stays pending
+                db.session.rollback()
+                outcomes = [error] * len(effects)
+            for effect, outcome in zip(effects, outcomes, strict=True):
+                if isinstance(outcome, Exception):
+                    settle(effect.deal_id, error=outcome)
+                else:
+                    _mark_done(effect, outcome)
+                    settle(effect.deal_id, 1)
+            db.session.commit()
     return failed
 
 

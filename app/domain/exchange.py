@@ -15,6 +15,7 @@ serialises one manager's own claims so two simultaneous claims cannot both pass 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -151,9 +152,21 @@ def _load(raw: dict[str, Any]) -> dict[str, Routing]:
     }
 
 
+_LOADED: dict[str, dict[str, Routing]] = {}  # stored JSON -> its validated routing (every deal event reads it)
+
+
 def exchange_settings(portal: Portal) -> dict[str, Routing]:
-    """Every configured pipeline's routing, with defaults filled in."""
-    return _load(dict((portal.settings or {}).get(SECTION, {})))
+    """Every configured pipeline's routing, with defaults filled in (validated once per distinct stored value in
+    a process)."""
+    raw = dict((portal.settings or {}).get(SECTION, {}))
+    key = json.dumps(raw, sort_keys=True, default=str)
+    loaded = _LOADED.get(key)
+    if loaded is None:
+        loaded = _load(raw)
+        if len(_LOADED) >= 512:
+            _LOADED.clear()
+        _LOADED[key] = loaded
+    return dict(loaded)
 
 
 def routing_for(portal: Portal, pipeline_id: str) -> Routing:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
@@ -15,7 +15,7 @@ from app.core.db import db
 from app.core.models import CaseEvent, DealSnapshot, Effect, Portal, RefusalCase, ReviewCallback, utcnow
 from app.core.queue import get_redis
 from app.crm.errors import CrmError, PortalNeedsReinstall
-from app.crm.port import AUTOMATION, CrmClient, Deal, NewTask
+from app.crm.port import AUTOMATION, CrmClient, Deal, NewTask, TaskCompletion
 from app.domain import (  # noqa: F401 - review_text registers the strings
     audit,
     directory,
@@ -106,22 +106,37 @@ def forget_deal(portal_id: int, deal_id: str) -> None:
 
 def create_qa_task(effect: Effect, crm: CrmClient) -> str:
     """The QA review task of a new case (one task even when an earlier attempt's answer was lost)."""
-    payload = effect.payload
     task_id = _task_from_earlier_attempt(effect, crm) if effect.attempts > 1 else None
     if task_id is None:
-        task_id = crm.create_task(
-            NewTask(
-                title=payload["title"],
-                responsible_id=payload["responsible_id"],
-                deal_id=effect.deal_id,
-                deadline=datetime.fromisoformat(payload["deadline"]),
-                description=payload["description"],
-            )
-        )
-    case = db.session.get(RefusalCase, payload["case_id"])
+        task_id = crm.create_task(_qa_task(effect))
+    _note_qa_task(effect, task_id)
+    return task_id
+
+
+def create_qa_tasks(effects: Sequence[Effect], crm: CrmClient) -> list[str | Exception]:
+    """The `qa_task` effects of many deals (first attempts) in one packed call: one task per case."""
+    outcomes = crm.create_tasks([_qa_task(effect) for effect in effects])
+    for effect, outcome in zip(effects, outcomes, strict=True):
+        if isinstance(outcome, str):
+            _note_qa_task(effect, outcome)
+    return outcomes
+
+
+def _qa_task(effect: Effect) -> NewTask:
+    payload = effect.payload
+    return NewTask(
+        title=payload["title"],
+        responsible_id=payload["responsible_id"],
+        deal_id=effect.deal_id,
+        deadline=datetime.fromisoformat(payload["deadline"]),
+        description=payload["description"],
+    )
+
+
+def _note_qa_task(effect: Effect, task_id: str) -> None:
+    case = db.session.get(RefusalCase, effect.payload["case_id"])
     if case is not None:
         case.qa_task_id = task_id
-    return task_id
 
 
 def _task_from_earlier_attempt(effect: Effect, crm: CrmClient) -> str | None:
@@ -185,6 +200,40 @@ def complete_callback_todo(effect: Effect, crm: CrmClient) -> str:
         return "none"
     crm.complete_todo(todo_id, str(effect.payload.get("result") or ""))
     return todo_id
+
+
+def complete_qa_tasks(effects: Sequence[Effect], crm: CrmClient) -> list[str | Exception]:
+    """The `complete_task` effects of many deals in one packed call (as `complete_qa_task` each)."""
+    task_ids = []
+    for effect in effects:
+        case = db.session.get(RefusalCase, effect.payload["case_id"])
+        task_ids.append(case.qa_task_id if case is not None else None)
+    return _complete_many(effects, task_ids, "task", crm)
+
+
+def complete_callback_todos(effects: Sequence[Effect], crm: CrmClient) -> list[str | Exception]:
+    """The `complete_todo` effects of many deals in one packed call (as `complete_callback_todo` each)."""
+    todo_ids = []
+    for effect in effects:
+        callback = db.session.get(ReviewCallback, effect.payload["callback_id"])
+        todo_ids.append(callback.todo_id if callback is not None else None)
+    return _complete_many(effects, todo_ids, "todo", crm)
+
+
+def _complete_many(
+    effects: Sequence[Effect], ids: Sequence[str | None], kind: Literal["task", "todo"], crm: CrmClient
+) -> list[str | Exception]:
+    """Complete the tasks (or to-dos) that exist in one call; "none" for an effect whose task was never made."""
+    wanted = [
+        (index, TaskCompletion(task_id, str(effect.payload.get("result") or ""), kind))
+        for index, (effect, task_id) in enumerate(zip(effects, ids, strict=True))
+        if task_id
+    ]
+    outcomes: list[str | Exception] = ["none"] * len(effects)
+    answers = crm.complete_tasks([completion for _, completion in wanted]) if wanted else []
+    for (index, completion), error in zip(wanted, answers, strict=True):
+        outcomes[index] = error if error is not None else completion.task_id
+    return outcomes
 
 
 def add_case_event(case: RefusalCase, actor: str, action: str, note: str = "") -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,9 +105,20 @@ def _stored(portal: Portal) -> dict[str, Any]:
     return stored
 
 
+_LOADED: dict[str, GuardSettings] = {}  # stored JSON -> its validated settings (every decision reads them)
+
+
 def guard_settings(portal: Portal) -> GuardSettings:
-    """The stored settings with defaults filled in."""
-    return _to_model(GuardSettingsSchema().load(_stored(portal)))
+    """The stored settings with defaults filled in (validated once per distinct stored value in a process)."""
+    stored = _stored(portal)
+    key = json.dumps(stored, sort_keys=True, default=str)
+    loaded = _LOADED.get(key)
+    if loaded is None:
+        loaded = _to_model(GuardSettingsSchema().load(stored))
+        if len(_LOADED) >= 512:
+            _LOADED.clear()
+        _LOADED[key] = loaded
+    return loaded
 
 
 def as_dict(settings: GuardSettings) -> dict[str, Any]:

@@ -865,9 +865,8 @@ def add_tasks(request: Request) -> Answer:
         raise validation_error([("InvalidType", "body", "This value should be of type array.")])
     if len(items) > MAX_LIMIT:
         raise validation_error([("InvalidCount", "body", "This collection should contain 250 elements or less.")])
-    created = []
-    now = int(request.sandbox.clock.now())
-    for index, item in enumerate(items):
+    checked = []
+    for index, item in enumerate(items):  # amoCRM checks the whole list first: a refused list creates nothing
         item = item if isinstance(item, dict) else {}
         if _int(item.get("complete_till")) is None:
             raise validation_error([("NotBlank", f"{index}.complete_till", "This value should not be blank.")])
@@ -879,6 +878,10 @@ def add_tasks(request: Request) -> Answer:
         entity_type, entity_id = item.get("entity_type"), _int(item.get("entity_id"))
         if entity_type is not None and (entity_type != "leads" or entity_id not in request.account.leads):
             raise validation_error([("NotFound", f"{index}.entity_id", "Entity not found")])
+        checked.append((index, item, responsible, entity_type, entity_id))
+    created = []
+    now = int(request.sandbox.clock.now())
+    for index, item, responsible, entity_type, entity_id in checked:
         task_id = request.sandbox.next_id()
         request.account.tasks[task_id] = {
             "id": task_id,

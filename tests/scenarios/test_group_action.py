@@ -8,8 +8,8 @@ import time
 import sqlalchemy as sa
 
 from app.core.db import db
-from app.core.models import AuditEntry, InboxItem
-from tests.scenarios.driver import MANAGER, CrmDriver
+from app.core.models import AuditEntry, InboxItem, RefusalCase
+from tests.scenarios.driver import MANAGER, CrmDriver, qa_tasks
 
 GROUP = 100
 
@@ -61,3 +61,42 @@ def test_a_deal_moved_again_after_the_group_revert_is_decided_again(crm: CrmDriv
     assert crm.stage_of(again) == "working"
     assert _reverted(deal_ids)[again] == 2
     assert len(crm.notices(MANAGER)) == 11
+
+
+def _cases(deal_ids: list[str]) -> list[RefusalCase]:
+    db.session.expire_all()
+    return list(db.session.scalars(sa.select(RefusalCase).where(RefusalCase.deal_id.in_(deal_ids))))
+
+
+def test_a_group_closed_with_reasons_gets_its_qa_tasks_and_its_withdrawal_completes_them_in_a_few_requests(
+    crm: CrmDriver,
+):
+    deal_ids = [crm.new_deal(title=f"Сделка {n}") for n in range(GROUP)]
+    for deal_id in deal_ids:
+        crm.fill_refusal(deal_id, MANAGER, "price", "Дорого")
+    crm.settle()
+    before = crm.http_requests()
+
+    for deal_id in deal_ids:
+        crm.move(deal_id, "lost", by=MANAGER)
+    crm.settle()
+
+    assert [crm.stage_of(deal_id) for deal_id in deal_ids] == ["refusal"] * GROUP
+    tasks = {deal_id: qa_tasks(crm, deal_id) for deal_id in deal_ids}
+    assert all(len(found) == 1 and found[0].is_open for found in tasks.values()), "one open QA task per deal"
+    cases = _cases(deal_ids)
+    assert len(cases) == GROUP
+    assert all(case.qa_task_id == tasks[str(case.deal_id)][0].id for case in cases)
+    requests = crm.http_requests() - before
+    assert requests / GROUP <= 0.15, f"{requests} requests for {GROUP} deals, their QA tasks included"
+
+    before = crm.http_requests()
+    for deal_id in deal_ids:
+        crm.move(deal_id, "late working", by=MANAGER)
+    crm.settle()
+
+    assert [crm.stage_of(deal_id) for deal_id in deal_ids] == ["late working"] * GROUP
+    assert {case.state for case in _cases(deal_ids)} == {RefusalCase.WITHDRAWN}
+    assert not any(task.is_open for deal_id in deal_ids for task in qa_tasks(crm, deal_id)), "every QA task done"
+    requests = crm.http_requests() - before
+    assert requests / GROUP <= 0.15, f"{requests} requests for {GROUP} withdrawals, the tasks' completion included"

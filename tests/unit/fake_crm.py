@@ -39,6 +39,7 @@ from app.crm.port import (
     StageSemantics,
     StageSpec,
     Task,
+    TaskCompletion,
     User,
     WriteOutcome,
     reason_code_for_item,
@@ -101,6 +102,7 @@ class InMemoryCrm:
         self.reads: dict[str, int] = defaultdict(int)  # calls per method name
         self.batch_reads = 0  # get_deals calls (one request each, whatever the number of deals)
         self.batch_writes = 0  # write_deals calls (one request per 50 deal writes)
+        self.batch_tasks = 0  # create_tasks / complete_tasks calls (one request per 50 tasks)
         self.read_deal_ids: list[str] = []  # every deal read, by get_deal or get_deals, in order
         self._inboxes: dict[str, list[Notice]] = defaultdict(list)
         self._changes: list[str] = []  # the CRM's queue of changed deal ids (one entry per change event)
@@ -561,6 +563,31 @@ class InMemoryCrm:
         self.task_descriptions[created.id] = task.description
         self.writes.append(Write("create_task", task.deal_id, task))
         return created.id
+
+    def create_tasks(self, tasks: Sequence[NewTask]) -> list[str | Exception]:
+        """Many tasks; one request per 50 (counted in `batch_tasks`); a failed task fails alone."""
+        self.batch_tasks += -(-len(tasks) // 50)
+        outcomes: list[str | Exception] = []
+        for task in tasks:
+            try:
+                outcomes.append(self.create_task(task))
+            except CrmError as error:
+                outcomes.append(error)
+        return outcomes
+
+    def complete_tasks(self, completions: Sequence[TaskCompletion]) -> list[Exception | None]:
+        """Many completions; one request per 50 (counted in `batch_tasks`); a failed one fails alone."""
+        self.batch_tasks += -(-len(completions) // 50)
+        outcomes: list[Exception | None] = []
+        for completion in completions:
+            method = "complete_todo" if completion.kind == "todo" else "complete_task"
+            try:
+                self._complete(method, completion.task_id, completion.result)
+            except CrmError as error:
+                outcomes.append(error)
+            else:
+                outcomes.append(None)
+        return outcomes
 
     def list_deal_tasks(self, deal_id: str) -> list[Task]:
         """Tasks linked to a deal."""

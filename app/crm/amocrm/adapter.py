@@ -57,6 +57,7 @@ from app.crm.port import (
     StageSemantics,
     StageSpec,
     Task,
+    TaskCompletion,
     User,
     WriteOutcome,
     item_of_reason_code,
@@ -888,6 +889,72 @@ class AmoCrm:
 
     def create_task(self, task: NewTask) -> str:
         """POST /api/v4/tasks linked to the lead; returns the task id."""
+        answer = self.rest.request("POST", "/api/v4/tasks", body=[self._task_item(task)])
+        created = ((answer or {}).get("_embedded") or {}).get("tasks") or [] if isinstance(answer, dict) else []
+        if not created or not created[0].get("id"):
+            raise CrmError("POST /api/v4/tasks answered without a task id")
+        return _text(created[0]["id"])
+
+    def create_tasks(self, tasks: Sequence[NewTask]) -> list[str | Exception]:
+        """POST /api/v4/tasks of up to 50 tasks each; the answer names each created task by its `request_id`.
+        Should amoCRM refuse a list (one task it will not take refuses them all), its tasks are posted one by
+        one, so that only that task fails."""
+        outcomes: list[str | Exception] = []
+        for start in range(0, len(tasks), NOTICE_BATCH):
+            chunk = tasks[start : start + NOTICE_BATCH]
+            body = [{**self._task_item(task), "request_id": str(number)} for number, task in enumerate(chunk)]
+            try:
+                answer = self.rest.request("POST", "/api/v4/tasks", body=body) if len(chunk) > 1 else None
+            except (AmoValidationError, AmoNotFound):
+                answer = None
+            except CrmError as error:
+                outcomes += [error] * len(chunk)
+                continue
+            rows = ((answer or {}).get("_embedded") or {}).get("tasks") if isinstance(answer, dict) else None
+            ids = {_text(row.get("request_id")): _text(row.get("id")) for row in rows or [] if isinstance(row, dict)}
+            for number, task in enumerate(chunk):
+                if ids.get(str(number)):
+                    outcomes.append(ids[str(number)])
+                    continue
+                try:
+                    outcomes.append(self.create_task(task))
+                except CrmError as error:
+                    outcomes.append(error)
+        return outcomes
+
+    def complete_tasks(self, completions: Sequence[TaskCompletion]) -> list[Exception | None]:
+        """PATCH /api/v4/tasks of up to 50 tasks each with ``{id, is_completed, result}`` (a to-do is a task here).
+        amoCRM takes such a list all or nothing: when it refuses one (a task deleted meanwhile), each task of
+        the list is completed alone, as `complete_task` does."""
+        outcomes: list[Exception | None] = []
+        for start in range(0, len(completions), NOTICE_BATCH):
+            chunk = completions[start : start + NOTICE_BATCH]
+            body = []
+            for completion in chunk:
+                item: dict[str, Any] = {"id": int(completion.task_id), "is_completed": True}
+                if completion.result:
+                    item["result"] = {"text": completion.result}
+                body.append(item)
+            if len(chunk) > 1:
+                try:
+                    self.rest.request("PATCH", "/api/v4/tasks", body=body)
+                except (AmoValidationError, AmoNotFound):
+                    pass  # one by one below
+                except CrmError as error:
+                    outcomes += [error] * len(chunk)
+                    continue
+                else:
+                    outcomes += [None] * len(chunk)
+                    continue
+            for completion in chunk:
+                try:
+                    self.complete_task(completion.task_id, completion.result)
+                    outcomes.append(None)
+                except CrmError as error:
+                    outcomes.append(error)
+        return outcomes
+
+    def _task_item(self, task: NewTask) -> dict[str, Any]:
         text = task.title if not task.description else f"{task.title}\n{task.description}"
         item: dict[str, Any] = {
             "text": text,
@@ -899,11 +966,7 @@ class AmoCrm:
         }
         if task.created_by:
             item["created_by"] = int(task.created_by)
-        answer = self.rest.request("POST", "/api/v4/tasks", body=[item])
-        created = ((answer or {}).get("_embedded") or {}).get("tasks") or [] if isinstance(answer, dict) else []
-        if not created or not created[0].get("id"):
-            raise CrmError("POST /api/v4/tasks answered without a task id")
-        return _text(created[0]["id"])
+        return item
 
     def create_todo(self, todo: NewTodo) -> str:
         """A to-do is a task of type 1 ("call") for the user on the lead, due at the deadline

@@ -47,6 +47,7 @@ from app.crm.port import (
     StageSemantics,
     StageSpec,
     Task,
+    TaskCompletion,
     User,
     WriteOutcome,
     item_of_reason_code,
@@ -803,6 +804,66 @@ class Bitrix24Crm:
 
     def create_task(self, task: NewTask) -> str:
         """tasks.task.add linked to the deal; returns the task id."""
+        return self._created_task_id(self.rest.call("tasks.task.add", {"fields": self._task_fields(task)}))
+
+    @staticmethod
+    def _created_task_id(answer: Any) -> str:
+        created = (answer or {}).get("task") if isinstance(answer, dict) else None
+        task_id = _text((created or {}).get("id") or (created or {}).get("ID"))
+        if not task_id:
+            raise CrmError("tasks.task.add answered without a task id")
+        return task_id
+
+    def create_tasks(self, tasks: Sequence[NewTask]) -> list[str | Exception]:
+        """tasks.task.add for every task, 50 to a `batch` (not halted: one refused task fails alone)."""
+        if not tasks:
+            return []
+        commands = {
+            f"t{index}": ("tasks.task.add", {"fields": self._task_fields(task)}) for index, task in enumerate(tasks)
+        }
+        result = self.rest.batch(commands, halt=False)
+        outcomes: list[str | Exception] = []
+        for key in commands:
+            try:
+                outcomes.append(self._created_task_id(result.get(key)))
+            except CrmError as error:
+                outcomes.append(error)
+        return outcomes
+
+    def complete_tasks(self, completions: Sequence[TaskCompletion]) -> list[Exception | None]:
+        """tasks.task.complete / crm.activity.update for every one, 50 to a `batch` (not halted). A refused one is
+        read back as `complete_task` / `complete_todo` do (an already completed or deleted one is fine)."""
+        if not completions:
+            return []
+        commands: dict[str, tuple[str, Mapping[str, Any] | None]] = {}
+        for index, completion in enumerate(completions):
+            if completion.kind == "todo":
+                commands[f"c{index}"] = (
+                    "crm.activity.update",
+                    {"id": completion.task_id, "fields": {"COMPLETED": "Y"}},
+                )
+            else:
+                commands[f"c{index}"] = ("tasks.task.complete", {"taskId": completion.task_id})
+        result = self.rest.batch(commands, halt=False)
+        outcomes: list[Exception | None] = []
+        for key, completion in zip(commands, completions, strict=True):
+            error = result.error(key)
+            if error is None:
+                outcomes.append(None if key in result.result else CrmError(f"batch command {key!r} was not run"))
+                continue
+            try:
+                still_open = not (isinstance(error, Bitrix24Error) and _refused(error)) or (
+                    self._todo_still_open(completion.task_id)
+                    if completion.kind == "todo"
+                    else self._task_still_open(completion.task_id)
+                )
+            except CrmError as read_error:
+                outcomes.append(read_error)
+                continue
+            outcomes.append(error if still_open else None)
+        return outcomes
+
+    def _task_fields(self, task: NewTask) -> dict[str, Any]:
         fields: dict[str, Any] = {
             "TITLE": task.title,
             "RESPONSIBLE_ID": task.responsible_id,
@@ -815,12 +876,7 @@ class Bitrix24Crm:
             fields["CREATED_BY"] = task.created_by
         if task.auditor_ids:
             fields["AUDITORS"] = list(task.auditor_ids)
-        answer = self.rest.call("tasks.task.add", {"fields": fields})
-        created = (answer or {}).get("task") if isinstance(answer, dict) else None
-        task_id = _text((created or {}).get("id") or (created or {}).get("ID"))
-        if not task_id:
-            raise CrmError("tasks.task.add answered without a task id")
-        return task_id
+        return fields
 
     def create_todo(self, todo: NewTodo) -> str:
         """crm.activity.todo.add on the deal; returns the activity id."""
