@@ -37,7 +37,8 @@ def test_sources_by_name(app, live_server, page: Page, language: str, tab: str, 
         page.get_by_role("tab", name=tab).click()
         rows = page.locator("#rc-exchange-lots tbody tr")
         expect(rows).to_have_count(2)
-        expect(page.locator("#rc-exchange-lots tbody tr", has_text="С сайта").locator("td").nth(3)).to_have_text(
+        # Columns: deal, ABC class, age, amount, source.
+        expect(page.locator("#rc-exchange-lots tbody tr", has_text="С сайта").locator("td").nth(4)).to_have_text(
             "Веб-сайт"
         )
         page.locator('#rc-exchange-filters select[name="source"]').select_option(label="Веб-сайт")
