@@ -123,7 +123,7 @@ def test_an_idle_class_a_deal_notifies_its_manager_once_per_idle_period(crm: Crm
     # The admin turns it off from the CLI.
     result = crm.app.test_cli_runner().invoke(settings_cli, ["set", str(portal.id), "abc_a_idle_hours=0"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["abc_a_idle_hours"] == 0
+    assert json.loads(result.stdout)["abc_a_idle_hours"] == 0
     db.session.expire_all()
     assert abc.notify_idle(crm.portal(), client, now=utcnow() + timedelta(days=3)) == 0
     bad = crm.client.put("/api/settings", json={"abc_a_idle_hours": -1}, headers=crm.token(ADMIN, admin=True))
