@@ -155,3 +155,28 @@ def test_the_reports_count_deals_wins_and_refusals_by_class(crm: CrmDriver):
     page = crm.client.get("/api/reports/view", headers=crm.token(HEAD))
     assert page.status_code == 200
     assert "Сделки по классам ABC" in page.get_data(as_text=True)
+
+
+def test_the_class_goes_out_with_the_guards_move_and_notice_in_one_write(crm: CrmDriver):
+    """A manager answers the questions and closes the deal as lost without a reason: the deal is sent back, he
+    is told why, and the class is written, all in the guard's one write (Bitrix24: one batch with one
+    crm.deal.update; amoCRM: one PATCH of the lead, then the notice task)."""
+    crm.set_clock(utcnow())
+    warm = crm.new_deal(title="Прогрев справочников")
+    crm.move(warm, "lost", by=MANAGER)  # reads the users and pipelines once, as any portal's first decision does
+    crm.settle()
+    deal = crm.new_deal(title="Квалифицирована и закрыта")
+    crm.settle()
+    crm.wait(5)
+    writes, requests, seen = crm.deal_writes(deal), crm.http_requests(), len(crm.notices(MANAGER))
+
+    crm.qualify(deal, MANAGER, need="yes", budget="yes", urgency="yes")
+    crm.move(deal, "lost", by=MANAGER)
+    crm.settle()
+
+    assert crm.stage_of(deal) == "working" and crm.deal_field(deal, "abc_class") == "A"
+    assert len(crm.notices(MANAGER)) == seen + 1
+    assert crm.deal_writes(deal) == writes + 1  # the move back and the class: one write of the deal
+    # one read of the deal, one write with the notice (amoCRM: the notice is a task, its own POST); the echo of
+    # that write is recognised without a read
+    assert crm.http_requests() - requests == (2 if crm.name == "bitrix24" else 3)
