@@ -341,9 +341,7 @@ def _leading_changes(effects: Sequence[Effect]) -> list[Effect]:
     for effect in effects:
         if effect.kind == "notify":
             continue
-        if effect.kind not in CHANGE_KINDS or (
-            effect.kind != "update" and any(c.kind == effect.kind for c in changes)
-        ):
+        if effect.kind not in CHANGE_KINDS or (effect.kind != "update" and any(c.kind == effect.kind for c in changes)):
             break
         changes.append(effect)
     return changes
