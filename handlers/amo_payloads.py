@@ -3,6 +3,7 @@ the Digital Pipeline widget's webhook (one robot action on one lead or customer)
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -15,6 +16,23 @@ __all__ = ["MAX_BODY_BYTES", "AmoHook", "DpAction", "LeadChange", "parse_dp", "p
 
 # Sections of `leads[...]` that describe a change the guard must look at; `status` first, it is the richest.
 LEAD_SECTIONS = ("status", "update", "add", "responsible", "restore")
+# What a lead's entry in a webhook says about its state: two real changes within one second differ in at least
+# one of these (amoCRM stamps `last_modified` in whole seconds), while a retry of a delivery repeats them all.
+DIGEST_KEYS = (
+    "status_id",
+    "old_status_id",
+    "pipeline_id",
+    "old_pipeline_id",
+    "responsible_user_id",
+    "old_responsible_user_id",
+    "modified_user_id",
+    "last_modified",
+    "updated_at",
+    "price",
+    "name",
+    "custom_fields",
+    "tags",
+)
 
 
 def _items(value: Any) -> list[dict[str, Any]]:
@@ -31,6 +49,14 @@ def _digits(value: Any) -> str:
     return text if text.isdigit() else ""
 
 
+def content_digest(item: dict[str, Any]) -> str:
+    """A short hash of what a lead's webhook entry says about the lead (DIGEST_KEYS, values as sent): the same
+    for a redelivery of that entry, different for another change of the lead within the same second."""
+    state = {key: item.get(key) for key in DIGEST_KEYS if key in item}
+    canonical = json.dumps(state, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class LeadChange:
     """What one webhook body says about one lead (only used to key and route; the job re-reads the lead)."""
@@ -43,15 +69,18 @@ class LeadChange:
     last_modified: str = ""
     modified_user_id: str = ""
     responsible_user_id: str = ""
+    digest: str = ""
 
     def dedupe_key(self, account_id: str) -> str:
-        """(account, lead, action, status, old status, responsible, author, last_modified): the same delivery
-        twice is one row. `last_modified` has whole seconds, so the action, the responsible and the author tell
-        apart real changes of one lead within a second (a new lead we give to the pool and a manager taking it
-        back at once, or a manager setting themselves responsible for the lead they just created)."""
+        """(account, lead, action, status, old status, responsible, author, last_modified, digest): a redelivery
+        of the same body (amoCRM retries after 5 and 15 minutes, and after an hour) is one row. `last_modified`
+        has whole seconds, so the action, the responsible, the author and the digest of the lead's state as the
+        entry reports it (status, pipeline, responsible, price, custom field values, ...) tell apart real changes
+        of one lead within a second: a manager answering two qualification questions one after the other, a new
+        lead we give to the pool and a manager taking it back at once."""
         return (
             f"amo:{account_id}:{self.lead_id}:{self.action}:{self.status_id}:{self.old_status_id}:"
-            f"{self.responsible_user_id}:{self.modified_user_id}:{self.last_modified}"
+            f"{self.responsible_user_id}:{self.modified_user_id}:{self.last_modified}:{self.digest}"
         )
 
     def to_json(self, account_id: str) -> str:
@@ -105,6 +134,7 @@ def parse_hook(body: str) -> AmoHook:
                 last_modified=_digits(item.get("last_modified") or item.get("updated_at")),
                 modified_user_id=_digits(item.get("modified_user_id")),
                 responsible_user_id=_digits(item.get("responsible_user_id")),
+                digest=content_digest(item),
             )
     return AmoHook(account_id=account_id, subdomain=str(account.get("subdomain") or ""), leads=tuple(merged.values()))
 

@@ -171,7 +171,13 @@ def events() -> ResponseReturnValue:
         return _unauthorized("application token does not match")
     if tenant.status == "uninstalled" and event.event != "ONAPPUNINSTALL":
         return jsonify(ok=True, ignored="portal uninstalled")
-    dedupe_key = f"b24:{tenant.external_id}:{event.event}:{event.entity_id}:{event.ts}:{event.event_handler_id}"
+    # Bitrix24 never redelivers and stamps whole seconds: the author keeps the echo of our own write apart from a
+    # person's change of the deal in that second (collapsed into the echo's row, the change would be taken for
+    # the echo and never read); identical bodies collapse only while the first waits (`repeatable`).
+    dedupe_key = (
+        f"b24:{tenant.external_id}:{event.event}:{event.entity_id}:{event.ts}:{event.event_handler_id}:"
+        f"{event.auth.user_id or ''}"
+    )
     inbox_id = inbox.accept(
         SOURCE, event.event, dedupe_key, strip_tokens(body), tenant.id, repeatable=event.event in DEAL_EVENTS
     )

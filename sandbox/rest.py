@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -200,7 +199,7 @@ def batch(ctx: CallContext, params: dict[str, Any], timer: Callable[[float, floa
         key = str(key)
         name, _, query = str(command).partition("?")
         name = name.strip().lower().removesuffix(".json")
-        started = time.time()
+        started = ctx.sandbox.clock.now()
         inner = CallContext(ctx.sandbox, ctx.portal, ctx.user_id, name, ctx.auth_connector, in_batch=True)
         inner_params = _resolve_references(decode_params(query), results)
         inner_params.pop("auth", None)
@@ -214,7 +213,7 @@ def batch(ctx: CallContext, params: dict[str, Any], timer: Callable[[float, floa
         except RestError as error:
             ctx.sandbox._log(inner, inner_params, error.status)
             errors[key] = error.body()
-            times[key] = timer(started, time.time())
+            times[key] = timer(started, ctx.sandbox.clock.now())
             if halt:
                 break
             continue
@@ -224,7 +223,7 @@ def batch(ctx: CallContext, params: dict[str, Any], timer: Callable[[float, floa
             totals[key] = answer.total
         if answer.next is not None:
             nexts[key] = answer.next
-        times[key] = timer(started, time.time())
+        times[key] = timer(started, ctx.sandbox.clock.now())
     return {
         "result": _empty_as_list(results),
         "result_error": _empty_as_list(errors),

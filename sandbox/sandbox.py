@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -349,7 +348,7 @@ class Sandbox:
     def handle_rest(self, host: str | None, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Answer POST /rest/<method>.json: (HTTP status, JSON body)."""
         method = method.lower().removesuffix(".json")
-        started = time.time()
+        started = self.clock.now()  # an answer's `time` is the portal's clock, the one that stamps events' `ts`
         params = dict(params)
         with self.lock:
             try:
@@ -374,7 +373,7 @@ class Sandbox:
             if method == "batch":
                 result = rest.batch(ctx, params, self._time)
                 self._log(ctx, params, 200)
-                return 200, {"result": result, "time": self._time(started, time.time())}
+                return 200, {"result": result, "time": self._time(started, self.clock.now())}
             answer = rest.dispatch(ctx, params)
         except RestError as error:
             self._log(ctx, params, error.status)
@@ -385,7 +384,7 @@ class Sandbox:
             body["next"] = answer.next
         if answer.total is not None:
             body["total"] = answer.total
-        body["time"] = self._time(started, time.time())
+        body["time"] = self._time(started, self.clock.now())
         return 200, body
 
     def _log(self, ctx: CallContext, params: dict[str, Any], status: int) -> None:

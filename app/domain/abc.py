@@ -119,6 +119,21 @@ def apply(portal: Portal, deal: Deal, now: datetime | None = None) -> str | None
     return wanted
 
 
+def stale(portal: Portal, deals: Sequence[Deal]) -> set[str]:
+    """The deals whose answers call for another class than the one their class field holds or the one we keep
+    (a change of the answers whose event was lost): one query for all of them, no CRM call. Empty when the
+    portal has no ABC fields yet."""
+    if not deals or not installed(portal):
+        return set()
+    known = classes_of(portal.id, [deal.id for deal in deals])
+    found = set()
+    for deal in deals:
+        wanted = classify(deal.abc_need, deal.abc_budget, deal.abc_urgency)
+        if wanted != (deal.abc_class or "") or wanted != known.get(deal.id, ""):
+            found.add(deal.id)
+    return found
+
+
 def remember(
     portal_id: int, deal: Deal, abc_class: str, now: datetime, *, outcome_known: bool = True
 ) -> DealClass | None:

@@ -340,15 +340,29 @@ def _run_step(pending: Sequence[Effect], index: int, crm: CrmClient) -> int:
     return 1
 
 
-CHANGE_KINDS = ("move", "assign")
+CHANGE_KINDS = ("move", "assign", "update")
+
+
+def _leading_changes(effects: Sequence[Effect]) -> list[Effect]:
+    """The deal's writes that go out as one change: its move, assignment and field writes (the ABC class, QA's
+    fields) up to the first other effect (a task, a to-do) or a second move or assignment; notices in between
+    do not stop them (they go with the change anyway)."""
+    changes: list[Effect] = []
+    for effect in effects:
+        if effect.kind == "notify":
+            continue
+        if effect.kind not in CHANGE_KINDS or (effect.kind != "update" and any(c.kind == effect.kind for c in changes)):
+            break
+        changes.append(effect)
+    return changes
 
 
 def run_pending_effects_of(portal_id: int, deal_ids: Sequence[str], crm: CrmClient) -> dict[str, Exception]:
-    """Carry out the pending effects of many deals (their locks held): each deal's leading move and/or
-    assignment and all its notices go to the CRM in one `write_deals` call for every deal; whatever else is
-    pending follows in rounds (`_run_remaining`): QA tasks and task / to-do completions packed across deals,
-    other kinds deal by deal. Returns the deals whose effects did not all land, with
-    the first error; their effects stay pending for a retry."""
+    """Carry out the pending effects of many deals (their locks held): each deal's leading move, assignment and
+    field writes (its ABC class among them) and all its notices go to the CRM in one `write_deals` call for
+    every deal; whatever else is pending follows in rounds (`_run_remaining`): QA tasks and task / to-do
+    completions packed across deals, other kinds deal by deal. Returns the deals whose effects did not all
+    land, with the first error; their effects stay pending for a retry."""
     failed: dict[str, Exception] = {}
     if not deal_ids:
         return failed
@@ -364,11 +378,7 @@ def run_pending_effects_of(portal_id: int, deal_ids: Sequence[str], crm: CrmClie
     packed: list[tuple[list[Effect], list[Effect], str | None]] = []  # (changes, notices, stage written)
     landed: set[int] = set()  # id() of the effects carried out here
     for deal_id, effects in by_deal.items():
-        changes: list[Effect] = []
-        for effect in effects:
-            if effect.kind not in CHANGE_KINDS or any(c.kind == effect.kind for c in changes):
-                break
-            changes.append(effect)
+        changes = _leading_changes(effects)
         notices = [effect for effect in effects if effect.kind == "notify"]
         if not changes and not notices:
             continue
@@ -484,17 +494,21 @@ def _notice(effect: Effect) -> Notice:
 
 
 def _merged_change(changes: Sequence[Effect]) -> DealChange:
-    stage_id = pipeline_id = responsible_id = None
+    fields: dict[str, Any] = {}
     for effect in changes:
         if effect.kind == "move":
-            stage_id = effect.payload["stage_id"]
-            pipeline_id = effect.payload.get("pipeline_id")
+            fields["stage_id"] = effect.payload["stage_id"]
+            fields["pipeline_id"] = effect.payload.get("pipeline_id")
+        elif effect.kind == "assign":
+            fields["responsible_id"] = effect.payload["responsible_id"]
         else:
-            responsible_id = effect.payload["responsible_id"]
-    return DealChange(stage_id=stage_id, pipeline_id=pipeline_id, responsible_id=responsible_id)
+            fields.update(effect.payload)  # a later field write wins
+    return DealChange(**fields)
 
 
 def _result_of(effect: Effect) -> str:
+    if effect.kind == "update":
+        return ",".join(sorted(effect.payload))
     return str(effect.payload["stage_id"] if effect.kind == "move" else effect.payload["responsible_id"])
 
 

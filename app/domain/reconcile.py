@@ -1,4 +1,5 @@
-"""Reconciliation: find what webhooks missed (Bitrix24 never redelivers) and feed the same guard."""
+"""Reconciliation: find what webhooks missed (Bitrix24 never redelivers) and feed the same guard: a deal whose
+stage moved, or whose ABC answers no longer match its class, is decided as its lost event would have been."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from app.core.models import DealSnapshot, Effect, Portal, utcnow
 from app.core.queue import enqueue
 from app.crm.errors import CrmError, PortalNeedsReinstall
 from app.crm.port import CrmClient, Deal, client_for
-from app.domain import abc, effects, guard, reasons, stages, timezones
+from app.domain import abc, deal_events, effects, reasons, stages, timezones
 
 log = logging.getLogger(__name__)
 OVERLAP = timedelta(minutes=5)
@@ -52,14 +53,15 @@ def reconcile_portal(portal_id: int) -> dict[str, int]:
             counts["time_zone"] = 1
             db.session.commit()
         counts["fields"] = int(_repair_fields(portal))
-        deal_guard = guard.Guard(portal, crm)
 
         def decide_changed(deal_ids: list[str]) -> None:
+            deals = list(crm.get_deals(deal_ids).values())
             snapshots = _snapshot_index(portal.id, deal_ids)
-            for deal in crm.get_deals(deal_ids).values():
+            unclassified = abc.stale(portal, deals)
+            for deal in deals:
                 counts["seen"] += 1
-                if snapshots.get(deal.id) != (deal.pipeline_id, deal.stage_id):
-                    deal_guard.decide(deal.id)
+                if snapshots.get(deal.id) != (deal.pipeline_id, deal.stage_id) or deal.id in unclassified:
+                    _decide(portal, crm, deal.id)
                     counts["decided"] += 1
 
         drained = crm.drain_deal_changes(decide_changed)
@@ -71,13 +73,14 @@ def reconcile_portal(portal_id: int) -> dict[str, int]:
         newest = watermark
         for chunk in _chunks(crm.iter_deals(modified_since=watermark - OVERLAP), 200):
             snapshots = _snapshot_index(portal.id, [deal.id for deal in chunk])
+            unclassified = abc.stale(portal, chunk)
             for deal in chunk:
                 counts["seen"] += 1
                 if deal.modified_at and deal.modified_at > newest:
                     newest = deal.modified_at
-                if snapshots.get(deal.id) == (deal.pipeline_id, deal.stage_id):
+                if snapshots.get(deal.id) == (deal.pipeline_id, deal.stage_id) and deal.id not in unclassified:
                     continue
-                deal_guard.decide(deal.id)
+                _decide(portal, crm, deal.id)
                 counts["decided"] += 1
         _set_watermark(portal, newest)
     except PortalNeedsReinstall:
@@ -88,6 +91,12 @@ def reconcile_portal(portal_id: int) -> dict[str, int]:
         raise
     log.info("reconciliation done", extra={"portal_id": portal_id, **counts})
     return counts
+
+
+def _decide(portal: Portal, crm: CrmClient, deal_id: str) -> None:
+    """A deal whose stage, pipeline or ABC answers changed unheard: decided as its event would have been (the
+    guard, then its class; their writes in one request), without the exchange's routing of new deals."""
+    deal_events.deals_changed(portal, crm, deal_events.DealEvent(deal_id, routing=False))
 
 
 def _adopt_new_pipelines(portal: Portal, crm: CrmClient) -> int:

@@ -698,6 +698,22 @@ class AmoSandbox:
             }
         )
 
+    @staticmethod
+    def _field_values(account: Account, field_id: int, values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A custom field's values as a `custom_field_{id}_value_changed` event reports them."""
+        spec = account.custom_fields.get(field_id) or {}
+        return [
+            {
+                "custom_field_value": {
+                    "field_id": field_id,
+                    "field_type": spec.get("type", ""),
+                    **({"enum_id": value["enum_id"]} if value.get("enum_id") is not None else {}),
+                    "text": str(value.get("value", "")),
+                }
+            }
+            for value in values
+        ]
+
     def apply_lead(self, account: Account, lead_id: int, changes: Mapping[str, Any], by: int) -> tuple[dict, dict]:
         """Apply validated changes to a lead as user `by` (0: automation); returns (old, new) copies."""
         lead = account.leads[lead_id]
@@ -729,6 +745,17 @@ class AmoSandbox:
                 [{"lead_status": {"id": old["status_id"], "pipeline_id": old["pipeline_id"]}}],
                 [{"lead_status": {"id": lead["status_id"], "pipeline_id": lead["pipeline_id"]}}],
             )
+        for field_id in sorted(set(old["cf"]) | set(lead.get("cf") or {})):
+            before, after = old["cf"].get(field_id) or [], (lead.get("cf") or {}).get(field_id) or []
+            if before != after:
+                self._event(
+                    account,
+                    f"custom_field_{field_id}_value_changed",
+                    lead_id,
+                    by,
+                    self._field_values(account, field_id, before),
+                    self._field_values(account, field_id, after),
+                )
         if old["responsible_user_id"] != lead["responsible_user_id"]:
             self._event(
                 account,

@@ -226,3 +226,17 @@ def test_an_uninstalled_portal_is_ignored_at_once_without_the_token_cache(client
     answer = client.post("/b24/events", data=event_body("member-a", "real-token", deal_id="8"), **FORM)
     assert answer.get_json() == {"ok": True, "ignored": "portal uninstalled"}
     assert db.session.scalar(sa.select(sa.func.count()).select_from(InboxItem)) == 1
+
+
+def test_two_authors_changing_a_deal_in_one_second_are_two_rows_while_the_first_waits(client, app: Flask):
+    """Our own write of a deal (its echo, by the app's user) and a manager's change in the same second carry
+    the same `ts`: the manager's change must not be folded into the echo's row, which is consumed as our echo
+    without a read. The same author's identical body still folds into the waiting row."""
+    make_portal("member-a", application_token="real-token", status="installed")
+    echo = client.post("/b24/events", data=event_body("member-a", "real-token", **{"auth[user_id]": "1"}), **FORM)
+    change = client.post("/b24/events", data=event_body("member-a", "real-token", **{"auth[user_id]": "5"}), **FORM)
+    again = client.post("/b24/events", data=event_body("member-a", "real-token", **{"auth[user_id]": "5"}), **FORM)
+    assert echo.get_json()["duplicate"] is False
+    assert change.get_json()["duplicate"] is False
+    assert again.get_json()["duplicate"] is True
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(InboxItem)) == 2

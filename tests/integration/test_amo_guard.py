@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from app.core.db import db
 from app.core.models import InboxItem, RefusalCase
+from sandbox import ManualClock
 from tests.integration.amo import (
     MANAGER,
     Amo,
@@ -99,3 +100,29 @@ def test_a_loss_reason_picked_in_amocrm_counts_as_the_company_reason_of_that_nam
     guarded.settle()
     assert cases(other) == []
     assert any("нельзя закрыть" in task["text"] for task in notice_tasks(guarded, MANAGER))
+
+
+def test_a_retry_of_a_processed_webhook_is_a_duplicate_but_a_same_second_change_is_not(guarded: Amo):
+    """amoCRM resends a body it thinks we missed (after 5 and 15 minutes, and after an hour): even once the first
+    delivery was decided, the retry is recognised. Another change of the lead in the same second by the same
+    manager (amoCRM stamps whole seconds) differs in what it reports of the lead and is decided."""
+    lead_id = new_lead(guarded)
+    guarded.settle()
+    guarded.sandbox.clock = ManualClock()  # the account's clock stands still: one second for both changes
+    guarded.account.rate_limit = None
+    comment = guarded.our_portal().settings["amo_fields"]["refusal_comment"]["field"]
+    guarded.sandbox.act(guarded.account, MANAGER).set_fields(lead_id, {comment: "первая правка"})
+    [first] = guarded.sandbox.pending_hooks()
+    guarded.settle()
+    reads = guarded.sandbox.api_calls(guarded.account, "GET", f"/api/v4/leads/{lead_id}")
+
+    retry = guarded.client.post(first.url, data=first.body, content_type="application/x-www-form-urlencoded")
+    assert retry.status_code == 200 and retry.get_json()["duplicates"] == 1
+    guarded.settle()
+    assert guarded.sandbox.api_calls(guarded.account, "GET", f"/api/v4/leads/{lead_id}") == reads
+
+    guarded.sandbox.act(guarded.account, MANAGER).set_fields(lead_id, {comment: "вторая правка"})
+    [second] = guarded.sandbox.pending_hooks()
+    assert second.body != first.body
+    answer = guarded.client.post(second.url, data=second.body, content_type="application/x-www-form-urlencoded")
+    assert answer.status_code == 200 and answer.get_json()["accepted"] == 1

@@ -50,6 +50,8 @@ from app.domain import postpone
 from app.domain.guard import refusal_stage_for
 from handlers.amo_verify import issue_ticket
 from installers.amo_widget import render_manifest
+from installers.amocrm import FIELDS as AMO_FIELDS
+from installers.bitrix24 import FIELDS as B24_FIELDS
 from sandbox import ManualClock
 from sandbox.amocrm import api as amo_api
 from sandbox.amocrm.account import LOST as AMO_LOST
@@ -143,6 +145,8 @@ class CrmDriver(Protocol):
     def add_deal_field(self, label: str) -> str: ...
     def fill_field(self, deal_id: str, code: str, value: str, by: int) -> None: ...
     def qualify(self, deal_id: str, by: int | None, **answers: str | None) -> None: ...
+    def drop_our_fields(self, *keys: str) -> None: ...
+    def our_field_exists(self, key: str) -> bool: ...
     def set_amount(self, deal_id: str, amount: int, by: int) -> None: ...
     def stage_of(self, deal_id: str) -> str: ...
     def pipeline_of(self, deal_id: str) -> str: ...
@@ -440,6 +444,17 @@ class B24Driver(_Common):
             spec = fields[f"abc_{name.rstrip('_')}"]
             values[spec["field"]] = spec["enum"][answer] if answer else ""
         self._actor(by).update_deal(int(deal_id), values)
+
+    def drop_our_fields(self, *keys: str) -> None:
+        """An admin deletes our deal fields (installers.bitrix24.FIELDS keys) in the portal's settings."""
+        names = {f"UF_CRM_{B24_FIELDS[key]['name']}" for key in keys}
+        with self.sandbox.lock:
+            for field_id in [i for i, uf in self.crm_portal.userfields.items() if uf.field_name in names]:
+                del self.crm_portal.userfields[field_id]
+
+    def our_field_exists(self, key: str) -> bool:
+        name = f"UF_CRM_{B24_FIELDS[key]['name']}"
+        return any(uf.field_name == name for uf in self.crm_portal.userfields.values())
 
     def _deal(self, deal_id: str) -> dict[str, Any]:
         return self.sandbox.deal(self.crm_portal, int(deal_id))
@@ -840,6 +855,16 @@ class AmoDriver(_Common):
             spec = fields[f"abc_{name.rstrip('_')}"]
             values[int(spec["field"])] = {"enum_id": spec["enum"][answer]} if answer else None
         self._actor(by).set_fields(int(deal_id), values)
+
+    def drop_our_fields(self, *keys: str) -> None:
+        """An admin deletes our lead fields (installers.amocrm.FIELDS keys) in the account's settings."""
+        codes = {AMO_FIELDS[key]["code"] for key in keys}
+        with self.sandbox.lock:
+            for field_id in [i for i, f in self.account.custom_fields.items() if f.get("code") in codes]:
+                del self.account.custom_fields[field_id]
+
+    def our_field_exists(self, key: str) -> bool:
+        return self.account.field_by_code(AMO_FIELDS[key]["code"]) is not None
 
     def _lead(self, deal_id: str) -> dict[str, Any]:
         return self.sandbox.lead(self.account, int(deal_id))

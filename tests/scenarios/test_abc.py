@@ -63,6 +63,8 @@ def test_the_class_follows_the_answers_and_is_written_only_when_it_changes(crm: 
 
 
 def test_a_portal_installed_before_abc_gets_the_fields_from_the_reconciliation(crm: CrmDriver):
+    """Neither the CRM nor the app knows the ABC fields (a portal installed before them): the reconciliation
+    creates them in the CRM, and from then on the class follows the answers."""
     portal = crm.portal()
     mapping = dict(portal.settings[settings_key(crm)])
     for name in FIELDS:
@@ -70,6 +72,9 @@ def test_a_portal_installed_before_abc_gets_the_fields_from_the_reconciliation(c
     portal.settings = {**portal.settings, settings_key(crm): mapping}
     flag_modified(portal, "settings")
     db.session.commit()
+    crm.drop_our_fields(*FIELDS)
+    assert not any(crm.our_field_exists(name) for name in FIELDS)
+    assert crm.our_field_exists("refusal_reason")
     deal = crm.new_deal()  # deal events before the repair are decided as before, without a class
     assert crm.stage_of(deal) == "working" and crm.deal_field(deal, "refusal_reason") is None
     assert abc.installed(crm.portal()) is False
@@ -77,6 +82,7 @@ def test_a_portal_installed_before_abc_gets_the_fields_from_the_reconciliation(c
     reconcile.reconcile_portal(crm.portal().id)
     crm.work()
     assert abc.installed(crm.portal())
+    assert all(crm.our_field_exists(name) for name in FIELDS)  # created in the CRM, not only remembered
     crm.qualify(deal, MANAGER, need="yes", budget="yes", urgency="yes")
     crm.settle()
     assert crm.deal_field(deal, "abc_class") == "A"
@@ -155,3 +161,57 @@ def test_the_reports_count_deals_wins_and_refusals_by_class(crm: CrmDriver):
     page = crm.client.get("/api/reports/view", headers=crm.token(HEAD))
     assert page.status_code == 200
     assert "Сделки по классам ABC" in page.get_data(as_text=True)
+
+
+def test_the_class_goes_out_with_the_guards_move_and_notice_in_one_write(crm: CrmDriver):
+    """A manager answers the questions and closes the deal as lost without a reason: the deal is sent back, he
+    is told why, and the class is written, all in the guard's one write (Bitrix24: one batch with one
+    crm.deal.update; amoCRM: one PATCH of the lead, then the notice task)."""
+    crm.set_clock(utcnow())
+    warm = crm.new_deal(title="Прогрев справочников")
+    crm.move(warm, "lost", by=MANAGER)  # reads the users and pipelines once, as any portal's first decision does
+    crm.settle()
+    deal = crm.new_deal(title="Квалифицирована и закрыта")
+    crm.settle()
+    crm.wait(5)
+    writes, requests, seen = crm.deal_writes(deal), crm.http_requests(), len(crm.notices(MANAGER))
+
+    crm.qualify(deal, MANAGER, need="yes", budget="yes", urgency="yes")
+    crm.move(deal, "lost", by=MANAGER)
+    crm.settle()
+
+    assert crm.stage_of(deal) == "working" and crm.deal_field(deal, "abc_class") == "A"
+    assert len(crm.notices(MANAGER)) == seen + 1
+    assert crm.deal_writes(deal) == writes + 1  # the move back and the class: one write of the deal
+    # one read of the deal, one write with the notice (amoCRM: the notice is a task, its own POST); the echo of
+    # that write is recognised without a read
+    assert crm.http_requests() - requests == (2 if crm.name == "bitrix24" else 3)
+
+
+def test_the_reconciliation_reclassifies_a_deal_whose_answers_changed_unheard(crm: CrmDriver):
+    """The event of a change of the answers was lost and the deal's stage did not move: the sweep, which reads
+    the deals anyway, sees that the answers call for another class and decides the deal; a deal whose answers
+    and stage are as we know them is not decided again."""
+    deal = crm.new_deal(title="Потерянное событие")
+    calm = crm.new_deal(title="Без изменений")
+    crm.qualify(deal, MANAGER, need="yes", budget="yes", urgency="yes")
+    crm.qualify(calm, MANAGER, need="yes", budget="no")
+    crm.settle()
+    assert crm.deal_field(deal, "abc_class") == "A" and crm.deal_field(calm, "abc_class") == "C"
+    reconcile.reconcile_portal(crm.portal().id)  # what the sweep saw so far is acknowledged
+    crm.settle()
+
+    crm.drop_next_delivery()
+    crm.qualify(deal, MANAGER, urgency="no")
+    crm.settle()
+    assert crm.deal_field(deal, "abc_class") == "A", "the event was lost: nothing happened yet"
+    assert crm.stage_of(deal) == "working"
+
+    counts = reconcile.reconcile_portal(crm.portal().id)
+    crm.settle()
+    assert counts["decided"] == 1
+    assert crm.deal_field(deal, "abc_class") == "B" and crm.deal_field(calm, "abc_class") == "C"
+    db.session.expire_all()
+    kept = dict(db.session.execute(sa.select(DealClass.deal_id, DealClass.abc_class)).all())
+    assert kept[deal] == "B" and kept[calm] == "C"
+    assert reconcile.reconcile_portal(crm.portal().id)["decided"] == 0

@@ -72,6 +72,7 @@ LOST = "143"
 EVENTS_LIMIT = 100
 BATCH_IDS = 250
 EVENTS_WATERMARK = "amo_events_since"
+ABC_FIELDS = ("abc_need", "abc_budget", "abc_urgency", "abc_class")  # their changes are drained with status changes
 TASK_TYPE_CALL = 1
 NOTICE_TASK_HOURS = 4
 UTM_SOURCE = "UTM_SOURCE"  # the code of amoCRM's built-in tracking_data field "utm_source"
@@ -575,10 +576,20 @@ class AmoCrm:
                 return before[0] if before else None
         return None
 
+    def _drained_event_types(self) -> str:
+        """Status changes, and changes of the ABC answers and class where those fields are installed
+        (`custom_field_{FIELD_ID}_value_changed`, developers.kommo.com/reference/events-filtration)."""
+        types = ["lead_status_changed"]
+        for name in ABC_FIELDS:
+            if name in self._field:
+                types.append(f"custom_field_{self._field[name]}_value_changed")
+        return ",".join(types)
+
     def drain_deal_changes(self, handle: Callable[[list[str]], None]) -> int | None:
-        """Status changes since the stored watermark (events API), 100 per page; the watermark moves on
-        only after `handle` returned for a page."""
+        """Status changes (and changes of the ABC answers) since the stored watermark (events API), 100 per
+        page; the watermark moves on only after `handle` returned for a page."""
         since = self._watermark()
+        types = self._drained_event_types()
         drained = 0
         newest = since
         page = 1
@@ -586,7 +597,7 @@ class AmoCrm:
             answer = self.rest.get(
                 "/api/v4/events",
                 {
-                    "filter": {"type": "lead_status_changed", "entity": "lead", "created_at": {"from": since}},
+                    "filter": {"type": types, "entity": "lead", "created_at": {"from": since}},
                     "page": page,
                     "limit": EVENTS_LIMIT,
                 },

@@ -23,11 +23,22 @@ PAGE_SIZE = 50
 BATCH_LIMIT = 50
 
 
+def _without_nulls(value: Any) -> Any:
+    """The parameters without their None values, at any depth (an empty string stays: it empties a field)."""
+    if isinstance(value, Mapping):
+        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list | tuple):
+        return [_without_nulls(item) for item in value if item is not None]
+    return value
+
+
 def build_command(method: str, params: Mapping[str, Any] | None = None) -> str:
-    """A batch ``cmd`` value: ``method?`` plus the parameters as a PHP-bracket query string."""
+    """A batch ``cmd`` value: ``method?`` plus the parameters as a PHP-bracket query string (as PHP's
+    http_build_query: None is left out, "" is sent as ``key=``; qs_codec's skip_nulls would drop "" too, and a
+    field cleared inside a batch would keep its value)."""
     if not params:
         return method
-    return f"{method}?{qs_codec.encode(dict(params), qs_codec.EncodeOptions(skip_nulls=True))}"
+    return f"{method}?{qs_codec.encode(_without_nulls(dict(params)))}"
 
 
 def as_map(value: Any) -> dict[str, Any]:
