@@ -185,9 +185,15 @@ class AppWorker(AppJobMixin, Worker):
 
 
 class AppSimpleWorker(AppJobMixin, SimpleWorker):
-    """Runs jobs in-process; used by tests to drive the queue deterministically."""
+    """Runs jobs in-process until its queues are empty (`flask worker --burst`, and tests that drive the queue
+    deterministically)."""
 
     queue_class = EventsQueue
+
+    def subscribe(self) -> None:
+        """No command channel: a burst run ends by itself, so it takes no `rq` shutdown or kill-horse commands,
+        and RQ's listener thread would cost up to a second per run to stop (it blocks for a minute on its
+        socket and is joined with a one-second timeout)."""
 
 
 class Watch:
