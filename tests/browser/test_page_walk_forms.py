@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import ConsoleMessage, Page, expect
 
 from app.core.db import db
 from app.core.i18n import translate
@@ -18,7 +18,7 @@ from sandbox import create_sandbox_app
 from sandbox.mount import responses_sandbox
 from tests.browser.conftest import LiveServer
 from tests.browser.test_page_walk import assert_label_above_box, installed, open_app  # noqa: F401
-from tests.integration.b24 import B24, configure_guard
+from tests.integration.b24 import B24, configure_guard, new_deal
 from tests.integration.conftest import make_b24
 
 pytestmark = pytest.mark.browser
@@ -171,7 +171,12 @@ def test_no_page_asks_for_a_resource_that_is_not_there(app, live_server, page: P
     """Each page asked for /favicon.ico and logged a 404 in the console; the app and the kanban name an icon."""
     sandbox, portal = make_b24(app)
     missing: list[str] = []
-    page.on("response", lambda response: response.status == 404 and missing.append(response.url))
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error" and "404" in message.text:
+            missing.append(f"{message.text} {message.location.get('url')}")
+
+    page.on("console", on_console)
     with responses_sandbox(sandbox, passthru=(live_server.url,)), LiveServer(create_sandbox_app(sandbox)) as kanban:
         harness = B24(app=app, client=app.test_client(), sandbox=sandbox, portal=portal)
         configure_guard(harness.install())
@@ -190,7 +195,10 @@ def test_every_kanban_column_is_in_sight_beside_the_notifications(app, page: Pag
     each column, scrolled to, stands whole to the left of the notifications panel."""
     sandbox, portal = make_b24(app)
     with responses_sandbox(sandbox), LiveServer(create_sandbox_app(sandbox)) as kanban:
-        B24(app=app, client=app.test_client(), sandbox=sandbox, portal=portal).install()
+        harness = B24(app=app, client=app.test_client(), sandbox=sandbox, portal=portal)
+        harness.install()
+        for number in range(8):  # a full first column, as in the demo: taller than the window
+            new_deal(harness, manager=MANAGER, stage="NEW", title=f"Поставка оборудования № {number + 1}")
         page.set_viewport_size({"width": 1400, "height": 900})
         page.goto(f"{kanban.url}/sandbox?user={ADMIN}&pipeline=0")
         board = page.locator("#sb-board")
