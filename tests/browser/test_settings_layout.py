@@ -44,6 +44,6 @@ def test_the_settings_forms_are_aligned_and_name_fields_by_their_names(app, live
         lefts = first_pipeline.evaluate_all("nodes => nodes.map((n) => Math.round(n.getBoundingClientRect().left))")
         assert len(lefts) > 1 and len(set(lefts)) == 1, lefts
 
-        for selector in ("#rc-settings > label", "#rc-tc-settings fieldset > label"):
+        for selector in ("#rc-settings .rc-rules > label", "#rc-tc-settings fieldset > label"):
             lines = tops(page, selector)
             assert len(lines) >= 3 and len({round(top) for top in lines}) == len(lines), (selector, lines)
