@@ -18,6 +18,7 @@ from sandbox import create_sandbox_app
 from sandbox.mount import responses_sandbox
 from tests.browser.conftest import LiveServer
 from tests.browser.test_page_walk import assert_label_above_box, installed, open_app  # noqa: F401
+from tests.browser.test_reports_page import seed_cases
 from tests.integration.b24 import B24, configure_guard, new_deal
 from tests.integration.conftest import make_b24
 
@@ -165,6 +166,33 @@ def test_the_reports_notes_sit_inside_their_cards(
         expect(card.get_by_text(translate(key, language), exact=True)).to_be_visible()
     previous = page.locator('.rc-report-block[data-table="analytics"] .rc-block-note')
     expect(previous).to_contain_text(translate("analytics_previous", language).split("{")[0].strip())
+
+
+@pytest.mark.parametrize("language", ["ru", "en"])
+def test_report_headings_stand_over_their_numbers_and_the_ledger_names_deals_without_ids(
+    installed: B24,  # noqa: F811
+    live_server,
+    page: Page,
+    language: str,
+):
+    seed_cases(installed.our_portal().id)
+    open_app(page, live_server.url, installed, HEAD, language)
+    table = page.locator("#rc-table-managers")
+    expect(table).to_be_visible(timeout=10_000)
+    headings = table.locator("thead th")
+    cells = table.locator("tbody tr").first.locator("td")
+    for index in range(1, headings.count()):  # every column but the manager's name holds numbers
+        heading, cell = headings.nth(index).bounding_box(), cells.nth(index).bounding_box()
+        assert heading and cell
+        assert abs(heading["x"] + heading["width"] - cell["x"] - cell["width"]) < 2, headings.nth(index).inner_text()
+        expect(headings.nth(index)).to_have_css("text-align", "right")
+    expect(headings.first).to_have_css("text-align", "left")
+    # A column with «—» in its first row still stands on the right, its dash under the heading.
+    sources = page.locator("#rc-table-sources")
+    expect(sources.locator("thead th").last).to_have_css("text-align", "right")
+    expect(sources.locator("tbody td").last).to_have_css("text-align", "right")
+    ledger = page.locator("#rc-table-ledger tbody tr").first.locator("td").nth(2)
+    expect(ledger).to_have_text("Сделка 2")  # the deal by its title, no «#902» after it
 
 
 def test_no_page_asks_for_a_resource_that_is_not_there(app, live_server, page: Page):

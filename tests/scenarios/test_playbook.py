@@ -241,6 +241,8 @@ def test_a_postponed_deal_shows_the_reason_the_return_date_and_what_happens_on_i
 def stage_name(crm: CrmDriver, stage_id: str) -> str:
     pipeline = next(p for p in client_for(crm.portal()).list_pipelines() if p.id == crm.pipeline_id("main"))
     return next(stage.name for stage in pipeline.stages if stage.id == stage_id)
+
+
 def test_the_preset_keeps_postponed_with_conditional_refusal_after_the_working_stages(crm: CrmDriver):
     # A pipeline the app noticed after install has both of the app's stages: «Условный отказ», then «Отложено».
     pipeline = new_pipeline_with_refusal_stage(crm)
