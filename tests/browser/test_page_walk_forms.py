@@ -136,6 +136,15 @@ def test_schedule_postpone_and_new_reason_fields_sit_under_their_labels_in_group
     expect(postpone).to_be_visible(timeout=10_000)
     assert_label_above_box(postpone.locator("xpath=.."), postpone)
 
+    # Their long choices («Оставить в «Отложено»», «Как в CRM — МСК (UTC+3)») are not cut off.
+    for select in (postpone, page.locator('#rc-tz-settings select[name="time_zone"]')):
+        fits = select.evaluate(
+            """(node) => { const probe = document.createElement("span"); probe.style.font = getComputedStyle(node).font;
+                probe.textContent = node.options[node.selectedIndex].text; document.body.appendChild(probe);
+                const wide = probe.getBoundingClientRect().width; probe.remove(); return node.clientWidth - 32 >= wide; }"""
+        )
+        assert fits, select.evaluate("(node) => node.options[node.selectedIndex].text")
+
     add = page.locator("#rc-reasons-add")
     expect(add.locator("fieldset legend")).to_have_text(translate("reasons_new", language))
     for name in ("name_ru", "name_en"):
