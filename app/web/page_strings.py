@@ -12,6 +12,7 @@ i18n.register(
             "January February March April May June July August September October November December",
         ),
         "settings_rules": ("Правила контроля", "Control rules"),
+        "pb_preset_show": ("Стадии шаблона, шаги и критерии", "The preset's stages, steps and criteria"),
         "chart_empty": (
             "За период нечего показать: график появится, когда в периоде будут отказы.",
             "Nothing to show for the period: the chart appears once the period has refusals.",

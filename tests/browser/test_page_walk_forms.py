@@ -121,6 +121,20 @@ def test_a_stages_required_fields_are_a_compact_picker_with_a_filter_used_from_t
     expect(page.locator('.rc-req-picker[data-stage="EXECUTING"] summary')).to_have_text("Сумма", timeout=10_000)
 
 
+def test_the_playbook_presets_long_text_folds_under_its_summary(
+    installed: B24,  # noqa: F811
+    live_server,
+    page: Page,
+):
+    open_app(page, live_server.url, installed, ADMIN, "ru")
+    preset = page.locator("#rc-pb-preset")
+    expect(preset.locator("#rc-pb-preset-list li")).to_have_count(9, timeout=10_000)
+    expect(preset.locator("#rc-pb-preset-list")).to_be_hidden()
+    assert (preset.bounding_box() or {})["height"] < 400, "nine stages of text stand open on the settings page"
+    preset.get_by_text("Стадии шаблона, шаги и критерии").click()
+    expect(preset.locator('[data-preset="RC_PB_LEAD"]')).to_be_visible()
+
+
 @pytest.mark.parametrize("language", ["ru", "en"])
 def test_schedule_postpone_and_new_reason_fields_sit_under_their_labels_in_groups(
     installed: B24,  # noqa: F811

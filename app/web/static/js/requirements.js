@@ -22,7 +22,7 @@
     var names = chosen(picker).map(function (input) { return input.parentNode.textContent.trim(); });
     picker.querySelector("summary").textContent = names.length ? names.join(", ") : config.text.none;
     var note = picker.closest(".rc-req-stage").querySelector("[data-count]");
-    note.textContent = names.length ? config.text.count.replace("{count}", String(names.length)) : config.text.none;
+    note.textContent = names.length ? config.text.count.replace("{count}", String(names.length)) : "";  // the box says «none»
   }
 
   // One stage's required fields: a compact picker (a disclosure that names the chosen fields) opening onto a filter
