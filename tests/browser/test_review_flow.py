@@ -111,6 +111,9 @@ def test_the_whole_review_in_russian(portal: B24, live_server: LiveServer, page:
     expect(page.locator("#rc-closed")).to_have_class("rc-summary")
     expect(page.locator("#rc-next-step")).to_be_hidden()
     expect(page.locator("#rc-timeline li").last).to_contain_text("В работе, Елена Васильева")
+    # The stage section under the review follows the deal back to sales (it said «на проверке ОКК» before).
+    expect(page.locator("#rc-pb-stage")).to_have_text("В работе", timeout=10_000)
+    expect(page.locator("#rc-pb-waiting")).to_be_hidden()
     assert not re.search(r"(?<![\d.:])\b\d{1,2}\b(?![\d.:])", page.locator("#rc-timeline").inner_text())
 
 
