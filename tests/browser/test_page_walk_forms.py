@@ -155,7 +155,8 @@ def test_schedule_postpone_and_new_reason_fields_sit_under_their_labels_in_group
         fits = select.evaluate(
             """(node) => { const probe = document.createElement("span"); probe.style.font = getComputedStyle(node).font;
                 probe.textContent = node.options[node.selectedIndex].text; document.body.appendChild(probe);
-                const wide = probe.getBoundingClientRect().width; probe.remove(); return node.clientWidth - 32 >= wide; }"""
+                const wide = probe.getBoundingClientRect().width; probe.remove();
+                return node.clientWidth - 32 >= wide; }"""
         )
         assert fits, select.evaluate("(node) => node.options[node.selectedIndex].text")
 
