@@ -8,6 +8,7 @@ own. The zone itself is read from the CRM and may be overridden by an admin (app
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from babel.dates import get_timezone_location
@@ -100,3 +101,66 @@ def zone_label(name: str, language: str, at: datetime | None = None) -> str:
 def known_zones() -> list[str]:
     """Every Area/City zone name, sorted (the settings page offers them)."""
     return sorted(name for name in available_timezones() if "/" in name and not name.startswith(("Etc/", "SystemV/")))
+
+
+# Russia's zones from west to east (the settings page lists them first, by city).
+RUSSIAN_ZONES = (
+    "Europe/Kaliningrad",
+    "Europe/Moscow",
+    "Europe/Kirov",
+    "Europe/Volgograd",
+    "Europe/Astrakhan",
+    "Europe/Samara",
+    "Europe/Saratov",
+    "Europe/Ulyanovsk",
+    "Asia/Yekaterinburg",
+    "Asia/Omsk",
+    "Asia/Novosibirsk",
+    "Asia/Barnaul",
+    "Asia/Tomsk",
+    "Asia/Novokuznetsk",
+    "Asia/Krasnoyarsk",
+    "Asia/Irkutsk",
+    "Asia/Chita",
+    "Asia/Yakutsk",
+    "Asia/Khandyga",
+    "Asia/Vladivostok",
+    "Asia/Ust-Nera",
+    "Asia/Magadan",
+    "Asia/Sakhalin",
+    "Asia/Srednekolymsk",
+    "Asia/Kamchatka",
+    "Asia/Anadyr",
+)
+
+ZoneChoice = tuple[str, str]  # (IANA name, «Новосибирск (UTC+7)»)
+
+
+def zone_choices(language: str, now: datetime | None = None) -> tuple[list[ZoneChoice], list[ZoneChoice]]:
+    """The zones a settings page offers, by city and offset: Russia's from west to east, then every other
+    Area/City zone by its city's name (aliases of one city shown once)."""
+    moment = now or datetime.now(UTC)
+    # Offsets change with daylight saving: one list per language and hour.
+    return _zone_choices(language, moment.replace(minute=0, second=0, microsecond=0))
+
+
+@lru_cache(maxsize=8)
+def _zone_choices(language: str, hour: datetime) -> tuple[list[ZoneChoice], list[ZoneChoice]]:
+    locale = "en" if language == "en" else "ru"
+
+    def label(name: str) -> str:
+        city = get_timezone_location(name, locale=locale, return_city=True).rsplit("/", 1)[-1]
+        return f"{city} ({offset_text(ZoneInfo(name), hour)})"
+
+    russian = [(name, label(name)) for name in RUSSIAN_ZONES if valid_zone(name)]
+    seen = {text for _name, text in russian}
+    others: list[ZoneChoice] = []
+    for name in sorted(known_zones(), key=lambda zone: zone.count("/")):  # «America/Buenos_Aires» before its alias
+        if name in RUSSIAN_ZONES:
+            continue
+        text = label(name)
+        if text not in seen:
+            seen.add(text)
+            others.append((name, text))
+    others.sort(key=lambda choice: choice[1].casefold())
+    return russian, others

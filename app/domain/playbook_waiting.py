@@ -109,11 +109,15 @@ def _refusal(portal: Portal, deal: Deal, language: str) -> dict[str, Any]:
         }
     zone = zone_name(portal)
     state_key = f"review_state_{case.state}"
+    # After step 1 found the recordings do not confirm the reason, the case still awaits review, but the tab's
+    # header already says a call is needed: say the same here, and what happens now.
+    needs_call = case.state == RefusalCase.AWAITING_REVIEW and review.recordings_verdict(case) in review.STEP1[1:]
+    now_key = "pbw_refusal_callback_scheduled" if needs_call else f"pbw_refusal_{case.state}"
     rows = [
         _fact(
             "state",
             i18n.translate("pbw_refusal_state", language),
-            i18n.translate(state_key, language) if state_key in t else case.state,
+            review.state_label(case, language) if state_key in t else case.state,
         ),
         _fact(
             "reason", i18n.translate("pbw_refusal_reason", language), reasons.name_of(portal.id, case.reason, language)
@@ -129,7 +133,7 @@ def _refusal(portal: Portal, deal: Deal, language: str) -> dict[str, Any]:
         "title": i18n.translate("pbw_refusal_title", language),
         "facts": rows,
         "next": [
-            i18n.translate(f"pbw_refusal_{case.state}", language),
+            i18n.translate(now_key, language),
             i18n.translate("pbw_refusal_outcomes", language),
             i18n.translate("pbw_refusal_withdraw", language),
         ],

@@ -28,6 +28,8 @@ TABLES = ("comment_terms", "comments", "stages")
 i18n.register(
     {
         "reports_comment_terms": ("Комментарии: что пишут менеджеры", "Comments: what managers write"),
+        # The stage table's share is of the refusals claimed from every stage (not of the confirmed ones).
+        "col_share_claimed": ("Доля среди всех отказов, %", "Share of all refusals, %"),
         "reports_comments": ("Все комментарии к отказам", "Every refusal comment"),
         "reports_stages": (
             "Отказы по стадии, с которой сделку перевели в «Условный отказ»",
@@ -276,7 +278,7 @@ def table_rows(data: dict[str, Any], language: str) -> dict[str, tuple[str, list
         ),
         "stages": (
             t("reports_stages"),
-            [t("col_pipeline"), t("col_stage"), t("col_claimed"), t("col_confirmed"), t("col_share")],
+            [t("col_pipeline"), t("col_stage"), t("col_claimed"), t("col_confirmed"), t("col_share_claimed")],
             [
                 [row["pipeline"], row["stage"], row["claimed"], row["confirmed"], row["share"]]
                 for row in data.get("stages", [])

@@ -50,6 +50,7 @@ i18n.register(
         "reasons_name_ru": ("Название (рус.)", "Name (Russian)"),
         "reasons_name_en": ("Название (англ.)", "Name (English)"),
         "reasons_add": ("Добавить причину", "Add a reason"),
+        "reasons_new": ("Новая причина", "A new reason"),
         "reasons_save": ("Сохранить", "Save"),
         "reasons_up": ("Выше", "Up"),
         "reasons_down": ("Ниже", "Down"),

@@ -65,6 +65,8 @@ i18n.register(
         "req_settings_stage": ("Стадия", "Stage"),
         "req_settings_none": ("Нет обязательных полей", "No required fields"),
         "req_settings_count": ("Обязательных полей: {count}", "Required fields: {count}"),
+        "req_settings_filter": ("Найти поле", "Find a field"),
+        "req_settings_no_match": ("Нет полей с таким названием", "No field by that name"),
         "req_report_title": ("Переходы, отклонённые из-за незаполненных полей", "Moves refused for missing fields"),
         "req_report_manager": ("Менеджер", "Manager"),
         "req_report_stage": ("Стадия", "Stage"),

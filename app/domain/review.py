@@ -910,7 +910,8 @@ def case_view(
             "due_at": i18n.when(case.review_due_at, language, zone_name(portal)),
             "overdue": case.closed_at is None and case.review_due_at is not None and case.review_due_at < now,
             "in_refusal": duration_text(in_refusal, language),
-            "amount": i18n.money(deal.amount, deal.currency, language),
+            # amoCRM's leads carry no currency of their own: the amount is in the account's, the one CPL uses.
+            "amount": i18n.money(deal.amount, deal.currency or cpl.currency, language),
             "source": sources.get(deal.source_id, deal.source_id) if deal.source_id else "—",
             "cpl": i18n.money(cpl.amount, cpl.currency, language),
             "cpl_rule": review_text.cpl_rule_text(cpl.rule, language, sources, pipelines),

@@ -44,10 +44,10 @@ i18n.register(
         "tz_settings_current": ("Сейчас действует", "In force"),
         "tz_settings_from_crm": ("Из CRM", "From the CRM"),
         "tz_settings_unknown": ("CRM ещё не сообщила", "not reported yet"),
-        "tz_settings_override": (
-            "Свой пояс (например, Asia/Novosibirsk; пусто — как в CRM)",
-            "Own zone (e.g. America/New_York; empty: as in the CRM)",
-        ),
+        "tz_settings_override": ("Пояс приложения", "The app's zone"),
+        "tz_settings_follow_crm": ("Как в CRM", "As in the CRM"),
+        "tz_settings_russia": ("Россия", "Russia"),
+        "tz_settings_other": ("Другие страны", "Other countries"),
     }
 )
 

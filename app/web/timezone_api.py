@@ -10,7 +10,7 @@ from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 
 from app.core.models import Portal
-from app.core.timezones import known_zones
+from app.core.timezones import zone_choices
 from app.domain import timezones
 from app.web.api import save_settings
 from app.web.errors import page_language
@@ -21,8 +21,10 @@ bp = Blueprint("timezone_api", __name__, url_prefix="/api/time-zone")
 
 @bp.app_template_global("rc_time_zone")
 def page_state(portal: Portal, language: str) -> dict[str, Any]:
-    """The settings tab's first view of the zone (the template's `rc_time_zone`), with the names to pick from."""
-    return {**timezones.state(portal, language), "names": known_zones()}
+    """The settings tab's first view of the zone (the template's `rc_time_zone`), with the zones to pick from:
+    Russia's by city first, then the others."""
+    russian, others = zone_choices(language)
+    return {**timezones.state(portal, language), "russian": russian, "others": others}
 
 
 @bp.get("")

@@ -107,6 +107,9 @@ def test_the_lead_tab_shows_the_review_to_qa(amo: Amo, live_server, page: Page, 
     open_page(page, live_server.url, amo, int(case.qa_user_id), str(lead_id))
     expect(page.locator("h1")).to_contain_text(TEXT[language]["review"], timeout=10_000)
     expect(page.locator("#rc-no-case")).to_have_count(0)
+    # A lead has no currency of its own: its amount is in the account's («150 000 ₽»), as on Bitrix24.
+    amount = "150\u00a0000\u00a0₽" if language == "ru" else "150,000\u00a0₽"
+    expect(page.locator("#f-amount")).to_have_text(amount)
     expect(page.locator("body")).to_have_class("rc-crm-amocrm")
 
 

@@ -166,6 +166,9 @@ def test_a_head_reads_comments_and_stages_and_filters_the_comments(app, live_ser
         stages = page.locator("#rc-table-stages tbody tr")
         expect(stages).to_have_count(2)
         expect(stages.first.locator("td").nth(2)).to_have_text("2")
+        # Its share is of all the refusals in the table (it read «of confirmed» over 100 with none confirmed).
+        share = "Доля среди всех отказов, %" if lang == "ru" else "Share of all refusals, %"
+        expect(page.locator("#rc-table-stages thead th").nth(4)).to_have_text(share)
         expect(page.locator('[data-table="stages"] h2')).to_contain_text(
             "Отказы по стадии" if lang == "ru" else "Refusals by the stage"
         )

@@ -16,6 +16,7 @@ from app.core.db import db
 from app.domain.penalties import update_cpl_settings
 from sandbox.mount import mount_responses
 from tests.browser.conftest import LiveServer
+from tests.browser.test_page_walk import assert_label_above_box
 from tests.integration.b24 import B24, configure_guard
 from tests.integration.conftest import make_b24
 from tests.integration.review_helpers import QA, QA2, case_in_review, tab_form
@@ -79,6 +80,10 @@ def test_the_whole_review_in_russian(portal: B24, live_server: LiveServer, page:
     expect(page.locator('form[data-group="step1"]')).to_be_hidden()
 
     callback = page.locator('form[data-group="callback"]')
+    # The date's box under its label, like «Кто звонит» under its own (not beside it).
+    for name in ("at", "assignee"):
+        box = callback.locator(f'[name="{name}"]')
+        assert_label_above_box(callback.locator("label", has=page.locator(f'[name="{name}"]')), box)
     callback.locator('input[name="at"]').fill(local(minutes=100 * 24 * 60)[:16])
     button(page, "Назначить звонок").click()
     expect(page.locator("#rc-action-result")).to_have_text(
@@ -106,6 +111,9 @@ def test_the_whole_review_in_russian(portal: B24, live_server: LiveServer, page:
     expect(page.locator("#rc-closed")).to_have_class("rc-summary")
     expect(page.locator("#rc-next-step")).to_be_hidden()
     expect(page.locator("#rc-timeline li").last).to_contain_text("В работе, Елена Васильева")
+    # The stage section under the review follows the deal back to sales (it said «на проверке ОКК» before).
+    expect(page.locator("#rc-pb-stage")).to_have_text("В работе", timeout=10_000)
+    expect(page.locator("#rc-pb-waiting")).to_be_hidden()
     assert not re.search(r"(?<![\d.:])\b\d{1,2}\b(?![\d.:])", page.locator("#rc-timeline").inner_text())
 
 
@@ -121,6 +129,10 @@ def test_the_review_in_english(portal: B24, live_server: LiveServer, page: Page)
     )
     expect(page.locator("#f-state")).to_have_text("Recordings did not confirm the reason — call the client")
     callback = page.locator('form[data-group="callback"]')
+    # The date's box under its label, like «Кто звонит» under its own (not beside it).
+    for name in ("at", "assignee"):
+        box = callback.locator(f'[name="{name}"]')
+        assert_label_above_box(callback.locator("label", has=page.locator(f'[name="{name}"]')), box)
     callback.locator('input[name="at"]').fill(local(minutes=100 * 24 * 60)[:16])
     button(page, "Schedule the callback").click()
     expect(page.locator("#rc-action-result")).to_have_text("Not done: A callback can be at most 90 days ahead.")

@@ -37,13 +37,13 @@ def test_the_settings_forms_are_aligned_and_name_fields_by_their_names(app, live
         rows = page.locator("#rc-req-pipelines .rc-req-stage")
         expect(rows.first).to_be_visible(timeout=10_000)
 
-        options = page.locator("#rc-req-pipelines select").first.locator("option").all_inner_texts()
+        options = page.locator("#rc-req-pipelines .rc-req-picker").first.locator("label").all_text_contents()
         assert options and not [text for text in options if CODE.match(text.strip())], options
 
-        first_pipeline = page.locator("#rc-req-pipelines fieldset").first.locator("select")
+        first_pipeline = page.locator("#rc-req-pipelines fieldset").first.locator(".rc-req-picker")
         lefts = first_pipeline.evaluate_all("nodes => nodes.map((n) => Math.round(n.getBoundingClientRect().left))")
         assert len(lefts) > 1 and len(set(lefts)) == 1, lefts
 
-        for selector in ("#rc-settings > label", "#rc-tc-settings fieldset > label"):
+        for selector in ("#rc-settings .rc-rules > label", "#rc-tc-settings fieldset > label"):
             lines = tops(page, selector)
             assert len(lines) >= 3 and len({round(top) for top in lines}) == len(lines), (selector, lines)

@@ -18,7 +18,7 @@ from app.core.security import Identity, issue_token
 from app.crm.port import client_for
 from app.domain import playbook, postpone, reports, stages, taskcontrol
 from tests.scenarios.driver import ADMIN, MANAGER, OTHER_MANAGER, QA, B24Driver, CrmDriver
-from tests.scenarios.steps import case_in_review
+from tests.scenarios.steps import Reviewer, case_in_review
 
 URL = "/api/stage-playbook"
 PRESET_URL = "/api/stage-playbook/preset"
@@ -195,6 +195,21 @@ def test_a_deal_in_conditional_refusal_shows_the_review_and_what_happens_next(cr
     assert stranger["facts"] == [] and stranger["next"] == waiting["next"]
 
 
+def test_after_the_recordings_fail_the_reason_the_waiting_block_says_a_call_is_needed_like_the_review(
+    crm: CrmDriver,
+):
+    """Walk with data (#20): after step 1 the review's header said «нужен звонок клиенту» while the block below
+    still said «Ожидает проверки» and «ОКК прослушивает записи»."""
+    deal, _case = case_in_review(crm)
+    Reviewer(crm, QA, deal).act("recordings_not_confirmed")
+    waiting = playbook_of(crm, deal).get_json()["waiting"]
+    facts = {fact["key"]: fact["value"] for fact in waiting["facts"]}
+    assert facts["state"] == "Записи не подтвердили причину — нужен звонок клиенту"
+    assert waiting["next"][0].startswith("Сейчас: записи причину не подтвердили — ОКК звонит клиенту")
+    english = playbook_of(crm, deal, lang="en").get_json()["waiting"]
+    assert {fact["key"]: fact["value"] for fact in english["facts"]}["state"].startswith("Recordings did not confirm")
+
+
 def test_a_postponed_deal_shows_the_reason_the_return_date_and_what_happens_on_it(crm: CrmDriver):
     deal = crm.new_deal(manager=MANAGER, stage="working", title="Поставка станков")
     day = reports.today(crm.portal()) + timedelta(days=4)
@@ -226,6 +241,8 @@ def test_a_postponed_deal_shows_the_reason_the_return_date_and_what_happens_on_i
 def stage_name(crm: CrmDriver, stage_id: str) -> str:
     pipeline = next(p for p in client_for(crm.portal()).list_pipelines() if p.id == crm.pipeline_id("main"))
     return next(stage.name for stage in pipeline.stages if stage.id == stage_id)
+
+
 def test_the_preset_keeps_postponed_with_conditional_refusal_after_the_working_stages(crm: CrmDriver):
     # A pipeline the app noticed after install has both of the app's stages: «Условный отказ», then «Отложено».
     pipeline = new_pipeline_with_refusal_stage(crm)

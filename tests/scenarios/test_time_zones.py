@@ -163,7 +163,7 @@ def test_the_first_page_opened_reads_the_zone_the_install_did_not(novosibirsk: C
     report = novosibirsk.client.get("/api/reports", headers=novosibirsk.token(HEAD)).get_json()
     assert report["period"]["timezone"] == "Asia/Novosibirsk"
     admin_page = novosibirsk.open_app(ADMIN).get_data(as_text=True)
-    assert '<strong id="rc-tz-current">Новосибирск (UTC+7)</strong>' in admin_page
+    assert '<strong id="rc-tz-current" title="Asia/Novosibirsk">Новосибирск (UTC+7)</strong>' in admin_page
     assert '<span id="rc-tz-crm">Новосибирск (UTC+7)</span>' in admin_page
 
     # Read once: later pages do not ask the CRM again (the daily reconciliation follows its changes).

@@ -13,6 +13,10 @@
         other.setAttribute("aria-selected", other === tab ? "true" : "false");
         document.getElementById("tab-" + other.dataset.tab).hidden = other !== tab;
       });
+      // Blocks that belong to some tabs only (the duty rota: the exchange and the queue).
+      document.querySelectorAll("[data-rc-tabs]").forEach(function (block) {
+        block.hidden = block.dataset.rcTabs.split(" ").indexOf(tab.dataset.tab) === -1;
+      });
       if (tab.dataset.tab === "settings") { loadSettings(); loadCpl(); loadSchedule(); }
       if (tab.dataset.tab === "reports") { loadReport(); }
       if (tab.dataset.tab === "status") { loadStatus(); }

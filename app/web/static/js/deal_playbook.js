@@ -81,8 +81,18 @@
     });
   }
 
-  window.RC.api(config.token, config.url).then(function (answer) {
-    if (!answer.ok) { state.textContent = config.text.failed + " " + window.RC.problem(answer); return; }
-    render(answer.body);
+  function load() {
+    return window.RC.api(config.token, config.url).then(function (answer) {
+      if (!answer.ok) { state.textContent = config.text.failed + " " + window.RC.problem(answer); return; }
+      render(answer.body);
+    });
+  }
+
+  load();
+  // A review action on this tab moves the deal on (back to sales, closed): show its stage now and once more when
+  // the CRM write has landed, instead of «under QA review» under a finished review.
+  document.addEventListener("rc:deal-changed", function () {
+    load();
+    window.setTimeout(load, 3000);
   });
 })();

@@ -33,9 +33,7 @@
         select.appendChild(option);
       });
       label.appendChild(select);
-      var row = document.createElement("p");
-      row.appendChild(label);
-      box.appendChild(row);
+      box.appendChild(label);  // a labelled field of the .rc-grid: the pipeline's name above its select
     });
   }
 

@@ -13,43 +13,89 @@
     return window.RC.api(config.token, url, options);
   }
 
-  function summary(select) {
-    var count = select.selectedOptions.length;
-    return count ? config.text.count.replace("{count}", String(count)) : config.text.none;
+  function chosen(picker) {
+    return Array.prototype.filter.call(picker.querySelectorAll("input[type=checkbox]"), function (input) { return input.checked; });
   }
 
+  function describe(picker) {
+    // The closed picker reads like a filled select: the chosen fields' names, or «no required fields».
+    var names = chosen(picker).map(function (input) { return input.parentNode.textContent.trim(); });
+    picker.querySelector("summary").textContent = names.length ? names.join(", ") : config.text.none;
+    var note = picker.closest(".rc-req-stage").querySelector("[data-count]");
+    note.textContent = names.length ? config.text.count.replace("{count}", String(names.length)) : "";  // the box says «none»
+  }
+
+  // One stage's required fields: a compact picker (a disclosure that names the chosen fields) opening onto a filter
+  // and the CRM's fields as checkboxes in columns; every part is reachable and usable from the keyboard.
   function stageRow(stage, fields, required) {
     var row = document.createElement("div");
     row.className = "rc-req-stage";
-    var label = document.createElement("label");
-    label.textContent = stage.name + " ";
-    var select = document.createElement("select");
-    select.multiple = true;
-    select.size = Math.min(6, Math.max(3, fields.length));
-    select.dataset.stage = stage.id;
-    select.setAttribute("aria-label", config.text.stage + ": " + stage.name);
+    var name = document.createElement("span");
+    name.className = "rc-req-name";
+    name.textContent = stage.name;
+    var picker = document.createElement("details");
+    picker.className = "rc-req-picker";
+    picker.dataset.stage = stage.id;
+    var summary = document.createElement("summary");
+    summary.setAttribute("aria-label", config.text.stage + ": " + stage.name);
+    picker.appendChild(summary);
+    var panel = document.createElement("div");
+    panel.className = "rc-req-panel";
+    var filter = document.createElement("input");
+    filter.type = "search";
+    filter.placeholder = config.text.filter;
+    filter.setAttribute("aria-label", config.text.filter + " (" + stage.name + ")");
+    var options = document.createElement("div");
+    options.className = "rc-req-options";
+    options.setAttribute("role", "group");
+    options.setAttribute("aria-label", config.text.stage + ": " + stage.name);
     fields.forEach(function (field) {
-      var option = document.createElement("option");
-      option.value = field.code;
-      option.textContent = field.label;
-      option.selected = required.indexOf(field.code) !== -1;
-      select.appendChild(option);
+      var label = document.createElement("label");
+      var input = document.createElement("input");
+      input.type = "checkbox";
+      input.value = field.code;
+      input.checked = required.indexOf(field.code) !== -1;
+      label.appendChild(input);
+      label.appendChild(document.createTextNode(" " + field.label));
+      options.appendChild(label);
     });
+    var noMatch = document.createElement("p");
+    noMatch.className = "rc-note";
+    noMatch.hidden = true;
+    noMatch.textContent = config.text.noMatch;
+    filter.addEventListener("input", function () {
+      var wanted = filter.value.trim().toLowerCase();
+      var shown = 0;
+      options.querySelectorAll("label").forEach(function (label) {
+        label.hidden = wanted !== "" && label.textContent.toLowerCase().indexOf(wanted) === -1;
+        if (!label.hidden) { shown += 1; }
+      });
+      noMatch.hidden = shown > 0;
+    });
+    filter.addEventListener("keydown", function (event) {
+      if (event.key === "Enter") { event.preventDefault(); }  // Enter in the filter does not submit the form
+    });
+    options.addEventListener("change", function () {
+      var codes = chosen(picker).map(function (input) { return input.value; });
+      // amoCRM's won status is one id in every pipeline: every picker of that stage shows the same choice.
+      box.querySelectorAll('.rc-req-picker[data-stage="' + CSS.escape(stage.id) + '"]').forEach(function (twin) {
+        if (twin !== picker) {
+          twin.querySelectorAll("input[type=checkbox]").forEach(function (other) { other.checked = codes.indexOf(other.value) !== -1; });
+        }
+        describe(twin);
+      });
+    });
+    panel.appendChild(filter);
+    panel.appendChild(options);
+    panel.appendChild(noMatch);
+    picker.appendChild(panel);
     var note = document.createElement("span");
     note.className = "rc-note";
     note.dataset.count = stage.id;
-    note.textContent = summary(select);
-    select.addEventListener("change", function () {
-      // amoCRM's won status is one id in every pipeline: every select of that stage shows the same choice.
-      box.querySelectorAll('select[data-stage="' + CSS.escape(stage.id) + '"]').forEach(function (twin) {
-        Array.prototype.forEach.call(twin.options, function (option, index) { option.selected = select.options[index].selected; });
-        var twinNote = twin.closest(".rc-req-stage").querySelector("[data-count]");
-        if (twinNote) { twinNote.textContent = summary(twin); }
-      });
-    });
-    label.appendChild(select);
-    row.appendChild(label);
+    row.appendChild(name);
+    row.appendChild(picker);
     row.appendChild(note);
+    describe(picker);
     return row;
   }
 
@@ -85,9 +131,9 @@
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     var wanted = {};
-    box.querySelectorAll("select[data-stage]").forEach(function (select) {
-      var codes = Array.prototype.map.call(select.selectedOptions, function (option) { return option.value; });
-      if (codes.length) { wanted[select.dataset.stage] = { required: codes }; }
+    box.querySelectorAll(".rc-req-picker[data-stage]").forEach(function (picker) {
+      var codes = chosen(picker).map(function (input) { return input.value; });
+      if (codes.length) { wanted[picker.dataset.stage] = { required: codes }; }
     });
     api(config.url, {
       method: "PUT",

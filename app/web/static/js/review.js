@@ -207,7 +207,10 @@
       busy = false;
       result.dataset.outcome = response.ok ? "done" : "failed";
       result.textContent = response.ok ? (response.body.text || config.text.done) : config.text.failed + " " + window.RC.problem(response);
-      if (response.ok) { form.reset(); }
+      if (response.ok) {
+        form.reset();
+        document.dispatchEvent(new CustomEvent("rc:deal-changed"));  // the stage section below reloads
+      }
       // A refused action keeps what the user entered; only a case or deal that moved on is reloaded.
       if (!response.ok && response.status !== 409) {
         form.querySelectorAll("button").forEach(function (button) { button.disabled = false; });

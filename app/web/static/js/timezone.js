@@ -8,15 +8,19 @@
   var result = document.getElementById("rc-tz-result");
 
   function show(state) {
-    document.getElementById("rc-tz-current").textContent = state.label;
-    document.getElementById("rc-tz-current-name").textContent = state.time_zone;
+    var current = document.getElementById("rc-tz-current");
+    current.textContent = state.label;
+    current.title = state.time_zone;
     document.getElementById("rc-tz-crm").textContent = state.crm_label || config.text.unknown;
-    form.elements.time_zone.value = state.override || "";
+    var select = form.elements.time_zone;
+    // «As in the CRM — Новосибирск (UTC+7)»: the first choice names the zone it follows.
+    select.options[0].textContent = config.text.followCrm + (state.crm_label ? " — " + state.crm_label : "");
+    select.value = state.override || "";
   }
 
   form.addEventListener("submit", function (event) {
     event.preventDefault();
-    var body = JSON.stringify({ time_zone: form.elements.time_zone.value.trim() });
+    var body = JSON.stringify({ time_zone: form.elements.time_zone.value });
     window.RC.api(config.token, config.url, {
       method: "PUT", headers: { "Content-Type": "application/json" }, body: body
     }).then(function (answer) {
