@@ -57,7 +57,7 @@ i18n.register(
         ),
         "amo_install_failed_title": ("Подключение не удалось", "Connection failed"),
         "amo_open_app": (
-            "Открыть приложение: очередь контроля, биржа, отчёты, настройки",
+            "Открыть приложение: очередь ОКК, биржа, отчёты, настройки",
             "Open the app: QA queue, exchange, reports, settings",
         ),
         "amo_bad_referer": (
