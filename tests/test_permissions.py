@@ -33,7 +33,7 @@ def _api_routes() -> list[tuple[str, str]]:
 
 ROUTES = _api_routes()
 ROW_OF = {"case_id": RefusalCase, "lot_id": ExchangeLot, "penalty_id": Penalty}  # ids in paths: the model
-TEXT_ARGS = {"action": "confirm", "call_id": "1", "name": "managers", "code": "price"}
+TEXT_ARGS = {"action": "confirm", "call_id": "1", "name": "managers", "code": "price", "deal_id": "1"}
 ID_ROUTES = [route for route in ROUTES if any(arg in route[0] for arg in ROW_OF)]
 BODY = {"reason": "checking", "version": 1, "expected": {"stage_id": "NEW", "responsible_id": "2"}}
 OTHER_ADMIN = "1"  # an administrator and a head of sales of the other portal
