@@ -54,6 +54,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         yield url
         return
     url = _recreate_postgres_database(TEST_POSTGRES_DB)
+    # pytest tears a parametrised session fixture down when a worker's tests switch between the two kinds and
+    # sets it up again: the database is then new and empty, so it needs its migrations again.
+    _MIGRATED.discard(url)
     yield url
     _drop_postgres_database(TEST_POSTGRES_DB)
 
